@@ -1,0 +1,210 @@
+"""Typed contracts between the serving stages.
+
+The request pipeline is: experiment assignment → candidate sources (parallel) → merge →
+eligibility rules → ranker → slate policy → response + decision record. Each stage is a small
+interface below; implementations live in ``retrieval/`` (sources), ``ranking/`` (rules, ranker,
+slate policies) and are called by one async pipeline, either in-process (tests, benchmarks,
+offline evaluation) or through Ray Serve deployment handles (production).
+
+Hot-loop values are frozen dataclasses; the decision record, which crosses HTTP and is stored,
+is a pydantic model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(frozen=True)
+class ExperimentAssignment:
+    experiment_id: str
+    arm: str
+    """The variant name; ``"default"`` when no experiment covers the request."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """One recommendation request, after authentication. ``tenant_id`` comes from the API key."""
+
+    request_id: str
+    tenant_id: str
+    user_id: str
+    surface: str
+    k: int
+    now: datetime
+    context: Mapping[str, Any] = field(default_factory=dict)
+    exclude_item_ids: frozenset[str] = frozenset()
+    experiment: ExperimentAssignment | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One item proposed by one source. ``rank`` is 0-based within that source's answer."""
+
+    item_id: str
+    source: str
+    source_version: str
+    score: float
+    rank: int
+    diagnostics: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """What a candidate source returns: candidates in its own order, best first."""
+
+    source: str
+    version: str
+    candidates: Sequence[Candidate]
+    diagnostics: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MergedCandidate:
+    """An item after de-duplication across sources; ``provenance`` keeps every source's view."""
+
+    item_id: str
+    provenance: tuple[Candidate, ...]
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(c.source for c in self.provenance)
+
+    @property
+    def best(self) -> Candidate:
+        """The provenance entry with the best (lowest) rank; its score is the retrieval score."""
+        return min(self.provenance, key=lambda c: (c.rank, -c.score))
+
+
+@dataclass(frozen=True)
+class Removal:
+    item_id: str
+    rule: str
+    reason: str
+    """A stable reason code, e.g. ``not_in_catalogue``, ``unavailable``, ``hidden_by_user``."""
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    """What an eligibility rule returns: kept candidates in input order, and every removal."""
+
+    kept: Sequence[MergedCandidate]
+    removed: Sequence[Removal]
+
+
+@dataclass(frozen=True)
+class ScoredCandidate:
+    """A ranked candidate: one calibrated probability per task, and the composed utility."""
+
+    item_id: str
+    provenance: tuple[Candidate, ...]
+    task_scores: Mapping[str, float]
+    utility: float
+
+
+@dataclass(frozen=True)
+class SlateItem:
+    item_id: str
+    rank: int
+    score: float
+    sources: tuple[str, ...]
+    reasons: tuple[str, ...]
+    """Why the item is at this position, e.g. ``("utility_rank:3", "mmr_diversity")``,
+    ``("exploration", "propensity:0.02")``, ``("pinned",)``."""
+    propensity: float | None = None
+
+
+@runtime_checkable
+class CandidateSource(Protocol):
+    """Given a query, which items, by one strategy. Never ranks the final list, never filters."""
+
+    name: str
+
+    async def retrieve(self, query: Query, user_state: Any, limit: int) -> SourceResult: ...
+
+
+@runtime_checkable
+class EligibilityRule(Protocol):
+    """Keeps or removes candidates, with a reason code per removal. Must fail closed: if its
+    policy data cannot be read it raises :class:`PolicyUnavailable` instead of passing all."""
+
+    name: str
+
+    def apply(
+        self, query: Query, candidates: Sequence[MergedCandidate], user_state: Any
+    ) -> FilterResult: ...
+
+
+class PolicyUnavailable(RuntimeError):
+    """Policy data could not be read; the pipeline serves only the safe fallback list or 503."""
+
+
+# ---------------------------------------------------------------------------------- decision
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CandidateRecord(_Record):
+    item_id: str
+    sources: list[dict[str, Any]]
+    """One entry per source: ``{"source", "version", "score", "rank"}``."""
+    task_scores: dict[str, float] = Field(default_factory=dict)
+    utility: float | None = None
+
+
+class RemovalRecord(_Record):
+    item_id: str
+    rule: str
+    reason: str
+
+
+class SlateRecord(_Record):
+    item_id: str
+    rank: int
+    score: float
+    sources: list[str]
+    reasons: list[str]
+    propensity: float | None = None
+
+
+class SourceOutcome(_Record):
+    source: str
+    status: str
+    """``ok``, ``timeout``, ``error`` or ``skipped``."""
+    candidates: int = 0
+    latency_ms: float = 0.0
+    error: str | None = None
+
+
+class DecisionRecord(_Record):
+    """Everything needed to explain one response. Stored in the decision log and served at
+    ``GET /v1/decisions/{request_id}`` to the owning tenant only."""
+
+    request_id: str
+    tenant_id: str
+    user_id: str
+    surface: str
+    k: int
+    at: datetime
+    experiment: dict[str, str]
+    """``{"id": …, "arm": …}``."""
+    versions: dict[str, str]
+    """Model, index and config versions, e.g. ``{"two_tower": …, "ann_index": …,
+    "ranker": …, "config": …}``."""
+    sources: list[SourceOutcome]
+    candidates: list[CandidateRecord]
+    removals: list[RemovalRecord]
+    slate: list[SlateRecord]
+    fallback: str | None = None
+    """``None`` when fully personalised; else why: ``sources_failed``, ``ranker_unavailable``,
+    ``policy_unavailable``, ..."""
+    stage_latency_ms: dict[str, float]
+    degraded: list[str] = Field(default_factory=list)
+    """Non-fatal degradations, e.g. ``source_timeout:two_tower``, ``user_state_missing``."""

@@ -1,0 +1,274 @@
+"""Feature definitions shared by training and serving — one code path, so they cannot drift.
+
+Point-in-time rule: a feature for an example at time ``t`` uses only events with ``ts < t``.
+Training folds the event log in time order through :class:`UserState` and
+:class:`PopularityCounter`, snapshotting features just before each impression; serving keeps the
+same objects up to date from the event log plus live events, and calls the same functions.
+
+Shapes: ``B`` candidates for one (user, time); ``L`` = :data:`HISTORY_LEN`.
+
+Ranker features (:func:`ranker_features`)
+    ``cat``   ``(B, 6)`` int64: user bucket, item index+1, category index+1, source index,
+              surface bucket, hour of day (UTC).
+    ``dense`` ``(B, 8)`` float32: see :data:`DENSE_FEATURES`.
+
+Query-tower features (:func:`query_features`): user bucket, history item indices+1 (left
+padded with 0, most recent last), surface bucket, hour of day.
+Item-tower features (:func:`item_features`): item index+1, category index+1, tag indices,
+log age in days at the given time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import zlib
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.catalogue import MAX_TAGS, Catalogue
+from core.schema import POSITIVE_EVENT_TYPES
+
+HISTORY_LEN = 20
+USER_BUCKETS = 1 << 16
+SURFACE_BUCKETS = 16
+POPULARITY_HALF_LIFE_HOURS = 72.0
+FREQUENCY_WINDOW_HOURS = 24.0
+MAX_RECENT_IMPRESSIONS = 500
+
+SOURCE_KINDS: tuple[str, ...] = (
+    "unknown",
+    "logged",
+    "two_tower",
+    "item_to_item",
+    "trending",
+    "editorial",
+    "fresh",
+    "exploration",
+)
+"""Source vocabulary for the ranker's ``source`` feature. ``logged`` is used for impressions in
+the training log whose serving source is unknown (e.g. synthetic or imported data)."""
+
+CAT_FEATURES = ("user_bucket", "item", "category", "source", "surface_bucket", "hour")
+DENSE_FEATURES = (
+    "category_affinity",  # share of the user's positives in this item's category
+    "tag_affinity",  # mean share of the user's positives carrying each of the item's tags
+    "log_popularity",  # log1p of the item's time-decayed positive count
+    "log_age_hours",  # log1p of hours since the item was created (0 if in the future)
+    "retrieval_score",  # the best source's score; 0 when there is none
+    "log_user_positives",  # log1p of the user's positive count
+    "history_missing",  # 1 when the user has no history (cold start / state unavailable)
+    "log_recent_impressions",  # log1p of this item's impressions to the user in the window
+)
+
+
+def stable_hash(value: str, buckets: int) -> int:
+    """A hash that is the same in every process and Python version (unlike ``hash``)."""
+    return zlib.crc32(value.encode()) % buckets
+
+
+def feature_schema_hash() -> str:
+    """Identifies the feature definitions; models record it and serving checks it."""
+    spec = {
+        "cat": CAT_FEATURES,
+        "dense": DENSE_FEATURES,
+        "history_len": HISTORY_LEN,
+        "user_buckets": USER_BUCKETS,
+        "surface_buckets": SURFACE_BUCKETS,
+        "sources": SOURCE_KINDS,
+        "popularity_half_life_hours": POPULARITY_HALF_LIFE_HOURS,
+        "frequency_window_hours": FREQUENCY_WINDOW_HOURS,
+        "max_tags": MAX_TAGS,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class UserState:
+    """What serving and training know about a user at a point in time."""
+
+    user_id: str
+    history: deque = field(default_factory=lambda: deque(maxlen=HISTORY_LEN))
+    """Item ids of recent positive interactions, most recent last (repeats collapsed)."""
+    category_counts: dict[int, float] = field(default_factory=dict)
+    tag_counts: dict[int, float] = field(default_factory=dict)
+    n_positive: int = 0
+    impressions: deque = field(default_factory=lambda: deque(maxlen=MAX_RECENT_IMPRESSIONS))
+    """``(ts, item_id)`` of recent impressions, oldest first."""
+    hidden: set[str] = field(default_factory=set)
+    last_ts: float | None = None
+
+    def apply(self, event_type: str, item_id: str, ts: float, catalogue: Catalogue) -> None:
+        """Fold one event (which must not be older than the previous one for exact replay)."""
+        self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        if event_type == "impression":
+            self.impressions.append((ts, item_id))
+        elif event_type == "hide":
+            self.hidden.add(item_id)
+        elif event_type in POSITIVE_EVENT_TYPES:
+            # One interaction can produce several positive events (click, then dwell, like);
+            # history and affinities count the item once per distinct interaction.
+            if self.history and self.history[-1] == item_id:
+                return
+            self.history.append(item_id)
+            self.n_positive += 1
+            idx = catalogue.index_of([item_id])[0]
+            if idx >= 0:
+                c = int(catalogue.category[idx])
+                self.category_counts[c] = self.category_counts.get(c, 0.0) + 1.0
+                for t in catalogue.tags[idx]:
+                    if t:
+                        self.tag_counts[int(t)] = self.tag_counts.get(int(t), 0.0) + 1.0
+
+    def recent_impression_counts(self, now: float, window_hours: float) -> dict[str, int]:
+        start = now - window_hours * 3600.0
+        counts: dict[str, int] = {}
+        for ts, item in self.impressions:
+            if start <= ts < now:
+                counts[item] = counts.get(item, 0) + 1
+        return counts
+
+
+class PopularityCounter:
+    """Time-decayed count of positive events per item: ``sum(exp(-ln2 * age / half_life))``."""
+
+    def __init__(self, half_life_hours: float = POPULARITY_HALF_LIFE_HOURS):
+        self.rate = math.log(2.0) / (half_life_hours * 3600.0)
+        self._value: dict[str, float] = {}
+        self._at: dict[str, float] = {}
+
+    def add(self, item_id: str, ts: float, weight: float = 1.0) -> None:
+        prev_at = self._at.get(item_id)
+        if prev_at is None:
+            self._value[item_id] = weight
+            self._at[item_id] = ts
+        elif ts >= prev_at:
+            self._value[item_id] = self._value[item_id] * math.exp(-self.rate * (ts - prev_at)) + weight
+            self._at[item_id] = ts
+        else:  # late event: decay it to the stored reference time instead
+            self._value[item_id] += weight * math.exp(-self.rate * (prev_at - ts))
+
+    def value(self, item_id: str, now: float) -> float:
+        at = self._at.get(item_id)
+        if at is None:
+            return 0.0
+        return self._value[item_id] * math.exp(-self.rate * max(0.0, now - at))
+
+    def values(self, item_ids: Iterable[str], now: float) -> np.ndarray:
+        return np.array([self.value(i, now) for i in item_ids], dtype=np.float64)
+
+    def top(self, now: float, n: int, exclude: set[str] | None = None) -> list[tuple[str, float]]:
+        scored = ((i, self.value(i, now)) for i in self._value if not exclude or i not in exclude)
+        return sorted(scored, key=lambda x: (-x[1], x[0]))[:n]
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+
+def _source_index(source: str) -> int:
+    try:
+        return SOURCE_KINDS.index(source)
+    except ValueError:
+        return 0
+
+
+def ranker_features(
+    state: UserState,
+    item_ids: Sequence[str],
+    catalogue: Catalogue,
+    *,
+    popularity: np.ndarray,
+    now: float,
+    surface: str,
+    retrieval_scores: np.ndarray | None = None,
+    sources: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ranker inputs for ``B`` candidates of one user at time ``now``: ``(cat, dense)``.
+
+    ``popularity`` is ``(B,)`` from :meth:`PopularityCounter.values` at ``now``; ``state`` must
+    hold only events before ``now``.
+    """
+    b = len(item_ids)
+    idx = catalogue.index_of(list(item_ids))
+    known = idx >= 0
+    safe = np.where(known, idx, 0)
+    cat = np.zeros((b, len(CAT_FEATURES)), dtype=np.int64)
+    cat[:, 0] = stable_hash(state.user_id, USER_BUCKETS)
+    cat[:, 1] = np.where(known, idx + 1, 0)
+    cat[:, 2] = np.where(known, catalogue.category[safe] + 1, 0)
+    cat[:, 3] = [_source_index(s) for s in sources] if sources is not None else 0
+    cat[:, 4] = stable_hash(surface, SURFACE_BUCKETS)
+    cat[:, 5] = int((now // 3600) % 24)
+
+    n_pos = max(1, state.n_positive)
+    cat_aff = np.array(
+        [state.category_counts.get(int(c), 0.0) for c in catalogue.category[safe]], dtype=np.float32
+    )
+    tags = catalogue.tags[safe]
+    tag_hits = np.array(
+        [[state.tag_counts.get(int(t), 0.0) for t in row] for row in tags], dtype=np.float32
+    ).reshape(b, MAX_TAGS)
+    n_tags = np.maximum(1, (tags > 0).sum(axis=1))
+    recent = state.recent_impression_counts(now, FREQUENCY_WINDOW_HOURS)
+
+    dense = np.zeros((b, len(DENSE_FEATURES)), dtype=np.float32)
+    dense[:, 0] = np.where(known, cat_aff / n_pos, 0.0)
+    dense[:, 1] = np.where(known, tag_hits.sum(axis=1) / n_tags / n_pos, 0.0)
+    dense[:, 2] = np.log1p(np.asarray(popularity, dtype=np.float64))
+    age_h = np.where(known, (now - catalogue.created_at[safe]) / 3600.0, 0.0)
+    dense[:, 3] = np.log1p(np.clip(age_h, 0.0, None))
+    dense[:, 4] = 0.0 if retrieval_scores is None else np.asarray(retrieval_scores, dtype=np.float32)
+    dense[:, 5] = math.log1p(state.n_positive)
+    dense[:, 6] = 1.0 if state.n_positive == 0 else 0.0
+    dense[:, 7] = np.log1p([recent.get(i, 0) for i in item_ids])
+    return cat, dense
+
+
+def query_features(state: UserState, catalogue: Catalogue, *, surface: str, now: float) -> dict:
+    """Query-tower inputs for one user: ``user`` (), ``history`` (L,), ``surface`` (), ``hour`` ()."""
+    hist = np.zeros(HISTORY_LEN, dtype=np.int64)
+    items = list(state.history)[-HISTORY_LEN:]
+    if items:
+        idx = catalogue.index_of(items) + 1  # unknown (-1) becomes padding (0)
+        hist[HISTORY_LEN - len(idx) :] = idx
+    return {
+        "user": stable_hash(state.user_id, USER_BUCKETS),
+        "history": hist,
+        "surface": stable_hash(surface, SURFACE_BUCKETS),
+        "hour": int((now // 3600) % 24),
+    }
+
+
+def item_features(catalogue: Catalogue, now: float) -> dict[str, np.ndarray]:
+    """Item-tower inputs for the whole catalogue: ``item`` (N,), ``category`` (N,),
+    ``tags`` (N, MAX_TAGS), ``log_age_days`` (N,) float32."""
+    age_days = np.clip((now - catalogue.created_at) / 86400.0, 0.0, None)
+    return {
+        "item": np.arange(1, len(catalogue) + 1, dtype=np.int64),
+        "category": catalogue.category.astype(np.int64) + 1,
+        "tags": catalogue.tags.astype(np.int64),
+        "log_age_days": np.log1p(age_days).astype(np.float32),
+    }
+
+
+class UserStateStore:
+    """User states folded from an event stream in time order (the training-side replay and the
+    serving-side bootstrap). Unknown users get an empty state (``history_missing`` = 1)."""
+
+    def __init__(self, catalogue: Catalogue):
+        self.catalogue = catalogue
+        self.states: dict[str, UserState] = {}
+
+    def get(self, user_id: str) -> UserState:
+        return self.states.get(user_id) or UserState(user_id=user_id)
+
+    def apply(self, user_id: str, event_type: str, item_id: str, ts: float) -> UserState:
+        state = self.states.get(user_id)
+        if state is None:
+            state = self.states[user_id] = UserState(user_id=user_id)
+        state.apply(event_type, item_id, ts, self.catalogue)
+        return state

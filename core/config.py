@@ -298,13 +298,15 @@ def read_yaml(path: str | Path) -> Any:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError([ConfigIssue(file=str(path), key="", message=exc.strerror or str(exc))])
+        issue = ConfigIssue(file=str(path), key="", message=exc.strerror or str(exc))
+        raise ConfigError([issue]) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError([ConfigIssue(file=str(path), key="", message=f"{where}invalid YAML")])
+        issue = ConfigIssue(file=str(path), key="", message=f"{where}invalid YAML")
+        raise ConfigError([issue]) from None
 
 
 def load_model(path: str | Path, model: type[M]) -> M:

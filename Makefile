@@ -1,0 +1,46 @@
+# Two commands on a fresh machine:
+#   make demo   install, start a local Ray cluster, build data, train, index, review, deploy,
+#               answer sample requests
+#   make test   install what is missing and run the whole test suite
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+DEMO_PRESET ?= tiny
+DEMO_CPUS ?= 2
+
+.PHONY: install test test-unit test-integration lint demo demo-down bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+test: install
+	$(BIN)/python -m pytest tests
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: install
+	$(BIN)/python -m pytest tests/integration
+
+lint: install
+	$(BIN)/ruff check .
+
+demo: install
+	$(BIN)/python -m cluster.demo --preset $(DEMO_PRESET) --num-cpus $(DEMO_CPUS)
+
+demo-down: install
+	$(BIN)/recsys down
+
+bench: install
+	$(BIN)/python -m benchmarks.run_all
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache

@@ -1,0 +1,52 @@
+"""`recsys config validate [PATH…]`: check config files against their schemas."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    config = subparsers.add_parser("config", help="configuration files")
+    sub = config.add_subparsers(dest="config_command", required=True)
+    validate = sub.add_parser(
+        "validate", help="validate config files (default: every YAML file under configs/)"
+    )
+    validate.add_argument("paths", nargs="*", help="files or folders to validate")
+    validate.set_defaults(func=run_validate)
+
+
+def _expand(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths or ["configs"]:
+        p = Path(raw)
+        if p.is_dir():
+            files.extend(sorted(q for q in p.rglob("*") if q.suffix in {".yaml", ".yml"}))
+        else:
+            files.append(p)
+    return files
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from core.config import ConfigError
+    from core.config_files import validate_file
+
+    console = Console(highlight=False)
+    failed = 0
+    files = _expand(args.paths)
+    if not files:
+        console.print("no config files found")
+        return 2
+    for path in files:
+        try:
+            validate_file(path)
+        except ConfigError as exc:
+            failed += 1
+            for issue in exc.issues:
+                console.print(f"[red]✗[/red] {issue.file}: [bold]{issue.key or '<root>'}[/bold]: {issue.message}")
+        else:
+            console.print(f"[green]✓[/green] {path}")
+    console.print(f"{len(files) - failed} valid, {failed} invalid")
+    return 1 if failed else 0

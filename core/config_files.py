@@ -1,0 +1,76 @@
+"""Which schema validates which file under ``configs/``.
+
+``recsys config validate`` and the test that validates every YAML file in ``configs/`` both go
+through :func:`validate_file`, so a new kind of config file is added here once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core.config import ConfigError, ConfigIssue, PlatformConfig, load_model, read_yaml
+
+
+def _validate_serve(path: Path) -> Any:
+    # Ray Serve's own schema for `serve deploy` files. Imported lazily: core must stay usable
+    # without starting anything, and the schema module is pure pydantic.
+    from pydantic import ValidationError
+    from ray.serve.schema import ServeDeploySchema
+
+    data = read_yaml(path)
+    try:
+        return ServeDeploySchema.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(
+            [
+                ConfigIssue(file=str(path), key=".".join(str(p) for p in e["loc"]), message=e["msg"])
+                for e in exc.errors()
+            ]
+        ) from None
+
+
+def _validate_train(path: Path) -> Any:
+    train_config = importlib.import_module("core.train_config")
+    model = train_config.schema_for(path)
+    return load_model(path, model)
+
+
+def _validate_alerts(path: Path) -> Any:
+    data = read_yaml(path)
+    if not isinstance(data, dict) or not isinstance(data.get("groups"), list):
+        raise ConfigError([ConfigIssue(file=str(path), key="groups", message="expected a list")])
+    for i, group in enumerate(data["groups"]):
+        for j, rule in enumerate(group.get("rules", [])):
+            for key in ("alert", "expr"):
+                if key not in rule:
+                    raise ConfigError(
+                        [
+                            ConfigIssue(
+                                file=str(path),
+                                key=f"groups.{i}.rules.{j}.{key}",
+                                message="required key is missing",
+                            )
+                        ]
+                    )
+    return data
+
+
+def validator_for(path: str | Path) -> Callable[[Path], Any]:
+    path = Path(path)
+    name = path.name
+    parts = path.parts
+    if name.startswith("serve") and name.endswith((".yaml", ".yml")):
+        return _validate_serve
+    if "train" in parts:
+        return _validate_train
+    if "alerts" in parts or name.startswith("alerts"):
+        return _validate_alerts
+    return lambda p: load_model(p, PlatformConfig)
+
+
+def validate_file(path: str | Path) -> Any:
+    """Validate one config file with the schema its location implies; raises ConfigError."""
+    return validator_for(path)(Path(path))

@@ -1,0 +1,149 @@
+"""Capacity planning: measured per-replica throughput -> replica counts -> a serve.yaml patch.
+
+The benchmark (``benchmarks/bench_serving.py``) writes, per deployment, the request rate one
+replica sustains on the measuring machine (``capacity.per_replica_rps``). For a target rate
+``R`` with headroom ``h`` (spare capacity for bursts and for losing a replica), each
+deployment needs ``ceil(R * (1 + h) / per_replica_rps)`` replicas, at least ``min_replicas``.
+Every request visits every deployment once (the graph is a fan-out, not a chain of optional
+hops), so the same ``R`` applies to each.
+
+The numbers are only as good as the machine they were measured on: re-measure on the target
+hardware before trusting a plan (``docs/runbooks/capacity.md``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DeploymentPlan:
+    name: str
+    replicas: int
+    per_replica_rps: float
+    cpus_per_replica: float
+    gpus_per_replica: float
+
+    @property
+    def cpus(self) -> float:
+        return self.replicas * self.cpus_per_replica
+
+
+@dataclass
+class CapacityPlan:
+    target_rps: float
+    headroom: float
+    deployments: list[DeploymentPlan] = field(default_factory=list)
+    unmeasured: list[str] = field(default_factory=list)
+    """Deployments in the serve config with no measurement; left unchanged by the patch."""
+
+    @property
+    def total_cpus(self) -> float:
+        return sum(d.cpus for d in self.deployments)
+
+    @property
+    def total_gpus(self) -> float:
+        return sum(d.replicas * d.gpus_per_replica for d in self.deployments)
+
+    def replicas(self) -> dict[str, int]:
+        return {d.name: d.replicas for d in self.deployments}
+
+
+def replicas_needed(target_rps: float, per_replica_rps: float, headroom: float = 0.3,
+                    min_replicas: int = 1) -> int:  # fmt: skip
+    """Smallest replica count whose summed throughput covers ``target_rps * (1 + headroom)``."""
+    if target_rps < 0 or headroom < 0:
+        raise ValueError("target_rps and headroom must be non-negative")
+    if per_replica_rps <= 0:
+        raise ValueError("per_replica_rps must be positive")
+    needed = target_rps * (1.0 + headroom) / per_replica_rps
+    # Round away float noise first: 3.0000000001 replicas is 3 replicas, not 4.
+    return max(min_replicas, math.ceil(round(needed, 6)))
+
+
+def load_measurements(path: str | Path) -> dict[str, float]:
+    """``capacity.per_replica_rps`` from a benchmark result file (deployment -> req/s)."""
+    data = json.loads(Path(path).read_text())
+    try:
+        measured = data["capacity"]["per_replica_rps"]
+    except (KeyError, TypeError):
+        raise ValueError(f"{path}: no capacity.per_replica_rps (run benchmarks/bench_serving.py)") from None
+    return {str(k): float(v) for k, v in measured.items() if v and float(v) > 0}
+
+
+def _deployments(config: dict[str, Any], app_name: str | None) -> list[dict[str, Any]]:
+    apps = config.get("applications") or []
+    if app_name is not None:
+        apps = [a for a in apps if a.get("name") == app_name]
+        if not apps:
+            raise ValueError(f"no application named {app_name!r} in the serve config")
+    return [d for a in apps for d in a.get("deployments") or []]
+
+
+def plan_capacity(config: dict[str, Any], measured: dict[str, float], target_rps: float,
+                  headroom: float = 0.3, app_name: str | None = None) -> CapacityPlan:  # fmt: skip
+    plan = CapacityPlan(target_rps=target_rps, headroom=headroom)
+    for dep in _deployments(config, app_name):
+        name = dep["name"]
+        if name not in measured:
+            plan.unmeasured.append(name)
+            continue
+        opts = dep.get("ray_actor_options") or {}
+        plan.deployments.append(
+            DeploymentPlan(
+                name=name,
+                replicas=replicas_needed(target_rps, measured[name], headroom),
+                per_replica_rps=measured[name],
+                cpus_per_replica=float(opts.get("num_cpus", 1.0)),
+                gpus_per_replica=float(opts.get("num_gpus", 0.0)),
+            )
+        )
+    return plan
+
+
+def apply_plan(config: dict[str, Any], plan: CapacityPlan, *, autoscale: bool = False,
+               app_name: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """A copy of ``config`` with the planned replica counts.
+
+    Fixed (default): ``num_replicas`` = plan, any ``autoscaling_config`` removed.
+    ``autoscale``: ``autoscaling_config.min_replicas`` = plan and ``max_replicas`` at least
+    twice that, ``num_replicas`` removed (Serve refuses both at once).
+    """
+    out = copy.deepcopy(config)
+    wanted = plan.replicas()
+    for dep in _deployments(out, app_name):
+        n = wanted.get(dep["name"])
+        if n is None:
+            continue
+        if autoscale:
+            dep.pop("num_replicas", None)
+            auto = dep.setdefault("autoscaling_config", {})
+            auto["min_replicas"] = n
+            auto["max_replicas"] = max(int(auto.get("max_replicas", 0)), 2 * n)
+        else:
+            dep.pop("autoscaling_config", None)
+            dep["num_replicas"] = n
+    return out
+
+
+def patch_of(plan: CapacityPlan, config: dict[str, Any], *, autoscale: bool = False) -> dict:
+    """Only the changed keys, shaped like serve.yaml (for printing and review)."""
+    apps = []
+    for app in config.get("applications") or []:
+        deps = []
+        names = {d["name"] for d in app.get("deployments") or []}
+        for d in plan.deployments:
+            if d.name not in names:
+                continue
+            if autoscale:
+                deps.append({"name": d.name, "autoscaling_config": {"min_replicas": d.replicas}})
+            else:
+                deps.append({"name": d.name, "num_replicas": d.replicas})
+        if deps:
+            apps.append({"name": app.get("name"), "deployments": deps})
+    return {"applications": apps}

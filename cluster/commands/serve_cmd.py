@@ -1,0 +1,166 @@
+"""`recsys deploy`, `recsys scale`, `recsys capacity`: the serving graph's operator commands.
+
+``deploy`` and ``scale`` talk to the running cluster's Serve REST API (the same endpoint
+``serve deploy`` uses, on the dashboard, default ``http://127.0.0.1:8265`` or
+``$RAY_DASHBOARD_ADDRESS``): a PUT of the whole config, which Serve reconciles, so changing one
+deployment's replica count leaves the other deployments' replicas running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_SERVE_CONFIG = "configs/serve.yaml"
+DEFAULT_MEASURED = "benchmarks/results/serving.json"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    deploy = subparsers.add_parser("deploy", help="deploy the Serve graph to the running cluster")
+    deploy.add_argument("file", nargs="?", default=DEFAULT_SERVE_CONFIG, help="serve config YAML")
+    _address(deploy)
+    deploy.add_argument("--http-port", type=int, help="override http_options.port")
+    deploy.add_argument("--no-wait", action="store_true", help="return once the config is accepted")
+    deploy.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for RUNNING")
+    deploy.set_defaults(func=run_deploy)
+
+    scale = subparsers.add_parser("scale", help="set one deployment's replica count, live")
+    scale.add_argument("name", help="deployment name, e.g. Ranker")
+    scale.add_argument("replicas", type=int)
+    scale.add_argument("--app", help="application name (default: the one holding NAME)")
+    _address(scale)
+    scale.set_defaults(func=run_scale)
+
+    cap = subparsers.add_parser("capacity", help="replica counts for a target request rate")
+    cap.add_argument("--target-rps", type=float, required=True)
+    cap.add_argument("--measured", default=DEFAULT_MEASURED, help="benchmark result JSON")
+    cap.add_argument("--config", default=DEFAULT_SERVE_CONFIG, help="serve config to patch")
+    cap.add_argument("--headroom", type=float, default=0.3, help="spare capacity (0.3 = 30%%)")
+    cap.add_argument("--autoscale", action="store_true", help="patch autoscaling min/max instead")
+    cap.add_argument("--write", metavar="PATH", help="write the patched serve config here")
+    cap.set_defaults(func=run_capacity)
+
+
+def _address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("RAY_DASHBOARD_ADDRESS", "http://127.0.0.1:8265"),
+        help="Ray dashboard URL (Serve REST API)",
+    )
+
+
+def _client(address: str):
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    return ServeSubmissionClient(address)
+
+
+def prepare_config(config: dict[str, Any], home: str, http_port: int | None = None) -> dict:
+    """Pin every application's ``args.home`` (relative paths then resolve the same on every
+    node) and optionally the HTTP port."""
+    config = {**config, "applications": [dict(a) for a in config.get("applications") or []]}
+    for app in config["applications"]:
+        args = dict(app.get("args") or {})
+        args.setdefault("home", home)
+        app["args"] = args
+    if http_port is not None:
+        config["http_options"] = {**(config.get("http_options") or {}), "port": http_port}
+    return config
+
+
+def wait_running(client, app_names: list[str], timeout_s: float) -> dict[str, str]:
+    """Poll Serve until every named app is RUNNING (or one failed, or the deadline passed)."""
+    deadline = time.monotonic() + timeout_s
+    statuses: dict[str, str] = {}
+    while True:
+        apps = client.get_serve_details().get("applications", {})
+        statuses = {n: apps.get(n, {}).get("status", "NOT_STARTED") for n in app_names}
+        if all(s == "RUNNING" for s in statuses.values()):
+            return statuses
+        failed = {n: apps[n].get("message", "") for n, s in statuses.items() if "FAIL" in s}
+        if failed or time.monotonic() > deadline:
+            raise RuntimeError(f"applications not running: {statuses} {failed}")
+        time.sleep(1.0)
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    from core.config_files import validate_file
+
+    validate_file(args.file)  # Serve's own schema: fail here, not half-way through a rollout
+    config = yaml.safe_load(Path(args.file).read_text())
+    config = prepare_config(config, str(Path.cwd().resolve()), args.http_port)
+    client = _client(args.address)
+    client.deploy_applications(config)
+    names = [a["name"] for a in config["applications"]]
+    print(f"submitted {', '.join(names)} to {args.address}")
+    if not args.no_wait:
+        wait_running(client, names, args.timeout)
+        port = (config.get("http_options") or {}).get("port", 8000)
+        print(f"running: http://127.0.0.1:{port}/v1/healthz  (docs: /docs)")
+    return 0
+
+
+def scaled_config(details: dict[str, Any], name: str, replicas: int, app: str | None) -> dict:
+    """The deployed config with one deployment set to ``replicas`` fixed replicas."""
+    if replicas < 0:
+        raise ValueError("replicas must be >= 0")
+    apps = details.get("applications") or {}
+    configs = [a["deployed_app_config"] for a in apps.values() if a.get("deployed_app_config")]
+    if not configs:
+        raise ValueError("no application deployed from a config; run `recsys deploy` first")
+    found = False
+    for cfg in configs:
+        if app is not None and cfg.get("name") != app:
+            continue
+        for dep in cfg.get("deployments") or []:
+            if dep.get("name") == name:
+                dep.pop("autoscaling_config", None)
+                dep["num_replicas"] = replicas
+                found = True
+    if not found:
+        raise ValueError(f"no deployment named {name!r} in the deployed config")
+    out: dict[str, Any] = {"applications": configs}
+    for key in ("proxy_location", "http_options"):
+        if details.get(key):
+            out[key] = details[key]
+    return out
+
+
+def run_scale(args: argparse.Namespace) -> int:
+    client = _client(args.address)
+    config = scaled_config(client.get_serve_details(), args.name, args.replicas, args.app)
+    client.deploy_applications(config)
+    print(f"{args.name}: num_replicas={args.replicas} submitted; `serve status` shows progress")
+    return 0
+
+
+def run_capacity(args: argparse.Namespace) -> int:
+    from cluster.capacity import apply_plan, load_measurements, patch_of, plan_capacity
+
+    config = yaml.safe_load(Path(args.config).read_text())
+    try:
+        measured = load_measurements(args.measured)
+    except (OSError, ValueError) as exc:
+        print(f"recsys capacity: {exc}", file=sys.stderr)
+        return 2
+    plan = plan_capacity(config, measured, args.target_rps, args.headroom)
+    print(f"target {args.target_rps:g} req/s, headroom {args.headroom:.0%}")
+    print(f"{'deployment':<20}{'req/s/replica':>15}{'replicas':>10}{'CPUs':>8}")
+    for d in plan.deployments:
+        print(f"{d.name:<20}{d.per_replica_rps:>15.1f}{d.replicas:>10}{d.cpus:>8.2f}")
+    print(f"total CPUs {plan.total_cpus:.2f}, GPUs {plan.total_gpus:g}")
+    if plan.unmeasured:
+        print(f"not measured (left as is): {', '.join(plan.unmeasured)}")
+    print("--- serve.yaml patch ---")
+    print(yaml.safe_dump(patch_of(plan, config, autoscale=args.autoscale), sort_keys=False))
+    if args.write:
+        patched = apply_plan(config, plan, autoscale=args.autoscale)
+        Path(args.write).write_text(yaml.safe_dump(patched, sort_keys=False))
+        print(f"wrote {args.write}")
+    return 0

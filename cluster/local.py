@@ -1,0 +1,260 @@
+"""A real single-node Ray cluster on this machine, started with the venv's ``ray start --head``.
+
+``start`` records what it started in ``<temp_dir>/recsys-cluster.json`` (GCS address, dashboard
+URL, and the process group of the ``ray start`` call, which every Ray daemon of this cluster
+shares). ``stop`` ends exactly those processes and their children, by pid: unlike ``ray stop``,
+which ends every Ray process on the machine, it leaves other clusters (other users, other test
+sessions) alone. :func:`stop_all` is the ``ray stop`` escape hatch.
+
+Ports that Ray would otherwise fix (client server 10001, dashboard agent 52365) are picked free,
+so several clusters can run side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+STATE_FILE = "recsys-cluster.json"
+
+
+@dataclass
+class LocalCluster:
+    """A cluster ``start`` launched. ``address`` is the GCS address (``host:port``)."""
+
+    address: str
+    dashboard_url: str
+    temp_dir: str
+    pgid: int
+    num_cpus: int | None
+    auth_mode: str = "disabled"
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+
+def default_temp_dir() -> str:
+    return os.environ.get("RECSYS_RAY_TEMP_DIR") or os.path.join(tempfile.gettempdir(), "ray")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (bind to port 0 and ask the OS)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def ray_executable() -> str:
+    """The ``ray`` script next to this interpreter (the venv's), else the one on PATH."""
+    candidate = Path(sys.executable).parent / "ray"
+    found = str(candidate) if candidate.exists() else shutil.which("ray")
+    if not found:
+        raise FileNotFoundError("no `ray` executable next to the Python interpreter or on PATH")
+    return found
+
+
+def read_state(temp_dir: str | None = None) -> LocalCluster | None:
+    path = Path(temp_dir or default_temp_dir()) / STATE_FILE
+    try:
+        return LocalCluster(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def is_running(cluster: LocalCluster) -> bool:
+    host = cluster.address.rsplit(":", 1)[0]
+    return bool(_group_pids(cluster.pgid)) and port_open(host, cluster.port)
+
+
+def start(
+    num_cpus: int | None = None,
+    dashboard_port: int = 8265,
+    port: int | None = None,
+    temp_dir: str | None = None,
+    object_store_memory: int | None = None,
+    auth_mode: str | None = None,
+    timeout_s: float = 180.0,
+) -> tuple[LocalCluster, bool]:
+    """Start a head node unless ours is already running; returns (cluster, started_now).
+
+    ``auth_mode`` is Ray's ``RAY_AUTH_MODE`` (``token`` or ``disabled``); default: the
+    environment's, else ``disabled``. It is explicit because Ray otherwise turns token auth on
+    whenever ``~/.ray/auth_token`` exists, and drivers that do not set ``RAY_AUTH_MODE=token``
+    then cannot connect.
+    """
+    auth_mode = auth_mode or os.environ.get("RAY_AUTH_MODE") or "disabled"
+    if auth_mode not in ("token", "disabled"):
+        raise ValueError(f"auth mode must be 'token' or 'disabled', not {auth_mode!r}")
+    temp_dir = str(Path(temp_dir or default_temp_dir()).resolve())
+    existing = read_state(temp_dir)
+    if existing is not None and is_running(existing):
+        return existing, False
+    if port_open("127.0.0.1", dashboard_port):
+        raise OSError(f"dashboard port {dashboard_port} is in use; pass --dashboard-port")
+    port = port or free_port()
+    cmd = [
+        ray_executable(), "start", "--head", "--disable-usage-stats",
+        f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+        f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+        f"--temp-dir={temp_dir}",
+    ]  # fmt: skip
+    if num_cpus is not None:
+        cmd.append(f"--num-cpus={num_cpus}")
+    if object_store_memory is not None:
+        cmd.append(f"--object-store-memory={object_store_memory}")
+    Path(temp_dir).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": auth_mode}
+    env.pop("RAY_ADDRESS", None)  # `ray start --head` must not try to join another cluster
+    with tempfile.TemporaryFile() as log:
+        # A new session makes `ray start` a process-group leader; every daemon it forks stays in
+        # that group, which is how `stop` finds them (and only them) later.
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # fmt: skip
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid)
+            raise TimeoutError(f"`ray start` did not finish in {timeout_s:.0f} s") from None
+        log.seek(0)
+        output = log.read().decode(errors="replace")
+    if code != 0:
+        _kill_group(proc.pid)
+        tail = "\n".join(output.strip().splitlines()[-5:])
+        raise RuntimeError(f"`ray start` failed (exit {code}):\n{tail}")
+    current = Path(temp_dir) / "ray_current_cluster"  # written by this `ray start`
+    address = current.read_text().strip() if current.exists() else f"127.0.0.1:{port}"
+    cluster = LocalCluster(
+        address=address,
+        dashboard_url=f"http://127.0.0.1:{dashboard_port}",
+        temp_dir=temp_dir,
+        pgid=proc.pid,
+        num_cpus=num_cpus,
+        auth_mode=auth_mode,
+    )
+    (Path(temp_dir) / STATE_FILE).write_text(json.dumps(asdict(cluster), indent=2))
+    return cluster, True
+
+
+def _group_pids(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid`` and all their descendants (Ray workers start
+    their own sessions, but stay children of the raylet)."""
+    parents: dict[int, int] = {}
+    members: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, ppid, group = fields[0], int(fields[1]), int(fields[2])
+        if state in ("Z", "X"):
+            continue
+        parents[int(entry)] = ppid
+        if group == pgid:
+            members.add(int(entry))
+    changed = True
+    while changed:
+        changed = False
+        for pid, ppid in parents.items():
+            if ppid in members and pid not in members:
+                members.add(pid)
+                changed = True
+    members.discard(os.getpid())
+    return sorted(members)
+
+
+def _kill_group(pgid: int, grace_s: float = 10.0) -> int:
+    pids = _group_pids(pgid)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < deadline and _group_pids(pgid):
+            time.sleep(0.2)
+        pids = _group_pids(pgid)
+        if not pids:
+            break
+    return len(pids)
+
+
+def stop(temp_dir: str | None = None, grace_s: float = 10.0) -> LocalCluster | None:
+    """Stop the cluster ``start`` launched with this temp dir; returns it, or None if none."""
+    temp_dir = str(Path(temp_dir or default_temp_dir()).resolve())
+    cluster = read_state(temp_dir)
+    if cluster is None:
+        return None
+    left = _kill_group(cluster.pgid, grace_s)
+    if left:
+        raise RuntimeError(f"{left} Ray processes of {cluster.address} did not exit")
+    (Path(temp_dir) / STATE_FILE).unlink(missing_ok=True)
+    return cluster
+
+
+def stop_all() -> int:
+    """``ray stop``: every Ray process of this user on the machine, whoever started it."""
+    return subprocess.call([ray_executable(), "stop"])
+
+
+def cluster_status(cluster: LocalCluster) -> dict:
+    """Nodes, CPUs, jobs and Serve applications, from the dashboard's HTTP API (no driver)."""
+    if cluster.auth_mode == "token":
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # read when Ray is first imported
+    import requests
+    from ray.job_submission import JobSubmissionClient
+    from ray.util.state import list_nodes
+
+    nodes = list_nodes(address=cluster.dashboard_url, raise_on_missing_output=False)
+    jobs = JobSubmissionClient(cluster.dashboard_url).list_jobs()
+    serve: dict = {}
+    try:
+        reply = requests.get(f"{cluster.dashboard_url}/api/serve/applications/", timeout=10)
+        if reply.ok:
+            serve = reply.json().get("applications") or {}
+    except (requests.RequestException, ValueError):
+        pass
+    return {
+        "address": cluster.address,
+        "dashboard_url": cluster.dashboard_url,
+        "nodes": [
+            {
+                "node_id": n.node_id,
+                "ip": n.node_ip,
+                "state": n.state,
+                "cpus": (n.resources_total or {}).get("CPU", 0.0),
+                "head": bool(n.is_head_node),
+            }
+            for n in nodes
+        ],
+        "jobs": [
+            {
+                "id": j.submission_id or j.job_id,
+                "status": getattr(j.status, "value", str(j.status)),
+                "entrypoint": j.entrypoint,
+            }
+            for j in jobs
+        ],  # fmt: skip
+        "serve_apps": {name: app.get("status") for name, app in serve.items()},
+    }

@@ -1,0 +1,342 @@
+"""The event log: partitioned Parquet with :data:`core.schema.EVENT_SCHEMA`.
+
+Layout under the events root (any ``pyarrow.fs`` URI)::
+
+    tenant_id=<t>/date=<YYYY-MM-DD>/part-<uuid>.parquet
+
+Invariants:
+
+* Every file appears atomically: it is written under a hidden name (``.tmp-…``; readers,
+  ``pyarrow.dataset`` and Ray Data ignore ``.``/``_`` prefixed files) and renamed into place,
+  or put in one request on object stores. A reader never sees half a file.
+* :meth:`EventLog.append` is idempotent by ``event_id`` within a process: ids already in the
+  log, or repeated in the batch, are reported as duplicates and not written again. The set of
+  seen ids per tenant is loaded lazily from the log on the first append for that tenant and
+  kept up to date under a lock. Two *processes* appending the same id at the same time can
+  both write it; :meth:`EventLog.compact` removes such duplicates.
+* Accepted rows are durable (their file is in place) when ``append`` returns.
+* ``date`` is the UTC date of ``ts``. ``tenant_id`` is both a path partition and a column, so
+  a file read alone is self-describing.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from core.schema import EVENT_COLUMNS, EVENT_SCHEMA, EVENT_TYPES, RowError, normalize_event, to_utc
+from core.storage import Storage
+
+_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_PARTITIONING = ds.partitioning(
+    pa.schema([("tenant_id", pa.string()), ("date", pa.string())]), flavor="hive"
+)
+_DATE_PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A row that was not written: its index in the batch, its id if readable, and why."""
+
+    index: int
+    event_id: str | None
+    field: str
+    reason: str
+
+
+@dataclass
+class AppendResult:
+    """Outcome of one :meth:`EventLog.append`; every input row is in exactly one list."""
+
+    accepted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def check_events_table(table: pa.Table) -> pa.Table:
+    """Return ``table`` as :data:`EVENT_SCHEMA` (columns reordered, types cast) or raise
+    ``ValueError`` naming the first problem (missing/extra column, null in a required column,
+    unknown event type, bad tenant id)."""
+    missing = [c for c in EVENT_COLUMNS if c not in table.column_names]
+    extra = [c for c in table.column_names if c not in EVENT_COLUMNS]
+    if missing or extra:
+        raise ValueError(f"events table: missing columns {missing}, unknown columns {extra}")
+    table = table.select(list(EVENT_COLUMNS))
+    for f in EVENT_SCHEMA:
+        if not f.nullable and table.column(f.name).null_count:
+            raise ValueError(f"events table: column {f.name!r} has nulls but is required")
+    try:
+        table = table.cast(EVENT_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"events table: cannot cast to EVENT_SCHEMA: {exc}") from None
+    bad = pc.invert(pc.is_in(table.column("event_type"), pa.array(EVENT_TYPES)))
+    if pc.any(bad).as_py():
+        example = pc.filter(table.column("event_type"), bad)[0].as_py()
+        raise ValueError(f"events table: unknown event_type {example!r}")
+    for tenant in pc.unique(table.column("tenant_id")).to_pylist():
+        if not _TENANT_RE.match(tenant):
+            raise ValueError(f"events table: invalid tenant_id {tenant!r}")
+    return table
+
+
+class EventLog:
+    """Append, read and compact the partitioned event log rooted at ``uri``.
+
+    Thread-safe. ``filesystem`` overrides what ``uri`` would give (see
+    :class:`core.storage.Storage`).
+    """
+
+    def __init__(self, uri: str, *, filesystem: pafs.FileSystem | None = None):
+        self.store = Storage(uri, filesystem)
+        self.uri = self.store.uri
+        self._lock = threading.Lock()
+        self._seen: dict[str, set[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"EventLog({self.uri!r})"
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    def append(self, rows: list[dict], *, tenant: str | None = None) -> AppendResult:
+        """Validate, deduplicate and durably write ``rows`` (dicts of EVENT_SCHEMA fields).
+
+        Malformed rows are rejected with the field and reason (the others are still written);
+        if ``tenant`` is given, rows of another tenant are rejected on ``tenant_id``.
+        """
+        result = AppendResult()
+        valid: list[tuple[int, dict]] = []
+        for index, row in enumerate(rows):
+            raw_id = row.get("event_id") if isinstance(row, dict) else None
+            event_id = raw_id if isinstance(raw_id, str) else None
+            try:
+                event = normalize_event(row)
+                if not _TENANT_RE.match(event["tenant_id"]):
+                    raise RowError("tenant_id", "use letters, digits, '_', '.', '-'")
+                if tenant is not None and event["tenant_id"] != tenant:
+                    raise RowError(
+                        "tenant_id", f"row is for tenant {event['tenant_id']!r}, not {tenant!r}"
+                    )
+            except RowError as err:
+                result.rejected.append(Rejection(index, event_id, err.field, err.message))
+                continue
+            valid.append((index, event))
+
+        with self._lock:
+            fresh: list[dict] = []
+            batch_ids: dict[str, set[str]] = {}
+            for _, event in valid:
+                seen = self._seen_ids(event["tenant_id"])
+                in_batch = batch_ids.setdefault(event["tenant_id"], set())
+                if event["event_id"] in seen or event["event_id"] in in_batch:
+                    result.duplicates.append(event["event_id"])
+                else:
+                    in_batch.add(event["event_id"])
+                    fresh.append(event)
+            if fresh:
+                self._write_groups(pa.Table.from_pylist(fresh, schema=EVENT_SCHEMA))
+            for t, ids in batch_ids.items():
+                self._seen[t] |= ids
+        result.accepted = [e["event_id"] for e in fresh]
+        return result
+
+    def write_table(self, table: pa.Table) -> list[str]:
+        """Bulk-write an events table (generators, imports): schema-checked, not deduplicated.
+
+        Writes one atomic file per (tenant, date) present in ``table``; returns their paths.
+        """
+        table = check_events_table(table)
+        with self._lock:
+            paths = self._write_groups(table)
+            for t in self._seen.keys() & set(pc.unique(table.column("tenant_id")).to_pylist()):
+                mask = pc.equal(table.column("tenant_id"), t)
+                self._seen[t].update(pc.filter(table.column("event_id"), mask).to_pylist())
+        return paths
+
+    def _seen_ids(self, tenant: str) -> set[str]:
+        if tenant not in self._seen:
+            ids = self.dataset(tenant).to_table(columns=["event_id"]).column("event_id")
+            self._seen[tenant] = set(ids.to_pylist())
+        return self._seen[tenant]
+
+    def _write_groups(self, table: pa.Table) -> list[str]:
+        dates = pc.strftime(table.column("ts"), format="%Y-%m-%d")
+        keys = pc.binary_join_element_wise(table.column("tenant_id"), dates, "/")
+        # Sort once and slice, rather than one filter per (tenant, date): imports such as
+        # MovieLens span thousands of dates.
+        table = table.append_column("_key", keys).sort_by(
+            [("_key", "ascending"), ("ts", "ascending")]
+        )
+        paths, offset = [], 0
+        for entry in pc.value_counts(table.column("_key")).to_pylist():
+            tenant, date = entry["values"].split("/")
+            part = table.slice(offset, entry["counts"]).drop_columns(["_key"])
+            offset += entry["counts"]
+            name = f"part-{uuid.uuid4().hex}.parquet"
+            path = self.store.path(f"tenant_id={tenant}", f"date={date}", name)
+            self._write_file(part, path)
+            paths.append(path)
+        return paths
+
+    def _write_file(self, table: pa.Table, path: str) -> None:
+        self.store.makedirs(path.rsplit("/", 1)[0])
+        if not self.store.is_local:  # one PUT (or completed multipart upload) is atomic
+            pq.write_table(table, path, filesystem=self.store.fs)
+            return
+        tmp = self.store.tmp_name(path)
+        pq.write_table(table, tmp, filesystem=self.store.fs)
+        self.store.commit(tmp, path)
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def tenants(self) -> list[str]:
+        """Tenants with a partition in the log."""
+        infos = self.store.ls(self.store.root)
+        names = [i.base_name for i in infos if i.type == pafs.FileType.Directory]
+        return sorted(n.removeprefix("tenant_id=") for n in names if n.startswith("tenant_id="))
+
+    def dataset(self, tenant: str | None = None) -> ds.Dataset:
+        """A ``pyarrow.dataset`` over the log (one tenant, or all), with EVENT_SCHEMA columns
+        plus the ``date`` partition column (a ``YYYY-MM-DD`` string)."""
+        schema = EVENT_SCHEMA.append(pa.field("date", pa.string()))
+        base, partitioning = self.store.root, _PARTITIONING
+        if tenant is not None:
+            base, partitioning = self.store.path(f"tenant_id={tenant}"), _DATE_PARTITIONING
+        if self.store.fs.get_file_info(base).type != pafs.FileType.Directory:
+            return ds.dataset(schema.empty_table())
+        return ds.dataset(
+            base,
+            format="parquet",
+            partitioning=partitioning,
+            filesystem=self.store.fs,
+            schema=schema,
+        )
+
+    def read(
+        self,
+        tenant: str,
+        *,
+        start: Any = None,
+        end: Any = None,
+        columns: list[str] | None = None,
+        event_types: list[str] | None = None,
+    ) -> pa.Table:
+        """Events of ``tenant`` with ``start <= ts < end`` (either bound optional; datetime, ISO
+        string or epoch seconds), optionally of some event types, sorted by ts then event_id."""
+        if columns is not None:
+            unknown = [c for c in columns if c not in EVENT_COLUMNS]
+            if unknown:
+                raise ValueError(
+                    f"unknown event columns {unknown}; expected some of {list(EVENT_COLUMNS)}"
+                )
+        expr = _filter(start, end, event_types)
+        table = self.dataset(tenant).to_table(columns=list(EVENT_COLUMNS), filter=expr)
+        table = table.sort_by([("ts", "ascending"), ("event_id", "ascending")])
+        return table.select(columns) if columns is not None else table
+
+    def files(self, tenant: str, *, start: Any = None, end: Any = None) -> list[str]:
+        """Committed Parquet files of ``tenant``, pruned to the dates of ``[start, end)``."""
+        lo = to_utc(start, "start").strftime("%Y-%m-%d") if start is not None else None
+        hi = to_utc(end, "end").strftime("%Y-%m-%d") if end is not None else None
+        out = []
+        for info in self.store.ls(self.store.path(f"tenant_id={tenant}"), recursive=True):
+            parts = info.path.rsplit("/", 2)
+            if info.type != pafs.FileType.File or not parts[2].endswith(".parquet"):
+                continue
+            if parts[2][0] in "._" or not parts[1].startswith("date="):
+                continue
+            date = parts[1].removeprefix("date=")
+            if (lo is None or date >= lo) and (hi is None or date <= hi):
+                out.append(info.path)
+        return sorted(out)
+
+    def ray_dataset(self, tenant: str, **filters: Any):
+        """The tenant's events as a ``ray.data.Dataset`` (EVENT_SCHEMA columns, unordered).
+
+        ``filters``: ``start``, ``end``, ``event_types`` (as in :meth:`read`) and ``columns``;
+        other keyword arguments go to ``ray.data.read_parquet``. Dates outside the range are
+        pruned by path before Ray reads anything.
+        """
+        import ray.data  # core must not import Ray at module level
+
+        start, end = filters.pop("start", None), filters.pop("end", None)
+        expr = _filter(start, end, filters.pop("event_types", None))
+        columns = filters.pop("columns", None) or list(EVENT_COLUMNS)
+        paths = self.files(tenant, start=start, end=end)
+        if not paths:
+            return ray.data.from_arrow(EVENT_SCHEMA.empty_table().select(columns))
+        dataset = ray.data.read_parquet(
+            paths, filesystem=self.store.fs, partitioning=None, **filters
+        )
+        if expr is not None:
+            dataset = dataset.map_batches(
+                lambda batch: batch.filter(expr), batch_format="pyarrow", zero_copy_batch=True
+            )
+        return dataset.select_columns(columns)
+
+    # ---- maintenance ------------------------------------------------------------------------
+
+    def compact(self, tenant: str) -> dict[str, int]:
+        """Merge each date partition of ``tenant`` into one file, dropping duplicate event ids.
+
+        The merged file is committed before the old files are deleted, so a crash never loses
+        an event; at worst it leaves duplicates that the next ``compact`` removes. Returns
+        counts: ``files_before``, ``files_after``, ``rows``, ``duplicates_removed``.
+        """
+        stats = {"files_before": 0, "files_after": 0, "rows": 0, "duplicates_removed": 0}
+        by_date: dict[str, list[str]] = {}
+        with self._lock, self.store.local_lock(self.store.path(f"tenant_id={tenant}")):
+            for path in self.files(tenant):
+                by_date.setdefault(path.rsplit("/", 2)[1], []).append(path)
+            for date_dir, paths in sorted(by_date.items()):
+                stats["files_before"] += len(paths)
+                tables = [
+                    pq.read_table(p, filesystem=self.store.fs, schema=EVENT_SCHEMA) for p in paths
+                ]
+                merged = pa.concat_tables(tables)
+                unique = _dedup(merged)
+                stats["rows"] += unique.num_rows
+                stats["duplicates_removed"] += merged.num_rows - unique.num_rows
+                stats["files_after"] += 1
+                if len(paths) == 1 and unique.num_rows == merged.num_rows:
+                    continue
+                out = self.store.path(
+                    f"tenant_id={tenant}", date_dir, f"part-{uuid.uuid4().hex}.parquet"
+                )
+                self._write_file(
+                    unique.sort_by([("ts", "ascending"), ("event_id", "ascending")]), out
+                )
+                for p in paths:
+                    self.store.fs.delete_file(p)
+        return stats
+
+
+def _dedup(table: pa.Table) -> pa.Table:
+    """Keep one row (the first) per event_id; row order is not preserved."""
+    indexed = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+    firsts = indexed.group_by("event_id", use_threads=False).aggregate([("_row", "min")])
+    return table.take(firsts.column("_row_min"))
+
+
+def _filter(start: Any, end: Any, event_types: list[str] | None) -> ds.Expression | None:
+    expr = None
+    if start is not None:
+        expr = ds.field("ts") >= pa.scalar(to_utc(start, "start"), EVENT_SCHEMA.field("ts").type)
+    if end is not None:
+        bound = ds.field("ts") < pa.scalar(to_utc(end, "end"), EVENT_SCHEMA.field("ts").type)
+        expr = bound if expr is None else expr & bound
+    if event_types is not None:
+        unknown = [t for t in event_types if t not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown event types {unknown}; expected some of {list(EVENT_TYPES)}")
+        kinds = ds.field("event_type").isin(list(event_types))
+        expr = kinds if expr is None else expr & kinds
+    return expr

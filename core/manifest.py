@@ -1,0 +1,152 @@
+"""Artifact manifests, launch-review records and audit records.
+
+A manifest is written once, next to an artifact version's files, and never changed: it is the
+proof of what a version is (its files and their sha256), where it came from (lineage) and who
+answers for it (owner). Reviews and alias moves happen after publication, so they are separate
+records (:class:`ReviewRecord`, :class:`AuditRecord`) rather than edits to the manifest.
+
+All models forbid unknown fields so that a typo in a hand-written manifest or a newer writer's
+field is an error, not silently dropped data.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ARTIFACT_KINDS: tuple[str, ...] = (
+    "two_tower",
+    "item_embeddings",
+    "ann_index",
+    "ranker",
+    "fallback_list",
+    "tenant_config",
+    "rule_bundle",
+)
+"""Artifact kinds the registry accepts."""
+
+ALIASES: tuple[str, ...] = ("production", "candidate", "previous")
+"""Well-known aliases. Other alias names are allowed (e.g. per-experiment arms)."""
+
+
+class Owner(BaseModel):
+    """Who answers for an artifact: team, primary owner, escalation channel, runbook link."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    team: str
+    primary: str
+    escalation: str
+    runbook: str
+
+
+class Lineage(BaseModel):
+    """Where an artifact came from.
+
+    ``parents`` maps an artifact kind to the version this artifact was built from, e.g. an
+    ``ann_index`` names the ``item_embeddings`` and ``two_tower`` versions it indexes; serving
+    uses it to refuse a query tower that does not match the index.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_version: str | None = None
+    parents: dict[str, str] = Field(default_factory=dict)
+    feature_schema_hash: str | None = None
+    code_version: str | None = None
+
+
+class FileEntry(BaseModel):
+    """One file of a version: path relative to the version directory (``/``-separated)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    bytes: int
+    sha256: str
+
+
+class Manifest(BaseModel):
+    """The immutable description of one artifact version (``MANIFEST.json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    tenant: str
+    version: str
+    created_at: datetime
+    owner: Owner
+    lineage: Lineage
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    files: list[FileEntry] = Field(default_factory=list)
+    description: str = ""
+
+
+class ReviewRecord(BaseModel):
+    """One launch-review event on a version: an approval, a rejection, or a note.
+
+    ``checks`` holds the automatic launch-review results (name -> result) the reviewer saw.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    tenant: str
+    version: str
+    at: datetime
+    actor: str
+    decision: Literal["approve", "reject", "note"]
+    checks: dict[str, Any] = Field(default_factory=dict)
+    comment: str = ""
+
+
+class AuditRecord(BaseModel):
+    """One change to the registry (publish, alias move, promote, rollback).
+
+    ``previous`` is the version the alias pointed at before the move (``None`` if unset).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: datetime
+    actor: str
+    action: str
+    kind: str
+    tenant: str
+    alias: str | None = None
+    version: str | None = None
+    previous: str | None = None
+    reason: str = ""
+
+
+@functools.cache
+def code_version() -> str:
+    """The code version recorded in lineage: ``git describe`` of this repository if it is a
+    git checkout (``-dirty`` when it has local changes), else the installed package version."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        described = out.stdout.strip()
+        if described:
+            return described
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("recsys-platform")
+    except PackageNotFoundError:
+        return "unknown"

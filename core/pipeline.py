@@ -1,0 +1,421 @@
+"""The one request pipeline: assignment → sources → merge → rules → ranker → slate → record.
+
+:class:`RecommendationPipeline` runs over stage objects a :class:`PipelineRuntime` supplies.
+In tests, benchmarks and offline evaluation those are library objects
+(:func:`core.runtime.build_tenant_runtime`); in Ray Serve the same runtime is built inside a
+replica, with remote stages (deployment-handle adapters) where a stage runs elsewhere. Same
+code path, two runtimes.
+
+Degradations, decided in advance (also in ``docs/extending.md``):
+
+=====================================  =========================================================
+failure                                response
+=====================================  =========================================================
+optional source times out / errors     continue; ``degraded`` gets ``source_timeout:<name>`` /
+                                       ``source_error:<name>``
+every personalised source fails, or    candidates from the surface's popular (trending) source;
+a required source fails                ``fallback="sources_failed"``
+ranker errors, times out, or its       fallback order (retrieval score, then popularity);
+requested version is not loaded        ``fallback="ranker_unavailable"``
+user state unavailable                 empty state (``history_missing`` = 1); ``degraded`` gets
+                                       ``user_state_missing``
+policy data unavailable                only the tenant's ``policy.safe_fallback`` items (checked
+                                       against catalogue/availability/hides where those can be
+                                       read), ``fallback="policy_unavailable"``; if none remain,
+                                       :class:`ServiceUnavailable` (HTTP 503). Never unfiltered.
+=====================================  =========================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from core.contracts import (
+    Candidate,
+    CandidateRecord,
+    DecisionRecord,
+    MergedCandidate,
+    PolicyUnavailable,
+    Query,
+    Removal,
+    RemovalRecord,
+    ScoredCandidate,
+    SlateItem,
+    SlateRecord,
+    SourceOutcome,
+    SourceResult,
+)
+from core.experiments import assign
+from core.stages import (  # noqa: F401  (re-exported: the pipeline's public shapes)
+    PERSONALISED_KINDS,
+    PINNED_SOURCE,
+    SAFE_FALLBACK_SOURCE,
+    FallbackStage,
+    PipelineRuntime,
+    RankerStage,
+    ServiceUnavailable,
+    SlateStage,
+    SourceStage,
+    SurfacePlan,
+    UnknownSurface,
+)
+from core.user_state import ServingUserState
+
+
+@dataclass
+class PipelineResult:
+    slate: list[SlateItem]
+    decision: DecisionRecord
+
+    @property
+    def fallback(self) -> str | None:
+        return self.decision.fallback
+
+
+@dataclass
+class _Trace:
+    started: float = field(default_factory=time.perf_counter)
+    latency: dict[str, float] = field(default_factory=dict)
+    degraded: list[str] = field(default_factory=list)
+    fallback: str | None = None
+    ranker_version: str | None = None
+    outcomes: list[SourceOutcome] = field(default_factory=list)
+    removals: list[Removal] = field(default_factory=list)
+    _mark: float = field(default_factory=time.perf_counter)
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.latency[stage] = round((now - self._mark) * 1000.0, 3)
+        self._mark = now
+
+    def fall_back(self, reason: str) -> None:
+        # One response has one fallback; a second failure on the way is still recorded.
+        if self.fallback is None:
+            self.fallback = reason
+        else:
+            self.degraded.append(reason)
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def merge(
+    results: Sequence[SourceResult], extra: Sequence[Candidate] = ()
+) -> list[MergedCandidate]:
+    """De-duplicate by item id keeping every source's candidate. Order: best rank first, ties
+    in source order, so truncation keeps each source's top items (round robin)."""
+    prov: dict[str, list[Candidate]] = {}
+    order: dict[str, tuple[int, int]] = {}
+    for s_idx, res in enumerate([*results, SourceResult("extra", "", tuple(extra))]):
+        for c in res.candidates:
+            prov.setdefault(c.item_id, []).append(c)
+            key = (c.rank, s_idx)
+            if c.item_id not in order or key < order[c.item_id]:
+                order[c.item_id] = key
+    items = sorted(prov, key=lambda i: order[i])
+    return [MergedCandidate(item_id=i, provenance=tuple(prov[i])) for i in items]
+
+
+class RecommendationPipeline:
+    """Serves one tenant. :meth:`swap` replaces the runtime atomically (a new model version);
+    a request in flight finishes on the runtime it started with."""
+
+    def __init__(self, runtime: PipelineRuntime):
+        self.runtime = runtime
+
+    def swap(self, runtime: PipelineRuntime) -> PipelineRuntime:
+        old, self.runtime = self.runtime, runtime
+        return old
+
+    async def recommend(self, query: Query) -> PipelineResult:
+        rt = self.runtime
+        if query.tenant_id != rt.tenant.id:
+            raise PermissionError(
+                f"pipeline serves tenant {rt.tenant.id!r}, not {query.tenant_id!r}"
+            )
+        if query.surface not in rt.tenant.surfaces:
+            raise UnknownSurface(query.surface)
+        tr = _Trace()
+
+        assignment = query.experiment or assign(
+            rt.experiments, rt.tenant.id, query.surface, query.user_id
+        )
+        query = replace(query, experiment=assignment)
+        plan = rt.plan(query.surface, assignment)
+        tr.lap("experiment")
+
+        state = await self._user_state(rt, query, tr)
+        tr.lap("user_state")
+
+        results = await self._sources(plan, query, state, tr)
+        tr.lap("sources")
+
+        pinned = [
+            Candidate(p.item_id, PINNED_SOURCE, "config", 0.0, p.position)
+            for p in plan.config.slate.pinned
+        ]
+        merged = merge(results, pinned)
+        tr.lap("merge")
+
+        try:
+            if rt.rules is None:
+                raise PolicyUnavailable("policy bundle not loaded")
+            filtered = rt.rules.apply(query, merged, state)
+        except PolicyUnavailable as exc:
+            return self._safe_fallback(rt, query, state, merged, tr, str(exc))
+        tr.removals.extend(filtered.removed)
+        eligible = list(filtered.kept)[: plan.config.ranker.max_candidates]
+        tr.lap("rules")
+
+        scored = await self._rank(rt, plan, query, state, eligible, tr)
+        tr.lap("ranker")
+
+        outcome = plan.slate(query, scored, state)
+        tr.removals.extend(outcome.removed)
+        tr.lap("slate")
+        versions = {**rt.versions, "ranker": tr.ranker_version or rt.fallback_scorer.version}
+        return self._result(query, merged, scored, outcome.items, versions, tr)
+
+    # ------------------------------------------------------------------------------ stages
+
+    async def _user_state(self, rt: PipelineRuntime, query: Query, tr: _Trace) -> Any:
+        try:
+            return await _maybe_await(rt.user_state(query.user_id))
+        except Exception:
+            tr.degraded.append("user_state_missing")
+            return ServingUserState(user_id=query.user_id)
+
+    async def _call_source(self, stage: SourceStage, query: Query, state: Any) -> SourceResult:
+        cfg = stage.config
+        return await asyncio.wait_for(
+            _maybe_await(stage.source.retrieve(query, state, cfg.quota)),
+            timeout=cfg.timeout_ms / 1000.0,
+        )
+
+    async def _sources(
+        self, plan: SurfacePlan, query: Query, state: Any, tr: _Trace
+    ) -> list[SourceResult]:
+        async def run(stage: SourceStage) -> tuple[SourceStage, SourceResult | None, SourceOutcome]:
+            t0 = time.perf_counter()
+            name = stage.config.name
+            try:
+                res = await self._call_source(stage, query, state)
+                res = replace(res, candidates=tuple(res.candidates)[: stage.config.quota])
+                ms = (time.perf_counter() - t0) * 1000.0
+                return (
+                    stage,
+                    res,
+                    SourceOutcome(
+                        source=name, status="ok", candidates=len(res.candidates), latency_ms=ms
+                    ),
+                )
+            except TimeoutError:
+                ms = (time.perf_counter() - t0) * 1000.0
+                return stage, None, SourceOutcome(source=name, status="timeout", latency_ms=ms)
+            except Exception as exc:  # a source's failure is its own, never the request's
+                ms = (time.perf_counter() - t0) * 1000.0
+                err = f"{type(exc).__name__}: {exc}"[:300]
+                return (
+                    stage,
+                    None,
+                    SourceOutcome(source=name, status="error", latency_ms=ms, error=err),
+                )
+
+        answers = await asyncio.gather(*(run(s) for s in plan.sources))
+        results: list[SourceResult] = []
+        failed_required = False
+        personalised_ok = personalised_n = 0
+        for stage, res, outcome in answers:
+            tr.outcomes.append(outcome)
+            personalised_n += stage.personalised
+            if res is None:
+                tr.degraded.append(f"source_{outcome.status}:{stage.config.name}")
+                failed_required |= stage.config.required
+            else:
+                results.append(res)
+                personalised_ok += stage.personalised
+        if failed_required or (personalised_n and not personalised_ok):
+            tr.fall_back("sources_failed")
+            t0 = time.perf_counter()
+            try:
+                popular = await _maybe_await(
+                    plan.popular.retrieve(query, state, plan.config.ranker.max_candidates)
+                )
+            except Exception as exc:
+                raise ServiceUnavailable(
+                    "sources_failed", f"popular fallback failed: {exc}"
+                ) from exc
+            ms = (time.perf_counter() - t0) * 1000.0
+            tr.outcomes.append(
+                SourceOutcome(
+                    source=f"fallback:{popular.source}",
+                    status="ok",
+                    candidates=len(popular.candidates),
+                    latency_ms=ms,
+                )
+            )
+            return [popular]
+        return results
+
+    async def _rank(
+        self,
+        rt: PipelineRuntime,
+        plan: SurfacePlan,
+        query: Query,
+        state: Any,
+        eligible: list[MergedCandidate],
+        tr: _Trace,
+    ) -> list[ScoredCandidate]:
+        if not eligible:
+            return []
+        if plan.ranker is None:
+            tr.degraded.append(f"ranker_not_loaded:{plan.ranker_version or 'none'}")
+        else:
+            timeout = plan.config.ranker.timeout_ms / 1000.0
+            try:
+                scored = await asyncio.wait_for(
+                    _maybe_await(
+                        plan.ranker.score(query, state, eligible, plan.config.ranker.task_weights)
+                    ),
+                    timeout=timeout,
+                )
+                if [s.item_id for s in scored] != [c.item_id for c in eligible]:
+                    raise RuntimeError(
+                        "ranker broke its contract: output is not one per input in order"
+                    )
+                tr.ranker_version = plan.ranker.version
+                return list(scored)
+            except TimeoutError:
+                tr.degraded.append("ranker_timeout")
+            except Exception as exc:
+                tr.degraded.append(f"ranker_error:{type(exc).__name__}")
+        tr.fall_back("ranker_unavailable")
+        return rt.fallback_scorer.score(query, eligible)
+
+    def _safe_fallback(
+        self,
+        rt: PipelineRuntime,
+        query: Query,
+        state: Any,
+        merged: list[MergedCandidate],
+        tr: _Trace,
+        why: str,
+    ) -> PipelineResult:
+        tr.lap("rules")
+        tr.fall_back("policy_unavailable")
+        tr.degraded.append(f"policy_error:{why}"[:200])
+        items = [
+            MergedCandidate(i, (Candidate(i, SAFE_FALLBACK_SOURCE, "config", 1.0, r),))
+            for r, i in enumerate(dict.fromkeys(rt.tenant.policy.safe_fallback))
+        ]
+        for rule in rt.safe_rules:
+            # The safe list is owned and reviewed, so a check whose data is missing is skipped
+            # (and recorded) rather than failing the last safe answer too.
+            try:
+                res = rule.apply(query, items, state)
+            except PolicyUnavailable:
+                tr.degraded.append(f"safe_fallback_unchecked:{rule.name}")
+                continue
+            items = list(res.kept)
+            tr.removals.extend(res.removed)
+        items = [c for c in items if c.item_id not in query.exclude_item_ids][: query.k]
+        if not items:
+            raise ServiceUnavailable(
+                "policy_unavailable", "policy data unavailable and no safe fallback items"
+            )
+        slate = [
+            SlateItem(
+                item_id=c.item_id,
+                rank=r,
+                score=0.0,
+                sources=(SAFE_FALLBACK_SOURCE,),
+                reasons=("safe_fallback",),
+            )
+            for r, c in enumerate(items)
+        ]
+        tr.lap("slate")
+        scored = [ScoredCandidate(c.item_id, c.provenance, {}, 0.0) for c in items]
+        return self._result(query, merged + items, scored, slate, dict(rt.versions), tr)
+
+    # ------------------------------------------------------------------------------ record
+
+    def _result(
+        self,
+        query: Query,
+        merged: Sequence[MergedCandidate],
+        scored: Sequence[ScoredCandidate],
+        slate: list[SlateItem],
+        versions: Mapping[str, str],
+        tr: _Trace,
+    ) -> PipelineResult:
+        by_id = {s.item_id: s for s in scored}
+        candidates = []
+        for m in merged:
+            s = by_id.get(m.item_id)
+            candidates.append(
+                CandidateRecord(
+                    item_id=m.item_id,
+                    sources=[
+                        {
+                            "source": c.source,
+                            "version": c.source_version,
+                            "score": c.score,
+                            "rank": c.rank,
+                        }
+                        for c in m.provenance
+                    ],
+                    task_scores=dict(s.task_scores) if s else {},
+                    utility=s.utility if s else None,
+                )
+            )
+        tr.latency["total"] = round((time.perf_counter() - tr.started) * 1000.0, 3)
+        exp = query.experiment
+        decision = DecisionRecord(
+            request_id=query.request_id,
+            tenant_id=query.tenant_id,
+            user_id=query.user_id,
+            surface=query.surface,
+            k=query.k,
+            at=query.now,
+            experiment={
+                "id": exp.experiment_id if exp else "",
+                "arm": exp.arm if exp else "default",
+            },
+            versions=dict(versions),
+            sources=tr.outcomes,
+            candidates=candidates,
+            removals=[
+                RemovalRecord(item_id=r.item_id, rule=r.rule, reason=r.reason) for r in tr.removals
+            ],
+            slate=[
+                SlateRecord(
+                    item_id=i.item_id,
+                    rank=i.rank,
+                    score=i.score,
+                    sources=list(i.sources),
+                    reasons=list(i.reasons),
+                    propensity=i.propensity,
+                )
+                for i in slate
+            ],
+            fallback=tr.fallback,
+            stage_latency_ms=tr.latency,
+            degraded=tr.degraded,
+        )
+        return PipelineResult(slate=slate, decision=decision)
+
+
+def __getattr__(name: str) -> Any:
+    # build_local_pipeline assembles retrieval/ranking objects; importing it lazily keeps this
+    # module (the kernel) free of those packages at import time.
+    if name in ("build_local_pipeline", "build_tenant_runtime", "TenantRuntime"):
+        from core import runtime
+
+        return getattr(runtime, name)
+    raise AttributeError(name)

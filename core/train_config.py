@@ -1,0 +1,130 @@
+"""Strict schemas of the training job configs (``configs/train/*.yaml``).
+
+Every model forbids unknown keys (``core.config.StrictModel``); each job validates its file
+once, at start, with :func:`core.config.load_model`. ``--smoke-test`` swaps in
+:meth:`JobConfig.smoke` — the same code at toy size.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from core.config import StrictModel
+
+
+class OwnerConfig(StrictModel):
+    team: str = "recsys-ml"
+    primary: str = "ml-oncall@example.com"
+    escalation: str = "#recsys-ml-oncall"
+    runbook: str = "docs/runbooks/training.md"
+
+
+class JobConfig(StrictModel):
+    """Settings every job shares."""
+
+    tenant: str = "acme"
+    platform_config: str | None = None
+    """Path of the platform config (storage roots); default ``$RECSYS_CONFIG`` or
+    ``configs/platform.yaml``."""
+    work_dir: str = "var/training"
+    """Examples, Ray Train runs and reports go under ``<work_dir>/<tenant>/``."""
+    owner: OwnerConfig = Field(default_factory=OwnerConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_partitions: int = Field(8, ge=1, description="shuffle partitions of the example builders")
+
+    def smoke(self):
+        return self.model_copy(update=self._smoke_update())
+
+    def _smoke_update(self) -> dict:
+        return {"num_partitions": 2}
+
+
+class TwoTowerTrainConfig(JobConfig):
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    dim: int = Field(64, ge=4)
+    embed_dim: int = Field(64, ge=4)
+    hidden: int = Field(128, ge=4)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    temperature: float = Field(0.05, gt=0.0)
+    log_q_correction: bool = True
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(512, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_failures: int = Field(2, ge=0)
+    keep_checkpoints: int = Field(2, ge=1)
+
+    def _smoke_update(self) -> dict:
+        return {**super()._smoke_update(), "epochs": 1, "batch_size": 64, "dim": 16, "embed_dim": 16, "hidden": 32}
+
+
+class RankerTrainConfig(JobConfig):
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    tasks: list[str] = Field(default_factory=lambda: ["click", "like", "hide"], min_length=1)
+    embed_dim: int = Field(16, ge=2)
+    n_experts: int = Field(4, ge=1)
+    expert_hidden: int = Field(64, ge=4)
+    tower_hidden: int = Field(32, ge=4)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(1024, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    holdout_fraction: float = Field(0.1, gt=0, lt=0.5)
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    two_tower_alias: str | None = "candidate"
+    """Two-tower version whose dot product fills ``retrieval_score``; None = always 0."""
+    max_failures: int = Field(2, ge=0)
+
+    def _smoke_update(self) -> dict:
+        return {**super()._smoke_update(), "epochs": 1, "batch_size": 256}
+
+
+class ScannConfig(StrictModel):
+    """ScaNN settings; a missing value is sized to the catalogue (retrieval.index)."""
+
+    num_leaves: int | None = Field(None, ge=0)
+    num_leaves_to_search: int | None = Field(None, ge=0)
+    training_sample_size: int | None = Field(None, ge=1)
+    dims_per_block: int | None = Field(None, ge=0)
+    anisotropic_quantization_threshold: float | None = None
+    reorder_k: int | None = Field(None, ge=0)
+
+
+class BuildIndexConfig(JobConfig):
+    two_tower_alias: str = "candidate"
+    batch_size: int = Field(4096, ge=1)
+    embed_concurrency: int = Field(2, ge=1, description="actor-pool size of the embedding step")
+    scann: ScannConfig = Field(default_factory=ScannConfig)
+    recall_queries: int = Field(2000, ge=10, description="validation queries for recall@k")
+
+
+class EvaluateConfig(JobConfig):
+    two_tower_alias: str = "candidate"
+    index_alias: str = "candidate"
+    ranker_alias: str = "candidate"
+    max_users: int = Field(5000, ge=1, description="test users evaluated (a seeded sample)")
+    ease_lambda: float = Field(500.0, gt=0)
+    ease_max_items: int = Field(50_000, ge=1)
+    retrieve_k: int = Field(200, ge=10, description="candidates retrieved before ranking")
+    mmr_lambda: float = Field(0.8, ge=0.0, le=1.0)
+    seed: int = 0
+
+
+class ReviewConfig(StrictModel):
+    tolerance: float = Field(0.02, ge=0.0, description="allowed relative drop vs production")
+    min_index_recall_at_100: float = Field(0.95, ge=0.0, le=1.0)
+
+
+class PipelineConfig(StrictModel):
+    tenant: str = "acme"
+    two_tower: str = "configs/train/two_tower.yaml"
+    build_index: str = "configs/train/build_index.yaml"
+    ranker: str = "configs/train/ranker.yaml"
+    evaluate: str = "configs/train/evaluate.yaml"
+    review: ReviewConfig = Field(default_factory=ReviewConfig)

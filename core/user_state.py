@@ -1,0 +1,144 @@
+"""Online user state for serving: the training-side :class:`core.features.UserState` fold,
+bootstrapped from the event log and kept current by live events.
+
+Invariants:
+
+* Feature semantics are exactly :class:`core.features.UserState`'s (this module only adds
+  policy fields next to them), so serving features match training features for the same
+  events.
+* An accepted event is visible to the next :meth:`OnlineUserStateStore.get`: a ``hide``
+  removes the item from the next recommendation, an ``impression`` counts towards the
+  frequency cap at once.
+* :meth:`OnlineUserStateStore.get` returns a snapshot; the pipeline never sees a state that a
+  concurrent :meth:`observe` is changing.
+* Events of another tenant are ignored, never folded.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from core.catalogue import Catalogue
+from core.features import UserState
+from core.schema import MATURITY_LEVELS, POSITIVE_EVENT_TYPES, to_utc
+
+
+@dataclass
+class ServingUserState(UserState):
+    """A :class:`UserState` plus what eligibility rules need about the user."""
+
+    max_maturity: str | None = None
+    """The user's own maturity limit; ``None`` means use the tenant policy's default."""
+    positives: set[str] = field(default_factory=set)
+    """Every item the user positively interacted with (``history`` keeps only the last few)."""
+
+
+def _epoch(ts: Any) -> float:
+    return ts if isinstance(ts, float | int) else to_utc(ts).timestamp()
+
+
+class OnlineUserStateStore:
+    """Per-tenant user states. Unknown users get an empty state (``history_missing`` = 1)."""
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        tenant_id: str,
+        *,
+        max_maturity: Mapping[str, str] | None = None,
+    ):
+        self.catalogue = catalogue
+        self.tenant_id = tenant_id
+        self._max_maturity = {u: m for u, m in (max_maturity or {}).items() if m in MATURITY_LEVELS}
+        self._states: dict[str, ServingUserState] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def bootstrap(
+        cls,
+        catalogue: Catalogue,
+        tenant_id: str,
+        events: pa.Table | None,
+        users: pa.Table | None = None,
+    ) -> OnlineUserStateStore:
+        """Fold ``events`` (an :data:`core.schema.EVENT_SCHEMA` table) in time order."""
+        max_maturity = {}
+        if users is not None and users.num_rows:
+            if "tenant_id" in users.column_names:
+                users = users.filter(pc.equal(users["tenant_id"], tenant_id))
+            max_maturity = dict(
+                zip(users["user_id"].to_pylist(), users["max_maturity"].to_pylist(), strict=True)
+            )
+        store = cls(catalogue, tenant_id, max_maturity=max_maturity)
+        if events is not None and events.num_rows:
+            store.fold_table(events)
+        return store
+
+    def fold_table(self, events: pa.Table) -> int:
+        """Fold a table of events (any order; sorted by ``ts`` here). Returns rows folded."""
+        if "tenant_id" in events.column_names:
+            events = events.filter(pc.equal(events["tenant_id"], self.tenant_id))
+        events = events.sort_by("ts")
+        users = events["user_id"].to_pylist()
+        items = events["item_id"].to_pylist()
+        types = events["event_type"].to_pylist()
+        ts = pc.divide(
+            pc.cast(pc.cast(events["ts"], pa.timestamp("us", tz="UTC")), pa.int64()), 1e6
+        )
+        ts_list = ts.to_pylist()
+        with self._lock:
+            for u, i, t, s in zip(users, items, types, ts_list, strict=True):
+                self._fold(u, t, i, s)
+        return len(users)
+
+    def observe(self, event: Mapping[str, Any]) -> bool:
+        """Fold one accepted live event (a row as :func:`core.schema.normalize_event` returns,
+        ``ts`` a datetime, ISO string or epoch seconds). Returns False if it is not ours."""
+        if event.get("tenant_id", self.tenant_id) != self.tenant_id:
+            return False
+        with self._lock:
+            self._fold(event["user_id"], event["event_type"], event["item_id"], _epoch(event["ts"]))
+        return True
+
+    def _fold(self, user_id: str, event_type: str, item_id: str, ts: float) -> None:
+        state = self._states.get(user_id)
+        if state is None:
+            state = self._states[user_id] = ServingUserState(
+                user_id=user_id, max_maturity=self._max_maturity.get(user_id)
+            )
+        state.apply(event_type, item_id, ts, self.catalogue)
+        if event_type in POSITIVE_EVENT_TYPES:
+            state.positives.add(item_id)
+
+    def get(self, user_id: str) -> ServingUserState:
+        with self._lock:
+            state = self._states.get(user_id)
+            if state is None:
+                return ServingUserState(
+                    user_id=user_id, max_maturity=self._max_maturity.get(user_id)
+                )
+            return copy.deepcopy(state)
+
+    def set_max_maturity(self, user_id: str, level: str) -> None:
+        if level not in MATURITY_LEVELS:
+            raise ValueError(f"unknown maturity level {level!r}")
+        with self._lock:
+            self._max_maturity[user_id] = level
+            if user_id in self._states:
+                self._states[user_id].max_maturity = level
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def last_event_at(self) -> datetime | None:
+        with self._lock:
+            last = max((s.last_ts for s in self._states.values() if s.last_ts), default=None)
+        return None if last is None else to_utc(last)

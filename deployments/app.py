@@ -1,0 +1,38 @@
+"""The Serve application: the whole deployment graph, wired in one place.
+
+``configs/serve.yaml`` names :func:`build_app` as its ``import_path``; Serve validates the
+``args:`` block against :class:`deployments.settings.AppArgs` and calls it. Replica counts,
+resources, batching and polling are set per deployment in that file, not here.
+
+    client ─► Ingress ─┬─► UserState            (online per-user state; events broadcast)
+                       ├─► TwoTowerRetriever    (query tower + ANN index, hot-swapped)
+                       ├─► CandidateSources     (item-to-item, trending, editorial, fresh)
+                       ├─► Ranker               (@serve.batch, CPU or GPU, hot-swapped)
+                       └─► DecisionLog          (async, bounded; recent records for GET)
+"""
+
+from __future__ import annotations
+
+from ray.serve import Application
+
+from deployments.decision_log import DecisionLogDeployment
+from deployments.ingress import Ingress
+from deployments.loaders import ServingContext
+from deployments.ranker import RankerDeployment
+from deployments.retriever import TwoTowerRetrieverDeployment
+from deployments.settings import AppArgs
+from deployments.sources import CandidateSourcesDeployment
+from deployments.user_state import UserStateDeployment
+
+
+def build_app(args: AppArgs) -> Application:
+    ctx = ServingContext.from_args(args)  # resolves paths once, where the app is built
+    return Ingress.bind(
+        ctx,
+        args,
+        UserStateDeployment.bind(ctx),
+        TwoTowerRetrieverDeployment.bind(ctx),
+        CandidateSourcesDeployment.bind(ctx, args.faults),
+        RankerDeployment.bind(ctx, args.faults),
+        DecisionLogDeployment.bind(ctx.decisions, args.decision_queue_size, args.decision_lru_size),
+    )

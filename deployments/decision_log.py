@@ -1,0 +1,93 @@
+"""Decision-log deployment: the one place recent decisions of every ingress replica land.
+
+Thin wrapper over :class:`core.decision_log.DecisionLogWriter`. The ingress never awaits
+``record``: it queues records locally in a bounded buffer (:class:`DecisionForwarder`) and a
+background task ships them here in batches, so a slow disk or a slow replica costs dropped
+(and counted) records, never request latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ray import serve
+
+from core.contracts import DecisionRecord
+from core.decision_log import DecisionLogWriter
+from deployments import metrics
+
+logger = logging.getLogger("ray.serve")
+
+
+@serve.deployment(name="DecisionLog")
+class DecisionLogDeployment:
+    def __init__(self, decisions_uri: str, queue_size: int = 10_000, lru_size: int = 20_000):
+        self.writer = DecisionLogWriter(decisions_uri, queue_size=queue_size, lru_size=lru_size)
+        self._reported_drops = 0
+
+    async def record(self, records: list[DecisionRecord]) -> int:
+        """Queue a batch for writing; returns how many were dropped (queue full)."""
+        dropped = sum(not self.writer.submit(r) for r in records)
+        if dropped:
+            metrics.DECISION_LOG_DROPS.labels("writer").inc(dropped)
+        return dropped
+
+    async def get(self, tenant_id: str, request_id: str) -> DecisionRecord | None:
+        return await asyncio.to_thread(self.writer.get, tenant_id, request_id)
+
+    async def flush(self, timeout_s: float = 10.0) -> bool:
+        return await asyncio.to_thread(self.writer.flush, timeout_s)
+
+    async def stats(self) -> dict[str, int]:
+        w = self.writer
+        return {"submitted": w.submitted, "written": w.written, "dropped": w.dropped,
+                "write_errors": w.write_errors}  # fmt: skip
+
+    async def metrics_text(self) -> str:
+        return metrics.registry_text()
+
+    def __del__(self):
+        # Serve calls __del__ on graceful replica shutdown: write what is queued.
+        try:
+            self.writer.close(timeout_s=2.0)
+        except Exception:
+            pass
+
+
+class DecisionForwarder:
+    """Ingress-side bounded buffer in front of the decision-log deployment.
+
+    ``submit`` is synchronous and O(1); records over ``max_pending`` are dropped and counted.
+    ``run`` (a background task) ships whatever is pending, at most ``batch_size`` per call.
+    """
+
+    def __init__(self, handle, max_pending: int = 5_000, batch_size: int = 256):
+        self.handle = handle
+        self.max_pending = max_pending
+        self.batch_size = batch_size
+        self._pending: list[DecisionRecord] = []
+        self._wake = asyncio.Event()
+        self.dropped = 0
+
+    def submit(self, record: DecisionRecord) -> bool:
+        if len(self._pending) >= self.max_pending:
+            self.dropped += 1
+            metrics.DECISION_LOG_DROPS.labels("ingress").inc()
+            return False
+        self._pending.append(record)
+        self._wake.set()
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[: self.batch_size]
+                del self._pending[: self.batch_size]
+                try:
+                    await self.handle.record.remote(batch)
+                except Exception:  # the decision log is best effort; count and go on
+                    logger.exception("decision log: shipping %d records failed", len(batch))
+                    metrics.DECISION_LOG_DROPS.labels("ship_error").inc(len(batch))

@@ -1,0 +1,249 @@
+"""HTTP ingress: authentication, the public API, and the request pipeline over remote stages.
+
+The ingress builds one :class:`core.pipeline.RecommendationPipeline` per tenant with
+:func:`core.runtime.build_tenant_runtime`, passing deployment-handle adapters
+(:mod:`deployments.adapters`) for the stages that run elsewhere: user state, the two-tower
+source, the other sources, the ranker. Merge, eligibility rules and the slate policy run here:
+they are cheap, pure functions of the candidates, and a hop would cost more than they do.
+
+The tenant comes only from the API key. Every handler is thin; the API is in ``docs/api.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import FastAPI, Header, Response
+from ray import serve
+
+from core.contracts import DecisionRecord, Query
+from core.eventlog import EventLog
+from core.experiments import NO_EXPERIMENT
+from core.pipeline import RecommendationPipeline, ServiceUnavailable, UnknownSurface
+from core.schema import RowError, normalize_event
+from deployments import adapters, metrics
+from deployments.api_models import (
+    ErrorResponse,
+    EventsRequest,
+    EventsResponse,
+    HealthResponse,
+    RecommendRequest,
+    RecommendResponse,
+    RejectedEvent,
+    VersionsResponse,
+)
+from deployments.auth import BearerKeyAuthenticator
+from deployments.decision_log import DecisionForwarder
+from deployments.errors import ApiError, BodySizeLimit, install_error_handlers
+from deployments.loaders import ServingContext, load_catalogue
+from deployments.settings import AppArgs, FaultInjection
+
+logger = logging.getLogger("ray.serve")
+_ERRORS = {s: {"model": ErrorResponse} for s in (401, 404, 413, 422, 503)}
+Auth = Annotated[str | None, Header(alias="Authorization")]
+
+api = FastAPI(
+    title="recsys",
+    version="1",
+    description="Recommendations, events and decisions for product backends. See docs/api.md.",
+    responses=_ERRORS,
+)
+install_error_handlers(api)
+_LIMITS = {"max_body_bytes": 1_000_000}
+api.add_middleware(BodySizeLimit, max_bytes=lambda: _LIMITS["max_body_bytes"])
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, ctx: ServingContext, args: AppArgs, user_state, retriever, sources,
+                 ranker, decision_log):  # fmt: skip
+        _LIMITS["max_body_bytes"] = args.max_body_bytes
+        self.ctx, self.args = ctx, args
+        self.config = ctx.platform()
+        self.auth = BearerKeyAuthenticator(self.config)
+        self.events = EventLog(ctx.events)
+        self.handles = {"UserState": user_state, "TwoTowerRetriever": retriever,
+                        "CandidateSources": sources, "Ranker": ranker, "DecisionLog": decision_log}  # fmt: skip
+        self.catalogues = {t.id: load_catalogue(ctx, t.id) for t in self.config.tenants}
+        self.pipelines = self._build_pipelines(args.faults)
+        self.forwarder = DecisionForwarder(decision_log, max_pending=args.decision_queue_size)
+        self._recent: dict[tuple[str, str], DecisionRecord] = {}
+        self._forward_task = None
+
+    def _build_pipelines(self, faults: FaultInjection) -> dict[str, RecommendationPipeline]:
+        from core.runtime import build_tenant_runtime
+
+        h = self.handles
+        remote = {k: (lambda cfg, c: adapters.RemoteSource(h["CandidateSources"], cfg, c))
+                  for k in ("item_to_item", "trending", "editorial", "fresh")}  # fmt: skip
+        remote["two_tower"] = lambda cfg, c: adapters.RemoteTwoTowerSource(h["TwoTowerRetriever"], cfg, c)
+        pipelines = {}
+        for tenant in self.config.tenants:
+            t = tenant.id
+            pinned = {v.overrides.ranker_version for e in self.config.experiments if e.tenant == t
+                      for v in e.variants if v.overrides.ranker_version}  # fmt: skip
+            rankers = {self.ctx.alias: adapters.RemoteRanker(h["Ranker"])}
+            rankers.update({v: adapters.RemoteRanker(h["Ranker"], v) for v in pinned})
+            runtime = build_tenant_runtime(
+                self.config, t, catalogue=self.catalogues[t], events_table=None,
+                rankers=rankers, default_ranker_version=self.ctx.alias,
+                policy=None if faults.policy_unavailable else tenant.policy,
+                source_factories=remote,
+                user_state_reader=lambda user, t=t: h["UserState"].get.remote(t, user),
+            )  # fmt: skip
+            runtime.versions = adapters.RequestVersions(
+                {"config": self.config.version, "config_fingerprint": self.config.fingerprint()}
+            )
+            pipelines[t] = RecommendationPipeline(runtime)
+        return pipelines
+
+    def _remember(self, record: DecisionRecord) -> None:
+        if self._forward_task is None or self._forward_task.done():
+            self._forward_task = asyncio.get_running_loop().create_task(self.forwarder.run())
+        self.forwarder.submit(record)
+        key = (record.tenant_id, record.request_id)
+        self._recent[key] = record
+        if len(self._recent) > self.args.decision_lru_size:
+            self._recent.pop(next(iter(self._recent)))  # dicts keep insertion order: oldest
+
+    def _count(self, tenant: str, endpoint: str, status: int, started: float) -> None:
+        metrics.REQUESTS.labels(tenant, endpoint, str(status)).inc()
+        metrics.REQUEST_LATENCY.labels(endpoint).observe((time.perf_counter() - started) * 1e3)
+
+    # ------------------------------------------------------------------------------ API
+
+    @api.post("/v1/recommend", response_model=RecommendResponse)
+    async def recommend(self, body: RecommendRequest, authorization: Auth = None):
+        started = time.perf_counter()
+        tenant = self.auth.tenant_for(authorization)
+        query = Query(
+            request_id=uuid.uuid4().hex, tenant_id=tenant, user_id=body.user_id,
+            surface=body.surface, k=body.k, now=datetime.now(UTC), context=body.context,
+            exclude_item_ids=frozenset(body.exclude_item_ids),
+        )  # fmt: skip
+        adapters.start_request()
+        try:
+            result = await self.pipelines[tenant].recommend(query)
+        except UnknownSurface:
+            self._count(tenant, "recommend", 404, started)
+            raise ApiError(404, "unknown_surface", f"no surface {body.surface!r}", "surface") from None
+        except ServiceUnavailable as exc:
+            self._count(tenant, "recommend", 503, started)
+            metrics.FALLBACKS.labels(tenant, f"{exc.reason}_503").inc()
+            raise ApiError(503, exc.reason, "no safe recommendation is available right now") from None
+        record = result.decision
+        self._remember(record)
+        metrics.observe_decision(record)
+        self._count(tenant, "recommend", 200, started)
+        exp = query.experiment if result.decision.experiment.get("id") != NO_EXPERIMENT else None
+        return RecommendResponse(
+            request_id=query.request_id,
+            items=[{"item_id": i.item_id, "score": i.score, "rank": i.rank,
+                    "sources": list(i.sources), "reasons": list(i.reasons)}
+                   for i in result.slate],  # fmt: skip
+            versions=record.versions,
+            experiment={"id": exp.experiment_id, "arm": exp.arm} if exp else None,
+            fallback=record.fallback,
+            latency_ms=round((time.perf_counter() - started) * 1e3, 3),
+        )
+
+    @api.post("/v1/events", response_model=EventsResponse)
+    async def post_events(self, body: EventsRequest, authorization: Auth = None):
+        started = time.perf_counter()
+        tenant = self.auth.tenant_for(authorization)
+        rows = [{"tenant_id": tenant, **r} if "tenant_id" not in r else r for r in body.events]
+        result = await asyncio.to_thread(self.events.append, rows, tenant=tenant)
+        accepted = set(result.accepted)
+        fresh = []
+        for row in rows:
+            if row.get("event_id") in accepted:
+                accepted.discard(row["event_id"])
+                try:
+                    fresh.append(normalize_event(row))
+                except RowError:  # cannot happen for an accepted row; never fail the answer
+                    continue
+        if fresh:
+            await self._push(tenant, fresh)
+        for outcome, n in (("accepted", len(result.accepted)), ("duplicate", len(result.duplicates)),
+                           ("rejected", len(result.rejected))):  # fmt: skip
+            if n:
+                metrics.EVENTS.labels(tenant, outcome).inc(n)
+        self._count(tenant, "events", 200, started)
+        return EventsResponse(
+            accepted=result.accepted,
+            duplicates=result.duplicates,
+            rejected=[RejectedEvent(index=r.index, event_id=r.event_id, field=r.field,
+                                    reason=r.reason) for r in result.rejected],  # fmt: skip
+        )
+
+    async def _push(self, tenant: str, events: list[dict]) -> None:
+        """Broadcast accepted events to every replica holding online state (user state,
+        trending, ranker popularity); bounded by ``events_push_timeout_s``. The events are
+        already durable, so a replica that misses them catches up when it restarts."""
+        names = ("UserState", "CandidateSources", "Ranker")
+        calls = [self.handles[n].broadcast("observe", tenant, events) for n in names]
+        answers = await asyncio.gather(
+            *(c.results_async(timeout_s=self.args.events_push_timeout_s, return_exceptions=True)
+              for c in calls), return_exceptions=True,
+        )  # fmt: skip
+        for name, answer in zip(names, answers, strict=True):
+            items = answer if isinstance(answer, list) else [answer]
+            if any(isinstance(a, BaseException) for a in items):
+                logger.warning("events: pushing to %s failed: %s", name, answer)
+                metrics.DEGRADATIONS.labels(f"event_push_failed:{name}").inc()
+
+    @api.get("/v1/decisions/{request_id}", response_model=DecisionRecord)
+    async def decision(self, request_id: str, authorization: Auth = None):
+        tenant = self.auth.tenant_for(authorization)
+        record = self._recent.get((tenant, request_id))
+        if record is None and len(request_id) <= 128:
+            record = await self.handles["DecisionLog"].get.remote(tenant, request_id)
+        if record is None:  # another tenant's id looks exactly like an unknown one
+            raise ApiError(404, "not_found", "no such decision", "request_id")
+        return record
+
+    @api.get("/v1/healthz", response_model=HealthResponse)
+    async def healthz(self):
+        return HealthResponse(status="ok", config=self.config.version)
+
+    @api.get("/v1/versions", response_model=VersionsResponse)
+    async def versions(self, authorization: Auth = None):
+        tenant = self.auth.tenant_for(authorization)
+        found: dict[str, str] = {}
+        for name in ("TwoTowerRetriever", "Ranker"):
+            try:
+                answer = await asyncio.wait_for(self.handles[name].versions.remote(), 5.0)
+                found.update(answer.get(tenant, {}))
+            except Exception as exc:  # report what is known; a missing kind says "not loaded"
+                logger.warning("versions: %s did not answer: %s", name, exc)
+        return VersionsResponse(tenant=tenant, config=self.config.version, artifacts=found)
+
+    @api.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint(self):
+        """Prometheus text: every replica of every deployment, labelled by ``replica``."""
+        ctx = serve.get_replica_context()
+        texts = [(f"Ingress#{ctx.replica_id.unique_id}", metrics.registry_text())]
+        for name, handle in self.handles.items():
+            try:
+                answers = await handle.broadcast("metrics_text").results_async(
+                    timeout_s=5.0, return_exceptions=True
+                )
+            except Exception as exc:
+                logger.warning("metrics: %s did not answer: %s", name, exc)
+                continue
+            texts += [(f"{name}#{i}", a) for i, a in enumerate(answers) if isinstance(a, str)]
+        body = metrics.merge_replica_texts(texts)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def metrics_text(self) -> str:
+        return metrics.registry_text()
+
+    async def set_faults(self, faults: dict) -> None:
+        """Test/game-day switches (handle call only, never HTTP): rebuild the pipelines."""
+        self.pipelines = self._build_pipelines(FaultInjection.model_validate(faults))

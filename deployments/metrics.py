@@ -1,0 +1,136 @@
+"""Serving metrics (prometheus-client) and their aggregation across Serve replicas.
+
+Every replica process records into its own :data:`REGISTRY`. ``GET /metrics`` on the ingress
+asks every deployment's replicas for their registry text (``metrics_text``, a broadcast) and
+merges them with :func:`merge_replica_texts`: each sample gets a ``replica`` label, so the
+result is one valid exposition with one series per replica (sum over ``replica`` for totals,
+as Prometheus would after scraping each replica itself).
+
+Most request metrics are derived from the :class:`core.contracts.DecisionRecord` in
+:func:`observe_decision`, so what is counted is exactly what the decision log says happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from core.contracts import DecisionRecord
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+_MS = (0.5, 1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 250, 500, 1000, 2500)
+
+REQUESTS = Counter(
+    "recsys_requests_total", "HTTP requests by tenant, endpoint and status",
+    ["tenant", "endpoint", "status"], registry=REGISTRY,
+)  # fmt: skip
+REQUEST_LATENCY = Histogram(
+    "recsys_request_latency_ms", "End-to-end request latency in the ingress (ms)",
+    ["endpoint"], buckets=_MS, registry=REGISTRY,
+)  # fmt: skip
+STAGE_LATENCY = Histogram(
+    "recsys_stage_latency_ms", "Pipeline stage latency (ms)", ["stage"], buckets=_MS,
+    registry=REGISTRY,
+)  # fmt: skip
+SOURCE_CANDIDATES = Histogram(
+    "recsys_source_candidates", "Candidates returned per source per request", ["source"],
+    buckets=(0, 1, 5, 10, 25, 50, 100, 200, 400, 800, 1600), registry=REGISTRY,
+)  # fmt: skip
+SOURCE_OUTCOMES = Counter(
+    "recsys_source_outcomes_total", "Candidate source calls by outcome (ok/timeout/error/skipped)",
+    ["source", "status"], registry=REGISTRY,
+)  # fmt: skip
+FALLBACKS = Counter(
+    "recsys_fallbacks_total", "Responses served from a fallback, by reason", ["tenant", "reason"],
+    registry=REGISTRY,
+)  # fmt: skip
+POLICY_REMOVALS = Counter(
+    "recsys_policy_removals_total", "Candidates removed by eligibility rules", ["rule", "reason"],
+    registry=REGISTRY,
+)  # fmt: skip
+DEGRADATIONS = Counter(
+    "recsys_degradations_total", "Non-fatal degradations recorded in decisions", ["kind"],
+    registry=REGISTRY,
+)  # fmt: skip
+RANKER_BATCH_SIZE = Histogram(
+    "recsys_ranker_batch_size", "Requests per @serve.batch call of the ranker",
+    buckets=(1, 2, 4, 8, 16, 32, 64), registry=REGISTRY,
+)  # fmt: skip
+RANKER_CANDIDATES = Histogram(
+    "recsys_ranker_candidates", "Candidates scored per ranker request",
+    buckets=(0, 10, 50, 100, 250, 500, 1000, 2000), registry=REGISTRY,
+)  # fmt: skip
+VERSIONS_IN_SERVICE = Gauge(
+    "recsys_version_in_service", "1 for each artifact version a replica is serving",
+    ["tenant", "kind", "version"], registry=REGISTRY,
+)  # fmt: skip
+HOT_SWAPS = Counter(
+    "recsys_hot_swaps_total", "Runtime swaps by outcome (swapped/refused/failed)",
+    ["tenant", "component", "outcome"], registry=REGISTRY,
+)  # fmt: skip
+DECISION_LOG_DROPS = Counter(
+    "recsys_decision_log_dropped_total", "Decision records dropped because a queue was full",
+    ["where"], registry=REGISTRY,
+)  # fmt: skip
+EVENTS = Counter(
+    "recsys_events_total", "Events received, by tenant and outcome", ["tenant", "outcome"],
+    registry=REGISTRY,
+)  # fmt: skip
+
+
+def observe_decision(record: DecisionRecord) -> None:
+    """Record the per-request metrics a decision record implies."""
+    for stage, ms in record.stage_latency_ms.items():
+        STAGE_LATENCY.labels(stage).observe(ms)
+    for outcome in record.sources:
+        SOURCE_OUTCOMES.labels(outcome.source, outcome.status).inc()
+        if outcome.status == "ok":
+            SOURCE_CANDIDATES.labels(outcome.source).observe(outcome.candidates)
+    if record.fallback:
+        FALLBACKS.labels(record.tenant_id, record.fallback).inc()
+    for removal in record.removals:
+        POLICY_REMOVALS.labels(removal.rule, removal.reason).inc()
+    for item in record.degraded:
+        DEGRADATIONS.labels(item.split(":", 1)[0]).inc()
+
+
+def set_versions(tenant: str, versions: dict[str, str]) -> None:
+    """Make the versions gauge show exactly ``versions`` (kind -> version) for ``tenant``."""
+    for metric in list(VERSIONS_IN_SERVICE.collect()):
+        for sample in metric.samples:
+            labels = sample.labels
+            if labels.get("tenant") == tenant and versions.get(labels["kind"]) != labels["version"]:
+                VERSIONS_IN_SERVICE.remove(tenant, labels["kind"], labels["version"])
+    for kind, version in versions.items():
+        VERSIONS_IN_SERVICE.labels(tenant, kind, version).set(1)
+
+
+def registry_text() -> str:
+    return generate_latest(REGISTRY).decode()
+
+
+def merge_replica_texts(texts: Iterable[tuple[str, str]]) -> str:
+    """Merge ``(replica_id, exposition_text)`` pairs into one exposition, each sample labelled
+    with its ``replica``. Families of the same name are combined; HELP/TYPE come from the
+    first replica that reports the family."""
+    families: dict[str, Metric] = {}
+    for replica, text in texts:
+        for family in text_string_to_metric_families(text):
+            if family.name.endswith("_created"):
+                continue  # creation-time gauges say nothing once merged
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(family.name, family.documentation, family.type)
+            for s in family.samples:
+                merged.add_sample(s.name, {**s.labels, "replica": replica}, s.value, s.timestamp)
+
+    class _Merged:
+        def collect(self):
+            return list(families.values())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Merged())
+    return generate_latest(registry).decode()

@@ -1,0 +1,144 @@
+"""Ranker deployment: the multi-task ranker of each tenant behind ``@serve.batch``.
+
+Thin wrapper over :class:`ranking.scorer.RankerScorer`: per request it builds features
+(``features``), then concatenates every request of a batch into one forward pass
+(``score_batch``) and composes utilities (``compose``). Batch size and wait come from
+``user_config`` (:class:`deployments.settings.RankerUserConfig`) and change live; ``device``
+is ``auto`` (GPU if the replica has one), ``cpu`` or ``cuda``. Models are loaded from the
+registry alias and hot-swapped like the retriever's. Popularity (a ranker feature) counts
+live events, which ``POST /v1/events`` broadcasts to every replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+
+from ray import serve
+
+from core.contracts import MergedCandidate, Query, ScoredCandidate
+from core.features import PopularityCounter
+from core.registry import Registry
+from core.schema import POSITIVE_EVENT_TYPES, to_utc
+from deployments import metrics
+from deployments.hot_swap import RuntimeSlot, poll_forever
+from deployments.loaders import ServingContext, load_catalogue, load_events, load_ranker_model
+from deployments.settings import FaultInjection, RankerUserConfig
+
+logger = logging.getLogger("ray.serve")
+
+
+class RankerUnavailable(RuntimeError):
+    pass
+
+
+@serve.deployment(name="Ranker")
+class RankerDeployment:
+    async def __init__(self, ctx: ServingContext, faults: FaultInjection | None = None):
+        self.faults = faults or FaultInjection()
+        self.settings = RankerUserConfig()
+        self.registry = Registry(ctx.registry)
+        self.catalogues, self.popularity, self.slots = {}, {}, {}
+        for tenant in ctx.platform().tenants:
+            t = tenant.id
+            self.catalogues[t] = load_catalogue(ctx, t)
+            self.popularity[t] = counter = PopularityCounter()
+            events = load_events(ctx, t)
+            if events is not None and events.num_rows:
+                self._fold(counter, events.to_pylist())
+            self.slots[t] = RuntimeSlot(
+                f"ranker[{t}]",
+                resolve=lambda t=t: self.registry.resolve("ranker", t, ctx.alias),
+                load=lambda version, t=t: self._load(t, version),
+                on_event=lambda outcome, key, err, t=t: self._swapped(t, outcome, key),
+            )
+        for slot in self.slots.values():
+            await slot.refresh()
+        self._poller = asyncio.get_running_loop().create_task(
+            poll_forever(lambda: list(self.slots.values()), lambda: self.settings.poll_interval_s)
+        )
+
+    def _load(self, tenant: str, version: str):
+        from ranking.scorer import RankerScorer
+
+        catalogue = self.catalogues[tenant]
+        if catalogue is None:
+            raise RankerUnavailable(f"no catalogue for {tenant}")
+        model = load_ranker_model(self.registry, tenant, version, self.settings.device)
+        return RankerScorer(model, catalogue, self.popularity[tenant], version=version)
+
+    def _swapped(self, tenant: str, outcome: str, version) -> None:
+        metrics.HOT_SWAPS.labels(tenant, "ranker", outcome).inc()
+        if outcome == "swapped":
+            metrics.set_versions(tenant, {"ranker": version})
+
+    @staticmethod
+    def _fold(counter: PopularityCounter, events: list[dict]) -> None:
+        for e in sorted(events, key=lambda e: to_utc(e["ts"])):
+            if e["event_type"] in POSITIVE_EVENT_TYPES:
+                counter.add(e["item_id"], to_utc(e["ts"]).timestamp())
+
+    def reconfigure(self, user_config: dict) -> None:
+        self.settings = RankerUserConfig.model_validate(user_config or {})
+        self._score.set_max_batch_size(self.settings.max_batch_size)
+        self._score.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
+
+    async def score(self, query: Query, user_state, candidates: Sequence[MergedCandidate],
+                    task_weights: Mapping[str, float], version: str | None = None
+                    ) -> tuple[list[ScoredCandidate], str]:  # fmt: skip
+        """One request's scored candidates (input order) and the ranker version used.
+        ``version``: the experiment arm's pinned ranker version; an error if not loaded."""
+        if self.faults.ranker_error:
+            raise RankerUnavailable("fault injection: ranker_error")
+        scorer = self.slots[query.tenant_id].runtime  # read once; swaps do not affect us
+        if scorer is None:
+            raise RankerUnavailable(f"no ranker loaded for {query.tenant_id}")
+        if version is not None and version != scorer.version:
+            raise RankerUnavailable(f"ranker {version} not loaded (serving {scorer.version})")
+        metrics.RANKER_CANDIDATES.observe(len(candidates))
+        return await self._score(scorer, query, user_state, candidates, task_weights), scorer.version
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _score(self, scorers, queries, states, candidate_lists, weights):
+        metrics.RANKER_BATCH_SIZE.observe(len(queries))
+        return await asyncio.to_thread(
+            self._score_sync, scorers, queries, states, candidate_lists, weights
+        )
+
+    @staticmethod
+    def _score_sync(scorers, queries, states, candidate_lists, weights):
+        from ranking.utility import check_task_weights
+
+        out: list = [None] * len(queries)
+        by_model: dict[int, list[int]] = {}
+        for i, scorer in enumerate(scorers):
+            by_model.setdefault(id(scorer), []).append(i)
+        for idx in by_model.values():  # one forward pass per (tenant, version) in the batch
+            scorer = scorers[idx[0]]
+            feats = []
+            for i in idx:
+                check_task_weights(weights[i], scorer.tasks)
+                feats.append(scorer.features(queries[i], states[i], candidate_lists[i]))
+            for i, probs in zip(idx, scorer.score_batch(feats), strict=True):
+                out[i] = scorer.compose(candidate_lists[i], probs, weights[i])
+        return out
+
+    async def observe(self, tenant: str, events: list[dict]) -> int:
+        counter = self.popularity.get(tenant)
+        if counter is None:
+            return 0
+        self._fold(counter, [e for e in events if e.get("tenant_id", tenant) == tenant])
+        return len(events)
+
+    async def versions(self) -> dict[str, dict[str, str]]:
+        return {t: {"ranker": s.key} for t, s in self.slots.items() if s.key}
+
+    async def refresh_now(self) -> dict[str, bool]:
+        return {t: await s.refresh() for t, s in self.slots.items()}
+
+    async def set_faults(self, faults: dict) -> None:
+        self.faults = FaultInjection.model_validate(faults)
+
+    async def metrics_text(self) -> str:
+        return metrics.registry_text()

@@ -1,0 +1,86 @@
+"""Two-tower retrieval deployment: the query tower and the ANN index of each tenant, loaded
+lazily from the registry alias (``production``) and hot-swapped when the alias moves.
+
+Thin wrapper over :class:`retrieval.sources.TwoTowerSource`. Each tenant's loaded pair sits in
+a :class:`deployments.hot_swap.RuntimeSlot`; a pair whose index was built by another item
+tower is refused and the old pair keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ray import serve
+
+from core.contracts import Query, SourceResult
+from core.registry import Registry
+from deployments import metrics
+from deployments.hot_swap import RuntimeSlot, poll_forever
+from deployments.loaders import ServingContext, load_catalogue, load_two_tower, two_tower_key
+from deployments.settings import WatchUserConfig
+
+logger = logging.getLogger("ray.serve")
+
+
+@serve.deployment(name="TwoTowerRetriever")
+class TwoTowerRetrieverDeployment:
+    async def __init__(self, ctx: ServingContext, device: str = "cpu"):
+        self.settings = WatchUserConfig()
+        self.registry = Registry(ctx.registry)
+        self.catalogues = {}
+        self.slots: dict[str, RuntimeSlot] = {}
+        for tenant in ctx.platform().tenants:
+            t = tenant.id
+            self.catalogues[t] = load_catalogue(ctx, t)
+            self.slots[t] = RuntimeSlot(
+                f"two_tower[{t}]",
+                resolve=lambda t=t: two_tower_key(self.registry, t, ctx.alias),
+                load=lambda key, t=t: load_two_tower(self.registry, t, key, device),
+                on_event=lambda outcome, key, err, t=t: self._swapped(t, outcome, key),
+            )
+        self._poller = None
+        for slot in self.slots.values():  # load before taking traffic; then poll
+            await slot.refresh()
+        self._ensure_polling()
+
+    def _swapped(self, tenant: str, outcome: str, key) -> None:
+        metrics.HOT_SWAPS.labels(tenant, "two_tower", outcome).inc()
+        if outcome == "swapped":
+            metrics.set_versions(tenant, {"two_tower": key[0], "ann_index": key[1]})
+
+    def _ensure_polling(self) -> None:
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(
+                poll_forever(lambda: list(self.slots.values()), lambda: self.settings.poll_interval_s)
+            )
+
+    def reconfigure(self, user_config: dict) -> None:
+        self.settings = WatchUserConfig.model_validate(user_config or {})
+
+    async def retrieve(self, name: str, query: Query, user_state, limit: int
+                       ) -> tuple[SourceResult, dict[str, str]]:  # fmt: skip
+        """The source's answer and the ``{two_tower, ann_index}`` versions that produced it."""
+        from retrieval.sources import SourceUnavailable, TwoTowerSource
+
+        self._ensure_polling()
+        artifacts = self.slots[query.tenant_id].runtime  # read once: this request runs on one pair, whatever swaps
+        if artifacts is None:
+            raise SourceUnavailable(f"no {self.registry.uri} two_tower/ann_index for the alias")
+        source = TwoTowerSource(name, artifacts, self.catalogues[query.tenant_id])
+        result = await source.retrieve(query, user_state, limit)
+        return result, {"two_tower": artifacts.model_version, "ann_index": artifacts.index_version}
+
+    async def versions(self) -> dict[str, dict[str, str]]:
+        out = {}
+        for t, slot in self.slots.items():
+            if slot.key:
+                out[t] = {"two_tower": slot.key[0], "ann_index": slot.key[1]}
+        return out
+
+    async def refresh_now(self) -> dict[str, bool]:
+        """Check every alias now (operators and tests; the poller does this periodically)."""
+        return {t: await s.refresh() for t, s in self.slots.items()}
+
+    async def metrics_text(self) -> str:
+        return metrics.registry_text()

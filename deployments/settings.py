@@ -1,0 +1,77 @@
+"""Typed arguments of the Serve application and of each deployment's ``user_config``.
+
+:class:`AppArgs` is the ``args:`` block of an application in ``configs/serve.yaml`` (Serve
+validates it with this model before calling :func:`deployments.app.build_app`). The
+``*UserConfig`` models are the ``user_config:`` blocks; Serve hands them to ``reconfigure`` on
+every replica, live, without a restart, so batching and polling can be tuned in production.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FaultInjection(_Strict):
+    """Test and game-day switches; reachable only from inside the cluster (args or a handle
+    call), never over HTTP. All off by default."""
+
+    source_delay_ms: dict[str, float] = Field(default_factory=dict)
+    """Source name -> extra delay before it answers (to exercise its timeout)."""
+    ranker_error: bool = False
+    """The ranker raises on every call (to exercise the ranker fallback)."""
+    policy_unavailable: bool = False
+    """The ingress serves as if the policy bundle could not be read (fail closed)."""
+
+
+class StorageOverrides(_Strict):
+    """Replace the storage URIs of ``platform.yaml`` (e.g. a test's temp dirs, an object store)."""
+
+    data: str | None = None
+    events: str | None = None
+    registry: str | None = None
+    decisions: str | None = None
+
+
+class AppArgs(_Strict):
+    platform_config: str = "configs/platform.yaml"
+    home: str | None = None
+    """Project root that relative paths resolve against; default ``$RECSYS_HOME`` or the cwd
+    of the process that builds the app."""
+    storage: StorageOverrides = Field(default_factory=StorageOverrides)
+    alias: str = "production"
+    """Registry alias every replica serves and watches (``production``; ``candidate`` for a
+    shadow app)."""
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    decision_queue_size: int = Field(10_000, ge=1)
+    decision_lru_size: int = Field(20_000, ge=1)
+    events_push_timeout_s: float = Field(1.0, gt=0)
+    """How long ``POST /v1/events`` waits for online state to take the events in."""
+    faults: FaultInjection = Field(default_factory=FaultInjection)
+
+    def root(self) -> Path:
+        return Path(self.home or os.environ.get("RECSYS_HOME") or os.getcwd()).resolve()
+
+    def resolve(self, path: str) -> str:
+        """``path`` made absolute against :meth:`root` (URIs are kept as they are)."""
+        if "://" in path or os.path.isabs(path):
+            return path
+        return str(self.root() / path)
+
+
+class WatchUserConfig(_Strict):
+    poll_interval_s: float = Field(2.0, gt=0, le=3600)
+    """How often a replica checks the registry aliases for a newly promoted version."""
+
+
+class RankerUserConfig(WatchUserConfig):
+    max_batch_size: int = Field(16, ge=1, le=256)
+    batch_wait_timeout_s: float = Field(0.002, ge=0, le=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -1,0 +1,81 @@
+"""Candidate-sources deployment: every non-model source (item-to-item, trending, editorial,
+fresh) of every tenant and surface, built by :func:`retrieval.sources.build_source`.
+
+They share one replica because each is a cheap in-memory lookup (a hop per source would cost
+more than the lookup). Trending counts live events: ``observe`` is broadcast to every replica
+by ``POST /v1/events``. A test/game-day ``FaultInjection`` can delay a named source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ray import serve
+
+from core.config import SourceConfig
+from core.contracts import Query, SourceResult
+from deployments import metrics
+from deployments.loaders import ServingContext, load_catalogue, load_events
+from deployments.settings import FaultInjection, WatchUserConfig
+
+logger = logging.getLogger("ray.serve")
+
+
+@serve.deployment(name="CandidateSources")
+class CandidateSourcesDeployment:
+    def __init__(self, ctx: ServingContext, faults: FaultInjection | None = None):
+        from retrieval.cooccurrence import ItemToItemIndex
+
+        self.faults = faults or FaultInjection()
+        self.config = ctx.platform()
+        self._contexts = {}
+        self._sources: dict[tuple[str, str, str], object] = {}
+        for tenant in self.config.tenants:
+            catalogue = load_catalogue(ctx, tenant.id)
+            events = load_events(ctx, tenant.id)
+            cooc = None
+            if events is not None and events.num_rows:
+                cooc = ItemToItemIndex.build(events, tenant_id=tenant.id)
+            self._contexts[tenant.id] = (catalogue, events, cooc)
+            for surface, surface_cfg in tenant.surfaces.items():
+                for cfg in surface_cfg.sources:
+                    if cfg.kind != "two_tower":
+                        self._source(tenant.id, surface, cfg)
+
+    def _source(self, tenant: str, surface: str, cfg: SourceConfig):
+        from retrieval.sources import SourceContext, build_source
+
+        key = (tenant, surface, cfg.model_dump_json())
+        source = self._sources.get(key)
+        if source is None:
+            catalogue, events, cooc = self._contexts[tenant]
+            ctx = SourceContext(tenant, surface, catalogue, events=events, cooccurrence=cooc)
+            source = self._sources[key] = build_source(cfg, ctx)
+        return source
+
+    async def retrieve(self, tenant: str, surface: str, cfg: SourceConfig, query: Query,
+                       user_state, limit: int) -> SourceResult:  # fmt: skip
+        if query.tenant_id != tenant:
+            raise PermissionError("query is for another tenant")
+        delay = self.faults.source_delay_ms.get(cfg.name)
+        if delay:
+            await asyncio.sleep(delay / 1000.0)
+        return await self._source(tenant, surface, cfg).retrieve(query, user_state, limit)
+
+    async def observe(self, tenant: str, events: list[dict]) -> int:
+        """Fold accepted live events into every trending source of ``tenant``."""
+        n = 0
+        for (t, _, _), source in list(self._sources.items()):
+            if t == tenant and hasattr(source, "observe"):
+                n += sum(bool(source.observe(e)) for e in events)
+        return n
+
+    async def set_faults(self, faults: dict) -> None:
+        self.faults = FaultInjection.model_validate(faults)
+
+    def reconfigure(self, user_config: dict) -> None:
+        WatchUserConfig.model_validate(user_config or {})
+
+    async def metrics_text(self) -> str:
+        return metrics.registry_text()

@@ -1,0 +1,146 @@
+"""Multi-task ranker: multi-gate mixture of experts (MMoE, Ma et al., KDD 2018).
+
+Inputs are :func:`core.features.ranker_features` outputs: ``cat`` ``(B, 6)`` int64 (user
+bucket, item index+1, category index+1, source, surface bucket, hour) and ``dense`` ``(B, 8)``
+float32. Each categorical column has its own embedding table; dense features are standardised
+with the training-set mean/std stored in the config. ``E`` experts are shared; each task has a
+softmax gate over the experts and a small tower producing one logit.
+
+:meth:`MultiTaskRanker.predict` returns calibrated probabilities per task (see
+:mod:`ranking.calibration`); the calibration parameters live in ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.device import resolve_device
+from core.features import (
+    CAT_FEATURES,
+    DENSE_FEATURES,
+    SOURCE_KINDS,
+    SURFACE_BUCKETS,
+    USER_BUCKETS,
+)
+from ranking.calibration import apply_calibration
+
+DEFAULTS = {
+    "tasks": ["click", "like", "hide"],
+    "n_items": 0,
+    "n_categories": 0,
+    "embed_dim": 16,
+    "n_experts": 4,
+    "expert_hidden": 64,
+    "tower_hidden": 32,
+    "dropout": 0.0,
+    "dense_mean": [0.0] * len(DENSE_FEATURES),
+    "dense_std": [1.0] * len(DENSE_FEATURES),
+    "calibration": {},
+}
+
+
+def cat_cardinalities(cfg: dict) -> list[int]:
+    """Embedding-table sizes for the ``CAT_FEATURES`` columns, in order."""
+    return [USER_BUCKETS, cfg["n_items"] + 1, cfg["n_categories"] + 1, len(SOURCE_KINDS), SURFACE_BUCKETS, 24]
+
+
+class MultiTaskRanker(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.cfg = {**DEFAULTS, **cfg}
+        c = self.cfg
+        e = c["embed_dim"]
+        self.embeddings = nn.ModuleList(nn.Embedding(n, e) for n in cat_cardinalities(c))
+        for emb in self.embeddings:
+            nn.init.normal_(emb.weight, std=0.05)
+        d_in = e * len(CAT_FEATURES) + len(DENSE_FEATURES)
+        self.experts = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(d_in, c["expert_hidden"]),
+                nn.ReLU(),
+                nn.Dropout(c["dropout"]),
+                nn.Linear(c["expert_hidden"], c["expert_hidden"]),
+                nn.ReLU(),
+            )
+            for _ in range(c["n_experts"])
+        )
+        self.gates = nn.ModuleDict({t: nn.Linear(d_in, c["n_experts"]) for t in c["tasks"]})
+        self.towers = nn.ModuleDict(
+            {
+                t: nn.Sequential(
+                    nn.Linear(c["expert_hidden"], c["tower_hidden"]),
+                    nn.ReLU(),
+                    nn.Linear(c["tower_hidden"], 1),
+                )
+                for t in c["tasks"]
+            }
+        )
+        self.register_buffer("dense_mean", torch.tensor(c["dense_mean"], dtype=torch.float32))
+        self.register_buffer("dense_std", torch.tensor(c["dense_std"], dtype=torch.float32))
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> MultiTaskRanker:
+        return cls(cfg)
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.cfg["tasks"])
+
+    def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(B, 6)`` int64, ``(B, 8)`` float32 -> ``{task: (B,) logits}``."""
+        embs = [emb(cat[:, j]) for j, emb in enumerate(self.embeddings)]
+        x = torch.cat([*embs, (dense - self.dense_mean) / self.dense_std], dim=1)  # (B, d_in)
+        experts = torch.stack([f(x) for f in self.experts], dim=1)  # (B, E, H)
+        out = {}
+        for t in self.cfg["tasks"]:
+            gate = torch.softmax(self.gates[t](x), dim=1)  # (B, E)
+            out[t] = self.towers[t]((gate[..., None] * experts).sum(1)).squeeze(-1)
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        return self.dense_mean.device
+
+    @torch.no_grad()
+    def logits(self, cat: np.ndarray, dense: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw (uncalibrated) ``{task: (B,) float32}`` logits."""
+        was_training = self.training
+        self.eval()
+        cat_t = torch.as_tensor(np.asarray(cat), dtype=torch.long, device=self.device)
+        dense_t = torch.as_tensor(np.asarray(dense), dtype=torch.float32, device=self.device)
+        # Ids outside the trained tables (new items, a changed catalogue) map to 0 = unknown.
+        sizes = torch.tensor(cat_cardinalities(self.cfg), device=self.device)
+        cat_t = torch.where((cat_t >= 0) & (cat_t < sizes), cat_t, torch.zeros_like(cat_t))
+        out = {t: v.float().cpu().numpy() for t, v in self(cat_t, dense_t).items()}
+        self.train(was_training)
+        return out
+
+    def predict(self, cat: np.ndarray, dense: np.ndarray) -> dict[str, np.ndarray]:
+        """``(B, 6)``, ``(B, 8)`` -> ``{task: (B,) float32}`` calibrated probabilities."""
+        cal = self.cfg.get("calibration") or {}
+        return {
+            t: apply_calibration(v, cal.get(t)).astype(np.float32)
+            for t, v in self.logits(cat, dense).items()
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.cfg["dense_mean"] = self.dense_mean.cpu().tolist()
+        self.cfg["dense_std"] = self.dense_std.cpu().tolist()
+        torch.save({k: v.detach().cpu() for k, v in self.state_dict().items()}, directory / "model.pt")
+        (directory / "config.json").write_text(json.dumps(self.cfg, indent=2, sort_keys=True))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> MultiTaskRanker:
+        directory = Path(directory)
+        model = cls.from_config(json.loads((directory / "config.json").read_text()))
+        dev = resolve_device(device)
+        model.load_state_dict(torch.load(directory / "model.pt", map_location=dev, weights_only=True))
+        return model.to(dev).eval()

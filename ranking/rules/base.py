@@ -1,0 +1,47 @@
+"""Shared helpers for eligibility rules (see :class:`core.contracts.EligibilityRule`).
+
+Every rule keeps candidates in input order, records one :class:`Removal` with a stable reason
+code for every candidate it drops, and raises :class:`PolicyUnavailable` when the data it
+judges by is missing: a rule that cannot look never says yes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from core.catalogue import Catalogue
+from core.contracts import FilterResult, MergedCandidate, PolicyUnavailable, Query, Removal
+
+
+def partition(
+    rule: str,
+    candidates: Sequence[MergedCandidate],
+    reason_of: Callable[[MergedCandidate], str | None],
+) -> FilterResult:
+    """Keep candidates whose ``reason_of`` is ``None``; remove the rest with that reason."""
+    kept: list[MergedCandidate] = []
+    removed: list[Removal] = []
+    for c in candidates:
+        reason = reason_of(c)
+        if reason is None:
+            kept.append(c)
+        else:
+            removed.append(Removal(item_id=c.item_id, rule=rule, reason=reason))
+    return FilterResult(kept=kept, removed=removed)
+
+
+def require_catalogue(rule: str, catalogue: Catalogue | None, query: Query) -> Catalogue:
+    if catalogue is None:
+        raise PolicyUnavailable(f"{rule}: catalogue not loaded")
+    if catalogue.tenant_id != query.tenant_id:
+        # Judging one tenant's items by another tenant's catalogue would be meaningless.
+        raise PolicyUnavailable(
+            f"{rule}: catalogue is tenant {catalogue.tenant_id!r}, request is {query.tenant_id!r}"
+        )
+    return catalogue
+
+
+def catalogue_rows(catalogue: Catalogue, candidates: Sequence[MergedCandidate]) -> np.ndarray:
+    return catalogue.index_of([c.item_id for c in candidates])

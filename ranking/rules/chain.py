@@ -1,0 +1,52 @@
+"""Runs the tenant's configured eligibility rules in order and collects every removal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from core.catalogue import Catalogue
+from core.config import PolicyConfig
+from core.contracts import (
+    EligibilityRule,
+    FilterResult,
+    MergedCandidate,
+    PolicyUnavailable,
+    Query,
+    Removal,
+)
+
+
+class RuleChain:
+    """Invariants: a candidate is kept only if every rule kept it; each removed candidate has
+    exactly one removal (from the first rule that dropped it); any rule failure, including an
+    unexpected exception, raises :class:`PolicyUnavailable` (fail closed)."""
+
+    name = "rule_chain"
+
+    def __init__(self, rules: Sequence[EligibilityRule]):
+        self.rules = tuple(rules)
+
+    @classmethod
+    def from_policy(cls, policy: PolicyConfig | None, catalogue: Catalogue | None) -> RuleChain:
+        from ranking.rules import RULE_KINDS
+
+        if policy is None:
+            raise PolicyUnavailable("policy bundle not loaded: the rule list itself is unknown")
+        return cls([RULE_KINDS[name].from_policy(policy, catalogue) for name in policy.rules])
+
+    def apply(
+        self, query: Query, candidates: Sequence[MergedCandidate], user_state: Any
+    ) -> FilterResult:
+        kept: Sequence[MergedCandidate] = list(candidates)
+        removed: list[Removal] = []
+        for rule in self.rules:
+            try:
+                result = rule.apply(query, kept, user_state)
+            except PolicyUnavailable:
+                raise
+            except Exception as exc:  # a broken rule must not turn into "everything passes"
+                raise PolicyUnavailable(f"{rule.name}: {type(exc).__name__}: {exc}") from exc
+            kept = result.kept
+            removed.extend(result.removed)
+        return FilterResult(kept=list(kept), removed=removed)

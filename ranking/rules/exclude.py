@@ -1,0 +1,35 @@
+"""Items the request excludes and items the user already positively interacted with."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from core.catalogue import Catalogue
+from core.config import PolicyConfig
+from core.contracts import FilterResult, MergedCandidate, Query
+from ranking.rules.base import partition
+
+
+class ExcludeRule:
+    name = "exclude"
+
+    @classmethod
+    def from_policy(cls, policy: PolicyConfig | None, catalogue: Catalogue | None) -> ExcludeRule:
+        return cls()
+
+    def apply(
+        self, query: Query, candidates: Sequence[MergedCandidate], user_state: Any
+    ) -> FilterResult:
+        seen = set(getattr(user_state, "history", ()) or ())
+        seen |= getattr(user_state, "positives", set()) or set()
+        excluded = query.exclude_item_ids
+
+        def reason(c: MergedCandidate) -> str | None:
+            if c.item_id in excluded:
+                return "excluded_by_request"
+            if c.item_id in seen:
+                return "already_interacted"
+            return None
+
+        return partition(self.name, candidates, reason)

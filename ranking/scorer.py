@@ -1,0 +1,125 @@
+"""The ranking stage: shared features → multi-task ranker → composed utility.
+
+The three steps are separate methods so a Serve deployment can split them: the ingress
+computes features (:meth:`RankerScorer.features`, it holds user state), the ranker
+deployment stacks many requests into one forward pass (:meth:`RankerScorer.score_batch`
+under ``@serve.batch``), and :meth:`RankerScorer.compose` turns probabilities into
+:class:`ScoredCandidate` s. :meth:`RankerScorer.score` does all three in process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from core.catalogue import Catalogue
+from core.contracts import MergedCandidate, Query, ScoredCandidate
+from core.features import PopularityCounter, UserState, ranker_features
+from ranking.utility import check_task_weights, utility
+
+
+@runtime_checkable
+class RankerModel(Protocol):
+    """``ranking.model.MultiTaskRanker`` satisfies this."""
+
+    tasks: Sequence[str]
+
+    def predict(self, cat: np.ndarray, dense: np.ndarray) -> dict[str, np.ndarray]:
+        """``cat`` ``(B, 6)`` int64, ``dense`` ``(B, 8)`` float32 -> ``{task: (B,)}`` calibrated
+        probabilities."""
+        ...
+
+
+class RankerScorer:
+    """Invariant: one :class:`ScoredCandidate` per input candidate, in input order."""
+
+    def __init__(
+        self,
+        model: RankerModel,
+        catalogue: Catalogue,
+        popularity: PopularityCounter,
+        *,
+        version: str,
+    ):
+        self.model = model
+        self.catalogue = catalogue
+        self.popularity = popularity
+        self.version = version
+        self.tasks = tuple(model.tasks)
+
+    def features(
+        self, query: Query, user_state: UserState, candidates: Sequence[MergedCandidate]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        now = query.now.timestamp()
+        items = [c.item_id for c in candidates]
+        best = [c.best for c in candidates]
+        return ranker_features(
+            user_state,
+            items,
+            self.catalogue,
+            popularity=self.popularity.values(items, now),
+            now=now,
+            surface=query.surface,
+            retrieval_scores=np.array([b.score for b in best], dtype=np.float32),
+            sources=[b.source for b in best],
+        )
+
+    def score_batch(
+        self, batch: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> list[dict[str, np.ndarray]]:
+        """Several requests' ``(cat (B_i, 6), dense (B_i, 8))`` in one forward pass; returns
+        ``{task: (B_i,)}`` per request, in order."""
+        sizes = [len(cat) for cat, _ in batch]
+        if sum(sizes) == 0:
+            return [{t: np.zeros(0) for t in self.tasks} for _ in batch]
+        cat = np.concatenate([c for c, _ in batch])
+        dense = np.concatenate([d for _, d in batch])
+        probs = self.model.predict(cat, dense)
+        bounds = np.cumsum([0, *sizes])
+        return [
+            {t: np.asarray(p)[bounds[i] : bounds[i + 1]] for t, p in probs.items()}
+            for i in range(len(batch))
+        ]
+
+    def compose(
+        self,
+        candidates: Sequence[MergedCandidate],
+        probs: Mapping[str, np.ndarray],
+        task_weights: Mapping[str, float],
+    ) -> list[ScoredCandidate]:
+        u = utility(probs, task_weights)
+        return [
+            ScoredCandidate(
+                item_id=c.item_id,
+                provenance=c.provenance,
+                task_scores={t: float(p[i]) for t, p in probs.items()},
+                utility=float(u[i]),
+            )
+            for i, c in enumerate(candidates)
+        ]
+
+    def _score_sync(
+        self,
+        query: Query,
+        user_state: UserState,
+        candidates: Sequence[MergedCandidate],
+        task_weights: Mapping[str, float],
+    ) -> list[ScoredCandidate]:
+        check_task_weights(task_weights, self.tasks)
+        (probs,) = self.score_batch([self.features(query, user_state, candidates)])
+        return self.compose(candidates, probs, task_weights)
+
+    async def score(
+        self,
+        query: Query,
+        user_state: UserState,
+        candidates: Sequence[MergedCandidate],
+        task_weights: Mapping[str, float],
+    ) -> list[ScoredCandidate]:
+        # The forward pass is CPU-bound; a thread lets the pipeline's timeout still fire.
+        return await asyncio.to_thread(
+            self._score_sync, query, user_state, candidates, task_weights
+        )

@@ -1,0 +1,54 @@
+"""Retrieval losses.
+
+Sampled softmax with in-batch negatives: for ``B`` (query, positive item) pairs, every other
+positive in the batch is a negative for a query. Popular items are over-sampled as negatives,
+which biases the model against them; the log-Q correction subtracts ``log p(item)`` (the item's
+frequency among training positives) from each logit (Yi et al., RecSys 2019).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def sampled_softmax_loss(
+    queries: torch.Tensor,
+    items: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    *,
+    temperature: float = 0.05,
+    item_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean in-batch sampled-softmax loss.
+
+    Args:
+        queries: ``(B, D)`` query embeddings.
+        items: ``(B, D)`` embeddings of each query's positive item (row ``i`` pairs with query ``i``).
+        log_q: ``(B,)`` log sampling probability of each positive item; ``None`` = no correction.
+        temperature: logits are ``(q · i) / temperature - log_q``.
+        item_ids: ``(B,)`` item ids; when given, another row holding the query's own positive
+            item is masked out instead of being counted as a negative ("accidental hit").
+
+    Returns:
+        Scalar loss.
+    """
+    logits = queries @ items.T / temperature  # (B, B)
+    if log_q is not None:
+        logits = logits - log_q[None, :]
+    if item_ids is not None:
+        same = item_ids[:, None] == item_ids[None, :]
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, float("-inf"))
+    labels = torch.arange(queries.shape[0], device=queries.device)
+    return F.cross_entropy(logits, labels)
+
+
+def item_log_q(item_index: np.ndarray, n_items: int, smoothing: float = 1.0) -> np.ndarray:
+    """``(n_items + 1,)`` log frequency of each item index (``index + 1``; 0 = unknown) among
+    training positives, add-``smoothing`` so unseen items get a finite value."""
+    counts = np.bincount(np.asarray(item_index, dtype=np.int64), minlength=n_items + 1)
+    counts = counts[: n_items + 1].astype(np.float64) + smoothing
+    with np.errstate(divide="ignore"):  # smoothing=0 leaves never-seen items at -inf
+        return np.log(counts / counts.sum()).astype(np.float32)

@@ -1,0 +1,71 @@
+"""What every candidate source is built from, and the kind → class registry.
+
+A source is one file under ``retrieval/sources/`` with a class that has
+``from_config(cfg, ctx: SourceContext)`` and ``async retrieve(query, user_state, limit)``
+(:class:`core.contracts.CandidateSource`). :data:`SOURCE_KINDS` maps the config's ``kind``
+to that class; :func:`build_source` is the only place that reads it.
+
+Invariants every source keeps: candidates are best first with 0-based ``rank``; at most
+``limit`` of them; the source never applies policy and never drops items for eligibility
+(the rule chain does, with reasons); ``SourceResult.version`` names the data/model version
+the answer came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from core.catalogue import Catalogue
+from core.contracts import Candidate, SourceResult
+
+if TYPE_CHECKING:
+    from retrieval.cooccurrence import ItemToItemIndex
+    from retrieval.sources.two_tower import TwoTowerArtifacts
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """Shared, already-loaded data a tenant's sources are built from (one per tenant)."""
+
+    tenant_id: str
+    surface: str
+    catalogue: Catalogue | None
+    events: pa.Table | None = None
+    """The tenant's event log, for sources that bootstrap from history (trending)."""
+    cooccurrence: ItemToItemIndex | None = None
+    two_tower: TwoTowerArtifacts | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Room for a new source kind's data without changing this class."""
+
+
+class SourceUnavailable(RuntimeError):
+    """A source cannot answer (its model, index or data is not loaded)."""
+
+
+def make_result(
+    source: str,
+    version: str,
+    scored: Sequence[tuple[str, float]],
+    diagnostics: dict | None = None,
+    per_item: dict[str, dict] | None = None,
+) -> SourceResult:
+    """A :class:`SourceResult` from ``(item_id, score)`` pairs already in best-first order."""
+    per_item = per_item or {}
+    cands = tuple(
+        Candidate(
+            item_id=item,
+            source=source,
+            source_version=version,
+            score=float(score),
+            rank=rank,
+            diagnostics=per_item.get(item, {}),
+        )
+        for rank, (item, score) in enumerate(scored)
+    )
+    return SourceResult(
+        source=source, version=version, candidates=cands, diagnostics=diagnostics or {}
+    )

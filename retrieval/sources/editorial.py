@@ -1,0 +1,30 @@
+"""A hand-curated list from config, in the editors' order."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from core.config import EditorialSourceConfig
+from core.contracts import Query, SourceResult
+from retrieval.sources.base import SourceContext, make_result
+
+
+class EditorialSource:
+    kind = "editorial"
+
+    def __init__(self, name: str, items: list[str]):
+        self.name = name
+        self.items = list(dict.fromkeys(items))  # de-duplicated, order kept
+        digest = hashlib.sha256("\n".join(self.items).encode()).hexdigest()[:12]
+        self.version = f"editorial:{digest}"
+
+    @classmethod
+    def from_config(cls, cfg: EditorialSourceConfig, ctx: SourceContext) -> EditorialSource:
+        return cls(cfg.name, cfg.items)
+
+    async def retrieve(self, query: Query, user_state: Any, limit: int) -> SourceResult:
+        n = len(self.items)
+        # Score falls linearly with the editors' position so it is comparable across lists.
+        scored = [(item, 1.0 - r / n) for r, item in enumerate(self.items[:limit])]
+        return make_result(self.name, self.version, scored)

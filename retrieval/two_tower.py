@@ -1,0 +1,200 @@
+"""Two-tower retrieval model: a query tower and an item tower into one ``D``-dim space.
+
+Both towers end in an L2 normalisation, so retrieval is a maximum inner product (= cosine)
+search and the item vectors can go straight into a dot-product ANN index.
+
+Shapes (``B`` queries, ``N`` items, ``L`` = ``core.features.HISTORY_LEN``, ``T`` = ``MAX_TAGS``):
+
+Query tower inputs, stacked :func:`core.features.query_features` dicts:
+    ``user`` ``(B,)`` int64 hashed user bucket; ``history`` ``(B, L)`` int64 item index + 1
+    (0 pads, most recent last); ``surface`` ``(B,)`` int64 bucket; ``hour`` ``(B,)`` int64.
+Item tower inputs, :func:`core.features.item_features`:
+    ``item`` ``(N,)`` int64 index + 1 (0 = unknown); ``category`` ``(N,)`` int64 index + 1;
+    ``tags`` ``(N, T)`` int64 tag index + 1 (0 pads); ``log_age_days`` ``(N,)`` float32.
+
+Artifacts: ``model.pt`` (a ``state_dict``, loaded with ``weights_only=True``) and
+``config.json`` (everything :meth:`TwoTowerModel.from_config` needs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.device import resolve_device
+from core.features import HISTORY_LEN, SURFACE_BUCKETS, USER_BUCKETS
+
+DEFAULTS = {
+    "dim": 64,
+    "embed_dim": 64,
+    "hidden": 128,
+    "dropout": 0.0,
+    "n_items": 0,
+    "n_categories": 0,
+    "n_tags": 0,
+    "user_buckets": USER_BUCKETS,
+    "surface_buckets": SURFACE_BUCKETS,
+    "history_len": HISTORY_LEN,
+    "temperature": 0.05,
+}
+
+
+def _mlp(d_in: int, hidden: int, d_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, d_out)
+    )
+
+
+class TwoTowerModel(nn.Module):
+    """Query tower (user id, attention-pooled history, surface, hour) and item tower (id,
+    category, tags, age). Call :meth:`query_tower` / :meth:`item_tower` on tensors in
+    training and :meth:`encode_queries` / :meth:`encode_items` on numpy arrays in serving."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.cfg = {**DEFAULTS, **cfg}
+        c = self.cfg
+        e = c["embed_dim"]
+        # The history pools the same item-id table the item tower uses, so an item a user
+        # engaged with and the item as a candidate start from one representation.
+        self.item_emb = nn.Embedding(c["n_items"] + 1, e, padding_idx=0)
+        self.category_emb = nn.Embedding(c["n_categories"] + 1, e, padding_idx=0)
+        self.tag_emb = nn.Embedding(c["n_tags"] + 1, e, padding_idx=0)
+        self.user_emb = nn.Embedding(c["user_buckets"], e)
+        self.surface_emb = nn.Embedding(c["surface_buckets"], 8)
+        self.hour_emb = nn.Embedding(24, 8)
+        self.position_emb = nn.Embedding(c["history_len"], e)
+        self.attn_query = nn.Parameter(torch.zeros(e))
+        self.query_mlp = _mlp(3 * e + 16 + 1, c["hidden"], c["dim"], c["dropout"])
+        self.item_mlp = _mlp(3 * e + 1, c["hidden"], c["dim"], c["dropout"])
+        for emb in (self.item_emb, self.category_emb, self.tag_emb, self.user_emb):
+            nn.init.normal_(emb.weight, std=0.05)
+            if emb.padding_idx is not None:
+                emb.weight.data[emb.padding_idx].zero_()
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> TwoTowerModel:
+        return cls(cfg)
+
+    # ---- towers on tensors -------------------------------------------------------------------
+
+    def query_tower(
+        self, user: torch.Tensor, history: torch.Tensor, surface: torch.Tensor, hour: torch.Tensor
+    ) -> torch.Tensor:
+        """``(B,)``, ``(B, L)``, ``(B,)``, ``(B,)`` -> ``(B, D)`` unit vectors."""
+        mask = history > 0  # (B, L)
+        h = self.item_emb(history)  # (B, L, E)
+        h_pos = h + self.position_emb.weight[-history.shape[1] :][None]
+        scores = (h_pos @ self.attn_query).masked_fill(~mask, float("-inf"))  # (B, L)
+        # A user with no history gets zeros from both pools (softmax over all -inf is nan).
+        weights = torch.nan_to_num(torch.softmax(scores, dim=1), nan=0.0)
+        attn = (weights[..., None] * h).sum(1)
+        n = mask.sum(1, keepdim=True)
+        mean = (h * mask[..., None]).sum(1) / n.clamp(min=1)
+        empty = (n == 0).float()
+        x = torch.cat(
+            [self.user_emb(user), attn, mean, self.surface_emb(surface), self.hour_emb(hour), empty],
+            dim=1,
+        )
+        return F.normalize(self.query_mlp(x), dim=-1)
+
+    def item_tower(
+        self,
+        item: torch.Tensor,
+        category: torch.Tensor,
+        tags: torch.Tensor,
+        log_age_days: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(N,)``, ``(N,)``, ``(N, T)``, ``(N,)`` -> ``(N, D)`` unit vectors."""
+        tag_mask = (tags > 0).float()
+        tag_mean = (self.tag_emb(tags) * tag_mask[..., None]).sum(1) / tag_mask.sum(
+            1, keepdim=True
+        ).clamp(min=1.0)
+        x = torch.cat(
+            [
+                self.item_emb(item),
+                self.category_emb(category),
+                tag_mean,
+                log_age_days.float()[:, None],
+            ],
+            dim=1,
+        )
+        return F.normalize(self.item_mlp(x), dim=-1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training step inputs (query and positive-item columns) -> ``((B, D), (B, D))``.
+        One ``forward`` for both towers so DistributedDataParallel syncs every gradient."""
+        q = self.query_tower(batch["user"], batch["history"], batch["surface"], batch["hour"])
+        i = self.item_tower(batch["item"], batch["category"], batch["tags"], batch["log_age_days"])
+        return q, i
+
+    # ---- numpy API used by serving ------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.item_emb.weight.device
+
+    def _tensor(self, value, dtype) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(value), dtype=dtype, device=self.device)
+
+    @torch.no_grad()
+    def encode_queries(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Stacked ``query_features`` -> ``(B, D)`` float32."""
+        was_training = self.training
+        self.eval()
+        out = self.query_tower(
+            self._tensor(batch["user"], torch.long).reshape(-1),
+            self._tensor(batch["history"], torch.long).reshape(-1, self.cfg["history_len"]),
+            self._tensor(batch["surface"], torch.long).reshape(-1),
+            self._tensor(batch["hour"], torch.long).reshape(-1),
+        )
+        self.train(was_training)
+        return out.float().cpu().numpy()
+
+    @torch.no_grad()
+    def encode_items(self, feats: dict[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
+        """``item_features`` of ``N`` items -> ``(N, D)`` float32 (in chunks of ``batch_size``)."""
+        was_training = self.training
+        self.eval()
+        n = len(feats["item"])
+        out = np.empty((n, self.cfg["dim"]), dtype=np.float32)
+        for s in range(0, n, batch_size):
+            e = min(n, s + batch_size)
+            out[s:e] = (
+                self.item_tower(
+                    self._tensor(feats["item"][s:e], torch.long),
+                    self._tensor(feats["category"][s:e], torch.long),
+                    self._tensor(feats["tags"][s:e], torch.long),
+                    self._tensor(feats["log_age_days"][s:e], torch.float32),
+                )
+                .float()
+                .cpu()
+                .numpy()
+            )
+        self.train(was_training)
+        return out
+
+    # ---- persistence ---------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        torch.save(state, directory / "model.pt")
+        (directory / "config.json").write_text(json.dumps(self.cfg, indent=2, sort_keys=True))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> TwoTowerModel:
+        directory = Path(directory)
+        cfg = json.loads((directory / "config.json").read_text())
+        model = cls.from_config(cfg)
+        dev = resolve_device(device)
+        state = torch.load(directory / "model.pt", map_location=dev, weights_only=True)
+        model.load_state_dict(state)
+        return model.to(dev).eval()

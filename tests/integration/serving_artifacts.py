@@ -1,0 +1,88 @@
+"""Small real models for serving tests and benchmarks, published to a registry.
+
+The two-tower model and the ranker are the library's own classes at toy size (a few hundred
+parameters per table). ``train_steps`` runs that many optimiser steps on random targets only
+to move the weights off their initialisation: serving tests check contracts, not quality.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.catalogue import Catalogue
+from core.features import feature_schema_hash, item_features
+from core.manifest import Lineage, Owner
+from core.registry import Registry
+
+OWNER = Owner(team="serving", primary="serving-tests", escalation="#recsys-serving",
+              runbook="docs/runbooks/hot-swap-and-rollback.md")  # fmt: skip
+
+
+def publish_two_tower(registry: Registry, catalogue: Catalogue, *, seed: int = 0, dim: int = 16,
+                      promote: bool = True, item_tower_version: str | None = None
+                      ) -> tuple[str, str]:  # fmt: skip
+    """Publish a query/item tower and a brute-force index built from its item tower.
+
+    ``item_tower_version`` forces the index to claim another item tower (a mismatched pair,
+    which serving must refuse). Returns ``(two_tower version, ann_index version)``."""
+    import torch
+
+    from retrieval.index import BruteForceIndex
+    from retrieval.two_tower import TwoTowerModel
+
+    torch.manual_seed(seed)
+    model = TwoTowerModel.from_config({
+        "dim": dim, "embed_dim": 8, "hidden": 16, "n_items": len(catalogue),
+        "n_categories": len(catalogue.categories), "n_tags": len(catalogue.tag_vocab),
+    })  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(Path(tmp, "model"))
+        tt = registry.publish("two_tower", catalogue.tenant_id, Path(tmp, "model"), owner=OWNER,
+                              lineage=Lineage(feature_schema_hash=feature_schema_hash()),
+                              description="serving test tower")  # fmt: skip
+        vectors = model.encode_items(item_features(catalogue, time.time()))
+        built_by = item_tower_version or tt.version
+        BruteForceIndex(vectors, catalogue.item_ids, built_by).save(Path(tmp, "index"))
+        ix = registry.publish("ann_index", catalogue.tenant_id, Path(tmp, "index"), owner=OWNER,
+                              lineage=Lineage(parents={"two_tower": built_by}),
+                              config={"item_tower_version": built_by},
+                              description="serving test index")  # fmt: skip
+    if promote:
+        registry.promote("two_tower", catalogue.tenant_id, tt.version, actor="test")
+        registry.promote("ann_index", catalogue.tenant_id, ix.version, actor="test")
+    return tt.version, ix.version
+
+
+def publish_ranker(registry: Registry, catalogue: Catalogue, *, seed: int = 0,
+                   promote: bool = True) -> str:  # fmt: skip
+    import torch
+
+    from ranking.model import MultiTaskRanker
+
+    torch.manual_seed(seed)
+    model = MultiTaskRanker.from_config({
+        "n_items": len(catalogue), "n_categories": len(catalogue.categories), "embed_dim": 4,
+        "n_experts": 2, "expert_hidden": 16, "tower_hidden": 8,
+    })  # fmt: skip
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):  # a few steps so the weights are not just their initialisation
+        cat = torch.zeros((32, 6), dtype=torch.long)
+        dense = torch.tensor(rng.normal(size=(32, 8)), dtype=torch.float32)
+        out = model(cat, dense)
+        loss = sum(o.float().pow(2).mean() for o in (out.values() if isinstance(out, dict) else [out]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(tmp)
+        m = registry.publish("ranker", catalogue.tenant_id, tmp, owner=OWNER,
+                             lineage=Lineage(feature_schema_hash=feature_schema_hash()),
+                             description="serving test ranker")  # fmt: skip
+    if promote:
+        registry.promote("ranker", catalogue.tenant_id, m.version, actor="test")
+    return m.version

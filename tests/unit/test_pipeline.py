@@ -1,0 +1,327 @@
+"""The request pipeline end to end on the synthetic tiny data with small real models."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pytest
+import torch
+
+from core.catalogue import Catalogue
+from core.config import PlatformConfig, read_yaml
+from core.contracts import Query
+from core.eventlog import EventLog
+from core.features import item_features
+from core.pipeline import RecommendationPipeline, ServiceUnavailable
+from core.runtime import build_local_pipeline, build_tenant_runtime
+from retrieval.sources import TwoTowerArtifacts, VersionMismatch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def platform(**edit) -> PlatformConfig:
+    """configs/platform.yaml with generous timeouts (tests assert behaviour, not speed)."""
+    raw = read_yaml(ROOT / "configs/platform.yaml")
+    for tenant in raw["tenants"]:
+        for surface in tenant["surfaces"].values():
+            for s in surface["sources"]:
+                s["timeout_ms"] = 5000
+            surface.setdefault("ranker", {})["timeout_ms"] = 5000
+    for fn in edit.values():
+        fn(raw)
+    return PlatformConfig.model_validate(raw)
+
+
+@pytest.fixture(scope="module")
+def world(tiny_data):
+    from ranking.model import MultiTaskRanker
+    from retrieval.index import BruteForceIndex
+    from retrieval.two_tower import TwoTowerModel
+
+    data = str(tiny_data)
+    cat = Catalogue.load(data, "acme")
+    log = EventLog(data + "/events").read("acme")
+    users = ds.dataset(data + "/users", partitioning="hive").to_table()
+    now = pc.max(log["ts"]).as_py() + timedelta(hours=1)
+    torch.manual_seed(0)
+    tt = TwoTowerModel.from_config(
+        {
+            "n_items": len(cat),
+            "n_categories": len(cat.categories),
+            "n_tags": len(cat.tag_vocab),
+            "dim": 16,
+            "embed_dim": 16,
+            "hidden": 32,
+        }
+    )
+    vectors = tt.encode_items(item_features(cat, now.timestamp()))
+    index = BruteForceIndex(vectors, cat.item_ids, "tt-v1")
+    ranker = MultiTaskRanker.from_config({"n_items": len(cat), "n_categories": len(cat.categories)})
+    globex = Catalogue.load(data, "globex")
+    return {
+        "cat": cat,
+        "log": log,
+        "users": users,
+        "now": now,
+        "tt": tt,
+        "index": index,
+        "ranker": ranker,
+        "globex": globex,
+    }
+
+
+def pipeline(world, config=None, **kw) -> RecommendationPipeline:
+    return build_local_pipeline(
+        config or platform(),
+        "acme",
+        catalogue=kw.pop("catalogue", world["cat"]),
+        events_table=world["log"],
+        users_table=world["users"],
+        two_tower=world["tt"],
+        index=world["index"],
+        ranker=kw.pop("ranker", world["ranker"]),
+        versions={"two_tower": "tt-v1", "ann_index": "ix-v1", "ranker": "rk-v1"},
+        **kw,
+    )
+
+
+def active_user(world) -> str:
+    pos = world["log"].filter(pc.equal(world["log"]["event_type"], "click"))
+    return pos["user_id"][0].as_py()
+
+
+def ask(pipe, world, *, user=None, k=10, rid="r1", surface="home", tenant="acme", **kw):
+    q = Query(
+        request_id=rid,
+        tenant_id=tenant,
+        user_id=user or active_user(world),
+        surface=surface,
+        k=k,
+        now=world["now"],
+        **kw,
+    )
+    return asyncio.run(pipe.recommend(q))
+
+
+def test_full_pipeline_and_complete_decision_record(world) -> None:
+    res = ask(pipeline(world), world)
+    d = res.decision
+    assert 0 < len(res.slate) <= 10 and res.fallback is None and d.degraded == []
+    assert [i.rank for i in res.slate] == list(range(len(res.slate)))
+    assert len({i.item_id for i in res.slate}) == len(res.slate)
+    assert d.versions["two_tower"] == "tt-v1" and d.versions["ann_index"] == "ix-v1"
+    assert d.versions["ranker"] == "rk-v1" and d.versions["config"] == "2026-11-22.1"
+    assert d.experiment["id"] == "acme-home-like-weight" and d.experiment["arm"] in {
+        "control",
+        "like_heavy",
+    }
+    assert {o.source: o.status for o in d.sources} == {
+        s: "ok" for s in ("two_tower", "item_to_item", "trending", "editorial", "fresh")
+    }
+    assert set(d.stage_latency_ms) >= {
+        "experiment",
+        "user_state",
+        "sources",
+        "merge",
+        "rules",
+        "ranker",
+        "slate",
+        "total",
+    }
+    by_id = {c.item_id: c for c in d.candidates}
+    for item in res.slate:
+        c = by_id[item.item_id]
+        assert set(c.task_scores) == {"click", "like", "hide"} and c.utility is not None
+        assert {s["source"] for s in c.sources} == set(item.sources) and item.reasons
+    assert any(len(c.sources) > 1 for c in d.candidates)  # provenance of every source kept
+    removed = {r.item_id for r in d.removals}
+    assert removed.isdisjoint(i.item_id for i in res.slate)
+    assert any(r.reason == "already_interacted" for r in d.removals)
+    assert [s.item_id for s in d.slate] == [i.item_id for i in res.slate]
+
+
+class HangingSource:
+    name = "item_to_item"
+
+    async def retrieve(self, query, user_state, limit):
+        await asyncio.Event().wait()  # never answers
+
+
+class FailingSource:
+    def __init__(self, name):
+        self.name = name
+
+    async def retrieve(self, query, user_state, limit):
+        raise ConnectionError("index shard unreachable")
+
+
+def _set_timeout(name: str, ms: float):
+    def edit(raw):
+        for s in raw["tenants"][0]["surfaces"]["home"]["sources"]:
+            if s["name"] == name:
+                s["timeout_ms"] = ms
+
+    return edit
+
+
+def test_hanging_source_times_out_and_the_others_answer(world) -> None:
+    cfg = platform(t=_set_timeout("item_to_item", 50))
+    pipe = pipeline(world, cfg, source_factories={"item_to_item": lambda c, ctx: HangingSource()})
+    res = ask(pipe, world)
+    assert res.fallback is None and len(res.slate) == 10
+    assert "source_timeout:item_to_item" in res.decision.degraded
+    status = {o.source: o.status for o in res.decision.sources}
+    assert status["item_to_item"] == "timeout" and status["two_tower"] == "ok"
+
+
+def test_all_personalised_sources_failing_falls_back_to_trending(world) -> None:
+    failing = {k: (lambda c, ctx: FailingSource(c.name)) for k in ("two_tower", "item_to_item")}
+    res = ask(pipeline(world, source_factories=failing), world)
+    assert res.fallback == "sources_failed" and len(res.slate) == 10
+    assert {"source_error:two_tower", "source_error:item_to_item"} <= set(res.decision.degraded)
+    assert all(i.sources == ("trending",) for i in res.slate)
+
+
+def test_failing_ranker_gives_fallback_order(world) -> None:
+    from ranking.model import MultiTaskRanker
+
+    # A ranker trained without the "like" and "hide" heads cannot serve these task weights.
+    click_only = MultiTaskRanker.from_config(
+        {"n_items": len(world["cat"]), "n_categories": 12, "tasks": ["click"]}
+    )
+    res = ask(pipeline(world, ranker=click_only), world)
+    assert res.fallback == "ranker_unavailable" and len(res.slate) == 10
+    assert any(x.startswith("ranker_error:") for x in res.decision.degraded)
+    assert res.decision.versions["ranker"].startswith("fallback:")
+    assert all(not c.task_scores for c in res.decision.candidates)
+
+
+def test_missing_policy_data_fails_closed(world) -> None:
+    with pytest.raises(ServiceUnavailable):
+        ask(pipeline(world, policy=None), world)  # no safe list configured: 503
+
+    safe = [str(i) for i in world["cat"].item_ids[:3]] + ["not-in-catalogue"]
+
+    def with_safe(raw):
+        raw["tenants"][0]["policy"]["safe_fallback"] = safe
+
+    res = ask(pipeline(world, platform(s=with_safe), policy=None), world)
+    assert res.fallback == "policy_unavailable"
+    assert [i.item_id for i in res.slate] == safe[:3]
+    assert all(i.reasons == ("safe_fallback",) for i in res.slate)
+    assert {"not-in-catalogue": "not_in_catalogue"}.items() <= {
+        r.item_id: r.reason for r in res.decision.removals
+    }.items()
+
+    # Catalogue unreadable: rules cannot run; only the safe list, unchecked, is served.
+    res = ask(pipeline(world, platform(s=with_safe), catalogue=None), world)
+    assert res.fallback == "policy_unavailable" and [i.item_id for i in res.slate] == safe[:4]
+    assert "safe_fallback_unchecked:catalogue" in res.decision.degraded
+
+
+def test_hide_and_impressions_take_effect_on_the_next_request(world) -> None:
+    pipe = pipeline(world)
+    user = active_user(world)
+    first = ask(pipe, world, user=user, rid="a")
+    hidden, capped = first.slate[0].item_id, first.slate[1].item_id
+    rt = pipe.runtime
+    rt.observe(
+        {
+            "tenant_id": "acme",
+            "user_id": user,
+            "item_id": hidden,
+            "event_type": "hide",
+            "ts": world["now"],
+        }
+    )
+    for _ in range(3):
+        rt.observe(
+            {
+                "tenant_id": "acme",
+                "user_id": user,
+                "item_id": capped,
+                "event_type": "impression",
+                "ts": world["now"],
+            }
+        )
+    second = ask(pipe, world, user=user, rid="a")
+    items = [i.item_id for i in second.slate]
+    assert hidden not in items and capped not in items
+    reasons = {(r.item_id, r.reason) for r in second.decision.removals}
+    assert (hidden, "hidden_by_user") in reasons and (capped, "frequency_cap") in reasons
+
+
+def test_another_tenants_items_are_never_returned(world) -> None:
+    acme = set(world["cat"].item_ids.tolist())
+    foreign = [i for i in world["globex"].item_ids.tolist() if i not in acme][:5] or [
+        "globex-only-1"
+    ]
+    foreign += ["globex/" + str(i) for i in world["globex"].item_ids[:5]]
+
+    def editorial(raw):
+        for s in raw["tenants"][0]["surfaces"]["home"]["sources"]:
+            if s["kind"] == "editorial":
+                s["items"] = foreign
+
+    res = ask(pipeline(world, platform(e=editorial)), world, k=50)
+    assert acme >= {i.item_id for i in res.slate}
+    assert {r.item_id for r in res.decision.removals if r.reason == "not_in_catalogue"} >= set(
+        foreign
+    )
+    with pytest.raises(PermissionError):
+        ask(pipeline(world), world, tenant="globex")
+
+
+def test_unknown_user_and_missing_user_state(world) -> None:
+    res = ask(pipeline(world), world, user="brand-new-user")
+    assert res.fallback is None and len(res.slate) == 10
+    broken = build_tenant_runtime(
+        platform(),
+        "acme",
+        catalogue=world["cat"],
+        events_table=world["log"],
+        user_state_reader=lambda uid: (_ for _ in ()).throw(TimeoutError("state store down")),
+    )
+    res = ask(RecommendationPipeline(broken), world)
+    assert "user_state_missing" in res.decision.degraded and res.slate
+    assert res.fallback == "ranker_unavailable"  # no ranker was given to this runtime
+
+
+def test_mismatched_query_tower_and_index_are_refused(world) -> None:
+    # The index says item tower tt-v1 built it; the query tower offered is tt-v2.
+    with pytest.raises(VersionMismatch):
+        build_local_pipeline(
+            platform(),
+            "acme",
+            catalogue=world["cat"],
+            events_table=world["log"],
+            two_tower=world["tt"],
+            index=world["index"],
+            versions={"two_tower": "tt-v2", "ann_index": "ix-v1"},
+        )
+    assert isinstance(
+        TwoTowerArtifacts(world["tt"], world["index"], "tt-v1", "ix", "tt-v1"), TwoTowerArtifacts
+    )
+
+
+def test_swap_serves_the_new_runtime(world) -> None:
+    pipe = pipeline(world)
+    new = build_tenant_runtime(
+        platform(),
+        "acme",
+        catalogue=world["cat"],
+        events_table=world["log"],
+        versions={"ranker": "none"},
+    )
+    old = pipe.swap(new)
+    assert old is not new and pipe.runtime is new
+    res = ask(pipe, world)
+    # The new runtime has no two-tower artifacts and no ranker: item-to-item still answers.
+    assert res.fallback == "ranker_unavailable"
+    assert "source_error:two_tower" in res.decision.degraded
+    assert np.all([i.item_id in set(world["cat"].item_ids.tolist()) for i in res.slate])

@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from core.config import (
+    EditorialSourceConfig,
+    FreshSourceConfig,
+    ItemToItemSourceConfig,
+    TrendingSourceConfig,
+    TwoTowerSourceConfig,
+)
+from core.features import UserState
+from retrieval.cooccurrence import ItemToItemIndex
+from retrieval.sources import (
+    EditorialSource,
+    FreshSource,
+    ItemToItemSource,
+    SourceContext,
+    TrendingSource,
+    TwoTowerArtifacts,
+    TwoTowerSource,
+    VersionMismatch,
+)
+from tests.unit.serving_fixtures import NOW, catalogue, events, query
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def _ctx(**kw) -> SourceContext:
+    return SourceContext(
+        tenant_id="acme", surface="home", catalogue=kw.pop("catalogue", None), **kw
+    )
+
+
+def test_trending_ranks_by_decayed_count_and_respects_surface() -> None:
+    h = timedelta(hours=1)
+    log = events(
+        [
+            # "old" had three likes two days ago; "new" two likes an hour ago: with a 12h
+            # half-life, recency wins.
+            *[(f"u{n}", "old", "like", NOW - 48 * h, "home") for n in range(3)],
+            *[(f"u{n}", "new", "click", NOW - h, "home") for n in range(2)],
+            ("u9", "other_surface", "like", NOW - h, "item_page"),
+            ("u9", "unattributed", "like", NOW - 30 * h, None),
+            ("u9", "shown_only", "impression", NOW - h, "home"),
+        ]
+    )
+    cfg = TrendingSourceConfig(name="trending", kind="trending", half_life_hours=12)
+    src = TrendingSource.from_config(cfg, _ctx(events=log))
+    res = run(src.retrieve(query(), None, 10))
+    assert [c.item_id for c in res.candidates] == ["new", "old", "unattributed"]
+    assert [c.rank for c in res.candidates] == [0, 1, 2]
+    assert res.candidates[0].score > res.candidates[1].score
+
+    # A live event counts at once; one for another surface or tenant does not.
+    for _ in range(5):
+        src.observe(
+            {
+                "tenant_id": "acme",
+                "item_id": "live",
+                "event_type": "like",
+                "ts": NOW,
+                "surface": "home",
+            }
+        )
+    src.observe(
+        {
+            "tenant_id": "globex",
+            "item_id": "foreign",
+            "event_type": "like",
+            "ts": NOW,
+            "surface": "home",
+        }
+    )
+    top = run(src.retrieve(query(), None, 10)).candidates
+    assert top[0].item_id == "live"
+    assert "foreign" not in {c.item_id for c in top}
+
+
+def test_item_to_item_neighbours_from_hand_built_log() -> None:
+    h = timedelta(hours=1)
+    t0 = NOW - 100 * h
+    log = events(
+        [
+            # a and b co-occur for three users; a and c for one; d is far outside the window.
+            ("u1", "a", "click", t0),
+            ("u1", "b", "like", t0 + h),
+            ("u2", "a", "click", t0),
+            ("u2", "b", "click", t0 + 2 * h),
+            ("u3", "b", "click", t0),
+            ("u3", "a", "click", t0 + h),
+            ("u3", "c", "click", t0 + 2 * h),
+            ("u4", "a", "click", t0),
+            ("u4", "d", "click", t0 + 72 * h),
+            ("u5", "a", "impression", t0),
+            ("u5", "e", "impression", t0),
+        ]
+    )
+    index = ItemToItemIndex.build(log, tenant_id="acme", window_hours=24)
+    nbrs = index.get("a")
+    assert [n.item_id for n in nbrs] == ["b", "c"]
+    assert nbrs[0].count == 3 and nbrs[1].count == 1
+    # cosine: users(a)={1,2,3,4}, users(b)={1,2,3}: 3 / sqrt(12)
+    assert nbrs[0].score == pytest.approx(3 / np.sqrt(12))
+    assert index.get("e") == ()  # impressions are not interactions
+
+    cfg = ItemToItemSourceConfig(name="i2i", kind="item_to_item", seed_items=2, min_cooccurrence=2)
+    src = ItemToItemSource.from_config(cfg, _ctx(cooccurrence=index))
+    state = UserState(user_id="u9")
+    state.history.extend(["c", "a"])  # most recent last: a is the freshest seed
+    res = run(src.retrieve(query(), state, 10))
+    assert res.diagnostics["seeds"] == ["a", "c"]
+    assert [c.item_id for c in res.candidates] == ["b"]  # (a, c) has count 1 < min 2
+    assert res.candidates[0].diagnostics["seeds"] == ["a"]
+
+
+def test_fresh_returns_newest_available_items_within_max_age() -> None:
+    h = timedelta(hours=1)
+    cat = catalogue(
+        [
+            {"item_id": "newest", "created_at": NOW - h},
+            {"item_id": "older", "created_at": NOW - 10 * h},
+            {"item_id": "too_old", "created_at": NOW - 100 * h},
+            {"item_id": "future", "created_at": NOW + h},
+            {"item_id": "withdrawn", "created_at": NOW - 2 * h, "available_until": NOW - h},
+        ]
+    )
+    src = FreshSource.from_config(
+        FreshSourceConfig(name="fresh", kind="fresh", max_age_hours=24), _ctx(catalogue=cat)
+    )
+    res = run(src.retrieve(query(), None, 10))
+    assert [c.item_id for c in res.candidates] == ["newest", "older"]
+    assert 0 < res.candidates[1].score < res.candidates[0].score <= 1
+    assert len(run(src.retrieve(query(), None, 1)).candidates) == 1
+
+
+def test_editorial_keeps_editor_order_and_limit() -> None:
+    cfg = EditorialSourceConfig(name="editorial", kind="editorial", items=["x", "y", "x", "z"])
+    src = EditorialSource.from_config(cfg, _ctx())
+    res = run(src.retrieve(query(), None, 2))
+    assert [c.item_id for c in res.candidates] == ["x", "y"]
+    assert res.version.startswith("editorial:")
+
+
+class DotProductModel:
+    """A real query encoder: the mean of the user's history item vectors."""
+
+    def __init__(self, item_vectors: np.ndarray):
+        self.item_vectors = item_vectors
+
+    def encode_queries(self, batch):
+        hist = batch["history"]
+        out = np.zeros((len(hist), self.item_vectors.shape[1]), dtype=np.float32)
+        for b, row in enumerate(hist):
+            idx = row[row > 0] - 1
+            if len(idx):
+                out[b] = self.item_vectors[idx].mean(0)
+        return out
+
+
+def test_two_tower_source_searches_index_and_refuses_mismatched_versions() -> None:
+    from retrieval.index import BruteForceIndex
+
+    cat = catalogue([{"item_id": f"i{n}"} for n in range(4)])
+    vecs = np.eye(4, dtype=np.float32)
+    vecs[1] = [0.9, 0.1, 0, 0]
+    model = DotProductModel(vecs)
+    index = BruteForceIndex(vecs, cat.item_ids, "tower-v1")
+    art = TwoTowerArtifacts(model, index, "tower-v1", "index-v1", index.item_tower_version)
+    src = TwoTowerSource.from_config(
+        TwoTowerSourceConfig(name="two_tower", kind="two_tower"),
+        _ctx(catalogue=cat, two_tower=art),
+    )
+    state = UserState(user_id="u1")
+    state.history.append("i0")
+    res = run(src.retrieve(query(), state, 2))
+    assert [c.item_id for c in res.candidates] == ["i0", "i1"]
+    assert res.version == "tower-v1/index-v1"
+
+    with pytest.raises(VersionMismatch, match="tower-v2"):
+        TwoTowerArtifacts(model, index, "tower-v2", "index-v1", "tower-v1")

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from core.contracts import Candidate, MergedCandidate
+from core.features import PopularityCounter, ranker_features
+from core.schema import USER_SCHEMA
+from core.user_state import OnlineUserStateStore
+from ranking.fallback import FallbackScorer
+from ranking.scorer import RankerScorer
+from ranking.utility import utility
+from tests.unit.serving_fixtures import NOW, catalogue, events, merged, query
+
+CAT = catalogue([{"item_id": f"i{n}", "category": "books" if n % 2 else "news"} for n in range(6)])
+
+
+def test_online_store_bootstraps_in_time_order_and_observes_live_events() -> None:
+    h = timedelta(hours=1)
+    log = events(
+        [
+            ("u1", "i2", "click", NOW - 2 * h),
+            ("u1", "i1", "like", NOW - 3 * h),  # out of order in the table: sorted on fold
+            ("u1", "i3", "impression", NOW - h),
+            ("u2", "i4", "click", NOW - h),
+        ]
+    )
+    users = pa.Table.from_pylist(
+        [{"tenant_id": "acme", "user_id": "u1", "created_at": NOW, "max_maturity": "mature"}],
+        schema=USER_SCHEMA,
+    )
+    store = OnlineUserStateStore.bootstrap(CAT, "acme", log, users)
+    s = store.get("u1")
+    assert list(s.history) == ["i1", "i2"] and s.positives == {"i1", "i2"}
+    assert s.max_maturity == "mature" and s.n_positive == 2
+    assert store.get("nobody").n_positive == 0
+
+    store.observe(
+        {"tenant_id": "acme", "user_id": "u1", "item_id": "i5", "event_type": "hide", "ts": NOW}
+    )
+    store.observe(
+        {
+            "tenant_id": "acme",
+            "user_id": "u1",
+            "item_id": "i3",
+            "event_type": "impression",
+            "ts": NOW.isoformat(),
+        }
+    )
+    assert not store.observe(
+        {"tenant_id": "globex", "user_id": "u1", "item_id": "i0", "event_type": "hide", "ts": NOW}
+    )
+    s2 = store.get("u1")
+    assert s2.hidden == {"i5"}
+    assert s2.recent_impression_counts(NOW.timestamp() + 1, 24)["i3"] == 2
+    assert s.hidden == set()  # earlier snapshots do not change under later events
+
+
+def test_utility_is_weighted_sum_and_rejects_unknown_tasks() -> None:
+    probs = {
+        "click": np.array([0.5, 0.1]),
+        "like": np.array([0.2, 0.4]),
+        "hide": np.array([0.1, 0.0]),
+    }
+    u = utility(probs, {"click": 1.0, "like": 2.0, "hide": -4.0})
+    assert u == pytest.approx([0.5 + 0.4 - 0.4, 0.1 + 0.8])
+    with pytest.raises(KeyError, match="share"):
+        utility(probs, {"share": 1.0})
+
+
+def _ranker():
+    from ranking.model import MultiTaskRanker
+
+    return MultiTaskRanker.from_config({"n_items": len(CAT), "n_categories": len(CAT.categories)})
+
+
+def test_ranker_scorer_uses_shared_features_and_keeps_input_order() -> None:
+    pop = PopularityCounter()
+    pop.add("i1", NOW.timestamp() - 60)
+    model = _ranker()
+    scorer = RankerScorer(model, CAT, pop, version="rk-1")
+    state = OnlineUserStateStore(CAT, "acme").get("u1")
+    cands = merged("i3", "i1", "i0")
+    out = asyncio.run(
+        scorer.score(query(), state, cands, {"click": 1.0, "like": 2.0, "hide": -4.0})
+    )
+    assert [s.item_id for s in out] == ["i3", "i1", "i0"]
+    assert set(out[0].task_scores) == {"click", "like", "hide"}
+    cat, dense = scorer.features(query(), state, cands)
+    ref_cat, ref_dense = ranker_features(
+        state,
+        ["i3", "i1", "i0"],
+        CAT,
+        popularity=pop.values(["i3", "i1", "i0"], NOW.timestamp()),
+        now=NOW.timestamp(),
+        surface="home",
+        retrieval_scores=np.array([1.0, 0.99, 0.98]),
+        sources=["s"] * 3,
+    )
+    assert np.array_equal(cat, ref_cat) and np.allclose(dense, ref_dense)
+    # One stacked forward pass gives the same probabilities as separate ones.
+    a, b = scorer.features(query(), state, cands[:2]), scorer.features(query(), state, cands[2:])
+    batched = scorer.score_batch([a, b])
+    single = scorer.score_batch([a])[0]
+    assert len(batched[0]["click"]) == 2 and len(batched[1]["click"]) == 1
+    assert np.allclose(batched[0]["click"], single["click"], atol=1e-6)
+
+
+def test_fallback_scorer_orders_by_normalised_retrieval_score_then_popularity() -> None:
+    pop = PopularityCounter()
+    pop.add("b", NOW.timestamp())
+    cands = [
+        MergedCandidate("a", (Candidate("a", "two_tower", "v", 0.5, 1),)),
+        MergedCandidate("b", (Candidate("b", "two_tower", "v", 0.5, 2),)),
+        MergedCandidate("c", (Candidate("c", "trending", "v", 40.0, 0),)),
+        MergedCandidate("d", (Candidate("d", "two_tower", "v", 1.0, 0),)),
+    ]
+    out = FallbackScorer(pop).score(query(), cands)
+    assert [s.item_id for s in out] == ["a", "b", "c", "d"]  # input order
+    order = [s.item_id for s in sorted(out, key=lambda s: -s.utility)]
+    assert order[2:] == ["b", "a"]  # equal retrieval score: the popular one first
+    assert set(order[:2]) == {"c", "d"} and all(s.task_scores == {} for s in out)

@@ -1,0 +1,119 @@
+"""What every training job shares: arguments, Ray connection, storage, lineage, summaries."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.table import Table
+
+from core.catalogue import Catalogue
+from core.config import load_model, load_platform_config, resolve_uri
+from core.features import feature_schema_hash
+from core.manifest import Lineage, Owner, code_version
+from core.train_config import JobConfig
+
+C = TypeVar("C", bound=JobConfig)
+console = Console()
+
+
+def parse_args(description: str, default_config: str, argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default=default_config)
+    parser.add_argument("--tenant", help="overrides the config's tenant")
+    parser.add_argument("--smoke-test", action="store_true", help="same code at toy size")
+    parser.add_argument("--resume", action="store_true", help="continue the latest run")
+    return parser.parse_args(argv)
+
+
+def load_job_config(args: argparse.Namespace, model: type[C]) -> C:
+    cfg = load_model(resolve_uri(args.config), model)
+    if args.tenant:
+        cfg = cfg.model_copy(update={"tenant": args.tenant})
+    return cfg.smoke() if args.smoke_test else cfg
+
+
+def init_ray() -> None:
+    """Connect to ``$RAY_ADDRESS`` (set by ``ray job submit``) or start a local cluster."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = True
+    # Recording the whole log per op is noise in job output; the final table summarises.
+    ctx.print_on_execution_start = False
+
+
+class Storage:
+    """Resolved storage roots for one job."""
+
+    def __init__(self, cfg: JobConfig):
+        platform = load_platform_config(cfg.platform_config)
+        s = platform.resolved_storage()
+        self.data, self.events, self.registry_uri = s.data, s.events, s.registry
+        self.work = Path(resolve_uri(cfg.work_dir)) / cfg.tenant
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.tenant = cfg.tenant
+
+    def registry(self):
+        from core.registry import Registry
+
+        return Registry(self.registry_uri)
+
+    def eventlog(self):
+        from core.eventlog import EventLog
+
+        return EventLog(self.events)
+
+    def catalogue(self) -> Catalogue:
+        return Catalogue.load(self.data, self.tenant)
+
+    def dataset_version(self) -> str:
+        """The generator's ``dataset_version`` when the data root has one (``synth.json`` /
+        ``movielens.json``), else a hash of the tenant's event file names and sizes."""
+        for name in ("synth.json", "movielens.json", "dataset.json"):
+            path = Path(self.data) / name
+            if "://" not in self.data and path.is_file():
+                version = json.loads(path.read_text()).get("dataset_version")
+                if version:
+                    return str(version)
+        files = self.eventlog().files(self.tenant)
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(f.encode())
+        return f"events-{self.tenant}-{len(files)}-{digest.hexdigest()[:12]}"
+
+
+def owner(cfg: JobConfig) -> Owner:
+    return Owner(**cfg.owner.model_dump())
+
+
+def lineage(storage: Storage, parents: dict[str, str] | None = None) -> Lineage:
+    return Lineage(
+        dataset_version=storage.dataset_version(),
+        parents=parents or {},
+        feature_schema_hash=feature_schema_hash(),
+        code_version=code_version(),
+    )
+
+
+def summary_table(title: str, rows: dict[str, Any] | list[tuple[str, Any]]) -> None:
+    """Print a two-column summary; floats with 4 decimals."""
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for k, v in rows.items() if isinstance(rows, dict) else rows:
+        table.add_row(str(k), f"{v:.4f}" if isinstance(v, float) else str(v))
+    console.print(table)
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    return path

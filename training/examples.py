@@ -1,0 +1,31 @@
+"""Materialised example sets: built once per (dataset version, feature schema[, model]) with
+Ray Data and written as Parquet, so later jobs (evaluation, the ranker) reuse them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from core.features import feature_schema_hash
+from training.common import Storage
+
+DONE = "_COMPLETE"
+
+
+def examples_dir(storage: Storage, kind: str, extra: str = "") -> Path:
+    key = f"{storage.dataset_version()}-{feature_schema_hash()}" + (f"-{extra}" if extra else "")
+    return storage.work / "examples" / kind / key
+
+
+def two_tower_examples(storage: Storage, num_partitions: int) -> Path:
+    """Build (or reuse) the tenant's two-tower examples; returns the Parquet directory."""
+    from training.datasets import two_tower_dataset
+
+    out = examples_dir(storage, "two_tower")
+    if (out / DONE).exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    events = storage.eventlog().ray_dataset(storage.tenant)
+    two_tower_dataset(events, storage.catalogue(), num_partitions).write_parquet(str(out))
+    (out / DONE).touch()
+    return out

@@ -1,0 +1,207 @@
+"""Train the two-tower retriever with Ray Train; publish a ``two_tower`` candidate.
+
+    python -m training.two_tower --config configs/train/two_tower.yaml [--tenant T]
+        [--smoke-test] [--resume]
+
+Examples come from :mod:`training.datasets` (point-in-time, leave-last-out split) and stream
+to the workers as Ray Dataset shards. Each epoch reports in-batch validation loss and
+full-catalogue validation recall/NDCG (no exclusion of seen items: a training monitor; the
+protocol metrics come from ``training.evaluate``) with a checkpoint; ``--resume`` continues
+the latest run from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.features import item_features
+from core.train_config import TwoTowerTrainConfig
+from retrieval.losses import item_log_q, sampled_softmax_loss
+from retrieval.two_tower import TwoTowerModel
+from training import common
+from training.examples import two_tower_examples
+
+TENSOR_COLUMNS = ["user", "history", "surface", "hour", "item", "category", "tags", "log_age_days"]
+MONITOR = "val_recall@50"
+
+
+def _all_reduce(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def _validate(model: TwoTowerModel, shard, items: dict, cfg: dict, device) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        item_vecs = model.item_tower(*(torch.as_tensor(items[k], device=device) for k in ("item", "category", "tags", "log_age_days")))
+        n = loss_sum = hits50 = ndcg10 = 0.0
+        for batch in shard.iter_torch_batches(batch_size=cfg["batch_size"], device=device):
+            q, i = model(batch)
+            b = len(q)
+            loss_sum += float(sampled_softmax_loss(q, i, temperature=cfg["temperature"], item_ids=batch["item"])) * b
+            scores = q @ item_vecs.T  # (B, N)
+            target = scores.gather(1, (batch["item"] - 1).clamp(min=0)[:, None])
+            rank = (scores > target).sum(1)  # 0-based rank of the positive
+            hits50 += float((rank < 50).sum())
+            ndcg10 += float(torch.where(rank < 10, 1.0 / torch.log2(rank.double() + 2), 0.0).sum())
+            n += b
+    model.train()
+    n, loss_sum, hits50, ndcg10 = _all_reduce([n, loss_sum, hits50, ndcg10])
+    n = max(n, 1.0)
+    return {"val_loss": loss_sum / n, MONITOR: hits50 / n, "val_ndcg@10": ndcg10 / n, "val_examples": int(n)}
+
+
+def train_loop(config: dict) -> None:
+    """Per-worker loop: resume from the run's latest checkpoint, one report per epoch."""
+    import ray.train
+    import ray.train.torch
+
+    device = ray.train.torch.get_device()
+    torch.manual_seed(config["seed"])
+    model = TwoTowerModel.from_config(config["model"])
+    opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            model.load_state_dict(torch.load(Path(d) / "model.pt", weights_only=True))
+            opt.load_state_dict(torch.load(Path(d) / "optimizer.pt", weights_only=True))
+            start_epoch = json.loads((Path(d) / "meta.json").read_text())["epoch"] + 1
+    model = ray.train.torch.prepare_model(model)
+    core_model = model.module if hasattr(model, "module") else model
+    log_q = torch.as_tensor(config["log_q"], device=device) if config["log_q"] is not None else None
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("validation")
+    for epoch in range(start_epoch, config["epochs"]):
+        t0, n, loss_sum = time.perf_counter(), 0, 0.0
+        for batch in train_shard.iter_torch_batches(batch_size=config["batch_size"], device=device, drop_last=True):
+            q, i = model(batch)
+            lq = log_q[batch["item"]] if log_q is not None else None
+            loss = sampled_softmax_loss(q, i, lq, temperature=config["temperature"], item_ids=batch["item"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            n += len(q)
+            loss_sum += float(loss.detach()) * len(q)
+        metrics = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(n, 1),
+            "examples_per_s": n / max(time.perf_counter() - t0, 1e-9),
+            **_validate(core_model, val_shard, config["items"], config, device),
+        }
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if ray.train.get_context().get_world_rank() == 0:
+                torch.save(core_model.state_dict(), Path(d) / "model.pt")
+                torch.save(opt.state_dict(), Path(d) / "optimizer.pt")
+                (Path(d) / "config.json").write_text(json.dumps(core_model.cfg))
+                (Path(d) / "meta.json").write_text(json.dumps({"epoch": epoch}))
+                ckpt = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+def run_name(storage_dir: Path, tenant: str, resume: bool) -> str:
+    prefix = f"two_tower-{tenant}-"
+    runs = sorted(p.name for p in storage_dir.glob(prefix + "*")) if storage_dir.exists() else []
+    if resume and runs:
+        return runs[-1]
+    return prefix + time.strftime("%Y%m%dT%H%M%S")
+
+
+def main(argv=None) -> int:
+    import ray.data
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    args = common.parse_args(__doc__.splitlines()[0], "configs/train/two_tower.yaml", argv)
+    cfg = common.load_job_config(args, TwoTowerTrainConfig)
+    common.init_ray()
+    storage = common.Storage(cfg)
+    catalogue = storage.catalogue()
+    t0 = time.perf_counter()
+    ex_dir = two_tower_examples(storage, cfg.num_partitions)
+    examples = ray.data.read_parquet(str(ex_dir))
+    train = examples.filter(expr="split == 'train'").select_columns(TENSOR_COLUMNS)
+    validation = examples.filter(expr="split == 'validation'").select_columns(TENSOR_COLUMNS)
+    counts = {r["item"]: r["count()"] for r in train.groupby("item").count().take_all()}
+    n_items = len(catalogue)
+    train_items = np.repeat(np.fromiter(counts.keys(), dtype=np.int64), np.fromiter(counts.values(), dtype=np.int64))
+    n_train = int(len(train_items))
+    model_cfg = {
+        "dim": cfg.dim,
+        "embed_dim": cfg.embed_dim,
+        "hidden": cfg.hidden,
+        "dropout": cfg.dropout,
+        "temperature": cfg.temperature,
+        "n_items": n_items,
+        "n_categories": len(catalogue.categories),
+        "n_tags": len(catalogue.tag_vocab),
+    }
+    now = float(np.nanmax(catalogue.created_at))
+    loop_config = {
+        "model": model_cfg,
+        "seed": 0,
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "temperature": cfg.temperature,
+        "log_q": item_log_q(train_items, n_items).tolist() if cfg.log_q_correction else None,
+        "items": item_features(catalogue, now),
+    }
+    storage_dir = storage.work / "runs"
+    name = run_name(storage_dir, cfg.tenant, args.resume)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
+        ),
+        datasets={"train": train, "validation": validation},
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage_dir),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.keep_checkpoints,
+                checkpoint_score_attribute=MONITOR,
+                checkpoint_score_order="max",
+            ),
+        ),
+    )
+    result = trainer.fit()
+    best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1][MONITOR])
+    with best_ckpt.as_directory() as d, tempfile.TemporaryDirectory() as out:
+        model = TwoTowerModel.from_config(json.loads((Path(d) / "config.json").read_text()))
+        model.load_state_dict(torch.load(Path(d) / "model.pt", weights_only=True))
+        model.save(out)
+        metrics = {k: best_metrics[k] for k in ("val_loss", MONITOR, "val_ndcg@10", "train_loss", "epoch")}
+        metrics.update({"train_examples": n_train, "examples_per_s": result.metrics.get("examples_per_s")})
+        manifest = storage.registry().publish(
+            "two_tower",
+            cfg.tenant,
+            out,
+            owner=common.owner(cfg),
+            lineage=common.lineage(storage),
+            metrics=metrics,
+            config={"model": model_cfg, "train": cfg.model_dump(), "run": name, "examples": str(ex_dir)},
+            description=f"two-tower trained by {name}",
+        )
+    common.summary_table(
+        f"two_tower {cfg.tenant}: candidate {manifest.version}",
+        {**metrics, "run": name, "seconds": time.perf_counter() - t0},
+    )
+    print(f"published two_tower {cfg.tenant} {manifest.version}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "cluster.commands.registry_cmd",
     "cluster.commands.local_cmd",
     "cluster.commands.serve_cmd",
+    "cluster.commands.train_cmd",
 ]
 
 

@@ -83,10 +83,15 @@ class OnlineUserStateStore:
         return store
 
     def fold_table(self, events: pa.Table) -> int:
-        """Fold a table of events (any order; sorted by ``ts`` here). Returns rows folded."""
+        """Fold a table of events (any order; sorted here). Returns rows folded."""
         if "tenant_id" in events.column_names:
             events = events.filter(pc.equal(events["tenant_id"], self.tenant_id))
-        events = events.sort_by("ts")
+        # Same order as the training replay (training.datasets.replay_user): events sharing a
+        # ts fold by (event_type, item_id), since UserState.apply's collapsing of repeated
+        # positives depends on their order.
+        events = events.sort_by(
+            [("ts", "ascending"), ("event_type", "ascending"), ("item_id", "ascending")]
+        )
         users = events["user_id"].to_pylist()
         items = events["item_id"].to_pylist()
         types = events["event_type"].to_pylist()

@@ -20,7 +20,7 @@ from deployments import metrics
 logger = logging.getLogger("ray.serve")
 
 
-@serve.deployment(name="DecisionLog")
+@serve.deployment(name="DecisionLog", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 class DecisionLogDeployment:
     def __init__(self, decisions_uri: str, queue_size: int = 10_000, lru_size: int = 20_000):
         self.writer = DecisionLogWriter(decisions_uri, queue_size=queue_size, lru_size=lru_size)

@@ -58,7 +58,7 @@ _LIMITS = {"max_body_bytes": 1_000_000}
 api.add_middleware(BodySizeLimit, max_bytes=lambda: _LIMITS["max_body_bytes"])
 
 
-@serve.deployment(name="Ingress")
+@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.4}, max_ongoing_requests=64)
 @serve.ingress(api)
 class Ingress:
     def __init__(self, ctx: ServingContext, args: AppArgs, user_state, retriever, sources,

@@ -33,7 +33,7 @@ class RankerUnavailable(RuntimeError):
     pass
 
 
-@serve.deployment(name="Ranker")
+@serve.deployment(name="Ranker", ray_actor_options={"num_cpus": 0.4}, max_ongoing_requests=64)
 class RankerDeployment:
     async def __init__(self, ctx: ServingContext, faults: FaultInjection | None = None):
         self.faults = faults or FaultInjection()

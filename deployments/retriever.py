@@ -23,7 +23,7 @@ from deployments.settings import WatchUserConfig
 logger = logging.getLogger("ray.serve")
 
 
-@serve.deployment(name="TwoTowerRetriever")
+@serve.deployment(name="TwoTowerRetriever", ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=32)
 class TwoTowerRetrieverDeployment:
     async def __init__(self, ctx: ServingContext, device: str = "cpu"):
         self.settings = WatchUserConfig()

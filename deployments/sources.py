@@ -22,7 +22,7 @@ from deployments.settings import FaultInjection, WatchUserConfig
 logger = logging.getLogger("ray.serve")
 
 
-@serve.deployment(name="CandidateSources")
+@serve.deployment(name="CandidateSources", ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=64)
 class CandidateSourcesDeployment:
     def __init__(self, ctx: ServingContext, faults: FaultInjection | None = None):
         from retrieval.cooccurrence import ItemToItemIndex

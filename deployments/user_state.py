@@ -22,7 +22,7 @@ from deployments.loaders import ServingContext, load_catalogue, load_events, loa
 logger = logging.getLogger("ray.serve")
 
 
-@serve.deployment(name="UserState")
+@serve.deployment(name="UserState", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
 class UserStateDeployment:
     def __init__(self, ctx: ServingContext):
         self.stores: dict[str, OnlineUserStateStore] = {}

@@ -19,7 +19,7 @@ from core.manifest import Lineage, Owner, code_version
 from core.train_config import JobConfig
 
 C = TypeVar("C", bound=JobConfig)
-console = Console()
+console = Console(width=160)
 
 
 def parse_args(description: str, default_config: str, argv=None) -> argparse.Namespace:

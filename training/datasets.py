@@ -145,7 +145,9 @@ def replay_user(
 ) -> dict[str, np.ndarray]:
     """Replay one user's events (any order) into two-tower (``ranker=False``) or ranker
     examples; see the module docstring for columns. ``popularity`` is required for ranker."""
-    order = np.lexsort((group["event_type"], group["ts"]))
+    # (ts, event_type, item_id): deterministic whatever order the shuffle delivers, and the
+    # order serving's OnlineUserStateStore.fold_table folds in.
+    order = np.lexsort((group["item_id"], group["event_type"], group["ts"]))
     g = {k: v[order] for k, v in group.items()}
     n = len(g["ts"])
     if n == 0:

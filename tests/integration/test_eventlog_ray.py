@@ -49,7 +49,8 @@ def test_ray_dataset_filters_match_the_local_reader(ray_connected, tiny_data: Pa
     )
     got = _collect(ds).sort_by([("event_id", "ascending")])
     assert got.column_names == ["event_id", "ts"]
-    assert got.equals(expected.select(["event_id", "ts"]).sort_by([("event_id", "ascending")]))
+    want = expected.select(["event_id", "ts"]).sort_by([("event_id", "ascending")])
+    assert got.num_rows > 0 and got.to_pylist() == want.to_pylist()
     assert log.ray_dataset("nobody").count() == 0
 
 

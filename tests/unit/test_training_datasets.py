@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from core.catalogue import Catalogue
-from core.features import HISTORY_LEN, DENSE_FEATURES
+from core.features import DENSE_FEATURES, HISTORY_LEN
 from training.datasets import (
     assign_time_split,
     item_popularity,
@@ -115,7 +115,7 @@ def test_item_popularity_counts_only_earlier_positives():
         "ts": np.array([T0, T0, T0 + 5, T0 + 3600 * 72], dtype=np.float64),
     }
     out = item_popularity(g)
-    by_type = dict(zip(zip(out["event_type"], out["ts"]), out["popularity"], strict=True))
+    by_type = dict(zip(zip(out["event_type"], out["ts"], strict=True), out["popularity"], strict=True))
     assert by_type[("impression", T0)] == 0.0  # same-time click excluded
     # Two clicks ~72 h before: each decayed by one half-life (to within 5 s).
     assert by_type[("impression", T0 + 3600 * 72)] == pytest.approx(1.0, rel=1e-3)

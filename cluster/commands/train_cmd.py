@@ -1,0 +1,109 @@
+"""`recsys train two-tower|ranker`, `recsys index build`, `recsys eval`, `recsys review`.
+
+Thin shortcuts for the training jobs. With a cluster address (``--address``, else
+``$RAY_DASHBOARD_ADDRESS``, else an ``http://`` ``$RAY_ADDRESS``) the job is submitted through
+the Ray Jobs API with the repository as working dir and ``RECSYS_HOME`` set to it, so relative
+storage paths still point at this checkout; otherwise it runs in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+JOBS = {
+    ("train", "two-tower"): ("training.two_tower", "configs/train/two_tower.yaml"),
+    ("train", "ranker"): ("training.ranker", "configs/train/ranker.yaml"),
+    ("index", "build"): ("training.build_index", "configs/train/build_index.yaml"),
+    ("eval", None): ("training.evaluate", "configs/train/evaluate.yaml"),
+    ("review", None): ("training.review", "configs/train/pipeline.yaml"),
+}
+EXCLUDES = [".venv", ".git", "var", "**/__pycache__", "benchmarks/results"]
+
+
+def _common(p: argparse.ArgumentParser, module: str, config: str) -> None:
+    p.add_argument("--config", default=config)
+    p.add_argument("--tenant")
+    p.add_argument("--smoke-test", action="store_true")
+    p.add_argument("--address", help="Ray dashboard URL to submit to (default: run in-process)")
+    p.add_argument("--no-wait", action="store_true", help="submit and return the job id")
+    p.set_defaults(func=run_job, job_module=module)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train a model (Ray Train job)")
+    tsub = train.add_subparsers(dest="train_command", required=True)
+    for (group, name), (module, config) in JOBS.items():
+        if group == "train":
+            p = tsub.add_parser(name, help=f"python -m {module}")
+            _common(p, module, config)
+            p.add_argument("--resume", action="store_true", help="continue the latest run")
+    index = subparsers.add_parser("index", help="item embeddings and the ANN index")
+    isub = index.add_subparsers(dest="index_command", required=True)
+    _common(isub.add_parser("build", help="python -m training.build_index"), *JOBS[("index", "build")])
+    _common(subparsers.add_parser("eval", help="offline evaluation report"), *JOBS[("eval", None)])
+    review = subparsers.add_parser("review", help="launch review of the candidates")
+    _common(review, *JOBS[("review", None)])
+    review.add_argument("--approve", action="store_true")
+    review.add_argument("--actor")
+
+
+def job_argv(args: argparse.Namespace) -> list[str]:
+    argv = ["--config", args.config]
+    if args.tenant:
+        argv += ["--tenant", args.tenant]
+    if args.smoke_test:
+        argv.append("--smoke-test")
+    if getattr(args, "resume", False):
+        argv.append("--resume")
+    if getattr(args, "approve", False):
+        argv += ["--approve", "--actor", args.actor or os.environ.get("USER", "unknown")]
+    return argv
+
+
+def dashboard_address(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit
+    if os.environ.get("RAY_DASHBOARD_ADDRESS"):
+        return os.environ["RAY_DASHBOARD_ADDRESS"]
+    address = os.environ.get("RAY_ADDRESS", "")
+    return address if address.startswith("http") else None
+
+
+def submit(address: str, module: str, argv: list[str], wait: bool = True) -> tuple[str, str]:
+    """Submit ``python -m module argv`` to the cluster; returns ``(job_id, final status)``."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    env_vars = {"RECSYS_HOME": str(REPO_ROOT)}
+    for name in ("RECSYS_CONFIG", "RECSYS_REGISTRY"):
+        if os.environ.get(name):
+            env_vars[name] = os.environ[name]
+    job_id = client.submit_job(
+        entrypoint=" ".join(["python", "-m", module, *argv]),
+        runtime_env={"working_dir": str(REPO_ROOT), "excludes": EXCLUDES, "env_vars": env_vars},
+    )
+    if not wait:
+        return job_id, client.get_job_status(job_id).value
+    import time
+
+    done = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    while (status := client.get_job_status(job_id)) not in done:
+        time.sleep(1.0)
+    sys.stdout.write(client.get_job_logs(job_id))
+    return job_id, status.value
+
+
+def run_job(args: argparse.Namespace) -> int:
+    import importlib
+
+    argv = job_argv(args)
+    address = dashboard_address(args.address)
+    if address:
+        job_id, status = submit(address, args.job_module, argv, wait=not args.no_wait)
+        print(f"job {job_id}: {status}")
+        return 0 if status in ("SUCCEEDED", "PENDING", "RUNNING") else 1
+    return importlib.import_module(args.job_module).main(argv)

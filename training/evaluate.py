@@ -1,0 +1,148 @@
+"""Offline retrieval evaluation (protocol: docs/evaluation.md); writes a JSON report.
+
+    python -m training.evaluate --config configs/train/evaluate.yaml [--tenant T] [--smoke-test]
+
+Leave-last-out: each user's last interaction is the test item; every scorer ranks the
+tenant's whole catalogue minus the user's train items, from what was known just before the
+test interaction. Scorers, same users and split: the two-tower (exact brute force), the ScaNN
+index, popularity, and EASE.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from core.train_config import EvaluateConfig
+from retrieval.ease import EaseRecommender
+from retrieval.index import BruteForceIndex, load_index
+from retrieval.two_tower import TwoTowerModel
+from training import common
+from training.examples import two_tower_examples
+from training.metrics import ranking_metrics
+
+PROTOCOL = "leave-last-out/full-catalogue/exclude-train-v1"
+KMAX = 50
+QUERY_COLUMNS = ["user", "history", "surface", "hour"]
+
+
+def load_split(ex_dir) -> dict[str, np.ndarray]:
+    """Evaluation reads the (small) example columns it needs on the driver."""
+    import ray.data
+
+    ds = ray.data.read_parquet(str(ex_dir)).select_columns(["user_id", "item", "split", *QUERY_COLUMNS])
+    parts = list(ds.iter_batches(batch_format="numpy", batch_size=None))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def top_k_excluding(scores: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:
+    """``(U, N)`` scores -> ``(U, k)`` item indices, best first, excluded items never returned."""
+    scores = scores.copy()
+    for r, ex in enumerate(exclude):
+        scores[r, ex] = -np.inf
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, 1)
+
+
+def index_top_k(index, queries: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:
+    """ANN top-k with train items filtered out (over-fetch by the longest exclusion list)."""
+    extra = max((len(e) for e in exclude), default=0)
+    _, rows = index.search(queries, min(len(index), k + extra))
+    out = np.full((len(queries), k), -1, dtype=np.int64)
+    for r, (row, ex) in enumerate(zip(rows, exclude, strict=True)):
+        kept = row[~np.isin(row, ex)][:k]
+        out[r, : len(kept)] = kept
+    return out
+
+
+def main(argv=None) -> int:
+    args = common.parse_args(__doc__.splitlines()[0], "configs/train/evaluate.yaml", argv)
+    cfg = common.load_job_config(args, EvaluateConfig)
+    if args.smoke_test:
+        cfg = cfg.model_copy(update={"max_users": min(cfg.max_users, 300)})
+    common.init_ray()
+    t0 = time.perf_counter()
+    storage = common.Storage(cfg)
+    registry = storage.registry()
+    catalogue = storage.catalogue()
+    n_items = len(catalogue)
+    data = load_split(two_tower_examples(storage, cfg.num_partitions))
+    item0 = data["item"] - 1  # catalogue index; -1 unknown
+    train = (data["split"] == "train") & (item0 >= 0)
+    test_rows = np.flatnonzero((data["split"] == "test") & (item0 >= 0))
+    rng = np.random.default_rng(cfg.seed)
+    if len(test_rows) > cfg.max_users:
+        test_rows = np.sort(rng.choice(test_rows, cfg.max_users, replace=False))
+    users = data["user_id"][test_rows]
+    by_user: dict[str, list[int]] = {}
+    for u, i in zip(data["user_id"][train], item0[train], strict=True):
+        by_user.setdefault(u, []).append(int(i))
+    val = (data["split"] == "validation") & (item0 >= 0)
+    val_item = dict(zip(data["user_id"][val], item0[val], strict=True))
+    exclude = [np.unique(np.asarray(by_user.get(u, []), dtype=np.int64)) for u in users]
+    relevant = [[int(item0[r])] for r in test_rows]
+    results: dict[str, dict] = {}
+
+    pop = np.bincount(item0[train], minlength=n_items).astype(np.float32)
+    results["popularity"] = ranking_metrics(top_k_excluding(np.tile(pop, (len(users), 1)), exclude, KMAX), relevant, n_items)
+
+    if n_items <= cfg.ease_max_items:
+        ease = EaseRecommender(cfg.ease_lambda).fit(data["user_id"][train], item0[train], n_items)
+        hist = [np.concatenate([e, [val_item[u]] if u in val_item else []]).astype(np.int64) for u, e in zip(users, exclude, strict=True)]
+        ease_scores = np.vstack([ease.score(hist[s : s + 1024]) for s in range(0, len(hist), 1024)])
+        results["ease"] = ranking_metrics(top_k_excluding(ease_scores, exclude, KMAX), relevant, n_items)
+
+    versions = {}
+    tt_version = registry.resolve("two_tower", cfg.tenant, cfg.two_tower_alias)
+    if tt_version:
+        versions["two_tower"] = tt_version
+        model = TwoTowerModel.load(registry.local_path("two_tower", cfg.tenant, tt_version))
+        feats_now = float(np.nanmax(catalogue.created_at))
+        from core.features import item_features
+
+        item_vecs = model.encode_items(item_features(catalogue, feats_now))
+        queries = model.encode_queries({k: data[k][test_rows] for k in QUERY_COLUMNS})
+        exact = BruteForceIndex(item_vecs, catalogue.item_ids)
+        results["exact"] = ranking_metrics(index_top_k(exact, queries, exclude, KMAX), relevant, n_items)
+        idx_version = registry.resolve("ann_index", cfg.tenant, cfg.index_alias)
+        if idx_version:
+            index = load_index(registry.local_path("ann_index", cfg.tenant, idx_version))
+            if index.item_tower_version == tt_version:
+                versions["ann_index"] = idx_version
+                results["scann"] = ranking_metrics(index_top_k(index, queries, exclude, KMAX), relevant, n_items)
+            else:
+                common.console.print(f"[yellow]ann_index {idx_version} was built from {index.item_tower_version}, not {tt_version}: skipped")
+
+    model_key = "scann" if "scann" in results else "exact" if "exact" in results else None
+    report = {
+        "protocol": PROTOCOL,
+        "dataset": {"tenant": cfg.tenant, "dataset_version": storage.dataset_version(), "items": n_items, "test_users": int(len(users))},
+        "versions": versions,
+        "metrics": results.get(model_key, {}),
+        "model_scorer": model_key,
+        "baselines": {k: v for k, v in results.items() if k != model_key},
+        "seconds": time.perf_counter() - t0,
+    }
+    out = common.write_json(storage.work / "reports" / f"evaluate-{time.strftime('%Y%m%dT%H%M%S')}.json", report)
+    _print_table(results, cfg.tenant, len(users))
+    print(f"report: {out}")
+    return 0
+
+
+def _print_table(results: dict[str, dict], tenant: str, n_users: int) -> None:
+    from rich.table import Table
+
+    cols = ["hr@10", "recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "mrr", "coverage@10"]
+    table = Table(title=f"evaluate {tenant}: {n_users} test users, full catalogue, train items excluded")
+    table.add_column("scorer")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for name, m in results.items():
+        table.add_row(name, *(f"{m.get(c, float('nan')):.4f}" for c in cols))
+    common.console.print(table)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

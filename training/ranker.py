@@ -1,0 +1,240 @@
+"""Train the multi-task ranker with Ray Train; calibrate; publish a ``ranker`` candidate.
+
+    python -m training.ranker --config configs/train/ranker.yaml [--tenant T] [--smoke-test] [--resume]
+
+One example per logged impression (:func:`training.datasets.ranker_dataset`), labels
+click/like/hide, split by time: the latest ``holdout_fraction`` of impressions is the holdout,
+the ``validation_fraction`` before it fits the per-task calibration. ``retrieval_score`` is the
+dot product of the point-in-time query vector and the item vector of the two-tower version
+named by ``two_tower_alias`` (0 when there is none). Holdout metrics per task: AUC, log-loss,
+ECE, and the AUC of a popularity-only scorer for comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.features import DENSE_FEATURES, item_features
+from core.train_config import RankerTrainConfig
+from ranking.calibration import apply_calibration, fit_calibration
+from ranking.model import MultiTaskRanker
+from retrieval.two_tower import TwoTowerModel
+from training import common
+from training.datasets import assign_time_split, ranker_dataset, time_split_bounds
+from training.examples import DONE, examples_dir
+from training.metrics import auc, classification_metrics
+
+RETRIEVAL_COL = DENSE_FEATURES.index("retrieval_score")
+POPULARITY_COL = DENSE_FEATURES.index("log_popularity")
+
+
+class RetrievalScorer:
+    """Ray Data callable class: fills ``dense[:, retrieval_score]`` with ``q · v_item`` and
+    drops the query columns. Loads the two-tower and embeds the catalogue once per actor."""
+
+    def __init__(self, model_dir: str, item_feats: dict):
+        self.model = TwoTowerModel.load(model_dir)
+        self.items = self.model.encode_items(item_feats)  # (N, D)
+
+    def __call__(self, batch: dict) -> dict:
+        q = self.model.encode_queries({k: batch[k] for k in ("user", "history", "surface", "hour")})
+        idx = batch["cat"][:, 1]  # item index + 1; 0 = unknown
+        vec = self.items[np.clip(idx - 1, 0, None)]
+        dense = batch["dense"].copy()
+        dense[:, RETRIEVAL_COL] = np.where(idx > 0, (q * vec).sum(1), 0.0)
+        batch["dense"] = dense
+        return {k: v for k, v in batch.items() if k not in ("user", "history", "surface", "hour")}
+
+
+def _drop_query(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k not in ("user", "history", "surface", "hour")}
+
+
+def build_examples(storage, cfg: RankerTrainConfig, tt_dir: Path | None, tt_version: str | None) -> Path:
+    import ray.data
+
+    out = examples_dir(storage, "ranker", tt_version or "no-retrieval")
+    if (out / DONE).exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    catalogue = storage.catalogue()
+    staged = out.with_name(out.name + ".staged")
+    shutil.rmtree(staged, ignore_errors=True)
+    ranker_dataset(storage.eventlog().ray_dataset(cfg.tenant), catalogue, cfg.num_partitions).write_parquet(str(staged))
+    ds = ray.data.read_parquet(str(staged))
+    ts = np.concatenate([b["ts"] for b in ds.select_columns(["ts"]).iter_batches(batch_format="numpy", batch_size=None)])
+    val_start, hold_start = time_split_bounds(ts, cfg.holdout_fraction, cfg.validation_fraction)
+    if tt_dir is not None:
+        feats = item_features(catalogue, float(np.nanmax(catalogue.created_at)))
+        ds = ds.map_batches(RetrievalScorer, fn_constructor_kwargs={"model_dir": str(tt_dir), "item_feats": feats}, concurrency=1, batch_size=4096)
+    else:
+        ds = ds.map_batches(_drop_query, batch_size=4096)
+    ds.map_batches(assign_time_split, fn_kwargs={"val_start": val_start, "hold_start": hold_start}, batch_size=4096).write_parquet(str(out))
+    shutil.rmtree(staged, ignore_errors=True)
+    (out / DONE).touch()
+    return out
+
+
+def train_loop(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    device = ray.train.torch.get_device()
+    torch.manual_seed(0)
+    model = MultiTaskRanker.from_config(config["model"])
+    opt = torch.optim.AdamW(model.parameters(), lr=config["lr"])
+    start = 0
+    ckpt = ray.train.get_checkpoint()
+    if ckpt:
+        with ckpt.as_directory() as d:
+            model.load_state_dict(torch.load(Path(d) / "model.pt", weights_only=True))
+            opt.load_state_dict(torch.load(Path(d) / "optimizer.pt", weights_only=True))
+            start = json.loads((Path(d) / "meta.json").read_text())["epoch"] + 1
+    model = ray.train.torch.prepare_model(model)
+    core_model = model.module if hasattr(model, "module") else model
+    tasks = config["model"]["tasks"]
+    bce = torch.nn.BCEWithLogitsLoss(reduction="sum")
+    for epoch in range(start, config["epochs"]):
+        t0, n, total = time.perf_counter(), 0, 0.0
+        for batch in ray.train.get_dataset_shard("train").iter_torch_batches(batch_size=config["batch_size"], device=device):
+            out = model(batch["cat"], batch["dense"])
+            loss = sum(bce(out[t], batch[t]) for t in tasks) / len(batch["cat"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            n += len(batch["cat"])
+            total += float(loss.detach()) * len(batch["cat"])
+        val_n, val_loss = 0, 0.0
+        core_model.eval()
+        with torch.no_grad():
+            for batch in ray.train.get_dataset_shard("validation").iter_torch_batches(batch_size=4096, device=device):
+                out = core_model(batch["cat"], batch["dense"])
+                val_loss += float(sum(bce(out[t], batch[t]) for t in tasks))
+                val_n += len(batch["cat"])
+        core_model.train()
+        stats = torch.tensor([val_loss, val_n], dtype=torch.float64)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stats)
+        metrics = {"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": float(stats[0] / max(stats[1], 1)), "examples_per_s": n / max(time.perf_counter() - t0, 1e-9)}
+        with tempfile.TemporaryDirectory() as d:
+            saved = None
+            if ray.train.get_context().get_world_rank() == 0:
+                torch.save(core_model.state_dict(), Path(d) / "model.pt")
+                torch.save(opt.state_dict(), Path(d) / "optimizer.pt")
+                (Path(d) / "config.json").write_text(json.dumps(core_model.cfg))
+                (Path(d) / "meta.json").write_text(json.dumps({"epoch": epoch}))
+                saved = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(metrics, checkpoint=saved)
+
+
+def _predict_split(model: MultiTaskRanker, ds, tasks: list[str]) -> tuple[dict, dict, np.ndarray]:
+    """Streams a split through the model: raw logits, labels per task, popularity feature."""
+    logits = {t: [] for t in tasks}
+    labels = {t: [] for t in tasks}
+    pop = []
+    for b in ds.iter_batches(batch_size=8192, batch_format="numpy"):
+        out = model.logits(b["cat"], b["dense"])
+        for t in tasks:
+            logits[t].append(out[t])
+            labels[t].append(b[t])
+        pop.append(b["dense"][:, POPULARITY_COL])
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
+    return {t: cat(v) for t, v in logits.items()}, {t: cat(v) for t, v in labels.items()}, cat(pop)
+
+
+def main(argv=None) -> int:
+    import ray.data
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from training.two_tower import run_name
+
+    args = common.parse_args(__doc__.splitlines()[0], "configs/train/ranker.yaml", argv)
+    cfg = common.load_job_config(args, RankerTrainConfig)
+    common.init_ray()
+    t0 = time.perf_counter()
+    storage = common.Storage(cfg)
+    registry = storage.registry()
+    tt_version = registry.resolve("two_tower", cfg.tenant, cfg.two_tower_alias) if cfg.two_tower_alias else None
+    tt_dir = registry.local_path("two_tower", cfg.tenant, tt_version) if tt_version else None
+    ex_dir = build_examples(storage, cfg, tt_dir, tt_version)
+    examples = ray.data.read_parquet(str(ex_dir)).select_columns(["cat", "dense", "split", *cfg.tasks])
+    splits = {s: examples.filter(expr=f"split == '{s}'").drop_columns(["split"]) for s in ("train", "validation", "holdout")}
+    dense_stats = splits["train"].select_columns(["dense"]).map_batches(
+        lambda b: {"s": b["dense"].sum(0)[None], "ss": (b["dense"].astype(np.float64) ** 2).sum(0)[None], "n": np.array([len(b["dense"])])},
+        batch_size=65536,
+    ).take_all()
+    n = sum(int(r["n"]) for r in dense_stats)
+    mean = sum(r["s"] for r in dense_stats) / max(n, 1)
+    std = np.sqrt(np.maximum(sum(r["ss"] for r in dense_stats) / max(n, 1) - mean**2, 1e-6))
+    catalogue = storage.catalogue()
+    model_cfg = {
+        "tasks": list(cfg.tasks),
+        "n_items": len(catalogue),
+        "n_categories": len(catalogue.categories),
+        "embed_dim": cfg.embed_dim,
+        "n_experts": cfg.n_experts,
+        "expert_hidden": cfg.expert_hidden,
+        "tower_hidden": cfg.tower_hidden,
+        "dropout": cfg.dropout,
+        "dense_mean": [float(x) for x in mean],
+        "dense_std": [float(x) for x in std],
+    }
+    storage_dir = storage.work / "runs"
+    name = run_name(storage_dir, cfg.tenant, args.resume).replace("two_tower-", "ranker-")
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"model": model_cfg, "lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}),
+        datasets={"train": splits["train"], "validation": splits["validation"]},
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage_dir),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"),
+        ),
+    )
+    result = trainer.fit()
+    best_ckpt, best = min(result.best_checkpoints, key=lambda cm: cm[1]["val_loss"])
+    with best_ckpt.as_directory() as d:
+        model = MultiTaskRanker.from_config(json.loads((Path(d) / "config.json").read_text()))
+        model.load_state_dict(torch.load(Path(d) / "model.pt", weights_only=True))
+    val_logits, val_labels, _ = _predict_split(model, splits["validation"], cfg.tasks)
+    calibration = {t: fit_calibration(val_logits[t], val_labels[t]) for t in cfg.tasks}
+    model.cfg["calibration"] = calibration
+    hold_logits, hold_labels, hold_pop = _predict_split(model, splits["holdout"], cfg.tasks)
+    metrics: dict = {"epoch": best["epoch"], "val_loss": best["val_loss"], "holdout_examples": int(len(hold_pop))}
+    rows = []
+    for t in cfg.tasks:
+        m = classification_metrics(apply_calibration(hold_logits[t], calibration[t]), hold_labels[t])
+        m["popularity_auc"] = auc(hold_pop, hold_labels[t])
+        m["calibration"] = calibration[t]["method"]
+        for k, v in m.items():
+            metrics[f"{t}_{k}"] = v
+        rows.append((t, f"auc {m['auc']:.4f}  pop-auc {m['popularity_auc']:.4f}  logloss {m['log_loss']:.4f}  ece {m['ece']:.4f}  cal {m['calibration']}"))
+    with tempfile.TemporaryDirectory() as out:
+        model.save(out)
+        manifest = registry.publish(
+            "ranker",
+            cfg.tenant,
+            out,
+            owner=common.owner(cfg),
+            lineage=common.lineage(storage, {"two_tower": tt_version} if tt_version else {}),
+            metrics=metrics,
+            config={"model": {k: v for k, v in model.cfg.items() if k not in ("dense_mean", "dense_std")}, "train": cfg.model_dump(), "run": name},
+            description=f"multi-task ranker trained by {name}",
+        )
+    common.summary_table(f"ranker {cfg.tenant}: candidate {manifest.version}", [*rows, ("retrieval_score from", tt_version or "none (0)"), ("seconds", time.perf_counter() - t0)])
+    print(f"published ranker {cfg.tenant} {manifest.version}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,7 +9,6 @@ they are cheap, pure functions of the candidates, and a hop would cost more than
 The tenant comes only from the API key. Every handler is thin; the API is in ``docs/api.md``.
 """
 
-from __future__ import annotations
 
 import asyncio
 import logging
@@ -141,14 +140,14 @@ class Ingress:
         self._remember(record)
         metrics.observe_decision(record)
         self._count(tenant, "recommend", 200, started)
-        exp = query.experiment if result.decision.experiment.get("id") != NO_EXPERIMENT else None
+        exp = record.experiment if record.experiment.get("id") != NO_EXPERIMENT else None
         return RecommendResponse(
             request_id=query.request_id,
             items=[{"item_id": i.item_id, "score": i.score, "rank": i.rank,
                     "sources": list(i.sources), "reasons": list(i.reasons)}
                    for i in result.slate],  # fmt: skip
             versions=record.versions,
-            experiment={"id": exp.experiment_id, "arm": exp.arm} if exp else None,
+            experiment=exp,
             fallback=record.fallback,
             latency_ms=round((time.perf_counter() - started) * 1e3, 3),
         )

@@ -73,8 +73,13 @@ def dashboard_address(explicit: str | None) -> str | None:
     return address if address.startswith("http") else None
 
 
-def submit(address: str, module: str, argv: list[str], wait: bool = True) -> tuple[str, str]:
-    """Submit ``python -m module argv`` to the cluster; returns ``(job_id, final status)``."""
+def submit(
+    address: str, module: str, argv: list[str], wait: bool = True, python: str | None = None
+) -> tuple[str, str]:
+    """Submit ``python -m module argv`` to the cluster; returns ``(job_id, final status)``.
+
+    ``python``: the interpreter on the cluster (default ``$RECSYS_JOB_PYTHON``, else ``python``).
+    """
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(address)
@@ -83,7 +88,7 @@ def submit(address: str, module: str, argv: list[str], wait: bool = True) -> tup
         if os.environ.get(name):
             env_vars[name] = os.environ[name]
     job_id = client.submit_job(
-        entrypoint=" ".join(["python", "-m", module, *argv]),
+        entrypoint=" ".join([python or os.environ.get("RECSYS_JOB_PYTHON", "python"), "-m", module, *argv]),
         runtime_env={"working_dir": str(REPO_ROOT), "excludes": EXCLUDES, "env_vars": env_vars},
     )
     if not wait:

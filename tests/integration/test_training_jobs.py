@@ -3,6 +3,7 @@ must appear in the registry with lineage and metrics."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,8 @@ def test_two_tower_job_via_jobs_api_publishes_a_candidate(ray_cluster, job_env, 
         ray_cluster.dashboard_url,
         "training.two_tower",
         ["--config", str(job_env / "two_tower.yaml"), "--tenant", "acme", "--smoke-test"],
+        # The local test cluster runs this checkout's virtualenv, which is not on its PATH.
+        python=sys.executable,
     )
     assert status == "SUCCEEDED", f"job {job_id} ended {status}"
     registry = Registry(str(job_env / "registry"))

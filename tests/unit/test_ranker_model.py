@@ -43,11 +43,11 @@ def test_unknown_ids_map_to_the_unknown_row():
 def test_ranker_learns_a_label_from_a_dense_feature():
     torch.manual_seed(0)
     rng = np.random.default_rng(2)
-    model = MultiTaskRanker.from_config({**CFG, "tasks": ["click"]})
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    model = MultiTaskRanker.from_config({**CFG, "expert_hidden": 32, "tower_hidden": 16, "tasks": ["click"]})
+    opt = torch.optim.Adam(model.parameters(), lr=0.005)
     cat, dense = _inputs(2000, rng)
     y = (dense[:, 0] > 0.5).astype(np.float32)
-    for _ in range(100):
+    for _ in range(200):
         out = model(torch.as_tensor(cat), torch.as_tensor(dense))
         loss = torch.nn.functional.binary_cross_entropy_with_logits(out["click"], torch.as_tensor(y))
         opt.zero_grad()

@@ -1,0 +1,254 @@
+"""The Serve graph over real HTTP on the session's local Ray cluster.
+
+One app is deployed for the module (tiny synthetic data, toy models published to a temp
+registry). Timeouts in the test platform config are generous, because these tests check
+behaviour, not speed; the one source made to hang gets a short timeout of its own. Eventual
+conditions (a hot swap) are polled with a bounded deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+import requests
+import yaml
+
+from core.catalogue import Catalogue
+from core.registry import Registry
+from tests.integration.serving_artifacts import publish_ranker, publish_two_tower
+
+pytestmark = pytest.mark.integration
+ACME = {"Authorization": "Bearer acme-demo-key"}
+GLOBEX = {"Authorization": "Bearer globex-demo-key"}
+APP = "recsys-test"
+
+
+def _test_platform_config(path) -> str:
+    config = yaml.safe_load(open("configs/platform.yaml"))
+    for tenant in config["tenants"]:
+        for surface in tenant["surfaces"].values():
+            for source in surface["sources"]:
+                source["timeout_ms"] = 300 if source["name"] == "fresh" else 3000
+            surface.setdefault("ranker", {})["timeout_ms"] = 5000
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def serving(ray_connected, tiny_data, tmp_path_factory):
+    from ray import serve
+
+    from cluster.local import free_port
+    from deployments.app import build_app
+    from deployments.settings import AppArgs
+
+    root = tmp_path_factory.mktemp("serving")
+    registry = Registry(str(root / "registry"))
+    catalogues = {t: Catalogue.load(str(tiny_data), t) for t in ("acme", "globex")}
+    versions = {}
+    for tenant, catalogue in catalogues.items():
+        versions[tenant] = (*publish_two_tower(registry, catalogue), publish_ranker(registry, catalogue))
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    args = AppArgs(
+        platform_config=_test_platform_config(root / "platform.yaml"),
+        storage={"data": str(tiny_data), "events": str(root / "events"),
+                 "registry": str(root / "registry"), "decisions": str(root / "decisions")},
+        max_body_bytes=64_000,
+    )  # fmt: skip
+    serve.run(build_app(args), name=APP, route_prefix="/")
+    ctx = {
+        "base": f"http://127.0.0.1:{port}",
+        "registry": registry,
+        "catalogues": catalogues,
+        "versions": versions,
+        "handle": lambda name: serve.get_deployment_handle(name, APP),
+    }
+    yield ctx
+    serve.delete(APP)
+    serve.shutdown()
+
+
+def _recommend(s, headers=ACME, **body):
+    body = {"user_id": "u_test", "surface": "home", "k": 10, **body}
+    return requests.post(f"{s['base']}/v1/recommend", json=body, headers=headers, timeout=30)
+
+
+def _event(user, item, event_type, **extra):
+    return {"event_id": uuid.uuid4().hex, "user_id": user, "item_id": item,
+            "event_type": event_type, "ts": datetime.now(UTC).isoformat(), **extra}  # fmt: skip
+
+
+def _faults(s, name, **faults):
+    s["handle"](name).broadcast("set_faults", faults).results(timeout_s=30)
+
+
+def test_recommend_contract_and_decision_record(serving):
+    r = _recommend(serving, k=7)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"request_id", "items", "versions", "experiment", "fallback", "latency_ms"}
+    items = body["items"]
+    assert len(items) == 7 and [i["rank"] for i in items] == list(range(7))
+    assert len({i["item_id"] for i in items}) == 7
+    assert all(i["item_id"] in serving["catalogues"]["acme"] for i in items)
+    assert all(set(i) == {"item_id", "score", "rank", "sources", "reasons"} for i in items)
+    tt, ix, rk = serving["versions"]["acme"]
+    assert body["versions"]["two_tower"] == tt and body["versions"]["ann_index"] == ix
+    assert body["versions"]["ranker"] == rk and body["fallback"] is None
+    assert body["experiment"]["id"] == "acme-home-like-weight"
+
+    d = requests.get(f"{serving['base']}/v1/decisions/{body['request_id']}", headers=ACME)
+    assert d.status_code == 200
+    record = d.json()
+    assert record["tenant_id"] == "acme" and record["user_id"] == "u_test"
+    assert [(x["item_id"], x["rank"]) for x in record["slate"]] == [
+        (i["item_id"], i["rank"]) for i in items
+    ]
+    assert record["versions"] == body["versions"]
+
+
+def test_hidden_item_and_impressions_take_effect_on_the_next_request(serving):
+    user = "u_hide_" + uuid.uuid4().hex[:6]
+    first = [i["item_id"] for i in _recommend(serving, user_id=user).json()["items"]]
+    hidden, capped = first[0], first[1]
+    events = [_event(user, hidden, "hide")] + [_event(user, capped, "impression") for _ in range(3)]
+    r = requests.post(f"{serving['base']}/v1/events", json={"events": events}, headers=ACME)
+    assert r.status_code == 200 and len(r.json()["accepted"]) == 4
+    nxt = _recommend(serving, user_id=user).json()
+    ids = [i["item_id"] for i in nxt["items"]]
+    assert hidden not in ids and capped not in ids
+    record = requests.get(f"{serving['base']}/v1/decisions/{nxt['request_id']}", headers=ACME).json()
+    reasons = {(x["item_id"], x["reason"]) for x in record["removals"]}
+    assert (capped, "frequency_cap") in reasons
+
+
+def test_events_are_idempotent_and_rows_are_checked(serving):
+    good = _event("u_ev", "i0000001", "click")
+    body = {"events": [good, {**good}, _event("u_ev", "i0000002", "shrug"),
+                       {**_event("u_ev", "i0000003", "click"), "tenant_id": "globex"}]}  # fmt: skip
+    out = requests.post(f"{serving['base']}/v1/events", json=body, headers=ACME).json()
+    assert out["accepted"] == [good["event_id"]] and out["duplicates"] == [good["event_id"]]
+    fields = sorted((x["index"], x["field"]) for x in out["rejected"])
+    assert fields == [(2, "event_type"), (3, "tenant_id")]
+    again = requests.post(f"{serving['base']}/v1/events", json={"events": [good]}, headers=ACME)
+    assert again.json()["duplicates"] == [good["event_id"]] and again.json()["accepted"] == []
+
+
+def test_a_hanging_source_times_out_and_the_others_answer(serving):
+    _faults(serving, "CandidateSources", source_delay_ms={"fresh": 20_000})
+    try:
+        r = _recommend(serving)
+        assert r.status_code == 200 and len(r.json()["items"]) == 10
+        d = requests.get(f"{serving['base']}/v1/decisions/{r.json()['request_id']}", headers=ACME)
+        status = {s["source"]: s["status"] for s in d.json()["sources"]}
+        assert status["fresh"] == "timeout"
+        assert status["two_tower"] == "ok" and status["trending"] == "ok"
+        assert "source_timeout:fresh" in d.json()["degraded"]
+    finally:
+        _faults(serving, "CandidateSources")
+
+
+def test_a_failing_ranker_falls_back_and_says_so(serving):
+    _faults(serving, "Ranker", ranker_error=True)
+    try:
+        r = _recommend(serving)
+        assert r.status_code == 200 and len(r.json()["items"]) == 10
+        assert r.json()["fallback"] == "ranker_unavailable"
+    finally:
+        _faults(serving, "Ranker")
+    assert _recommend(serving).json()["fallback"] is None
+
+
+def test_missing_policy_data_fails_closed(serving):
+    _faults(serving, "Ingress", policy_unavailable=True)
+    try:
+        r = _recommend(serving)  # acme has no safe fallback list: nothing is safe to show
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "policy_unavailable"
+    finally:
+        _faults(serving, "Ingress")
+    assert _recommend(serving).status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "x"}])
+def test_missing_or_wrong_key_is_401_everywhere(serving, headers):
+    base = serving["base"]
+    calls = [
+        requests.post(f"{base}/v1/recommend", json={"user_id": "u", "surface": "home"}, headers=headers),
+        requests.post(f"{base}/v1/events", json={"events": [_event("u", "i", "click")]}, headers=headers),
+        requests.get(f"{base}/v1/decisions/abc", headers=headers),
+        requests.get(f"{base}/v1/versions", headers=headers),
+    ]
+    for r in calls:
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+
+
+def test_tenants_never_see_each_others_items_or_decisions(serving):
+    g = _recommend(serving, headers=GLOBEX)
+    assert g.status_code == 200
+    assert all(i["item_id"] in serving["catalogues"]["globex"] for i in g.json()["items"])
+    a = _recommend(serving).json()
+    other = requests.get(f"{serving['base']}/v1/decisions/{a['request_id']}", headers=GLOBEX)
+    assert other.status_code == 404
+    unknown = requests.get(f"{serving['base']}/v1/decisions/{uuid.uuid4().hex}", headers=GLOBEX)
+    assert other.json() == unknown.json()  # indistinguishable from an id that never existed
+    assert requests.get(f"{serving['base']}/v1/versions", headers=GLOBEX).json()["tenant"] == "globex"
+    assert _recommend(serving, headers=GLOBEX, surface="item_page").status_code == 404
+
+
+def test_malformed_and_oversized_bodies(serving):
+    r = _recommend(serving, k=0)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "k"
+    r = _recommend(serving, colour="blue")
+    assert r.status_code == 422 and r.json()["error"]["field"] == "colour"
+    r = requests.post(f"{serving['base']}/v1/events", json={"events": []}, headers=ACME)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "events"
+    big = {"events": [_event("u", "i" * 200, "click") for _ in range(400)]}
+    r = requests.post(f"{serving['base']}/v1/events", json=big, headers=ACME)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+
+def test_hot_swap_under_load_drops_nothing_and_mismatched_pairs_are_refused(serving):
+    s, registry, catalogue = serving, serving["registry"], serving["catalogues"]["acme"]
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            statuses.append(_recommend(s, user_id=f"u_swap_{len(statuses) % 5}").status_code)
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        new_tt, new_ix = publish_two_tower(registry, catalogue, seed=1)
+        new_rk = publish_ranker(registry, catalogue, seed=1)
+        deadline = time.monotonic() + 60
+        want = {"two_tower": new_tt, "ann_index": new_ix, "ranker": new_rk}
+        while True:
+            got = requests.get(f"{s['base']}/v1/versions", headers=ACME).json()["artifacts"]
+            if got == want:
+                break
+            assert time.monotonic() < deadline, f"swap not seen: {got}"
+            time.sleep(0.2)
+        r = _recommend(s).json()
+        assert {k: r["versions"][k] for k in want} == want
+
+        # An index built by another item tower is refused; the matching pair keeps serving.
+        publish_two_tower(registry, catalogue, seed=2, item_tower_version=new_tt)
+        refreshed = s["handle"]("TwoTowerRetriever").refresh_now.remote().result(timeout_s=60)
+        assert refreshed["acme"] is False
+        got = requests.get(f"{s['base']}/v1/versions", headers=ACME).json()["artifacts"]
+        assert (got["two_tower"], got["ann_index"]) == (new_tt, new_ix)
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert statuses and set(statuses) == {200}
+    metrics = requests.get(f"{s['base']}/metrics").text
+    assert 'recsys_hot_swaps_total{component="two_tower"' in metrics
+    assert 'outcome="refused"' in metrics
+    assert 'recsys_requests_total{endpoint="recommend"' in metrics

@@ -50,11 +50,11 @@ def main() -> None:
     exact_qps, exact_rows = qps(exact, q[: max(100, a.queries // 5)], a.k)
     exact_rows = exact.search(q, a.k)[1]
     t = time.perf_counter()
-    index = ScannIndex.build(x, ids, {"reorder_k": 100}, training_threads=1)
+    index = ScannIndex.build(x, ids, {"reorder_k": 200}, training_threads=1)
     build_s = time.perf_counter() - t
     leaves = index.settings["num_leaves"]
     sweep = []
-    for frac in (0.005, 0.01, 0.02, 0.03, 0.05, 0.1):
+    for frac in (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5):
         index.settings["num_leaves_to_search"] = max(1, int(leaves * frac))
         s_qps, rows = qps(index, q, a.k)
         recall = float(np.mean([len(set(r) & set(e)) / a.k for r, e in zip(rows, exact_rows, strict=True)]))

@@ -6,7 +6,8 @@ For a block of requests (user, time, surface), vectorised with numpy:
    towards popular items), half by the user's taste (a category drawn from
    ``softmax(1.5 * 3 u.c_k)``, then an item of that category by popularity).
 2. **Eligibility.** An item may be shown only after its ``created_at``, inside its availability
-   window and at or below the user's ``max_maturity``. Duplicates are dropped.
+   window and at or below the user's ``max_maturity``, and never again once the user clicked or
+   hid it (so each positive (user, item) pair happens once). Duplicates are dropped.
 3. **Logging policy.** Score ``s = 0.8 z_pop + 0.8 affinity``; the slate (10 items on ``home``,
    6 on ``item_page``) is a Plackett–Luce sample from ``softmax(s)`` over the eligible
    candidates (Gumbel top-k). ``propensity`` is the Plackett–Luce probability of the item at
@@ -102,8 +103,18 @@ def simulate_requests(
     surface: np.ndarray,
     first_index: int,
     rng: np.random.Generator,
-) -> pa.Table:
-    """Simulate requests ``first_index, first_index+1, ...`` and return their EVENT_SCHEMA rows."""
+    consumed: np.ndarray | None = None,
+) -> tuple[pa.Table, np.ndarray]:
+    """Simulate requests ``first_index, first_index+1, ...`` (in time order) and return their
+    EVENT_SCHEMA rows and the updated ``consumed`` keys.
+
+    ``consumed`` holds sorted ``user * n_items + item`` keys of items a user already clicked or
+    hid in earlier requests: the logging policy never shows those again (as a real feed hides
+    what was watched or dismissed), so every positive (user, item) pair happens at most once and
+    a user's held-out last interaction is a new item, as the evaluation protocol assumes.
+    """
+    n_items = len(w.pop)
+    consumed = np.empty(0, np.int64) if consumed is None else consumed
     cand = _candidates(w, req_user, rng)  # (n, M)
     affinity = OUTCOME_MODEL["affinity_scale"] * np.einsum(
         "nd,nmd->nm", w.user_vec[req_user], w.item_vec[cand]
@@ -111,6 +122,8 @@ def simulate_requests(
     t = req_t[:, None]
     ok = (w.item_created[cand] <= t) & (w.avail_from[cand] <= t) & (t < w.avail_until[cand])
     ok &= w.item_maturity[cand] <= w.user_maturity[req_user][:, None]
+    if len(consumed):
+        ok &= ~np.isin(req_user[:, None].astype(np.int64) * n_items + cand, consumed)
     order = np.argsort(cand, axis=1, kind="stable")
     ranked = np.take_along_axis(cand, order, 1)
     dup = np.zeros_like(ok)
@@ -142,8 +155,20 @@ def simulate_requests(
         + m["click"]["position"] * p
     )  # fmt: skip
     like, hide = m["like_given_click"], m["hide_given_no_click"]
-    liked = clicked & (rng.random(len(r)) < _sigmoid(like["affinity"] * a + like["bias"]))
     hidden = ~clicked & (rng.random(len(r)) < _sigmoid(hide["affinity"] * a + hide["bias"]))
+    # Requests of one chunk are simulated together, so the same user can be shown an item
+    # again before the chunk's clicks are known: keep only the first click or hide of each
+    # (user, item) pair (rows are in request = time order); later ones become plain impressions.
+    key = req_user[r].astype(np.int64) * n_items + item
+    acted = clicked | hidden
+    first = np.zeros(len(r), bool)
+    _, first_idx = np.unique(np.where(acted, key, -1 - np.arange(len(r))), return_index=True)
+    first[first_idx] = True
+    keep = acted & first
+    clicked &= keep
+    hidden &= keep
+    liked = clicked & (rng.random(len(r)) < _sigmoid(like["affinity"] * a + like["bias"]))
+    consumed = np.union1d(consumed, key[keep])
     d = m["dwell_given_click"]
     dwell = rng.lognormal(d["log_mean"] + d["affinity"] * a, d["sigma"])
     t_imp = req_t[r]
@@ -188,4 +213,4 @@ def simulate_requests(
                 schema=EVENT_SCHEMA,
             )
         )
-    return pa.concat_tables(tables)
+    return pa.concat_tables(tables), consumed

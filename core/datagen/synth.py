@@ -271,9 +271,12 @@ def generate(
             req_user, req_t, surface = tables["requests"]
             task = bar.add_task(f"{tenant}: events", total=len(req_user)) if bar else None
             counts: dict[str, int] = {}
+            consumed = None
             for lo in range(0, len(req_user), spec.chunk_requests):
                 sl = slice(lo, lo + spec.chunk_requests)
-                events = simulate_requests(world, req_user[sl], req_t[sl], surface[sl], lo, rng)
+                events, consumed = simulate_requests(
+                    world, req_user[sl], req_t[sl], surface[sl], lo, rng, consumed
+                )
                 log.write_table(events)
                 for k, v in zip(
                     *np.unique(events.column("event_type").to_numpy(False), return_counts=True),

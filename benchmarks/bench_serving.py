@@ -89,7 +89,7 @@ def _in_process(config_path: str, storage: dict, n: int) -> dict:
     async def go():
         out = []
         for i in range(n):
-            q = Query(f"r{i}", "acme", f"u{i % 200:04d}", "home", 10, datetime.now(UTC))
+            q = Query(f"r{i}", "acme", f"u{i % 200:07d}", "home", 10, datetime.now(UTC))
             t0 = time.perf_counter()
             res = await pipeline.recommend(q)
             out.append(((time.perf_counter() - t0) * 1e3, len(res.decision.candidates)))
@@ -168,7 +168,7 @@ def main() -> None:
     headers = {"Authorization": "Bearer acme-demo-key"}
 
     def body(i):
-        return {"user_id": f"u{i % 200:04d}", "surface": "home", "k": 10}
+        return {"user_id": f"u{i % 200:07d}", "surface": "home", "k": 10}
 
     loadgen(url, 5, 4, body, headers)  # warm-up
     result["serve"] = []

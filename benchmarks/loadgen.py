@@ -79,7 +79,7 @@ def main() -> None:
     p.add_argument("--users", type=int, default=200)
     a = p.parse_args()
     out = run(a.url, a.rps, a.seconds,
-              lambda i: {"user_id": f"u{i % a.users:04d}", "surface": "home", "k": 10},
+              lambda i: {"user_id": f"u{i % a.users:07d}", "surface": "home", "k": 10},
               {"Authorization": f"Bearer {a.key}"})  # fmt: skip
     print(json.dumps(out, indent=2))
 

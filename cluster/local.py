@@ -122,6 +122,9 @@ def start(
         cmd.append(f"--object-store-memory={object_store_memory}")
     Path(temp_dir).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": auth_mode}
+    # Job entrypoints (`ray job submit -- python -m training.…`) resolve `python` on the
+    # cluster's PATH: put this interpreter's directory (the project venv) first.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.pop("RAY_ADDRESS", None)  # `ray start --head` must not try to join another cluster
     with tempfile.TemporaryFile() as log:
         # A new session makes `ray start` a process-group leader; every daemon it forks stays in

@@ -1,10 +1,11 @@
 """ScaNN vs exact brute force on a random clustered catalogue, single thread.
 
-    python benchmarks/bench_index.py [--n 1000000] [--dim 64] [--queries 1000]
+    python -m benchmarks.bench_index [--n 1000000] [--dim 64] [--queries 1000] [--smoke]
 
 Reports build seconds (and per million items), and queries/s of each index; ScaNN's
 ``num_leaves_to_search`` is the smallest of a sweep reaching recall@10 >= 0.9 vs exact.
-Writes ``benchmarks/results/bench_index.json``.
+Writes ``benchmarks/results/bench_index.json`` (``bench_index_smoke.json`` with ``--smoke``, a
+seconds-long run on 20k items).
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--smoke", action="store_true", help="seconds-long run at toy size")
     a = p.parse_args()
+    if a.smoke:
+        a.n, a.queries = 20_000, 200
     rng = np.random.default_rng(0)
     x = clustered(a.n, a.dim, rng)
     q = clustered(a.queries, a.dim, rng)
@@ -76,10 +80,16 @@ def main() -> None:
         "speedup": best["qps"] / exact_qps,
         "sweep": sweep,
     }
-    out = Path(__file__).parent / "results" / "bench_index.json"
+    result["smoke"] = a.smoke
+    result["load_avg_at_end"] = os.getloadavg()[0]
+    out = Path(__file__).parent / "results" / ("bench_index_smoke.json" if a.smoke else "bench_index.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if k != "sweep"}, indent=2))
+    print(f"{'index':<22}{'queries/s':>12}{'recall@10':>11}   build {build_s:.1f} s, n={a.n}, dim={a.dim}, 1 thread")
+    print(f"{'brute force':<22}{exact_qps:>12.0f}{1.0:>11.3f}")
+    for s in sweep:
+        print(f"{'scann leaves=' + str(s['leaves_to_search']):<22}{s['qps']:>12.0f}{s['recall@10']:>11.3f}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

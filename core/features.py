@@ -136,12 +136,19 @@ class UserState:
 class PopularityCounter:
     """Time-decayed count of positive events per item: ``sum(exp(-ln2 * age / half_life))``."""
 
+    _KEY_MARGIN = 1e-9
+    """Log-space slack when cutting the cached order (float error in a key is ~1e-12)."""
+    _TINY = 1e-290
+    """Below this a value may have lost precision (or underflowed to a tie at 0)."""
+
     def __init__(self, half_life_hours: float = POPULARITY_HALF_LIFE_HOURS):
         self.rate = math.log(2.0) / (half_life_hours * 3600.0)
         self._value: dict[str, float] = {}
         self._at: dict[str, float] = {}
+        self._ranking: tuple[list[str], list[float], float] | None = None
 
     def add(self, item_id: str, ts: float, weight: float = 1.0) -> None:
+        self._ranking = None
         prev_at = self._at.get(item_id)
         if prev_at is None:
             self._value[item_id] = weight
@@ -161,7 +168,41 @@ class PopularityCounter:
     def values(self, item_ids: Iterable[str], now: float) -> np.ndarray:
         return np.array([self.value(i, now) for i in item_ids], dtype=np.float64)
 
+    def _ranked(self) -> tuple[list[str], list[float], float] | None:
+        """Items by ``log(value) + rate * at`` descending, those keys, and the latest ``at``;
+        ``None`` if some value is not positive. For ``now`` at or after every ``at`` the key
+        orders items exactly as ``value(i, now)`` does, whatever ``now`` is, so this is
+        recomputed only after :meth:`add`."""
+        if self._ranking is None:
+            ids = list(self._value)
+            v = np.fromiter(self._value.values(), np.float64, len(ids))
+            at = np.fromiter((self._at[i] for i in ids), np.float64, len(ids))
+            if not (v > 0).all():
+                return None
+            keys = np.log(v) + self.rate * at
+            order = np.argsort(-keys, kind="stable")
+            self._ranking = ([ids[j] for j in order.tolist()], keys[order].tolist(), float(at.max()))
+        return self._ranking
+
     def top(self, now: float, n: int, exclude: set[str] | None = None) -> list[tuple[str, float]]:
+        ranked = self._ranked() if n > 0 and self._value else None
+        if ranked is not None and now >= ranked[2]:
+            # Only items whose key is within a margin of the n-th best can be in the top n;
+            # they are scored and sorted exactly as below.
+            ids, keys, _ = ranked
+            picked: list[str] = []
+            cut = -math.inf
+            for item, key in zip(ids, keys, strict=True):
+                if exclude and item in exclude:
+                    continue
+                if key < cut:
+                    break
+                picked.append(item)
+                if len(picked) == n:
+                    cut = key - self._KEY_MARGIN
+            out = sorted(((i, self.value(i, now)) for i in picked), key=lambda x: (-x[1], x[0]))[:n]
+            if not out or out[-1][1] >= self._TINY:
+                return out
         scored = ((i, self.value(i, now)) for i in self._value if not exclude or i not in exclude)
         return sorted(scored, key=lambda x: (-x[1], x[0]))[:n]
 
@@ -169,11 +210,20 @@ class PopularityCounter:
         return len(self._value)
 
 
+_SOURCE_INDEX = {s: i for i, s in enumerate(SOURCE_KINDS)}
+
+
 def _source_index(source: str) -> int:
-    try:
-        return SOURCE_KINDS.index(source)
-    except ValueError:
-        return 0
+    return _SOURCE_INDEX.get(source, 0)
+
+
+def _lookup(counts: dict[int, float], size: int) -> np.ndarray:
+    """``(size,)`` float64 table of ``counts`` (absent ids 0.0) for array indexing."""
+    table = np.zeros(size, dtype=np.float64)
+    for k, v in counts.items():
+        if 0 <= k < size:
+            table[k] = v
+    return table
 
 
 def ranker_features(
@@ -200,18 +250,18 @@ def ranker_features(
     cat[:, 0] = stable_hash(state.user_id, USER_BUCKETS)
     cat[:, 1] = np.where(known, idx + 1, 0)
     cat[:, 2] = np.where(known, catalogue.category[safe] + 1, 0)
-    cat[:, 3] = [_source_index(s) for s in sources] if sources is not None else 0
+    cat[:, 3] = [_SOURCE_INDEX.get(s, 0) for s in sources] if sources is not None else 0
     cat[:, 4] = stable_hash(surface, SURFACE_BUCKETS)
     cat[:, 5] = int((now // 3600) % 24)
 
     n_pos = max(1, state.n_positive)
-    cat_aff = np.array(
-        [state.category_counts.get(int(c), 0.0) for c in catalogue.category[safe]], dtype=np.float32
-    )
+    # Per-id lookup tables instead of a dict lookup per candidate (and per tag).
+    cats = catalogue.category[safe]
+    cat_table = _lookup(state.category_counts, int(cats.max()) + 1 if b else 0)
+    cat_aff = cat_table[cats].astype(np.float32)
     tags = catalogue.tags[safe]
-    tag_hits = np.array(
-        [[state.tag_counts.get(int(t), 0.0) for t in row] for row in tags], dtype=np.float32
-    ).reshape(b, MAX_TAGS)
+    tag_table = _lookup(state.tag_counts, int(tags.max()) + 1 if b else 0)
+    tag_hits = tag_table[tags].astype(np.float32).reshape(b, MAX_TAGS)
     n_tags = np.maximum(1, (tags > 0).sum(axis=1))
     recent = state.recent_impression_counts(now, FREQUENCY_WINDOW_HOURS)
 

@@ -114,6 +114,7 @@ class EvaluateConfig(JobConfig):
     retrieve_k: int = Field(200, ge=10, description="candidates retrieved before ranking")
     mmr_lambda: float = Field(0.8, ge=0.0, le=1.0)
     seed: int = 0
+    pipeline: bool = Field(True, description="also score the serving pipeline's final top-10 slates")
 
 
 class ReviewConfig(StrictModel):

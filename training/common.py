@@ -89,6 +89,29 @@ class Storage:
             digest.update(f.encode())
         return f"events-{self.tenant}-{len(files)}-{digest.hexdigest()[:12]}"
 
+    def data_fingerprint(self) -> str:
+        """12 hex digits that change whenever the tenant's data does: the generator/importer
+        summary file's bytes, and the name and size of every event and catalogue file.
+
+        ``dataset_version`` alone is not enough for caches: it is derived from the generator's
+        parameters, so a generator fix that keeps them would silently reuse stale examples."""
+        from core.storage import Storage as Store
+
+        store = Store(self.data)
+        digest = hashlib.sha256()
+        for name in ("synth.json", "movielens.json", "dataset.json"):
+            if store.is_file(store.path(name)):
+                digest.update(name.encode() + b"\0" + store.read_bytes(store.path(name)))
+        log = self.eventlog()
+        infos = list(log.store.fs.get_file_info(log.files(self.tenant)))
+        catalogue = store.ls(store.path("catalogue", f"tenant_id={self.tenant}"), recursive=True)
+        infos += sorted((i for i in catalogue if i.path.endswith(".parquet")), key=lambda i: i.path)
+        for info in infos:
+            # Names relative to the tenant partition, so a copied dataset keeps its fingerprint.
+            rel = info.path[info.path.find(f"tenant_id={self.tenant}") :]
+            digest.update(f"{rel}:{info.size}\n".encode())
+        return digest.hexdigest()[:12]
+
 
 def owner(cfg: JobConfig) -> Owner:
     return Owner(**cfg.owner.model_dump())

@@ -5,7 +5,9 @@
 Leave-last-out: each user's last interaction is the test item; every scorer ranks the
 tenant's whole catalogue minus the user's train items, from what was known just before the
 test interaction. Scorers, same users and split: the two-tower (exact brute force), the ScaNN
-index, popularity, and EASE.
+index, popularity, and EASE; then the whole serving pipeline (retrieve → rank → rerank, in
+process, :mod:`training.evaluate_pipeline`) whose final top-10 slate is scored the same way
+(``"pipeline"`` in the report).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def load_split(ex_dir) -> dict[str, np.ndarray]:
     """Evaluation reads the (small) example columns it needs on the driver."""
     import ray.data
 
-    ds = ray.data.read_parquet(str(ex_dir)).select_columns(["user_id", "item", "split", *QUERY_COLUMNS])
+    ds = ray.data.read_parquet(str(ex_dir)).select_columns(["user_id", "item", "split", "ts", *QUERY_COLUMNS])
     parts = list(ds.iter_batches(batch_format="numpy", batch_size=None))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -72,6 +74,9 @@ def main(argv=None) -> int:
     item0 = data["item"] - 1  # catalogue index; -1 unknown
     train = (data["split"] == "train") & (item0 >= 0)
     test_rows = np.flatnonzero((data["split"] == "test") & (item0 >= 0))
+    # Every user's test time, sampled or not: the pipeline's "train period" ends there.
+    test_all = data["split"] == "test"
+    cutoff = dict(zip(data["user_id"][test_all].tolist(), data["ts"][test_all].tolist(), strict=True))
     rng = np.random.default_rng(cfg.seed)
     if len(test_rows) > cfg.max_users:
         test_rows = np.sort(rng.choice(test_rows, cfg.max_users, replace=False))
@@ -115,6 +120,18 @@ def main(argv=None) -> int:
             else:
                 common.console.print(f"[yellow]ann_index {idx_version} was built from {index.item_tower_version}, not {tt_version}: skipped")
 
+    pipeline = None
+    ranker_version = registry.resolve("ranker", cfg.tenant, cfg.ranker_alias)
+    if cfg.pipeline and "ann_index" in versions and ranker_version:
+        from training.evaluate_pipeline import evaluate_pipeline
+
+        versions["ranker"] = ranker_version
+        pipeline = evaluate_pipeline(
+            storage, cfg.platform_config, versions, users, data["ts"][test_rows], exclude, relevant, cutoff
+        )
+    elif cfg.pipeline:
+        common.console.print("[yellow]pipeline evaluation skipped: needs a two_tower, a matching ann_index and a ranker")
+
     model_key = "scann" if "scann" in results else "exact" if "exact" in results else None
     report = {
         "protocol": PROTOCOL,
@@ -123,10 +140,16 @@ def main(argv=None) -> int:
         "metrics": results.get(model_key, {}),
         "model_scorer": model_key,
         "baselines": {k: v for k, v in results.items() if k != model_key},
+        "pipeline": pipeline,
         "seconds": time.perf_counter() - t0,
     }
     out = common.write_json(storage.work / "reports" / f"evaluate-{time.strftime('%Y%m%dT%H%M%S')}.json", report)
-    _print_table(results, cfg.tenant, len(users))
+    _print_table({**results, **({"pipeline": pipeline} if pipeline else {})}, cfg.tenant, len(users))
+    if pipeline:
+        common.console.print(
+            f"pipeline: top-10 final slates, {pipeline['requests']} requests, {pipeline['fallbacks']} fell back, "
+            f"degraded {pipeline['degraded'] or 'none'}, {pipeline['ms_per_request']:.1f} ms/request"
+        )
     print(f"report: {out}")
     return 0
 

@@ -1,5 +1,7 @@
-"""Materialised example sets: built once per (dataset version, feature schema[, model]) with
-Ray Data and written as Parquet, so later jobs (evaluation, the ranker) reuse them."""
+"""Materialised example sets: built once per (dataset version, data fingerprint, feature
+schema[, model]) with Ray Data and written as Parquet, so later jobs (evaluation, the ranker)
+reuse them. The fingerprint (:meth:`Storage.data_fingerprint`) changes with the data's
+content, so examples of regenerated data are never reused under an unchanged version."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ DONE = "_COMPLETE"
 
 
 def examples_dir(storage: Storage, kind: str, extra: str = "") -> Path:
-    key = f"{storage.dataset_version()}-{feature_schema_hash()}" + (f"-{extra}" if extra else "")
+    key = f"{storage.dataset_version()}-{storage.data_fingerprint()}-{feature_schema_hash()}" + (f"-{extra}" if extra else "")
     return storage.work / "examples" / kind / key
 
 

@@ -68,13 +68,14 @@ def train_loop(config: dict) -> None:
     torch.manual_seed(config["seed"])
     model = TwoTowerModel.from_config(config["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-    start_epoch = 0
+    start_epoch = steps = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             model.load_state_dict(torch.load(Path(d) / "model.pt", weights_only=True))
             opt.load_state_dict(torch.load(Path(d) / "optimizer.pt", weights_only=True))
-            start_epoch = json.loads((Path(d) / "meta.json").read_text())["epoch"] + 1
+            meta = json.loads((Path(d) / "meta.json").read_text())
+            start_epoch, steps = meta["epoch"] + 1, meta.get("steps", 0)
     model = ray.train.torch.prepare_model(model)
     core_model = model.module if hasattr(model, "module") else model
     log_q = torch.as_tensor(config["log_q"], device=device) if config["log_q"] is not None else None
@@ -89,12 +90,17 @@ def train_loop(config: dict) -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
+            steps += 1
             n += len(q)
             loss_sum += float(loss.detach()) * len(q)
+        elapsed = time.perf_counter() - t0
+        # Throughput and loss over all workers, not rank 0's shard alone.
+        n_all, loss_all = _all_reduce([float(n), loss_sum])
         metrics = {
             "epoch": epoch,
-            "train_loss": loss_sum / max(n, 1),
-            "examples_per_s": n / max(time.perf_counter() - t0, 1e-9),
+            "train_loss": loss_all / max(n_all, 1.0),
+            "examples_per_s": n_all / max(elapsed, 1e-9),
+            "steps": steps,
             **_validate(core_model, val_shard, config["items"], config, device),
         }
         with tempfile.TemporaryDirectory() as d:
@@ -103,7 +109,7 @@ def train_loop(config: dict) -> None:
                 torch.save(core_model.state_dict(), Path(d) / "model.pt")
                 torch.save(opt.state_dict(), Path(d) / "optimizer.pt")
                 (Path(d) / "config.json").write_text(json.dumps(core_model.cfg))
-                (Path(d) / "meta.json").write_text(json.dumps({"epoch": epoch}))
+                (Path(d) / "meta.json").write_text(json.dumps({"epoch": epoch, "steps": steps}))
                 ckpt = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=ckpt)
 

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from core.contracts import ScoredCandidate
 
+_TIE = 1e-12
+"""A candidate beats the best so far only by more than this (earlier candidates win ties)."""
+
 
 def best_source(c: ScoredCandidate) -> str:
     return min(c.provenance, key=lambda p: (p.rank, -p.score)).source if c.provenance else ""
+
+
+def _codes(values: Sequence) -> tuple[np.ndarray, list]:
+    """``(B,)`` int codes of hashable ``values`` and the distinct values, by first appearance."""
+    index: dict = {}
+    codes = np.fromiter((index.setdefault(v, len(index)) for v in values), np.int64, len(values))
+    return codes, list(index)
 
 
 class MmrSlatePolicy:
@@ -55,43 +64,67 @@ class MmrSlatePolicy:
     ) -> list[tuple[ScoredCandidate, tuple[str, ...]]]:
         """Up to ``n`` picks, each with its reasons (``utility_rank:<r>``, ``mmr_diversity``
         when diversity moved it ahead of a higher-utility item)."""
+        # Vectorised over the candidates in utility order (position p = the p-th best); each
+        # pick is one masked argmax instead of a Python pass over every remaining candidate.
         order = sorted(range(len(scored)), key=lambda i: -scored[i].utility)
         utility_rank = {scored[i].item_id: r for r, i in enumerate(order)}
         u = np.array([c.utility for c in scored], dtype=np.float64)
         span = float(u.max() - u.min()) if len(u) else 0.0
         rel = (u - u.min()) / span if span > 0 else np.ones_like(u)
         cats = {c.item_id: self.category_of(c.item_id) for c in scored}
-        max_sim = np.zeros(len(scored))
-        remaining = list(order)
-        per_cat: Counter = Counter()
-        per_src: Counter = Counter()
+        ranked = [scored[i] for i in order]
+        rel_o = rel[np.asarray(order, dtype=np.int64)] if order else rel
+        cat_code, cat_values = _codes([cats[c.item_id] for c in ranked])
+        src_code, src_values = _codes([best_source(c) for c in ranked])
+        # None is a category for the per-category limit but never similar to anything.
+        none_cat = cat_values.index(None) if None in cat_values else -1
+        cat_cap = np.inf if self.max_per_category is None else self.max_per_category
+        src_cap = np.array([self.source_quotas.get(s, np.inf) for s in src_values], dtype=float)
+        per_cat = np.zeros(len(cat_values))
+        per_src = np.zeros(len(src_values))
+        max_sim = np.zeros(len(ranked))
+        remaining = np.ones(len(ranked), dtype=bool)
         picks: list[tuple[ScoredCandidate, tuple[str, ...]]] = []
-        while remaining and len(picks) < n:
-            best_i, best_val = None, -np.inf
-            for i in remaining:
-                c = scored[i]
-                if (
-                    self.max_per_category is not None
-                    and per_cat[cats[c.item_id]] >= self.max_per_category
-                ):
-                    continue
-                src = best_source(c)
-                if src in self.source_quotas and per_src[src] >= self.source_quotas[src]:
-                    continue
-                val = self.lam * rel[i] - (1.0 - self.lam) * max_sim[i]
-                if val > best_val + 1e-12:
-                    best_i, best_val = i, val
-            if best_i is None:
+        while len(picks) < n:
+            ok = remaining & (per_cat[cat_code] < cat_cap) & (per_src[src_code] < src_cap[src_code])
+            cand = np.flatnonzero(ok)
+            if not len(cand):
                 break
-            c = scored[best_i]
-            skipped_better = remaining.index(best_i) > 0
-            remaining.remove(best_i)
-            per_cat[cats[c.item_id]] += 1
-            per_src[best_source(c)] += 1
-            for j in remaining:
-                max_sim[j] = max(max_sim[j], self._similarity(scored[j].item_id, c.item_id, cats))
+            vals = self.lam * rel_o[cand] - (1.0 - self.lam) * max_sim[cand]
+            best = self._argbest(vals)
+            if best is None:
+                break
+            p = int(cand[best])
+            c = ranked[p]
+            skipped_better = bool(remaining[:p].any())
+            remaining[p] = False
+            per_cat[cat_code[p]] += 1
+            per_src[src_code[p]] += 1
+            if self.embedding_of is None:
+                if cat_code[p] != none_cat:
+                    max_sim[remaining & (cat_code == cat_code[p])] = 1.0
+            else:
+                for j in np.flatnonzero(remaining).tolist():
+                    sim = self._similarity(ranked[j].item_id, c.item_id, cats)
+                    max_sim[j] = max(max_sim[j], sim)
             reasons = (f"utility_rank:{utility_rank[c.item_id]}",)
             if skipped_better:
                 reasons += ("mmr_diversity",)
             picks.append((c, reasons))
         return picks
+
+    @staticmethod
+    def _argbest(vals: np.ndarray) -> int | None:
+        """The candidate a first-to-last scan keeping ``val > best + _TIE`` would end on
+        (``None`` if it accepts none, i.e. every value is NaN)."""
+        top = vals.max()
+        near = np.flatnonzero(vals >= top - 2 * _TIE)
+        # The scan always ends within _TIE of the maximum; a lone candidate there is its
+        # answer. Near-ties (or NaN) are rare: replay the scan exactly.
+        if len(near) == 1:
+            return int(near[0])
+        best_i, best_val = None, -np.inf
+        for i, v in enumerate(vals.tolist()):
+            if v > best_val + _TIE:
+                best_i, best_val = i, v
+        return best_i

@@ -56,3 +56,46 @@ def test_two_tower_job_via_jobs_api_publishes_a_candidate(ray_cluster, job_env, 
 
     model = TwoTowerModel.load(registry.local_path("two_tower", "acme", version))
     assert model.cfg["n_items"] == 400
+
+
+def _platform_for(data: Path, root: Path) -> Path:
+    platform = yaml.safe_load((REPO / "configs/platform.yaml").read_text())
+    platform["storage"] = {
+        "data": str(data),
+        "events": str(data / "events"),
+        "registry": str(root / "registry"),
+        "decisions": str(root / "decisions"),
+    }
+    path = root / "platform.yaml"
+    path.write_text(yaml.safe_dump(platform))
+    return path
+
+
+def _checkpoint_meta(run_dir: Path) -> list[dict]:
+    import json
+
+    return sorted((json.loads(p.read_text()) for p in run_dir.glob("checkpoint_*/meta.json")), key=lambda m: m["epoch"])
+
+
+def test_two_tower_resumes_from_its_latest_checkpoint(ray_connected, tiny_data, tmp_path, monkeypatch):
+    """A run stopped after its epoch-0 checkpoint, restarted with --resume, continues at epoch
+    1 with the optimiser step counter carried over (no epoch is trained twice)."""
+    from training import two_tower
+
+    monkeypatch.setenv("RECSYS_CONFIG", str(_platform_for(tiny_data, tmp_path)))
+    cfg = yaml.safe_load((REPO / "configs/train/two_tower.yaml").read_text())
+    # Toy sizes spelled out (--smoke-test would pin epochs to 1).
+    cfg.update(work_dir=str(tmp_path / "work"), num_partitions=2, dim=16, embed_dim=16, hidden=32, batch_size=64, keep_checkpoints=4)
+    config = tmp_path / "two_tower.yaml"
+    for epochs, extra in ((1, []), (2, ["--resume"])):
+        config.write_text(yaml.safe_dump({**cfg, "epochs": epochs}))
+        assert two_tower.main(["--config", str(config), "--tenant", "acme", *extra]) == 0
+    (run,) = (tmp_path / "work" / "acme" / "runs").glob("two_tower-acme-*")
+    metas = _checkpoint_meta(run)
+    assert [m["epoch"] for m in metas] == [0, 1]
+    steps_per_epoch = metas[0]["steps"]
+    assert steps_per_epoch > 0
+    assert metas[1]["steps"] == 2 * steps_per_epoch
+    # The resumed run published the model it finished, trained for both epochs.
+    latest = Registry(str(tmp_path / "registry")).versions("two_tower", "acme")[-1]
+    assert latest.config["run"] == run.name

@@ -1,0 +1,153 @@
+"""Offline evaluation of the whole serving pipeline (retrieve → rank → rerank) in-process.
+
+Used by :mod:`training.evaluate` on the same test users as the retrieval scorers. For each test
+user the serving library (:func:`core.runtime.build_local_pipeline`, the code a Serve replica
+runs) answers one ``home`` request at the user's test time, and the final slate of ``k`` items
+is scored against the test item like any other scorer (protocol: docs/evaluation.md).
+
+What the runtime sees ("train period"): the tenant's event log minus, for every user with a
+test interaction, that user's events at or after it. The user's state is thus what serving
+knew just before the test interaction; the user's train items go in ``exclude_item_ids``
+(the protocol's exclusion). Other users' events are all kept, as popularity and EASE see them.
+Timeouts are raised to :data:`OFFLINE_TIMEOUT_MS`: offline quality must not depend on how busy
+the machine is; requests that still degrade or fall back are counted in the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from core.config import PlatformConfig, load_platform_config
+from training.metrics import ranking_metrics
+
+OFFLINE_TIMEOUT_MS = 10_000.0
+SURFACE = "home"
+
+
+def offline_platform(platform: PlatformConfig) -> PlatformConfig:
+    """The platform config with every source / ranker timeout raised to the offline value."""
+    raw = platform.model_dump(mode="json")
+    for tenant in raw["tenants"]:
+        for surface in tenant["surfaces"].values():
+            for s in surface["sources"]:
+                s["timeout_ms"] = OFFLINE_TIMEOUT_MS
+            surface["ranker"]["timeout_ms"] = OFFLINE_TIMEOUT_MS
+    for exp in raw.get("experiments", []):
+        for v in exp["variants"]:
+            for s in (v.get("overrides") or {}).get("sources") or []:
+                s["timeout_ms"] = OFFLINE_TIMEOUT_MS
+    return PlatformConfig.model_validate(raw)
+
+
+def train_period_events(events: pa.Table, cutoff: dict[str, float]) -> pa.Table:
+    """``events`` without any user's events at or after ``cutoff[user]`` (epoch seconds)."""
+    if not cutoff:
+        return events
+    cut = pa.table(
+        {
+            "user_id": pa.array(list(cutoff), pa.string()),
+            "_cut_us": pa.array(np.round(np.fromiter(cutoff.values(), np.float64) * 1e6).astype(np.int64)),
+        }
+    )
+    joined = events.join(cut, "user_id", join_type="left outer")
+    ts_us = pc.cast(pc.cast(joined["ts"], pa.timestamp("us", tz="UTC")), pa.int64())
+    keep = pc.or_kleene(pc.is_null(joined["_cut_us"]), pc.less(ts_us, joined["_cut_us"]))
+    return joined.filter(pc.fill_null(keep, True)).drop_columns(["_cut_us"])
+
+
+def _users_table(data_root: str, tenant: str) -> pa.Table | None:
+    try:
+        ds = pads.dataset(data_root.rstrip("/") + "/users", format="parquet", partitioning="hive")
+        return ds.to_table(filter=pads.field("tenant_id") == tenant)
+    except (FileNotFoundError, pa.ArrowInvalid):
+        return None
+
+
+def evaluate_pipeline(
+    storage,
+    platform_config: str | None,
+    versions: dict[str, str],
+    users: np.ndarray,
+    test_ts: np.ndarray,
+    exclude: list[np.ndarray],
+    relevant: list[list[int]],
+    cutoff: dict[str, float],
+    k: int = 10,
+) -> dict:
+    """Metrics of the final slates of ``users`` (one request each at ``test_ts``) plus
+    ``requests``, ``fallbacks``, ``degraded`` counts and ``ms_per_request``.
+
+    ``versions`` must name ``two_tower``, ``ann_index`` and ``ranker`` registry versions;
+    ``exclude`` / ``relevant`` are catalogue indices per user (as for the other scorers)."""
+    from core.contracts import Query
+    from core.runtime import build_local_pipeline
+    from ranking.model import MultiTaskRanker
+    from retrieval.index import load_index
+    from retrieval.sources import TwoTowerArtifacts
+    from retrieval.two_tower import TwoTowerModel
+
+    registry, tenant = storage.registry(), storage.tenant
+    catalogue = storage.catalogue()
+    index = load_index(registry.local_path("ann_index", tenant, versions["ann_index"]))
+    artifacts = TwoTowerArtifacts(
+        model=TwoTowerModel.load(registry.local_path("two_tower", tenant, versions["two_tower"])),
+        index=index,
+        model_version=versions["two_tower"],
+        index_version=versions["ann_index"],
+        index_item_tower_version=index.item_tower_version,
+    )
+    ranker = MultiTaskRanker.load(registry.local_path("ranker", tenant, versions["ranker"]))
+    events = train_period_events(storage.eventlog().read(tenant), cutoff)
+    pipe = build_local_pipeline(
+        offline_platform(load_platform_config(platform_config)),
+        tenant,
+        catalogue=catalogue,
+        events_table=events,
+        users_table=_users_table(storage.data, tenant),
+        two_tower=artifacts,
+        ranker=ranker,
+        versions={"ranker": versions["ranker"]},
+    )
+    ids = catalogue.item_ids
+
+    async def run_all() -> tuple[np.ndarray, Counter, int]:
+        topk = np.full((len(users), k), -1, dtype=np.int64)
+        degraded: Counter = Counter()
+        fallbacks = 0
+        for r, (user, ts, ex) in enumerate(zip(users, test_ts, exclude, strict=True)):
+            query = Query(
+                request_id=f"offline-eval-{r}",
+                tenant_id=tenant,
+                user_id=str(user),
+                surface=SURFACE,
+                k=k,
+                now=datetime.fromtimestamp(float(ts), UTC),
+                exclude_item_ids=frozenset(str(i) for i in ids[ex]),
+            )
+            result = await pipe.recommend(query)
+            slate = catalogue.index_of([s.item_id for s in result.slate])[:k]
+            topk[r, : len(slate)] = slate
+            fallbacks += result.fallback is not None
+            degraded.update(d.split(":")[0] for d in result.decision.degraded)
+        return topk, degraded, fallbacks
+
+    t0 = time.perf_counter()
+    topk, degraded, fallbacks = asyncio.run(run_all())
+    seconds = time.perf_counter() - t0
+    metrics = ranking_metrics(topk, relevant, len(catalogue), ks=(k,), ndcg_ks=(k,), hr_ks=(k,), coverage_k=k)
+    return {
+        **metrics,
+        "requests": int(len(users)),
+        "fallbacks": int(fallbacks),
+        "degraded": dict(degraded),
+        "ms_per_request": 1000.0 * seconds / max(1, len(users)),
+        "train_period_events": int(events.num_rows),
+    }

@@ -125,6 +125,10 @@ def start(
     # Job entrypoints (`ray job submit -- python -m training.…`) resolve `python` on the
     # cluster's PATH: put this interpreter's directory (the project venv) first.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    # Jobs run in a copy of their working dir; relative storage paths in configs/platform.yaml
+    # must still mean this checkout's var/ (core.config.resolve_uri reads RECSYS_HOME), and
+    # every driver and worker of this cluster inherits the head node's environment.
+    env.setdefault("RECSYS_HOME", str(Path(__file__).resolve().parents[1]))
     env.pop("RAY_ADDRESS", None)  # `ray start --head` must not try to join another cluster
     with tempfile.TemporaryFile() as log:
         # A new session makes `ray start` a process-group leader; every daemon it forks stays in

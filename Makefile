@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEMO_PRESET ?= tiny
 DEMO_CPUS ?= 2
+DEMO_DASHBOARD_PORT ?= 8265
+DEMO_HTTP_PORT ?= 8000
 
 .PHONY: install test test-unit test-integration lint demo demo-down bench clean
 
@@ -34,7 +36,8 @@ lint: install
 	$(BIN)/ruff check .
 
 demo: install
-	$(BIN)/python -m cluster.demo --preset $(DEMO_PRESET) --num-cpus $(DEMO_CPUS)
+	$(BIN)/python -m cluster.demo --preset $(DEMO_PRESET) --num-cpus $(DEMO_CPUS) \
+		--dashboard-port $(DEMO_DASHBOARD_PORT) --http-port $(DEMO_HTTP_PORT)
 
 demo-down: install
 	$(BIN)/recsys down

@@ -12,20 +12,25 @@ batching >= 3x ranker throughput over batch size 1.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
 import os
-import statistics
-import tempfile
-import time
-from datetime import UTC, datetime
-from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-import yaml
+# Replicas run with one BLAS/OpenMP thread (Ray sets OMP_NUM_THREADS for workers); the
+# in-process run mirrors them. Must precede the numpy import.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import yaml  # noqa: E402
 
 HOPS = 5  # proxy->ingress, ingress->user state, ->retriever, ->sources (parallel), ->ranker
 
@@ -74,7 +79,12 @@ def _in_process(config_path: str, storage: dict, n: int) -> dict:
     from core.eventlog import EventLog
     from core.pipeline import build_local_pipeline
     from core.registry import Registry
-    from deployments.loaders import load_ranker_model, load_two_tower, two_tower_key
+    from deployments.loaders import (
+        load_ranker_model,
+        load_two_tower,
+        settle_replica,
+        two_tower_key,
+    )
 
     config = load_platform_config(config_path)
     registry = Registry(storage["registry"])
@@ -85,6 +95,7 @@ def _in_process(config_path: str, storage: dict, n: int) -> dict:
         events_table=EventLog(storage["events"]).read("acme"), two_tower=artifacts, ranker=ranker,
         registry=registry,
     )  # fmt: skip
+    settle_replica()  # what every replica does once loaded (one torch thread, gc.freeze)
 
     async def go():
         out = []
@@ -110,6 +121,7 @@ def _batch_sweep(app: str, sizes: list[int], requests_per_size: int) -> list[dic
 
     from core.contracts import Candidate, MergedCandidate, Query
     from core.user_state import ServingUserState
+    from ranking.scorer import candidate_columns
 
     handle = serve.get_deployment_handle("Ranker", app)
     cands = [MergedCandidate(f"i{i:07d}", (Candidate(f"i{i:07d}", "two_tower", "v", 0.5, i),))
@@ -121,10 +133,12 @@ def _batch_sweep(app: str, sizes: list[int], requests_per_size: int) -> list[dic
                          ).results(timeout_s=30)  # fmt: skip
         q = Query("b", "acme", "u0001", "home", 10, datetime.now(UTC))
         state = ServingUserState(user_id="u0001")
+        cols = candidate_columns(cands)  # what the ingress sends (deployments.adapters)
         for _ in range(3):
-            handle.score.remote(q, state, cands, weights).result()
+            handle.score_columns.remote(q, state, *cols, weights).result()
         t0 = time.perf_counter()
-        responses = [handle.score.remote(q, state, cands, weights) for _ in range(requests_per_size)]
+        responses = [handle.score_columns.remote(q, state, *cols, weights)
+                     for _ in range(requests_per_size)]  # fmt: skip
         for r in responses:
             r.result(timeout_s=120)
         wall = time.perf_counter() - t0

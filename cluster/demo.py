@@ -50,9 +50,11 @@ def _ensure_data(preset: str, data_root: str, seed: int) -> None:
     if marker.exists() and json.loads(marker.read_text()).get("preset") == preset:
         console.print(f"reusing {preset} data in {data_root}")
         return
+    from cluster.commands.data_cmd import print_summary
+
     started = time.monotonic()
     summary = generate(preset, data_root, seed=seed, progress=True)
-    console.print(f"generated {preset} data in {time.monotonic() - started:.1f} s: {summary}")
+    print_summary(summary, time.monotonic() - started)
 
 
 def _train(dashboard_url: str, tenants: list[str], smoke: bool) -> None:
@@ -95,10 +97,12 @@ def _approve_and_promote(registry_root: str, tenants: list[str]) -> None:
     console.print(table)
 
 
-def _deploy(dashboard_url: str) -> int:
+def _deploy(dashboard_url: str, http_port: int) -> int:
     from cluster.cli import main as recsys
 
-    return recsys(["deploy", "configs/serve.yaml", "--address", dashboard_url])
+    return recsys(
+        ["deploy", "configs/serve.yaml", "--address", dashboard_url, "--http-port", str(http_port)]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="tiny", choices=["tiny", "small"])
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--dashboard-port", type=int, default=8265)
+    parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--tenants", default="acme,globex")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke-test", action="store_true", help="train at toy size")
@@ -130,21 +135,22 @@ def main(argv: list[str] | None = None) -> int:
     _step(4, "launch review approval and promotion")
     _approve_and_promote(storage.registry, tenants)
     _step(5, "deploy the serving graph (Ray Serve)")
-    if _deploy(cluster.dashboard_url) != 0:
+    if _deploy(cluster.dashboard_url, args.http_port) != 0:
         return 1
     _step(6, "sample requests and events")
     from deployments.demo_requests import main as demo_requests
 
-    rc = demo_requests(["--url", "http://127.0.0.1:8000"])
+    base = f"http://127.0.0.1:{args.http_port}"
+    rc = demo_requests(["--url", base])
     console.rule("[bold green]done")
     console.print(
         f"Platform up in {time.monotonic() - started:.0f} s. Try:\n"
         "  curl -s -H 'Authorization: Bearer acme-demo-key' -H 'content-type: application/json' "
         "-d '{\"user_id\": \"u0000001\", \"surface\": \"home\", \"k\": 5}' "
-        "http://127.0.0.1:8000/v1/recommend\n"
-        "  http://127.0.0.1:8000/docs            OpenAPI (interactive)\n"
-        "  http://127.0.0.1:8000/v1/versions     versions in service\n"
-        "  http://127.0.0.1:8000/metrics         Prometheus metrics\n"
+        f"{base}/v1/recommend\n"
+        f"  {base}/docs            OpenAPI (interactive)\n"
+        f"  {base}/v1/versions     versions in service\n"
+        f"  {base}/metrics         Prometheus metrics\n"
         f"  {cluster.dashboard_url}             Ray dashboard (jobs, Serve, actors)\n"
         "  .venv/bin/recsys registry list --tenant acme\n"
         "Stop everything with: make demo-down"

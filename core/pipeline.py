@@ -354,12 +354,16 @@ class RecommendationPipeline:
         versions: Mapping[str, str],
         tr: _Trace,
     ) -> PipelineResult:
+        # The sub-records are built from values the pipeline already typed (frozen contracts,
+        # floats from the scorer), so they skip validation (``model_construct``); the record
+        # itself is still validated, which checks each sub-record's type.
         by_id = {s.item_id: s for s in scored}
+        cand_record = CandidateRecord.model_construct
         candidates = []
         for m in merged:
             s = by_id.get(m.item_id)
             candidates.append(
-                CandidateRecord(
+                cand_record(
                     item_id=m.item_id,
                     sources=[
                         {
@@ -370,8 +374,8 @@ class RecommendationPipeline:
                         }
                         for c in m.provenance
                     ],
-                    task_scores=dict(s.task_scores) if s else {},
-                    utility=s.utility if s else None,
+                    task_scores={t: float(v) for t, v in s.task_scores.items()} if s else {},
+                    utility=None if s is None or s.utility is None else float(s.utility),
                 )
             )
         tr.latency["total"] = round((time.perf_counter() - tr.started) * 1000.0, 3)
@@ -391,16 +395,17 @@ class RecommendationPipeline:
             sources=tr.outcomes,
             candidates=candidates,
             removals=[
-                RemovalRecord(item_id=r.item_id, rule=r.rule, reason=r.reason) for r in tr.removals
+                RemovalRecord.model_construct(item_id=r.item_id, rule=r.rule, reason=r.reason)
+                for r in tr.removals
             ],
             slate=[
-                SlateRecord(
+                SlateRecord.model_construct(
                     item_id=i.item_id,
-                    rank=i.rank,
-                    score=i.score,
+                    rank=int(i.rank),
+                    score=float(i.score),
                     sources=list(i.sources),
                     reasons=list(i.reasons),
-                    propensity=i.propensity,
+                    propensity=None if i.propensity is None else float(i.propensity),
                 )
                 for i in slate
             ],

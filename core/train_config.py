@@ -49,6 +49,7 @@ class TwoTowerTrainConfig(JobConfig):
     embed_dim: int = Field(64, ge=4)
     hidden: int = Field(128, ge=4)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    user_dropout: float = Field(0.0, ge=0.0, le=1.0, description="share of training rows whose user-id embedding is zeroed")
     temperature: float = Field(0.05, gt=0.0)
     log_q_correction: bool = True
     epochs: int = Field(8, ge=1)

@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from core.contracts import MergedCandidate, Query, ScoredCandidate, SourceResult
+from core.features import UserState
 
 _VERSIONS: ContextVar[dict[str, str] | None] = ContextVar("recsys_request_versions", default=None)
 
@@ -55,6 +56,26 @@ class RequestVersions(Mapping[str, str]):
         return len(self._current())
 
 
+def state_for_sources(state: Any) -> Any:
+    """What a candidate source reads of the user (``user_id``, ``history``): the impressions,
+    hides and positives that rules and the ranker need stay behind instead of crossing the
+    hop to every source."""
+    if not isinstance(state, UserState):
+        return state
+    return UserState(user_id=state.user_id, history=state.history, n_positive=state.n_positive,
+                     last_ts=state.last_ts)  # fmt: skip
+
+
+def state_for_ranker(state: Any) -> Any:
+    """What :func:`core.features.ranker_features` reads of the user (no history, hides or
+    positives)."""
+    if not isinstance(state, UserState):
+        return state
+    return UserState(user_id=state.user_id, category_counts=state.category_counts,
+                     tag_counts=state.tag_counts, n_positive=state.n_positive,
+                     impressions=state.impressions, last_ts=state.last_ts)  # fmt: skip
+
+
 class RemoteSource:
     """A non-model candidate source served by the ``CandidateSources`` deployment."""
 
@@ -65,7 +86,7 @@ class RemoteSource:
 
     async def retrieve(self, query: Query, user_state: Any, limit: int) -> SourceResult:
         return await self._handle.retrieve.remote(
-            self._tenant, self._surface, self._cfg, query, user_state, limit
+            self._tenant, self._surface, self._cfg, query, state_for_sources(user_state), limit
         )
 
 
@@ -79,9 +100,13 @@ class RemoteTwoTowerSource:
         self._handle = handle
 
     async def retrieve(self, query: Query, user_state: Any, limit: int) -> SourceResult:
-        result, versions = await self._handle.retrieve.remote(self.name, query, user_state, limit)
+        from retrieval.sources.base import make_result
+
+        ids, scores, diagnostics, version, versions = await self._handle.retrieve_columns.remote(
+            self.name, query, state_for_sources(user_state), limit
+        )
         _record(versions)
-        return result
+        return make_result(self.name, version, list(zip(ids, scores, strict=True)), diagnostics)
 
 
 class RemoteRanker:
@@ -100,8 +125,13 @@ class RemoteRanker:
 
     async def score(self, query: Query, user_state: Any, candidates: Sequence[MergedCandidate],
                     task_weights: Mapping[str, float]) -> list[ScoredCandidate]:  # fmt: skip
-        scored, version = await self._handle.score.remote(
-            query, user_state, list(candidates), dict(task_weights), self._pinned
-        )
+        from ranking.scorer import candidate_columns, compose
+
+        # Columns cross the hop (ids, scores, source names) and probabilities come back;
+        # provenance never leaves this process.
+        probs, version = await self._handle.score_columns.remote(
+            query, state_for_ranker(user_state), *candidate_columns(candidates),
+            dict(task_weights), self._pinned,
+        )  # fmt: skip
         _record({"ranker": version})
-        return scored
+        return compose(candidates, probs, task_weights)

@@ -25,7 +25,11 @@ from deployments.sources import CandidateSourcesDeployment
 from deployments.user_state import UserStateDeployment
 
 
-def build_app(args: AppArgs) -> Application:
+def build_app(args: AppArgs | dict) -> Application:
+    # Serve validates `args` into the annotated model only when it can resolve the annotation;
+    # `serve deploy` / the REST API may hand over the raw dict, so validate here either way.
+    if not isinstance(args, AppArgs):
+        args = AppArgs.model_validate(args or {})
     ctx = ServingContext.from_args(args)  # resolves paths once, where the app is built
     return Ingress.bind(
         ctx,

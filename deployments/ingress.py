@@ -39,7 +39,7 @@ from deployments.api_models import (
 from deployments.auth import BearerKeyAuthenticator
 from deployments.decision_log import DecisionForwarder
 from deployments.errors import ApiError, BodySizeLimit, install_error_handlers
-from deployments.loaders import ServingContext, load_catalogue
+from deployments.loaders import ServingContext, load_catalogue, settle_replica
 from deployments.settings import AppArgs, FaultInjection
 
 logger = logging.getLogger("ray.serve")
@@ -74,6 +74,7 @@ class Ingress:
         self.forwarder = DecisionForwarder(decision_log, max_pending=args.decision_queue_size)
         self._recent: dict[tuple[str, str], DecisionRecord] = {}
         self._forward_task = None
+        settle_replica()
 
     def _build_pipelines(self, faults: FaultInjection) -> dict[str, RecommendationPipeline]:
         from core.runtime import build_tenant_runtime

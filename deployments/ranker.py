@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 from ray import serve
 
 from core.contracts import MergedCandidate, Query, ScoredCandidate
@@ -23,7 +24,13 @@ from core.registry import Registry
 from core.schema import POSITIVE_EVENT_TYPES, to_utc
 from deployments import metrics
 from deployments.hot_swap import RuntimeSlot, poll_forever
-from deployments.loaders import ServingContext, load_catalogue, load_events, load_ranker_model
+from deployments.loaders import (
+    ServingContext,
+    load_catalogue,
+    load_events,
+    load_ranker_model,
+    settle_replica,
+)
 from deployments.settings import FaultInjection, RankerUserConfig
 
 logger = logging.getLogger("ray.serve")
@@ -31,6 +38,12 @@ logger = logging.getLogger("ray.serve")
 
 class RankerUnavailable(RuntimeError):
     pass
+
+
+def _raised(answer):
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
 
 
 @serve.deployment(name="Ranker", ray_actor_options={"num_cpus": 0.4}, max_ongoing_requests=64)
@@ -55,6 +68,7 @@ class RankerDeployment:
             )
         for slot in self.slots.values():
             await slot.refresh()
+        settle_replica()
         self._poller = asyncio.get_running_loop().create_task(
             poll_forever(lambda: list(self.slots.values()), lambda: self.settings.poll_interval_s)
         )
@@ -84,11 +98,7 @@ class RankerDeployment:
         self._score.set_max_batch_size(self.settings.max_batch_size)
         self._score.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
 
-    async def score(self, query: Query, user_state, candidates: Sequence[MergedCandidate],
-                    task_weights: Mapping[str, float], version: str | None = None
-                    ) -> tuple[list[ScoredCandidate], str]:  # fmt: skip
-        """One request's scored candidates (input order) and the ranker version used.
-        ``version``: the experiment arm's pinned ranker version; an error if not loaded."""
+    def _scorer(self, query: Query, n: int, version: str | None):
         if self.faults.ranker_error:
             raise RankerUnavailable("fault injection: ranker_error")
         scorer = self.slots[query.tenant_id].runtime  # read once; swaps do not affect us
@@ -96,18 +106,39 @@ class RankerDeployment:
             raise RankerUnavailable(f"no ranker loaded for {query.tenant_id}")
         if version is not None and version != scorer.version:
             raise RankerUnavailable(f"ranker {version} not loaded (serving {scorer.version})")
-        metrics.RANKER_CANDIDATES.observe(len(candidates))
-        return await self._score(scorer, query, user_state, candidates, task_weights), scorer.version
+        metrics.RANKER_CANDIDATES.observe(n)
+        return scorer
+
+    async def score(self, query: Query, user_state, candidates: Sequence[MergedCandidate],
+                    task_weights: Mapping[str, float], version: str | None = None
+                    ) -> tuple[list[ScoredCandidate], str]:  # fmt: skip
+        """One request's scored candidates (input order) and the ranker version used.
+        ``version``: the experiment arm's pinned ranker version; an error if not loaded."""
+        from ranking.scorer import candidate_columns, compose
+
+        scorer = self._scorer(query, len(candidates), version)
+        cols = candidate_columns(candidates)
+        probs = _raised(await self._score(scorer, query, user_state, cols, task_weights))
+        return compose(candidates, probs, task_weights), scorer.version
+
+    async def score_columns(self, query: Query, user_state, item_ids: list[str],
+                            retrieval_scores: np.ndarray, sources: list[str],
+                            task_weights: Mapping[str, float], version: str | None = None
+                            ) -> tuple[dict[str, np.ndarray], str]:  # fmt: skip
+        """:meth:`score` over :func:`ranking.scorer.candidate_columns` (what the ingress
+        sends): ``{task: (B,)}`` probabilities, composed into utilities by the caller."""
+        scorer = self._scorer(query, len(item_ids), version)
+        cols = (item_ids, retrieval_scores, sources)
+        probs = _raised(await self._score(scorer, query, user_state, cols, task_weights))
+        return probs, scorer.version
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def _score(self, scorers, queries, states, candidate_lists, weights):
+    async def _score(self, scorers, queries, states, columns, weights):
         metrics.RANKER_BATCH_SIZE.observe(len(queries))
-        return await asyncio.to_thread(
-            self._score_sync, scorers, queries, states, candidate_lists, weights
-        )
+        return await asyncio.to_thread(self._score_sync, scorers, queries, states, columns, weights)
 
     @staticmethod
-    def _score_sync(scorers, queries, states, candidate_lists, weights):
+    def _score_sync(scorers, queries, states, columns, weights):
         from ranking.utility import check_task_weights
 
         out: list = [None] * len(queries)
@@ -116,12 +147,16 @@ class RankerDeployment:
             by_model.setdefault(id(scorer), []).append(i)
         for idx in by_model.values():  # one forward pass per (tenant, version) in the batch
             scorer = scorers[idx[0]]
-            feats = []
+            feats, ok = [], []
             for i in idx:
-                check_task_weights(weights[i], scorer.tasks)
-                feats.append(scorer.features(queries[i], states[i], candidate_lists[i]))
-            for i, probs in zip(idx, scorer.score_batch(feats), strict=True):
-                out[i] = scorer.compose(candidate_lists[i], probs, weights[i])
+                try:  # a bad request fails alone, not the requests batched with it
+                    check_task_weights(weights[i], scorer.tasks)
+                    feats.append(scorer.features_for(queries[i], states[i], *columns[i]))
+                    ok.append(i)
+                except Exception as exc:
+                    out[i] = exc
+            for i, probs in zip(ok, scorer.score_batch(feats) if feats else [], strict=True):
+                out[i] = probs
         return out
 
     async def observe(self, tenant: str, events: list[dict]) -> int:

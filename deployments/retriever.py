@@ -17,7 +17,13 @@ from core.contracts import Query, SourceResult
 from core.registry import Registry
 from deployments import metrics
 from deployments.hot_swap import RuntimeSlot, poll_forever
-from deployments.loaders import ServingContext, load_catalogue, load_two_tower, two_tower_key
+from deployments.loaders import (
+    ServingContext,
+    load_catalogue,
+    load_two_tower,
+    settle_replica,
+    two_tower_key,
+)
 from deployments.settings import WatchUserConfig
 
 logger = logging.getLogger("ray.serve")
@@ -42,6 +48,7 @@ class TwoTowerRetrieverDeployment:
         self._poller = None
         for slot in self.slots.values():  # load before taking traffic; then poll
             await slot.refresh()
+        settle_replica()
         self._ensure_polling()
 
     def _swapped(self, tenant: str, outcome: str, key) -> None:
@@ -70,6 +77,15 @@ class TwoTowerRetrieverDeployment:
         source = TwoTowerSource(name, artifacts, self.catalogues[query.tenant_id])
         result = await source.retrieve(query, user_state, limit)
         return result, {"two_tower": artifacts.model_version, "ann_index": artifacts.index_version}
+
+    async def retrieve_columns(self, name: str, query: Query, user_state, limit: int
+                               ) -> tuple[list[str], list[float], dict, str, dict[str, str]]:  # fmt: skip
+        """:meth:`retrieve` as columns (item ids, scores, diagnostics, source version, model
+        versions): a few lists cross the hop instead of one object per candidate; the caller
+        rebuilds the identical :class:`SourceResult` with ``make_result``."""
+        result, versions = await self.retrieve(name, query, user_state, limit)
+        return ([c.item_id for c in result.candidates], [c.score for c in result.candidates],
+                dict(result.diagnostics), result.version, versions)  # fmt: skip
 
     async def versions(self) -> dict[str, dict[str, str]]:
         out = {}

@@ -16,7 +16,7 @@ from ray import serve
 from core.config import SourceConfig
 from core.contracts import Query, SourceResult
 from deployments import metrics
-from deployments.loaders import ServingContext, load_catalogue, load_events
+from deployments.loaders import ServingContext, load_catalogue, load_events, settle_replica
 from deployments.settings import FaultInjection, WatchUserConfig
 
 logger = logging.getLogger("ray.serve")
@@ -42,6 +42,7 @@ class CandidateSourcesDeployment:
                 for cfg in surface_cfg.sources:
                     if cfg.kind != "two_tower":
                         self._source(tenant.id, surface, cfg)
+        settle_replica()
 
     def _source(self, tenant: str, surface: str, cfg: SourceConfig):
         from retrieval.sources import SourceContext, build_source

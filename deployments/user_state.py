@@ -17,7 +17,13 @@ from ray import serve
 
 from core.user_state import OnlineUserStateStore, ServingUserState
 from deployments import metrics
-from deployments.loaders import ServingContext, load_catalogue, load_events, load_users
+from deployments.loaders import (
+    ServingContext,
+    load_catalogue,
+    load_events,
+    load_users,
+    settle_replica,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -34,6 +40,7 @@ class UserStateDeployment:
                 catalogue, tenant.id, load_events(ctx, tenant.id), load_users(ctx, tenant.id)
             )
             logger.info("user state %s: %d users", tenant.id, len(self.stores[tenant.id]))
+        settle_replica()
 
     async def get(self, tenant: str, user_id: str) -> ServingUserState:
         return self.stores[tenant].get(user_id)

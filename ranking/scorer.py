@@ -21,6 +21,38 @@ from core.features import PopularityCounter, UserState, ranker_features
 from ranking.utility import check_task_weights, utility
 
 
+def candidate_columns(
+    candidates: Sequence[MergedCandidate],
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """What the ranker reads of ``B`` candidates: item ids, the best source's score ``(B,)``
+    float32 and that source's name."""
+    best = [c.best for c in candidates]
+    return (
+        [c.item_id for c in candidates],
+        np.array([b.score for b in best], dtype=np.float32),
+        [b.source for b in best],
+    )
+
+
+def compose(
+    candidates: Sequence[MergedCandidate],
+    probs: Mapping[str, np.ndarray],
+    task_weights: Mapping[str, float],
+) -> list[ScoredCandidate]:
+    """One :class:`ScoredCandidate` per candidate from ``{task: (B,)}`` probabilities."""
+    u = utility(probs, task_weights).tolist()
+    columns = {t: np.asarray(p).tolist() for t, p in probs.items()}
+    return [
+        ScoredCandidate(
+            item_id=c.item_id,
+            provenance=c.provenance,
+            task_scores={t: float(p[i]) for t, p in columns.items()},
+            utility=u[i],
+        )
+        for i, c in enumerate(candidates)
+    ]
+
+
 @runtime_checkable
 class RankerModel(Protocol):
     """``ranking.model.MultiTaskRanker`` satisfies this."""
@@ -53,18 +85,27 @@ class RankerScorer:
     def features(
         self, query: Query, user_state: UserState, candidates: Sequence[MergedCandidate]
     ) -> tuple[np.ndarray, np.ndarray]:
+        return self.features_for(query, user_state, *candidate_columns(candidates))
+
+    def features_for(
+        self,
+        query: Query,
+        user_state: UserState,
+        item_ids: Sequence[str],
+        retrieval_scores: np.ndarray,
+        sources: Sequence[str],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`features` from :func:`candidate_columns` (what crosses a Serve hop)."""
         now = query.now.timestamp()
-        items = [c.item_id for c in candidates]
-        best = [c.best for c in candidates]
         return ranker_features(
             user_state,
-            items,
+            item_ids,
             self.catalogue,
-            popularity=self.popularity.values(items, now),
+            popularity=self.popularity.values(item_ids, now),
             now=now,
             surface=query.surface,
-            retrieval_scores=np.array([b.score for b in best], dtype=np.float32),
-            sources=[b.source for b in best],
+            retrieval_scores=retrieval_scores,
+            sources=sources,
         )
 
     def score_batch(
@@ -90,16 +131,7 @@ class RankerScorer:
         probs: Mapping[str, np.ndarray],
         task_weights: Mapping[str, float],
     ) -> list[ScoredCandidate]:
-        u = utility(probs, task_weights)
-        return [
-            ScoredCandidate(
-                item_id=c.item_id,
-                provenance=c.provenance,
-                task_scores={t: float(p[i]) for t, p in probs.items()},
-                utility=float(u[i]),
-            )
-            for i, c in enumerate(candidates)
-        ]
+        return compose(candidates, probs, task_weights)
 
     def _score_sync(
         self,

@@ -41,6 +41,7 @@ DEFAULTS = {
     "surface_buckets": SURFACE_BUCKETS,
     "history_len": HISTORY_LEN,
     "temperature": 0.05,
+    "user_dropout": 0.0,
 }
 
 
@@ -97,8 +98,14 @@ class TwoTowerModel(nn.Module):
         n = mask.sum(1, keepdim=True)
         mean = (h * mask[..., None]).sum(1) / n.clamp(min=1)
         empty = (n == 0).float()
+        u = self.user_emb(user)
+        if self.training and self.cfg["user_dropout"] > 0:
+            # A user id embedding learns from that user's few examples only and soon memorises
+            # them; dropping it whole for a share of rows makes the history carry the query.
+            keep = torch.rand(u.shape[0], 1, device=u.device) >= self.cfg["user_dropout"]
+            u = u * keep
         x = torch.cat(
-            [self.user_emb(user), attn, mean, self.surface_emb(surface), self.hour_emb(hour), empty],
+            [u, attn, mean, self.surface_emb(surface), self.hour_emb(hour), empty],
             dim=1,
         )
         return F.normalize(self.query_mlp(x), dim=-1)

@@ -9,10 +9,13 @@ Two passes, each a Ray Data shuffle so that no worker (and not the driver) holds
 1. ``groupby("item_id")``: each impression gets the item's time-decayed positive count
    (:class:`PopularityCounter`) from positives strictly before it.
 2. ``groupby("user_id")``: each user's events are replayed into
-   * two-tower examples: one per positive interaction (click/like/dwell/rating; a run of
-     positives on the same item — click, dwell, like — is one interaction), with the query
-     features before it and a leave-last-out ``split`` (last = ``test``, second-to-last =
-     ``validation``, rest ``train``; users with < 3 interactions are train-only);
+   * two-tower examples: one per positive interaction (click/like/dwell/rating), at the
+     user's *first* positive on an item — the click, dwell and like of one item are one
+     interaction even when another item's events fall between them (a multi-click slate), and
+     a later positive on an item the user already engaged with is not a new one — with the
+     query features before it and a leave-last-out ``split`` (last = ``test``,
+     second-to-last = ``validation``, rest ``train``; users with < 3 interactions are
+     train-only);
    * ranker examples: one per impression with labels ``click``/``like``/``hide`` (an event of
      that type for the same request_id and item) and :func:`ranker_features` inputs.
 
@@ -44,6 +47,10 @@ from core.features import (
 from core.schema import POSITIVE_EVENT_TYPES
 
 EVENT_COLUMNS = ["user_id", "item_id", "event_type", "ts", "surface", "request_id"]
+EXAMPLES_VERSION = "2"
+"""Bump when the examples a builder emits change for the same events (part of the cache key).
+2: a two-tower interaction is a user's first positive on an item (1 collapsed only adjacent
+positives, so the interleaved click/dwell/like of a multi-click slate made repeat "interactions")."""
 LABEL_TASKS = ("click", "like", "hide")
 DEFAULT_SURFACE = "home"
 
@@ -160,7 +167,7 @@ def replay_user(
             if g["event_type"][r] in LABEL_TASKS and g["request_id"][r] is not None:
                 labels.setdefault((g["request_id"][r], g["item_id"][r]), set()).add(g["event_type"][r])
     rows: list[dict] = []
-    last_positive: str | None = None
+    engaged: set[str] = set()
     i = 0
     while i < n:
         j = i
@@ -177,9 +184,9 @@ def replay_user(
         else:
             for r in range(i, j):
                 item = str(g["item_id"][r])
-                if g["event_type"][r] in POSITIVE_EVENT_TYPES and item != last_positive:
+                if g["event_type"][r] in POSITIVE_EVENT_TYPES and item not in engaged:
                     rows.append(_two_tower_row(state, g, r, now, catalogue))
-                    last_positive = item
+                    engaged.add(item)
         for r in range(i, j):
             state.apply(g["event_type"][r], str(g["item_id"][r]), now, catalogue)
         i = j

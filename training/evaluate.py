@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from core.config import load_platform_config
 from core.train_config import EvaluateConfig
 from retrieval.ease import EaseRecommender
 from retrieval.index import BruteForceIndex, load_index
@@ -24,7 +25,7 @@ from training import common
 from training.examples import two_tower_examples
 from training.metrics import ranking_metrics
 
-PROTOCOL = "leave-last-out/full-catalogue/exclude-train-v1"
+PROTOCOL = "leave-last-out/full-catalogue/exclude-train-v2"
 KMAX = 50
 QUERY_COLUMNS = ["user", "history", "surface", "hour"]
 
@@ -122,15 +123,18 @@ def main(argv=None) -> int:
 
     pipeline = None
     ranker_version = registry.resolve("ranker", cfg.tenant, cfg.ranker_alias)
-    if cfg.pipeline and "ann_index" in versions and ranker_version:
+    configured = any(t.id == cfg.tenant for t in load_platform_config(cfg.platform_config).tenants)
+    if cfg.pipeline and "ann_index" in versions and configured:
         from training.evaluate_pipeline import evaluate_pipeline
 
-        versions["ranker"] = ranker_version
+        if ranker_version:
+            versions["ranker"] = ranker_version
         pipeline = evaluate_pipeline(
             storage, cfg.platform_config, versions, users, data["ts"][test_rows], exclude, relevant, cutoff
         )
     elif cfg.pipeline:
-        common.console.print("[yellow]pipeline evaluation skipped: needs a two_tower, a matching ann_index and a ranker")
+        why = "needs a two_tower and an ann_index built from it" if configured else f"tenant {cfg.tenant} is not in the platform config"
+        common.console.print(f"[yellow]pipeline evaluation skipped: {why}")
 
     model_key = "scann" if "scann" in results else "exact" if "exact" in results else None
     report = {

@@ -85,7 +85,8 @@ def evaluate_pipeline(
     """Metrics of the final slates of ``users`` (one request each at ``test_ts``) plus
     ``requests``, ``fallbacks``, ``degraded`` counts and ``ms_per_request``.
 
-    ``versions`` must name ``two_tower``, ``ann_index`` and ``ranker`` registry versions;
+    ``versions`` names the ``two_tower`` and ``ann_index`` registry versions and optionally a
+    ``ranker`` (without one, serving's fallback order ranks, and the report says so);
     ``exclude`` / ``relevant`` are catalogue indices per user (as for the other scorers)."""
     from core.contracts import Query
     from core.runtime import build_local_pipeline
@@ -104,7 +105,8 @@ def evaluate_pipeline(
         index_version=versions["ann_index"],
         index_item_tower_version=index.item_tower_version,
     )
-    ranker = MultiTaskRanker.load(registry.local_path("ranker", tenant, versions["ranker"]))
+    ranker_version = versions.get("ranker")
+    ranker = MultiTaskRanker.load(registry.local_path("ranker", tenant, ranker_version)) if ranker_version else None
     events = train_period_events(storage.eventlog().read(tenant), cutoff)
     pipe = build_local_pipeline(
         offline_platform(load_platform_config(platform_config)),
@@ -114,7 +116,7 @@ def evaluate_pipeline(
         users_table=_users_table(storage.data, tenant),
         two_tower=artifacts,
         ranker=ranker,
-        versions={"ranker": versions["ranker"]},
+        versions={"ranker": ranker_version} if ranker_version else None,
     )
     ids = catalogue.item_ids
 
@@ -145,6 +147,7 @@ def evaluate_pipeline(
     metrics = ranking_metrics(topk, relevant, len(catalogue), ks=(k,), ndcg_ks=(k,), hr_ks=(k,), coverage_k=k)
     return {
         **metrics,
+        "ranker": ranker_version or "none (fallback order)",
         "requests": int(len(users)),
         "fallbacks": int(fallbacks),
         "degraded": dict(degraded),

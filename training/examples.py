@@ -1,5 +1,5 @@
 """Materialised example sets: built once per (dataset version, data fingerprint, feature
-schema[, model]) with Ray Data and written as Parquet, so later jobs (evaluation, the ranker)
+schema, builder version[, model]) with Ray Data and written as Parquet, so later jobs (evaluation, the ranker)
 reuse them. The fingerprint (:meth:`Storage.data_fingerprint`) changes with the data's
 content, so examples of regenerated data are never reused under an unchanged version."""
 
@@ -15,7 +15,9 @@ DONE = "_COMPLETE"
 
 
 def examples_dir(storage: Storage, kind: str, extra: str = "") -> Path:
-    key = f"{storage.dataset_version()}-{storage.data_fingerprint()}-{feature_schema_hash()}" + (f"-{extra}" if extra else "")
+    from training.datasets import EXAMPLES_VERSION
+
+    key = f"{storage.dataset_version()}-{storage.data_fingerprint()}-{feature_schema_hash()}-e{EXAMPLES_VERSION}" + (f"-{extra}" if extra else "")
     return storage.work / "examples" / kind / key
 
 

@@ -57,7 +57,9 @@ def _drop_query(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k not in ("user", "history", "surface", "hour")}
 
 
-def build_examples(storage, cfg: RankerTrainConfig, tt_dir: Path | None, tt_version: str | None) -> Path:
+def build_examples(storage, cfg: RankerTrainConfig, tt_dir: Path | None, tt_version: str | None) -> Path | None:
+    """The ranker's example directory, or None when the log has no impressions to learn from
+    (e.g. an imported MovieLens dataset: ratings only)."""
     import ray.data
 
     out = examples_dir(storage, "ranker", tt_version or "no-retrieval")
@@ -68,6 +70,9 @@ def build_examples(storage, cfg: RankerTrainConfig, tt_dir: Path | None, tt_vers
     staged = out.with_name(out.name + ".staged")
     shutil.rmtree(staged, ignore_errors=True)
     ranker_dataset(storage.eventlog().ray_dataset(cfg.tenant), catalogue, cfg.num_partitions).write_parquet(str(staged))
+    if not any(staged.glob("*.parquet")):
+        shutil.rmtree(staged, ignore_errors=True)
+        return None
     ds = ray.data.read_parquet(str(staged))
     ts = np.concatenate([b["ts"] for b in ds.select_columns(["ts"]).iter_batches(batch_format="numpy", batch_size=None)])
     val_start, hold_start = time_split_bounds(ts, cfg.holdout_fraction, cfg.validation_fraction)
@@ -165,6 +170,12 @@ def main(argv=None) -> int:
     tt_version = registry.resolve("two_tower", cfg.tenant, cfg.two_tower_alias) if cfg.two_tower_alias else None
     tt_dir = registry.local_path("two_tower", cfg.tenant, tt_version) if tt_version else None
     ex_dir = build_examples(storage, cfg, tt_dir, tt_version)
+    if ex_dir is None:
+        common.console.print(
+            f"[yellow]ranker {cfg.tenant}: the event log has no impressions, so there is nothing to learn "
+            "click/like/hide from; no candidate published (serving ranks with the fallback order)"
+        )
+        return 0
     examples = ray.data.read_parquet(str(ex_dir)).select_columns(["cat", "dense", "split", *cfg.tasks])
     splits = {s: examples.filter(expr=f"split == '{s}'").drop_columns(["split"]) for s in ("train", "validation", "holdout")}
     dense_stats = splits["train"].select_columns(["dense"]).map_batches(

@@ -5,8 +5,9 @@
 
 Examples come from :mod:`training.datasets` (point-in-time, leave-last-out split) and stream
 to the workers as Ray Dataset shards. Each epoch reports in-batch validation loss and
-full-catalogue validation recall/NDCG (no exclusion of seen items: a training monitor; the
-protocol metrics come from ``training.evaluate``) with a checkpoint; ``--resume`` continues
+full-catalogue validation recall/NDCG (the query's history items excluded, close to the
+protocol's train-item exclusion: a training monitor; the protocol metrics come from
+``training.evaluate``) with a checkpoint; ``--resume`` continues
 the latest run from its newest checkpoint.
 """
 
@@ -49,6 +50,11 @@ def _validate(model: TwoTowerModel, shard, items: dict, cfg: dict, device) -> di
             loss_sum += float(sampled_softmax_loss(q, i, temperature=cfg["temperature"], item_ids=batch["item"])) * b
             scores = q @ item_vecs.T  # (B, N)
             target = scores.gather(1, (batch["item"] - 1).clamp(min=0)[:, None])
+            # Like the protocol, items the user already engaged with (the query's history) are
+            # not candidates; a monitor that counts them ranks checkpoints by re-finding history.
+            n_items = scores.shape[1]
+            hist = torch.where(batch["history"] > 0, batch["history"] - 1, n_items)  # pad -> spare column
+            scores = torch.cat([scores, scores.new_zeros(len(scores), 1)], 1).scatter(1, hist, float("-inf"))[:, :n_items]
             rank = (scores > target).sum(1)  # 0-based rank of the positive
             hits50 += float((rank < 50).sum())
             ndcg10 += float(torch.where(rank < 10, 1.0 / torch.log2(rank.double() + 2), 0.0).sum())
@@ -146,6 +152,7 @@ def main(argv=None) -> int:
         "embed_dim": cfg.embed_dim,
         "hidden": cfg.hidden,
         "dropout": cfg.dropout,
+        "user_dropout": cfg.user_dropout,
         "temperature": cfg.temperature,
         "n_items": n_items,
         "n_categories": len(catalogue.categories),

@@ -96,10 +96,16 @@ def submit(
     import time
 
     done = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
-    while (status := client.get_job_status(job_id)) not in done:
+    shown = 0  # stream the job's output as it grows, so its progress bars are visible live
+    while True:
+        status = client.get_job_status(job_id)
+        logs = client.get_job_logs(job_id)
+        sys.stdout.write(logs[shown:])
+        sys.stdout.flush()
+        shown = len(logs)
+        if status in done:
+            return job_id, status.value
         time.sleep(1.0)
-    sys.stdout.write(client.get_job_logs(job_id))
-    return job_id, status.value
 
 
 def run_job(args: argparse.Namespace) -> int:

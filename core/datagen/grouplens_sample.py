@@ -45,7 +45,7 @@ def write_ml1m(out: str | Path, n_users: int = 300, n_items: int = 200, seed: in
         fav = rng.choice(len(GENRES), rng.integers(1, 3), replace=False)
         vec = _unit(0.8 * _unit(centres[fav].mean(0)) + 0.6 * _unit(rng.normal(size=DIM)))
         affinity = 3.0 * items @ vec
-        n = int(rng.integers(*ratings_per_user))
+        n = min(int(rng.integers(*ratings_per_user)), n_items // 2)
         chosen = np.argsort(-(affinity + 0.7 * pop + rng.gumbel(size=n_items)))[:n]
         stars = np.clip(np.digitize(affinity[chosen], [-1.0, 0.0, 0.8, 1.6]) + 1, 1, 5)
         t = START + int(rng.integers(0, 600 * 86_400)) + np.cumsum(rng.integers(60, 3 * 86_400, n))

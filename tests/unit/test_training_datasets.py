@@ -72,6 +72,24 @@ def test_two_tower_examples_exclude_same_time_and_later_events():
     assert list(out["item"]) == [a, b, c, d]
 
 
+def test_interleaved_positives_of_a_slate_are_one_interaction_per_item():
+    # Two clicks from one slate, then each item's dwell/like: two interactions, not four;
+    # a later re-click of "a" is not a new interaction either (its test item would be a
+    # train item, which the protocol excludes).
+    rows = [
+        ev("a", "click", 10, "r1"),
+        ev("b", "click", 11, "r1"),
+        ev("a", "dwell", 30, "r1"),
+        ev("a", "like", 31, "r1"),
+        ev("b", "dwell", 40, "r1"),
+        ev("c", "click", 50, "r2"),
+        ev("a", "click", 60, "r3"),
+    ]
+    out = replay_user(_group(rows), _catalogue(), ranker=False)
+    assert list(out["item_id"]) == ["a", "b", "c"]
+    assert list(out["ts"] - T0) == [10, 11, 50]
+
+
 def test_user_with_fewer_than_three_interactions_is_train_only():
     out = replay_user(_group([ev("a", "click", 1), ev("b", "click", 2)]), _catalogue(), ranker=False)
     assert list(out["split"]) == ["train", "train"]

@@ -89,7 +89,16 @@ def train_loop(config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("validation")
     for epoch in range(start_epoch, config["epochs"]):
         t0, n, loss_sum = time.perf_counter(), 0, 0.0
-        for batch in train_shard.iter_torch_batches(batch_size=config["batch_size"], device=device, drop_last=True):
+        # Examples are stored grouped by user: unshuffled batches would hold runs of one
+        # user's positives, each a false in-batch negative for the others.
+        batches = train_shard.iter_torch_batches(
+            batch_size=config["batch_size"],
+            device=device,
+            drop_last=True,
+            local_shuffle_buffer_size=config.get("shuffle_buffer", 16 * config["batch_size"]),
+            local_shuffle_seed=config["seed"] + epoch,
+        )
+        for batch in batches:
             q, i = model(batch)
             lq = log_q[batch["item"]] if log_q is not None else None
             loss = sampled_softmax_loss(q, i, lq, temperature=config["temperature"], item_ids=batch["item"])
@@ -141,11 +150,15 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     ex_dir = two_tower_examples(storage, cfg.num_partitions)
     examples = ray.data.read_parquet(str(ex_dir))
-    train = examples.filter(expr="split == 'train'").select_columns(TENSOR_COLUMNS)
+    train = examples.filter(expr="split == 'train'").select_columns(TENSOR_COLUMNS).randomize_block_order(seed=0)
     validation = examples.filter(expr="split == 'validation'").select_columns(TENSOR_COLUMNS)
-    counts = {r["item"]: r["count()"] for r in train.groupby("item").count().take_all()}
+    # One int64 column of the train split (8 bytes an example) is cheaper than a groupby
+    # shuffle over 200 partitions.
+    train_items = np.concatenate(
+        [np.zeros(0, np.int64)]
+        + [b["item"] for b in train.select_columns(["item"]).iter_batches(batch_format="numpy", batch_size=None)]
+    ).astype(np.int64)
     n_items = len(catalogue)
-    train_items = np.repeat(np.fromiter(counts.keys(), dtype=np.int64), np.fromiter(counts.values(), dtype=np.int64))
     n_train = int(len(train_items))
     model_cfg = {
         "dim": cfg.dim,

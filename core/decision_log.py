@@ -54,8 +54,10 @@ class DecisionLogWriter:
         self.batch_rows = batch_rows
         self.flush_interval_s = flush_interval_s
         self.lookback_days = lookback_days
-        self._queue: queue.Queue[DecisionRecord] = queue.Queue(maxsize=queue_size)
-        self._recent: OrderedDict[tuple[str, str], DecisionRecord] = OrderedDict()
+        # Queued and remembered records are kept as (tenant, date, JSON line): strings are not
+        # tracked by the garbage collector, while a record is hundreds of nested objects.
+        self._queue: queue.Queue[tuple[str, str, str]] = queue.Queue(maxsize=queue_size)
+        self._recent: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._lru_size = lru_size
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -70,12 +72,18 @@ class DecisionLogWriter:
 
     # ---- producer side ----------------------------------------------------------------------
 
-    def submit(self, record: DecisionRecord) -> bool:
-        """Queue ``record`` for writing and remember it; False if it was dropped (queue full)."""
+    def submit(self, record: DecisionRecord, raw: str | bytes | None = None) -> bool:
+        """Queue ``record`` for writing and remember it; False if it was dropped (queue full).
+        ``raw``: the record's JSON (``model_dump_json``) when the caller already has it."""
+        if raw is None:
+            raw = record.model_dump_json()
+        elif isinstance(raw, bytes):
+            raw = raw.decode()
+        date = record.at.astimezone(UTC).strftime("%Y-%m-%d")
         with self._lock:
-            self._remember(record)
+            self._remember((record.tenant_id, record.request_id), raw)
             try:
-                self._queue.put_nowait(record)
+                self._queue.put_nowait((record.tenant_id, date, raw))
             except queue.Full:
                 self.dropped += 1
                 return False
@@ -83,9 +91,8 @@ class DecisionLogWriter:
             self._pending += 1
         return True
 
-    def _remember(self, record: DecisionRecord) -> None:
-        key = (record.tenant_id, record.request_id)
-        self._recent[key] = record
+    def _remember(self, key: tuple[str, str], raw: str) -> None:
+        self._recent[key] = raw
         self._recent.move_to_end(key)
         while len(self._recent) > self._lru_size:
             self._recent.popitem(last=False)
@@ -93,9 +100,9 @@ class DecisionLogWriter:
     def get(self, tenant_id: str, request_id: str) -> DecisionRecord | None:
         """The tenant's record for ``request_id`` (memory, then log), or None."""
         with self._lock:
-            record = self._recent.get((tenant_id, request_id))
-        if record is not None:
-            return record
+            raw = self._recent.get((tenant_id, request_id))
+        if raw is not None:
+            return DecisionRecord.model_validate_json(raw)
         return self._scan(tenant_id, request_id)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -134,11 +141,10 @@ class DecisionLogWriter:
                     break
             self._write(batch)
 
-    def _write(self, batch: list[DecisionRecord]) -> None:
+    def _write(self, batch: list[tuple[str, str, str]]) -> None:
         groups: dict[tuple[str, str], list[str]] = {}
-        for r in batch:
-            date = r.at.astimezone(UTC).strftime("%Y-%m-%d")
-            groups.setdefault((r.tenant_id, date), []).append(r.model_dump_json())
+        for tenant, date, raw in batch:
+            groups.setdefault((tenant, date), []).append(raw)
         written = 0
         for (tenant, date), lines in groups.items():
             name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.jsonl"

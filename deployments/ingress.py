@@ -72,7 +72,9 @@ class Ingress:
         self.catalogues = {t.id: load_catalogue(ctx, t.id) for t in self.config.tenants}
         self.pipelines = self._build_pipelines(args.faults)
         self.forwarder = DecisionForwarder(decision_log, max_pending=args.decision_queue_size)
-        self._recent: dict[tuple[str, str], DecisionRecord] = {}
+        # Recent decisions as their JSON bytes: not tracked by the GC (a record is hundreds of
+        # nested pydantic objects), and the same bytes are shipped to the decision log.
+        self._recent: dict[tuple[str, str], bytes] = {}
         self._forward_task = None
         settle_replica()
 
@@ -106,9 +108,10 @@ class Ingress:
     def _remember(self, record: DecisionRecord) -> None:
         if self._forward_task is None or self._forward_task.done():
             self._forward_task = asyncio.get_running_loop().create_task(self.forwarder.run())
-        self.forwarder.submit(record)
+        data = record.model_dump_json().encode()
+        self.forwarder.submit(data)
         key = (record.tenant_id, record.request_id)
-        self._recent[key] = record
+        self._recent[key] = data
         if len(self._recent) > self.args.decision_lru_size:
             self._recent.pop(next(iter(self._recent)))  # dicts keep insertion order: oldest
 
@@ -201,8 +204,11 @@ class Ingress:
     @api.get("/v1/decisions/{request_id}", response_model=DecisionRecord)
     async def decision(self, request_id: str, authorization: Auth = None):
         tenant = self.auth.tenant_for(authorization)
-        record = self._recent.get((tenant, request_id))
-        if record is None and len(request_id) <= 128:
+        data = self._recent.get((tenant, request_id))
+        if data is not None:  # already the record's JSON: serve it as is
+            return Response(data, media_type="application/json")
+        record = None
+        if len(request_id) <= 128:
             record = await self.handles["DecisionLog"].get.remote(tenant, request_id)
         if record is None:  # another tenant's id looks exactly like an unknown one
             raise ApiError(404, "not_found", "no such decision", "request_id")

@@ -129,6 +129,10 @@ def start(
     # must still mean this checkout's var/ (core.config.resolve_uri reads RECSYS_HOME), and
     # every driver and worker of this cluster inherits the head node's environment.
     env.setdefault("RECSYS_HOME", str(Path(__file__).resolve().parents[1]))
+    # Serve's proxy and replicas: user code and the handle router on the main event loop
+    # (fewer thread hand-offs per request; configs/serve.yaml sets the same for replicas).
+    env.setdefault("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "0")
+    env.setdefault("RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP", "0")
     env.pop("RAY_ADDRESS", None)  # `ray start --head` must not try to join another cluster
     with tempfile.TemporaryFile() as log:
         # A new session makes `ray start` a process-group leader; every daemon it forks stays in

@@ -77,13 +77,18 @@ class DecisionLogWriter:
         ``raw``: the record's JSON (``model_dump_json``) when the caller already has it."""
         if raw is None:
             raw = record.model_dump_json()
-        elif isinstance(raw, bytes):
+        return self.submit_raw(record.tenant_id, record.request_id, record.at, raw)
+
+    def submit_raw(self, tenant_id: str, request_id: str, at: datetime, raw: str | bytes) -> bool:
+        """:meth:`submit` for a record already serialised (and validated) by its producer:
+        ``raw`` is its ``model_dump_json``; it is stored as is, never parsed here."""
+        if isinstance(raw, bytes):
             raw = raw.decode()
-        date = record.at.astimezone(UTC).strftime("%Y-%m-%d")
+        date = at.astimezone(UTC).strftime("%Y-%m-%d")
         with self._lock:
-            self._remember((record.tenant_id, record.request_id), raw)
+            self._remember((tenant_id, request_id), raw)
             try:
-                self._queue.put_nowait((record.tenant_id, date, raw))
+                self._queue.put_nowait((tenant_id, date, raw))
             except queue.Full:
                 self.dropped += 1
                 return False

@@ -13,7 +13,8 @@ a hot swap is rolling through the replicas.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -135,3 +136,23 @@ class RemoteRanker:
         )  # fmt: skip
         _record({"ranker": version})
         return compose(candidates, probs, task_weights)
+
+
+class FaultableSource:
+    """A source colocated in the ingress, behind the test/game-day delay switch
+    (:class:`deployments.settings.FaultInjection` ``source_delay_ms``, read on every call, so
+    ``set_faults`` needs no rebuild). Everything else (``name``, ``kind``, ``observe`` for
+    trending) is the wrapped source's."""
+
+    def __init__(self, source, faults: Callable[[], Any]):
+        self._source = source
+        self._faults = faults
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+    async def retrieve(self, query: Query, user_state: Any, limit: int) -> SourceResult:
+        delay = self._faults().source_delay_ms.get(self._source.name)
+        if delay:
+            await asyncio.sleep(delay / 1000.0)
+        return await self._source.retrieve(query, user_state, limit)

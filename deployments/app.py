@@ -4,11 +4,12 @@
 ``args:`` block against :class:`deployments.settings.AppArgs` and calls it. Replica counts,
 resources, batching and polling are set per deployment in that file, not here.
 
-    client ─► Ingress ─┬─► UserState            (online per-user state; events broadcast)
-                       ├─► TwoTowerRetriever    (query tower + ANN index, hot-swapped)
-                       ├─► CandidateSources     (item-to-item, trending, editorial, fresh)
-                       ├─► Ranker               (@serve.batch, CPU or GPU, hot-swapped)
-                       └─► DecisionLog          (async, bounded; recent records for GET)
+    client ─► Ingress ─┬─► TwoTowerRetriever    (query tower + ANN index, hot-swapped)
+      (user state,     ├─► Ranker               (@serve.batch, CPU or GPU, hot-swapped)
+       other sources,  └─► DecisionLog          (async, bounded, batched; recent records)
+       rules, slate)
+                       [UserState, CandidateSources: own deployments with
+                        ``placement: {user_state: deployment, sources: deployment}``]
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ def build_app(args: AppArgs | dict) -> Application:
     if not isinstance(args, AppArgs):
         args = AppArgs.model_validate(args or {})
     ctx = ServingContext.from_args(args)  # resolves paths once, where the app is built
+    placement = args.placement
     return Ingress.bind(
         ctx,
         args,
-        UserStateDeployment.bind(ctx),
+        UserStateDeployment.bind(ctx) if placement.user_state == "deployment" else None,
         TwoTowerRetrieverDeployment.bind(ctx),
-        CandidateSourcesDeployment.bind(ctx, args.faults),
+        CandidateSourcesDeployment.bind(ctx, args.faults)
+        if placement.sources == "deployment"
+        else None,
         RankerDeployment.bind(ctx, args.faults),
         DecisionLogDeployment.bind(ctx.decisions, args.decision_queue_size, args.decision_lru_size),
     )

@@ -9,11 +9,11 @@ they are cheap, pure functions of the candidates, and a hop would cost more than
 The tenant comes only from the API key. Every handler is thin; the API is in ``docs/api.md``.
 """
 
-
 import asyncio
 import logging
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -39,7 +39,13 @@ from deployments.api_models import (
 from deployments.auth import BearerKeyAuthenticator
 from deployments.decision_log import DecisionForwarder
 from deployments.errors import ApiError, BodySizeLimit, install_error_handlers
-from deployments.loaders import ServingContext, load_catalogue, settle_replica
+from deployments.loaders import (
+    ServingContext,
+    load_catalogue,
+    load_events,
+    load_users,
+    settle_replica,
+)
 from deployments.settings import AppArgs, FaultInjection
 
 logger = logging.getLogger("ray.serve")
@@ -62,29 +68,56 @@ api.add_middleware(BodySizeLimit, max_bytes=lambda: _LIMITS["max_body_bytes"])
 class Ingress:
     def __init__(self, ctx: ServingContext, args: AppArgs, user_state, retriever, sources,
                  ranker, decision_log):  # fmt: skip
+        """``user_state`` / ``sources`` are handles when ``args.placement`` puts them in their
+        own deployments, else None (they are built here, in this replica)."""
         _LIMITS["max_body_bytes"] = args.max_body_bytes
         self.ctx, self.args = ctx, args
         self.config = ctx.platform()
+        self.faults = args.faults
         self.auth = BearerKeyAuthenticator(self.config)
         self.events = EventLog(ctx.events)
         self.handles = {"UserState": user_state, "TwoTowerRetriever": retriever,
                         "CandidateSources": sources, "Ranker": ranker, "DecisionLog": decision_log}  # fmt: skip
+        self.handles = {k: h for k, h in self.handles.items() if h is not None}
         self.catalogues = {t.id: load_catalogue(ctx, t.id) for t in self.config.tenants}
-        self.pipelines = self._build_pipelines(args.faults)
-        self.forwarder = DecisionForwarder(decision_log, max_pending=args.decision_queue_size)
+        self.pipelines = self._build_pipelines()
+        self._policy = {t: p.runtime.rule_chain for t, p in self.pipelines.items()}
+        self.forwarder = DecisionForwarder(decision_log, max_pending=args.decision_queue_size,
+                                           interval_s=args.decision_ship_interval_s)  # fmt: skip
         # Recent decisions as their JSON bytes: not tracked by the GC (a record is hundreds of
         # nested pydantic objects), and the same bytes are shipped to the decision log.
         self._recent: dict[tuple[str, str], bytes] = {}
         self._forward_task = None
+        self._own = None
+        if self.faults.policy_unavailable:
+            self._apply_policy_fault()
         settle_replica()
 
-    def _build_pipelines(self, faults: FaultInjection) -> dict[str, RecommendationPipeline]:
-        from core.runtime import build_tenant_runtime
+    @property
+    def _holds_state(self) -> bool:
+        """Whether this replica holds online state that accepted events must reach."""
+        p = self.args.placement
+        return p.user_state == "ingress" or p.sources == "ingress"
 
-        h = self.handles
-        remote = {k: (lambda cfg, c: adapters.RemoteSource(h["CandidateSources"], cfg, c))
-                  for k in ("item_to_item", "trending", "editorial", "fresh")}  # fmt: skip
-        remote["two_tower"] = lambda cfg, c: adapters.RemoteTwoTowerSource(h["TwoTowerRetriever"], cfg, c)
+    def _build_pipelines(self) -> dict[str, RecommendationPipeline]:
+        from core.runtime import build_tenant_runtime
+        from retrieval.sources import SOURCE_KINDS
+
+        h, placement = self.handles, self.args.placement
+        factories = {
+            "two_tower": lambda cfg, c: adapters.RemoteTwoTowerSource(
+                h["TwoTowerRetriever"], cfg, c
+            )
+        }
+        for kind in ("item_to_item", "trending", "editorial", "fresh"):
+            if placement.sources == "deployment":
+                factories[kind] = lambda cfg, c: adapters.RemoteSource(
+                    h["CandidateSources"], cfg, c
+                )
+            else:
+                factories[kind] = lambda cfg, c, k=kind: adapters.FaultableSource(
+                    SOURCE_KINDS[k].from_config(cfg, c), lambda: self.faults)  # fmt: skip
+        local_state = placement.user_state == "ingress"
         pipelines = {}
         for tenant in self.config.tenants:
             t = tenant.id
@@ -92,24 +125,37 @@ class Ingress:
                       for v in e.variants if v.overrides.ranker_version}  # fmt: skip
             rankers = {self.ctx.alias: adapters.RemoteRanker(h["Ranker"])}
             rankers.update({v: adapters.RemoteRanker(h["Ranker"], v) for v in pinned})
+            # Online state starts from the event log: user state, trending, co-occurrence and
+            # the popularity the ranker fallback uses. Later events arrive by broadcast.
+            events = load_events(self.ctx, t) if self._holds_state else None
             runtime = build_tenant_runtime(
-                self.config, t, catalogue=self.catalogues[t], events_table=None,
+                self.config, t, catalogue=self.catalogues[t], events_table=events,
+                users_table=load_users(self.ctx, t) if local_state else None,
                 rankers=rankers, default_ranker_version=self.ctx.alias,
-                policy=None if faults.policy_unavailable else tenant.policy,
-                source_factories=remote,
-                user_state_reader=lambda user, t=t: h["UserState"].get.remote(t, user),
+                source_factories=factories,
+                user_state_reader=None if local_state
+                else (lambda user, t=t: h["UserState"].get.remote(t, user)),
             )  # fmt: skip
             runtime.versions = adapters.RequestVersions(
                 {"config": self.config.version, "config_fingerprint": self.config.fingerprint()}
             )
             pipelines[t] = RecommendationPipeline(runtime)
+            if events is not None:
+                logger.info("ingress %s: online state from %d events", t, events.num_rows)
         return pipelines
+
+    def _apply_policy_fault(self) -> None:
+        """Serve every tenant as if its policy bundle were unreadable (or restore it): a copy
+        of the runtime sharing all its state, swapped in like a new version."""
+        for t, pipeline in self.pipelines.items():
+            chain = None if self.faults.policy_unavailable else self._policy[t]
+            pipeline.swap(replace(pipeline.runtime, rule_chain=chain))
 
     def _remember(self, record: DecisionRecord) -> None:
         if self._forward_task is None or self._forward_task.done():
             self._forward_task = asyncio.get_running_loop().create_task(self.forwarder.run())
         data = record.model_dump_json().encode()
-        self.forwarder.submit(data)
+        self.forwarder.submit((record.tenant_id, record.request_id, record.at, data))
         key = (record.tenant_id, record.request_id)
         self._recent[key] = data
         if len(self._recent) > self.args.decision_lru_size:
@@ -135,11 +181,15 @@ class Ingress:
             result = await self.pipelines[tenant].recommend(query)
         except UnknownSurface:
             self._count(tenant, "recommend", 404, started)
-            raise ApiError(404, "unknown_surface", f"no surface {body.surface!r}", "surface") from None
+            raise ApiError(
+                404, "unknown_surface", f"no surface {body.surface!r}", "surface"
+            ) from None
         except ServiceUnavailable as exc:
             self._count(tenant, "recommend", 503, started)
             metrics.FALLBACKS.labels(tenant, f"{exc.reason}_503").inc()
-            raise ApiError(503, exc.reason, "no safe recommendation is available right now") from None
+            raise ApiError(
+                503, exc.reason, "no safe recommendation is available right now"
+            ) from None
         record = result.decision
         self._remember(record)
         metrics.observe_decision(record)
@@ -147,9 +197,16 @@ class Ingress:
         exp = record.experiment if record.experiment.get("id") != NO_EXPERIMENT else None
         return RecommendResponse(
             request_id=query.request_id,
-            items=[{"item_id": i.item_id, "score": i.score, "rank": i.rank,
-                    "sources": list(i.sources), "reasons": list(i.reasons)}
-                   for i in result.slate],  # fmt: skip
+            items=[
+                {
+                    "item_id": i.item_id,
+                    "score": i.score,
+                    "rank": i.rank,
+                    "sources": list(i.sources),
+                    "reasons": list(i.reasons),
+                }
+                for i in result.slate
+            ],  # fmt: skip
             versions=record.versions,
             experiment=exp,
             fallback=record.fallback,
@@ -181,16 +238,22 @@ class Ingress:
         return EventsResponse(
             accepted=result.accepted,
             duplicates=result.duplicates,
-            rejected=[RejectedEvent(index=r.index, event_id=r.event_id, field=r.field,
-                                    reason=r.reason) for r in result.rejected],  # fmt: skip
+            rejected=[
+                RejectedEvent(index=r.index, event_id=r.event_id, field=r.field, reason=r.reason)
+                for r in result.rejected
+            ],  # fmt: skip
         )
 
     async def _push(self, tenant: str, events: list[dict]) -> None:
         """Broadcast accepted events to every replica holding online state (user state,
-        trending, ranker popularity); bounded by ``events_push_timeout_s``. The events are
+        trending, co-occurrence seeds, ranker popularity) — this deployment's own replicas too
+        when state is colocated here; bounded by ``events_push_timeout_s``. The events are
         already durable, so a replica that misses them catches up when it restarts."""
-        names = ("UserState", "CandidateSources", "Ranker")
+        names = [n for n in ("UserState", "CandidateSources", "Ranker") if n in self.handles]
         calls = [self.handles[n].broadcast("observe", tenant, events) for n in names]
+        if self._holds_state:
+            names.append("Ingress")
+            calls.append(self._self_handle().broadcast("observe", tenant, events))
         answers = await asyncio.gather(
             *(c.results_async(timeout_s=self.args.events_push_timeout_s, return_exceptions=True)
               for c in calls), return_exceptions=True,
@@ -250,6 +313,22 @@ class Ingress:
     async def metrics_text(self) -> str:
         return metrics.registry_text()
 
+    def _self_handle(self):
+        if self._own is None:
+            self._own = serve.get_deployment_handle("Ingress", serve.get_replica_context().app_name)
+        return self._own
+
+    async def observe(self, tenant: str, events: list[dict]) -> int:
+        """Fold accepted events into this replica's online state (broadcast by ``_push``)."""
+        pipeline = self.pipelines.get(tenant)
+        if pipeline is None:
+            return 0
+        for event in events:
+            pipeline.runtime.observe(event)
+        return len(events)
+
     async def set_faults(self, faults: dict) -> None:
-        """Test/game-day switches (handle call only, never HTTP): rebuild the pipelines."""
-        self.pipelines = self._build_pipelines(FaultInjection.model_validate(faults))
+        """Test/game-day switches (handle call only, never HTTP). Source delays are read per
+        call; the policy switch swaps in a runtime copy without its rule chain."""
+        self.faults = FaultInjection.model_validate(faults)
+        self._apply_policy_fault()

@@ -40,6 +40,26 @@ class StorageOverrides(_Strict):
     decisions: str | None = None
 
 
+class Placement(_Strict):
+    """Where online user state and the non-model candidate sources (item-to-item, trending,
+    editorial, fresh) run.
+
+    ``ingress`` (default): inside every Ingress replica, as library objects. They are
+    in-memory lookups of well under a millisecond, while a Serve hop costs several
+    milliseconds of CPU on the two processes it joins (figures in docs/performance.md), so
+    colocating them is what lets one small node serve its target rate. Accepted events are
+    broadcast to every Ingress replica. A colocated source's timeout bounds how long the
+    pipeline waits on it (an awaiting source, e.g. a remote feature store); it cannot
+    interrupt CPU work, so only bounded in-memory sources belong here.
+    ``deployment``: in the ``UserState`` / ``CandidateSources`` deployments, scaled on their
+    own; for state or co-occurrence tables too big to hold in every ingress replica, or
+    sources whose CPU cost must not share the ingress.
+    """
+
+    user_state: Literal["ingress", "deployment"] = "ingress"
+    sources: Literal["ingress", "deployment"] = "ingress"
+
+
 class AppArgs(_Strict):
     platform_config: str = "configs/platform.yaml"
     home: str | None = None
@@ -54,6 +74,10 @@ class AppArgs(_Strict):
     decision_lru_size: int = Field(20_000, ge=1)
     events_push_timeout_s: float = Field(1.0, gt=0)
     """How long ``POST /v1/events`` waits for online state to take the events in."""
+    placement: Placement = Field(default_factory=Placement)
+    decision_ship_interval_s: float = Field(0.1, ge=0, le=10)
+    """How long the ingress gathers decision records before shipping them to the
+    ``DecisionLog`` deployment in one call (bounded by ``decision_queue_size``)."""
     faults: FaultInjection = Field(default_factory=FaultInjection)
 
     def root(self) -> Path:

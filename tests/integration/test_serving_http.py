@@ -40,13 +40,18 @@ def _test_platform_config(path) -> str:
 
 @pytest.fixture(scope="module")
 def serving(ray_connected, tiny_data, tmp_path_factory):
+    yield from deploy(tiny_data, tmp_path_factory.mktemp("serving"))
+
+
+def deploy(tiny_data, root, **app_args):
+    """Deploy the app on the session cluster (toy models in a temp registry); yields the
+    test context and deletes the app afterwards."""
     from ray import serve
 
     from cluster.local import free_port
     from deployments.app import build_app
     from deployments.settings import AppArgs
 
-    root = tmp_path_factory.mktemp("serving")
     registry = Registry(str(root / "registry"))
     catalogues = {t: Catalogue.load(str(tiny_data), t) for t in ("acme", "globex")}
     versions = {}
@@ -58,7 +63,7 @@ def serving(ray_connected, tiny_data, tmp_path_factory):
         platform_config=_test_platform_config(root / "platform.yaml"),
         storage={"data": str(tiny_data), "events": str(root / "events"),
                  "registry": str(root / "registry"), "decisions": str(root / "decisions")},
-        max_body_bytes=64_000,
+        max_body_bytes=64_000, **app_args,
     )  # fmt: skip
     serve.run(build_app(args), name=APP, route_prefix="/")
     ctx = {
@@ -140,7 +145,13 @@ def test_events_are_idempotent_and_rows_are_checked(serving):
 
 
 def test_a_hanging_source_times_out_and_the_others_answer(serving):
-    _faults(serving, "CandidateSources", source_delay_ms={"fresh": 20_000})
+    # The non-model sources run in the Ingress by default (AppArgs.placement);
+    # test_serving_placement.py checks the CandidateSources deployment the same way.
+    check_hanging_source(serving, "Ingress")
+
+
+def check_hanging_source(serving, where: str) -> None:
+    _faults(serving, where, source_delay_ms={"fresh": 20_000})
     try:
         r = _recommend(serving)
         assert r.status_code == 200 and len(r.json()["items"]) == 10
@@ -150,7 +161,7 @@ def test_a_hanging_source_times_out_and_the_others_answer(serving):
         assert status["two_tower"] == "ok" and status["trending"] == "ok"
         assert "source_timeout:fresh" in d.json()["degraded"]
     finally:
-        _faults(serving, "CandidateSources")
+        _faults(serving, where)
 
 
 def test_a_failing_ranker_falls_back_and_says_so(serving):

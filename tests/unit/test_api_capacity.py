@@ -51,7 +51,7 @@ def test_plan_and_patch(tmp_path):
     plan = plan_capacity(config, measured, target_rps=100, headroom=0.2)
     assert plan.replicas() == {"Ingress": 1, "Ranker": 3}
     assert "DecisionLog" in plan.unmeasured
-    assert plan.total_cpus == pytest.approx(1 * 0.4 + 3 * 0.4)
+    assert plan.total_cpus == pytest.approx(1 * 0.6 + 3 * 0.4)
 
     fixed = apply_plan(config, plan)
     ServeDeploySchema.model_validate(fixed)

@@ -13,7 +13,8 @@ from deployments.settings import AppArgs, RankerUserConfig, WatchUserConfig
 SERVE_YAML = Path("configs/serve.yaml")
 USER_CONFIGS = {"Ranker": RankerUserConfig, "TwoTowerRetriever": WatchUserConfig,
                 "CandidateSources": WatchUserConfig}  # fmt: skip
-GRAPH = {"Ingress", "UserState", "TwoTowerRetriever", "CandidateSources", "Ranker", "DecisionLog"}
+# User state and the non-model sources run in the Ingress (args.placement, the default).
+GRAPH = {"Ingress", "TwoTowerRetriever", "Ranker", "DecisionLog"}
 
 
 def _config() -> dict:
@@ -31,6 +32,7 @@ def test_args_and_user_configs_validate_with_our_models():
     (app,) = _config()["applications"]
     args = AppArgs.model_validate(app["args"])
     assert Path(args.resolve(args.platform_config)).is_file()
+    assert args.placement.user_state == args.placement.sources == "ingress"
     for dep in app["deployments"]:
         if "user_config" in dep:
             USER_CONFIGS[dep["name"]].model_validate(dep["user_config"])

@@ -3,11 +3,20 @@
 
     python -m benchmarks.bench_serving [--items 100000] [--rates 10,25,50] [--seconds 15]
 
-Setup: the ``small`` synthetic preset, acme's catalogue padded to ``--items`` items, toy
-two-tower/ranker models published to a temp registry, a fresh local Ray (2 CPUs). Quotas are
-raised so that about ``--candidates`` candidates reach the ranker. Targets on the 2-core dev
-machine: p99 <= 50 ms at 50 req/s without errors; Serve overhead <= 2 ms per hop at p50;
-batching >= 3x ranker throughput over batch size 1.
+Setup: the ``small`` synthetic preset, acme's catalogue padded to ``--items`` items, two-tower
+and ranker models at the sizes of ``configs/train/*.yaml`` (weights barely trained: speed does
+not depend on them) with a ScaNN index, published to a temp registry; a fresh local Ray
+(2 CPUs) with the Serve settings of ``configs/serve.yaml``. Quotas are raised so that about
+``--candidates`` candidates reach the ranker.
+
+Also measured: CPU milliseconds per request of every Ray process (from /proc) while the
+lowest rate runs; the *framework floor* — a no-op app of the same shape (HTTP proxy → FastAPI
+ingress → two sequential handle calls), so the Serve share of each figure is visible; and the
+ranker's batched forward pass in process (what ``@serve.batch`` amortises) next to the
+end-to-end batch sweep through the deployment handle.
+
+Targets on the 2-core dev machine: p99 <= 50 ms at 50 req/s without errors; Serve overhead
+<= 2 ms per hop at p50; batching >= 3x ranker throughput over batch size 1.
 """
 
 from __future__ import annotations
@@ -32,7 +41,49 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import yaml  # noqa: E402
 
-HOPS = 5  # proxy->ingress, ingress->user state, ->retriever, ->sources (parallel), ->ranker
+from deployments.api_models import RecommendRequest  # noqa: E402  (the floor app's body)
+
+HOPS = 3  # proxy->ingress, ingress->retriever, ingress->ranker (user state and the other
+# sources run in the ingress: configs/serve.yaml `placement`; decision records ship in batches)
+
+
+def _serve_env() -> dict[str, str]:
+    """The replicas' env vars from configs/serve.yaml, so the benchmark runs what deploys."""
+    (app,) = yaml.safe_load(open("configs/serve.yaml"))["applications"]
+    return {k: str(v) for k, v in app.get("runtime_env", {}).get("env_vars", {}).items()}
+
+
+def _arch(name: str, keys: tuple[str, ...]) -> dict:
+    cfg = yaml.safe_load(open(f"configs/train/{name}.yaml"))
+    return {k: cfg[k] for k in keys if k in cfg}
+
+
+def _cpu_by_process() -> dict[str, tuple[str, float]]:
+    """pid -> (name, CPU seconds) of this machine's Ray processes (Linux /proc)."""
+    out: dict[str, tuple[str, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if "ray" not in cmd:
+                continue
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            name = cmd.split(":")[-1].split()[0] if "ServeReplica" in cmd else cmd.split()[0]
+            if "ProxyActor" in cmd or "ServeController" in cmd:
+                name = "ProxyActor" if "ProxyActor" in cmd else "ServeController"
+            out[pid] = (Path(name).name, (int(stat[11]) + int(stat[12])) / tick)
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _cpu_per_request(before: dict, after: dict, requests: int) -> dict[str, float]:
+    per: dict[str, float] = {}
+    for pid, (name, cpu) in after.items():
+        if pid in before:
+            per[name] = per.get(name, 0.0) + (cpu - before[pid][1]) * 1e3 / max(requests, 1)
+    per = {k: round(v, 2) for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.05}
+    return {**per, "total": round(sum(per.values()), 2)}
 
 
 def _setup(root: Path, items: int, candidates: int) -> tuple[str, dict]:
@@ -56,10 +107,12 @@ def _setup(root: Path, items: int, candidates: int) -> tuple[str, dict]:
             for i in range(extra)], schema=ITEM_SCHEMA)  # fmt: skip
         pq.write_table(pa.concat_tables([table.cast(ITEM_SCHEMA), pad]), part)
     registry = Registry(str(root / "registry"))
+    tower = _arch("two_tower", ("dim", "embed_dim", "hidden"))
+    ranker = _arch("ranker", ("embed_dim", "n_experts", "expert_hidden", "tower_hidden"))
     for tenant in ("acme", "globex"):
         cat = Catalogue.load(str(root / "data"), tenant)
-        publish_two_tower(registry, cat)
-        publish_ranker(registry, cat)
+        publish_two_tower(registry, cat, arch=tower, scann=len(cat) >= 10_000)
+        publish_ranker(registry, cat, arch=ranker)
     config = yaml.safe_load(open("configs/platform.yaml"))
     acme = config["tenants"][0]["surfaces"]["home"]
     for s in acme["sources"]:
@@ -111,6 +164,77 @@ def _in_process(config_path: str, storage: dict, n: int) -> dict:
     return {"requests": len(lat), "p50_ms": round(statistics.median(lat), 2),
             "p99_ms": round(float(np.percentile(lat, 99)), 2),
             "mean_candidates": round(statistics.mean(r[1] for r in runs), 1)}  # fmt: skip
+
+
+def _ranker_compute_sweep(storage: dict, sizes: list[int], candidates: int) -> list[dict]:
+    """The ranker's work per request in process (one thread, as in a replica): features for
+    ``candidates`` items, then one forward pass over ``size`` requests stacked."""
+    import torch
+
+    from core.catalogue import Catalogue
+    from core.contracts import Query
+    from core.features import PopularityCounter
+    from core.registry import Registry
+    from core.user_state import ServingUserState
+    from deployments.loaders import load_ranker_model
+    from ranking.scorer import RankerScorer
+
+    torch.set_num_threads(1)
+    registry = Registry(storage["registry"])
+    catalogue = Catalogue.load(storage["data"], "acme")
+    model = load_ranker_model(registry, "acme", registry.resolve("ranker", "acme", "production"))
+    scorer = RankerScorer(model, catalogue, PopularityCounter(), version="bench")
+    cols = ([str(i) for i in catalogue.item_ids[:candidates]],
+            np.linspace(1, 0, candidates, dtype=np.float32), ["two_tower"] * candidates)  # fmt: skip
+    q = Query("b", "acme", "u0000001", "home", 10, datetime.now(UTC))
+    state = ServingUserState(user_id="u0000001")
+    out = []
+    for size in sizes:
+        reps = max(3, 64 // size)
+        scorer.score_batch([scorer.features_for(q, state, *cols) for _ in range(size)])
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            scorer.score_batch([scorer.features_for(q, state, *cols) for _ in range(size)])
+        per_request_ms = (time.perf_counter() - t0) * 1e3 / (reps * size)
+        out.append({"batch_size": size, "ms_per_request": round(per_request_ms, 3),
+                    "requests_per_s": round(1e3 / per_request_ms, 1)})  # fmt: skip
+    return out
+
+
+def _floor(port: int, rate: float, seconds: float) -> dict:
+    """A no-op app of the graph's shape on the running Serve instance: what Serve itself costs."""
+    from fastapi import FastAPI
+    from ray import serve
+
+    from benchmarks.loadgen import run as loadgen
+    api = FastAPI()
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.1})
+    class Leaf:
+        async def call(self, x: str) -> list[float]:
+            return [0.0] * 10
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.1})
+    @serve.ingress(api)
+    class Front:
+        def __init__(self, a, b):
+            self.a, self.b = a, b
+
+        @api.post("/v1/recommend")
+        async def recommend(self, body: RecommendRequest) -> dict:
+            await self.a.call.remote(body.user_id)
+            return {"items": await self.b.call.remote(body.user_id)}
+
+    serve.run(Front.bind(Leaf.options(name="A").bind(), Leaf.options(name="B").bind()),
+              name="floor", route_prefix="/floor")  # fmt: skip
+    url = f"http://127.0.0.1:{port}/floor/v1/recommend"
+    body = lambda i: {"user_id": f"u{i}", "surface": "home", "k": 10}  # noqa: E731
+    loadgen(url, 5, 2, body)
+    before = _cpu_by_process()
+    stats = loadgen(url, rate, seconds, body)
+    stats["cpu_ms_per_request"] = _cpu_per_request(before, _cpu_by_process(), stats["ok"])
+    serve.delete("floor")
+    return stats
 
 
 def _batch_sweep(app: str, sizes: list[int], requests_per_size: int) -> list[dict]:
@@ -173,6 +297,7 @@ def main() -> None:
     result["in_process"] = _in_process(config_path, storage, 200)
     print("in-process", result["in_process"], flush=True)
 
+    os.environ.update(_serve_env())  # the proxy and replicas inherit it from the local head
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -186,15 +311,26 @@ def main() -> None:
 
     loadgen(url, 5, 4, body, headers)  # warm-up
     result["serve"] = []
-    for rate in [float(r) for r in a.rates.split(",")]:
+    for rate in sorted(float(r) for r in a.rates.split(",")):
+        before = _cpu_by_process()
         stats = loadgen(url, rate, a.seconds, body, headers)
+        stats["cpu_ms_per_request"] = _cpu_per_request(before, _cpu_by_process(), stats["ok"])
         result["serve"].append(stats)
         print("serve", stats, flush=True)
-    low = min(result["serve"], key=lambda s: s["target_rps"])
+    low = result["serve"][0]
     result["serve_overhead_ms_per_hop_p50"] = round(
         (low["p50_ms"] - result["in_process"]["p50_ms"]) / HOPS, 2
     )
-    sweep = _batch_sweep("bench", [int(s) for s in a.batch_sizes.split(",")], 64)
+    result["framework_floor"] = _floor(port, low["target_rps"], a.seconds)
+    print("floor", result["framework_floor"], flush=True)
+    sizes = [int(s) for s in a.batch_sizes.split(",")]
+    result["ranker_compute_sweep"] = _ranker_compute_sweep(storage, sizes, a.candidates)
+    print("ranker compute", result["ranker_compute_sweep"], flush=True)
+    comp = result["ranker_compute_sweep"]
+    result["batching_speedup_compute"] = round(
+        max(c["requests_per_s"] for c in comp) / comp[0]["requests_per_s"], 2
+    )
+    sweep = _batch_sweep("bench", sizes, 64)
     result["ranker_batch_sweep"] = sweep
     best = max(s["requests_per_s"] for s in sweep)
     result["batching_speedup_vs_1"] = round(best / sweep[0]["requests_per_s"], 2)
@@ -203,8 +339,7 @@ def main() -> None:
     clean = [s["achieved_rps"] for s in result["serve"] if not s["errors"] and s["p99_ms"] <= 50]
     graph = max(clean) if clean else 0.0
     result["capacity"] = {"per_replica_rps": {
-        "Ranker": best, "Ingress": graph, "UserState": graph, "TwoTowerRetriever": graph,
-        "CandidateSources": graph, "DecisionLog": graph}}  # fmt: skip
+        "Ranker": best, "Ingress": graph, "TwoTowerRetriever": graph, "DecisionLog": graph}}  # fmt: skip
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

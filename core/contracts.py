@@ -6,8 +6,10 @@ interface below; implementations live in ``retrieval/`` (sources), ``ranking/`` 
 slate policies) and are called by one async pipeline, either in-process (tests, benchmarks,
 offline evaluation) or through Ray Serve deployment handles (production).
 
-Hot-loop values are frozen dataclasses; the decision record, which crosses HTTP and is stored,
-is a pydantic model.
+Values are immutable: frozen dataclasses, and ``NamedTuple`` s for the per-candidate values a
+request makes hundreds of (:class:`Candidate`, :class:`MergedCandidate`,
+:class:`ScoredCandidate`: a third of a frozen dataclass's construction cost). The decision
+record, which crosses HTTP and is stored, is a pydantic model.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+_NO_DIAGNOSTICS: Mapping[str, Any] = {}  # shared by every Candidate without diagnostics
 
 
 @dataclass(frozen=True)
@@ -42,16 +46,16 @@ class Query:
     experiment: ExperimentAssignment | None = None
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One item proposed by one source. ``rank`` is 0-based within that source's answer."""
+class Candidate(NamedTuple):
+    """One item proposed by one source. ``rank`` is 0-based within that source's answer.
+    ``diagnostics`` is never mutated (the default is shared)."""
 
     item_id: str
     source: str
     source_version: str
     score: float
     rank: int
-    diagnostics: Mapping[str, Any] = field(default_factory=dict)
+    diagnostics: Mapping[str, Any] = _NO_DIAGNOSTICS
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,7 @@ class SourceResult:
     diagnostics: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class MergedCandidate:
+class MergedCandidate(NamedTuple):
     """An item after de-duplication across sources; ``provenance`` keeps every source's view."""
 
     item_id: str
@@ -97,8 +100,7 @@ class FilterResult:
     removed: Sequence[Removal]
 
 
-@dataclass(frozen=True)
-class ScoredCandidate:
+class ScoredCandidate(NamedTuple):
     """A ranked candidate: one calibrated probability per task, and the composed utility."""
 
     item_id: str
@@ -151,12 +153,44 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class CandidateRecord(_Record):
-    item_id: str
-    sources: list[dict[str, Any]]
-    """One entry per source: ``{"source", "version", "score", "rank"}``."""
-    task_scores: dict[str, float] = Field(default_factory=dict)
-    utility: float | None = None
+class CandidateTable(_Record):
+    """Every merged candidate of a request, as columns: row ``i`` of ``item_id``, ``utility``
+    and each ``task_scores[task]`` is one candidate (``None`` where it was not scored: removed
+    by a rule, beyond the ranker's limit, or a fallback order). ``provenance_*`` has one row
+    per (candidate, source) pair, ``provenance_row`` pointing at its candidate's row.
+
+    Columns, because a record holds hundreds of candidates: lists of numbers and strings are
+    several times cheaper to build, validate, store and ship than as many small objects.
+    :meth:`rows` gives the row view."""
+
+    item_id: list[str] = Field(default_factory=list)
+    utility: list[float | None] = Field(default_factory=list)
+    task_scores: dict[str, list[float | None]] = Field(default_factory=dict)
+    provenance_row: list[int] = Field(default_factory=list)
+    provenance_source: list[str] = Field(default_factory=list)
+    provenance_version: list[str] = Field(default_factory=list)
+    provenance_score: list[float] = Field(default_factory=list)
+    provenance_rank: list[int] = Field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.item_id)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per candidate: ``{"item_id", "sources": [{"source", "version", "score",
+        "rank"}], "task_scores": {task: p}, "utility"}`` (unscored tasks left out)."""
+        out = [
+            {"item_id": item, "sources": [], "utility": u, "task_scores": {}}
+            for item, u in zip(self.item_id, self.utility, strict=True)
+        ]
+        for task, column in self.task_scores.items():
+            for row, p in zip(out, column, strict=True):
+                if p is not None:
+                    row["task_scores"][task] = p
+        for r, src, ver, score, rank in zip(self.provenance_row, self.provenance_source,
+                                            self.provenance_version, self.provenance_score,
+                                            self.provenance_rank, strict=True):  # fmt: skip
+            out[r]["sources"].append({"source": src, "version": ver, "score": score, "rank": rank})
+        return out
 
 
 class RemovalRecord(_Record):
@@ -199,7 +233,7 @@ class DecisionRecord(_Record):
     """Model, index and config versions, e.g. ``{"two_tower": …, "ann_index": …,
     "ranker": …, "config": …}``."""
     sources: list[SourceOutcome]
-    candidates: list[CandidateRecord]
+    candidates: CandidateTable
     removals: list[RemovalRecord]
     slate: list[SlateRecord]
     fallback: str | None = None

@@ -37,6 +37,7 @@ from typing import Any
 
 from core.contracts import (
     Candidate,
+    CandidateTable,
     DecisionRecord,
     MergedCandidate,
     PolicyUnavailable,
@@ -353,30 +354,7 @@ class RecommendationPipeline:
         versions: Mapping[str, str],
         tr: _Trace,
     ) -> PipelineResult:
-        # Candidate sub-records go in as plain dicts of values the pipeline already typed
-        # (frozen contracts, floats from the scorer): pydantic-core builds them in one pass,
-        # cheaper than a Python-level ``model_construct`` per candidate. The record itself is
-        # validated either way.
-        by_id = {s.item_id: s for s in scored}
-        candidates = []
-        for m in merged:
-            s = by_id.get(m.item_id)
-            candidates.append(
-                {
-                    "item_id": m.item_id,
-                    "sources": [
-                        {
-                            "source": c.source,
-                            "version": c.source_version,
-                            "score": c.score,
-                            "rank": c.rank,
-                        }
-                        for c in m.provenance
-                    ],
-                    "task_scores": {t: float(v) for t, v in s.task_scores.items()} if s else {},
-                    "utility": None if s is None or s.utility is None else float(s.utility),
-                }
-            )
+        candidates = _candidate_table(merged, scored)
         tr.latency["total"] = round((time.perf_counter() - tr.started) * 1000.0, 3)
         exp = query.experiment
         decision = DecisionRecord(
@@ -413,6 +391,31 @@ class RecommendationPipeline:
             degraded=tr.degraded,
         )
         return PipelineResult(slate=slate, decision=decision)
+
+
+def _candidate_table(
+    merged: Sequence[MergedCandidate], scored: Sequence[ScoredCandidate]
+) -> CandidateTable:
+    """The record's candidates as columns (see :class:`core.contracts.CandidateTable`)."""
+    by_id = {s.item_id: s for s in scored}
+    tasks = list(next((s.task_scores for s in scored if s.task_scores), {}))
+    item_id = [m.item_id for m in merged]
+    hits = [by_id.get(i) for i in item_id]
+    utility = [None if s is None or s.utility is None else float(s.utility) for s in hits]
+    task_scores = {
+        t: [None if s is None else s.task_scores.get(t) for s in hits] for t in tasks
+    }
+    prov = [(row, c) for row, m in enumerate(merged) for c in m.provenance]
+    return CandidateTable(
+        item_id=item_id,
+        utility=utility,
+        task_scores=task_scores,
+        provenance_row=[r for r, _ in prov],
+        provenance_source=[c.source for _, c in prov],
+        provenance_version=[c.source_version for _, c in prov],
+        provenance_score=[c.score for _, c in prov],
+        provenance_rank=[c.rank for _, c in prov],
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 from core.catalogue import Catalogue
 from core.config import PolicyConfig
 from core.contracts import FilterResult, MergedCandidate, Query
-from ranking.rules.base import catalogue_rows, partition, require_catalogue
+from ranking.rules.base import catalogue_rows, partition_mask, require_catalogue
 
 
 class AvailabilityRule:
@@ -31,8 +31,4 @@ class AvailabilityRule:
         known = rows >= 0
         ok = known.copy()
         ok[known] = cat.available(rows[known], query.now.timestamp())
-        reasons = {
-            c.item_id: None if good else ("unavailable" if k else "not_in_catalogue")
-            for c, good, k in zip(candidates, ok, known, strict=True)
-        }
-        return partition(self.name, candidates, lambda c: reasons[c.item_id])
+        return partition_mask(self.name, candidates, ok, "unavailable", unknown=~known)

@@ -32,6 +32,29 @@ def partition(
     return FilterResult(kept=kept, removed=removed)
 
 
+def partition_mask(
+    rule: str,
+    candidates: Sequence[MergedCandidate],
+    keep: np.ndarray,
+    reason: str,
+    unknown: np.ndarray | None = None,
+) -> FilterResult:
+    """:func:`partition` from a ``(B,)`` bool ``keep`` mask: dropped candidates get ``reason``,
+    or ``not_in_catalogue`` where ``unknown`` (``(B,)`` bool) is set. The common case, nothing
+    dropped, costs one array check."""
+    if keep.all():
+        return FilterResult(kept=list(candidates), removed=[])
+    kept: list[MergedCandidate] = []
+    removed: list[Removal] = []
+    for i, (c, k) in enumerate(zip(candidates, keep.tolist(), strict=True)):
+        if k:
+            kept.append(c)
+        else:
+            why = "not_in_catalogue" if unknown is not None and unknown[i] else reason
+            removed.append(Removal(item_id=c.item_id, rule=rule, reason=why))
+    return FilterResult(kept=kept, removed=removed)
+
+
 def require_catalogue(rule: str, catalogue: Catalogue | None, query: Query) -> Catalogue:
     if catalogue is None:
         raise PolicyUnavailable(f"{rule}: catalogue not loaded")

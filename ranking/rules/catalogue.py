@@ -8,7 +8,7 @@ from typing import Any
 from core.catalogue import Catalogue
 from core.config import PolicyConfig
 from core.contracts import FilterResult, MergedCandidate, Query
-from ranking.rules.base import partition, require_catalogue
+from ranking.rules.base import catalogue_rows, partition_mask, require_catalogue
 
 
 class CatalogueRule:
@@ -25,6 +25,5 @@ class CatalogueRule:
         self, query: Query, candidates: Sequence[MergedCandidate], user_state: Any
     ) -> FilterResult:
         cat = require_catalogue(self.name, self.catalogue, query)
-        return partition(
-            self.name, candidates, lambda c: None if c.item_id in cat else "not_in_catalogue"
-        )
+        rows = catalogue_rows(cat, candidates)
+        return partition_mask(self.name, candidates, rows >= 0, "not_in_catalogue")

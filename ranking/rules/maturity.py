@@ -9,7 +9,7 @@ from core.catalogue import Catalogue
 from core.config import PolicyConfig
 from core.contracts import FilterResult, MergedCandidate, PolicyUnavailable, Query
 from core.schema import MATURITY_LEVELS
-from ranking.rules.base import catalogue_rows, partition, require_catalogue
+from ranking.rules.base import catalogue_rows, partition_mask, require_catalogue
 
 
 class MaturityRule:
@@ -36,12 +36,7 @@ class MaturityRule:
         cat = require_catalogue(self.name, self.catalogue, query)
         limit = self.limit_for(user_state)
         rows = catalogue_rows(cat, candidates)
-        reasons = {}
-        for c, r in zip(candidates, rows, strict=True):
-            if r < 0:
-                reasons[c.item_id] = "not_in_catalogue"  # unknown maturity never passes
-            elif cat.maturity[r] > limit:
-                reasons[c.item_id] = "maturity"
-            else:
-                reasons[c.item_id] = None
-        return partition(self.name, candidates, lambda c: reasons[c.item_id])
+        known = rows >= 0  # unknown maturity never passes
+        ok = known.copy()
+        ok[known] = cat.maturity[rows[known]] <= limit
+        return partition_mask(self.name, candidates, ok, "maturity", unknown=~known)

@@ -54,18 +54,16 @@ def make_result(
     per_item: dict[str, dict] | None = None,
 ) -> SourceResult:
     """A :class:`SourceResult` from ``(item_id, score)`` pairs already in best-first order."""
-    per_item = per_item or {}
-    cands = tuple(
-        Candidate(
-            item_id=item,
-            source=source,
-            source_version=version,
-            score=float(score),
-            rank=rank,
-            diagnostics=per_item.get(item, {}),
+    if per_item:
+        cands = tuple(
+            Candidate(item, source, version, float(score), rank, per_item.get(item) or {})
+            for rank, (item, score) in enumerate(scored)
         )
-        for rank, (item, score) in enumerate(scored)
-    )
+    else:  # the common case: no per-item diagnostics (the shared empty default)
+        cands = tuple(
+            Candidate(item, source, version, float(score), rank)
+            for rank, (item, score) in enumerate(scored)
+        )
     return SourceResult(
         source=source, version=version, candidates=cands, diagnostics=diagnostics or {}
     )

@@ -27,6 +27,8 @@ class FreshSource:
         )
         # Newest first once, so a request scans only the head of the order.
         self._order = np.argsort(-catalogue.created_at, kind="stable") if catalogue else None
+        # -created_at along that order, ascending: what each request binary-searches.
+        self._neg_created = -catalogue.created_at[self._order] if catalogue else None
 
     @classmethod
     def from_config(cls, cfg: FreshSourceConfig, ctx: SourceContext) -> FreshSource:
@@ -36,10 +38,9 @@ class FreshSource:
         if self.catalogue is None:
             raise SourceUnavailable(f"{self.name}: catalogue not loaded")
         now = query.now.timestamp()
-        created = self.catalogue.created_at[self._order]
         # created_at is sorted descending along _order: future items first, then in-window.
-        lo = int(np.searchsorted(-created, -now, side="left"))
-        hi = int(np.searchsorted(-created, -(now - self.max_age_s), side="right"))
+        lo = int(np.searchsorted(self._neg_created, -now, side="left"))
+        hi = int(np.searchsorted(self._neg_created, -(now - self.max_age_s), side="right"))
         window = self._order[lo:hi]
         window = window[self.catalogue.available(window, now)][:limit]
         ages = now - self.catalogue.created_at[window]

@@ -1,6 +1,6 @@
 """Small real models for serving tests and benchmarks, published to a registry.
 
-The two-tower model and the ranker are the library's own classes at toy size (a few hundred
+The two-tower model and the ranker are the library's own classes, at toy size unless told (a few hundred
 parameters per table). ``train_steps`` runs that many optimiser steps on random targets only
 to move the weights off their initialisation: serving tests check contracts, not quality.
 """
@@ -23,20 +23,23 @@ OWNER = Owner(team="serving", primary="serving-tests", escalation="#recsys-servi
 
 
 def publish_two_tower(registry: Registry, catalogue: Catalogue, *, seed: int = 0, dim: int = 16,
-                      promote: bool = True, item_tower_version: str | None = None
-                      ) -> tuple[str, str]:  # fmt: skip
-    """Publish a query/item tower and a brute-force index built from its item tower.
+                      promote: bool = True, item_tower_version: str | None = None,
+                      arch: dict | None = None, scann: bool = False) -> tuple[str, str]:  # fmt: skip
+    """Publish a query/item tower and an index built from its item tower (brute force, or
+    ScaNN sized to the catalogue with ``scann=True``).
 
     ``item_tower_version`` forces the index to claim another item tower (a mismatched pair,
-    which serving must refuse). Returns ``(two_tower version, ann_index version)``."""
+    which serving must refuse); ``arch`` overrides the toy sizes (``dim``, ``embed_dim``,
+    ``hidden``: the benchmark uses configs/train/two_tower.yaml's). Returns
+    ``(two_tower version, ann_index version)``."""
     import torch
 
-    from retrieval.index import BruteForceIndex
+    from retrieval.index import BruteForceIndex, ScannIndex
     from retrieval.two_tower import TwoTowerModel
 
     torch.manual_seed(seed)
     model = TwoTowerModel.from_config({
-        "dim": dim, "embed_dim": 8, "hidden": 16, "n_items": len(catalogue),
+        "dim": dim, "embed_dim": 8, "hidden": 16, **(arch or {}), "n_items": len(catalogue),
         "n_categories": len(catalogue.categories), "n_tags": len(catalogue.tag_vocab),
     })  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,7 +49,12 @@ def publish_two_tower(registry: Registry, catalogue: Catalogue, *, seed: int = 0
                               description="serving test tower")  # fmt: skip
         vectors = model.encode_items(item_features(catalogue, time.time()))
         built_by = item_tower_version or tt.version
-        BruteForceIndex(vectors, catalogue.item_ids, built_by).save(Path(tmp, "index"))
+        if scann:
+            ScannIndex.build(vectors, catalogue.item_ids, item_tower_version=built_by).save(
+                Path(tmp, "index")
+            )
+        else:
+            BruteForceIndex(vectors, catalogue.item_ids, built_by).save(Path(tmp, "index"))
         ix = registry.publish("ann_index", catalogue.tenant_id, Path(tmp, "index"), owner=OWNER,
                               lineage=Lineage(parents={"two_tower": built_by}),
                               config={"item_tower_version": built_by},
@@ -58,7 +66,9 @@ def publish_two_tower(registry: Registry, catalogue: Catalogue, *, seed: int = 0
 
 
 def publish_ranker(registry: Registry, catalogue: Catalogue, *, seed: int = 0,
-                   promote: bool = True) -> str:  # fmt: skip
+                   promote: bool = True, arch: dict | None = None) -> str:  # fmt: skip
+    """Publish a multi-task ranker; ``arch`` overrides the toy sizes (``embed_dim``,
+    ``n_experts``, ``expert_hidden``, ``tower_hidden``)."""
     import torch
 
     from ranking.model import MultiTaskRanker
@@ -66,7 +76,7 @@ def publish_ranker(registry: Registry, catalogue: Catalogue, *, seed: int = 0,
     torch.manual_seed(seed)
     model = MultiTaskRanker.from_config({
         "n_items": len(catalogue), "n_categories": len(catalogue.categories), "embed_dim": 4,
-        "n_experts": 2, "expert_hidden": 16, "tower_hidden": 8,
+        "n_experts": 2, "expert_hidden": 16, "tower_hidden": 8, **(arch or {}),
     })  # fmt: skip
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)

@@ -133,12 +133,14 @@ def test_full_pipeline_and_complete_decision_record(world) -> None:
         "slate",
         "total",
     }
-    by_id = {c.item_id: c for c in d.candidates}
+    rows = d.candidates.rows()
+    assert len(rows) == len(d.candidates) == len({c["item_id"] for c in rows})
+    by_id = {c["item_id"]: c for c in rows}
     for item in res.slate:
         c = by_id[item.item_id]
-        assert set(c.task_scores) == {"click", "like", "hide"} and c.utility is not None
-        assert {s["source"] for s in c.sources} == set(item.sources) and item.reasons
-    assert any(len(c.sources) > 1 for c in d.candidates)  # provenance of every source kept
+        assert set(c["task_scores"]) == {"click", "like", "hide"} and c["utility"] is not None
+        assert {s["source"] for s in c["sources"]} == set(item.sources) and item.reasons
+    assert any(len(c["sources"]) > 1 for c in rows)  # provenance of every source kept
     removed = {r.item_id for r in d.removals}
     assert removed.isdisjoint(i.item_id for i in res.slate)
     assert any(r.reason == "already_interacted" for r in d.removals)
@@ -198,7 +200,7 @@ def test_failing_ranker_gives_fallback_order(world) -> None:
     assert res.fallback == "ranker_unavailable" and len(res.slate) == 10
     assert any(x.startswith("ranker_error:") for x in res.decision.degraded)
     assert res.decision.versions["ranker"].startswith("fallback:")
-    assert all(not c.task_scores for c in res.decision.candidates)
+    assert all(not c["task_scores"] for c in res.decision.candidates.rows())
 
 
 def test_missing_policy_data_fails_closed(world) -> None:

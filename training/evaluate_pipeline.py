@@ -120,9 +120,10 @@ def evaluate_pipeline(
     )
     ids = catalogue.item_ids
 
-    async def run_all() -> tuple[np.ndarray, Counter, int]:
+    async def run_all() -> tuple[np.ndarray, Counter, int, Counter]:
         topk = np.full((len(users), k), -1, dtype=np.int64)
         degraded: Counter = Counter()
+        funnel: Counter = Counter()
         fallbacks = 0
         for r, (user, ts, ex) in enumerate(zip(users, test_ts, exclude, strict=True)):
             query = Query(
@@ -139,10 +140,11 @@ def evaluate_pipeline(
             topk[r, : len(slate)] = slate
             fallbacks += result.fallback is not None
             degraded.update(d.split(":")[0] for d in result.decision.degraded)
-        return topk, degraded, fallbacks
+            funnel.update(_funnel(result.decision, {str(ids[i]) for i in relevant[r]}, k))
+        return topk, degraded, fallbacks, funnel
 
     t0 = time.perf_counter()
-    topk, degraded, fallbacks = asyncio.run(run_all())
+    topk, degraded, fallbacks, funnel = asyncio.run(run_all())
     seconds = time.perf_counter() - t0
     metrics = ranking_metrics(topk, relevant, len(catalogue), ks=(k,), ndcg_ks=(k,), hr_ks=(k,), coverage_k=k)
     return {
@@ -152,5 +154,29 @@ def evaluate_pipeline(
         "fallbacks": int(fallbacks),
         "degraded": dict(degraded),
         "ms_per_request": 1000.0 * seconds / max(1, len(users)),
+        "funnel": {key: round(n / max(1, len(users)), 4) for key, n in sorted(funnel.items())},
         "train_period_events": int(events.num_rows),
     }
+
+
+def _funnel(decision, relevant: set[str], k: int) -> list[str]:
+    """Where the test item went in one request, from its decision record: ``retrieved`` (among
+    the merged candidates) or not; ``removed:<reason>`` by a rule or the slate's frequency
+    cap; ``utility_top<k>`` (among the ``k`` best ranker utilities of what was scored);
+    ``in_slate``. Averaged over users this says which stage loses the relevant items."""
+    table = decision.candidates
+    hits = [i for i in table.item_id if i in relevant]
+    if not hits:
+        return ["not_retrieved"]
+    out = ["retrieved"]
+    removed = {r.item_id: r.reason for r in decision.removals}
+    out += [f"removed:{removed[i]}" for i in hits[:1] if i in removed]
+    scored = sorted(
+        ((u, i) for i, u in zip(table.item_id, table.utility, strict=True) if u is not None),
+        key=lambda x: -x[0],
+    )
+    if any(i in relevant for _, i in scored[:k]):
+        out.append(f"utility_top{k}")
+    if any(s.item_id in relevant for s in decision.slate):
+        out.append("in_slate")
+    return out

@@ -91,3 +91,30 @@ def test_grouplens_sample_imports_through_the_movielens_loader(tmp_path: Path) -
     # Deterministic in the seed.
     again = write_ml1m(tmp_path / "again", n_users=40, n_items=30, seed=1)
     assert (again / "ratings.dat").read_bytes() == (raw / "ratings.dat").read_bytes()
+
+
+def test_funnel_says_where_the_test_item_went():
+    from datetime import UTC, datetime
+
+    from core.contracts import CandidateTable, DecisionRecord, RemovalRecord, SlateRecord
+    from training.evaluate_pipeline import _funnel
+
+    def record(utility, removals=(), slate=()):
+        return DecisionRecord(
+            request_id="r", tenant_id="acme", user_id="u", surface="home", k=2,
+            at=datetime.now(UTC), experiment={"id": "", "arm": "default"}, versions={},
+            sources=[], stage_latency_ms={},
+            candidates=CandidateTable(item_id=["a", "b", "c"], utility=utility),
+            removals=[RemovalRecord(item_id=i, rule="x", reason=why) for i, why in removals],
+            slate=[SlateRecord(item_id=i, rank=r, score=0.0, sources=[], reasons=[])
+                   for r, i in enumerate(slate)],
+        )  # fmt: skip
+
+    assert _funnel(record([1.0, 0.5, 0.1]), {"z"}, 2) == ["not_retrieved"]
+    assert _funnel(record([1.0, 0.5, 0.1], slate=["a", "b"]), {"b"}, 2) == [
+        "retrieved", "utility_top2", "in_slate"]  # fmt: skip
+    assert _funnel(record([1.0, 0.5, 0.1], slate=["a", "b"]), {"c"}, 2) == ["retrieved"]
+    capped = record([1.0, 0.5, 0.1], removals=[("a", "frequency_cap")], slate=["b", "c"])
+    assert _funnel(capped, {"a"}, 2) == ["retrieved", "removed:frequency_cap", "utility_top2"]
+    hidden = record([1.0, None, 0.1], removals=[("b", "hidden_by_user")], slate=["a", "c"])
+    assert _funnel(hidden, {"b"}, 2) == ["retrieved", "removed:hidden_by_user"]

@@ -46,6 +46,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cap.add_argument("--write", metavar="PATH", help="write the patched serve config here")
     cap.set_defaults(func=run_capacity)
 
+    k8s = subparsers.add_parser("k8s", help="Kubernetes (KubeRay) manifests from the configs")
+    k8s_sub = k8s.add_subparsers(dest="k8s_command", required=True)
+    render = k8s_sub.add_parser("render", help="a RayService manifest from a serve config")
+    render.add_argument("file", nargs="?", default=DEFAULT_SERVE_CONFIG, help="serve config YAML")
+    render.add_argument("--image", required=True, help="the project image (see Dockerfile)")
+    render.add_argument("--name", default="recsys")
+    render.add_argument("--namespace")
+    render.add_argument("--platform-config", default="configs/platform.yaml",
+                        help="platform config path inside the image (storage URIs: s3://, gs://)")  # fmt: skip
+    render.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for every Ray container (repeatable)")  # fmt: skip
+    render.add_argument("--worker-cpus", type=int, default=4)
+    render.add_argument("--min-workers", type=int, default=1)
+    render.add_argument("--max-workers", type=int, default=4)
+    render.add_argument("--gpu-workers", type=int, default=0)
+    render.set_defaults(func=run_k8s_render)
+
 
 def _address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -163,4 +180,28 @@ def run_capacity(args: argparse.Namespace) -> int:
         patched = apply_plan(config, plan, autoscale=args.autoscale)
         Path(args.write).write_text(yaml.safe_dump(patched, sort_keys=False))
         print(f"wrote {args.write}")
+    return 0
+
+
+def run_k8s_render(args: argparse.Namespace) -> int:
+    from cluster.kuberay import dump, render_rayservice
+
+    try:
+        config = yaml.safe_load(Path(args.file).read_text())
+    except OSError as exc:
+        print(f"recsys k8s render: {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"recsys k8s render: --env {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        env[key] = value
+    manifest = render_rayservice(
+        config, image=args.image, name=args.name, namespace=args.namespace,
+        platform_config=args.platform_config, storage_env=env, worker_cpus=args.worker_cpus,
+        min_workers=args.min_workers, max_workers=args.max_workers, gpu_workers=args.gpu_workers,
+    )  # fmt: skip
+    sys.stdout.write(dump(manifest))
     return 0

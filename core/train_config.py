@@ -52,6 +52,12 @@ class TwoTowerTrainConfig(JobConfig):
     user_dropout: float = Field(0.0, ge=0.0, le=1.0, description="share of training rows whose user-id embedding is zeroed")
     temperature: float = Field(0.05, gt=0.0)
     log_q_correction: bool = True
+    log_q_strength: float = Field(
+        1.0,
+        ge=0.0,
+        description="multiplier of the log-Q correction: 1 = the consistent estimate of the full softmax; "
+        "above 1 the model also learns a popularity prior (see retrieval.losses.item_log_q)",
+    )
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(512, ge=2)
     lr: float = Field(2e-3, gt=0)

@@ -180,7 +180,9 @@ def main(argv=None) -> int:
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
         "temperature": cfg.temperature,
-        "log_q": item_log_q(train_items, n_items).tolist() if cfg.log_q_correction else None,
+        "log_q": item_log_q(train_items, n_items, strength=cfg.log_q_strength).tolist()
+        if cfg.log_q_correction
+        else None,
         "items": item_features(catalogue, now),
     }
     storage_dir = storage.work / "runs"

@@ -61,6 +61,23 @@ def test_item_log_q_is_log_frequency():
     assert np.exp(lq[2]) == pytest.approx(0.25)
 
 
+def test_item_log_q_strength_scales_the_correction():
+    # counts [0, 3, 1] + smoothing 1 = [1, 4, 2] of 7; strength 1.25 multiplies the log.
+    lq = item_log_q(np.array([1, 1, 1, 2]), n_items=2, strength=1.25)
+    expected = 1.25 * np.log(np.array([1.0, 4.0, 2.0]) / 7.0)
+    np.testing.assert_allclose(lq, expected.astype(np.float32), rtol=1e-6)
+    # In the loss, the positive of row 1 is corrected by 1.25 * log(2/7), not log(2/7).
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    got = sampled_softmax_loss(q, items, torch.as_tensor(lq[[1, 2]]), temperature=0.5)
+    a, b = 1.25 * math.log(4 / 7), 1.25 * math.log(2 / 7)
+    # row 0 logits [2 - a, -b] (label 0), row 1 [-a, 2 - b] (label 1)
+    row0 = math.log(1 + math.exp(-b - (2 - a)))
+    row1 = math.log(1 + math.exp(-a - (2 - b)))
+    assert got.item() == pytest.approx(0.5 * (row0 + row1), rel=1e-6)
+    assert item_log_q(np.array([1, 2]), 2, strength=0.0) == pytest.approx(np.zeros(3))
+
+
 def test_two_tower_outputs_unit_vectors_and_round_trips(tmp_path):
     rng = np.random.default_rng(0)
     model = TwoTowerModel.from_config(CFG)

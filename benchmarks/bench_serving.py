@@ -41,8 +41,6 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import yaml  # noqa: E402
 
-from deployments.api_models import RecommendRequest  # noqa: E402  (the floor app's body)
-
 HOPS = 3  # proxy->ingress, ingress->retriever, ingress->ranker (user state and the other
 # sources run in the ingress: configs/serve.yaml `placement`; decision records ship in batches)
 
@@ -203,27 +201,10 @@ def _ranker_compute_sweep(storage: dict, sizes: list[int], candidates: int) -> l
 
 def _floor(port: int, rate: float, seconds: float) -> dict:
     """A no-op app of the graph's shape on the running Serve instance: what Serve itself costs."""
-    from fastapi import FastAPI
     from ray import serve
 
+    from benchmarks.floor_app import Front, Leaf
     from benchmarks.loadgen import run as loadgen
-    api = FastAPI()
-
-    @serve.deployment(ray_actor_options={"num_cpus": 0.1})
-    class Leaf:
-        async def call(self, x: str) -> list[float]:
-            return [0.0] * 10
-
-    @serve.deployment(ray_actor_options={"num_cpus": 0.1})
-    @serve.ingress(api)
-    class Front:
-        def __init__(self, a, b):
-            self.a, self.b = a, b
-
-        @api.post("/v1/recommend")
-        async def recommend(self, body: RecommendRequest) -> dict:
-            await self.a.call.remote(body.user_id)
-            return {"items": await self.b.call.remote(body.user_id)}
 
     serve.run(Front.bind(Leaf.options(name="A").bind(), Leaf.options(name="B").bind()),
               name="floor", route_prefix="/floor")  # fmt: skip

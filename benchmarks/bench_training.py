@@ -110,6 +110,7 @@ def ray_train(data: dict, val: dict, cfg: dict, workers: int, storage: str) -> l
         run_config=RunConfig(name=f"bench-w{workers}-{time.strftime('%H%M%S')}", storage_path=storage),
     )
     result = trainer.fit()
+    print(f"ray_train_w{workers}: torch threads per worker = {result.metrics['torch_threads']}")
     return [float(x) for x in result.metrics_dataframe["examples_per_s"]]
 
 

@@ -135,7 +135,7 @@ class RankerDeployment:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def _score(self, scorers, queries, states, columns, weights):
         metrics.RANKER_BATCH_SIZE.observe(len(queries))
-        return await asyncio.to_thread(self._score_sync, scorers, queries, states, columns, weights)
+        return self._score_sync(scorers, queries, states, columns, weights)
 
     @staticmethod
     def _score_sync(scorers, queries, states, columns, weights):

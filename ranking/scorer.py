@@ -26,7 +26,7 @@ def candidate_columns(
 ) -> tuple[list[str], np.ndarray, list[str]]:
     """What the ranker reads of ``B`` candidates: item ids, the best source's score ``(B,)``
     float32 and that source's name."""
-    best = [c.best for c in candidates]
+    best = [c.provenance[0] if len(c.provenance) == 1 else c.best for c in candidates]
     return (
         [c.item_id for c in candidates],
         np.array([b.score for b in best], dtype=np.float32),
@@ -41,15 +41,11 @@ def compose(
 ) -> list[ScoredCandidate]:
     """One :class:`ScoredCandidate` per candidate from ``{task: (B,)}`` probabilities."""
     u = utility(probs, task_weights).tolist()
-    columns = {t: np.asarray(p).tolist() for t, p in probs.items()}
+    tasks = list(probs)
+    rows = zip(*(np.asarray(probs[t], dtype=np.float64).tolist() for t in tasks), strict=True)
     return [
-        ScoredCandidate(
-            item_id=c.item_id,
-            provenance=c.provenance,
-            task_scores={t: float(p[i]) for t, p in columns.items()},
-            utility=u[i],
-        )
-        for i, c in enumerate(candidates)
+        ScoredCandidate(c.item_id, c.provenance, dict(zip(tasks, row, strict=True)), ui)
+        for c, row, ui in zip(candidates, rows, u, strict=True)
     ]
 
 

@@ -71,6 +71,8 @@ def train_loop(config: dict) -> None:
     import ray.train.torch
 
     device = ray.train.torch.get_device()
+    if device.type == "cpu":  # use the CPUs this worker reserved, not every core of the node
+        torch.set_num_threads(max(1, int(config.get("cpus_per_worker", 1))))
     torch.manual_seed(config["seed"])
     model = TwoTowerModel.from_config(config["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
@@ -116,6 +118,7 @@ def train_loop(config: dict) -> None:
             "train_loss": loss_all / max(n_all, 1.0),
             "examples_per_s": n_all / max(elapsed, 1e-9),
             "steps": steps,
+            "torch_threads": torch.get_num_threads(),
             **_validate(core_model, val_shard, config["items"], config, device),
         }
         with tempfile.TemporaryDirectory() as d:
@@ -178,6 +181,7 @@ def main(argv=None) -> int:
         "lr": cfg.lr,
         "weight_decay": cfg.weight_decay,
         "epochs": cfg.epochs,
+        "cpus_per_worker": cfg.cpus_per_worker,
         "batch_size": cfg.batch_size,
         "temperature": cfg.temperature,
         "log_q": item_log_q(train_items, n_items, strength=cfg.log_q_strength).tolist()

@@ -82,6 +82,17 @@ class MultiTaskRanker(nn.Module):
         )
         self.register_buffer("dense_mean", torch.tensor(c["dense_mean"], dtype=torch.float32))
         self.register_buffer("dense_std", torch.tensor(c["dense_std"], dtype=torch.float32))
+        # Train/serve skew guards (derived from the saved config, so older models get them):
+        # a dense feature that never varied in training (std at the 1e-3 floor of
+        # training.ranker) taught the model nothing, and a serving value on another scale would
+        # dominate its input, so it is pinned to its training value; a source index never seen
+        # in training has an untrained embedding row, so it reads as the most common seen one.
+        self.register_buffer("dense_live", (self.dense_std > 1.5e-3).float(), persistent=False)
+        n_sources = cat_cardinalities(c)[CAT_FEATURES.index("source")]
+        seen = c.get("source_seen") or [SOURCE_KINDS.index("logged")]
+        remap = torch.full((n_sources,), int(seen[0]), dtype=torch.long)
+        remap[torch.as_tensor([int(i) for i in seen])] = torch.as_tensor([int(i) for i in seen])
+        self.register_buffer("source_remap", remap, persistent=False)
 
     @classmethod
     def from_config(cls, cfg: dict) -> MultiTaskRanker:
@@ -93,8 +104,12 @@ class MultiTaskRanker(nn.Module):
 
     def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(B, 6)`` int64, ``(B, 8)`` float32 -> ``{task: (B,) logits}``."""
+        src = CAT_FEATURES.index("source")
+        cat = torch.cat([cat[:, :src], self.source_remap[cat[:, src]][:, None], cat[:, src + 1 :]], 1)
         embs = [emb(cat[:, j]) for j, emb in enumerate(self.embeddings)]
-        x = torch.cat([*embs, (dense - self.dense_mean) / self.dense_std], dim=1)  # (B, d_in)
+        # NaN = unknown (e.g. no two-tower score for this candidate): the training mean.
+        z = torch.nan_to_num((dense - self.dense_mean) / self.dense_std, nan=0.0) * self.dense_live
+        x = torch.cat([*embs, z], dim=1)  # (B, d_in)
         experts = torch.stack([f(x) for f in self.experts], dim=1)  # (B, E, H)
         out = {}
         for t in self.cfg["tasks"]:

@@ -20,18 +20,29 @@ from core.contracts import MergedCandidate, Query, ScoredCandidate
 from core.features import PopularityCounter, UserState, ranker_features
 from ranking.utility import check_task_weights, utility
 
+RETRIEVAL_SCORE_SOURCE = "two_tower"
+"""The source whose score is the ranker's ``retrieval_score`` feature: training fills that
+feature with the two-tower similarity ``q · v`` of every logged impression
+(:mod:`training.ranker`), so serving passes the two-tower source's score where a candidate has
+one and NaN (unknown: the model reads its training mean) where it has not — never another
+source's score, whose scale the model has not seen (a trending count, a fresh-item age)."""
+
 
 def candidate_columns(
     candidates: Sequence[MergedCandidate],
 ) -> tuple[list[str], np.ndarray, list[str]]:
-    """What the ranker reads of ``B`` candidates: item ids, the best source's score ``(B,)``
-    float32 and that source's name."""
-    best = [c.provenance[0] if len(c.provenance) == 1 else c.best for c in candidates]
-    return (
-        [c.item_id for c in candidates],
-        np.array([b.score for b in best], dtype=np.float32),
-        [b.source for b in best],
-    )
+    """What the ranker reads of ``B`` candidates: item ids, the two-tower score ``(B,)`` float32
+    (NaN where the two-tower source did not propose the item) and the best source's name."""
+    scores = np.full(len(candidates), np.nan, dtype=np.float32)
+    sources = []
+    for i, c in enumerate(candidates):
+        prov = c.provenance
+        for p in prov:
+            if p.source == RETRIEVAL_SCORE_SOURCE:
+                scores[i] = p.score
+                break
+        sources.append(prov[0].source if len(prov) == 1 else c.best.source)
+    return [c.item_id for c in candidates], scores, sources
 
 
 def compose(

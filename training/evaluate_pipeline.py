@@ -177,6 +177,8 @@ def _funnel(decision, relevant: set[str], k: int) -> list[str]:
     )
     if any(i in relevant for _, i in scored[:k]):
         out.append(f"utility_top{k}")
-    if any(s.item_id in relevant for s in decision.slate):
-        out.append("in_slate")
+    hit = next((s for s in decision.slate if s.item_id in relevant), None)
+    if hit is not None:
+        # How it got there: "utility_rank" (ranker order, MMR), "exploration", "pinned", ...
+        out += ["in_slate", f"in_slate_by:{hit.reasons[0].split(':')[0] if hit.reasons else '?'}"]
     return out

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.features import DENSE_FEATURES, item_features
+from core.features import CAT_FEATURES, DENSE_FEATURES, SOURCE_KINDS, item_features
 from core.train_config import RankerTrainConfig
 from ranking.calibration import apply_calibration, fit_calibration
 from ranking.model import MultiTaskRanker
@@ -32,6 +32,7 @@ from training.examples import DONE, examples_dir
 from training.metrics import auc, classification_metrics
 
 RETRIEVAL_COL = DENSE_FEATURES.index("retrieval_score")
+SOURCE_COL = CAT_FEATURES.index("source")
 POPULARITY_COL = DENSE_FEATURES.index("log_popularity")
 
 
@@ -178,10 +179,19 @@ def main(argv=None) -> int:
         return 0
     examples = ray.data.read_parquet(str(ex_dir)).select_columns(["cat", "dense", "split", *cfg.tasks])
     splits = {s: examples.filter(expr=f"split == '{s}'").drop_columns(["split"]) for s in ("train", "validation", "holdout")}
-    dense_stats = splits["train"].select_columns(["dense"]).map_batches(
-        lambda b: {"s": b["dense"].sum(0)[None], "ss": (b["dense"].astype(np.float64) ** 2).sum(0)[None], "n": np.array([len(b["dense"])])},
+    n_sources = len(SOURCE_KINDS)
+    dense_stats = splits["train"].select_columns(["dense", "cat"]).map_batches(
+        lambda b: {
+            "s": b["dense"].sum(0)[None],
+            "ss": (b["dense"].astype(np.float64) ** 2).sum(0)[None],
+            "n": np.array([len(b["dense"])]),
+            "src": np.bincount(b["cat"][:, SOURCE_COL], minlength=n_sources)[None],
+        },
         batch_size=65536,
     ).take_all()
+    src_counts = sum(r["src"] for r in dense_stats)
+    # Source indices the model sees in training, most common first (serving maps others to it).
+    source_seen = [int(i) for i in np.argsort(-src_counts, kind="stable") if src_counts[i] > 0]
     n = sum(int(r["n"]) for r in dense_stats)
     mean = sum(r["s"] for r in dense_stats) / max(n, 1)
     std = np.sqrt(np.maximum(sum(r["ss"] for r in dense_stats) / max(n, 1) - mean**2, 1e-6))
@@ -197,6 +207,7 @@ def main(argv=None) -> int:
         "dropout": cfg.dropout,
         "dense_mean": [float(x) for x in mean],
         "dense_std": [float(x) for x in std],
+        "source_seen": source_seen,
     }
     storage_dir = storage.work / "runs"
     name = run_name(storage_dir, cfg.tenant, args.resume).replace("two_tower-", "ranker-")

@@ -112,7 +112,7 @@ def test_funnel_says_where_the_test_item_went():
 
     assert _funnel(record([1.0, 0.5, 0.1]), {"z"}, 2) == ["not_retrieved"]
     assert _funnel(record([1.0, 0.5, 0.1], slate=["a", "b"]), {"b"}, 2) == [
-        "retrieved", "utility_top2", "in_slate"]  # fmt: skip
+        "retrieved", "utility_top2", "in_slate", "in_slate_by:?"]  # fmt: skip
     assert _funnel(record([1.0, 0.5, 0.1], slate=["a", "b"]), {"c"}, 2) == ["retrieved"]
     capped = record([1.0, 0.5, 0.1], removals=[("a", "frequency_cap")], slate=["b", "c"])
     assert _funnel(capped, {"a"}, 2) == ["retrieved", "removed:frequency_cap", "utility_top2"]

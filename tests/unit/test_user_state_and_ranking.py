@@ -98,10 +98,10 @@ def test_ranker_scorer_uses_shared_features_and_keeps_input_order() -> None:
         popularity=pop.values(["i3", "i1", "i0"], NOW.timestamp()),
         now=NOW.timestamp(),
         surface="home",
-        retrieval_scores=np.array([1.0, 0.99, 0.98]),
+        retrieval_scores=np.full(3, np.nan),  # source "s" is not the two-tower: unknown
         sources=["s"] * 3,
     )
-    assert np.array_equal(cat, ref_cat) and np.allclose(dense, ref_dense)
+    assert np.array_equal(cat, ref_cat) and np.allclose(dense, ref_dense, equal_nan=True)
     # One stacked forward pass gives the same probabilities as separate ones.
     a, b = scorer.features(query(), state, cands[:2]), scorer.features(query(), state, cands[2:])
     batched = scorer.score_batch([a, b])
@@ -124,3 +124,40 @@ def test_fallback_scorer_orders_by_normalised_retrieval_score_then_popularity() 
     order = [s.item_id for s in sorted(out, key=lambda s: -s.utility)]
     assert order[2:] == ["b", "a"]  # equal retrieval score: the popular one first
     assert set(order[:2]) == {"c", "d"} and all(s.task_scores == {} for s in out)
+
+
+def test_ranker_reads_only_the_two_tower_score_and_guards_against_skew() -> None:
+    import torch
+
+    from core.contracts import Candidate, MergedCandidate
+    from core.features import CAT_FEATURES, DENSE_FEATURES, SOURCE_KINDS
+    from ranking.model import MultiTaskRanker
+    from ranking.scorer import candidate_columns
+
+    both = MergedCandidate("i1", (Candidate("i1", "trending", "t", 14.0, 0),
+                                  Candidate("i1", "two_tower", "v", 0.42, 3)))  # fmt: skip
+    only_trending = MergedCandidate("i2", (Candidate("i2", "trending", "t", 9.0, 1),))
+    ids, scores, sources = candidate_columns([both, only_trending])
+    assert ids == ["i1", "i2"] and sources == ["trending", "trending"]
+    assert scores[0] == np.float32(0.42) and np.isnan(scores[1])  # never a trending count
+
+    # retrieval_score never varied in training (std at the 1e-3 floor); only "logged" was seen.
+    std = [1.0] * len(DENSE_FEATURES)
+    std[DENSE_FEATURES.index("retrieval_score")] = 1e-3
+    torch.manual_seed(0)
+    model = MultiTaskRanker.from_config({"n_items": 10, "n_categories": 3, "dense_std": std,
+                                         "source_seen": [SOURCE_KINDS.index("logged")]})  # fmt: skip
+    model.eval()
+    cat = torch.zeros((4, len(CAT_FEATURES)), dtype=torch.long)
+    cat[:, CAT_FEATURES.index("source")] = SOURCE_KINDS.index("logged")
+    dense = torch.zeros((4, len(DENSE_FEATURES)))
+    base = model(cat, dense)["click"]
+    skewed = dense.clone()
+    skewed[:, DENSE_FEATURES.index("retrieval_score")] = torch.tensor([0.5, 14.0, float("nan"), -3.0])
+    unseen = cat.clone()
+    unseen[:, CAT_FEATURES.index("source")] = SOURCE_KINDS.index("trending")
+    assert torch.allclose(model(cat, skewed)["click"], base)
+    assert torch.allclose(model(unseen, dense)["click"], base)
+    live = dense.clone()
+    live[:, DENSE_FEATURES.index("log_popularity")] = 3.0  # a feature that did vary still counts
+    assert not torch.allclose(model(cat, live)["click"], base)

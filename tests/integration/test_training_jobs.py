@@ -99,3 +99,28 @@ def test_two_tower_resumes_from_its_latest_checkpoint(ray_connected, tiny_data, 
     # The resumed run published the model it finished, trained for both epochs.
     latest = Registry(str(tmp_path / "registry")).versions("two_tower", "acme")[-1]
     assert latest.config["run"] == run.name
+
+
+def test_ranker_job_publishes_a_candidate_with_its_skew_guards(ray_connected, job_env, monkeypatch):
+    """The ranker job on tiny data (in process, toy sizes): a candidate with per-task holdout
+    metrics, and the training facts serving's skew guards read (sources seen, dense stats)."""
+    from core.features import DENSE_FEATURES, SOURCE_KINDS
+    from ranking.model import MultiTaskRanker
+    from training import ranker
+
+    monkeypatch.setenv("RECSYS_CONFIG", str(job_env / "platform.yaml"))
+    cfg = yaml.safe_load((REPO / "configs/train/ranker.yaml").read_text())
+    cfg.update(work_dir=str(job_env / "work"), num_partitions=2, embed_dim=4, n_experts=2,
+               expert_hidden=16, tower_hidden=8, epochs=1, batch_size=256)  # fmt: skip
+    config = job_env / "ranker.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    assert ranker.main(["--config", str(config), "--tenant", "acme"]) == 0
+    registry = Registry(str(job_env / "registry"))
+    version = registry.resolve("ranker", "acme", "candidate")
+    assert version is not None
+    m = registry.manifest("ranker", "acme", version)
+    assert 0.0 <= m.metrics["click_auc"] <= 1.0
+    model = MultiTaskRanker.load(registry.local_path("ranker", "acme", version))
+    # Logged impressions carry no serving source: only "logged" was seen in training.
+    assert model.cfg["source_seen"] == [SOURCE_KINDS.index("logged")]
+    assert len(model.cfg["dense_std"]) == len(DENSE_FEATURES)

@@ -61,7 +61,7 @@ def _train(dashboard_url: str, tenants: list[str], smoke: bool) -> None:
     from cluster.commands.train_cmd import submit
 
     for tenant in tenants:
-        argv = ["--config", "configs/train/pipeline.yaml", "--tenant", tenant]
+        argv = ["--config", "configs/train/pipeline.yaml", "--tenant", tenant, "--review-advisory"]
         if smoke:
             argv.append("--smoke-test")
         console.print(f"submitting training.pipeline for [bold]{tenant}[/] to {dashboard_url}")
@@ -85,7 +85,13 @@ def _approve_and_promote(registry_root: str, tenants: list[str]) -> None:
              "--approve", "--actor", "make-demo", "--comment", "demo approval"]
         )  # fmt: skip
         if rc != 0:
-            raise SystemExit(f"launch review failed for {tenant}; nothing promoted")
+            serving = {k: registry.resolve(k, tenant, "production") for k in ("two_tower", "ann_index", "ranker")}
+            if not all(serving.values()):
+                raise SystemExit(f"launch review failed for {tenant} and nothing is in production")
+            # A re-run whose candidates are worse than what serves: the gate holds them back.
+            console.print(f"[yellow]launch review refused {tenant}'s candidates; production keeps "
+                          f"serving {', '.join(f'{k} {v}' for k, v in serving.items())}")  # fmt: skip
+            continue
         # The index and the two-tower model it was built from move together; item embeddings
         # are promoted for lineage even though serving reads the index.
         for kind in ("two_tower", "item_embeddings", "ann_index", "ranker"):

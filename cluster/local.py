@@ -221,6 +221,11 @@ def stop(temp_dir: str | None = None, grace_s: float = 10.0) -> LocalCluster | N
     if left:
         raise RuntimeError(f"{left} Ray processes of {cluster.address} did not exit")
     (Path(temp_dir) / STATE_FILE).unlink(missing_ok=True)
+    # Like `ray stop`: forget the address, or a later bare `ray.init()` (a job run as
+    # `python -m training.<job>`) would try to join the cluster that is gone.
+    current = Path(temp_dir) / "ray_current_cluster"
+    if current.exists() and current.read_text().strip() == cluster.address:
+        current.unlink(missing_ok=True)
     return cluster
 
 

@@ -126,12 +126,15 @@ def build_tenant_runtime(
     embedding_of: Callable[[str], np.ndarray | None] | None = None,
     versions: Mapping[str, str] | None = None,
     user_state_reader: Callable[[str], Any] | None = None,
+    ranker_similarity: Mapping[str, Any] | None = None,
 ) -> TenantRuntime:
     """``rankers`` maps version → a loaded ``MultiTaskRanker`` (wrapped in a
     :class:`RankerScorer` here) or any :class:`RankerStage` (e.g. a remote adapter).
     ``policy`` defaults to the tenant config's; ``None`` means the policy bundle failed to
     load, and every request then takes the fail-closed path. ``source_factories`` maps a
-    source kind to a replacement constructor (a Serve handle adapter)."""
+    source kind to a replacement constructor (a Serve handle adapter). ``ranker_similarity``
+    maps a ranker version to the :class:`retrieval.similarity.TwoTowerSimilarity` of the
+    two-tower it was trained with (its ``retrieval_score`` for every candidate)."""
     tenant = platform_config.tenant(tenant_id)
     if catalogue is not None and catalogue.tenant_id != tenant_id:
         raise ValueError(f"catalogue is tenant {catalogue.tenant_id!r}, runtime is {tenant_id!r}")
@@ -157,7 +160,10 @@ def build_tenant_runtime(
         if isinstance(r, RankerModel) and not hasattr(r, "score"):
             if catalogue is None:
                 continue  # no features without a catalogue: requests take the fallback order
-            scorers[version] = RankerScorer(r, catalogue, popularity, version=version)
+            scorers[version] = RankerScorer(
+                r, catalogue, popularity, version=version,
+                similarity=(ranker_similarity or {}).get(version),
+            )  # fmt: skip
         else:
             scorers[version] = r
     default_ranker_version = default_ranker_version or next(iter(scorers), None)

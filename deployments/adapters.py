@@ -68,13 +68,14 @@ def state_for_sources(state: Any) -> Any:
 
 
 def state_for_ranker(state: Any) -> Any:
-    """What :func:`core.features.ranker_features` reads of the user (no history, hides or
-    positives)."""
+    """What :func:`core.features.ranker_features` and the two-tower similarity read of the user
+    (not hides or positives)."""
     if not isinstance(state, UserState):
         return state
-    return UserState(user_id=state.user_id, category_counts=state.category_counts,
-                     tag_counts=state.tag_counts, n_positive=state.n_positive,
-                     impressions=state.impressions, last_ts=state.last_ts)  # fmt: skip
+    return UserState(user_id=state.user_id, history=state.history,
+                     category_counts=state.category_counts, tag_counts=state.tag_counts,
+                     n_positive=state.n_positive, impressions=state.impressions,
+                     last_ts=state.last_ts)  # fmt: skip
 
 
 class RemoteSource:

@@ -79,8 +79,12 @@ class RankerDeployment:
         catalogue = self.catalogues[tenant]
         if catalogue is None:
             raise RankerUnavailable(f"no catalogue for {tenant}")
+        from retrieval.similarity import for_ranker
+
         model = load_ranker_model(self.registry, tenant, version, self.settings.device)
-        return RankerScorer(model, catalogue, self.popularity[tenant], version=version)
+        similarity = for_ranker(self.registry, tenant, version, catalogue)
+        return RankerScorer(model, catalogue, self.popularity[tenant], version=version,
+                            similarity=similarity)  # fmt: skip
 
     def _swapped(self, tenant: str, outcome: str, version) -> None:
         metrics.HOT_SWAPS.labels(tenant, "ranker", outcome).inc()

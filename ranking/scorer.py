@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -82,11 +82,16 @@ class RankerScorer:
         popularity: PopularityCounter,
         *,
         version: str,
+        similarity: Any = None,
     ):
+        """``similarity``: a :class:`retrieval.similarity.TwoTowerSimilarity` of the two-tower
+        this ranker was trained with; when given, every candidate's ``retrieval_score`` is its
+        ``q · v`` (as in training) instead of the two-tower source's score or NaN."""
         self.model = model
         self.catalogue = catalogue
         self.popularity = popularity
         self.version = version
+        self.similarity = similarity
         self.tasks = tuple(model.tasks)
 
     def features(
@@ -104,6 +109,10 @@ class RankerScorer:
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`features` from :func:`candidate_columns` (what crosses a Serve hop)."""
         now = query.now.timestamp()
+        if self.similarity is not None:
+            retrieval_scores = self.similarity.scores(
+                user_state, item_ids, surface=query.surface, now=now
+            )
         return ranker_features(
             user_state,
             item_ids,

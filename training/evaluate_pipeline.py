@@ -107,6 +107,11 @@ def evaluate_pipeline(
     )
     ranker_version = versions.get("ranker")
     ranker = MultiTaskRanker.load(registry.local_path("ranker", tenant, ranker_version)) if ranker_version else None
+    similarity = None
+    if ranker_version:  # the ranker's retrieval_score, as serving computes it
+        from retrieval.similarity import for_ranker
+
+        similarity = for_ranker(registry, tenant, ranker_version, catalogue)
     events = train_period_events(storage.eventlog().read(tenant), cutoff)
     pipe = build_local_pipeline(
         offline_platform(load_platform_config(platform_config)),
@@ -117,6 +122,7 @@ def evaluate_pipeline(
         two_tower=artifacts,
         ranker=ranker,
         versions={"ranker": ranker_version} if ranker_version else None,
+        ranker_similarity={ranker_version: similarity} if similarity is not None else None,
     )
     ids = catalogue.item_ids
 

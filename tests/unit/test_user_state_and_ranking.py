@@ -161,3 +161,29 @@ def test_ranker_reads_only_the_two_tower_score_and_guards_against_skew() -> None
     live = dense.clone()
     live[:, DENSE_FEATURES.index("log_popularity")] = 3.0  # a feature that did vary still counts
     assert not torch.allclose(model(cat, live)["click"], base)
+
+
+def test_two_tower_similarity_scores_every_candidate_like_training() -> None:
+    import torch
+
+    from core.features import query_features
+    from retrieval.similarity import TwoTowerSimilarity
+    from retrieval.two_tower import TwoTowerModel
+
+    torch.manual_seed(0)
+    model = TwoTowerModel.from_config({"dim": 8, "embed_dim": 8, "hidden": 16, "n_items": len(CAT),
+                                       "n_categories": len(CAT.categories), "n_tags": len(CAT.tag_vocab)})  # fmt: skip
+    sim = TwoTowerSimilarity(model, CAT, "tt-1")
+    state = OnlineUserStateStore(CAT, "acme").get("u1")
+    got = sim.scores(state, ["i3", "nope", "i0"], surface="home", now=NOW.timestamp())
+    feats = query_features(state, CAT, surface="home", now=NOW.timestamp())
+    q = model.encode_queries({k: np.asarray(v)[None] for k, v in feats.items()})[0]
+    rows = CAT.index_of(["i3", "i0"])
+    assert np.allclose(got[[0, 2]], sim.items[rows] @ q, atol=1e-6) and np.isnan(got[1])
+    # The scorer uses it for every candidate, whatever source proposed it.
+    scorer = RankerScorer(_ranker(), CAT, PopularityCounter(), version="rk-1", similarity=sim)
+    _, dense = scorer.features(query(), state, merged("i3", "i1", "i0"))
+    from core.features import DENSE_FEATURES
+
+    col = dense[:, DENSE_FEATURES.index("retrieval_score")]
+    assert np.allclose(col, sim.scores(state, ["i3", "i1", "i0"], surface="home", now=NOW.timestamp()))

@@ -1,0 +1,55 @@
+"""The two-tower similarity ``q · v`` of any catalogue items for one user: the ranker's
+``retrieval_score`` feature, computed for every candidate whatever source proposed it.
+
+``training.ranker`` fills that feature with this very computation (query tower on the
+point-in-time query features, item tower over the catalogue; ``RetrievalScorer``), using the
+two-tower version named in the ranker's lineage. Serving builds a :class:`TwoTowerSimilarity`
+from the same version (``deployments.ranker``, ``core.runtime``), so the feature means the same
+online and offline; items outside the catalogue get NaN (unknown: the ranker reads its
+training mean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from core.catalogue import Catalogue
+from core.features import item_features, query_features
+
+
+class TwoTowerSimilarity:
+    def __init__(self, model: Any, catalogue: Catalogue, version: str):
+        self.model = model
+        self.catalogue = catalogue
+        self.version = version
+        # Item vectors as training embeds them: ages at the newest item's creation time.
+        now = float(np.nanmax(catalogue.created_at)) if len(catalogue) else 0.0
+        self.items = np.asarray(model.encode_items(item_features(catalogue, now)), np.float32)
+
+    def scores(self, state: Any, item_ids: Sequence[str], *, surface: str, now: float) -> np.ndarray:
+        """``(B,)`` float32 ``q · v`` for ``item_ids``; NaN for items not in the catalogue."""
+        feats = query_features(state, self.catalogue, surface=surface, now=now)
+        q = np.asarray(self.model.encode_queries({k: np.asarray(v)[None] for k, v in feats.items()}))[0]
+        rows = self.catalogue.index_of(list(item_ids))
+        out = np.full(len(rows), np.nan, dtype=np.float32)
+        known = rows >= 0
+        out[known] = self.items[rows[known]] @ q.astype(np.float32)
+        return out
+
+
+def for_ranker(registry: Any, tenant: str, ranker_version: str, catalogue: Catalogue | None) -> TwoTowerSimilarity | None:
+    """The similarity of the two-tower the ranker ``ranker_version`` was trained with (its
+    manifest's ``lineage.parents["two_tower"]``), or None when it names none (the feature is
+    then the two-tower source's score where there is one, NaN elsewhere)."""
+    if catalogue is None:
+        return None
+    parent = registry.manifest("ranker", tenant, ranker_version).lineage.parents.get("two_tower")
+    if not parent:
+        return None
+    from retrieval.two_tower import TwoTowerModel
+
+    model = TwoTowerModel.load(registry.local_path("two_tower", tenant, parent))
+    return TwoTowerSimilarity(model, catalogue, parent)

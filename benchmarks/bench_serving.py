@@ -109,8 +109,8 @@ def _setup(root: Path, items: int, candidates: int) -> tuple[str, dict]:
     ranker = _arch("ranker", ("embed_dim", "n_experts", "expert_hidden", "tower_hidden"))
     for tenant in ("acme", "globex"):
         cat = Catalogue.load(str(root / "data"), tenant)
-        publish_two_tower(registry, cat, arch=tower, scann=len(cat) >= 10_000)
-        publish_ranker(registry, cat, arch=ranker)
+        tt, _ = publish_two_tower(registry, cat, arch=tower, scann=len(cat) >= 10_000)
+        publish_ranker(registry, cat, arch=ranker, two_tower=tt)  # its retrieval_score tower
     config = yaml.safe_load(open("configs/platform.yaml"))
     acme = config["tenants"][0]["surfaces"]["home"]
     for s in acme["sources"]:

@@ -66,9 +66,11 @@ def publish_two_tower(registry: Registry, catalogue: Catalogue, *, seed: int = 0
 
 
 def publish_ranker(registry: Registry, catalogue: Catalogue, *, seed: int = 0,
-                   promote: bool = True, arch: dict | None = None) -> str:  # fmt: skip
+                   promote: bool = True, arch: dict | None = None,
+                   two_tower: str | None = None) -> str:  # fmt: skip
     """Publish a multi-task ranker; ``arch`` overrides the toy sizes (``embed_dim``,
-    ``n_experts``, ``expert_hidden``, ``tower_hidden``)."""
+    ``n_experts``, ``expert_hidden``, ``tower_hidden``); ``two_tower`` names the two-tower
+    version in its lineage (serving then computes its ``retrieval_score`` with that tower)."""
     import torch
 
     from ranking.model import MultiTaskRanker
@@ -91,7 +93,8 @@ def publish_ranker(registry: Registry, catalogue: Catalogue, *, seed: int = 0,
     with tempfile.TemporaryDirectory() as tmp:
         model.save(tmp)
         m = registry.publish("ranker", catalogue.tenant_id, tmp, owner=OWNER,
-                             lineage=Lineage(feature_schema_hash=feature_schema_hash()),
+                             lineage=Lineage(feature_schema_hash=feature_schema_hash(),
+                                             parents={"two_tower": two_tower} if two_tower else {}),
                              description="serving test ranker")  # fmt: skip
     if promote:
         registry.promote("ranker", catalogue.tenant_id, m.version, actor="test")

@@ -56,7 +56,9 @@ def deploy(tiny_data, root, **app_args):
     catalogues = {t: Catalogue.load(str(tiny_data), t) for t in ("acme", "globex")}
     versions = {}
     for tenant, catalogue in catalogues.items():
-        versions[tenant] = (*publish_two_tower(registry, catalogue), publish_ranker(registry, catalogue))
+        tt, ix = publish_two_tower(registry, catalogue)
+        # The ranker names its two-tower: the Ranker replica scores retrieval_score with it.
+        versions[tenant] = (tt, ix, publish_ranker(registry, catalogue, two_tower=tt))
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = AppArgs(

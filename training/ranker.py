@@ -26,7 +26,7 @@ from core.train_config import RankerTrainConfig
 from ranking.calibration import apply_calibration, fit_calibration
 from ranking.model import MultiTaskRanker
 from retrieval.two_tower import TwoTowerModel
-from training import common
+from training import common, worker
 from training.datasets import assign_time_split, ranker_dataset, time_split_bounds
 from training.examples import DONE, examples_dir
 from training.metrics import auc, classification_metrics
@@ -96,13 +96,8 @@ def train_loop(config: dict) -> None:
     torch.manual_seed(0)
     model = MultiTaskRanker.from_config(config["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"])
-    start = 0
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as d:
-            model.load_state_dict(torch.load(Path(d) / "model.pt", weights_only=True))
-            opt.load_state_dict(torch.load(Path(d) / "optimizer.pt", weights_only=True))
-            start = json.loads((Path(d) / "meta.json").read_text())["epoch"] + 1
+    meta = worker.resume(model, opt)
+    start = meta["epoch"] + 1 if meta else 0
     model = ray.train.torch.prepare_model(model)
     core_model = model.module if hasattr(model, "module") else model
     tasks = config["model"]["tasks"]
@@ -125,19 +120,9 @@ def train_loop(config: dict) -> None:
                 val_loss += float(sum(bce(out[t], batch[t]) for t in tasks))
                 val_n += len(batch["cat"])
         core_model.train()
-        stats = torch.tensor([val_loss, val_n], dtype=torch.float64)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(stats)
-        metrics = {"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": float(stats[0] / max(stats[1], 1)), "examples_per_s": n / max(time.perf_counter() - t0, 1e-9)}
-        with tempfile.TemporaryDirectory() as d:
-            saved = None
-            if ray.train.get_context().get_world_rank() == 0:
-                torch.save(core_model.state_dict(), Path(d) / "model.pt")
-                torch.save(opt.state_dict(), Path(d) / "optimizer.pt")
-                (Path(d) / "config.json").write_text(json.dumps(core_model.cfg))
-                (Path(d) / "meta.json").write_text(json.dumps({"epoch": epoch}))
-                saved = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=saved)
+        val_loss, val_n = worker.all_reduce_sum([val_loss, val_n])
+        metrics = {"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": float(val_loss / max(val_n, 1)), "examples_per_s": n / max(time.perf_counter() - t0, 1e-9)}
+        worker.report_epoch(metrics, core_model, opt, {"epoch": epoch})
 
 
 def _predict_split(model: MultiTaskRanker, ds, tasks: list[str]) -> tuple[dict, dict, np.ndarray]:

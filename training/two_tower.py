@@ -25,18 +25,11 @@ from core.features import item_features
 from core.train_config import TwoTowerTrainConfig
 from retrieval.losses import item_log_q, sampled_softmax_loss
 from retrieval.two_tower import TwoTowerModel
-from training import common
+from training import common, worker
 from training.examples import two_tower_examples
 
 TENSOR_COLUMNS = ["user", "history", "surface", "hour", "item", "category", "tags", "log_age_days"]
 MONITOR = "val_recall@50"
-
-
-def _all_reduce(values: list[float]) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(t)
-    return t.tolist()
 
 
 def _validate(model: TwoTowerModel, shard, items: dict, cfg: dict, device) -> dict[str, float]:
@@ -60,7 +53,7 @@ def _validate(model: TwoTowerModel, shard, items: dict, cfg: dict, device) -> di
             ndcg10 += float(torch.where(rank < 10, 1.0 / torch.log2(rank.double() + 2), 0.0).sum())
             n += b
     model.train()
-    n, loss_sum, hits50, ndcg10 = _all_reduce([n, loss_sum, hits50, ndcg10])
+    n, loss_sum, hits50, ndcg10 = worker.all_reduce_sum([n, loss_sum, hits50, ndcg10])
     n = max(n, 1.0)
     return {"val_loss": loss_sum / n, MONITOR: hits50 / n, "val_ndcg@10": ndcg10 / n, "val_examples": int(n)}
 
@@ -77,13 +70,9 @@ def train_loop(config: dict) -> None:
     model = TwoTowerModel.from_config(config["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     start_epoch = steps = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            model.load_state_dict(torch.load(Path(d) / "model.pt", weights_only=True))
-            opt.load_state_dict(torch.load(Path(d) / "optimizer.pt", weights_only=True))
-            meta = json.loads((Path(d) / "meta.json").read_text())
-            start_epoch, steps = meta["epoch"] + 1, meta.get("steps", 0)
+    meta = worker.resume(model, opt)
+    if meta:
+        start_epoch, steps = meta["epoch"] + 1, meta.get("steps", 0)
     model = ray.train.torch.prepare_model(model)
     core_model = model.module if hasattr(model, "module") else model
     log_q = torch.as_tensor(config["log_q"], device=device) if config["log_q"] is not None else None
@@ -112,7 +101,7 @@ def train_loop(config: dict) -> None:
             loss_sum += float(loss.detach()) * len(q)
         elapsed = time.perf_counter() - t0
         # Throughput and loss over all workers, not rank 0's shard alone.
-        n_all, loss_all = _all_reduce([float(n), loss_sum])
+        n_all, loss_all = worker.all_reduce_sum([float(n), loss_sum])
         metrics = {
             "epoch": epoch,
             "train_loss": loss_all / max(n_all, 1.0),
@@ -121,15 +110,7 @@ def train_loop(config: dict) -> None:
             "torch_threads": torch.get_num_threads(),
             **_validate(core_model, val_shard, config["items"], config, device),
         }
-        with tempfile.TemporaryDirectory() as d:
-            ckpt = None
-            if ray.train.get_context().get_world_rank() == 0:
-                torch.save(core_model.state_dict(), Path(d) / "model.pt")
-                torch.save(opt.state_dict(), Path(d) / "optimizer.pt")
-                (Path(d) / "config.json").write_text(json.dumps(core_model.cfg))
-                (Path(d) / "meta.json").write_text(json.dumps({"epoch": epoch, "steps": steps}))
-                ckpt = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=ckpt)
+        worker.report_epoch(metrics, core_model, opt, {"epoch": epoch, "steps": steps})
 
 
 def run_name(storage_dir: Path, tenant: str, resume: bool) -> str:

@@ -1,0 +1,50 @@
+"""What every Ray Train per-worker loop here does around its own training step: resume from
+the run's latest checkpoint, sum counters over workers, and report an epoch with a checkpoint
+written by rank 0 (``model.pt``, ``optimizer.pt``, ``config.json``, ``meta.json``)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def resume(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """Load the latest checkpoint of this run into ``model`` and ``optimizer``; its
+    ``meta.json`` (``{"epoch": …, …}``), or None when the run starts fresh."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if not checkpoint:
+        return None
+    with checkpoint.as_directory() as d:
+        model.load_state_dict(torch.load(Path(d) / "model.pt", weights_only=True))
+        optimizer.load_state_dict(torch.load(Path(d) / "optimizer.pt", weights_only=True))
+        return json.loads((Path(d) / "meta.json").read_text())
+
+
+def all_reduce_sum(values: list[float]) -> list[float]:
+    """``values`` summed over every worker (as they are with one worker)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def report_epoch(metrics: dict, model: Any, optimizer: torch.optim.Optimizer, meta: dict) -> None:
+    """``ray.train.report`` the epoch's ``metrics`` with a checkpoint from rank 0 (``model``
+    is the unwrapped module; ``meta`` goes to ``meta.json``)."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as d:
+        checkpoint = None
+        if ray.train.get_context().get_world_rank() == 0:
+            torch.save(model.state_dict(), Path(d) / "model.pt")
+            torch.save(optimizer.state_dict(), Path(d) / "optimizer.pt")
+            (Path(d) / "config.json").write_text(json.dumps(model.cfg))
+            (Path(d) / "meta.json").write_text(json.dumps(meta))
+            checkpoint = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(metrics, checkpoint=checkpoint)

@@ -20,14 +20,19 @@ from core.catalogue import Catalogue
 from core.features import item_features, query_features
 
 
+def similarity_item_features(catalogue: Catalogue) -> dict[str, np.ndarray]:
+    """Item-tower inputs for the ranker's ``retrieval_score``, in training and serving alike:
+    item ages at the newest item's creation time."""
+    now = float(np.nanmax(catalogue.created_at)) if len(catalogue) else 0.0
+    return item_features(catalogue, now)
+
+
 class TwoTowerSimilarity:
     def __init__(self, model: Any, catalogue: Catalogue, version: str):
         self.model = model
         self.catalogue = catalogue
         self.version = version
-        # Item vectors as training embeds them: ages at the newest item's creation time.
-        now = float(np.nanmax(catalogue.created_at)) if len(catalogue) else 0.0
-        self.items = np.asarray(model.encode_items(item_features(catalogue, now)), np.float32)
+        self.items = np.asarray(model.encode_items(similarity_item_features(catalogue)), np.float32)
 
     def scores(self, state: Any, item_ids: Sequence[str], *, surface: str, now: float) -> np.ndarray:
         """``(B,)`` float32 ``q · v`` for ``item_ids``; NaN for items not in the catalogue."""
@@ -40,16 +45,20 @@ class TwoTowerSimilarity:
         return out
 
 
-def for_ranker(registry: Any, tenant: str, ranker_version: str, catalogue: Catalogue | None) -> TwoTowerSimilarity | None:
+def for_ranker(registry: Any, tenant: str, ranker_version: str, catalogue: Catalogue | None,
+               loaded: dict[str, Any] | None = None) -> TwoTowerSimilarity | None:  # fmt: skip
     """The similarity of the two-tower the ranker ``ranker_version`` was trained with (its
     manifest's ``lineage.parents["two_tower"]``), or None when it names none (the feature is
-    then the two-tower source's score where there is one, NaN elsewhere)."""
+    then the two-tower source's score where there is one, NaN elsewhere). ``loaded`` maps
+    two-tower versions already in memory to their models (not read again)."""
     if catalogue is None:
         return None
     parent = registry.manifest("ranker", tenant, ranker_version).lineage.parents.get("two_tower")
     if not parent:
         return None
-    from retrieval.two_tower import TwoTowerModel
+    model = (loaded or {}).get(parent)
+    if model is None:
+        from retrieval.two_tower import TwoTowerModel
 
-    model = TwoTowerModel.load(registry.local_path("two_tower", tenant, parent))
+        model = TwoTowerModel.load(registry.local_path("two_tower", tenant, parent))
     return TwoTowerSimilarity(model, catalogue, parent)

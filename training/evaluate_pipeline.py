@@ -111,7 +111,8 @@ def evaluate_pipeline(
     if ranker_version:  # the ranker's retrieval_score, as serving computes it
         from retrieval.similarity import for_ranker
 
-        similarity = for_ranker(registry, tenant, ranker_version, catalogue)
+        similarity = for_ranker(registry, tenant, ranker_version, catalogue,
+                                loaded={versions["two_tower"]: artifacts.model})  # fmt: skip
     events = train_period_events(storage.eventlog().read(tenant), cutoff)
     pipe = build_local_pipeline(
         offline_platform(load_platform_config(platform_config)),

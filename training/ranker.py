@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.features import CAT_FEATURES, DENSE_FEATURES, SOURCE_KINDS, item_features
+from core.features import CAT_FEATURES, DENSE_FEATURES, SOURCE_KINDS
 from core.train_config import RankerTrainConfig
 from ranking.calibration import apply_calibration, fit_calibration
 from ranking.model import MultiTaskRanker
+from retrieval.similarity import similarity_item_features
 from retrieval.two_tower import TwoTowerModel
 from training import common, worker
 from training.datasets import assign_time_split, ranker_dataset, time_split_bounds
@@ -78,7 +79,7 @@ def build_examples(storage, cfg: RankerTrainConfig, tt_dir: Path | None, tt_vers
     ts = np.concatenate([b["ts"] for b in ds.select_columns(["ts"]).iter_batches(batch_format="numpy", batch_size=None)])
     val_start, hold_start = time_split_bounds(ts, cfg.holdout_fraction, cfg.validation_fraction)
     if tt_dir is not None:
-        feats = item_features(catalogue, float(np.nanmax(catalogue.created_at)))
+        feats = similarity_item_features(catalogue)  # what serving's TwoTowerSimilarity embeds
         ds = ds.map_batches(RetrievalScorer, fn_constructor_kwargs={"model_dir": str(tt_dir), "item_feats": feats}, concurrency=1, batch_size=4096)
     else:
         ds = ds.map_batches(_drop_query, batch_size=4096)

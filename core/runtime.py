@@ -142,9 +142,9 @@ def build_tenant_runtime(
     policy_cfg = tenant.policy if policy is _TENANT_POLICY else policy
     experiments = tuple(e for e in platform_config.experiments if e.tenant == tenant_id)
 
-    user_states = (
+    user_states = (  # a reader (another deployment) holds the state instead: none to build
         OnlineUserStateStore.bootstrap(catalogue, tenant_id, events, users_table)
-        if catalogue is not None
+        if catalogue is not None and user_state_reader is None
         else None
     )
     popularity = _popularity(events)

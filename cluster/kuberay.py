@@ -67,9 +67,12 @@ def render_rayservice(
     serve["proxy_location"] = "EveryNode"
     for app in serve.get("applications", []):
         app.setdefault("args", {})["home"] = PROJECT_ROOT_IN_IMAGE
-    env = {"RECSYS_HOME": PROJECT_ROOT_IN_IMAGE, "RECSYS_CONFIG": platform_config,
-           "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-           "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0", **(storage_env or {})}  # fmt: skip
+    # The applications' runtime_env reaches their replicas; the proxies and the controller
+    # read the same Serve settings from the container environment.
+    serve_env = {k: str(v) for app in serve.get("applications", [])
+                 for k, v in (app.get("runtime_env") or {}).get("env_vars", {}).items()}  # fmt: skip
+    env = {"RECSYS_HOME": PROJECT_ROOT_IN_IMAGE, "RECSYS_CONFIG": platform_config, **serve_env,
+           **(storage_env or {})}  # fmt: skip
     head_ports = [{"containerPort": 6379, "name": "gcs"}, {"containerPort": 8265, "name": "dashboard"},
                   {"containerPort": 10001, "name": "client"}, {"containerPort": 8000, "name": "serve"}]  # fmt: skip
     workers = [{

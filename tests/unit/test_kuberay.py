@@ -32,6 +32,7 @@ def test_rayservice_embeds_the_serve_config_for_a_pod():
     assert head["image"] == "reg/recsys:1"
     env = {e["name"]: e["value"] for e in head["env"]}
     assert env["RECSYS_HOME"] == "/app" and env["AWS_REGION"] == "x"
+    assert env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"  # from serve.yaml
     groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
     gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert gpu["nvidia.com/gpu"] == 1 and "nvidia.com/gpu" not in str(groups["cpu"])

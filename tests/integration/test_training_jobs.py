@@ -20,14 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def job_env(tiny_data: Path, tmp_path_factory):
     root = tmp_path_factory.mktemp("train_jobs")
-    platform = yaml.safe_load((REPO / "configs/platform.yaml").read_text())
-    platform["storage"] = {
-        "data": str(tiny_data),
-        "events": str(tiny_data / "events"),
-        "registry": str(root / "registry"),
-        "decisions": str(root / "decisions"),
-    }
-    (root / "platform.yaml").write_text(yaml.safe_dump(platform))
+    _platform_for(tiny_data, root)
     cfg = yaml.safe_load((REPO / "configs/train/two_tower.yaml").read_text())
     cfg["work_dir"] = str(root / "work")
     (root / "two_tower.yaml").write_text(yaml.safe_dump(cfg))

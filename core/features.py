@@ -83,6 +83,9 @@ def feature_schema_hash() -> str:
         "popularity_half_life_hours": POPULARITY_HALF_LIFE_HOURS,
         "frequency_window_hours": FREQUENCY_WINDOW_HOURS,
         "max_tags": MAX_TAGS,
+        # 2: a positive on an item already engaged with is not a new interaction (1 collapsed
+        # only adjacent repeats).
+        "interaction_rule": 2,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -93,13 +96,15 @@ class UserState:
 
     user_id: str
     history: deque = field(default_factory=lambda: deque(maxlen=HISTORY_LEN))
-    """Item ids of recent positive interactions, most recent last (repeats collapsed)."""
+    """Item ids of recent positive interactions, most recent last; each item at most once."""
     category_counts: dict[int, float] = field(default_factory=dict)
     tag_counts: dict[int, float] = field(default_factory=dict)
     n_positive: int = 0
     impressions: deque = field(default_factory=lambda: deque(maxlen=MAX_RECENT_IMPRESSIONS))
     """``(ts, item_id)`` of recent impressions, oldest first."""
     hidden: set[str] = field(default_factory=set)
+    positives: set[str] = field(default_factory=set)
+    """Every item the user positively interacted with (``history`` keeps only the last few)."""
     last_ts: float | None = None
 
     def apply(self, event_type: str, item_id: str, ts: float, catalogue: Catalogue) -> None:
@@ -110,10 +115,14 @@ class UserState:
         elif event_type == "hide":
             self.hidden.add(item_id)
         elif event_type in POSITIVE_EVENT_TYPES:
-            # One interaction can produce several positive events (click, then dwell, like);
-            # history and affinities count the item once per distinct interaction.
-            if self.history and self.history[-1] == item_id:
+            # One interaction produces several positive events (click, then dwell and like),
+            # and another item's events can fall between them (a slate with two clicks): a
+            # user's positives on one item are one interaction, counted at the first. The same
+            # rule makes two-tower examples (training.datasets). Counting each event made the
+            # history repeat items (about 8 distinct in 20 slots) and inflated the affinities.
+            if item_id in self.positives:
                 return
+            self.positives.add(item_id)
             self.history.append(item_id)
             self.n_positive += 1
             idx = catalogue.index_of([item_id])[0]

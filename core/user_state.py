@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from core.catalogue import Catalogue
 from core.features import UserState
-from core.schema import MATURITY_LEVELS, POSITIVE_EVENT_TYPES, to_utc
+from core.schema import MATURITY_LEVELS, to_utc
 
 
 @dataclass
@@ -37,8 +37,6 @@ class ServingUserState(UserState):
 
     max_maturity: str | None = None
     """The user's own maturity limit; ``None`` means use the tenant policy's default."""
-    positives: set[str] = field(default_factory=set)
-    """Every item the user positively interacted with (``history`` keeps only the last few)."""
 
     def snapshot(self) -> ServingUserState:
         """An independent copy (what ``copy.deepcopy`` gives, several times cheaper): every
@@ -131,8 +129,6 @@ class OnlineUserStateStore:
                 user_id=user_id, max_maturity=self._max_maturity.get(user_id)
             )
         state.apply(event_type, item_id, ts, self.catalogue)
-        if event_type in POSITIVE_EVENT_TYPES:
-            state.positives.add(item_id)
 
     def get(self, user_id: str) -> ServingUserState:
         with self._lock:

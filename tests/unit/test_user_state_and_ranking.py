@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from core.contracts import Candidate, MergedCandidate
-from core.features import PopularityCounter, ranker_features
+from core.features import PopularityCounter, UserState, ranker_features
 from core.schema import USER_SCHEMA
 from core.user_state import OnlineUserStateStore
 from ranking.fallback import FallbackScorer
@@ -17,6 +17,27 @@ from ranking.utility import utility
 from tests.unit.serving_fixtures import NOW, catalogue, events, merged, query
 
 CAT = catalogue([{"item_id": f"i{n}", "category": "books" if n % 2 else "news"} for n in range(6)])
+
+
+def test_interleaved_click_dwell_like_of_a_slate_count_each_item_once() -> None:
+    """Two clicks in one slate interleave their dwell/like events: the history must hold each
+    item once and the affinities count two interactions, not five events."""
+    s = UserState(user_id="u1")
+    t = NOW.timestamp()
+    for dt, kind, item in [
+        (0, "click", "i1"),
+        (5, "click", "i2"),
+        (20, "dwell", "i1"),
+        (21, "like", "i1"),
+        (30, "dwell", "i2"),
+        (900, "click", "i3"),
+        (905, "like", "i1"),  # a late like of an item already engaged with: not a new one
+    ]:
+        s.apply(kind, item, t + dt, CAT)
+    assert list(s.history) == ["i1", "i2", "i3"]
+    assert s.n_positive == 3 and s.positives == {"i1", "i2", "i3"}
+    books, news = CAT.categories.index("books"), CAT.categories.index("news")
+    assert s.category_counts == {books: 2.0, news: 1.0}  # i1, i3 books; i2 news
 
 
 def test_online_store_bootstraps_in_time_order_and_observes_live_events() -> None:

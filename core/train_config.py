@@ -62,6 +62,7 @@ class TwoTowerTrainConfig(JobConfig):
     batch_size: int = Field(512, ge=2)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    seed: int = Field(0, description="initialisation and shuffle seed; runs differ by about ±0.005 NDCG@10 across seeds")
     max_failures: int = Field(2, ge=0)
     keep_checkpoints: int = Field(2, ge=1)
 

@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     ex_dir = two_tower_examples(storage, cfg.num_partitions)
     examples = ray.data.read_parquet(str(ex_dir))
-    train = examples.filter(expr="split == 'train'").select_columns(TENSOR_COLUMNS).randomize_block_order(seed=0)
+    train = examples.filter(expr="split == 'train'").select_columns(TENSOR_COLUMNS).randomize_block_order(seed=cfg.seed)
     validation = examples.filter(expr="split == 'validation'").select_columns(TENSOR_COLUMNS)
     # One int64 column of the train split (8 bytes an example) is cheaper than a groupby
     # shuffle over 200 partitions.
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     now = float(np.nanmax(catalogue.created_at))
     loop_config = {
         "model": model_cfg,
-        "seed": 0,
+        "seed": cfg.seed,
         "lr": cfg.lr,
         "weight_decay": cfg.weight_decay,
         "epochs": cfg.epochs,

@@ -143,6 +143,7 @@ def main() -> None:
         "weight_decay": 0.0,
         "epochs": a.epochs,
         "batch_size": a.batch_size,
+        "shuffle_buffer_rows": 16 * a.batch_size,
         "temperature": 0.05,
         "log_q": item_log_q(data["item"], a.items).tolist(),
         "items": item_feats(a.items, n_categories, n_tags),

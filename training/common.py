@@ -50,6 +50,16 @@ def init_ray() -> None:
     ctx.print_on_execution_start = False
 
 
+def reproducible_data_order() -> None:
+    """Make Ray Data deliver blocks in the dataset's own order (``preserve_order``), so a
+    training job fed by streaming reads sees the same batches every run of one ``seed``.
+    Without it, the order in which read tasks finish decides what enters the shuffle buffer:
+    two runs of one two-tower seed differed by 0.007 test NDCG@10 (docs/evaluation.md)."""
+    import ray
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+
+
 class Storage:
     """Resolved storage roots for one job."""
 

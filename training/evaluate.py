@@ -49,6 +49,35 @@ def top_k_excluding(scores: np.ndarray, exclude: list[np.ndarray], k: int) -> np
     return np.take_along_axis(part, order, 1)
 
 
+def held_out(data: dict[str, np.ndarray], split: str, max_users: int, seed: int) -> tuple[np.ndarray, list[np.ndarray], list[list[int]]]:
+    """The protocol's ranking task on ``split`` (``"test"`` or ``"validation"``): rows with a
+    known item (a seeded sample of at most ``max_users``), each user's train items (excluded
+    from the ranking) and the held-out item."""
+    item0 = data["item"] - 1  # catalogue index; -1 unknown
+    rows = np.flatnonzero((data["split"] == split) & (item0 >= 0))
+    rng = np.random.default_rng(seed)
+    if len(rows) > max_users:
+        rows = np.sort(rng.choice(rows, max_users, replace=False))
+    train = (data["split"] == "train") & (item0 >= 0)
+    by_user: dict[str, list[int]] = {}
+    for u, i in zip(data["user_id"][train], item0[train], strict=True):
+        by_user.setdefault(u, []).append(int(i))
+    exclude = [np.unique(np.asarray(by_user.get(u, []), dtype=np.int64)) for u in data["user_id"][rows]]
+    return rows, exclude, [[int(item0[r])] for r in rows]
+
+
+def exact_two_tower_metrics(
+    model: TwoTowerModel, catalogue, data: dict[str, np.ndarray], rows: np.ndarray, exclude: list[np.ndarray], relevant: list[list[int]]
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Protocol metrics of ``model`` by exact search; also returns its item and query vectors."""
+    from core.features import item_features
+
+    item_vecs = model.encode_items(item_features(catalogue, float(np.nanmax(catalogue.created_at))))
+    queries = model.encode_queries({k: data[k][rows] for k in QUERY_COLUMNS})
+    exact = BruteForceIndex(item_vecs, catalogue.item_ids)
+    return ranking_metrics(index_top_k(exact, queries, exclude, KMAX), relevant, len(catalogue)), item_vecs, queries
+
+
 def index_top_k(index, queries: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:
     """ANN top-k with train items filtered out (over-fetch by the longest exclusion list)."""
     extra = max((len(e) for e in exclude), default=0)
@@ -74,21 +103,13 @@ def main(argv=None) -> int:
     data = load_split(two_tower_examples(storage, cfg.num_partitions))
     item0 = data["item"] - 1  # catalogue index; -1 unknown
     train = (data["split"] == "train") & (item0 >= 0)
-    test_rows = np.flatnonzero((data["split"] == "test") & (item0 >= 0))
     # Every user's test time, sampled or not: the pipeline's "train period" ends there.
     test_all = data["split"] == "test"
     cutoff = dict(zip(data["user_id"][test_all].tolist(), data["ts"][test_all].tolist(), strict=True))
-    rng = np.random.default_rng(cfg.seed)
-    if len(test_rows) > cfg.max_users:
-        test_rows = np.sort(rng.choice(test_rows, cfg.max_users, replace=False))
+    test_rows, exclude, relevant = held_out(data, "test", cfg.max_users, cfg.seed)
     users = data["user_id"][test_rows]
-    by_user: dict[str, list[int]] = {}
-    for u, i in zip(data["user_id"][train], item0[train], strict=True):
-        by_user.setdefault(u, []).append(int(i))
     val = (data["split"] == "validation") & (item0 >= 0)
     val_item = dict(zip(data["user_id"][val], item0[val], strict=True))
-    exclude = [np.unique(np.asarray(by_user.get(u, []), dtype=np.int64)) for u in users]
-    relevant = [[int(item0[r])] for r in test_rows]
     results: dict[str, dict] = {}
 
     pop = np.bincount(item0[train], minlength=n_items).astype(np.float32)
@@ -105,13 +126,7 @@ def main(argv=None) -> int:
     if tt_version:
         versions["two_tower"] = tt_version
         model = TwoTowerModel.load(registry.local_path("two_tower", cfg.tenant, tt_version))
-        feats_now = float(np.nanmax(catalogue.created_at))
-        from core.features import item_features
-
-        item_vecs = model.encode_items(item_features(catalogue, feats_now))
-        queries = model.encode_queries({k: data[k][test_rows] for k in QUERY_COLUMNS})
-        exact = BruteForceIndex(item_vecs, catalogue.item_ids)
-        results["exact"] = ranking_metrics(index_top_k(exact, queries, exclude, KMAX), relevant, n_items)
+        results["exact"], _, queries = exact_two_tower_metrics(model, catalogue, data, test_rows, exclude, relevant)
         idx_version = registry.resolve("ann_index", cfg.tenant, cfg.index_alias)
         if idx_version:
             index = load_index(registry.local_path("ann_index", cfg.tenant, idx_version))

@@ -151,6 +151,7 @@ def main(argv=None) -> int:
     args = common.parse_args(__doc__.splitlines()[0], "configs/train/ranker.yaml", argv)
     cfg = common.load_job_config(args, RankerTrainConfig)
     common.init_ray()
+    common.reproducible_data_order()
     t0 = time.perf_counter()
     storage = common.Storage(cfg)
     registry = storage.registry()

@@ -30,8 +30,10 @@ from training.examples import two_tower_examples
 
 TENSOR_COLUMNS = ["user", "history", "surface", "hour", "item", "category", "tags", "log_age_days"]
 MONITOR = "val_ndcg@10"
-"""The checkpoint kept: the headline metric of docs/evaluation.md. Recall@50 (reported too)
-peaks an epoch or two later than NDCG@10, when the model already ranks the head worse."""
+"""Which checkpoints Ray Train keeps (``keep_checkpoints`` best): the headline metric of
+docs/evaluation.md. Recall@50 (reported too) peaks an epoch or two later than NDCG@10, when the
+model already ranks the head worse. :func:`_select_checkpoint` then picks among the kept ones
+on the protocol's validation task."""
 
 
 def _validate(model: TwoTowerModel, shard, items: dict, cfg: dict, device) -> dict[str, float]:
@@ -88,7 +90,7 @@ def train_loop(config: dict) -> None:
             batch_size=config["batch_size"],
             device=device,
             drop_last=True,
-            local_shuffle_buffer_size=config.get("shuffle_buffer", 16 * config["batch_size"]),
+            local_shuffle_buffer_size=config["shuffle_buffer_rows"],
             local_shuffle_seed=config["seed"] + epoch,
         )
         for batch in batches:
@@ -115,6 +117,46 @@ def train_loop(config: dict) -> None:
         worker.report_epoch(metrics, core_model, opt, {"epoch": epoch, "steps": steps})
 
 
+PROTOCOL_KEYS = ("val_protocol_ndcg@10", "val_protocol_recall@50")
+
+
+def _load_checkpoint(ckpt) -> TwoTowerModel:
+    with ckpt.as_directory() as d:
+        model = TwoTowerModel.from_config(json.loads((Path(d) / "config.json").read_text()))
+        model.load_state_dict(torch.load(Path(d) / "model.pt", weights_only=True))
+    return model.eval()
+
+
+def _select_checkpoint(kept: list, ex_dir: Path, catalogue, cfg: TwoTowerTrainConfig) -> tuple[TwoTowerModel, dict]:
+    """Of the checkpoints Ray Train kept (the best ``keep_checkpoints`` by the in-loop monitor),
+    the one with the best validation NDCG@10 under the evaluation protocol: full catalogue,
+    every train item of the user excluded (the in-loop monitor can exclude only the query's
+    last ``HISTORY_LEN`` items). Falls back to the monitor when there are no validation users."""
+    from training import evaluate
+
+    data = evaluate.load_split(ex_dir)
+    rows, exclude, relevant = evaluate.held_out(data, "validation", cfg.selection_users, cfg.seed)
+    if len(rows) == 0:
+        ckpt, metrics = max(kept, key=lambda cm: cm[1][MONITOR])
+        return _load_checkpoint(ckpt), dict(metrics)
+    scored, best = [], None  # one model in memory at a time besides the best so far
+    for ckpt, metrics in sorted(kept, key=lambda cm: cm[1]["epoch"]):
+        model = _load_checkpoint(ckpt)
+        m, _, _ = evaluate.exact_two_tower_metrics(model, catalogue, data, rows, exclude, relevant)
+        scored.append({**metrics, "val_protocol_ndcg@10": m["ndcg@10"], "val_protocol_recall@50": m["recall@50"]})
+        if best is None or scored[-1]["val_protocol_ndcg@10"] > best[1]["val_protocol_ndcg@10"]:
+            best = (model, scored[-1])
+    common.summary_table(
+        f"two_tower {cfg.tenant}: checkpoint choice on {len(rows)} validation users (protocol)",
+        {
+            f"epoch {m['epoch']}{' (kept)' if m is best[1] else ''}": f"NDCG@10 {m['val_protocol_ndcg@10']:.4f} "
+            f"(in-loop {m[MONITOR]:.4f}), Recall@50 {m['val_protocol_recall@50']:.4f}"
+            for m in scored
+        },
+    )
+    return best
+
+
 def run_name(storage_dir: Path, tenant: str, resume: bool) -> str:
     prefix = f"two_tower-{tenant}-"
     runs = sorted(p.name for p in storage_dir.glob(prefix + "*")) if storage_dir.exists() else []
@@ -131,6 +173,7 @@ def main(argv=None) -> int:
     args = common.parse_args(__doc__.splitlines()[0], "configs/train/two_tower.yaml", argv)
     cfg = common.load_job_config(args, TwoTowerTrainConfig)
     common.init_ray()
+    common.reproducible_data_order()
     storage = common.Storage(cfg)
     catalogue = storage.catalogue()
     t0 = time.perf_counter()
@@ -166,6 +209,7 @@ def main(argv=None) -> int:
         "epochs": cfg.epochs,
         "cpus_per_worker": cfg.cpus_per_worker,
         "batch_size": cfg.batch_size,
+        "shuffle_buffer_rows": max(cfg.shuffle_buffer_rows, cfg.batch_size),
         "temperature": cfg.temperature,
         "log_q": item_log_q(train_items, n_items, strength=cfg.log_q_strength).tolist()
         if cfg.log_q_correction
@@ -193,12 +237,11 @@ def main(argv=None) -> int:
         ),
     )
     result = trainer.fit()
-    best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1][MONITOR])
-    with best_ckpt.as_directory() as d, tempfile.TemporaryDirectory() as out:
-        model = TwoTowerModel.from_config(json.loads((Path(d) / "config.json").read_text()))
-        model.load_state_dict(torch.load(Path(d) / "model.pt", weights_only=True))
+    model, best_metrics = _select_checkpoint(result.best_checkpoints, ex_dir, catalogue, cfg)
+    with tempfile.TemporaryDirectory() as out:
         model.save(out)
-        metrics = {k: best_metrics[k] for k in ("val_loss", "val_recall@50", "val_ndcg@10", "train_loss", "epoch")}
+        keys = ("val_loss", "val_recall@50", "val_ndcg@10", "train_loss", "epoch", *PROTOCOL_KEYS)
+        metrics = {k: best_metrics[k] for k in keys if k in best_metrics}
         metrics.update({"train_examples": n_train, "examples_per_s": result.metrics.get("examples_per_s")})
         manifest = storage.registry().publish(
             "two_tower",

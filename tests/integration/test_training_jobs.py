@@ -44,6 +44,8 @@ def test_two_tower_job_via_jobs_api_publishes_a_candidate(ray_cluster, job_env, 
     assert m.lineage.feature_schema_hash == feature_schema_hash()
     assert m.lineage.dataset_version and m.lineage.dataset_version.startswith("synth-tiny")
     assert 0.0 <= m.metrics["val_recall@50"] <= 1.0
+    # The checkpoint was chosen on the protocol's validation task (all train items excluded).
+    assert 0.0 <= m.metrics["val_protocol_ndcg@10"] <= m.metrics["val_protocol_recall@50"] <= 1.0
     assert {f.path for f in m.files} == {"model.pt", "config.json"}
     from retrieval.two_tower import TwoTowerModel
 

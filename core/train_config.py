@@ -93,6 +93,9 @@ class RankerTrainConfig(JobConfig):
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     two_tower_alias: str | None = "candidate"
     """Two-tower version whose dot product fills ``retrieval_score``; None = always 0."""
+    shuffle_buffer_rows: int = Field(
+        8192, ge=0, description="minimum rows in each worker's local shuffle buffer (examples are stored grouped by user); 0 = no shuffle"
+    )
     max_failures: int = Field(2, ge=0)
 
     def _smoke_update(self) -> dict:

@@ -94,6 +94,7 @@ def train_loop(config: dict) -> None:
     import ray.train.torch
 
     device = ray.train.torch.get_device()
+    worker.pin_threads(device, config.get("cpus_per_worker", 1))
     torch.manual_seed(0)
     model = MultiTaskRanker.from_config(config["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"])
@@ -105,7 +106,14 @@ def train_loop(config: dict) -> None:
     bce = torch.nn.BCEWithLogitsLoss(reduction="sum")
     for epoch in range(start, config["epochs"]):
         t0, n, total = time.perf_counter(), 0, 0.0
-        for batch in ray.train.get_dataset_shard("train").iter_torch_batches(batch_size=config["batch_size"], device=device):
+        # Examples are stored grouped by user: unshuffled batches are runs of a few users.
+        batches = ray.train.get_dataset_shard("train").iter_torch_batches(
+            batch_size=config["batch_size"],
+            device=device,
+            local_shuffle_buffer_size=max(config["shuffle_buffer_rows"], config["batch_size"]) if config["shuffle_buffer_rows"] else None,
+            local_shuffle_seed=epoch if config["shuffle_buffer_rows"] else None,
+        )
+        for batch in batches:
             out = model(batch["cat"], batch["dense"])
             loss = sum(bce(out[t], batch[t]) for t in tasks) / len(batch["cat"])
             opt.zero_grad()
@@ -200,9 +208,16 @@ def main(argv=None) -> int:
     name = run_name(storage_dir, cfg.tenant, args.resume).replace("two_tower-", "ranker-")
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"model": model_cfg, "lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size},
+        train_loop_config={
+            "model": model_cfg,
+            "lr": cfg.lr,
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "cpus_per_worker": cfg.cpus_per_worker,
+            "shuffle_buffer_rows": cfg.shuffle_buffer_rows,
+        },
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}),
-        datasets={"train": splits["train"], "validation": splits["validation"]},
+        datasets={"train": splits["train"].randomize_block_order(seed=0), "validation": splits["validation"]},
         run_config=RunConfig(
             name=name,
             storage_path=str(storage_dir),

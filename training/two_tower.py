@@ -68,8 +68,7 @@ def train_loop(config: dict) -> None:
     import ray.train.torch
 
     device = ray.train.torch.get_device()
-    if device.type == "cpu":  # use the CPUs this worker reserved, not every core of the node
-        torch.set_num_threads(max(1, int(config.get("cpus_per_worker", 1))))
+    worker.pin_threads(device, config.get("cpus_per_worker", 1))
     torch.manual_seed(config["seed"])
     model = TwoTowerModel.from_config(config["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])

@@ -12,6 +12,13 @@ from typing import Any
 import torch
 
 
+def pin_threads(device: torch.device, cpus_per_worker: float) -> None:
+    """On CPU, run torch with the CPUs this worker reserved, not every core of the node (two
+    workers on two cores each spawning two threads oversubscribe the machine)."""
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(cpus_per_worker)))
+
+
 def resume(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
     """Load the latest checkpoint of this run into ``model`` and ``optimizer``; its
     ``meta.json`` (``{"epoch": …, …}``), or None when the run starts fresh."""

@@ -140,3 +140,36 @@ def test_held_out_ranks_against_every_train_item_of_the_user() -> None:
     assert rows.tolist() == [3] and relevant == [[6]]  # b's test item is unknown
     sampled, _, _ = held_out(data, "validation", max_users=1, seed=0)
     assert len(sampled) == 1 and sampled.tolist() == held_out(data, "validation", 1, 0)[0].tolist()
+
+
+def test_review_compares_with_production_only_on_the_same_feature_schema() -> None:
+    """A candidate worse than production fails review; after a feature-definition change the
+    production metrics measure other inputs, so the comparison is skipped and said so."""
+    from datetime import UTC, datetime
+
+    from core.features import feature_schema_hash
+    from core.manifest import Lineage, Manifest, Owner
+    from core.train_config import ReviewConfig
+    from training.review import check_candidate
+
+    def manifest(version: str, schema: str, recall: float) -> Manifest:
+        return Manifest(
+            kind="two_tower",
+            tenant="acme",
+            version=version,
+            created_at=datetime(2026, 11, 22, tzinfo=UTC),
+            owner=Owner(team="t", primary="p@example.com", escalation="#e", runbook="r.md"),
+            lineage=Lineage(feature_schema_hash=schema),
+            metrics={"val_recall@50": recall, "val_ndcg@10": 0.1},
+        )
+
+    code = feature_schema_hash()
+    cand = manifest("v2", code, 0.50)
+    cfg = ReviewConfig(tolerance=0.02, min_index_recall_at_100=0.95)
+    same = check_candidate(cand, manifest("v1", code, 0.60), None, cfg)
+    assert not same["not_worse_than_production"]["ok"]
+    assert "val_recall@50 0.5000 < 0.6000" in same["not_worse_than_production"]["detail"]
+    other = check_candidate(cand, manifest("v1", "0123456789abcdef", 0.60), None, cfg)
+    assert other["not_worse_than_production"]["ok"]
+    assert "not comparable" in other["not_worse_than_production"]["detail"]
+    assert other["feature_schema_hash"]["ok"]  # the candidate itself is on the code's schema

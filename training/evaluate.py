@@ -68,14 +68,15 @@ def held_out(data: dict[str, np.ndarray], split: str, max_users: int, seed: int)
 
 def exact_two_tower_metrics(
     model: TwoTowerModel, catalogue, data: dict[str, np.ndarray], rows: np.ndarray, exclude: list[np.ndarray], relevant: list[list[int]]
-) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """Protocol metrics of ``model`` by exact search; also returns its item and query vectors."""
-    from core.features import item_features
+) -> tuple[dict[str, float], np.ndarray]:
+    """Protocol metrics of ``model`` by exact search over the catalogue (item ages at the newest
+    item's creation, as the index is built); also returns the query vectors of ``rows``."""
+    from retrieval.similarity import similarity_item_features
 
-    item_vecs = model.encode_items(item_features(catalogue, float(np.nanmax(catalogue.created_at))))
+    item_vecs = model.encode_items(similarity_item_features(catalogue))
     queries = model.encode_queries({k: data[k][rows] for k in QUERY_COLUMNS})
     exact = BruteForceIndex(item_vecs, catalogue.item_ids)
-    return ranking_metrics(index_top_k(exact, queries, exclude, KMAX), relevant, len(catalogue)), item_vecs, queries
+    return ranking_metrics(index_top_k(exact, queries, exclude, KMAX), relevant, len(catalogue)), queries
 
 
 def index_top_k(index, queries: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
     if tt_version:
         versions["two_tower"] = tt_version
         model = TwoTowerModel.load(registry.local_path("two_tower", cfg.tenant, tt_version))
-        results["exact"], _, queries = exact_two_tower_metrics(model, catalogue, data, test_rows, exclude, relevant)
+        results["exact"], queries = exact_two_tower_metrics(model, catalogue, data, test_rows, exclude, relevant)
         idx_version = registry.resolve("ann_index", cfg.tenant, cfg.index_alias)
         if idx_version:
             index = load_index(registry.local_path("ann_index", cfg.tenant, idx_version))

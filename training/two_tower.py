@@ -141,7 +141,7 @@ def _select_checkpoint(kept: list, ex_dir: Path, catalogue, cfg: TwoTowerTrainCo
     scored, best = [], None  # one model in memory at a time besides the best so far
     for ckpt, metrics in sorted(kept, key=lambda cm: cm[1]["epoch"]):
         model = _load_checkpoint(ckpt)
-        m, _, _ = evaluate.exact_two_tower_metrics(model, catalogue, data, rows, exclude, relevant)
+        m, _ = evaluate.exact_two_tower_metrics(model, catalogue, data, rows, exclude, relevant)
         scored.append({**metrics, "val_protocol_ndcg@10": m["ndcg@10"], "val_protocol_recall@50": m["recall@50"]})
         if best is None or scored[-1]["val_protocol_ndcg@10"] > best[1]["val_protocol_ndcg@10"]:
             best = (model, scored[-1])

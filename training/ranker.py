@@ -106,12 +106,12 @@ def train_loop(config: dict) -> None:
     bce = torch.nn.BCEWithLogitsLoss(reduction="sum")
     for epoch in range(start, config["epochs"]):
         t0, n, total = time.perf_counter(), 0, 0.0
-        # Examples are stored grouped by user: unshuffled batches are runs of a few users.
-        batches = ray.train.get_dataset_shard("train").iter_torch_batches(
+        batches = worker.shuffled_batches(
+            ray.train.get_dataset_shard("train"),
             batch_size=config["batch_size"],
             device=device,
-            local_shuffle_buffer_size=max(config["shuffle_buffer_rows"], config["batch_size"]) if config["shuffle_buffer_rows"] else None,
-            local_shuffle_seed=epoch if config["shuffle_buffer_rows"] else None,
+            shuffle_rows=config["shuffle_buffer_rows"],
+            seed=epoch,
         )
         for batch in batches:
             out = model(batch["cat"], batch["dense"])

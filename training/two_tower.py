@@ -83,14 +83,14 @@ def train_loop(config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("validation")
     for epoch in range(start_epoch, config["epochs"]):
         t0, n, loss_sum = time.perf_counter(), 0, 0.0
-        # Examples are stored grouped by user: unshuffled batches would hold runs of one
-        # user's positives, each a false in-batch negative for the others.
-        batches = train_shard.iter_torch_batches(
+        # Unshuffled, one user's positives would be false in-batch negatives for each other.
+        batches = worker.shuffled_batches(
+            train_shard,
             batch_size=config["batch_size"],
             device=device,
+            shuffle_rows=config["shuffle_buffer_rows"],
+            seed=config["seed"] + epoch,
             drop_last=True,
-            local_shuffle_buffer_size=config["shuffle_buffer_rows"],
-            local_shuffle_seed=config["seed"] + epoch,
         )
         for batch in batches:
             q, i = model(batch)
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
         "epochs": cfg.epochs,
         "cpus_per_worker": cfg.cpus_per_worker,
         "batch_size": cfg.batch_size,
-        "shuffle_buffer_rows": max(cfg.shuffle_buffer_rows, cfg.batch_size),
+        "shuffle_buffer_rows": cfg.shuffle_buffer_rows,
         "temperature": cfg.temperature,
         "log_q": item_log_q(train_items, n_items, strength=cfg.log_q_strength).tolist()
         if cfg.log_q_correction

@@ -19,6 +19,19 @@ def pin_threads(device: torch.device, cpus_per_worker: float) -> None:
         torch.set_num_threads(max(1, int(cpus_per_worker)))
 
 
+def shuffled_batches(shard, *, batch_size: int, device, shuffle_rows: int, seed: int, drop_last: bool = False):
+    """``shard.iter_torch_batches`` through a seeded local shuffle buffer of at least one batch
+    (``shuffle_rows`` 0 = none). Examples are stored grouped by user: unshuffled batches are
+    runs of a few users' rows."""
+    return shard.iter_torch_batches(
+        batch_size=batch_size,
+        device=device,
+        drop_last=drop_last,
+        local_shuffle_buffer_size=max(shuffle_rows, batch_size) if shuffle_rows else None,
+        local_shuffle_seed=seed if shuffle_rows else None,
+    )
+
+
 def resume(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
     """Load the latest checkpoint of this run into ``model`` and ``optimizer``; its
     ``meta.json`` (``{"epoch": …, …}``), or None when the run starts fresh."""

@@ -3,8 +3,9 @@
     python -m training.evaluate --config configs/train/evaluate.yaml [--tenant T] [--smoke-test]
 
 Leave-last-out: each user's last interaction is the test item; every scorer ranks the
-tenant's whole catalogue minus the user's train items, from what was known just before the
-test interaction. Scorers, same users and split: the two-tower (exact brute force), the ScaNN
+tenant's whole catalogue minus every item the user interacted with before (train and validation
+items: serving never recommends those again), from what was known just before the test
+interaction. Scorers, same users and split: the two-tower (exact brute force), the ScaNN
 index, popularity, and EASE; then the whole serving pipeline (retrieve → rank → rerank, in
 process, :mod:`training.evaluate_pipeline`) whose final top-10 slate is scored the same way
 (``"pipeline"`` in the report).
@@ -25,7 +26,7 @@ from training import common
 from training.examples import two_tower_examples
 from training.metrics import ranking_metrics
 
-PROTOCOL = "leave-last-out/full-catalogue/exclude-train-v2"
+PROTOCOL = "leave-last-out/full-catalogue/exclude-history-v3"
 KMAX = 50
 QUERY_COLUMNS = ["user", "history", "surface", "hour"]
 
@@ -51,16 +52,19 @@ def top_k_excluding(scores: np.ndarray, exclude: list[np.ndarray], k: int) -> np
 
 def held_out(data: dict[str, np.ndarray], split: str, max_users: int, seed: int) -> tuple[np.ndarray, list[np.ndarray], list[list[int]]]:
     """The protocol's ranking task on ``split`` (``"test"`` or ``"validation"``): rows with a
-    known item (a seeded sample of at most ``max_users``), each user's train items (excluded
-    from the ranking) and the held-out item."""
+    known item (a seeded sample of at most ``max_users``), every item the user interacted with
+    before the held-out one (excluded from the ranking: train items, and for ``test`` the
+    validation item too, as serving's ``already_interacted`` rule removes them) and the
+    held-out item."""
     item0 = data["item"] - 1  # catalogue index; -1 unknown
     rows = np.flatnonzero((data["split"] == split) & (item0 >= 0))
     rng = np.random.default_rng(seed)
     if len(rows) > max_users:
         rows = np.sort(rng.choice(rows, max_users, replace=False))
-    train = (data["split"] == "train") & (item0 >= 0)
+    earlier = ("train", "validation") if split == "test" else ("train",)
+    known = np.isin(data["split"], earlier) & (item0 >= 0)
     by_user: dict[str, list[int]] = {}
-    for u, i in zip(data["user_id"][train], item0[train], strict=True):
+    for u, i in zip(data["user_id"][known], item0[known], strict=True):
         by_user.setdefault(u, []).append(int(i))
     exclude = [np.unique(np.asarray(by_user.get(u, []), dtype=np.int64)) for u in data["user_id"][rows]]
     return rows, exclude, [[int(item0[r])] for r in rows]
@@ -80,7 +84,7 @@ def exact_two_tower_metrics(
 
 
 def index_top_k(index, queries: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:
-    """ANN top-k with train items filtered out (over-fetch by the longest exclusion list)."""
+    """ANN top-k with the excluded items filtered out (over-fetch by the longest exclusion list)."""
     extra = max((len(e) for e in exclude), default=0)
     _, rows = index.search(queries, min(len(index), k + extra))
     out = np.full((len(queries), k), -1, dtype=np.int64)
@@ -109,8 +113,6 @@ def main(argv=None) -> int:
     cutoff = dict(zip(data["user_id"][test_all].tolist(), data["ts"][test_all].tolist(), strict=True))
     test_rows, exclude, relevant = held_out(data, "test", cfg.max_users, cfg.seed)
     users = data["user_id"][test_rows]
-    val = (data["split"] == "validation") & (item0 >= 0)
-    val_item = dict(zip(data["user_id"][val], item0[val], strict=True))
     results: dict[str, dict] = {}
 
     pop = np.bincount(item0[train], minlength=n_items).astype(np.float32)
@@ -118,8 +120,8 @@ def main(argv=None) -> int:
 
     if n_items <= cfg.ease_max_items:
         ease = EaseRecommender(cfg.ease_lambda).fit(data["user_id"][train], item0[train], n_items)
-        hist = [np.concatenate([e, [val_item[u]] if u in val_item else []]).astype(np.int64) for u, e in zip(users, exclude, strict=True)]
-        ease_scores = np.vstack([ease.score(hist[s : s + 1024]) for s in range(0, len(hist), 1024)])
+        # A user's EASE input is what the exclusion holds: every interaction before the test one.
+        ease_scores = np.vstack([ease.score(exclude[s : s + 1024]) for s in range(0, len(exclude), 1024)])
         results["ease"] = ranking_metrics(top_k_excluding(ease_scores, exclude, KMAX), relevant, n_items)
 
     versions = {}
@@ -178,7 +180,7 @@ def _print_table(results: dict[str, dict], tenant: str, n_users: int) -> None:
     from rich.table import Table
 
     cols = ["hr@10", "recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "mrr", "coverage@10"]
-    table = Table(title=f"evaluate {tenant}: {n_users} test users, full catalogue, train items excluded")
+    table = Table(title=f"evaluate {tenant}: {n_users} test users, full catalogue, earlier interactions excluded")
     table.add_column("scorer")
     for c in cols:
         table.add_column(c, justify="right")

@@ -7,8 +7,8 @@ is scored against the test item like any other scorer (protocol: docs/evaluation
 
 What the runtime sees ("train period"): the tenant's event log minus, for every user with a
 test interaction, that user's events at or after it. The user's state is thus what serving
-knew just before the test interaction; the user's train items go in ``exclude_item_ids``
-(the protocol's exclusion). Other users' events are all kept, as popularity and EASE see them.
+knew just before the test interaction; the protocol's exclusion (every earlier interaction of
+the user) goes in ``exclude_item_ids``. Other users' events are all kept, as popularity and EASE see them.
 Timeouts are raised to :data:`OFFLINE_TIMEOUT_MS`: offline quality must not depend on how busy
 the machine is; requests that still degrade or fall back are counted in the report.
 """

@@ -120,8 +120,8 @@ def test_funnel_says_where_the_test_item_went():
     assert _funnel(hidden, {"b"}, 2) == ["retrieved", "removed:hidden_by_user"]
 
 
-def test_held_out_ranks_against_every_train_item_of_the_user() -> None:
-    """The protocol's task on a split: the held-out item, and *all* the user's train items
+def test_held_out_excludes_every_earlier_interaction_of_the_user() -> None:
+    """The protocol's task on a split: the held-out item, and *all* the user's earlier items
     excluded (not only the last ``HISTORY_LEN`` the query sees); unknown items dropped."""
     import numpy as np
 
@@ -129,15 +129,17 @@ def test_held_out_ranks_against_every_train_item_of_the_user() -> None:
 
     data = {
         "user_id": np.array(["a", "a", "a", "a", "b", "b", "b", "c"]),
-        "item": np.array([3, 5, 3, 7, 1, 2, 0, 4]),  # index + 1; 0 = unknown item
+        "item": np.array([3, 5, 9, 7, 1, 2, 0, 4]),  # index + 1; 0 = unknown item
         "split": np.array(["train", "train", "validation", "test", "train", "validation", "test", "train"]),
     }
     rows, exclude, relevant = held_out(data, "validation", max_users=10, seed=0)
     assert rows.tolist() == [2, 5]
     assert [e.tolist() for e in exclude] == [[2, 4], [0]]
-    assert relevant == [[2], [1]]
-    rows, _, relevant = held_out(data, "test", max_users=10, seed=0)
+    assert relevant == [[8], [1]]
+    rows, exclude, relevant = held_out(data, "test", max_users=10, seed=0)
     assert rows.tolist() == [3] and relevant == [[6]]  # b's test item is unknown
+    # At test time the validation item is an earlier interaction too: excluded, as serving does.
+    assert [e.tolist() for e in exclude] == [[2, 4, 8]]
     sampled, _, _ = held_out(data, "validation", max_users=1, seed=0)
     assert len(sampled) == 1 and sampled.tolist() == held_out(data, "validation", 1, 0)[0].tolist()
 

@@ -58,9 +58,17 @@ class TwoTowerTrainConfig(JobConfig):
         description="multiplier of the log-Q correction: 1 = the consistent estimate of the full softmax; "
         "above 1 the model also learns a popularity prior (see retrieval.losses.item_log_q)",
     )
+    history_negatives: bool = Field(
+        False,
+        description="count an in-batch item that is in the query's own history as a negative for it "
+        "(false: masked, as serving and evaluation never rank a user's engaged items)",
+    )
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(512, ge=2)
     lr: float = Field(2e-3, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: lr decays to 0 over all epochs' steps (per step, so a resumed run continues it)"
+    )
     weight_decay: float = Field(0.0, ge=0)
     seed: int = Field(0, description="initialisation and shuffle seed; the same seed repeats a run exactly (one worker)")
     shuffle_buffer_rows: int = Field(

@@ -4,6 +4,11 @@ Sampled softmax with in-batch negatives: for ``B`` (query, positive item) pairs,
 positive in the batch is a negative for a query. Popular items are over-sampled as negatives,
 which biases the model against them; the log-Q correction subtracts ``log p(item)`` (the item's
 frequency among training positives) from each logit (Yi et al., RecSys 2019).
+
+Another row's positive that is already in a query's history is not a negative for that query:
+serving never recommends an item the user engaged with (the ``already_interacted`` rule) and the
+evaluation protocol excludes it, so pushing it down teaches nothing the platform uses while it
+pulls the query away from the items its history says the user likes.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ def sampled_softmax_loss(
     *,
     temperature: float = 0.05,
     item_ids: torch.Tensor | None = None,
+    history: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean in-batch sampled-softmax loss.
 
@@ -30,6 +36,9 @@ def sampled_softmax_loss(
         temperature: logits are ``(q · i) / temperature - log_q``.
         item_ids: ``(B,)`` item ids; when given, another row holding the query's own positive
             item is masked out instead of being counted as a negative ("accidental hit").
+        history: ``(B, L)`` item ids of each query's history (0 pads; same id space as
+            ``item_ids``, which it needs); another row whose positive is in a query's history is
+            masked out for that query.
 
     Returns:
         Scalar loss.
@@ -39,6 +48,9 @@ def sampled_softmax_loss(
         logits = logits - log_q[None, :]
     if item_ids is not None:
         same = item_ids[:, None] == item_ids[None, :]
+        if history is not None:
+            in_history = (history[:, :, None] == item_ids[None, None, :]) & (history[:, :, None] > 0)
+            same |= in_history.any(1)
         same.fill_diagonal_(False)
         logits = logits.masked_fill(same, float("-inf"))
     labels = torch.arange(queries.shape[0], device=queries.device)

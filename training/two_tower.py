@@ -14,6 +14,7 @@ the latest run from its newest checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -44,7 +45,8 @@ def _validate(model: TwoTowerModel, shard, items: dict, cfg: dict, device) -> di
         for batch in shard.iter_torch_batches(batch_size=cfg["batch_size"], device=device):
             q, i = model(batch)
             b = len(q)
-            loss_sum += float(sampled_softmax_loss(q, i, temperature=cfg["temperature"], item_ids=batch["item"])) * b
+            history = None if cfg.get("history_negatives", True) else batch["history"]
+            loss_sum += float(sampled_softmax_loss(q, i, temperature=cfg["temperature"], item_ids=batch["item"], history=history)) * b
             scores = q @ item_vecs.T  # (B, N)
             target = scores.gather(1, (batch["item"] - 1).clamp(min=0)[:, None])
             # Like the protocol, items the user already engaged with (the query's history) are
@@ -60,6 +62,16 @@ def _validate(model: TwoTowerModel, shard, items: dict, cfg: dict, device) -> di
     n, loss_sum, hits50, ndcg10 = worker.all_reduce_sum([n, loss_sum, hits50, ndcg10])
     n = max(n, 1.0)
     return {"val_loss": loss_sum / n, "val_recall@50": hits50 / n, "val_ndcg@10": ndcg10 / n, "val_examples": int(n)}
+
+
+def learning_rate(config: dict, step: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based): constant, or a cosine decay from
+    ``lr`` to 0 over ``total_steps``. A function of the step alone, so a resumed run continues
+    the schedule from its checkpoint's step count."""
+    if config.get("lr_schedule", "constant") == "constant":
+        return config["lr"]
+    frac = min(step / max(config["total_steps"], 1), 1.0)
+    return config["lr"] * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
 def train_loop(config: dict) -> None:
@@ -93,9 +105,12 @@ def train_loop(config: dict) -> None:
             drop_last=True,
         )
         for batch in batches:
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(config, steps)
             q, i = model(batch)
             lq = log_q[batch["item"]] if log_q is not None else None
-            loss = sampled_softmax_loss(q, i, lq, temperature=config["temperature"], item_ids=batch["item"])
+            history = None if config.get("history_negatives", True) else batch["history"]
+            loss = sampled_softmax_loss(q, i, lq, temperature=config["temperature"], item_ids=batch["item"], history=history)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -204,6 +219,10 @@ def main(argv=None) -> int:
         "model": model_cfg,
         "seed": cfg.seed,
         "lr": cfg.lr,
+        "lr_schedule": cfg.lr_schedule,
+        # Optimiser steps of the whole run (every worker takes the same number, drop_last).
+        "total_steps": cfg.epochs * max(n_train // (cfg.batch_size * cfg.num_workers), 1),
+        "history_negatives": cfg.history_negatives,
         "weight_decay": cfg.weight_decay,
         "epochs": cfg.epochs,
         "cpus_per_worker": cfg.cpus_per_worker,

@@ -55,6 +55,32 @@ def test_sampled_softmax_masks_accidental_hits():
     assert unmasked.item() == pytest.approx(math.log(2.0), rel=1e-6)
 
 
+def test_sampled_softmax_masks_negatives_in_the_querys_history():
+    """Row 0 already engaged with item 9 (row 1's positive): it is no negative for row 0, so row
+    0's only candidate is its positive; row 1's history (pads, item 4) does not hold item 7."""
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    ids = torch.tensor([7, 9])
+    history = torch.tensor([[0, 0, 9], [0, 0, 4]])
+    got = sampled_softmax_loss(q, items, temperature=1.0, item_ids=ids, history=history)
+    row1 = math.log(1 + math.exp(0.0 - 1.0))  # logits [0, 1], label 1
+    assert got.item() == pytest.approx((0.0 + row1) / 2, rel=1e-6)
+    # Padding (0) never masks: an unknown item (id 0) stays a negative.
+    pads = torch.zeros((2, 3), dtype=torch.long)
+    assert sampled_softmax_loss(q, items, temperature=1.0, item_ids=torch.tensor([0, 9]), history=pads).item() == pytest.approx(row1, rel=1e-6)
+
+
+def test_cosine_learning_rate_schedule():
+    from training.two_tower import learning_rate
+
+    cfg = {"lr": 0.002, "lr_schedule": "cosine", "total_steps": 100}
+    assert learning_rate(cfg, 0) == pytest.approx(0.002)
+    assert learning_rate(cfg, 50) == pytest.approx(0.001)
+    assert learning_rate(cfg, 100) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(cfg, 150) == pytest.approx(0.0, abs=1e-12)  # past the end: stays at 0
+    assert learning_rate({**cfg, "lr_schedule": "constant"}, 50) == 0.002
+
+
 def test_item_log_q_is_log_frequency():
     lq = item_log_q(np.array([1, 1, 1, 2]), n_items=2, smoothing=0.0)
     assert np.exp(lq[1]) == pytest.approx(0.75)

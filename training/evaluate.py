@@ -25,6 +25,7 @@ from retrieval.two_tower import TwoTowerModel
 from training import common
 from training.examples import two_tower_examples
 from training.metrics import ranking_metrics
+from training.simulated import ClickSimulator
 
 PROTOCOL = "leave-last-out/full-catalogue/exclude-history-v3"
 KMAX = 50
@@ -70,17 +71,26 @@ def held_out(data: dict[str, np.ndarray], split: str, max_users: int, seed: int)
     return rows, exclude, [[int(item0[r])] for r in rows]
 
 
-def exact_two_tower_metrics(
-    model: TwoTowerModel, catalogue, data: dict[str, np.ndarray], rows: np.ndarray, exclude: list[np.ndarray], relevant: list[list[int]]
-) -> tuple[dict[str, float], np.ndarray]:
-    """Protocol metrics of ``model`` by exact search over the catalogue (item ages at the newest
-    item's creation, as the index is built); also returns the query vectors of ``rows``."""
+def exact_two_tower_top(
+    model: TwoTowerModel, catalogue, data: dict[str, np.ndarray], rows: np.ndarray, exclude: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``KMAX`` lists of ``model`` by exact search over the catalogue (item ages at the
+    newest item's creation, as the index is built) and the query vectors of ``rows``."""
     from retrieval.similarity import similarity_item_features
 
     item_vecs = model.encode_items(similarity_item_features(catalogue))
     queries = model.encode_queries({k: data[k][rows] for k in QUERY_COLUMNS})
     exact = BruteForceIndex(item_vecs, catalogue.item_ids)
-    return ranking_metrics(index_top_k(exact, queries, exclude, KMAX), relevant, len(catalogue)), queries
+    return index_top_k(exact, queries, exclude, KMAX), queries
+
+
+def exact_two_tower_metrics(
+    model: TwoTowerModel, catalogue, data: dict[str, np.ndarray], rows: np.ndarray, exclude: list[np.ndarray], relevant: list[list[int]]
+) -> tuple[dict[str, float], np.ndarray]:
+    """Protocol metrics of ``model`` by exact search (:func:`exact_two_tower_top`); also
+    returns the query vectors of ``rows``."""
+    top, queries = exact_two_tower_top(model, catalogue, data, rows, exclude)
+    return ranking_metrics(top, relevant, len(catalogue)), queries
 
 
 def index_top_k(index, queries: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:
@@ -114,28 +124,37 @@ def main(argv=None) -> int:
     test_rows, exclude, relevant = held_out(data, "test", cfg.max_users, cfg.seed)
     users = data["user_id"][test_rows]
     results: dict[str, dict] = {}
+    # Synthetic data knows its click model: each list is also scored by the clicks it would earn.
+    simulator = ClickSimulator.load(storage.data, cfg.tenant, catalogue)
+
+    def score(top: np.ndarray) -> dict[str, float]:
+        metrics = ranking_metrics(top, relevant, n_items)
+        if simulator is not None:
+            metrics["expected_ctr@10"] = simulator.expected_ctr(users, top)
+        return metrics
 
     pop = np.bincount(item0[train], minlength=n_items).astype(np.float32)
-    results["popularity"] = ranking_metrics(top_k_excluding(np.tile(pop, (len(users), 1)), exclude, KMAX), relevant, n_items)
+    results["popularity"] = score(top_k_excluding(np.tile(pop, (len(users), 1)), exclude, KMAX))
 
     if n_items <= cfg.ease_max_items:
         ease = EaseRecommender(cfg.ease_lambda).fit(data["user_id"][train], item0[train], n_items)
         # A user's EASE input is what the exclusion holds: every interaction before the test one.
         ease_scores = np.vstack([ease.score(exclude[s : s + 1024]) for s in range(0, len(exclude), 1024)])
-        results["ease"] = ranking_metrics(top_k_excluding(ease_scores, exclude, KMAX), relevant, n_items)
+        results["ease"] = score(top_k_excluding(ease_scores, exclude, KMAX))
 
     versions = {}
     tt_version = registry.resolve("two_tower", cfg.tenant, cfg.two_tower_alias)
     if tt_version:
         versions["two_tower"] = tt_version
         model = TwoTowerModel.load(registry.local_path("two_tower", cfg.tenant, tt_version))
-        results["exact"], queries = exact_two_tower_metrics(model, catalogue, data, test_rows, exclude, relevant)
+        top, queries = exact_two_tower_top(model, catalogue, data, test_rows, exclude)
+        results["exact"] = score(top)
         idx_version = registry.resolve("ann_index", cfg.tenant, cfg.index_alias)
         if idx_version:
             index = load_index(registry.local_path("ann_index", cfg.tenant, idx_version))
             if index.item_tower_version == tt_version:
                 versions["ann_index"] = idx_version
-                results["scann"] = ranking_metrics(index_top_k(index, queries, exclude, KMAX), relevant, n_items)
+                results["scann"] = score(index_top_k(index, queries, exclude, KMAX))
             else:
                 common.console.print(f"[yellow]ann_index {idx_version} was built from {index.item_tower_version}, not {tt_version}: skipped")
 
@@ -148,11 +167,16 @@ def main(argv=None) -> int:
         if ranker_version:
             versions["ranker"] = ranker_version
         pipeline = evaluate_pipeline(
-            storage, cfg.platform_config, versions, users, data["ts"][test_rows], exclude, relevant, cutoff
+            storage, cfg.platform_config, versions, users, data["ts"][test_rows], exclude, relevant, cutoff,
+            simulator=simulator,
         )
     elif cfg.pipeline:
         why = "needs a two_tower and an ann_index built from it" if configured else f"tenant {cfg.tenant} is not in the platform config"
         common.console.print(f"[yellow]pipeline evaluation skipped: {why}")
+
+    if simulator is not None:
+        # The ceiling: each user's top 10 by the true click probability.
+        results["true_click_model"] = score(top_k_excluding(simulator.item_logits(users), exclude, KMAX))
 
     model_key = "scann" if "scann" in results else "exact" if "exact" in results else None
     report = {
@@ -180,6 +204,8 @@ def _print_table(results: dict[str, dict], tenant: str, n_users: int) -> None:
     from rich.table import Table
 
     cols = ["hr@10", "recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "mrr", "coverage@10"]
+    if any("expected_ctr@10" in m for m in results.values()):
+        cols.append("expected_ctr@10")
     table = Table(title=f"evaluate {tenant}: {n_users} test users, full catalogue, earlier interactions excluded")
     table.add_column("scorer")
     for c in cols:

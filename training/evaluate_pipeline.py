@@ -81,13 +81,15 @@ def evaluate_pipeline(
     relevant: list[list[int]],
     cutoff: dict[str, float],
     k: int = 10,
+    simulator=None,
 ) -> dict:
     """Metrics of the final slates of ``users`` (one request each at ``test_ts``) plus
     ``requests``, ``fallbacks``, ``degraded`` counts and ``ms_per_request``.
 
     ``versions`` names the ``two_tower`` and ``ann_index`` registry versions and optionally a
     ``ranker`` (without one, serving's fallback order ranks, and the report says so);
-    ``exclude`` / ``relevant`` are catalogue indices per user (as for the other scorers)."""
+    ``exclude`` / ``relevant`` are catalogue indices per user (as for the other scorers).
+    With a :class:`training.simulated.ClickSimulator` the slates' ``expected_ctr@10`` too."""
     from core.contracts import Query
     from core.runtime import build_local_pipeline
     from ranking.model import MultiTaskRanker
@@ -154,6 +156,8 @@ def evaluate_pipeline(
     topk, degraded, fallbacks, funnel = asyncio.run(run_all())
     seconds = time.perf_counter() - t0
     metrics = ranking_metrics(topk, relevant, len(catalogue), ks=(k,), ndcg_ks=(k,), hr_ks=(k,), coverage_k=k)
+    if simulator is not None:
+        metrics[f"expected_ctr@{k}"] = simulator.expected_ctr(users, topk, k)
     return {
         **metrics,
         "ranker": ranker_version or "none (fallback order)",

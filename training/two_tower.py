@@ -9,6 +9,11 @@ full-catalogue validation recall/NDCG (the query's history items excluded, close
 protocol's train-item exclusion: a training monitor; the protocol metrics come from
 ``training.evaluate``) with a checkpoint; ``--resume`` continues
 the latest run from its newest checkpoint.
+
+Loss: in-batch sampled softmax with log-Q correction; with ``history_negatives: false`` an
+in-batch item already in the query's history is not a negative for it (serving never shows it
+again). ``lr_schedule: cosine`` decays the learning rate per step over the whole run. The
+settings of ``configs/train/two_tower.yaml`` come from a validation grid (docs/evaluation.md).
 """
 
 from __future__ import annotations

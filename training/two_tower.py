@@ -19,7 +19,6 @@ settings of ``configs/train/two_tower.yaml`` come from a validation grid (docs/e
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -69,16 +68,6 @@ def _validate(model: TwoTowerModel, shard, items: dict, cfg: dict, device) -> di
     return {"val_loss": loss_sum / n, "val_recall@50": hits50 / n, "val_ndcg@10": ndcg10 / n, "val_examples": int(n)}
 
 
-def learning_rate(config: dict, step: int) -> float:
-    """The learning rate of optimiser step ``step`` (0-based): constant, or a cosine decay from
-    ``lr`` to 0 over ``total_steps``. A function of the step alone, so a resumed run continues
-    the schedule from its checkpoint's step count."""
-    if config.get("lr_schedule", "constant") == "constant":
-        return config["lr"]
-    frac = min(step / max(config["total_steps"], 1), 1.0)
-    return config["lr"] * 0.5 * (1.0 + math.cos(math.pi * frac))
-
-
 def train_loop(config: dict) -> None:
     """Per-worker loop: resume from the run's latest checkpoint, one report per epoch."""
     import ray.train
@@ -111,7 +100,7 @@ def train_loop(config: dict) -> None:
         )
         for batch in batches:
             for group in opt.param_groups:
-                group["lr"] = learning_rate(config, steps)
+                group["lr"] = worker.learning_rate(config, steps)
             q, i = model(batch)
             lq = log_q[batch["item"]] if log_q is not None else None
             history = None if config.get("history_negatives", True) else batch["history"]

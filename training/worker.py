@@ -5,6 +5,7 @@ written by rank 0 (``model.pt``, ``optimizer.pt``, ``config.json``, ``meta.json`
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,16 @@ def pin_threads(device: torch.device, cpus_per_worker: float) -> None:
     workers on two cores each spawning two threads oversubscribe the machine)."""
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(cpus_per_worker)))
+
+
+def learning_rate(config: dict, step: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based): constant, or a cosine decay from
+    ``lr`` to 0 over ``total_steps``. A function of the step alone, so a resumed run continues
+    the schedule from its checkpoint's step count."""
+    if config.get("lr_schedule", "constant") == "constant":
+        return config["lr"]
+    frac = min(step / max(config["total_steps"], 1), 1.0)
+    return config["lr"] * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
 def shuffled_batches(shard, *, batch_size: int, device, shuffle_rows: int, seed: int, drop_last: bool = False):

@@ -71,7 +71,7 @@ def test_sampled_softmax_masks_negatives_in_the_querys_history():
 
 
 def test_cosine_learning_rate_schedule():
-    from training.two_tower import learning_rate
+    from training.worker import learning_rate
 
     cfg = {"lr": 0.002, "lr_schedule": "cosine", "total_steps": 100}
     assert learning_rate(cfg, 0) == pytest.approx(0.002)

@@ -196,6 +196,9 @@ def main(argv=None) -> int:
             f"pipeline: top-10 final slates, {pipeline['requests']} requests, {pipeline['fallbacks']} fell back, "
             f"degraded {pipeline['degraded'] or 'none'}, {pipeline['ms_per_request']:.1f} ms/request"
         )
+        if "stage_expected_ctr@10" in pipeline:
+            stages = ", ".join(f"{name} {v:.4f}" for name, v in pipeline["stage_expected_ctr@10"].items())
+            common.console.print(f"pipeline expected clicks per slot, ranked candidates ordered by stage: {stages}")
     print(f"report: {out}")
     return 0
 

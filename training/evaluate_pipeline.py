@@ -131,6 +131,8 @@ def evaluate_pipeline(
 
     async def run_all() -> tuple[np.ndarray, Counter, int, Counter]:
         topk = np.full((len(users), k), -1, dtype=np.int64)
+        for orders in stage_tops.values():
+            orders[:] = -1
         degraded: Counter = Counter()
         funnel: Counter = Counter()
         fallbacks = 0
@@ -150,14 +152,24 @@ def evaluate_pipeline(
             fallbacks += result.fallback is not None
             degraded.update(d.split(":")[0] for d in result.decision.degraded)
             funnel.update(_funnel(result.decision, {str(ids[i]) for i in relevant[r]}, k))
+            if simulator is not None:
+                for name, items in _stage_orders(result.decision, k).items():
+                    stage_tops[name][r, : len(items)] = catalogue.index_of(items)
         return topk, degraded, fallbacks, funnel
 
+    # Per request, the top k of the ranked candidates in other orders (see _stage_orders).
+    stage_tops = {name: np.full((len(users), k), -1, dtype=np.int64) for name in STAGE_ORDERS}
     t0 = time.perf_counter()
     topk, degraded, fallbacks, funnel = asyncio.run(run_all())
     seconds = time.perf_counter() - t0
     metrics = ranking_metrics(topk, relevant, len(catalogue), ks=(k,), ndcg_ks=(k,), hr_ks=(k,), coverage_k=k)
     if simulator is not None:
         metrics[f"expected_ctr@{k}"] = simulator.expected_ctr(users, topk, k)
+        # Where clicks are won or lost: the same ranked candidates ordered by each stage.
+        metrics[f"stage_expected_ctr@{k}"] = {
+            **{name: simulator.expected_ctr(users, top, k) for name, top in stage_tops.items()},
+            "final_slate": metrics[f"expected_ctr@{k}"],
+        }
     return {
         **metrics,
         "ranker": ranker_version or "none (fallback order)",
@@ -168,6 +180,29 @@ def evaluate_pipeline(
         "funnel": {key: round(n / max(1, len(users)), 4) for key, n in sorted(funnel.items())},
         "train_period_events": int(events.num_rows),
     }
+
+
+STAGE_ORDERS = ("by_two_tower_score", "by_ranker_click", "by_ranker_utility")
+
+
+def _stage_orders(decision, k: int) -> dict[str, list[str]]:
+    """The top ``k`` item ids of one request's *ranked* candidates (those that passed the rules
+    and got a utility) by the two-tower's retrieval score (candidates it did not retrieve
+    last), by the ranker's click probability, and by the utility (the ranker's order before
+    the slate policy)."""
+    table = decision.candidates
+    ranked = [r for r, u in enumerate(table.utility) if u is not None]
+    tt: dict[int, float] = {}
+    for row, src, score in zip(table.provenance_row, table.provenance_source, table.provenance_score, strict=True):
+        if src == "two_tower":
+            tt[row] = max(score, tt.get(row, float("-inf")))
+    click = table.task_scores.get("click", [None] * len(table.item_id))
+    keys = {
+        "by_two_tower_score": lambda r: tt.get(r, float("-inf")),
+        "by_ranker_click": lambda r: click[r] if click[r] is not None else float("-inf"),
+        "by_ranker_utility": lambda r: table.utility[r],
+    }
+    return {name: [table.item_id[r] for r in sorted(ranked, key=key, reverse=True)[:k]] for name, key in keys.items()}
 
 
 def _funnel(decision, relevant: set[str], k: int) -> list[str]:

@@ -3,8 +3,9 @@
     python -m benchmarks.bench_training [--examples 100000] [--epochs 3] [--batch-size 512]
         [--items 5000] [--smoke]
 
-Every run trains the same :class:`retrieval.two_tower.TwoTowerModel` (dims of
-``configs/train/two_tower.yaml``) with the same loss (in-batch sampled softmax, log-Q) on the
+Every run trains the same :class:`retrieval.two_tower.TwoTowerModel` (dims, temperature, lr
+schedule and history-negative rule of ``configs/train/two_tower.yaml``) with the same loss
+(in-batch sampled softmax, log-Q) on the
 same synthetic examples (Zipf item popularity, random histories) and batch size:
 
 * ``plain`` — one process, a shuffled numpy array sliced into batches, ``torch`` with as many
@@ -28,11 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from core.catalogue import MAX_TAGS
 from core.features import HISTORY_LEN, SURFACE_BUCKETS, USER_BUCKETS
 from retrieval.losses import item_log_q, sampled_softmax_loss
 from retrieval.two_tower import TwoTowerModel
+from training.worker import learning_rate
 
 OUT = Path(__file__).parent / "results" / "bench_training.json"
 
@@ -76,18 +79,22 @@ def plain_loop(data: dict, cfg: dict, threads: int) -> list[float]:
     log_q = torch.as_tensor(cfg["log_q"])
     tensors = {k: torch.as_tensor(v) for k, v in data.items()}
     n, b = len(data["item"]), cfg["batch_size"]
-    rates = []
+    rates, step = [], 0
     for epoch in range(cfg["epochs"]):
         perm = torch.as_tensor(np.random.default_rng(epoch).permutation(n))
         t0, seen = time.perf_counter(), 0
         for s in range(0, n - b + 1, b):
             idx = perm[s : s + b]
             batch = {k: v[idx] for k, v in tensors.items()}
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(cfg, step)
             q, i = model(batch)
-            loss = sampled_softmax_loss(q, i, log_q[batch["item"]], temperature=cfg["temperature"], item_ids=batch["item"])
+            history = None if cfg["history_negatives"] else batch["history"]
+            loss = sampled_softmax_loss(q, i, log_q[batch["item"]], temperature=cfg["temperature"], item_ids=batch["item"], history=history)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            step += 1
             seen += len(q)
         rates.append(seen / (time.perf_counter() - t0))
     return rates
@@ -136,15 +143,20 @@ def main() -> None:
     n_categories, n_tags = 24, 64
     data = synthetic_examples(a.examples, a.items, n_categories, n_tags)
     val = synthetic_examples(1024, a.items, n_categories, n_tags, seed=1)
+    job = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs/train/two_tower.yaml").read_text())
+    model = {k: job[k] for k in ("dim", "embed_dim", "hidden", "dropout", "temperature")}
     cfg = {
-        "model": {"dim": 64, "embed_dim": 64, "hidden": 128, "temperature": 0.05, "n_items": a.items, "n_categories": n_categories, "n_tags": n_tags},
+        "model": {**model, "n_items": a.items, "n_categories": n_categories, "n_tags": n_tags},
         "seed": 0,
-        "lr": 2e-3,
-        "weight_decay": 0.0,
+        "lr": job["lr"],
+        "lr_schedule": job.get("lr_schedule", "constant"),
+        "total_steps": a.epochs * (a.examples // a.batch_size),
+        "history_negatives": job.get("history_negatives", True),
+        "weight_decay": job["weight_decay"],
         "epochs": a.epochs,
         "batch_size": a.batch_size,
         "shuffle_buffer_rows": 16 * a.batch_size,
-        "temperature": 0.05,
+        "temperature": job["temperature"],
         "log_q": item_log_q(data["item"], a.items).tolist(),
         "items": item_feats(a.items, n_categories, n_tags),
     }

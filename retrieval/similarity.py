@@ -27,6 +27,15 @@ def similarity_item_features(catalogue: Catalogue) -> dict[str, np.ndarray]:
     return item_features(catalogue, now)
 
 
+def query_vectors(model: Any, catalogue: Catalogue, states: Sequence[Any], *, surface: str, now: float) -> np.ndarray:
+    """``(B, D)`` query-tower vectors of ``B`` users at ``now`` on ``surface``, from their
+    point-in-time query features: the one definition the two-tower source (retrieval) and
+    :class:`TwoTowerSimilarity` (the ranker's feature) share."""
+    feats = [query_features(s, catalogue, surface=surface, now=now) for s in states]
+    batch = {k: np.stack([np.asarray(f[k]) for f in feats]) for k in feats[0]}
+    return np.asarray(model.encode_queries(batch))
+
+
 class TwoTowerSimilarity:
     def __init__(self, model: Any, catalogue: Catalogue, version: str):
         self.model = model
@@ -36,8 +45,7 @@ class TwoTowerSimilarity:
 
     def scores(self, state: Any, item_ids: Sequence[str], *, surface: str, now: float) -> np.ndarray:
         """``(B,)`` float32 ``q · v`` for ``item_ids``; NaN for items not in the catalogue."""
-        feats = query_features(state, self.catalogue, surface=surface, now=now)
-        q = np.asarray(self.model.encode_queries({k: np.asarray(v)[None] for k, v in feats.items()}))[0]
+        q = query_vectors(self.model, self.catalogue, [state], surface=surface, now=now)[0]
         rows = self.catalogue.index_of(list(item_ids))
         out = np.full(len(rows), np.nan, dtype=np.float32)
         known = rows >= 0

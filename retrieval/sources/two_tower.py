@@ -12,7 +12,8 @@ import numpy as np
 from core.catalogue import Catalogue
 from core.config import TwoTowerSourceConfig
 from core.contracts import Query, SourceResult
-from core.features import UserState, query_features
+from core.features import UserState
+from retrieval.similarity import query_vectors
 from retrieval.sources.base import SourceContext, SourceUnavailable, make_result
 
 
@@ -80,9 +81,7 @@ class TwoTowerSource:
 
     def query_vectors(self, states: Sequence[UserState], surface: str, now: float) -> np.ndarray:
         """``(B, D)`` query vectors for ``B`` users (the batched half of :meth:`retrieve`)."""
-        feats = [query_features(s, self.catalogue, surface=surface, now=now) for s in states]
-        batch = {k: np.stack([np.asarray(f[k]) for f in feats]) for k in feats[0]}
-        return self.artifacts.model.encode_queries(batch)
+        return query_vectors(self.artifacts.model, self.catalogue, states, surface=surface, now=now)
 
     def search(self, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
         scores, rows = self.artifacts.index.search(vectors, limit)

@@ -131,8 +131,6 @@ def evaluate_pipeline(
 
     async def run_all() -> tuple[np.ndarray, Counter, int, Counter]:
         topk = np.full((len(users), k), -1, dtype=np.int64)
-        for orders in stage_tops.values():
-            orders[:] = -1
         degraded: Counter = Counter()
         funnel: Counter = Counter()
         fallbacks = 0

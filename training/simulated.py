@@ -46,8 +46,9 @@ class ClickSimulator:
         pos = catalogue.index_of(items.column("item_id").to_pylist())
         if (pos < 0).any() or len(np.unique(pos)) != len(catalogue):
             return None
-        vec, z = np.zeros((len(catalogue), _vectors(items).shape[1]), np.float32), np.zeros(len(catalogue))
-        vec[pos], z[pos] = _vectors(items), items.column("z_pop").to_numpy()
+        item_vec = _vectors(items)
+        vec, z = np.zeros((len(catalogue), item_vec.shape[1]), np.float32), np.zeros(len(catalogue))
+        vec[pos], z[pos] = item_vec, items.column("z_pop").to_numpy()
         user_vec = dict(zip(users.column("user_id").to_pylist(), _vectors(users), strict=True))
         return cls(vec, z, user_vec)
 
@@ -55,23 +56,25 @@ class ClickSimulator:
         zero = np.zeros(self.item_vec.shape[1], np.float32)
         return np.stack([self.user_vec.get(str(x), zero) for x in users])
 
+    @staticmethod
+    def _logit(u_dot_v: np.ndarray, z_pop: np.ndarray) -> np.ndarray:
+        """The click logit at the top position from ``u · v`` and ``z_pop`` (same shapes)."""
+        m = OUTCOME_MODEL["click"]
+        return m["affinity"] * OUTCOME_MODEL["affinity_scale"] * u_dot_v + m["z_pop"] * z_pop + m["bias"]
+
     def item_logits(self, users) -> np.ndarray:
         """``(U, N)`` click logit of every catalogue item at the top position: ordering by it
         is the best list the true model allows (the position term is the same for all)."""
-        m = OUTCOME_MODEL["click"]
-        a = OUTCOME_MODEL["affinity_scale"] * self._user_matrix(users) @ self.item_vec.T
-        return (m["affinity"] * a + m["z_pop"] * self.z_pop[None, :] + m["bias"]).astype(np.float32)
+        return self._logit(self._user_matrix(users) @ self.item_vec.T, self.z_pop[None, :]).astype(np.float32)
 
     def click_probability(self, users, topk: np.ndarray) -> np.ndarray:
         """``(U, k)`` click probability of each listed item at its position (0 where the list
         has no item, ``-1``, or the user is unknown to the truth)."""
         topk = np.asarray(topk)
-        m = OUTCOME_MODEL["click"]
-        u = self._user_matrix(users)
         listed = topk >= 0
         safe = np.where(listed, topk, 0)
-        a = OUTCOME_MODEL["affinity_scale"] * np.einsum("ud,ukd->uk", u, self.item_vec[safe])
-        logit = m["affinity"] * a + m["z_pop"] * self.z_pop[safe] + m["bias"] + m["position"] * np.arange(topk.shape[1])
+        u_dot_v = np.einsum("ud,ukd->uk", self._user_matrix(users), self.item_vec[safe])
+        logit = self._logit(u_dot_v, self.z_pop[safe]) + OUTCOME_MODEL["click"]["position"] * np.arange(topk.shape[1])
         known = np.array([str(x) in self.user_vec for x in users])[:, None]
         return np.where(listed & known, 1.0 / (1.0 + np.exp(-logit)), 0.0)
 

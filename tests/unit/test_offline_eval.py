@@ -210,3 +210,30 @@ def test_click_simulator_scores_lists_with_the_generators_click_model(tiny_data,
     popular = np.tile(np.argsort(-sim.z_pop)[:10], (len(uids), 1))
     rand = np.random.default_rng(0).integers(0, len(catalogue), (len(uids), 10))
     assert sim.expected_ctr(uids, best) > sim.expected_ctr(uids, popular) > sim.expected_ctr(uids, rand)
+
+
+def test_stage_orders_rank_only_scored_candidates_by_each_stage():
+    """Removed candidates (no utility) never appear; the two-tower order uses its own source's
+    best score and puts candidates it did not retrieve last; click and utility orders read the
+    record's columns."""
+    from types import SimpleNamespace
+
+    from core.contracts import CandidateTable
+    from training.evaluate_pipeline import _stage_orders
+
+    table = CandidateTable(
+        item_id=["a", "b", "c", "d"],
+        utility=[0.2, 0.9, None, 0.5],
+        task_scores={"click": [0.3, 0.1, 0.9, 0.2]},
+        provenance_row=[0, 1, 1, 2, 3],
+        provenance_source=["two_tower", "two_tower", "trending", "two_tower", "trending"],
+        provenance_version=["v"] * 5,
+        provenance_score=[0.4, 0.7, 99.0, 0.95, 50.0],
+        provenance_rank=[0, 1, 0, 2, 1],
+    )
+    got = _stage_orders(SimpleNamespace(candidates=table), k=3)
+    assert got == {
+        "by_two_tower_score": ["b", "a", "d"],  # c removed; d only from trending: last
+        "by_ranker_click": ["a", "d", "b"],
+        "by_ranker_utility": ["b", "d", "a"],
+    }

@@ -144,7 +144,8 @@ def main() -> None:
     data = synthetic_examples(a.examples, a.items, n_categories, n_tags)
     val = synthetic_examples(1024, a.items, n_categories, n_tags, seed=1)
     job = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs/train/two_tower.yaml").read_text())
-    model = {k: job[k] for k in ("dim", "embed_dim", "hidden", "dropout", "temperature")}
+    keys = ("dim", "embed_dim", "hidden", "dropout", "temperature", "history_len", "long_history_len", "user_id")
+    model = {k: job[k] for k in keys if k in job}
     cfg = {
         "model": {**model, "n_items": a.items, "n_categories": n_categories, "n_tags": n_tags},
         "seed": 0,

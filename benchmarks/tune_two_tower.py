@@ -6,7 +6,8 @@
 ``--examples`` is a two-tower examples directory written by ``training.datasets`` (under
 ``<work_dir>/<tenant>/examples/two_tower/``), ``--data`` the data root holding the catalogue.
 ``GRID.json`` is a list of overrides, e.g. ``[{"seed": 0}, {"seed": 0, "temperature": 0.1}]``:
-model settings (``dim``, ``embed_dim``, ``hidden``, ``dropout``, ``temperature``, ...) and
+model settings (``dim``, ``embed_dim``, ``hidden``, ``dropout``, ``temperature``,
+``history_len``, ``long_history_len``, ``user_id``, ...) and
 ``seed``, ``lr``, ``lr_schedule``, ``batch_size``, ``epochs``, ``weight_decay``,
 ``log_q_strength``, ``history_negatives``; unset ones take the defaults below (the settings
 before the 2026-11-22 retuning). Each run trains on the train split with a full random
@@ -32,7 +33,8 @@ import numpy as np
 
 DEFAULTS = {"seed": 0, "lr": 2e-3, "lr_schedule": "constant", "batch_size": 512, "epochs": 8,
             "weight_decay": 0.0, "log_q_strength": 1.25, "history_negatives": True}  # fmt: skip
-MODEL = {"dim": 64, "embed_dim": 64, "hidden": 128, "dropout": 0.0, "temperature": 0.05}
+MODEL = {"dim": 64, "embed_dim": 64, "hidden": 128, "dropout": 0.0, "temperature": 0.05, "history_len": 20,
+         "long_history_len": 0, "user_id": True}  # fmt: skip
 COLUMNS = ["user", "history", "surface", "hour", "item", "category", "tags", "log_age_days"]
 
 

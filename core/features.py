@@ -33,7 +33,10 @@ import numpy as np
 from core.catalogue import MAX_TAGS, Catalogue
 from core.schema import POSITIVE_EVENT_TYPES
 
-HISTORY_LEN = 20
+HISTORY_LEN = 100
+"""Distinct engaged items the query feature ``history`` holds (most recent last). The two-tower
+reads its last ``history_len`` (20: attention) and its last ``long_history_len`` (all of it: a
+mean of the long-term interests); 100 covers the whole history of 99% of ``small``'s users."""
 USER_BUCKETS = 1 << 16
 SURFACE_BUCKETS = 16
 POPULARITY_HALF_LIFE_HOURS = 72.0
@@ -76,6 +79,7 @@ def feature_schema_hash() -> str:
     spec = {
         "cat": CAT_FEATURES,
         "dense": DENSE_FEATURES,
+        # 100 since 2026-11-29 (was 20): the two-tower's long-term pool reads the whole history.
         "history_len": HISTORY_LEN,
         "user_buckets": USER_BUCKETS,
         "surface_buckets": SURFACE_BUCKETS,

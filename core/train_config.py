@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from core.config import StrictModel
+from core.features import HISTORY_LEN
 
 
 class OwnerConfig(StrictModel):
@@ -49,8 +50,20 @@ class TwoTowerTrainConfig(JobConfig):
     embed_dim: int = Field(64, ge=4)
     hidden: int = Field(128, ge=4)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    user_id: bool = Field(
+        True, description="a hashed user-id embedding in the query tower (false: history and context alone)"
+    )
     user_dropout: float = Field(0.0, ge=0.0, le=1.0, description="share of training rows whose user-id embedding is zeroed")
     temperature: float = Field(0.05, gt=0.0)
+    history_len: int = Field(
+        20, ge=1, le=HISTORY_LEN, description="most recent history items the query tower attends over (and mean-pools)"
+    )
+    long_history_len: int = Field(
+        0,
+        ge=0,
+        le=HISTORY_LEN,
+        description="history items (most recent first) of a second, long-term mean pool of the query tower; 0 = none",
+    )
     log_q_correction: bool = True
     log_q_strength: float = Field(
         1.0,

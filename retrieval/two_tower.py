@@ -8,6 +8,11 @@ Shapes (``B`` queries, ``N`` items, ``L`` = ``core.features.HISTORY_LEN``, ``T``
 Query tower inputs, stacked :func:`core.features.query_features` dicts:
     ``user`` ``(B,)`` int64 hashed user bucket; ``history`` ``(B, L)`` int64 item index + 1
     (0 pads, most recent last); ``surface`` ``(B,)`` int64 bucket; ``hour`` ``(B,)`` int64.
+    The tower reads the last ``history_len`` columns of ``history`` (attention and mean pool,
+    the recent interests) and, when ``long_history_len`` > 0, a mean over the last
+    ``long_history_len`` (the long-term interests, as EASE reads a user's whole history); a
+    wider feature than the model needs is sliced, so a model trained on a shorter history
+    serves unchanged on a longer feature.
 Item tower inputs, :func:`core.features.item_features`:
     ``item`` ``(N,)`` int64 index + 1 (0 = unknown); ``category`` ``(N,)`` int64 index + 1;
     ``tags`` ``(N, T)`` int64 tag index + 1 (0 pads); ``log_age_days`` ``(N,)`` float32.
@@ -27,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.device import resolve_device
-from core.features import HISTORY_LEN, SURFACE_BUCKETS, USER_BUCKETS
+from core.features import SURFACE_BUCKETS, USER_BUCKETS
 
 DEFAULTS = {
     "dim": 64,
@@ -39,9 +44,11 @@ DEFAULTS = {
     "n_tags": 0,
     "user_buckets": USER_BUCKETS,
     "surface_buckets": SURFACE_BUCKETS,
-    "history_len": HISTORY_LEN,
+    "history_len": 20,
+    "long_history_len": 0,
     "temperature": 0.05,
     "user_dropout": 0.0,
+    "user_id": True,
 }
 
 
@@ -52,7 +59,8 @@ def _mlp(d_in: int, hidden: int, d_out: int, dropout: float) -> nn.Sequential:
 
 
 class TwoTowerModel(nn.Module):
-    """Query tower (user id, attention-pooled history, surface, hour) and item tower (id,
+    """Query tower (optionally the user id, attention- and mean-pooled recent history,
+    optionally a mean over a longer history, surface, hour) and item tower (id,
     category, tags, age). Call :meth:`query_tower` / :meth:`item_tower` on tensors in
     training and :meth:`encode_queries` / :meth:`encode_items` on numpy arrays in serving."""
 
@@ -66,12 +74,16 @@ class TwoTowerModel(nn.Module):
         self.item_emb = nn.Embedding(c["n_items"] + 1, e, padding_idx=0)
         self.category_emb = nn.Embedding(c["n_categories"] + 1, e, padding_idx=0)
         self.tag_emb = nn.Embedding(c["n_tags"] + 1, e, padding_idx=0)
-        self.user_emb = nn.Embedding(c["user_buckets"], e)
+        # Without it the query is a function of the history and context alone, as EASE's is:
+        # a per-user vector learns from that user's train examples only and does not know the
+        # interactions after them (docs/evaluation.md, "Long history, no user id").
+        self.user_emb = nn.Embedding(c["user_buckets"], e) if c["user_id"] else None
         self.surface_emb = nn.Embedding(c["surface_buckets"], 8)
         self.hour_emb = nn.Embedding(24, 8)
         self.position_emb = nn.Embedding(c["history_len"], e)
         self.attn_query = nn.Parameter(torch.zeros(e))
-        self.query_mlp = _mlp(3 * e + 16 + 1, c["hidden"], c["dim"], c["dropout"])
+        pools = 4 if c["long_history_len"] else 3
+        self.query_mlp = _mlp(pools * e + 16 + 1, c["hidden"], c["dim"], c["dropout"])
         self.item_mlp = _mlp(3 * e + 1, c["hidden"], c["dim"], c["dropout"])
         for emb in (self.item_emb, self.category_emb, self.tag_emb, self.user_emb):
             nn.init.normal_(emb.weight, std=0.05)
@@ -87,7 +99,13 @@ class TwoTowerModel(nn.Module):
     def query_tower(
         self, user: torch.Tensor, history: torch.Tensor, surface: torch.Tensor, hour: torch.Tensor
     ) -> torch.Tensor:
-        """``(B,)``, ``(B, L)``, ``(B,)``, ``(B,)`` -> ``(B, D)`` unit vectors."""
+        """``(B,)``, ``(B, L)``, ``(B,)``, ``(B,)`` -> ``(B, D)`` unit vectors (``L`` at least
+        the model's ``history_len`` and ``long_history_len``; extra leading columns are unread)."""
+        need = max(self.cfg["history_len"], self.cfg["long_history_len"])
+        if history.shape[1] < need:
+            raise ValueError(f"history has {history.shape[1]} columns; this model reads the last {need}")
+        long_history = history[:, history.shape[1] - self.cfg["long_history_len"] :] if self.cfg["long_history_len"] else None
+        history = history[:, history.shape[1] - self.cfg["history_len"] :]
         mask = history > 0  # (B, L)
         h = self.item_emb(history)  # (B, L, E)
         h_pos = h + self.position_emb.weight[-history.shape[1] :][None]
@@ -98,16 +116,20 @@ class TwoTowerModel(nn.Module):
         n = mask.sum(1, keepdim=True)
         mean = (h * mask[..., None]).sum(1) / n.clamp(min=1)
         empty = (n == 0).float()
-        u = self.user_emb(user)
-        if self.training and self.cfg["user_dropout"] > 0:
-            # A user id embedding learns from that user's few examples only and soon memorises
-            # them; dropping it whole for a share of rows makes the history carry the query.
-            keep = torch.rand(u.shape[0], 1, device=u.device) >= self.cfg["user_dropout"]
-            u = u * keep
-        x = torch.cat(
-            [u, attn, mean, self.surface_emb(surface), self.hour_emb(hour), empty],
-            dim=1,
-        )
+        pools = [attn, mean]
+        if self.user_emb is not None:
+            u = self.user_emb(user)
+            if self.training and self.cfg["user_dropout"] > 0:
+                # A user id embedding learns from that user's few examples only and soon
+                # memorises them; dropping it whole for a share of rows makes the history carry
+                # the query.
+                keep = torch.rand(u.shape[0], 1, device=u.device) >= self.cfg["user_dropout"]
+                u = u * keep
+            pools.insert(0, u)
+        if long_history is not None:
+            long_mask = (long_history > 0)[..., None]
+            pools.append((self.item_emb(long_history) * long_mask).sum(1) / long_mask.sum(1).clamp(min=1))
+        x = torch.cat([*pools, self.surface_emb(surface), self.hour_emb(hour), empty], dim=1)
         return F.normalize(self.query_mlp(x), dim=-1)
 
     def item_tower(
@@ -156,7 +178,7 @@ class TwoTowerModel(nn.Module):
         self.eval()
         out = self.query_tower(
             self._tensor(batch["user"], torch.long).reshape(-1),
-            self._tensor(batch["history"], torch.long).reshape(-1, self.cfg["history_len"]),
+            self._tensor(batch["history"], torch.long).reshape(len(np.atleast_1d(batch["user"])), -1),
             self._tensor(batch["surface"], torch.long).reshape(-1),
             self._tensor(batch["hour"], torch.long).reshape(-1),
         )

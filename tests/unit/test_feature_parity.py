@@ -34,7 +34,7 @@ from core.contracts import Candidate, MergedCandidate, Query
 from core.datagen.synth import PERIOD_START
 from core.eventlog import EventLog
 from core.experiments import DEFAULT_ARM, NO_EXPERIMENT
-from core.features import CAT_FEATURES, DENSE_FEATURES, HISTORY_LEN
+from core.features import CAT_FEATURES, DENSE_FEATURES
 from core.runtime import TenantRuntime, build_tenant_runtime
 from core.schema import EVENT_SCHEMA, POSITIVE_EVENT_TYPES
 from tests.unit.serving_fixtures import NOW, catalogue
@@ -247,7 +247,7 @@ def logged_requests(log: pa.Table, users: pa.Table) -> dict[str, LoggedRequest]:
         "cold_start",
         [s for s in all_slates if s["first_event"] and created[s["user_id"]] > PERIOD_START],
     )
-    # The request with the longest history before it (HISTORY_LEN overflows, affinities dense).
+    # The request with the longest history before it (affinities dense).
     pick("long_history", sorted(all_slates, key=lambda s: -s["prior_positives"]))
     # Items already shown to the user within the frequency window (log_recent_impressions > 0).
     pick("repeat_impressions", [s for s in all_slates if s["repeat"] and s["prior_positives"]])
@@ -289,7 +289,8 @@ def test_picked_requests_exercise_the_features(world):
     assert len({r.user_id for r in picks.values()}) == len(picks) >= 6
     off = {why: offline_rows(world["examples"], r) for why, r in picks.items()}
     assert (off["cold_start"][1][:, _col("history_missing")] == 1.0).all()
-    assert (off["long_history"][1][:, _col("log_user_positives")] > np.log1p(HISTORY_LEN)).all()
+    # Longer than the two-tower's recent window (its first 20 history slots of 100).
+    assert (off["long_history"][1][:, _col("log_user_positives")] > np.log1p(20)).all()
     assert (off["repeat_impressions"][1][:, _col("log_recent_impressions")] > 0).any()
     dense = np.concatenate([d for _, d in off.values()])
     assert (dense[:, _col("log_popularity")] > 0).mean() > 0.5

@@ -9,7 +9,7 @@ import torch
 from core.device import resolve_device
 from core.features import HISTORY_LEN
 from retrieval.ease import EaseRecommender
-from retrieval.losses import item_log_q, sampled_softmax_loss
+from retrieval.losses import in_batch_history, item_log_q, sampled_softmax_loss
 from retrieval.two_tower import TwoTowerModel
 
 CFG = {"n_items": 30, "n_categories": 4, "n_tags": 6, "dim": 16, "embed_dim": 8, "hidden": 16}
@@ -68,6 +68,55 @@ def test_sampled_softmax_masks_negatives_in_the_querys_history():
     # Padding (0) never masks: an unknown item (id 0) stays a negative.
     pads = torch.zeros((2, 3), dtype=torch.long)
     assert sampled_softmax_loss(q, items, temperature=1.0, item_ids=torch.tensor([0, 9]), history=pads).item() == pytest.approx(row1, rel=1e-6)
+
+
+def test_in_batch_history_matches_brute_force():
+    """The lookup through the batch's distinct items equals comparing every history entry with
+    every row's item; pads (0) never match, and a repeated item marks every row holding it."""
+    gen = torch.Generator().manual_seed(0)
+    for b, length, n in ((1, 5, 3), (64, 20, 40), (128, 100, 1000)):
+        ids = torch.randint(1, n + 1, (b,), generator=gen)
+        hist = torch.randint(0, n + 1, (b, length), generator=gen)
+        hist[0] = 0  # a cold-start query
+        expected = ((hist[:, :, None] == ids[None, None, :]) & (hist[:, :, None] > 0)).any(1)
+        assert torch.equal(in_batch_history(hist, ids), expected)
+    ids = torch.tensor([5, 5, 2])
+    hist = torch.tensor([[0, 5], [0, 0], [2, 0]])
+    assert in_batch_history(hist, ids).tolist() == [[True, True, False], [False, False, False], [False, False, True]]
+
+
+def test_long_history_pool_reads_items_beyond_the_recent_window():
+    """With ``long_history_len`` the query depends on history items older than the attention
+    window; without it (every model trained before it) the query reads only the last
+    ``history_len`` columns, so a wider feature serves such a model unchanged."""
+    rng = np.random.default_rng(3)
+    q = _queries(4, rng)
+    older = {**q, "history": q["history"].copy()}
+    older["history"][:, :-20] = rng.integers(1, 31, (4, HISTORY_LEN - 20))
+    torch.manual_seed(0)
+    long_model = TwoTowerModel.from_config({**CFG, "history_len": 20, "long_history_len": HISTORY_LEN})
+    assert not np.allclose(long_model.encode_queries(q)[1:], long_model.encode_queries(older)[1:])
+    torch.manual_seed(0)
+    recent_only = TwoTowerModel.from_config({**CFG, "history_len": 20})
+    np.testing.assert_allclose(recent_only.encode_queries(q), recent_only.encode_queries(older), atol=1e-6)
+    narrow = {**q, "history": q["history"][:, -20:]}
+    np.testing.assert_allclose(recent_only.encode_queries(q), recent_only.encode_queries(narrow), atol=1e-6)
+    with pytest.raises(ValueError, match="reads the last 100"):
+        long_model.encode_queries(narrow)
+
+
+def test_long_history_pool_is_the_mean_of_the_item_embeddings():
+    """Hand check of the long-term pool: its slice of the MLP input is the mean of the
+    non-padding history items' id embeddings."""
+    torch.manual_seed(0)
+    model = TwoTowerModel.from_config({**CFG, "history_len": 2, "long_history_len": 6}).eval()
+    seen = {}
+    model.query_mlp.register_forward_hook(lambda m, args, out: seen.setdefault("x", args[0]))
+    hist = torch.tensor([[0, 0, 3, 7, 9, 4]])
+    model.query_tower(torch.zeros(1, dtype=torch.long), hist, torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+    e = CFG["embed_dim"]
+    expected = model.item_emb.weight[[3, 7, 9, 4]].mean(0)
+    torch.testing.assert_close(seen["x"][0, 3 * e : 4 * e], expected)
 
 
 def test_cosine_learning_rate_schedule():

@@ -82,10 +82,12 @@ class TwoTowerModel(nn.Module):
         self.hour_emb = nn.Embedding(24, 8)
         self.position_emb = nn.Embedding(c["history_len"], e)
         self.attn_query = nn.Parameter(torch.zeros(e))
-        pools = 4 if c["long_history_len"] else 3
+        pools = 2 + bool(c["user_id"]) + bool(c["long_history_len"])
         self.query_mlp = _mlp(pools * e + 16 + 1, c["hidden"], c["dim"], c["dropout"])
         self.item_mlp = _mlp(3 * e + 1, c["hidden"], c["dim"], c["dropout"])
         for emb in (self.item_emb, self.category_emb, self.tag_emb, self.user_emb):
+            if emb is None:
+                continue
             nn.init.normal_(emb.weight, std=0.05)
             if emb.padding_idx is not None:
                 emb.weight.data[emb.padding_idx].zero_()

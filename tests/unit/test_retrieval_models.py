@@ -105,6 +105,21 @@ def test_long_history_pool_reads_items_beyond_the_recent_window():
         long_model.encode_queries(narrow)
 
 
+def test_query_without_user_id_depends_on_history_and_context_only(tmp_path):
+    """``user_id: false``: no user table, users with the same history and context get the same
+    query; the model round-trips through save/load."""
+    rng = np.random.default_rng(5)
+    q = _queries(3, rng)
+    torch.manual_seed(0)
+    model = TwoTowerModel.from_config({**CFG, "user_id": False, "long_history_len": HISTORY_LEN})
+    assert model.user_emb is None
+    other_users = {**q, "user": q["user"] + 1}
+    np.testing.assert_allclose(model.encode_queries(q), model.encode_queries(other_users), atol=1e-6)
+    model.save(tmp_path)
+    loaded = TwoTowerModel.load(tmp_path)
+    np.testing.assert_allclose(loaded.encode_queries(q), model.encode_queries(q), atol=1e-6)
+
+
 def test_long_history_pool_is_the_mean_of_the_item_embeddings():
     """Hand check of the long-term pool: its slice of the MLP input is the mean of the
     non-padding history items' id embeddings."""

@@ -13,7 +13,9 @@ the latest run from its newest checkpoint.
 Loss: in-batch sampled softmax with log-Q correction; with ``history_negatives: false`` an
 in-batch item already in the query's history is not a negative for it (serving never shows it
 again). ``lr_schedule: cosine`` decays the learning rate per step over the whole run. The
-settings of ``configs/train/two_tower.yaml`` come from a validation grid (docs/evaluation.md).
+settings of ``configs/train/two_tower.yaml`` come from a validation grid (docs/evaluation.md);
+the query tower's long-term history pool without a user-id embedding (``long_history_len: 100``,
+``user_id: false``, 16 epochs) from docs/evaluation.md, "Long history, no user id".
 """
 
 from __future__ import annotations

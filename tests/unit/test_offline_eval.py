@@ -8,6 +8,7 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import yaml
 
@@ -237,3 +238,16 @@ def test_stage_orders_rank_only_scored_candidates_by_each_stage():
         "by_ranker_click": ["a", "d", "b"],
         "by_ranker_utility": ["b", "d", "a"],
     }
+
+
+def test_gap_validation_holds_out_each_validation_users_last_train_interaction():
+    """``benchmarks.tune_two_tower.gap_split``: the latest train row (by time, whatever the row
+    order) of every user with a validation row becomes ``gap``; other users are unchanged."""
+    from benchmarks.tune_two_tower import gap_split
+
+    users = np.array(["a", "b", "a", "a", "a", "b", "c", "c", "c"])
+    split = np.array(["train", "train", "validation", "train", "test", "train", "train", "train", "validation"])
+    ts = np.array([1.0, 1.0, 5.0, 3.0, 6.0, 2.0, 9.0, 7.0, 10.0])
+    out = gap_split(split, users, ts)
+    assert out.tolist() == ["train", "train", "validation", "gap", "test", "train", "gap", "train", "validation"]
+    assert split[3] == "train"  # the input is not modified

@@ -106,10 +106,12 @@ class TwoTowerModel(nn.Module):
         need = max(self.cfg["history_len"], self.cfg["long_history_len"])
         if history.shape[1] < need:
             raise ValueError(f"history has {history.shape[1]} columns; this model reads the last {need}")
-        long_history = history[:, history.shape[1] - self.cfg["long_history_len"] :] if self.cfg["long_history_len"] else None
-        history = history[:, history.shape[1] - self.cfg["history_len"] :]
+        # One embedding lookup of the widest slice both pools read; each pool takes its tail.
+        wide = history[:, history.shape[1] - need :]  # (B, need)
+        wide_emb = self.item_emb(wide)  # (B, need, E)
+        history = wide[:, need - self.cfg["history_len"] :]
         mask = history > 0  # (B, L)
-        h = self.item_emb(history)  # (B, L, E)
+        h = wide_emb[:, need - self.cfg["history_len"] :]  # (B, L, E)
         h_pos = h + self.position_emb.weight[-history.shape[1] :][None]
         scores = (h_pos @ self.attn_query).masked_fill(~mask, float("-inf"))  # (B, L)
         # A user with no history gets zeros from both pools (softmax over all -inf is nan).
@@ -128,9 +130,10 @@ class TwoTowerModel(nn.Module):
                 keep = torch.rand(u.shape[0], 1, device=u.device) >= self.cfg["user_dropout"]
                 u = u * keep
             pools.insert(0, u)
-        if long_history is not None:
-            long_mask = (long_history > 0)[..., None]
-            pools.append((self.item_emb(long_history) * long_mask).sum(1) / long_mask.sum(1).clamp(min=1))
+        if self.cfg["long_history_len"]:
+            start = need - self.cfg["long_history_len"]
+            long_mask = (wide[:, start:] > 0)[..., None]
+            pools.append((wide_emb[:, start:] * long_mask).sum(1) / long_mask.sum(1).clamp(min=1))
         x = torch.cat([*pools, self.surface_emb(surface), self.hour_emb(hour), empty], dim=1)
         return F.normalize(self.query_mlp(x), dim=-1)
 

@@ -86,9 +86,9 @@ def _cpu_per_request(before: dict, after: dict, requests: int) -> dict[str, floa
 
 def _setup(root: Path, items: int, candidates: int) -> tuple[str, dict]:
     from core.catalogue import Catalogue
-    from core.datagen.synth import generate
     from core.registry import Registry
     from core.schema import ITEM_SCHEMA
+    from datagen.synth import generate
     from tests.integration.serving_artifacts import publish_ranker, publish_two_tower
 
     generate("small", str(root / "data"), seed=0, progress=False)
@@ -128,7 +128,6 @@ def _in_process(config_path: str, storage: dict, n: int) -> dict:
     from core.config import load_platform_config
     from core.contracts import Query
     from core.eventlog import EventLog
-    from core.pipeline import build_local_pipeline
     from core.registry import Registry
     from deployments.loaders import (
         load_ranker_model,
@@ -136,6 +135,7 @@ def _in_process(config_path: str, storage: dict, n: int) -> dict:
         settle_replica,
         two_tower_key,
     )
+    from serving.assembly import build_local_pipeline
 
     config = load_platform_config(config_path)
     registry = Registry(storage["registry"])
@@ -173,9 +173,9 @@ def _ranker_compute_sweep(storage: dict, sizes: list[int], candidates: int) -> l
     from core.contracts import Query
     from core.features import PopularityCounter
     from core.registry import Registry
-    from core.user_state import ServingUserState
     from deployments.loaders import load_ranker_model
     from ranking.scorer import RankerScorer
+    from serving.user_state import ServingUserState
 
     torch.set_num_threads(1)
     registry = Registry(storage["registry"])
@@ -225,8 +225,8 @@ def _batch_sweep(app: str, sizes: list[int], requests_per_size: int) -> list[dic
     from ray import serve
 
     from core.contracts import Candidate, MergedCandidate, Query
-    from core.user_state import ServingUserState
     from ranking.scorer import candidate_columns
+    from serving.user_state import ServingUserState
 
     handle = serve.get_deployment_handle("Ranker", app)
     cands = [MergedCandidate(f"i{i:07d}", (Candidate(f"i{i:07d}", "two_tower", "v", 0.5, i),))

@@ -44,7 +44,7 @@ def _start_cluster(num_cpus: int, dashboard_port: int):
 
 
 def _ensure_data(preset: str, data_root: str, seed: int) -> None:
-    from core.datagen.synth import generate
+    from datagen.synth import generate
 
     marker = Path(data_root) / "synth.json"
     if marker.exists() and json.loads(marker.read_text()).get("preset") == preset:

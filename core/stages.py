@@ -1,7 +1,7 @@
 """Stage shapes of the request pipeline: what each stage object must offer.
 
 Library objects satisfy these in process; a Serve replica passes adapters over deployment
-handles that satisfy the same shapes. Kept apart from :mod:`core.pipeline` so deployments and
+handles that satisfy the same shapes. Kept apart from :mod:`serving.pipeline` so deployments and
 stage implementations can import the shapes without the orchestration.
 """
 
@@ -95,7 +95,7 @@ class SurfacePlan:
 
 
 class PipelineRuntime(Protocol):
-    """What the pipeline needs from a tenant (see :class:`core.runtime.TenantRuntime`)."""
+    """What the pipeline needs from a tenant (see :class:`serving.assembly.TenantRuntime`)."""
 
     tenant: TenantConfig
     experiments: Sequence[ExperimentConfig]

@@ -1,7 +1,7 @@
 """Pipeline stages that run in other deployments: thin adapters over deployment handles.
 
 They satisfy the library's stage shapes (:class:`core.contracts.CandidateSource`,
-:class:`core.pipeline.RankerStage`), so :class:`core.pipeline.RecommendationPipeline` runs
+:class:`serving.pipeline.RankerStage`), so :class:`serving.pipeline.RecommendationPipeline` runs
 unchanged in the ingress with these in place of local objects (one code path, two runtimes).
 Cancelling the awaiting coroutine (a source timeout in the pipeline) cancels the remote call.
 

@@ -1,7 +1,7 @@
 """HTTP ingress: authentication, the public API, and the request pipeline over remote stages.
 
-The ingress builds one :class:`core.pipeline.RecommendationPipeline` per tenant with
-:func:`core.runtime.build_tenant_runtime`, passing deployment-handle adapters
+The ingress builds one :class:`serving.pipeline.RecommendationPipeline` per tenant with
+:func:`serving.assembly.build_tenant_runtime`, passing deployment-handle adapters
 (:mod:`deployments.adapters`) for the stages that run elsewhere: user state, the two-tower
 source, the other sources, the ranker. Merge, eligibility rules and the slate policy run here:
 they are cheap, pure functions of the candidates, and a hop would cost more than they do.
@@ -23,7 +23,6 @@ from ray import serve
 from core.contracts import DecisionRecord, Query
 from core.eventlog import EventLog
 from core.experiments import NO_EXPERIMENT
-from core.pipeline import RecommendationPipeline, ServiceUnavailable, UnknownSurface
 from core.schema import RowError, normalize_event
 from deployments import adapters, metrics
 from deployments.api_models import (
@@ -47,6 +46,7 @@ from deployments.loaders import (
     settle_replica,
 )
 from deployments.settings import AppArgs, FaultInjection
+from serving.pipeline import RecommendationPipeline, ServiceUnavailable, UnknownSurface
 
 logger = logging.getLogger("ray.serve")
 _ERRORS = {s: {"model": ErrorResponse} for s in (401, 404, 413, 422, 503)}
@@ -100,8 +100,8 @@ class Ingress:
         return p.user_state == "ingress" or p.sources == "ingress"
 
     def _build_pipelines(self) -> dict[str, RecommendationPipeline]:
-        from core.runtime import build_tenant_runtime
         from retrieval.sources import SOURCE_KINDS
+        from serving.assembly import build_tenant_runtime
 
         h, placement = self.handles, self.args.placement
         factories = {

@@ -1,6 +1,6 @@
 """User-state deployment: online per-user state shared by every ingress replica.
 
-Thin wrapper over :class:`core.user_state.OnlineUserStateStore`, one per tenant, bootstrapped
+Thin wrapper over :class:`serving.user_state.OnlineUserStateStore`, one per tenant, bootstrapped
 from the event log. Writes arrive by *broadcast* (``observe`` on every replica, awaited by
 ``POST /v1/events`` before it answers), reads go to any one replica, so the deployment scales
 out for reads and an accepted event is in every replica's state before the client hears
@@ -15,7 +15,6 @@ import logging
 
 from ray import serve
 
-from core.user_state import OnlineUserStateStore, ServingUserState
 from deployments import metrics
 from deployments.loaders import (
     ServingContext,
@@ -24,6 +23,7 @@ from deployments.loaders import (
     load_users,
     settle_replica,
 )
+from serving.user_state import OnlineUserStateStore, ServingUserState
 
 logger = logging.getLogger("ray.serve")
 

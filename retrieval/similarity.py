@@ -4,7 +4,7 @@
 ``training.ranker`` fills that feature with this very computation (query tower on the
 point-in-time query features, item tower over the catalogue; ``RetrievalScorer``), using the
 two-tower version named in the ranker's lineage. Serving builds a :class:`TwoTowerSimilarity`
-from the same version (``deployments.ranker``, ``core.runtime``), so the feature means the same
+from the same version (``deployments.ranker``, ``serving.assembly``), so the feature means the same
 online and offline; items outside the catalogue get NaN (unknown: the ranker reads its
 training mean).
 """

@@ -11,7 +11,7 @@ import pytest
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic ``tiny`` preset (tenants acme and globex, seed 0), generated once per
     session. Treat it as read-only: other tests share it."""
-    from core.datagen.synth import generate
+    from datagen.synth import generate
 
     out = tmp_path_factory.mktemp("tiny_data")
     generate("tiny", str(out), seed=0, progress=False)

@@ -1,7 +1,7 @@
 """Offline evaluation of the whole serving pipeline (retrieve → rank → rerank) in-process.
 
 Used by :mod:`training.evaluate` on the same test users as the retrieval scorers. For each test
-user the serving library (:func:`core.runtime.build_local_pipeline`, the code a Serve replica
+user the serving library (:func:`serving.assembly.build_local_pipeline`, the code a Serve replica
 runs) answers one ``home`` request at the user's test time, and the final slate of ``k`` items
 is scored against the test item like any other scorer (protocol: docs/evaluation.md).
 
@@ -91,11 +91,11 @@ def evaluate_pipeline(
     ``exclude`` / ``relevant`` are catalogue indices per user (as for the other scorers).
     With a :class:`training.simulated.ClickSimulator` the slates' ``expected_ctr@10`` too."""
     from core.contracts import Query
-    from core.runtime import build_local_pipeline
     from ranking.model import MultiTaskRanker
     from retrieval.index import load_index
     from retrieval.sources import TwoTowerArtifacts
     from retrieval.two_tower import TwoTowerModel
+    from serving.assembly import build_local_pipeline
 
     registry, tenant = storage.registry(), storage.tenant
     catalogue = storage.catalogue()

@@ -30,8 +30,8 @@ def _expand(paths: list[str]) -> list[Path]:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    from cluster.config_files import validate_file
     from core.config import ConfigError
-    from core.config_files import validate_file
 
     console = Console(highlight=False)
     failed = 0

@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from core.datagen.synth import generate
+    from datagen.synth import generate
 
     started = time.perf_counter()
     summary = generate(args.preset, args.out, seed=args.seed, progress=not args.no_progress)
@@ -42,7 +42,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_movielens(args: argparse.Namespace) -> int:
-    from core.datagen.movielens import download_movielens, load_movielens
+    from datagen.movielens import download_movielens, load_movielens
 
     path = args.path
     if args.download:

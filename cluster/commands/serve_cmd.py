@@ -107,7 +107,7 @@ def wait_running(client, app_names: list[str], timeout_s: float) -> dict[str, st
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from core.config_files import validate_file
+    from cluster.config_files import validate_file
 
     validate_file(args.file)  # Serve's own schema: fail here, not half-way through a rollout
     config = yaml.safe_load(Path(args.file).read_text())

@@ -55,7 +55,7 @@ def test_ray_dataset_filters_match_the_local_reader(ray_connected, tiny_data: Pa
 
 
 def test_movielens_events_read_back_with_ray_data(ray_connected, tmp_path: Path) -> None:
-    from core.datagen.movielens import load_movielens
+    from datagen.movielens import load_movielens
 
     src = tmp_path / "ml"
     src.mkdir()

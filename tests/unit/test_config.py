@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cluster.config_files import validate_file
 from core.config import (
     ConfigError,
     PlatformConfig,
@@ -14,7 +15,6 @@ from core.config import (
     load_platform_config,
     resolve_uri,
 )
-from core.config_files import validate_file
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_FILES = sorted(p for p in (REPO / "configs").rglob("*") if p.suffix in {".yaml", ".yml"})

@@ -9,10 +9,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
-from core.datagen.movielens import load_movielens
-from core.datagen.synth import generate
 from core.eventlog import EventLog
 from core.schema import EVENT_SCHEMA, EVENT_TYPES, ITEM_SCHEMA, USER_SCHEMA
+from datagen.movielens import load_movielens
+from datagen.synth import generate
 
 
 def _table(root: Path, name: str, schema):
@@ -93,7 +93,7 @@ MOVIES = [(10, "Heat (1995)", ["Action", "Crime"]), (20, "Babe (1995)", ["Childr
 def _write_layout(root: Path, layout: str) -> Path:
     root.mkdir(parents=True)
     if layout == "ml-100k":
-        from core.datagen.movielens import ML100K_GENRES
+        from datagen.movielens import ML100K_GENRES
 
         (root / "u.data").write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in RATINGS))
         lines = []

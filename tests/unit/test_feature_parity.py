@@ -2,7 +2,7 @@
 those the training dataset builder computes for the same user, items and time.
 
 ONLINE is what a server running at the request's time would hold: the tenant runtime
-(:func:`core.runtime.build_tenant_runtime`) bootstrapped from the event log restricted to events
+(:func:`serving.assembly.build_tenant_runtime`) bootstrapped from the event log restricted to events
 strictly before the request (user state and ``runtime.popularity``), or bootstrapped earlier and
 kept current through :meth:`TenantRuntime.observe`, then the scorer's own
 :meth:`ranking.scorer.RankerScorer.features` (what ``RankerScorer.score`` calls inside the
@@ -31,12 +31,12 @@ import pytest
 from core.catalogue import Catalogue
 from core.config import PlatformConfig, read_yaml
 from core.contracts import Candidate, MergedCandidate, Query
-from core.datagen.synth import PERIOD_START
 from core.eventlog import EventLog
 from core.experiments import DEFAULT_ARM, NO_EXPERIMENT
 from core.features import CAT_FEATURES, DENSE_FEATURES
-from core.runtime import TenantRuntime, build_tenant_runtime
 from core.schema import EVENT_SCHEMA, POSITIVE_EVENT_TYPES
+from datagen.synth import PERIOD_START
+from serving.assembly import TenantRuntime, build_tenant_runtime
 from tests.unit.serving_fixtures import NOW, catalogue
 from training.datasets import item_popularity, prepare_events, replay_user
 

@@ -13,9 +13,9 @@ import pyarrow as pa
 import yaml
 
 from core.config import read_yaml
-from core.datagen.grouplens_sample import write_ml1m
-from core.datagen.movielens import detect_layout, load_movielens
 from core.train_config import JobConfig
+from datagen.grouplens_sample import write_ml1m
+from datagen.movielens import detect_layout, load_movielens
 from training.common import Storage
 from training.evaluate_pipeline import OFFLINE_TIMEOUT_MS, offline_platform, train_period_events
 from training.examples import examples_dir
@@ -189,7 +189,7 @@ def test_click_simulator_scores_lists_with_the_generators_click_model(tiny_data,
     import pytest
 
     from core.catalogue import Catalogue
-    from core.datagen.sessions import OUTCOME_MODEL
+    from datagen.sessions import OUTCOME_MODEL
     from training.simulated import ClickSimulator
 
     catalogue = Catalogue.load(str(tiny_data), "acme")

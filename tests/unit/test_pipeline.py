@@ -17,9 +17,9 @@ from core.config import PlatformConfig, read_yaml
 from core.contracts import Query
 from core.eventlog import EventLog
 from core.features import item_features
-from core.pipeline import RecommendationPipeline, ServiceUnavailable
-from core.runtime import build_local_pipeline, build_tenant_runtime
 from retrieval.sources import TwoTowerArtifacts, VersionMismatch
+from serving.assembly import build_local_pipeline, build_tenant_runtime
+from serving.pipeline import RecommendationPipeline, ServiceUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 

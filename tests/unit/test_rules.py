@@ -6,7 +6,6 @@ import pytest
 
 from core.config import PolicyConfig
 from core.contracts import PolicyUnavailable
-from core.user_state import ServingUserState
 from ranking.rules import (
     AvailabilityRule,
     BlockedRule,
@@ -16,6 +15,7 @@ from ranking.rules import (
     MaturityRule,
     RuleChain,
 )
+from serving.user_state import ServingUserState
 from tests.unit.serving_fixtures import NOW, catalogue, merged, query
 
 CAT = catalogue(

@@ -10,10 +10,10 @@ import pytest
 from core.contracts import Candidate, MergedCandidate
 from core.features import PopularityCounter, UserState, ranker_features
 from core.schema import USER_SCHEMA
-from core.user_state import OnlineUserStateStore
 from ranking.fallback import FallbackScorer
 from ranking.scorer import RankerScorer
 from ranking.utility import utility
+from serving.user_state import OnlineUserStateStore
 from tests.unit.serving_fixtures import NOW, catalogue, events, merged, query
 
 CAT = catalogue([{"item_id": f"i{n}", "category": "books" if n % 2 else "news"} for n in range(6)])

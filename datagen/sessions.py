@@ -1,4 +1,4 @@
-"""Exposure and outcomes of the synthetic tenants (see :mod:`core.datagen.synth`).
+"""Exposure and outcomes of the synthetic tenants (see :mod:`datagen.synth`).
 
 For a block of requests (user, time, surface), vectorised with numpy:
 

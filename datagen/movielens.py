@@ -40,9 +40,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from core.datagen.summary import DatasetSummary, check_empty_output, dataset_version, write_parquet
 from core.eventlog import EventLog
 from core.schema import EVENT_SCHEMA, ITEM_SCHEMA, USER_SCHEMA
+from datagen.summary import DatasetSummary, check_empty_output, dataset_version, write_parquet
 
 ML100K_GENRES = (
     "unknown Action Adventure Animation Children's Comedy Crime Documentary Drama Fantasy "

@@ -1,5 +1,5 @@
 """Data generators and importers that write the platform's tables (see docs/data.md)."""
 
-from core.datagen.summary import DatasetSummary, SynthSummary
+from datagen.summary import DatasetSummary, SynthSummary
 
 __all__ = ["DatasetSummary", "SynthSummary"]

@@ -27,15 +27,15 @@ from core.config import PlatformConfig, PolicyConfig, TenantConfig
 from core.contracts import CandidateSource, EligibilityRule, ExperimentAssignment
 from core.experiments import DEFAULT_ARM, NO_EXPERIMENT, effective_surface
 from core.features import POPULARITY_HALF_LIFE_HOURS, PopularityCounter
-from core.pipeline import RankerStage, RecommendationPipeline, SourceStage, SurfacePlan
 from core.schema import POSITIVE_EVENT_TYPES, to_utc
-from core.user_state import OnlineUserStateStore
 from ranking.fallback import FallbackScorer
 from ranking.rules import AvailabilityRule, CatalogueRule, HiddenByUserRule, RuleChain
 from ranking.scorer import RankerModel, RankerScorer
 from ranking.slate import SlatePolicy
 from retrieval.cooccurrence import ItemToItemIndex
 from retrieval.sources import SOURCE_KINDS, SourceContext, TrendingSource, TwoTowerArtifacts
+from serving.pipeline import RankerStage, RecommendationPipeline, SourceStage, SurfacePlan
+from serving.user_state import OnlineUserStateStore
 
 SourceFactory = Callable[[Any, SourceContext], CandidateSource]
 _TENANT_POLICY = object()

@@ -1,13 +1,13 @@
 """Write a small GroupLens ``ml-1m``-layout dataset drawn from a latent model (for tests and
 smoke runs of the MovieLens import path without downloading anything).
 
-    python -m core.datagen.grouplens_sample OUT_DIR [--users 300] [--items 200] [--seed 0]
+    python -m datagen.grouplens_sample OUT_DIR [--users 300] [--items 200] [--seed 0]
 
 Files (latin-1, ``::``-separated, as GroupLens ships them): ``ratings.dat``
 (``UserID::MovieID::Rating::Timestamp``), ``movies.dat`` (``MovieID::Title::Genre|Genre``) and
 ``users.dat`` (``UserID::Gender::Age::Occupation::Zip``; the importer ignores it).
 
-Latent model, like :mod:`core.datagen.synth` but smaller: genres have unit centres; a movie's
+Latent model, like :mod:`datagen.synth` but smaller: genres have unit centres; a movie's
 vector is ``0.8 c_genre + 0.6 e``; a user likes 1–2 genres; a user rates the movies with the
 highest ``affinity + popularity + Gumbel noise`` (no movie twice), stars are the affinity's
 quintile, and ratings are spread over ~2 years in each user's own time order.

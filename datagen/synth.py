@@ -13,9 +13,9 @@ preset and seed):
   window; maturity general/teen/mature = 70/20/10%. 20% of users arrive during the period
   (cold start: few sessions); user ``max_maturity`` general/teen/mature = 30/30/40%.
 * Sessions (1 + Poisson(1) requests, ~90 s apart) go to users in proportion to activity
-  (log-normal) times days active. See :mod:`core.datagen.sessions` for exposure and outcomes.
+  (log-normal) times days active. See :mod:`datagen.sessions` for exposure and outcomes.
 
-Outputs (see :mod:`core.datagen.summary`) plus ``truth/tenant_id=<t>/{items,users,categories}
+Outputs (see :mod:`datagen.summary`) plus ``truth/tenant_id=<t>/{items,users,categories}
 .parquet`` with the latent vectors and popularity, and ``synth.json``.
 """
 
@@ -28,16 +28,16 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from core.datagen.sessions import OUTCOME_MODEL, LatentWorld, simulate_requests
-from core.datagen.summary import (
+from core.eventlog import EventLog
+from core.manifest import code_version
+from core.schema import ITEM_SCHEMA, MATURITY_LEVELS, USER_SCHEMA
+from datagen.sessions import OUTCOME_MODEL, LatentWorld, simulate_requests
+from datagen.summary import (
     SynthSummary,
     check_empty_output,
     dataset_version,
     write_parquet,
 )
-from core.eventlog import EventLog
-from core.manifest import code_version
-from core.schema import ITEM_SCHEMA, MATURITY_LEVELS, USER_SCHEMA
 
 DIM = 16
 PERIOD_START = datetime(2025, 1, 1, tzinfo=UTC)

@@ -2,7 +2,7 @@
 
 :class:`RecommendationPipeline` runs over stage objects a :class:`PipelineRuntime` supplies.
 In tests, benchmarks and offline evaluation those are library objects
-(:func:`core.runtime.build_tenant_runtime`); in Ray Serve the same runtime is built inside a
+(:func:`serving.assembly.build_tenant_runtime`); in Ray Serve the same runtime is built inside a
 replica, with remote stages (deployment-handle adapters) where a stage runs elsewhere. Same
 code path, two runtimes.
 
@@ -64,7 +64,7 @@ from core.stages import (  # noqa: F401  (re-exported: the pipeline's public sha
     SurfacePlan,
     UnknownSurface,
 )
-from core.user_state import ServingUserState
+from serving.user_state import ServingUserState
 
 
 @dataclass
@@ -417,12 +417,3 @@ def _candidate_table(
         provenance_rank=[c.rank for _, c in prov],
     )
 
-
-def __getattr__(name: str) -> Any:
-    # build_local_pipeline assembles retrieval/ranking objects; importing it lazily keeps this
-    # module (the kernel) free of those packages at import time.
-    if name in ("build_local_pipeline", "build_tenant_runtime", "TenantRuntime"):
-        from core import runtime
-
-        return getattr(runtime, name)
-    raise AttributeError(name)

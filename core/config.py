@@ -18,7 +18,25 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from core.components import (
+    RULES,
+    SLATE_STEPS,
+    SOURCES,
+    ComponentKinds,
+    default_task_weights,
+    load_plugins,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,88 +61,99 @@ class StorageConfig(StrictModel):
     """Root of the decision log."""
 
 
-# ---------------------------------------------------------------------------------- sources
+# ---------------------------------------------------------------------------------- components
 
 
-class _SourceBase(StrictModel):
+def _component_spec(registry: ComponentKinds, base: type[BaseModel]) -> Any:
+    """A config entry of one pluggable kind: validated by the model its component registered
+    (:mod:`core.components`), so the union of kinds is whatever the registry holds."""
+
+    def dispatch(value: Any, handler: Any) -> Any:
+        if isinstance(value, base):
+            return value
+        if isinstance(value, str):  # shorthand: a kind with default settings
+            value = {"kind": value}
+        if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
+            raise PydanticCustomError("kind_missing", "an entry needs a 'kind'")
+        kind = value["kind"]
+        if kind not in registry:
+            raise PydanticCustomError(
+                "unknown_kind",
+                "unknown {role} kind {kind!r}; known: {known}",
+                {"role": registry.role, "kind": kind, "known": ", ".join(sorted(registry))},
+            )
+        model = registry.get(kind).config or base
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            # Put the kind in each error's location, as a discriminated union does: it tells
+            # the reader which kind of entry the key belongs to (``sources.0.fresh.quota``).
+            errors = [{**e, "loc": (kind, *e["loc"])} for e in exc.errors()]
+            for e in errors:
+                e.pop("url", None)
+            raise ValidationError.from_exception_data(exc.title, errors) from None
+
+    return Annotated[SerializeAsAny[base], WrapValidator(dispatch)]
+
+
+class SourceSpec(StrictModel):
+    """What every candidate source entry has; a source kind's own model extends it."""
+
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: str
     quota: int = Field(100, ge=1, le=5000, description="most candidates this source returns")
     timeout_ms: float = Field(50.0, gt=0, le=10_000)
     required: bool = False
     """A required source that fails makes the request fall back; an optional one is skipped."""
 
 
-class TwoTowerSourceConfig(_SourceBase):
-    kind: Literal["two_tower"]
+class RuleSpec(StrictModel):
+    """An eligibility rule entry in ``policy.rules`` (a bare name is ``{kind: name}``)."""
+
+    kind: str
 
 
-class ItemToItemSourceConfig(_SourceBase):
-    kind: Literal["item_to_item"]
-    seed_items: int = Field(5, ge=1, le=50, description="most recent history items used as seeds")
-    min_cooccurrence: int = Field(2, ge=1)
+class SlateStepSpec(StrictModel):
+    """A slate step entry in ``slate.steps``; a step kind's own model extends it."""
+
+    kind: str
 
 
-class TrendingSourceConfig(_SourceBase):
-    kind: Literal["trending"]
-    half_life_hours: float = Field(24.0, gt=0)
-
-
-class EditorialSourceConfig(_SourceBase):
-    kind: Literal["editorial"]
-    items: list[str] = Field(default_factory=list)
-
-
-class FreshSourceConfig(_SourceBase):
-    kind: Literal["fresh"]
-    max_age_hours: float = Field(72.0, gt=0)
-
-
-SourceConfig = Annotated[
-    TwoTowerSourceConfig
-    | ItemToItemSourceConfig
-    | TrendingSourceConfig
-    | EditorialSourceConfig
-    | FreshSourceConfig,
-    Field(discriminator="kind"),
-]
+SourceConfig = _component_spec(SOURCES, SourceSpec)
+RuleConfig = _component_spec(RULES, RuleSpec)
+SlateStepConfig = _component_spec(SLATE_STEPS, SlateStepSpec)
 
 # ---------------------------------------------------------------------------------- ranking
 
 
 class RankerConfig(StrictModel):
-    task_weights: dict[str, float] = Field(
-        default_factory=lambda: {"click": 1.0, "like": 2.0, "hide": -4.0}
-    )
+    task_weights: dict[str, float] = Field(default_factory=default_task_weights)
     """utility = sum(weight[task] * p(task)); tasks must exist in the ranker model."""
     timeout_ms: float = Field(200.0, gt=0, le=10_000)
     max_candidates: int = Field(500, ge=1, le=5000)
 
 
-class FrequencyCapConfig(StrictModel):
-    max_impressions: int = Field(3, ge=1)
-    window_hours: float = Field(24.0, gt=0)
-
-
-class ExplorationConfig(StrictModel):
-    slots: int = Field(1, ge=0, le=10)
-    """Slate positions given to an item sampled from outside the top of the ranking."""
-    pool: int = Field(50, ge=1, description="exploration samples from ranks k..k+pool")
-
-
-class PinnedItemConfig(StrictModel):
-    item_id: str
-    position: int = Field(ge=0)
+DEFAULT_SLATE_STEPS = ("pinned", "frequency_cap", "exploration", "diversity")
 
 
 class SlateConfig(StrictModel):
-    diversity: Literal["mmr", "none"] = "mmr"
-    mmr_lambda: float = Field(0.8, ge=0.0, le=1.0)
-    max_per_category: int | None = Field(3, ge=1)
-    source_quotas: dict[str, int] = Field(default_factory=dict)
-    """Most slate items whose best source is the named source."""
-    frequency_cap: FrequencyCapConfig = Field(default_factory=FrequencyCapConfig)
-    exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
-    pinned: list[PinnedItemConfig] = Field(default_factory=list)
+    steps: list[SlateStepConfig] = Field(
+        default_factory=lambda: list(DEFAULT_SLATE_STEPS), validate_default=True
+    )
+    """The slate, built in this order (``ranking/slate/``): each step removes candidates,
+    places items at positions, or fills the free positions; ``docs/extending.md``."""
+
+    @model_validator(mode="after")
+    def _steps_once(self) -> SlateConfig:
+        kinds = [s.kind for s in self.steps]
+        dupes = sorted({k for k in kinds if kinds.count(k) > 1})
+        if dupes:
+            raise ValueError(f"each slate step kind at most once, repeated: {', '.join(dupes)}")
+        return self
+
+    def step(self, kind: str) -> Any:
+        """The step entry of ``kind``, or None."""
+        return next((s for s in self.steps if s.kind == kind), None)
 
 
 class SurfaceConfig(StrictModel):
@@ -143,13 +172,14 @@ class SurfaceConfig(StrictModel):
 
 # ---------------------------------------------------------------------------------- policy
 
-RULES = ("catalogue", "availability", "blocked", "hidden", "maturity", "exclude")
+DEFAULT_RULES = ("catalogue", "availability", "blocked", "hidden", "maturity", "exclude")
 
 
 class PolicyConfig(StrictModel):
-    rules: list[Literal["catalogue", "availability", "blocked", "hidden", "maturity", "exclude"]] = (
-        Field(default_factory=lambda: list(RULES))
+    rules: list[RuleConfig] = Field(
+        default_factory=lambda: list(DEFAULT_RULES), validate_default=True
     )
+    """Eligibility rules in order (``ranking/rules/``); every candidate must pass each."""
     blocked_items: list[str] = Field(default_factory=list)
     blocked_categories: list[str] = Field(default_factory=list)
     default_max_maturity: Literal["general", "teen", "mature"] = "teen"
@@ -214,9 +244,24 @@ class ExperimentConfig(StrictModel):
 
 class PlatformConfig(StrictModel):
     version: str = Field(min_length=1, description="config version, recorded in decisions")
+    plugins: list[str] = Field(default_factory=list)
+    """Modules (or packages) of extra components to register before validating, e.g. a
+    source kind kept outside this repository: ``[acme_recs.sources]``."""
     storage: StorageConfig = Field(default_factory=StorageConfig)
     tenants: list[TenantConfig] = Field(min_length=1)
     experiments: list[ExperimentConfig] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _load_plugins(cls, data: Any) -> Any:
+        plugins = data.get("plugins") if isinstance(data, dict) else None
+        try:
+            load_plugins(plugins if isinstance(plugins, list) else ())
+        except ImportError as exc:
+            raise PydanticCustomError(
+                "plugin_import", "plugins: cannot import {name}", {"name": str(exc)}
+            ) from None
+        return data
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PlatformConfig:

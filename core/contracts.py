@@ -66,6 +66,9 @@ class SourceResult:
     version: str
     candidates: Sequence[Candidate]
     diagnostics: Mapping[str, Any] = field(default_factory=dict)
+    versions: Mapping[str, str] = field(default_factory=dict)
+    """Artifact versions that produced this answer, for the decision record (e.g.
+    ``{"two_tower": …, "ann_index": …}``); whichever replica answered reports its own."""
 
 
 class MergedCandidate(NamedTuple):
@@ -94,10 +97,12 @@ class Removal:
 
 @dataclass(frozen=True)
 class FilterResult:
-    """What an eligibility rule returns: kept candidates in input order, and every removal."""
+    """What an eligibility rule or a slate step returns: the candidates it kept (input order),
+    every removal with its reason, and (slate steps only) the items it placed."""
 
-    kept: Sequence[MergedCandidate]
+    kept: Sequence[Any]
     removed: Sequence[Removal]
+    placed: Sequence[Placement] = ()
 
 
 class ScoredCandidate(NamedTuple):
@@ -107,6 +112,19 @@ class ScoredCandidate(NamedTuple):
     provenance: tuple[Candidate, ...]
     task_scores: Mapping[str, float]
     utility: float
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A slate step's decision about one item: where it goes and why
+    (see :mod:`ranking.slate.draft`)."""
+
+    candidate: ScoredCandidate
+    reasons: tuple[str, ...]
+    slot: str = "fill"
+    """``fixed`` (at ``position``), ``fill`` (next free position) or ``tail``."""
+    position: int | None = None
+    propensity: float | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +158,37 @@ class EligibilityRule(Protocol):
     def apply(
         self, query: Query, candidates: Sequence[MergedCandidate], user_state: Any
     ) -> FilterResult: ...
+
+
+@dataclass(frozen=True)
+class RankerResult:
+    """What a ranker stage returns: one :class:`ScoredCandidate` per input, in input order,
+    and the ranker version that scored them (whichever replica answered)."""
+
+    scored: list[ScoredCandidate]
+    version: str
+
+
+@runtime_checkable
+class RankerStage(Protocol):
+    """Scores candidates with calibrated per-task probabilities and composes utilities."""
+
+    async def score(
+        self,
+        query: Query,
+        user_state: Any,
+        candidates: Sequence[MergedCandidate],
+        task_weights: Mapping[str, float],
+    ) -> RankerResult: ...
+
+
+class SlateStep(Protocol):
+    """One step of a surface's slate (:mod:`ranking.slate.draft`): returns what it kept in the
+    pool, what it removed (with reasons) and what it placed."""
+
+    name: str
+
+    def apply(self, draft: Any) -> FilterResult: ...
 
 
 class PolicyUnavailable(RuntimeError):

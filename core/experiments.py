@@ -60,17 +60,6 @@ def assign(
     return ExperimentAssignment(experiment_id=exp.id, arm=pick_variant(exp, unit_id))
 
 
-def variant_overrides(
-    experiments: Sequence[ExperimentConfig], assignment: ExperimentAssignment
-) -> VariantOverrides | None:
-    for exp in experiments:
-        if exp.id == assignment.experiment_id:
-            for variant in exp.variants:
-                if variant.name == assignment.arm:
-                    return variant.overrides
-    return None
-
-
 def effective_surface(
     surface_cfg: SurfaceConfig, overrides: VariantOverrides | None
 ) -> SurfaceConfig:

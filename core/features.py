@@ -25,12 +25,16 @@ import json
 import math
 import zlib
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.catalogue import MAX_TAGS, Catalogue
+from core.clock import column_micros, epoch_seconds
 from core.schema import POSITIVE_EVENT_TYPES
 
 HISTORY_LEN = 100
@@ -223,6 +227,31 @@ class PopularityCounter:
         return len(self._value)
 
 
+
+def popularity_from_events(
+    events: Any, half_life_hours: float = POPULARITY_HALF_LIFE_HOURS
+) -> PopularityCounter:
+    """A :class:`PopularityCounter` over the positive events of an event table (or ``None``),
+    folded in time order: what serving starts from before live events arrive."""
+    counter = PopularityCounter(half_life_hours)
+    if events is None or events.num_rows == 0:
+        return counter
+    rows = events.filter(
+        pc.is_in(events["event_type"], pa.array(sorted(POSITIVE_EVENT_TYPES)))
+    ).sort_by("ts")
+    ts = column_micros(rows["ts"]).to_pylist()
+    for item, t in zip(rows["item_id"].to_pylist(), ts, strict=True):
+        counter.add(item, t / 1e6)
+    return counter
+
+
+def observe_popularity(counter: PopularityCounter, event: Mapping[str, Any]) -> bool:
+    """Fold one live event into ``counter`` if it is a positive one."""
+    if event.get("event_type") not in POSITIVE_EVENT_TYPES:
+        return False
+    counter.add(event["item_id"], epoch_seconds(event["ts"]))
+    return True
+
 _SOURCE_INDEX = {s: i for i, s in enumerate(SOURCE_KINDS)}
 
 
@@ -316,22 +345,3 @@ def item_features(catalogue: Catalogue, now: float) -> dict[str, np.ndarray]:
         "tags": catalogue.tags.astype(np.int64),
         "log_age_days": np.log1p(age_days).astype(np.float32),
     }
-
-
-class UserStateStore:
-    """User states folded from an event stream in time order (the training-side replay and the
-    serving-side bootstrap). Unknown users get an empty state (``history_missing`` = 1)."""
-
-    def __init__(self, catalogue: Catalogue):
-        self.catalogue = catalogue
-        self.states: dict[str, UserState] = {}
-
-    def get(self, user_id: str) -> UserState:
-        return self.states.get(user_id) or UserState(user_id=user_id)
-
-    def apply(self, user_id: str, event_type: str, item_id: str, ts: float) -> UserState:
-        state = self.states.get(user_id)
-        if state is None:
-            state = self.states[user_id] = UserState(user_id=user_id)
-        state.apply(event_type, item_id, ts, self.catalogue)
-        return state

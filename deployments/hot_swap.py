@@ -18,13 +18,13 @@ import logging
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+from serving.loaders import Refused  # noqa: F401  (re-exported: a load raises it to refuse)
+
 logger = logging.getLogger("ray.serve")
 
 R = TypeVar("R")
 
 
-class Refused(Exception):
-    """The artifacts the alias points at must not be served together (kept old runtime)."""
 
 
 class RuntimeSlot(Generic[R]):

@@ -1,4 +1,4 @@
-"""Loading what replicas serve from: tenant tables, and registry artifacts by alias.
+"""Loading what replicas serve from: tenant tables (artifacts: :mod:`serving.loaders`).
 
 Everything here constructs library objects (``core``, ``retrieval``, ``ranking``) from
 storage; nothing decides anything. Missing tenant data returns ``None`` so the library's
@@ -19,9 +19,7 @@ import pyarrow.dataset as ds
 from core.catalogue import Catalogue
 from core.config import PlatformConfig, load_platform_config
 from core.eventlog import EventLog
-from core.registry import Registry
 from core.schema import USER_SCHEMA
-from deployments.hot_swap import Refused
 from deployments.settings import AppArgs
 
 logger = logging.getLogger("ray.serve")
@@ -77,46 +75,6 @@ def load_users(ctx: ServingContext, tenant: str) -> pa.Table | None:
         return dataset.to_table(filter=ds.field("tenant_id") == tenant)
     except (FileNotFoundError, OSError):
         return None
-
-
-# ---------------------------------------------------------------------- registry artifacts
-
-
-def two_tower_key(registry: Registry, tenant: str, alias: str) -> tuple[str, str] | None:
-    """``(two_tower version, ann_index version)`` the alias points at, or None."""
-    model = registry.resolve("two_tower", tenant, alias)
-    index = registry.resolve("ann_index", tenant, alias)
-    return (model, index) if model and index else None
-
-
-def load_two_tower(registry: Registry, tenant: str, key: tuple[str, str], device: str = "cpu"):
-    """A :class:`retrieval.sources.TwoTowerArtifacts`; :class:`Refused` for a mismatched pair
-    (the index manifest or, failing that, the index's own metadata names its item tower)."""
-    from retrieval.index import load_index
-    from retrieval.sources import TwoTowerArtifacts, VersionMismatch
-    from retrieval.two_tower import TwoTowerModel
-
-    model_version, index_version = key
-    manifest = registry.manifest("ann_index", tenant, index_version)
-    built_by = manifest.config.get("item_tower_version") or manifest.lineage.parents.get("two_tower")
-    if built_by and built_by != model_version:  # refuse before reading any weights
-        raise Refused(
-            f"ann_index {index_version} was built by item tower {built_by}, "
-            f"not by two_tower {model_version}"
-        )
-    index = load_index(registry.local_path("ann_index", tenant, index_version))
-    built_by = built_by or getattr(index, "item_tower_version", None) or "?"
-    model = TwoTowerModel.load(registry.local_path("two_tower", tenant, model_version), device)
-    try:
-        return TwoTowerArtifacts(model, index, model_version, index_version, built_by)
-    except VersionMismatch as exc:
-        raise Refused(str(exc)) from exc
-
-
-def load_ranker_model(registry: Registry, tenant: str, version: str, device: str = "cpu"):
-    from ranking.model import MultiTaskRanker
-
-    return MultiTaskRanker.load(registry.local_path("ranker", tenant, version), device)
 
 
 def settle_replica() -> None:

@@ -1,8 +1,8 @@
 """Ranker deployment: the multi-task ranker of each tenant behind ``@serve.batch``.
 
-Thin wrapper over :class:`ranking.scorer.RankerScorer`: per request it builds features
-(``features``), then concatenates every request of a batch into one forward pass
-(``score_batch``) and composes utilities (``compose``). Batch size and wait come from
+Thin wrapper over :class:`ranking.scorer.RankerScorer` (loaded by
+:func:`serving.loaders.load_ranker`): per request it builds features, then concatenates every
+request of a batch into one forward pass (``score_batch``); the ingress composes utilities. Batch size and wait come from
 ``user_config`` (:class:`deployments.settings.RankerUserConfig`) and change live; ``device``
 is ``auto`` (GPU if the replica has one), ``cpu`` or ``cuda``. Models are loaded from the
 registry alias and hot-swapped like the retriever's. Popularity (a ranker feature) counts
@@ -13,25 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 from ray import serve
 
-from core.contracts import MergedCandidate, Query, ScoredCandidate
-from core.features import PopularityCounter
+from core.contracts import Query
+from core.features import observe_popularity, popularity_from_events
 from core.registry import Registry
-from core.schema import POSITIVE_EVENT_TYPES, to_utc
 from deployments import metrics
 from deployments.hot_swap import RuntimeSlot, poll_forever
-from deployments.loaders import (
-    ServingContext,
-    load_catalogue,
-    load_events,
-    load_ranker_model,
-    settle_replica,
-)
-from deployments.settings import FaultInjection, RankerUserConfig
+from deployments.loaders import ServingContext, load_catalogue, load_events, settle_replica
+from deployments.settings import RankerUserConfig
+from serving.loaders import load_ranker
 
 logger = logging.getLogger("ray.serve")
 
@@ -48,18 +42,14 @@ def _raised(answer):
 
 @serve.deployment(name="Ranker", ray_actor_options={"num_cpus": 0.4}, max_ongoing_requests=64)
 class RankerDeployment:
-    async def __init__(self, ctx: ServingContext, faults: FaultInjection | None = None):
-        self.faults = faults or FaultInjection()
+    async def __init__(self, ctx: ServingContext):
         self.settings = RankerUserConfig()
         self.registry = Registry(ctx.registry)
         self.catalogues, self.popularity, self.slots = {}, {}, {}
         for tenant in ctx.platform().tenants:
             t = tenant.id
             self.catalogues[t] = load_catalogue(ctx, t)
-            self.popularity[t] = counter = PopularityCounter()
-            events = load_events(ctx, t)
-            if events is not None and events.num_rows:
-                self._fold(counter, events.to_pylist())
+            self.popularity[t] = popularity_from_events(load_events(ctx, t))
             self.slots[t] = RuntimeSlot(
                 f"ranker[{t}]",
                 resolve=lambda t=t: self.registry.resolve("ranker", t, ctx.alias),
@@ -74,28 +64,16 @@ class RankerDeployment:
         )
 
     def _load(self, tenant: str, version: str):
-        from ranking.scorer import RankerScorer
-
         catalogue = self.catalogues[tenant]
         if catalogue is None:
             raise RankerUnavailable(f"no catalogue for {tenant}")
-        from retrieval.similarity import for_ranker
-
-        model = load_ranker_model(self.registry, tenant, version, self.settings.device)
-        similarity = for_ranker(self.registry, tenant, version, catalogue)
-        return RankerScorer(model, catalogue, self.popularity[tenant], version=version,
-                            similarity=similarity)  # fmt: skip
+        return load_ranker(self.registry, tenant, version, catalogue, self.popularity[tenant],
+                           device=self.settings.device)  # fmt: skip
 
     def _swapped(self, tenant: str, outcome: str, version) -> None:
         metrics.HOT_SWAPS.labels(tenant, "ranker", outcome).inc()
         if outcome == "swapped":
             metrics.set_versions(tenant, {"ranker": version})
-
-    @staticmethod
-    def _fold(counter: PopularityCounter, events: list[dict]) -> None:
-        for e in sorted(events, key=lambda e: to_utc(e["ts"])):
-            if e["event_type"] in POSITIVE_EVENT_TYPES:
-                counter.add(e["item_id"], to_utc(e["ts"]).timestamp())
 
     def reconfigure(self, user_config: dict) -> None:
         self.settings = RankerUserConfig.model_validate(user_config or {})
@@ -103,8 +81,6 @@ class RankerDeployment:
         self._score.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
 
     def _scorer(self, query: Query, n: int, version: str | None):
-        if self.faults.ranker_error:
-            raise RankerUnavailable("fault injection: ranker_error")
         scorer = self.slots[query.tenant_id].runtime  # read once; swaps do not affect us
         if scorer is None:
             raise RankerUnavailable(f"no ranker loaded for {query.tenant_id}")
@@ -112,18 +88,6 @@ class RankerDeployment:
             raise RankerUnavailable(f"ranker {version} not loaded (serving {scorer.version})")
         metrics.RANKER_CANDIDATES.observe(n)
         return scorer
-
-    async def score(self, query: Query, user_state, candidates: Sequence[MergedCandidate],
-                    task_weights: Mapping[str, float], version: str | None = None
-                    ) -> tuple[list[ScoredCandidate], str]:  # fmt: skip
-        """One request's scored candidates (input order) and the ranker version used.
-        ``version``: the experiment arm's pinned ranker version; an error if not loaded."""
-        from ranking.scorer import candidate_columns, compose
-
-        scorer = self._scorer(query, len(candidates), version)
-        cols = candidate_columns(candidates)
-        probs = _raised(await self._score(scorer, query, user_state, cols, task_weights))
-        return compose(candidates, probs, task_weights), scorer.version
 
     async def score_columns(self, query: Query, user_state, item_ids: list[str],
                             retrieval_scores: np.ndarray, sources: list[str],
@@ -167,17 +131,14 @@ class RankerDeployment:
         counter = self.popularity.get(tenant)
         if counter is None:
             return 0
-        self._fold(counter, [e for e in events if e.get("tenant_id", tenant) == tenant])
-        return len(events)
+        mine = [e for e in events if e.get("tenant_id", tenant) == tenant]
+        return sum(observe_popularity(counter, e) for e in mine)
 
     async def versions(self) -> dict[str, dict[str, str]]:
         return {t: {"ranker": s.key} for t, s in self.slots.items() if s.key}
 
     async def refresh_now(self) -> dict[str, bool]:
         return {t: await s.refresh() for t, s in self.slots.items()}
-
-    async def set_faults(self, faults: dict) -> None:
-        self.faults = FaultInjection.model_validate(faults)
 
     async def metrics_text(self) -> str:
         return metrics.registry_text()

@@ -1,9 +1,9 @@
 """Two-tower retrieval deployment: the query tower and the ANN index of each tenant, loaded
 lazily from the registry alias (``production``) and hot-swapped when the alias moves.
 
-Thin wrapper over :class:`retrieval.sources.TwoTowerSource`. Each tenant's loaded pair sits in
-a :class:`deployments.hot_swap.RuntimeSlot`; a pair whose index was built by another item
-tower is refused and the old pair keeps serving.
+Thin wrapper over :class:`retrieval.sources.TwoTowerSource`, one per tenant and loaded pair,
+in a :class:`deployments.hot_swap.RuntimeSlot`; a pair whose index was built by another item
+tower is refused (:func:`serving.loaders.load_two_tower`) and the old pair keeps serving.
 """
 
 from __future__ import annotations
@@ -13,18 +13,13 @@ import logging
 
 from ray import serve
 
-from core.contracts import Query, SourceResult
+from core.contracts import Query
 from core.registry import Registry
 from deployments import metrics
 from deployments.hot_swap import RuntimeSlot, poll_forever
-from deployments.loaders import (
-    ServingContext,
-    load_catalogue,
-    load_two_tower,
-    settle_replica,
-    two_tower_key,
-)
+from deployments.loaders import ServingContext, load_catalogue, settle_replica
 from deployments.settings import WatchUserConfig
+from serving.loaders import load_two_tower, two_tower_key
 
 logger = logging.getLogger("ray.serve")
 
@@ -42,7 +37,7 @@ class TwoTowerRetrieverDeployment:
             self.slots[t] = RuntimeSlot(
                 f"two_tower[{t}]",
                 resolve=lambda t=t: two_tower_key(self.registry, t, ctx.alias),
-                load=lambda key, t=t: load_two_tower(self.registry, t, key, device),
+                load=lambda key, t=t: self._source(t, key, device),
                 on_event=lambda outcome, key, err, t=t: self._swapped(t, outcome, key),
             )
         self._poller = None
@@ -50,6 +45,12 @@ class TwoTowerRetrieverDeployment:
             await slot.refresh()
         settle_replica()
         self._ensure_polling()
+
+    def _source(self, tenant: str, key: tuple[str, str], device: str):
+        from retrieval.sources import TwoTowerSource
+
+        artifacts = load_two_tower(self.registry, tenant, key, device)
+        return TwoTowerSource("two_tower", artifacts, self.catalogues[tenant])
 
     def _swapped(self, tenant: str, outcome: str, key) -> None:
         metrics.HOT_SWAPS.labels(tenant, "two_tower", outcome).inc()
@@ -65,29 +66,24 @@ class TwoTowerRetrieverDeployment:
     def reconfigure(self, user_config: dict) -> None:
         self.settings = WatchUserConfig.model_validate(user_config or {})
 
-    async def retrieve(self, name: str, query: Query, user_state, limit: int
-                       ) -> tuple[SourceResult, dict[str, str]]:  # fmt: skip
-        """The source's answer and the ``{two_tower, ann_index}`` versions that produced it."""
-        from retrieval.sources import SourceUnavailable, TwoTowerSource
+    async def retrieve_columns(self, tenant: str, surface: str, cfg, query: Query, user_state,
+                               limit: int) -> tuple[list[str], list[float], dict, str, dict]:  # fmt: skip
+        """The two-tower source's answer as columns (item ids, scores, diagnostics, source
+        version, artifact versions): a few lists cross the hop instead of one object per
+        candidate (:class:`deployments.stages.RemoteSource` rebuilds the result)."""
+        from retrieval.sources import SourceUnavailable
 
         self._ensure_polling()
-        artifacts = self.slots[query.tenant_id].runtime  # read once: this request runs on one pair, whatever swaps
-        if artifacts is None:
+        if query.tenant_id != tenant:
+            raise PermissionError("query is for another tenant")
+        source = self.slots[tenant].runtime  # read once: this request runs on one pair
+        if source is None:
             raise SourceUnavailable(f"no {self.registry.uri} two_tower/ann_index for the alias")
-        source = TwoTowerSource(name, artifacts, self.catalogues[query.tenant_id])
         # Inline, not in a worker thread: this replica does nothing else, and a thread hand-off
         # costs a GIL switch (up to the 5 ms switch interval under load) on every request.
-        result = source._retrieve_sync(query, user_state, limit)
-        return result, {"two_tower": artifacts.model_version, "ann_index": artifacts.index_version}
-
-    async def retrieve_columns(self, name: str, query: Query, user_state, limit: int
-                               ) -> tuple[list[str], list[float], dict, str, dict[str, str]]:  # fmt: skip
-        """:meth:`retrieve` as columns (item ids, scores, diagnostics, source version, model
-        versions): a few lists cross the hop instead of one object per candidate; the caller
-        rebuilds the identical :class:`SourceResult` with ``make_result``."""
-        result, versions = await self.retrieve(name, query, user_state, limit)
+        result = source.retrieve_now(query, user_state, limit)
         return ([c.item_id for c in result.candidates], [c.score for c in result.candidates],
-                dict(result.diagnostics), result.version, versions)  # fmt: skip
+                dict(result.diagnostics), result.version, dict(result.versions))  # fmt: skip
 
     async def versions(self) -> dict[str, dict[str, str]]:
         out = {}

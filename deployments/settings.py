@@ -12,23 +12,13 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from serving.faults import FaultInjection
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class FaultInjection(_Strict):
-    """Test and game-day switches; reachable only from inside the cluster (args or a handle
-    call), never over HTTP. All off by default."""
-
-    source_delay_ms: dict[str, float] = Field(default_factory=dict)
-    """Source name -> extra delay before it answers (to exercise its timeout)."""
-    ranker_error: bool = False
-    """The ranker raises on every call (to exercise the ranker fallback)."""
-    policy_unavailable: bool = False
-    """The ingress serves as if the policy bundle could not be read (fail closed)."""
 
 
 class StorageOverrides(_Strict):
@@ -58,6 +48,25 @@ class Placement(_Strict):
 
     user_state: Literal["ingress", "deployment"] = "ingress"
     sources: Literal["ingress", "deployment"] = "ingress"
+    """Where source kinds not named in ``source_kinds`` run."""
+    source_kinds: dict[str, Literal["ingress", "deployment"]] = Field(
+        default_factory=lambda: {"two_tower": "deployment"}
+    )
+    """Per source kind. ``two_tower`` in ``deployment`` runs in the ``TwoTowerRetriever``
+    deployment (its model and index, hot-swapped there); any other kind placed in
+    ``deployment`` runs in ``CandidateSources``."""
+
+    @model_validator(mode="after")
+    def _two_tower_has_a_home(self) -> Placement:
+        if self.source_kinds.get("two_tower", "deployment") != "deployment":
+            raise ValueError("source_kinds.two_tower: only 'deployment' (TwoTowerRetriever)")
+        return self
+
+    def deployment_for(self, kind: str) -> str | None:
+        """The deployment a source kind runs in, or None for the ingress."""
+        if self.source_kinds.get(kind, self.sources) == "ingress":
+            return None
+        return "TwoTowerRetriever" if kind == "two_tower" else "CandidateSources"
 
 
 class AppArgs(_Strict):

@@ -3,31 +3,30 @@ fresh) of every tenant and surface, built by :func:`retrieval.sources.build_sour
 
 They share one replica because each is a cheap in-memory lookup (a hop per source would cost
 more than the lookup). Trending counts live events: ``observe`` is broadcast to every replica
-by ``POST /v1/events``. A test/game-day ``FaultInjection`` can delay a named source.
+by ``POST /v1/events``. The ingress reaches them through
+:class:`deployments.stages.RemoteSource` when ``placement`` puts a kind here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from ray import serve
 
-from core.config import SourceConfig
-from core.contracts import Query, SourceResult
+from core.config import SourceSpec
+from core.contracts import Query
 from deployments import metrics
 from deployments.loaders import ServingContext, load_catalogue, load_events, settle_replica
-from deployments.settings import FaultInjection, WatchUserConfig
+from deployments.settings import WatchUserConfig
 
 logger = logging.getLogger("ray.serve")
 
 
 @serve.deployment(name="CandidateSources", ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=64)
 class CandidateSourcesDeployment:
-    def __init__(self, ctx: ServingContext, faults: FaultInjection | None = None):
+    def __init__(self, ctx: ServingContext):
         from retrieval.cooccurrence import ItemToItemIndex
 
-        self.faults = faults or FaultInjection()
         self.config = ctx.platform()
         self._contexts = {}
         self._sources: dict[tuple[str, str, str], object] = {}
@@ -40,11 +39,11 @@ class CandidateSourcesDeployment:
             self._contexts[tenant.id] = (catalogue, events, cooc)
             for surface, surface_cfg in tenant.surfaces.items():
                 for cfg in surface_cfg.sources:
-                    if cfg.kind != "two_tower":
+                    if cfg.kind != "two_tower":  # the TwoTowerRetriever's
                         self._source(tenant.id, surface, cfg)
         settle_replica()
 
-    def _source(self, tenant: str, surface: str, cfg: SourceConfig):
+    def _source(self, tenant: str, surface: str, cfg: SourceSpec):
         from retrieval.sources import SourceContext, build_source
 
         key = (tenant, surface, cfg.model_dump_json())
@@ -55,14 +54,14 @@ class CandidateSourcesDeployment:
             source = self._sources[key] = build_source(cfg, ctx)
         return source
 
-    async def retrieve(self, tenant: str, surface: str, cfg: SourceConfig, query: Query,
-                       user_state, limit: int) -> SourceResult:  # fmt: skip
+    async def retrieve_columns(self, tenant: str, surface: str, cfg: SourceSpec, query: Query,
+                               user_state, limit: int) -> tuple:  # fmt: skip
+        """The source's answer as columns, like ``TwoTowerRetriever.retrieve_columns``."""
         if query.tenant_id != tenant:
             raise PermissionError("query is for another tenant")
-        delay = self.faults.source_delay_ms.get(cfg.name)
-        if delay:
-            await asyncio.sleep(delay / 1000.0)
-        return await self._source(tenant, surface, cfg).retrieve(query, user_state, limit)
+        result = await self._source(tenant, surface, cfg).retrieve(query, user_state, limit)
+        return ([c.item_id for c in result.candidates], [c.score for c in result.candidates],
+                dict(result.diagnostics), result.version, dict(result.versions))  # fmt: skip
 
     async def observe(self, tenant: str, events: list[dict]) -> int:
         """Fold accepted live events into every trending source of ``tenant``."""
@@ -71,9 +70,6 @@ class CandidateSourcesDeployment:
             if t == tenant and hasattr(source, "observe"):
                 n += sum(bool(source.observe(e)) for e in events)
         return n
-
-    async def set_faults(self, faults: dict) -> None:
-        self.faults = FaultInjection.model_validate(faults)
 
     def reconfigure(self, user_config: dict) -> None:
         WatchUserConfig.model_validate(user_config or {})

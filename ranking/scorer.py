@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from core.catalogue import Catalogue
-from core.contracts import MergedCandidate, Query, ScoredCandidate
+from core.contracts import MergedCandidate, Query, RankerResult, ScoredCandidate
 from core.features import PopularityCounter, UserState, ranker_features
 from ranking.utility import check_task_weights, utility
 
@@ -166,8 +166,9 @@ class RankerScorer:
         user_state: UserState,
         candidates: Sequence[MergedCandidate],
         task_weights: Mapping[str, float],
-    ) -> list[ScoredCandidate]:
+    ) -> RankerResult:
         # The forward pass is CPU-bound; a thread lets the pipeline's timeout still fire.
-        return await asyncio.to_thread(
+        scored = await asyncio.to_thread(
             self._score_sync, query, user_state, candidates, task_weights
         )
+        return RankerResult(scored, self.version)

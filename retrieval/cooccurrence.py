@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.clock import column_micros
 from core.schema import POSITIVE_EVENT_TYPES
 
 
@@ -59,7 +60,7 @@ class ItemToItemIndex:
         ).sort_by([("user_id", "ascending"), ("ts", "ascending")])
         users = events["user_id"].to_pylist()
         items = events["item_id"].to_pylist()
-        ts = pc.cast(pc.cast(events["ts"], pa.timestamp("us", tz="UTC")), pa.int64()).to_pylist()
+        ts = column_micros(events["ts"]).to_pylist()
         window_us = window_hours * 3600e6
 
         by_user: dict[str, list[tuple[int, str]]] = defaultdict(list)

@@ -1,10 +1,11 @@
 """The one request pipeline: assignment → sources → merge → rules → ranker → slate → record.
 
-:class:`RecommendationPipeline` runs over stage objects a :class:`PipelineRuntime` supplies.
-In tests, benchmarks and offline evaluation those are library objects
-(:func:`serving.assembly.build_tenant_runtime`); in Ray Serve the same runtime is built inside a
-replica, with remote stages (deployment-handle adapters) where a stage runs elsewhere. Same
-code path, two runtimes.
+:class:`RecommendationPipeline` orchestrates; it holds no model and no business logic. It runs
+over one :class:`serving.stages.TenantStages` built by :mod:`serving.assembly`: library
+objects in tests, benchmarks and offline jobs; in Ray Serve the same object with thin
+handle-backed stages where a stage runs in another deployment. Each stage's result carries its
+own version and diagnostics; the record names what really served (one code path, two
+runtimes, no hidden per-request state).
 
 Degradations, decided in advance (also in ``docs/extending.md``):
 
@@ -31,40 +32,28 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from core.contracts import (
     Candidate,
-    CandidateTable,
     DecisionRecord,
     MergedCandidate,
     PolicyUnavailable,
     Query,
-    Removal,
-    RemovalRecord,
     ScoredCandidate,
     SlateItem,
-    SlateRecord,
     SourceOutcome,
     SourceResult,
 )
 from core.experiments import assign
-from core.stages import (  # noqa: F401  (re-exported: the pipeline's public shapes)
-    PERSONALISED_KINDS,
-    PINNED_SOURCE,
-    SAFE_FALLBACK_SOURCE,
-    FallbackStage,
-    PipelineRuntime,
-    RankerStage,
-    ServiceUnavailable,
-    SlateStage,
-    SourceStage,
-    SurfacePlan,
-    UnknownSurface,
-)
+from serving.errors import ServiceUnavailable, UnknownSurface
+from serving.record import Trace, decision_record
+from serving.stages import SourceStage, SurfacePlan, TenantStages
 from serving.user_state import ServingUserState
+
+SAFE_FALLBACK_SOURCE = "safe_fallback"
 
 
 @dataclass
@@ -75,30 +64,6 @@ class PipelineResult:
     @property
     def fallback(self) -> str | None:
         return self.decision.fallback
-
-
-@dataclass
-class _Trace:
-    started: float = field(default_factory=time.perf_counter)
-    latency: dict[str, float] = field(default_factory=dict)
-    degraded: list[str] = field(default_factory=list)
-    fallback: str | None = None
-    ranker_version: str | None = None
-    outcomes: list[SourceOutcome] = field(default_factory=list)
-    removals: list[Removal] = field(default_factory=list)
-    _mark: float = field(default_factory=time.perf_counter)
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.latency[stage] = round((now - self._mark) * 1000.0, 3)
-        self._mark = now
-
-    def fall_back(self, reason: str) -> None:
-        # One response has one fallback; a second failure on the way is still recorded.
-        if self.fallback is None:
-            self.fallback = reason
-        else:
-            self.degraded.append(reason)
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -123,25 +88,25 @@ def merge(
 
 
 class RecommendationPipeline:
-    """Serves one tenant. :meth:`swap` replaces the runtime atomically (a new model version);
-    a request in flight finishes on the runtime it started with."""
+    """Serves one tenant. :meth:`swap` replaces the stages atomically (a new version); a
+    request in flight finishes on the stages it started with."""
 
-    def __init__(self, runtime: PipelineRuntime):
-        self.runtime = runtime
+    def __init__(self, stages: TenantStages):
+        self.stages = stages
 
-    def swap(self, runtime: PipelineRuntime) -> PipelineRuntime:
-        old, self.runtime = self.runtime, runtime
+    def swap(self, stages: TenantStages) -> TenantStages:
+        old, self.stages = self.stages, stages
         return old
 
     async def recommend(self, query: Query) -> PipelineResult:
-        rt = self.runtime
+        rt = self.stages
         if query.tenant_id != rt.tenant.id:
             raise PermissionError(
                 f"pipeline serves tenant {rt.tenant.id!r}, not {query.tenant_id!r}"
             )
         if query.surface not in rt.tenant.surfaces:
             raise UnknownSurface(query.surface)
-        tr = _Trace()
+        tr = Trace()
 
         assignment = query.experiment or assign(
             rt.experiments, rt.tenant.id, query.surface, query.user_id
@@ -156,11 +121,7 @@ class RecommendationPipeline:
         results = await self._sources(plan, query, state, tr)
         tr.lap("sources")
 
-        pinned = [
-            Candidate(p.item_id, PINNED_SOURCE, "config", 0.0, p.position)
-            for p in plan.config.slate.pinned
-        ]
-        merged = merge(results, pinned)
+        merged = merge(results, plan.pinned)
         tr.lap("merge")
 
         try:
@@ -179,12 +140,12 @@ class RecommendationPipeline:
         outcome = plan.slate(query, scored, state)
         tr.removals.extend(outcome.removed)
         tr.lap("slate")
-        versions = {**rt.versions, "ranker": tr.ranker_version or rt.fallback_scorer.version}
-        return self._result(query, merged, scored, outcome.items, versions, tr)
+        tr.versions.setdefault("ranker", rt.fallback_scorer.version)
+        return self._result(query, merged, scored, outcome.items, {**rt.versions, **tr.versions}, tr)
 
     # ------------------------------------------------------------------------------ stages
 
-    async def _user_state(self, rt: PipelineRuntime, query: Query, tr: _Trace) -> Any:
+    async def _user_state(self, rt: TenantStages, query: Query, tr: Trace) -> Any:
         try:
             return await _maybe_await(rt.user_state(query.user_id))
         except Exception:
@@ -199,7 +160,7 @@ class RecommendationPipeline:
         )
 
     async def _sources(
-        self, plan: SurfacePlan, query: Query, state: Any, tr: _Trace
+        self, plan: SurfacePlan, query: Query, state: Any, tr: Trace
     ) -> list[SourceResult]:
         async def run(stage: SourceStage) -> tuple[SourceStage, SourceResult | None, SourceOutcome]:
             t0 = time.perf_counter()
@@ -239,6 +200,7 @@ class RecommendationPipeline:
                 failed_required |= stage.config.required
             else:
                 results.append(res)
+                tr.versions.update(res.versions)
                 personalised_ok += stage.personalised
         if failed_required or (personalised_n and not personalised_ok):
             tr.fall_back("sources_failed")
@@ -265,12 +227,12 @@ class RecommendationPipeline:
 
     async def _rank(
         self,
-        rt: PipelineRuntime,
+        rt: TenantStages,
         plan: SurfacePlan,
         query: Query,
         state: Any,
         eligible: list[MergedCandidate],
-        tr: _Trace,
+        tr: Trace,
     ) -> list[ScoredCandidate]:
         if not eligible:
             return []
@@ -279,18 +241,16 @@ class RecommendationPipeline:
         else:
             timeout = plan.config.ranker.timeout_ms / 1000.0
             try:
-                scored = await asyncio.wait_for(
-                    _maybe_await(
-                        plan.ranker.score(query, state, eligible, plan.config.ranker.task_weights)
-                    ),
+                result = await asyncio.wait_for(
+                    plan.ranker.score(query, state, eligible, plan.config.ranker.task_weights),
                     timeout=timeout,
                 )
-                if [s.item_id for s in scored] != [c.item_id for c in eligible]:
+                if [s.item_id for s in result.scored] != [c.item_id for c in eligible]:
                     raise RuntimeError(
                         "ranker broke its contract: output is not one per input in order"
                     )
-                tr.ranker_version = plan.ranker.version
-                return list(scored)
+                tr.versions["ranker"] = result.version
+                return list(result.scored)
             except TimeoutError:
                 tr.degraded.append("ranker_timeout")
             except Exception as exc:
@@ -300,11 +260,11 @@ class RecommendationPipeline:
 
     def _safe_fallback(
         self,
-        rt: PipelineRuntime,
+        rt: TenantStages,
         query: Query,
         state: Any,
         merged: list[MergedCandidate],
-        tr: _Trace,
+        tr: Trace,
         why: str,
     ) -> PipelineResult:
         tr.lap("rules")
@@ -341,79 +301,10 @@ class RecommendationPipeline:
         ]
         tr.lap("slate")
         scored = [ScoredCandidate(c.item_id, c.provenance, {}, 0.0) for c in items]
-        return self._result(query, merged + items, scored, slate, dict(rt.versions), tr)
+        return self._result(query, merged + items, scored, slate, {**rt.versions, **tr.versions}, tr)
 
-    # ------------------------------------------------------------------------------ record
-
-    def _result(
-        self,
-        query: Query,
-        merged: Sequence[MergedCandidate],
-        scored: Sequence[ScoredCandidate],
-        slate: list[SlateItem],
-        versions: Mapping[str, str],
-        tr: _Trace,
-    ) -> PipelineResult:
-        candidates = _candidate_table(merged, scored)
-        tr.latency["total"] = round((time.perf_counter() - tr.started) * 1000.0, 3)
-        exp = query.experiment
-        decision = DecisionRecord(
-            request_id=query.request_id,
-            tenant_id=query.tenant_id,
-            user_id=query.user_id,
-            surface=query.surface,
-            k=query.k,
-            at=query.now,
-            experiment={
-                "id": exp.experiment_id if exp else "",
-                "arm": exp.arm if exp else "default",
-            },
-            versions=dict(versions),
-            sources=tr.outcomes,
-            candidates=candidates,
-            removals=[
-                RemovalRecord.model_construct(item_id=r.item_id, rule=r.rule, reason=r.reason)
-                for r in tr.removals
-            ],
-            slate=[
-                SlateRecord.model_construct(
-                    item_id=i.item_id,
-                    rank=int(i.rank),
-                    score=float(i.score),
-                    sources=list(i.sources),
-                    reasons=list(i.reasons),
-                    propensity=None if i.propensity is None else float(i.propensity),
-                )
-                for i in slate
-            ],
-            fallback=tr.fallback,
-            stage_latency_ms=tr.latency,
-            degraded=tr.degraded,
+    @staticmethod
+    def _result(query, merged, scored, slate, versions, tr: Trace) -> PipelineResult:
+        return PipelineResult(
+            slate=slate, decision=decision_record(query, merged, scored, slate, versions, tr)
         )
-        return PipelineResult(slate=slate, decision=decision)
-
-
-def _candidate_table(
-    merged: Sequence[MergedCandidate], scored: Sequence[ScoredCandidate]
-) -> CandidateTable:
-    """The record's candidates as columns (see :class:`core.contracts.CandidateTable`)."""
-    by_id = {s.item_id: s for s in scored}
-    tasks = list(next((s.task_scores for s in scored if s.task_scores), {}))
-    item_id = [m.item_id for m in merged]
-    hits = [by_id.get(i) for i in item_id]
-    utility = [None if s is None or s.utility is None else float(s.utility) for s in hits]
-    task_scores = {
-        t: [None if s is None else s.task_scores.get(t) for s in hits] for t in tasks
-    }
-    prov = [(row, c) for row, m in enumerate(merged) for c in m.provenance]
-    return CandidateTable(
-        item_id=item_id,
-        utility=utility,
-        task_scores=task_scores,
-        provenance_row=[r for r, _ in prov],
-        provenance_source=[c.source for _, c in prov],
-        provenance_version=[c.source_version for _, c in prov],
-        provenance_score=[c.score for _, c in prov],
-        provenance_rank=[c.rank for _, c in prov],
-    )
-

@@ -20,15 +20,15 @@ import copy
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.catalogue import Catalogue
+from core.clock import column_seconds, epoch_seconds
 from core.features import UserState
-from core.schema import MATURITY_LEVELS, to_utc
+from core.schema import MATURITY_LEVELS
 
 
 @dataclass
@@ -50,8 +50,6 @@ _CONTAINERS = tuple(
 )
 
 
-def _epoch(ts: Any) -> float:
-    return ts if isinstance(ts, float | int) else to_utc(ts).timestamp()
 
 
 class OnlineUserStateStore:
@@ -104,9 +102,7 @@ class OnlineUserStateStore:
         users = events["user_id"].to_pylist()
         items = events["item_id"].to_pylist()
         types = events["event_type"].to_pylist()
-        ts = pc.divide(
-            pc.cast(pc.cast(events["ts"], pa.timestamp("us", tz="UTC")), pa.int64()), 1e6
-        )
+        ts = column_seconds(events["ts"])
         ts_list = ts.to_pylist()
         with self._lock:
             for u, i, t, s in zip(users, items, types, ts_list, strict=True):
@@ -119,7 +115,7 @@ class OnlineUserStateStore:
         if event.get("tenant_id", self.tenant_id) != self.tenant_id:
             return False
         with self._lock:
-            self._fold(event["user_id"], event["event_type"], event["item_id"], _epoch(event["ts"]))
+            self._fold(event["user_id"], event["event_type"], event["item_id"], epoch_seconds(event["ts"]))
         return True
 
     def _fold(self, user_id: str, event_type: str, item_id: str, ts: float) -> None:
@@ -139,18 +135,5 @@ class OnlineUserStateStore:
                 )
             return state.snapshot()
 
-    def set_max_maturity(self, user_id: str, level: str) -> None:
-        if level not in MATURITY_LEVELS:
-            raise ValueError(f"unknown maturity level {level!r}")
-        with self._lock:
-            self._max_maturity[user_id] = level
-            if user_id in self._states:
-                self._states[user_id].max_maturity = level
-
     def __len__(self) -> int:
         return len(self._states)
-
-    def last_event_at(self) -> datetime | None:
-        with self._lock:
-            last = max((s.last_ts for s in self._states.values() if s.last_ts), default=None)
-        return None if last is None else to_utc(last)

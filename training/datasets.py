@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.catalogue import MAX_TAGS, Catalogue
+from core.clock import column_seconds
 from core.features import (
     CAT_FEATURES,
     DENSE_FEATURES,
@@ -58,7 +59,7 @@ DEFAULT_SURFACE = "home"
 def prepare_events(batch: pa.Table) -> pa.Table:
     """Event-log batch -> the replay columns, ``ts`` as float epoch seconds, a null surface as
     ``home`` (imported logs such as MovieLens carry none)."""
-    ts = pc.divide(pc.cast(pc.cast(batch["ts"], pa.timestamp("us", tz="UTC")), pa.int64()).cast(pa.float64()), 1e6)
+    ts = column_seconds(batch["ts"])
     surface = pc.fill_null(batch["surface"], DEFAULT_SURFACE)
     return pa.table(
         {

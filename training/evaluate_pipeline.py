@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from core.clock import column_micros
 from core.config import PlatformConfig, load_platform_config
 from training.metrics import ranking_metrics
 
@@ -58,7 +59,7 @@ def train_period_events(events: pa.Table, cutoff: dict[str, float]) -> pa.Table:
         }
     )
     joined = events.join(cut, "user_id", join_type="left outer")
-    ts_us = pc.cast(pc.cast(joined["ts"], pa.timestamp("us", tz="UTC")), pa.int64())
+    ts_us = column_micros(joined["ts"])
     keep = pc.or_kleene(pc.is_null(joined["_cut_us"]), pc.less(ts_us, joined["_cut_us"]))
     return joined.filter(pc.fill_null(keep, True)).drop_columns(["_cut_us"])
 

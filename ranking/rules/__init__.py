@@ -1,7 +1,10 @@
-"""Eligibility rules: one file per rule, registered here by its name in ``policy.rules``."""
+"""Eligibility rules: one file per rule. Each module registers its class with
+:data:`core.components.RULES`; importing this package imports every module in it, so a new
+rule is one new file here plus its name in a tenant's ``policy.rules``."""
 
 from __future__ import annotations
 
+from core.components import RULES, import_all
 from ranking.rules.availability import AvailabilityRule
 from ranking.rules.blocked import BlockedRule
 from ranking.rules.catalogue import CatalogueRule
@@ -10,18 +13,10 @@ from ranking.rules.exclude import ExcludeRule
 from ranking.rules.hidden import HiddenByUserRule
 from ranking.rules.maturity import MaturityRule
 
-RULE_KINDS: dict[str, type] = {
-    "catalogue": CatalogueRule,
-    "availability": AvailabilityRule,
-    "blocked": BlockedRule,
-    "hidden": HiddenByUserRule,
-    "maturity": MaturityRule,
-    "exclude": ExcludeRule,
-}
-"""``policy.rules`` name → rule class (each has ``from_policy(policy, catalogue)``)."""
+import_all(__name__)
 
 __all__ = [
-    "RULE_KINDS",
+    "RULES",
     "AvailabilityRule",
     "BlockedRule",
     "CatalogueRule",

@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.catalogue import Catalogue
+from core.components import RULES
 from core.config import PolicyConfig
 from core.contracts import FilterResult, MergedCandidate, Query
 from ranking.rules.base import catalogue_rows, partition_mask, require_catalogue
 
 
+@RULES.register("availability")
 class AvailabilityRule:
     name = "availability"
 
@@ -19,7 +21,7 @@ class AvailabilityRule:
 
     @classmethod
     def from_policy(
-        cls, policy: PolicyConfig | None, catalogue: Catalogue | None
+        cls, policy: PolicyConfig | None, catalogue: Catalogue | None, cfg: Any = None
     ) -> AvailabilityRule:
         return cls(catalogue)
 

@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.catalogue import Catalogue
+from core.components import RULES
 from core.config import PolicyConfig
 from core.contracts import FilterResult, MergedCandidate, PolicyUnavailable, Query
 from ranking.rules.base import partition, require_catalogue
 
 
+@RULES.register("blocked")
 class BlockedRule:
     name = "blocked"
 
@@ -19,7 +21,9 @@ class BlockedRule:
         self.catalogue = catalogue
 
     @classmethod
-    def from_policy(cls, policy: PolicyConfig | None, catalogue: Catalogue | None) -> BlockedRule:
+    def from_policy(
+        cls, policy: PolicyConfig | None, catalogue: Catalogue | None, cfg: Any = None
+    ) -> BlockedRule:
         return cls(policy, catalogue)
 
     def apply(

@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.catalogue import Catalogue
+from core.components import RULES
 from core.config import PolicyConfig
 from core.contracts import FilterResult, MergedCandidate, Query
 from ranking.rules.base import catalogue_rows, partition_mask, require_catalogue
 
 
+@RULES.register("catalogue")
 class CatalogueRule:
     name = "catalogue"
 
@@ -18,7 +20,9 @@ class CatalogueRule:
         self.catalogue = catalogue
 
     @classmethod
-    def from_policy(cls, policy: PolicyConfig | None, catalogue: Catalogue | None) -> CatalogueRule:
+    def from_policy(
+        cls, policy: PolicyConfig | None, catalogue: Catalogue | None, cfg: Any = None
+    ) -> CatalogueRule:
         return cls(catalogue)
 
     def apply(

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.catalogue import Catalogue
+from core.components import RULES
 from core.config import PolicyConfig
 from core.contracts import (
     EligibilityRule,
@@ -29,11 +30,9 @@ class RuleChain:
 
     @classmethod
     def from_policy(cls, policy: PolicyConfig | None, catalogue: Catalogue | None) -> RuleChain:
-        from ranking.rules import RULE_KINDS
-
         if policy is None:
             raise PolicyUnavailable("policy bundle not loaded: the rule list itself is unknown")
-        return cls([RULE_KINDS[name].from_policy(policy, catalogue) for name in policy.rules])
+        return cls([RULES.get(r.kind).cls.from_policy(policy, catalogue, r) for r in policy.rules])
 
     def apply(
         self, query: Query, candidates: Sequence[MergedCandidate], user_state: Any

@@ -6,16 +6,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.catalogue import Catalogue
+from core.components import RULES
 from core.config import PolicyConfig
 from core.contracts import FilterResult, MergedCandidate, Query
 from ranking.rules.base import partition
 
 
+@RULES.register("exclude")
 class ExcludeRule:
     name = "exclude"
 
     @classmethod
-    def from_policy(cls, policy: PolicyConfig | None, catalogue: Catalogue | None) -> ExcludeRule:
+    def from_policy(
+        cls, policy: PolicyConfig | None, catalogue: Catalogue | None, cfg: Any = None
+    ) -> ExcludeRule:
         return cls()
 
     def apply(

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from core.catalogue import Catalogue
+from core.components import RULES
 from core.config import PolicyConfig
 from core.contracts import FilterResult, MergedCandidate, PolicyUnavailable, Query
 from core.features import UserState
 from ranking.rules.base import partition
 
 
+@RULES.register("hidden")
 class HiddenByUserRule:
     name = "hidden"
 
     @classmethod
     def from_policy(
-        cls, policy: PolicyConfig | None, catalogue: Catalogue | None
+        cls, policy: PolicyConfig | None, catalogue: Catalogue | None, cfg: Any = None
     ) -> HiddenByUserRule:
         return cls()
 

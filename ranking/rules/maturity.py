@@ -6,12 +6,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.catalogue import Catalogue
+from core.components import RULES
 from core.config import PolicyConfig
 from core.contracts import FilterResult, MergedCandidate, PolicyUnavailable, Query
 from core.schema import MATURITY_LEVELS
 from ranking.rules.base import catalogue_rows, partition_mask, require_catalogue
 
 
+@RULES.register("maturity")
 class MaturityRule:
     name = "maturity"
 
@@ -20,7 +22,9 @@ class MaturityRule:
         self.catalogue = catalogue
 
     @classmethod
-    def from_policy(cls, policy: PolicyConfig | None, catalogue: Catalogue | None) -> MaturityRule:
+    def from_policy(
+        cls, policy: PolicyConfig | None, catalogue: Catalogue | None, cfg: Any = None
+    ) -> MaturityRule:
         return cls(policy, catalogue)
 
     def limit_for(self, user_state: Any) -> int:

@@ -6,9 +6,12 @@ import hashlib
 from collections.abc import Sequence
 
 import numpy as np
+from pydantic import Field
 
-from core.config import ExplorationConfig
-from core.contracts import ScoredCandidate
+from core.components import SLATE_STEPS
+from core.config import SlateStepSpec
+from core.contracts import FilterResult, Placement, ScoredCandidate
+from ranking.slate.draft import SlateContext, SlateDraft
 
 
 def request_rng(request_id: str) -> np.random.Generator:
@@ -17,24 +20,29 @@ def request_rng(request_id: str) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-class ExplorationSlots:
+class ExplorationConfig(SlateStepSpec):
+    slots: int = Field(1, ge=0, le=10)
+    """Slate positions given to an item sampled from outside the top of the ranking."""
+    pool: int = Field(50, ge=1, description="exploration samples from ranks k..k+pool")
+
+
+@SLATE_STEPS.register("exploration", ExplorationConfig)
+class ExplorationStep:
     """Samples ``slots`` items uniformly without replacement from utility ranks
-    ``k .. k + pool`` (items the slate would not otherwise show). The propensity logged for
-    each is the probability that draw had of choosing it, ``1 / items left in the pool``, which
-    is what off-policy estimators divide by."""
+    ``k .. k + pool`` of the pool (items the slate would not otherwise show) and places them
+    in the tail, always leaving at least one free position to the ordering. The propensity
+    logged for each is the probability that draw had of choosing it, ``1 / items left in the
+    pool``, which is what off-policy estimators divide by."""
+
+    name = "exploration"
 
     def __init__(self, slots: int, pool: int):
         self.slots = slots
         self.pool = pool
 
     @classmethod
-    def from_config(cls, cfg: ExplorationConfig) -> ExplorationSlots:
+    def from_config(cls, cfg: ExplorationConfig, ctx: SlateContext) -> ExplorationStep:
         return cls(cfg.slots, cfg.pool)
-
-    def pool_for(
-        self, ranked: Sequence[ScoredCandidate], k: int, taken: set[str]
-    ) -> list[ScoredCandidate]:
-        return [c for c in ranked[k : k + self.pool] if c.item_id not in taken]
 
     def sample(
         self, request_id: str, pool: Sequence[ScoredCandidate], slots: int | None = None
@@ -48,3 +56,19 @@ class ExplorationSlots:
             out.append((left[j], 1.0 / len(left)))
             left.pop(j)
         return out
+
+    def apply(self, draft: SlateDraft) -> FilterResult:
+        n_free = draft.open
+        if not self.slots or n_free <= 1:
+            return FilterResult(kept=draft.pool, removed=[])
+        k = draft.k
+        below = draft.by_utility()[k : k + self.pool]
+        picks = self.sample(draft.query.request_id, below, min(self.slots, n_free - 1))
+        taken = {c.item_id for c, _ in picks}
+        placed = [
+            Placement(c, ("exploration", f"propensity:{p:.6g}"), "tail", propensity=p)
+            for c, p in picks
+        ]
+        return FilterResult(
+            kept=[c for c in draft.pool if c.item_id not in taken], removed=[], placed=placed
+        )

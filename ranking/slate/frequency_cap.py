@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from pydantic import Field
 
-from core.config import FrequencyCapConfig
-from core.contracts import Query, Removal, ScoredCandidate
-from core.features import UserState
+from core.components import SLATE_STEPS
+from core.config import SlateStepSpec
+from core.contracts import FilterResult, Removal
+from ranking.slate.draft import SlateContext, SlateDraft
 
 
-class FrequencyCapRule:
+class FrequencyCapConfig(SlateStepSpec):
+    max_impressions: int = Field(3, ge=1)
+    window_hours: float = Field(24.0, gt=0)
+
+
+@SLATE_STEPS.register("frequency_cap", FrequencyCapConfig)
+class FrequencyCapStep:
     """Removes an item when its impressions to the user in the last ``window_hours`` (from
-    ``UserState.impressions``) reach ``max_impressions``. Reason code ``frequency_cap``."""
+    ``UserState.impressions``) reach ``max_impressions``. Reason code ``frequency_cap``.
+    Placed items (pins, when this step runs after them) are an editorial decision: not capped."""
 
     name = "frequency_cap"
 
@@ -20,24 +28,18 @@ class FrequencyCapRule:
         self.window_hours = window_hours
 
     @classmethod
-    def from_config(cls, cfg: FrequencyCapConfig) -> FrequencyCapRule:
+    def from_config(cls, cfg: FrequencyCapConfig, ctx: SlateContext) -> FrequencyCapStep:
         return cls(cfg.max_impressions, cfg.window_hours)
 
-    def apply(
-        self,
-        query: Query,
-        scored: Sequence[ScoredCandidate],
-        user_state: UserState,
-        exempt: frozenset[str] = frozenset(),
-    ) -> tuple[list[ScoredCandidate], list[Removal]]:
+    def apply(self, draft: SlateDraft) -> FilterResult:
         # ``now`` is inclusive here: an impression logged at the request's own timestamp has
         # already been seen by the user.
-        now = query.now.timestamp() + 1e-6
-        counts = user_state.recent_impression_counts(now, self.window_hours)
+        now = draft.query.now.timestamp() + 1e-6
+        counts = draft.user_state.recent_impression_counts(now, self.window_hours)
         kept, removed = [], []
-        for c in scored:
-            if c.item_id not in exempt and counts.get(c.item_id, 0) >= self.max_impressions:
+        for c in draft.pool:
+            if counts.get(c.item_id, 0) >= self.max_impressions:
                 removed.append(Removal(c.item_id, self.name, "frequency_cap"))
             else:
                 kept.append(c)
-        return kept, removed
+        return FilterResult(kept=kept, removed=removed)

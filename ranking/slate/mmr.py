@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from core.contracts import ScoredCandidate
+from core.components import SLATE_STEPS
+from core.config import SlateStepSpec
+from core.contracts import FilterResult, Placement, ScoredCandidate
+from ranking.slate.draft import SlateContext, SlateDraft
 
 _TIE = 1e-12
 """A candidate beats the best so far only by more than this (earlier candidates win ties)."""
@@ -23,7 +28,17 @@ def _codes(values: Sequence) -> tuple[np.ndarray, list]:
     return codes, list(index)
 
 
-class MmrSlatePolicy:
+class DiversityConfig(SlateStepSpec):
+    method: Literal["mmr", "none"] = "mmr"
+    """``none``: plain utility order (under the same limits)."""
+    mmr_lambda: float = Field(0.8, ge=0.0, le=1.0)
+    max_per_category: int | None = Field(3, ge=1)
+    source_quotas: dict[str, int] = Field(default_factory=dict)
+    """Most slate items whose best source is the named source."""
+
+
+@SLATE_STEPS.register("diversity", DiversityConfig)
+class MmrDiversityStep:
     """Picks items one at a time by ``lam * relevance - (1 - lam) * max_similarity_to_picked``.
 
     Relevance is utility min-max scaled to ``[0, 1]`` within the request, so ``lam`` means the
@@ -50,6 +65,29 @@ class MmrSlatePolicy:
         self.max_per_category = max_per_category
         self.source_quotas = dict(source_quotas or {})
         self.embedding_of = embedding_of
+
+    name = "diversity"
+
+    @classmethod
+    def from_config(cls, cfg: DiversityConfig, ctx: SlateContext) -> MmrDiversityStep:
+        mmr = cfg.method == "mmr"
+        return cls(
+            cfg.mmr_lambda if mmr else 1.0,
+            category_of=ctx.category_of,
+            max_per_category=cfg.max_per_category,
+            source_quotas=cfg.source_quotas,
+            embedding_of=ctx.embedding_of if mmr else None,
+        )
+
+    def apply(self, draft: SlateDraft) -> FilterResult:
+        """Fills the open positions from the pool (which keeps what it did not pick)."""
+        picks = self.select(draft.pool, draft.open)
+        taken = {c.item_id for c, _ in picks}
+        return FilterResult(
+            kept=[c for c in draft.pool if c.item_id not in taken],
+            removed=[],
+            placed=[Placement(c, reasons) for c, reasons in picks],
+        )
 
     def _similarity(self, a: str, b: str, cats: dict[str, str | None]) -> float:
         if self.embedding_of is not None:

@@ -4,24 +4,53 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.config import PinnedItemConfig
+from pydantic import Field
+
+from core.components import SLATE_STEPS
+from core.config import SlateStepSpec, StrictModel
+from core.contracts import Candidate, FilterResult, Placement
+from ranking.slate.draft import SlateContext, SlateDraft
+
+PINNED_SOURCE = "pinned"
 
 
-class PinnedPositions:
+class PinnedItemConfig(StrictModel):
+    item_id: str
+    position: int = Field(ge=0)
+
+
+class PinnedConfig(SlateStepSpec):
+    items: list[PinnedItemConfig] = Field(default_factory=list)
+
+
+@SLATE_STEPS.register("pinned", PinnedConfig)
+class PinnedStep:
     """Places configured items at their positions. A pinned item is only placed if it is among
-    the eligible candidates, i.e. it passed the rule chain like any other item (the pipeline
-    adds pinned items as candidates of source ``pinned``); a removed pinned item leaves its
-    position to the ranked items."""
+    the candidates, i.e. it passed the rule chain like any other item (the pipeline adds pinned
+    items as candidates of source ``pinned``, :meth:`candidates`); a removed pinned item leaves
+    its position to the ranked items. Pinned items never compete for the other positions."""
+
+    name = "pinned"
 
     def __init__(self, pinned: Sequence[PinnedItemConfig]):
         self.pinned = sorted(pinned, key=lambda p: p.position)
         self.item_ids = frozenset(p.item_id for p in self.pinned)
 
-    def place(self, slate: list, eligible: dict, k: int) -> list:
-        """Insert ``eligible[item_id]`` entries into ``slate`` (in ascending position order, so
-        earlier pins do not shift later ones); positions past the end append."""
-        out = list(slate)
-        for p in self.pinned:
-            if p.item_id in eligible and p.position < k:
-                out.insert(min(p.position, len(out)), eligible[p.item_id])
-        return out
+    @classmethod
+    def from_config(cls, cfg: PinnedConfig, ctx: SlateContext) -> PinnedStep:
+        return cls(cfg.items)
+
+    def candidates(self) -> list[Candidate]:
+        return [Candidate(p.item_id, PINNED_SOURCE, "config", 0.0, p.position) for p in self.pinned]
+
+    def apply(self, draft: SlateDraft) -> FilterResult:
+        if not self.pinned:
+            return FilterResult(kept=draft.pool, removed=[])
+        here = {c.item_id: c for c in draft.pool if c.item_id in self.item_ids}
+        placed = [
+            Placement(here[p.item_id], ("pinned",), "fixed", p.position)
+            for p in self.pinned
+            if p.item_id in here and p.position < draft.k
+        ]
+        kept = [c for c in draft.pool if c.item_id not in self.item_ids]
+        return FilterResult(kept=kept, removed=[], placed=placed)

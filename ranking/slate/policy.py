@@ -8,13 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.catalogue import Catalogue
+from core.components import SLATE_STEPS
 from core.config import SlateConfig
-from core.contracts import Query, Removal, ScoredCandidate, SlateItem
-from core.features import UserState
-from ranking.slate.exploration import ExplorationSlots
-from ranking.slate.frequency_cap import FrequencyCapRule
-from ranking.slate.mmr import MmrSlatePolicy
-from ranking.slate.pinned import PinnedPositions
+from core.contracts import Candidate, Placement, Query, Removal, ScoredCandidate, SlateItem
+from ranking.slate.draft import SlateContext, SlateDraft
 
 
 @dataclass(frozen=True)
@@ -24,24 +21,13 @@ class SlateOutcome:
 
 
 class SlatePolicy:
-    """Frequency cap → MMR ordering under category/source limits → exploration slots at the
-    end → pinned items at their positions.
+    """Runs a surface's slate steps in order (``slate.steps``; :mod:`ranking.slate.draft`).
 
     Invariants: at most ``query.k`` items, no repeats; every item carries reasons; an
     exploration item carries its propensity; only the given candidates can appear."""
 
-    def __init__(
-        self,
-        *,
-        ordering: MmrSlatePolicy,
-        frequency_cap: FrequencyCapRule | None,
-        exploration: ExplorationSlots | None,
-        pinned: PinnedPositions,
-    ):
-        self.ordering = ordering
-        self.frequency_cap = frequency_cap
-        self.exploration = exploration
-        self.pinned = pinned
+    def __init__(self, steps: Sequence):
+        self.steps = tuple(steps)
 
     @classmethod
     def from_config(
@@ -50,68 +36,42 @@ class SlatePolicy:
         catalogue: Catalogue | None,
         embedding_of: Callable[[str], np.ndarray | None] | None = None,
     ) -> SlatePolicy:
-        def category_of(item_id: str) -> str | None:
-            return catalogue.category_of(item_id) if catalogue is not None else None
+        ctx = SlateContext(catalogue, embedding_of)
+        return cls([SLATE_STEPS.get(s.kind).cls.from_config(s, ctx) for s in cfg.steps])
 
-        lam = cfg.mmr_lambda if cfg.diversity == "mmr" else 1.0
-        return cls(
-            ordering=MmrSlatePolicy(
-                lam,
-                category_of=category_of,
-                max_per_category=cfg.max_per_category,
-                source_quotas=cfg.source_quotas,
-                embedding_of=embedding_of if cfg.diversity == "mmr" else None,
-            ),
-            frequency_cap=FrequencyCapRule.from_config(cfg.frequency_cap),
-            exploration=ExplorationSlots.from_config(cfg.exploration)
-            if cfg.exploration.slots
-            else None,
-            pinned=PinnedPositions(cfg.pinned),
-        )
+    def candidates(self) -> list[Candidate]:
+        """Items a step brings itself (pins), merged with the sources' candidates so that the
+        eligibility rules judge them like any other."""
+        return [c for s in self.steps if hasattr(s, "candidates") for c in s.candidates()]
 
-    def __call__(
-        self, query: Query, scored: Sequence[ScoredCandidate], user_state: UserState
-    ) -> SlateOutcome:
-        k = query.k
+    def __call__(self, query: Query, scored: Sequence[ScoredCandidate], user_state) -> SlateOutcome:
+        draft = SlateDraft(query, user_state, list(scored))
         removed: list[Removal] = []
-        if self.frequency_cap is not None:
-            # Pinned positions are an editorial decision; the cap governs ranked items.
-            scored, removed = self.frequency_cap.apply(
-                query, scored, user_state, self.pinned.item_ids
-            )
-        eligible = {c.item_id: c for c in scored}
-        pinned_here = [p for p in self.pinned.pinned if p.item_id in eligible and p.position < k]
-        organic = [c for c in scored if c.item_id not in self.pinned.item_ids]
-        ranked = sorted(organic, key=lambda c: -c.utility)
-
-        n_free = max(0, k - len(pinned_here))
-        explore: list[tuple[ScoredCandidate, float]] = []
-        if self.exploration is not None and n_free > 1:
-            n_explore = min(self.exploration.slots, n_free - 1)
-            # Pool is ranks k.. of the utility order: what this slate would not show anyway.
-            pool = self.exploration.pool_for(ranked, k, set())
-            explore = self.exploration.sample(query.request_id, pool, n_explore)
-        taken = {c.item_id for c, _ in explore}
-        picks = self.ordering.select(
-            [c for c in organic if c.item_id not in taken], n_free - len(explore)
-        )
-
-        entries: list[tuple[ScoredCandidate, tuple[str, ...], float | None]] = [
-            (c, reasons, None) for c, reasons in picks
-        ]
-        entries += [(c, ("exploration", f"propensity:{p:.6g}"), p) for c, p in explore]
-        pinned_entries = {p.item_id: (eligible[p.item_id], ("pinned",), None) for p in pinned_here}
-        entries = self.pinned.place(entries, pinned_entries, k)[:k]
-
+        for step in self.steps:
+            result = step.apply(draft)
+            draft.pool = list(result.kept)
+            removed.extend(result.removed)
+            for p in result.placed:
+                {"fixed": draft.fixed, "fill": draft.filled, "tail": draft.tail}[p.slot].append(p)
+        entries = _assemble(draft)
         items = [
             SlateItem(
-                item_id=c.item_id,
+                item_id=p.candidate.item_id,
                 rank=r,
-                score=float(c.utility),
-                sources=tuple(dict.fromkeys(p.source for p in c.provenance)),
-                reasons=reasons,
-                propensity=prop,
+                score=float(p.candidate.utility),
+                sources=tuple(dict.fromkeys(s.source for s in p.candidate.provenance)),
+                reasons=p.reasons,
+                propensity=p.propensity,
             )
-            for r, (c, reasons, prop) in enumerate(entries)
+            for r, p in enumerate(entries)
         ]
-        return SlateOutcome(items=items, removed=list(removed))
+        return SlateOutcome(items=items, removed=removed)
+
+
+def _assemble(draft: SlateDraft) -> list[Placement]:
+    """Filled, then tail, then each fixed item inserted at its position (ascending, so an
+    earlier one does not shift a later one; past the end appends); cut to ``k``."""
+    out = [*draft.filled, *draft.tail]
+    for p in sorted(draft.fixed, key=lambda p: p.position):
+        out.insert(min(p.position, len(out)), p)
+    return out[: draft.k]

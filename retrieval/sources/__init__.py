@@ -1,43 +1,22 @@
-"""Candidate sources: one file per strategy, registered here by config ``kind``."""
+"""Candidate sources: one file per strategy. Each module registers its class and config model
+with :data:`core.components.SOURCES`; importing this package imports every module in it, so a
+new source is one new file here plus one ``sources:`` entry in a surface's config."""
 
 from __future__ import annotations
 
-from core.contracts import CandidateSource
-from retrieval.sources.base import SourceContext, SourceUnavailable
+from core.components import SOURCES, import_all
+from retrieval.artifacts import AnnIndex, QueryEncoder, TwoTowerArtifacts, VersionMismatch
+from retrieval.sources.base import SourceContext, SourceUnavailable, build_source
 from retrieval.sources.editorial import EditorialSource
 from retrieval.sources.fresh import FreshSource
 from retrieval.sources.item_to_item import ItemToItemSource
 from retrieval.sources.trending import TrendingSource
-from retrieval.sources.two_tower import (
-    AnnIndex,
-    QueryEncoder,
-    TwoTowerArtifacts,
-    TwoTowerSource,
-    VersionMismatch,
-)
+from retrieval.sources.two_tower import TwoTowerSource
 
-SOURCE_KINDS: dict[str, type] = {
-    "two_tower": TwoTowerSource,
-    "item_to_item": ItemToItemSource,
-    "trending": TrendingSource,
-    "editorial": EditorialSource,
-    "fresh": FreshSource,
-}
-"""Config ``kind`` → source class. Adding a source: one file, one entry here, one config kind."""
-
-
-def build_source(cfg, ctx: SourceContext) -> CandidateSource:
-    try:
-        cls = SOURCE_KINDS[cfg.kind]
-    except KeyError:
-        raise ValueError(
-            f"unknown source kind {cfg.kind!r}; known: {sorted(SOURCE_KINDS)}"
-        ) from None
-    return cls.from_config(cfg, ctx)
-
+import_all(__name__)
 
 __all__ = [
-    "SOURCE_KINDS",
+    "SOURCES",
     "AnnIndex",
     "EditorialSource",
     "FreshSource",

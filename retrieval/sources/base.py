@@ -1,14 +1,15 @@
-"""What every candidate source is built from, and the kind → class registry.
+"""What every candidate source is built from.
 
-A source is one file under ``retrieval/sources/`` with a class that has
-``from_config(cfg, ctx: SourceContext)`` and ``async retrieve(query, user_state, limit)``
-(:class:`core.contracts.CandidateSource`). :data:`SOURCE_KINDS` maps the config's ``kind``
-to that class; :func:`build_source` is the only place that reads it.
+A source is one file under ``retrieval/sources/`` with a config model (extending
+:class:`core.config.SourceSpec`) and a class with ``from_config(cfg, ctx: SourceContext)`` and
+``async retrieve(query, user_state, limit)`` (:class:`core.contracts.CandidateSource`),
+registered with ``@SOURCES.register(kind, ConfigModel, personalised=…)``;
+:func:`build_source` is the only place that reads the registry.
 
 Invariants every source keeps: candidates are best first with 0-based ``rank``; at most
 ``limit`` of them; the source never applies policy and never drops items for eligibility
 (the rule chain does, with reasons); ``SourceResult.version`` names the data/model version
-the answer came from.
+the answer came from, ``SourceResult.versions`` the registry artifacts behind it.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from core.catalogue import Catalogue
+from core.components import SOURCES
 from core.contracts import Candidate, SourceResult
 
 if TYPE_CHECKING:
+    from retrieval.artifacts import TwoTowerArtifacts
     from retrieval.cooccurrence import ItemToItemIndex
-    from retrieval.sources.two_tower import TwoTowerArtifacts
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,19 @@ class SourceUnavailable(RuntimeError):
     """A source cannot answer (its model, index or data is not loaded)."""
 
 
+def build_source(cfg: Any, ctx: SourceContext) -> Any:
+    """The source a config entry names, from its registered class."""
+    return SOURCES.get(cfg.kind).cls.from_config(cfg, ctx)
+
+
 def make_result(
     source: str,
     version: str,
     scored: Sequence[tuple[str, float]],
     diagnostics: dict | None = None,
     per_item: dict[str, dict] | None = None,
+    *,
+    versions: dict[str, str] | None = None,
 ) -> SourceResult:
     """A :class:`SourceResult` from ``(item_id, score)`` pairs already in best-first order."""
     if per_item:
@@ -65,5 +74,9 @@ def make_result(
             for rank, (item, score) in enumerate(scored)
         )
     return SourceResult(
-        source=source, version=version, candidates=cands, diagnostics=diagnostics or {}
+        source=source,
+        version=version,
+        candidates=cands,
+        diagnostics=diagnostics or {},
+        versions=versions or {},
     )

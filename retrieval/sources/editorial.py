@@ -5,11 +5,19 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from core.config import EditorialSourceConfig
+from pydantic import Field
+
+from core.components import SOURCES
+from core.config import SourceSpec
 from core.contracts import Query, SourceResult
 from retrieval.sources.base import SourceContext, make_result
 
 
+class EditorialSourceConfig(SourceSpec):
+    items: list[str] = Field(default_factory=list)
+
+
+@SOURCES.register("editorial", EditorialSourceConfig, personalised=False)
 class EditorialSource:
     kind = "editorial"
 

@@ -5,13 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from core.catalogue import Catalogue
-from core.config import FreshSourceConfig
+from core.components import SOURCES
+from core.config import SourceSpec
 from core.contracts import Query, SourceResult
 from retrieval.sources.base import SourceContext, SourceUnavailable, make_result
 
 
+class FreshSourceConfig(SourceSpec):
+    max_age_hours: float = Field(72.0, gt=0)
+
+
+@SOURCES.register("fresh", FreshSourceConfig, personalised=False)
 class FreshSource:
     """Items created within ``max_age_hours`` before ``query.now`` and available then, newest
     first; score = ``1 - age / max_age`` in ``(0, 1]``."""

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from core.config import ItemToItemSourceConfig
+from pydantic import Field
+
+from core.components import SOURCES
+from core.config import SourceSpec
 from core.contracts import Query, SourceResult
 from core.features import UserState
 from retrieval.cooccurrence import ItemToItemIndex
 from retrieval.sources.base import SourceContext, SourceUnavailable, make_result
 
 
+class ItemToItemSourceConfig(SourceSpec):
+    seed_items: int = Field(5, ge=1, le=50, description="most recent history items used as seeds")
+    min_cooccurrence: int = Field(2, ge=1)
+
+
+@SOURCES.register("item_to_item", ItemToItemSourceConfig, personalised=True)
 class ItemToItemSource:
     """Score of a candidate = sum over seeds of ``recency_weight(seed) * cosine(seed, item)``;
     the most recent seed weighs 1, the next 1/2, and so on, so the page follows what the user
@@ -66,4 +75,5 @@ class ItemToItemSource:
             ranked,
             {"seeds": seeds},
             {item: {"seeds": via[item]} for item, _ in ranked},
+            versions={"item_to_item": self.version},
         )

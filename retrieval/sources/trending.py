@@ -7,14 +7,22 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
-from core.config import TrendingSourceConfig
+from core.clock import column_micros, epoch_seconds
+from core.components import SOURCES
+from core.config import SourceSpec
 from core.contracts import Query, SourceResult
 from core.features import PopularityCounter
-from core.schema import POSITIVE_EVENT_TYPES, to_utc
+from core.schema import POSITIVE_EVENT_TYPES
 from retrieval.sources.base import SourceContext, make_result
 
 
+class TrendingSourceConfig(SourceSpec):
+    half_life_hours: float = Field(24.0, gt=0)
+
+
+@SOURCES.register("trending", TrendingSourceConfig, personalised=False)
 class TrendingSource:
     """Counts positive events of its tenant on its surface. An event without a surface (an
     import, a synthetic log) is not attributable, so it counts for every surface; an event on
@@ -57,7 +65,7 @@ class TrendingSource:
                 ),
             )
         rows = events.filter(mask).sort_by("ts")
-        ts = pc.cast(pc.cast(rows["ts"], pa.timestamp("us", tz="UTC")), pa.int64()).to_pylist()
+        ts = column_micros(rows["ts"]).to_pylist()
         for item, t in zip(rows["item_id"].to_pylist(), ts, strict=True):
             self.counter.add(item, t / 1e6)
         return rows.num_rows
@@ -65,10 +73,7 @@ class TrendingSource:
     def observe(self, event: Mapping[str, Any]) -> bool:
         if not self._counts(event.get("tenant_id"), event.get("surface"), event.get("event_type")):
             return False
-        ts = event["ts"]
-        self.counter.add(
-            event["item_id"], ts if isinstance(ts, float | int) else to_utc(ts).timestamp()
-        )
+        self.counter.add(event["item_id"], epoch_seconds(event["ts"]))
         return True
 
     async def retrieve(self, query: Query, user_state: Any, limit: int) -> SourceResult:

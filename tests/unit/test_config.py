@@ -44,12 +44,12 @@ def _base() -> dict:
 
 def test_typo_in_nested_key_names_the_key_path(tmp_path: Path) -> None:
     data = _base()
-    slate = data["tenants"][0]["surfaces"]["home"]["slate"]
-    slate["max_per_categroy"] = slate.pop("max_per_category")
+    diversity = data["tenants"][0]["surfaces"]["home"]["slate"]["steps"][3]
+    diversity["max_per_categroy"] = diversity.pop("max_per_category")
     with pytest.raises(ConfigError) as err:
         load_platform_config(_write(tmp_path, data))
     keys = [i.key for i in err.value.issues]
-    assert "tenants.0.surfaces.home.slate.max_per_categroy" in keys
+    assert "tenants.0.surfaces.home.slate.steps.3.diversity.max_per_categroy" in keys
     assert "unknown key" in str(err.value)
     assert str(tmp_path / "platform.yaml") in str(err.value)
 

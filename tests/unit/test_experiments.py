@@ -48,13 +48,13 @@ def test_effective_surface_applies_overrides() -> None:
     over = VariantOverrides(
         task_weights={"click": 1.0, "like": 5.0},
         sources=[{"name": "fresh", "kind": "fresh", "quota": 7}],
-        slate=SlateConfig(max_per_category=1),
+        slate=SlateConfig(steps=[{"kind": "diversity", "max_per_category": 1}]),
         ranker_version="v-other",
     )
     eff = effective_surface(base, over)
     assert eff.ranker.task_weights == {"click": 1.0, "like": 5.0}
     assert eff.ranker.timeout_ms == base.ranker.timeout_ms
     assert [s.name for s in eff.sources] == ["fresh"] and eff.sources[0].quota == 7
-    assert eff.slate.max_per_category == 1
+    assert eff.slate.step("diversity").max_per_category == 1
     assert effective_surface(base, None) is base
     assert effective_surface(base, VariantOverrides()) == base

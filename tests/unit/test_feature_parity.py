@@ -2,9 +2,9 @@
 those the training dataset builder computes for the same user, items and time.
 
 ONLINE is what a server running at the request's time would hold: the tenant runtime
-(:func:`serving.assembly.build_tenant_runtime`) bootstrapped from the event log restricted to events
+(:func:`serving.assembly.build_tenant_stages`) bootstrapped from the event log restricted to events
 strictly before the request (user state and ``runtime.popularity``), or bootstrapped earlier and
-kept current through :meth:`TenantRuntime.observe`, then the scorer's own
+kept current through :meth:`TenantStages.observe`, then the scorer's own
 :meth:`ranking.scorer.RankerScorer.features` (what ``RankerScorer.score`` calls inside the
 pipeline) for the logged slate, each candidate with source ``logged`` and retrieval score 0 —
 what the training log writes for impressions whose serving source is unknown.
@@ -36,7 +36,8 @@ from core.experiments import DEFAULT_ARM, NO_EXPERIMENT
 from core.features import CAT_FEATURES, DENSE_FEATURES
 from core.schema import EVENT_SCHEMA, POSITIVE_EVENT_TYPES
 from datagen.synth import PERIOD_START
-from serving.assembly import TenantRuntime, build_tenant_runtime
+from serving.assembly import TenantData, TenantModels, build_tenant_stages
+from serving.stages import TenantStages
 from tests.unit.serving_fixtures import NOW, catalogue
 from training.datasets import item_popularity, prepare_events, replay_user
 
@@ -124,14 +125,12 @@ def offline_rows(examples: dict[str, np.ndarray], req: LoggedRequest):
 # -------------------------------------------------------------------------------- online side
 
 
-def serving_runtime(world, events: pa.Table) -> TenantRuntime:
-    return build_tenant_runtime(
+def serving_runtime(world, events: pa.Table) -> TenantStages:
+    return build_tenant_stages(
         world["config"],
         TENANT,
-        catalogue=world["cat"],
-        events_table=events,
-        users_table=world["users"],
-        rankers={"parity": _StubRanker()},
+        TenantData(world["cat"], events, world["users"]),
+        TenantModels(rankers={"parity": _StubRanker()}),
     )
 
 
@@ -139,7 +138,7 @@ def events_before(log: pa.Table, ts: datetime) -> pa.Table:
     return log.filter(pc.less(log["ts"], pa.scalar(ts, EVENT_SCHEMA.field("ts").type)))
 
 
-def online_features(rt: TenantRuntime, req: LoggedRequest):
+def online_features(rt: TenantStages, req: LoggedRequest):
     """What the pipeline's ranker stage computes: ``plan.ranker`` is the runtime's
     :class:`RankerScorer` (sharing ``rt.popularity``), the state is ``rt.user_state``."""
     scorer = rt.plans[(req.surface, NO_EXPERIMENT, DEFAULT_ARM)].ranker

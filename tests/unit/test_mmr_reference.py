@@ -1,4 +1,4 @@
-"""The vectorised :class:`MmrSlatePolicy` picks exactly what the original per-candidate Python
+"""The vectorised :class:`MmrDiversityStep` picks exactly what the original per-candidate Python
 loop picked (kept here, frozen, as the reference), with the same reasons, on random inputs:
 ties, unknown categories, source quotas, category limits, lambdas and embeddings."""
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from core.contracts import Candidate, ScoredCandidate
-from ranking.slate.mmr import MmrSlatePolicy, best_source
+from ranking.slate.mmr import MmrDiversityStep, best_source
 
 
-def reference_select(policy: MmrSlatePolicy, scored, n):
+def reference_select(policy: MmrDiversityStep, scored, n):
     """The implementation as it was before vectorising (commit 46a0b2b)."""
     order = sorted(range(len(scored)), key=lambda i: -scored[i].utility)
     utility_rank = {scored[i].item_id: r for r, i in enumerate(order)}
@@ -88,7 +88,7 @@ def random_case(rng: np.random.Generator):
         vecs = {i: rng.standard_normal(4) for i in cats if rng.random() < 0.8}
         kwargs["embedding_of"] = vecs.get
     lam = float(rng.choice([1.0, 0.0, 0.5, 0.7, rng.random()]))
-    return MmrSlatePolicy(lam, **kwargs), scored, int(rng.integers(0, 25))
+    return MmrDiversityStep(lam, **kwargs), scored, int(rng.integers(0, 25))
 
 
 def as_ids(picks):
@@ -123,4 +123,4 @@ def test_argbest_replays_the_tolerant_scan(seed: int) -> None:
             vals[rng.integers(len(vals))] = np.nan
         if rng.random() < 0.02:
             vals[:] = np.nan
-        assert MmrSlatePolicy._argbest(vals) == reference_scan(vals.tolist())
+        assert MmrDiversityStep._argbest(vals) == reference_scan(vals.tolist())

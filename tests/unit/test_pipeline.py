@@ -18,7 +18,7 @@ from core.contracts import Query
 from core.eventlog import EventLog
 from core.features import item_features
 from retrieval.sources import TwoTowerArtifacts, VersionMismatch
-from serving.assembly import build_local_pipeline, build_tenant_runtime
+from serving.assembly import TenantData, build_local_pipeline, build_tenant_stages
 from serving.pipeline import RecommendationPipeline, ServiceUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,6 +154,24 @@ class HangingSource:
         await asyncio.Event().wait()  # never answers
 
 
+class Overrides:
+    """Stand-ins for stages that would run elsewhere (a :class:`serving.assembly.RemoteStages`):
+    source kinds → ``factory(cfg)``, and a user-state reader."""
+
+    def __init__(self, sources=None, user_state=None):
+        self.sources, self.reader = sources or {}, user_state
+
+    def source(self, cfg, surface):
+        factory = self.sources.get(cfg.kind)
+        return factory(cfg) if factory else None
+
+    def ranker(self, version):
+        return None
+
+    def user_state(self):
+        return self.reader
+
+
 class FailingSource:
     def __init__(self, name):
         self.name = name
@@ -173,7 +191,7 @@ def _set_timeout(name: str, ms: float):
 
 def test_hanging_source_times_out_and_the_others_answer(world) -> None:
     cfg = platform(t=_set_timeout("item_to_item", 50))
-    pipe = pipeline(world, cfg, source_factories={"item_to_item": lambda c, ctx: HangingSource()})
+    pipe = pipeline(world, cfg, remote=Overrides({"item_to_item": lambda c: HangingSource()}))
     res = ask(pipe, world)
     assert res.fallback is None and len(res.slate) == 10
     assert "source_timeout:item_to_item" in res.decision.degraded
@@ -182,8 +200,8 @@ def test_hanging_source_times_out_and_the_others_answer(world) -> None:
 
 
 def test_all_personalised_sources_failing_falls_back_to_trending(world) -> None:
-    failing = {k: (lambda c, ctx: FailingSource(c.name)) for k in ("two_tower", "item_to_item")}
-    res = ask(pipeline(world, source_factories=failing), world)
+    failing = {k: (lambda c: FailingSource(c.name)) for k in ("two_tower", "item_to_item")}
+    res = ask(pipeline(world, remote=Overrides(failing)), world)
     assert res.fallback == "sources_failed" and len(res.slate) == 10
     assert {"source_error:two_tower", "source_error:item_to_item"} <= set(res.decision.degraded)
     assert all(i.sources == ("trending",) for i in res.slate)
@@ -231,7 +249,7 @@ def test_hide_and_impressions_take_effect_on_the_next_request(world) -> None:
     user = active_user(world)
     first = ask(pipe, world, user=user, rid="a")
     hidden, capped = first.slate[0].item_id, first.slate[1].item_id
-    rt = pipe.runtime
+    rt = pipe.stages
     rt.observe(
         {
             "tenant_id": "acme",
@@ -282,12 +300,9 @@ def test_another_tenants_items_are_never_returned(world) -> None:
 def test_unknown_user_and_missing_user_state(world) -> None:
     res = ask(pipeline(world), world, user="brand-new-user")
     assert res.fallback is None and len(res.slate) == 10
-    broken = build_tenant_runtime(
-        platform(),
-        "acme",
-        catalogue=world["cat"],
-        events_table=world["log"],
-        user_state_reader=lambda uid: (_ for _ in ()).throw(TimeoutError("state store down")),
+    down = Overrides(user_state=lambda uid: (_ for _ in ()).throw(TimeoutError("state down")))
+    broken = build_tenant_stages(
+        platform(), "acme", TenantData(world["cat"], world["log"]), remote=down
     )
     res = ask(RecommendationPipeline(broken), world)
     assert "user_state_missing" in res.decision.degraded and res.slate
@@ -313,15 +328,9 @@ def test_mismatched_query_tower_and_index_are_refused(world) -> None:
 
 def test_swap_serves_the_new_runtime(world) -> None:
     pipe = pipeline(world)
-    new = build_tenant_runtime(
-        platform(),
-        "acme",
-        catalogue=world["cat"],
-        events_table=world["log"],
-        versions={"ranker": "none"},
-    )
+    new = build_tenant_stages(platform(), "acme", TenantData(world["cat"], world["log"]))
     old = pipe.swap(new)
-    assert old is not new and pipe.runtime is new
+    assert old is not new and pipe.stages is new
     res = ask(pipe, world)
     # The new runtime has no two-tower artifacts and no ranker: item-to-item still answers.
     assert res.fallback == "ranker_unavailable"

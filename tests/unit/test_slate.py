@@ -8,7 +8,7 @@ import pytest
 from core.config import SlateConfig
 from core.contracts import Candidate, ScoredCandidate
 from core.features import UserState
-from ranking.slate import ExplorationSlots, SlatePolicy
+from ranking.slate import ExplorationStep, SlatePolicy
 from tests.unit.serving_fixtures import NOW, catalogue, query, scored
 
 # Twelve items: a0..a5 in category "a" with the highest utilities, b0..b3 in "b", c0, c1 in "c".
@@ -20,9 +20,22 @@ CAT = catalogue([{"item_id": i, "category": i[0]} for i, _ in ITEMS])
 
 
 def policy(**cfg) -> SlatePolicy:
-    cfg.setdefault("exploration", {"slots": 0})
-    cfg.setdefault("max_per_category", None)
-    return SlatePolicy.from_config(SlateConfig(**cfg), CAT)
+    """The default steps (pinned, frequency cap, exploration, diversity) with these settings;
+    no exploration and no category limit unless asked."""
+    diversity = {"kind": "diversity", "max_per_category": cfg.pop("max_per_category", None)}
+    if "diversity" in cfg:
+        diversity["method"] = cfg.pop("diversity")
+    for key in ("mmr_lambda", "source_quotas"):
+        if key in cfg:
+            diversity[key] = cfg.pop(key)
+    steps = [
+        {"kind": "pinned", "items": cfg.pop("pinned", [])},
+        {"kind": "frequency_cap", **cfg.pop("frequency_cap", {})},
+        {"kind": "exploration", **cfg.pop("exploration", {"slots": 0})},
+        diversity,
+    ]
+    assert not cfg, f"unknown settings {cfg}"
+    return SlatePolicy.from_config(SlateConfig(steps=steps), CAT)
 
 
 def ids(outcome) -> list[str]:
@@ -101,7 +114,7 @@ def test_exploration_samples_below_the_slate_and_logs_propensity() -> None:
 
 
 def test_exploration_propensities_without_replacement() -> None:
-    picks = ExplorationSlots(2, 10).sample("r", scored(ITEMS[:5]))
+    picks = ExplorationStep(2, 10).sample("r", scored(ITEMS[:5]))
     assert [p for _, p in picks] == [pytest.approx(1 / 5), pytest.approx(1 / 4)]
     assert len({c.item_id for c, _ in picks}) == 2
 

@@ -6,13 +6,6 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from core.config import (
-    EditorialSourceConfig,
-    FreshSourceConfig,
-    ItemToItemSourceConfig,
-    TrendingSourceConfig,
-    TwoTowerSourceConfig,
-)
 from core.features import UserState
 from retrieval.cooccurrence import ItemToItemIndex
 from retrieval.sources import (
@@ -25,6 +18,11 @@ from retrieval.sources import (
     TwoTowerSource,
     VersionMismatch,
 )
+from retrieval.sources.editorial import EditorialSourceConfig
+from retrieval.sources.fresh import FreshSourceConfig
+from retrieval.sources.item_to_item import ItemToItemSourceConfig
+from retrieval.sources.trending import TrendingSourceConfig
+from retrieval.sources.two_tower import TwoTowerSourceConfig
 from tests.unit.serving_fixtures import NOW, catalogue, events, query
 
 

@@ -106,9 +106,11 @@ def test_ranker_scorer_uses_shared_features_and_keeps_input_order() -> None:
     scorer = RankerScorer(model, CAT, pop, version="rk-1")
     state = OnlineUserStateStore(CAT, "acme").get("u1")
     cands = merged("i3", "i1", "i0")
-    out = asyncio.run(
+    result = asyncio.run(
         scorer.score(query(), state, cands, {"click": 1.0, "like": 2.0, "hide": -4.0})
     )
+    out = result.scored
+    assert result.version == "rk-1"
     assert [s.item_id for s in out] == ["i3", "i1", "i0"]
     assert set(out[0].task_scores) == {"click", "like", "hide"}
     cat, dense = scorer.features(query(), state, cands)

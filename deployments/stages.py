@@ -1,0 +1,106 @@
+"""Pipeline stages that run in other deployments: thin, handle-backed, one class per kind.
+
+They have the library's stage shapes (:class:`core.contracts.CandidateSource`,
+:class:`core.contracts.RankerStage`, a user-state reader), so the ingress runs the same
+:class:`serving.pipeline.RecommendationPipeline` with these in place of local objects.
+Cancelling the awaiting coroutine (a timeout in the pipeline) cancels the remote call.
+Each answer carries the versions of whatever replica produced it, so a record names exactly
+what served it even while a hot swap rolls through the replicas.
+
+:class:`HandleStages` is the :class:`serving.assembly.RemoteStages` the ingress hands the
+assembler: it claims each stage the app's placement puts in another deployment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from core.config import SourceSpec
+from core.contracts import MergedCandidate, Query, RankerResult, SourceResult
+from core.features import UserState
+from deployments.settings import Placement
+from ranking.scorer import candidate_columns, compose
+from retrieval.sources.base import make_result
+
+
+def state_for_sources(state: Any) -> Any:
+    """What a candidate source reads of the user (``user_id``, ``history``): the impressions,
+    hides and positives that rules and the ranker need stay behind instead of crossing the
+    hop to every source."""
+    if not isinstance(state, UserState):
+        return state
+    return UserState(user_id=state.user_id, history=state.history, n_positive=state.n_positive,
+                     last_ts=state.last_ts)  # fmt: skip
+
+
+def state_for_ranker(state: Any) -> Any:
+    """What :func:`core.features.ranker_features` and the two-tower similarity read of the user
+    (not hides or positives)."""
+    if not isinstance(state, UserState):
+        return state
+    return UserState(user_id=state.user_id, history=state.history,
+                     category_counts=state.category_counts, tag_counts=state.tag_counts,
+                     n_positive=state.n_positive, impressions=state.impressions,
+                     last_ts=state.last_ts)  # fmt: skip
+
+
+class RemoteSource:
+    """A candidate source served by another deployment (``retrieve_columns`` there)."""
+
+    def __init__(self, handle: Any, cfg: SourceSpec, tenant: str, surface: str):
+        self.name, self.kind = cfg.name, cfg.kind
+        self._handle, self._cfg = handle, cfg
+        self._tenant, self._surface = tenant, surface
+
+    async def retrieve(self, query: Query, user_state: Any, limit: int) -> SourceResult:
+        # Columns cross the hop (ids, scores), not one object per candidate.
+        ids, scores, diagnostics, version, versions = await self._handle.retrieve_columns.remote(
+            self._tenant, self._surface, self._cfg, query, state_for_sources(user_state), limit
+        )
+        return make_result(self.name, version, list(zip(ids, scores, strict=True)), diagnostics,
+                           versions=versions)  # fmt: skip
+
+
+class RemoteRanker:
+    """The ranker stage served by the ``Ranker`` deployment (``@serve.batch`` there).
+    ``pinned_version``: an experiment arm's ranker version (the replica refuses to score with
+    another one, which the pipeline turns into the ranker fallback)."""
+
+    def __init__(self, handle: Any, pinned_version: str | None = None):
+        self._handle = handle
+        self._pinned = pinned_version
+
+    async def score(self, query: Query, user_state: Any, candidates: Sequence[MergedCandidate],
+                    task_weights: Mapping[str, float]) -> RankerResult:  # fmt: skip
+        # Columns cross the hop and probabilities come back; provenance never leaves here.
+        probs, version = await self._handle.score_columns.remote(
+            query, state_for_ranker(user_state), *candidate_columns(candidates),
+            dict(task_weights), self._pinned,
+        )  # fmt: skip
+        return RankerResult(compose(candidates, probs, task_weights), version)
+
+
+class HandleStages:
+    """Claims the stages ``placement`` puts in other deployments, for one tenant."""
+
+    def __init__(self, tenant: str, placement: Placement, handles: Mapping[str, Any],
+                 default_ranker: str):  # fmt: skip
+        self.tenant, self.placement, self.handles = tenant, placement, handles
+        self.default_ranker = default_ranker
+
+    def source(self, cfg: SourceSpec, surface: str) -> RemoteSource | None:
+        deployment = self.placement.deployment_for(cfg.kind)
+        if deployment is None:
+            return None
+        return RemoteSource(self.handles[deployment], cfg, self.tenant, surface)
+
+    def ranker(self, version: str | None) -> RemoteRanker:
+        pinned = None if version in (None, self.default_ranker) else version
+        return RemoteRanker(self.handles["Ranker"], pinned)
+
+    def user_state(self) -> Callable[[str], Any] | None:
+        if self.placement.user_state == "ingress":
+            return None
+        handle, tenant = self.handles["UserState"], self.tenant
+        return lambda user_id: handle.get.remote(tenant, user_id)

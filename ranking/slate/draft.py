@@ -1,0 +1,65 @@
+"""The slate under construction, and what one slate step returns.
+
+A surface's slate is built by an ordered list of steps (``slate.steps`` in its config). Each
+step sees the :class:`SlateDraft` and returns a :class:`core.contracts.FilterResult`: the
+candidates it ``kept`` in the pool, the ones it ``removed`` (with a reason code, as an
+eligibility rule would) and the ones it ``placed``, each a :class:`core.contracts.Placement`:
+
+* ``slot="fixed"`` at ``position`` (pins): later steps cannot move it;
+* ``slot="fill"``: the next free position, in the order placed (the ordering step);
+* ``slot="tail"``: after every filled item (exploration samples).
+
+:class:`ranking.slate.policy.SlatePolicy` runs the steps and assembles the slate: filled
+items, then tail items, then each fixed item inserted at its position, cut to ``k``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.catalogue import Catalogue
+from core.contracts import Placement, Query, ScoredCandidate
+
+
+@dataclass(frozen=True)
+class SlateContext:
+    """What slate steps are built from (one per tenant)."""
+
+    catalogue: Catalogue | None
+    embedding_of: Callable[[str], np.ndarray | None] | None = None
+
+    def category_of(self, item_id: str) -> str | None:
+        return self.catalogue.category_of(item_id) if self.catalogue is not None else None
+
+
+@dataclass
+class SlateDraft:
+    query: Query
+    user_state: Any
+    pool: list[ScoredCandidate]
+    """Candidates neither placed nor removed yet, in the ranker's input order."""
+    fixed: list[Placement] = field(default_factory=list)
+    filled: list[Placement] = field(default_factory=list)
+    tail: list[Placement] = field(default_factory=list)
+
+    @property
+    def k(self) -> int:
+        return self.query.k
+
+    @property
+    def free(self) -> int:
+        """Positions not taken by fixed items."""
+        return max(0, self.k - len(self.fixed))
+
+    @property
+    def open(self) -> int:
+        """Positions still to fill: free positions less what is filled or in the tail."""
+        return max(0, self.free - len(self.filled) - len(self.tail))
+
+    def by_utility(self) -> list[ScoredCandidate]:
+        """The pool best-first by utility (ties in input order)."""
+        return sorted(self.pool, key=lambda c: -c.utility)

@@ -32,15 +32,16 @@ PLACEHOLDER_METRICS = {  # what the automatic checks read; toy models are not ev
 
 
 def _review_and_promote(registry: Registry, tenant: str, versions: dict[str, str],
-                        break_glass: str | None = None) -> None:  # fmt: skip
-    """Launch review then promote; ``break_glass`` (a reason) promotes what the review refuses,
-    as the fixture's own emergency role."""
+                        if_refused: str | None = None) -> None:  # fmt: skip
+    """Launch review then promote. What the review refuses fails the test, unless ``if_refused``
+    gives the reason to promote it anyway: by break-glass, as the fixture's emergency role."""
     from core.train_config import ReviewConfig
     from training.review import review_versions
 
     sign_offs = tuple({s for k in versions for s in registry.policy.checklist(k).sign_offs})
     blocking = review_versions(registry, tenant, versions, ReviewConfig(), actor=ACTOR,
                                sign_offs=sign_offs, approve=True)  # fmt: skip
+    break_glass = if_refused if any(blocking.values()) else None
     if break_glass is None:
         assert not any(blocking.values()), f"launch review refused the test artifacts: {blocking}"
     else:
@@ -92,10 +93,12 @@ def publish_two_tower(registry: Registry, catalogue: Catalogue, *, seed: int = 0
                               config={"item_tower_version": built_by},
                               description="serving test index")  # fmt: skip
     if promote:
-        mismatched = item_tower_version is not None and item_tower_version != tt.version
+        # A mismatched pair is refused by the review (as serving must refuse it); a ScaNN index
+        # over an untrained toy tower's near-random vectors may miss the recall bar.
+        why = ("a deliberately mismatched pair that serving must refuse" if item_tower_version
+               else "a toy tower's ScaNN index: its recall is not under test" if scann else None)  # fmt: skip
         _review_and_promote(registry, catalogue.tenant_id,
-                            {"two_tower": tt.version, "ann_index": ix.version},
-                            "a deliberately mismatched pair serving must refuse" if mismatched else None)  # fmt: skip
+                            {"two_tower": tt.version, "ann_index": ix.version}, why)  # fmt: skip
     return tt.version, ix.version
 
 

@@ -17,17 +17,17 @@ Invariants:
 * Versions never change. Version ids (``v20261122T034600123Z-3f9a1c``: UTC time to the
   millisecond, then random hex) sort by creation time and are unique without a lock.
 * An alias only ever points at a visible version; every alias move appends an audit record.
-* ``production`` moves only through :meth:`Registry.promote` (review-gated, see
-  :mod:`core.promotion`; break-glass flagged) and :meth:`Registry.rollback` (never gated).
-  Review decisions (approve, reject, sign-off) are audited too.
   Audit and review records are one file each, so concurrent writers never contend for a file.
   On local storage promote/rollback hold a file lock; on object stores the last writer wins
   and the audit log shows each move with the ``previous`` it saw.
+* ``production`` and ``previous`` move only through :meth:`Registry.promote` (review-gated,
+  see :mod:`core.promotion`; break-glass flagged on the alias and in the audit) and
+  :meth:`Registry.rollback` (never gated). Review decisions (approve, reject, sign-off) are
+  audited too.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -405,10 +405,7 @@ class Registry:
             if current is not None and current.version == version:
                 return self.aliases(kind, tenant)
             if not break_glass:
-                problems = gate_problems(self.reviews(kind, tenant, version), policy.checklist(kind))
-                freeze = policy.freeze_at(kind, tenant, now)
-                if freeze is not None:
-                    problems.append(f"change freeze {freeze.name!r} until {freeze.end:%Y-%m-%d %H:%M} UTC")
+                problems = self.promotion_problems(kind, tenant, version, now)
                 if problems:
                     raise PromotionRefused(kind, tenant, version, problems,
                                            "record them with `recsys review`, or break glass")  # fmt: skip
@@ -450,10 +447,13 @@ class Registry:
                 out[kind] = record
         return out
 
-    def promotion_problems(self, kind: str, tenant: str, version: str) -> list[str]:
-        """What :meth:`promote` would refuse ``version`` for now (empty: it may be promoted)."""
+    def promotion_problems(
+        self, kind: str, tenant: str, version: str, now: datetime | None = None
+    ) -> list[str]:
+        """What a reviewed :meth:`promote` of ``version`` at ``now`` (default: now) would be
+        refused for: missing checks and sign-offs, a freeze. Empty: it may be promoted."""
         problems = gate_problems(self.reviews(kind, tenant, version), self.policy.checklist(kind))
-        freeze = self.policy.freeze_at(kind, tenant)
+        freeze = self.policy.freeze_at(kind, tenant, now)
         if freeze is not None:
             problems.append(f"change freeze {freeze.name!r} until {freeze.end:%Y-%m-%d %H:%M} UTC")
         return problems
@@ -526,7 +526,3 @@ def _records(infos: list[pafs.FileInfo]) -> list[str]:
     """Paths of committed record files (hidden temp files excluded), in name = time order."""
     names = [i for i in infos if i.type == _FILE and i.base_name.endswith(".json")]
     return [i.path for i in sorted(names, key=lambda i: i.base_name) if i.base_name[0] != "."]
-
-
-def _json(obj: Any) -> bytes:
-    return json.dumps(obj).encode()

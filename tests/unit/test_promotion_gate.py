@@ -204,6 +204,8 @@ def test_cli_refuses_in_one_line_and_flags_break_glass(tmp_path, capsys, monkeyp
     assert code == 0 and v in out and "YES" in out and "incident 42" in out
     code, out, _ = _run(capsys, "registry", "audit", "--root", root)
     assert code == 0 and "BREAK-GLASS (sre-oncall)" in out
+    code, out, _ = _run(capsys, "registry", "show", "ranker", v, "--tenant", "acme", "--root", root)
+    assert code == 0 and "promotion gate: no recorded approval" in out  # review it after the fact
 
 
 def test_recsys_review_records_sign_offs_and_approval(tmp_path, capsys, monkeypatch):

@@ -72,6 +72,15 @@ def _validate_alerts(path: Path) -> Any:
     return data
 
 
+def _validate_promotion(path: Path) -> Any:
+    from core.promotion import load_promotion_policy
+
+    try:
+        return load_promotion_policy(path)
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue(file=str(path), key="", message=str(exc))]) from None
+
+
 def validator_for(path: str | Path) -> Callable[[Path], Any]:
     path = Path(path)
     name = path.name
@@ -82,6 +91,8 @@ def validator_for(path: str | Path) -> Callable[[Path], Any]:
         return _validate_train
     if "alerts" in parts or name.startswith("alerts"):
         return _validate_alerts
+    if name.startswith("promotion") and name.endswith((".yaml", ".yml")):
+        return _validate_promotion
     return lambda p: load_model(p, PlatformConfig)
 
 

@@ -8,7 +8,8 @@ Steps, each printed as it runs:
 2. generate synthetic tenant data into the platform config's storage (``recsys data synth``);
 3. submit the offline pipeline per tenant through the Ray Jobs API — two-tower training,
    item embeddings + ScaNN index, ranker training, evaluation, automatic launch checks;
-4. record the human approval (``training.review --approve``) and promote the candidates;
+4. record the launch checklist's sign-offs and the approval (``training.review --sign-off …
+   --approve``, actor ``make-demo``) and promote the candidates through the review gate;
 5. deploy ``configs/serve.yaml`` to Ray Serve (``recsys deploy``);
 6. send a few recommendation requests and events and print them, then the URLs to try.
 
@@ -79,9 +80,13 @@ def _approve_and_promote(registry_root: str, tenants: list[str]) -> None:
     table = Table(title="promoted to production")
     for col in ("tenant", "kind", "version"):
         table.add_column(col)
+    # The demo's reviewer signs off every human item of the launch checklist (the gate in
+    # core.promotion checks them); a real launch has each signed by whoever did it.
+    sign_offs = sorted({s for k in review.KINDS for s in registry.policy.checklist(k).sign_offs})
     for tenant in tenants:
         rc = review.main(
             ["--config", "configs/train/pipeline.yaml", "--tenant", tenant,
+             *[a for s in sign_offs for a in ("--sign-off", s)],
              "--approve", "--actor", "make-demo", "--comment", "demo approval"]
         )  # fmt: skip
         if rc != 0:

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ARTIFACT_KINDS: tuple[str, ...] = (
     "two_tower",
@@ -89,9 +89,13 @@ class Manifest(BaseModel):
 
 
 class ReviewRecord(BaseModel):
-    """One launch-review event on a version: an approval, a rejection, or a note.
+    """One launch-review event on a version: an approval, a rejection, a sign-off, or a note.
 
-    ``checks`` holds the automatic launch-review results (name -> result) the reviewer saw.
+    ``checks`` holds the automatic launch-review results the reviewer saw (name ->
+    ``{"ok": bool, "detail": str, "item": checklist item}``); ``note`` records carry the
+    automatic run, ``approve`` records the checks the approval was given on. A ``sign_off``
+    records that ``actor`` has done one human item of the launch checklist (``item``, e.g.
+    ``privacy_review``). Promotion reads these records (:mod:`core.promotion`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -101,15 +105,25 @@ class ReviewRecord(BaseModel):
     version: str
     at: datetime
     actor: str
-    decision: Literal["approve", "reject", "note"]
+    decision: Literal["approve", "reject", "sign_off", "note"]
+    item: str | None = None
     checks: dict[str, Any] = Field(default_factory=dict)
     comment: str = ""
 
+    @model_validator(mode="after")
+    def _sign_off_names_its_item(self) -> ReviewRecord:
+        if (self.decision == "sign_off") != (self.item is not None):
+            raise ValueError("a sign_off names its checklist item; other decisions do not")
+        return self
+
 
 class AuditRecord(BaseModel):
-    """One change to the registry (publish, alias move, promote, rollback).
+    """One change to the registry (publish, alias move, promote, rollback, review decision).
 
-    ``previous`` is the version the alias pointed at before the move (``None`` if unset).
+    ``previous`` is the version the alias pointed at before the move (``None`` if unset);
+    ``version`` the one after. ``break_glass`` marks a promotion that skipped the review gate
+    (``role`` is the emergency role that allowed it). Review decisions have ``action``
+    ``"review"``, ``decision`` approve/reject/sign_off and, for sign-offs, the ``item``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -123,6 +137,28 @@ class AuditRecord(BaseModel):
     version: str | None = None
     previous: str | None = None
     reason: str = ""
+    break_glass: bool = False
+    role: str | None = None
+    decision: str | None = None
+    item: str | None = None
+
+
+class AliasRecord(BaseModel):
+    """The body of an alias file: where the alias points, and the move that put it there.
+
+    ``break_glass`` is True when the version reached this alias through a break-glass promote
+    (carried along when ``production`` and ``previous`` swap). Records written before these
+    fields existed read with the defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    alias: str
+    version: str
+    at: datetime
+    actor: str = ""
+    reason: str = ""
+    break_glass: bool = False
 
 
 @functools.cache

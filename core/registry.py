@@ -6,7 +6,7 @@ Layout under the root::
     <root>/<tenant>/<kind>/<version>/...files...               copied from src_dir
     <root>/<tenant>/<kind>/<version>/MANIFEST.json             written last: makes it visible
     <root>/<tenant>/<kind>/<version>/_reviews/<ts>-<id>.json   launch-review records
-    <root>/<tenant>/<kind>/_aliases/<alias>.json               {"version": ...}, replaced atomically
+    <root>/<tenant>/<kind>/_aliases/<alias>.json               AliasRecord, replaced atomically
     <root>/_audit/<ts>-<id>.json                               one audit record per change
 
 Invariants:
@@ -20,11 +20,14 @@ Invariants:
   Audit and review records are one file each, so concurrent writers never contend for a file.
   On local storage promote/rollback hold a file lock; on object stores the last writer wins
   and the audit log shows each move with the ``previous`` it saw.
+* ``production`` and ``previous`` move only through :meth:`Registry.promote` (review-gated,
+  see :mod:`core.promotion`; break-glass flagged on the alias and in the audit) and
+  :meth:`Registry.rollback` (never gated). Review decisions (approve, reject, sign-off) are
+  audited too.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -39,6 +42,7 @@ import pyarrow.fs as pafs
 
 from core.manifest import (
     ARTIFACT_KINDS,
+    AliasRecord,
     AuditRecord,
     FileEntry,
     Lineage,
@@ -46,6 +50,7 @@ from core.manifest import (
     Owner,
     ReviewRecord,
 )
+from core.promotion import PromotionPolicy, gate_problems, load_promotion_policy
 from core.storage import Storage
 
 MANIFEST_NAME = "MANIFEST.json"
@@ -56,6 +61,23 @@ _DIR, _FILE = pafs.FileType.Directory, pafs.FileType.File
 
 class RegistryError(Exception):
     """A registry operation that cannot be done as asked (bad name, no previous version...)."""
+
+
+class PromotionRefused(RegistryError):
+    """A promote the gate refuses: ``problems`` names each missing check or sign-off (or the
+    freeze, or why break-glass is not allowed); the message is one line for the CLI."""
+
+    def __init__(self, kind: str, tenant: str, version: str, problems: list[str], hint: str = ""):
+        self.kind, self.tenant, self.version, self.problems = kind, tenant, version, problems
+        super().__init__(
+            f"refusing to promote {kind} {version} for tenant {tenant!r}: "
+            + "; ".join(problems)
+            + (f" ({hint})" if hint else "")
+        )
+
+
+PROTECTED_ALIASES = ("production", "previous")
+"""Aliases only :meth:`Registry.promote` and :meth:`Registry.rollback` move."""
 
 
 class ArtifactNotFound(RegistryError, KeyError):
@@ -112,13 +134,28 @@ class Registry:
     """Artifact registry rooted at ``uri``.
 
     ``filesystem`` overrides what ``uri`` would give (see :class:`core.storage.Storage`).
-    Instances are cheap and hold no open handles; manifests, being immutable, are cached.
+    ``policy`` is the promotion gate's policy (default: :func:`core.promotion.load_promotion_policy`,
+    read on first use). Instances are cheap and hold no open handles; manifests, being
+    immutable, are cached.
     """
 
-    def __init__(self, uri: str | os.PathLike, *, filesystem: pafs.FileSystem | None = None):
+    def __init__(
+        self,
+        uri: str | os.PathLike,
+        *,
+        filesystem: pafs.FileSystem | None = None,
+        policy: PromotionPolicy | None = None,
+    ):
         self.store = Storage(uri, filesystem)
         self.uri = self.store.uri
         self._manifests: dict[tuple[str, str, str], Manifest] = {}
+        self._policy = policy
+
+    @property
+    def policy(self) -> PromotionPolicy:
+        if self._policy is None:
+            self._policy = load_promotion_policy()
+        return self._policy
 
     def __repr__(self) -> str:
         return f"Registry({self.uri!r})"
@@ -279,8 +316,15 @@ class Registry:
 
     def resolve(self, kind: str, tenant: str, alias: str) -> str | None:
         """The version ``alias`` points at, or None if the alias is not set."""
+        record = self.alias_record(kind, tenant, alias)
+        return record.version if record is not None else None
+
+    def alias_record(self, kind: str, tenant: str, alias: str) -> AliasRecord | None:
+        """The alias file: version, when, by whom, why, whether by break-glass; None if unset."""
         try:
-            return self.store.read_json(self._alias_path(kind, tenant, alias))["version"]
+            return AliasRecord.model_validate(
+                self.store.read_json(self._alias_path(kind, tenant, alias))
+            )
         except FileNotFoundError:
             return None
 
@@ -295,13 +339,17 @@ class Registry:
                     out[name] = version
         return dict(sorted(out.items()))
 
-    def _move(self, action: str, kind, tenant, alias, version, actor, reason) -> None:
+    def _move(self, action: str, kind, tenant, alias, version, actor, reason,
+              break_glass: bool = False, role: str | None = None, flag: bool | None = None) -> None:  # fmt: skip
+        """Point ``alias`` at ``version`` and audit it. ``flag``: the alias's break-glass mark
+        (default ``break_glass``; a swap carries the moved version's mark along)."""
         self.manifest(kind, tenant, version)  # refuses versions that are not visible
         previous = self.resolve(kind, tenant, alias)
-        body = {"alias": alias, "version": version, "at": datetime.now(UTC).isoformat()}
-        self.store.write_atomic(self._alias_path(kind, tenant, alias), _json(body))
+        body = AliasRecord(alias=alias, version=version, at=datetime.now(UTC), actor=actor,
+                           reason=reason, break_glass=break_glass if flag is None else flag)  # fmt: skip
+        self.store.write_atomic(self._alias_path(kind, tenant, alias), body.model_dump_json().encode())
         self._audit(action, kind, tenant, alias=alias, version=version, previous=previous,
-                    actor=actor, reason=reason)  # fmt: skip
+                    actor=actor, reason=reason, break_glass=break_glass, role=role)  # fmt: skip
 
     def _lock(self, kind: str, tenant: str):
         return self.store.local_lock(f"{self._kind_dir(kind, tenant)}/_aliases")
@@ -309,24 +357,63 @@ class Registry:
     def set_alias(
         self, kind: str, tenant: str, alias: str, version: str, *, actor: str, reason: str = ""
     ) -> None:
-        """Point ``alias`` at ``version`` (which must be visible) and audit the move."""
+        """Point ``alias`` at ``version`` (which must be visible) and audit the move.
+
+        ``production`` and ``previous`` are refused: they move only by promote and rollback.
+        """
+        self.manifest(kind, tenant, version)
+        if alias in PROTECTED_ALIASES:
+            raise RegistryError(
+                f"alias {alias!r} moves only by promote (review-gated) or rollback"
+            )
         with self._lock(kind, tenant):
             self._move("set_alias", kind, tenant, alias, version, actor, reason)
 
     def promote(
-        self, kind: str, tenant: str, version: str, *, actor: str, reason: str = ""
+        self,
+        kind: str,
+        tenant: str,
+        version: str,
+        *,
+        actor: str,
+        reason: str = "",
+        break_glass: bool = False,
+        now: datetime | None = None,
     ) -> dict[str, str]:
         """Make ``version`` production; the old production becomes ``previous``.
 
-        Promoting the current production version changes nothing. Returns the aliases after.
+        The gate (:mod:`core.promotion`): the version needs an approval on passing automatic
+        checks and every sign-off of its kind's checklist, and no freeze may cover it at
+        ``now``; else :class:`PromotionRefused` names what is missing. ``break_glass=True``
+        skips both, only for an actor in an emergency role and with a ``reason``; the audit
+        records and the production alias carry the flag. Promoting the current production
+        version changes nothing (and checks nothing). Returns the aliases after.
         """
         self.manifest(kind, tenant, version)
+        policy = self.policy
+        role = None
+        if break_glass:
+            role = policy.emergency_role(actor)
+            problems = [] if role else [f"{actor!r} is in no emergency role"]
+            if not reason.strip():
+                problems.append("break-glass needs a reason")
+            if problems:
+                roles = ", ".join(policy.emergency_roles) or "none configured"
+                raise PromotionRefused(kind, tenant, version, problems, f"emergency roles: {roles}")
         with self._lock(kind, tenant):
-            current = self.resolve(kind, tenant, "production")
-            if current != version:
-                if current is not None:
-                    self._move("promote", kind, tenant, "previous", current, actor, reason)
-                self._move("promote", kind, tenant, "production", version, actor, reason)
+            current = self.alias_record(kind, tenant, "production")
+            if current is not None and current.version == version:
+                return self.aliases(kind, tenant)
+            if not break_glass:
+                problems = self.promotion_problems(kind, tenant, version, now)
+                if problems:
+                    raise PromotionRefused(kind, tenant, version, problems,
+                                           "record them with `recsys review`, or break glass")  # fmt: skip
+            if current is not None:
+                self._move("promote", kind, tenant, "previous", current.version, actor, reason,
+                           break_glass, role, flag=current.break_glass)  # fmt: skip
+            self._move("promote", kind, tenant, "production", version, actor, reason,
+                       break_glass, role)  # fmt: skip
         return self.aliases(kind, tenant)
 
     def rollback(self, kind: str, tenant: str, *, actor: str, reason: str = "") -> dict[str, str]:
@@ -335,25 +422,56 @@ class Registry:
         Raises RegistryError if there is no ``previous``. Returns the aliases after.
         """
         with self._lock(kind, tenant):
-            previous = self.resolve(kind, tenant, "previous")
+            previous = self.alias_record(kind, tenant, "previous")
             if previous is None:
                 raise RegistryError(
                     f"cannot roll back {kind} for tenant {tenant!r}: no 'previous' version "
                     "(nothing has been promoted over another version)"
                 )
-            current = self.resolve(kind, tenant, "production")
-            self._move("rollback", kind, tenant, "production", previous, actor, reason)
+            current = self.alias_record(kind, tenant, "production")
+            self._move("rollback", kind, tenant, "production", previous.version, actor, reason,
+                       flag=previous.break_glass)  # fmt: skip
             if current is not None:
-                self._move("rollback", kind, tenant, "previous", current, actor, reason)
+                self._move("rollback", kind, tenant, "previous", current.version, actor, reason,
+                           flag=current.break_glass)  # fmt: skip
         return self.aliases(kind, tenant)
+
+    def production_versions(self, tenant: str) -> dict[str, AliasRecord]:
+        """Kind -> the ``production`` alias record (version, since, actor, reason, and
+        ``break_glass``: reached production without passing review), for kinds that have one.
+        What ``GET /v1/versions`` shows per tenant."""
+        out = {}
+        for kind in ARTIFACT_KINDS:
+            record = self.alias_record(kind, tenant, "production")
+            if record is not None:
+                out[kind] = record
+        return out
+
+    def promotion_problems(
+        self, kind: str, tenant: str, version: str, now: datetime | None = None
+    ) -> list[str]:
+        """What a reviewed :meth:`promote` of ``version`` at ``now`` (default: now) would be
+        refused for: missing checks and sign-offs, a freeze. Empty: it may be promoted."""
+        problems = gate_problems(self.reviews(kind, tenant, version), self.policy.checklist(kind))
+        freeze = self.policy.freeze_at(kind, tenant, now)
+        if freeze is not None:
+            problems.append(f"change freeze {freeze.name!r} until {freeze.end:%Y-%m-%d %H:%M} UTC")
+        return problems
 
     # ---- reviews and audit ------------------------------------------------------------------
 
     def add_review(self, record: ReviewRecord) -> None:
-        """Store a launch-review record for a visible version (the manifest stays unchanged)."""
+        """Store a launch-review record for a visible version (the manifest stays unchanged).
+
+        Decisions (approve, reject, sign-off) are audited; automatic-check notes are not.
+        """
         self.manifest(record.kind, record.tenant, record.version)
         vdir = self._version_dir(record.kind, record.tenant, record.version)
         self.store.write_atomic(f"{vdir}/_reviews/{_stamp()}", record.model_dump_json().encode())
+        if record.decision != "note":
+            self._audit("review", record.kind, record.tenant, actor=record.actor,
+                        version=record.version, reason=record.comment,
+                        decision=record.decision, item=record.item)  # fmt: skip
 
     def reviews(self, kind: str, tenant: str, version: str) -> list[ReviewRecord]:
         """Review records of a version, oldest first."""
@@ -408,7 +526,3 @@ def _records(infos: list[pafs.FileInfo]) -> list[str]:
     """Paths of committed record files (hidden temp files excluded), in name = time order."""
     names = [i for i in infos if i.type == _FILE and i.base_name.endswith(".json")]
     return [i.path for i in sorted(names, key=lambda i: i.base_name) if i.base_name[0] != "."]
-
-
-def _json(obj: Any) -> bytes:
-    return json.dumps(obj).encode()

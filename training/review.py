@@ -1,14 +1,26 @@
-"""Launch review: automatic checks on the candidate versions, and recorded human approval.
+"""Launch review: the launch checklist of the candidate versions — automatic checks where the
+data exists, recorded sign-offs for the human items — and the recorded approval or rejection.
 
     python -m training.review --config configs/train/pipeline.yaml --tenant T
-    python -m training.review --config configs/train/pipeline.yaml --tenant T --approve --actor NAME
+    python -m training.review ... --tenant T --sign-off privacy_review --actor NAME
+    python -m training.review ... --tenant T --approve --actor NAME
+    python -m training.review ... --tenant T --reject --actor NAME --comment WHY
 
-Checks (each recorded in a :class:`core.manifest.ReviewRecord`): metrics present; key metrics
-not worse than production beyond ``review.tolerance`` (relative; skipped, and said so, when
-production was trained on another feature schema, whose metrics are not comparable); the index's recall@100 at
-least ``review.min_index_recall_at_100``; the index's ``item_tower_version`` is the two-tower
-candidate; every candidate's ``feature_schema_hash`` is the running code's. ``--approve``
-records an approval only when every check passes. Exit code 0 = all checks pass.
+The checklist per kind is ``configs/promotion.yaml`` (:mod:`core.promotion`). Automatic checks,
+each tagged with the checklist item it covers:
+
+* ``offline_metrics``: key metrics present; not worse than production beyond
+  ``review.tolerance`` (relative; skipped, and said so, when production was trained on another
+  feature schema, whose metrics are not comparable); the index's recall@100 at least
+  ``review.min_index_recall_at_100``.
+* ``feature_compatibility``: every candidate's ``feature_schema_hash`` is the running code's;
+  the index and the item embeddings were built from the two-tower candidate.
+
+Every run records the automatic results (a ``note``). ``--sign-off ITEM`` (repeatable) records
+that ``--actor`` has done a human item. ``--approve`` records an approval only when every
+automatic check passes and every sign-off of the kind's checklist is recorded; otherwise it
+says what is missing. Promotion (``recsys registry promote``) checks the same records. Exit
+code 0 = all checks pass (and, with ``--approve``, every candidate approved).
 """
 
 from __future__ import annotations
@@ -19,51 +31,123 @@ from datetime import UTC, datetime
 from core.config import load_model, resolve_uri
 from core.features import feature_schema_hash
 from core.manifest import Manifest, ReviewRecord
+from core.promotion import CHECKLIST_ITEMS, gate_problems
+from core.registry import Registry
 from core.train_config import PipelineConfig, ReviewConfig
 from training import common
 
-KINDS = ("two_tower", "ann_index", "ranker")
+KINDS = ("two_tower", "item_embeddings", "ann_index", "ranker")
 KEY_METRICS = {
     "two_tower": ("val_recall@50", "val_ndcg@10"),
+    "item_embeddings": ("items", "dim"),
     "ann_index": ("recall@10", "recall@100"),
     "ranker": ("click_auc", "like_auc"),
 }
+NOT_COMPARED = {"item_embeddings": "sizes, not quality: the index's recall covers them"}
+
+
+def _check(ok: bool, detail: str, item: str) -> dict:
+    return {"ok": bool(ok), "detail": detail, "item": item}
 
 
 def check_candidate(m: Manifest, production: Manifest | None, two_tower_candidate: str | None, cfg: ReviewConfig) -> dict[str, dict]:
-    """Name -> ``{"ok": bool, "detail": str}`` for one candidate manifest."""
+    """Name -> ``{"ok": bool, "detail": str, "item": checklist item}`` for one candidate."""
     checks: dict[str, dict] = {}
     missing = [k for k in KEY_METRICS[m.kind] if not isinstance(m.metrics.get(k), int | float)]
-    checks["metrics_present"] = {"ok": not missing, "detail": f"missing {missing}" if missing else "ok"}
-    if production is None:
-        checks["not_worse_than_production"] = {"ok": True, "detail": "no production version"}
+    checks["metrics_present"] = _check(not missing, f"missing {missing}" if missing else "ok", "offline_metrics")
+    if m.kind in NOT_COMPARED:
+        checks["not_worse_than_production"] = _check(True, f"not compared: {NOT_COMPARED[m.kind]}", "offline_metrics")
+    elif production is None:
+        checks["not_worse_than_production"] = _check(True, "no production version", "offline_metrics")
     elif production.lineage.feature_schema_hash != m.lineage.feature_schema_hash:
         # Validation metrics of models on different feature definitions measure different
         # inputs (and the two-tower's in-loop monitor excludes the query's history, whose
         # contents the definition sets): not comparable. The approver compares them offline.
-        checks["not_worse_than_production"] = {
-            "ok": True,
-            "detail": f"not comparable: production {production.version} has feature schema "
+        checks["not_worse_than_production"] = _check(
+            True,
+            f"not comparable: production {production.version} has feature schema "
             f"{production.lineage.feature_schema_hash}; compare with training.evaluate",
-        }
+            "offline_metrics",
+        )
     else:
         worse = []
         for k in KEY_METRICS[m.kind]:
             new, old = m.metrics.get(k), production.metrics.get(k)
             if isinstance(new, int | float) and isinstance(old, int | float) and new < old * (1 - cfg.tolerance):
                 worse.append(f"{k} {new:.4f} < {old:.4f}")
-        checks["not_worse_than_production"] = {"ok": not worse, "detail": "; ".join(worse) or f"vs {production.version}"}
+        checks["not_worse_than_production"] = _check(not worse, "; ".join(worse) or f"vs {production.version}", "offline_metrics")
     schema = m.lineage.feature_schema_hash
-    checks["feature_schema_hash"] = {"ok": schema == feature_schema_hash(), "detail": f"{schema} vs code {feature_schema_hash()}"}
+    checks["feature_schema_hash"] = _check(schema == feature_schema_hash(), f"{schema} vs code {feature_schema_hash()}", "feature_compatibility")
     if m.kind == "ann_index":
         recall = m.metrics.get("recall@100")
-        checks["index_recall"] = {
-            "ok": isinstance(recall, int | float) and recall >= cfg.min_index_recall_at_100,
-            "detail": f"recall@100 {recall} (min {cfg.min_index_recall_at_100})",
-        }
+        checks["index_recall"] = _check(
+            isinstance(recall, int | float) and recall >= cfg.min_index_recall_at_100,
+            f"recall@100 {recall} (min {cfg.min_index_recall_at_100})",
+            "offline_metrics",
+        )
+    if m.kind in ("ann_index", "item_embeddings"):
         tower = m.config.get("item_tower_version")
-        checks["index_matches_two_tower"] = {"ok": tower is not None and tower == two_tower_candidate, "detail": f"index {tower} vs two_tower candidate {two_tower_candidate}"}
+        checks["built_from_two_tower_candidate"] = _check(
+            tower is not None and tower == two_tower_candidate,
+            f"{m.kind} {tower} vs two_tower candidate {two_tower_candidate}",
+            "feature_compatibility",
+        )
     return checks
+
+
+def review_versions(
+    registry: Registry,
+    tenant: str,
+    versions: dict[str, str],
+    cfg: ReviewConfig,
+    *,
+    actor: str | None = None,
+    sign_offs: tuple[str, ...] = (),
+    approve: bool = False,
+    reject: bool = False,
+    comment: str = "",
+) -> dict[str, list[str]]:
+    """Run the launch review of ``versions`` (kind -> version; the two-tower among them is the
+    one the index must be built from) and record it: the automatic results, then ``actor``'s
+    sign-offs, then the approval (when nothing is missing) or rejection.
+
+    Returns kind -> what still blocks promotion (empty: approved and promotable): what an
+    approval would lack, else what the gate says now (e.g. "no recorded approval", a freeze).
+    """
+    if (approve or reject or sign_offs) and not actor:
+        raise ValueError("sign-offs, approvals and rejections need an actor")
+    unknown = set(sign_offs) - set(CHECKLIST_ITEMS)
+    if unknown:
+        raise ValueError(f"unknown checklist items {sorted(unknown)}; expected {', '.join(CHECKLIST_ITEMS)}")
+    tt_version = versions.get("two_tower") or registry.resolve("two_tower", tenant, "candidate")
+    out = {}
+    for kind, version in versions.items():
+        m = registry.manifest(kind, tenant, version)
+        prod_v = registry.resolve(kind, tenant, "production")
+        prod = registry.manifest(kind, tenant, prod_v) if prod_v and prod_v != version else None
+        checks = check_candidate(m, prod, tt_version, cfg)
+        ok = all(c["ok"] for c in checks.values())
+
+        def record(decision: str, who: str, m: Manifest = m, **kw) -> None:
+            kw.setdefault("comment", comment)
+            registry.add_review(ReviewRecord(kind=m.kind, tenant=tenant, version=m.version, at=datetime.now(UTC),
+                                             actor=who, decision=decision, **kw))  # fmt: skip
+
+        record("note", "launch-review", checks=checks, comment="automatic checks " + ("passed" if ok else "FAILED"))
+        for item in sign_offs:
+            record("sign_off", actor, item=item)
+        if reject:
+            record("reject", actor, checks=checks)
+        checklist = registry.policy.checklist(kind)
+        # What an approval given now would still lack: the automatic results just recorded,
+        # and the sign-offs on record.
+        pending = [ReviewRecord(kind=kind, tenant=tenant, version=version, at=datetime.now(UTC),
+                                actor=actor or "-", decision="approve", checks=checks)]  # fmt: skip
+        blocking = gate_problems(registry.reviews(kind, tenant, version) + pending, checklist)
+        if approve and not blocking:
+            record("approve", actor, checks=checks)
+        out[kind] = blocking if blocking and not reject else registry.promotion_problems(kind, tenant, version)
+    return out
 
 
 def main(argv=None) -> int:
@@ -71,42 +155,43 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default="configs/train/pipeline.yaml")
     parser.add_argument("--tenant")
     parser.add_argument("--kind", choices=KINDS, action="append", help="default: all")
-    parser.add_argument("--approve", action="store_true")
-    parser.add_argument("--actor", default=None, help="who approves (required with --approve)")
+    decision = parser.add_mutually_exclusive_group()
+    decision.add_argument("--approve", action="store_true", help="approve if nothing is missing")
+    decision.add_argument("--reject", action="store_true", help="record a rejection (--comment why)")
+    parser.add_argument("--sign-off", action="append", default=[], choices=CHECKLIST_ITEMS, metavar="ITEM",
+                        help=f"record a human checklist item as done (repeatable): {', '.join(CHECKLIST_ITEMS)}")  # fmt: skip
+    parser.add_argument("--actor", default=None, help="who reviews (required to sign off, approve or reject)")
     parser.add_argument("--comment", default="")
     parser.add_argument("--smoke-test", action="store_true", help="accepted for symmetry; no effect")
     args = parser.parse_args(argv)
-    if args.approve and not args.actor:
-        parser.error("--approve needs --actor NAME")
+    if (args.approve or args.reject or args.sign_off) and not args.actor:
+        parser.error("--approve, --reject and --sign-off need --actor NAME")
     pcfg = load_model(resolve_uri(args.config), PipelineConfig)
     tenant = args.tenant or pcfg.tenant
     from core.train_config import JobConfig
 
-    storage = common.Storage(JobConfig(tenant=tenant))
-    registry = storage.registry()
-    tt_candidate = registry.resolve("two_tower", tenant, "candidate")
-    all_ok = True
+    registry = common.Storage(JobConfig(tenant=tenant)).registry()
     rows = []
+    versions = {}
     for kind in args.kind or KINDS:
         version = registry.resolve(kind, tenant, "candidate")
         if version is None:
             rows.append((kind, "no candidate"))
-            all_ok = False
-            continue
-        m = registry.manifest(kind, tenant, version)
-        prod_v = registry.resolve(kind, tenant, "production")
-        prod = registry.manifest(kind, tenant, prod_v) if prod_v and prod_v != version else None
-        checks = check_candidate(m, prod, tt_candidate, pcfg.review)
-        ok = all(c["ok"] for c in checks.values())
-        all_ok &= ok
-        now = datetime.now(UTC)
-        registry.add_review(ReviewRecord(kind=kind, tenant=tenant, version=version, at=now, actor="launch-review", decision="note", checks=checks, comment="automatic checks " + ("passed" if ok else "FAILED")))
-        if args.approve and ok:
-            registry.add_review(ReviewRecord(kind=kind, tenant=tenant, version=version, at=now, actor=args.actor, decision="approve", checks=checks, comment=args.comment))
+        else:
+            versions[kind] = version
+    all_ok = len(versions) == len(args.kind or KINDS)
+    blocking = review_versions(registry, tenant, versions, pcfg.review, actor=args.actor, sign_offs=tuple(args.sign_off),
+                               approve=args.approve, reject=args.reject, comment=args.comment)  # fmt: skip
+    for kind, version in versions.items():
+        notes = [r for r in registry.reviews(kind, tenant, version) if r.decision == "note"]
+        checks = notes[-1].checks
+        all_ok &= all(c["ok"] for c in checks.values())
         for name, c in checks.items():
-            rows.append((f"{kind} {version} {name}", ("PASS " if c["ok"] else "FAIL ") + c["detail"]))
-        if args.approve:
-            rows.append((f"{kind} {version}", f"approved by {args.actor}" if ok else "NOT approved: checks failed"))
+            rows.append((f"{kind} {version} {name} [{c['item']}]", ("PASS " if c["ok"] else "FAIL ") + c["detail"]))
+        status = "; ".join(blocking[kind]) or "approved: may be promoted"  # fmt: skip
+        rows.append((f"{kind} {version} gate", status))
+    if args.approve:
+        all_ok &= not any(blocking.values())
     common.summary_table(f"launch review {tenant}", rows)
     return 0 if all_ok else 1
 

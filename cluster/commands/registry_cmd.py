@@ -1,4 +1,7 @@
-"""`recsys registry list|show|promote|rollback|audit`: inspect and move artifact versions.
+"""`recsys registry list|show|promote|rollback|production|audit`: inspect and move versions.
+
+``promote`` is review-gated (:mod:`core.promotion`): a refusal prints one line naming each
+missing check or sign-off. ``--break-glass --reason`` skips the gate for emergency roles.
 
 The registry root is ``--root``, else ``$RECSYS_REGISTRY``, else ``storage.registry`` of the
 platform config (when ``core.config`` exists and the config file is there), else
@@ -43,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     promote.add_argument("--tenant", required=True)
     promote.add_argument("--reason", default="")
     promote.add_argument("--actor", default=None, help="who (default: $USER)")
+    promote.add_argument(
+        "--break-glass",
+        action="store_true",
+        help="emergency: promote without review or through a freeze (emergency roles only, "
+        "--reason required; flagged in the audit log and /v1/versions)",
+    )
     promote.set_defaults(func=run_promote)
 
     rollback = sub.add_parser("rollback", parents=[common], help="swap previous into production")
@@ -51,6 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rollback.add_argument("--reason", default="")
     rollback.add_argument("--actor", default=None, help="who (default: $USER)")
     rollback.set_defaults(func=run_rollback)
+
+    prod = sub.add_parser("production", parents=[common], help="production version per kind")
+    prod.add_argument("--tenant", required=True)
+    prod.set_defaults(func=run_production)
 
     audit = sub.add_parser("audit", parents=[common], help="the audit log, oldest first")
     audit.add_argument("--type", dest="kind", choices=ARTIFACT_KINDS)
@@ -142,18 +155,23 @@ def run_show(args: argparse.Namespace) -> int:
     reviews = reg.reviews(m.kind, m.tenant, m.version)
     out.print(f"reviews: {len(reviews) or 'none'}")
     for r in reviews:
+        what = f"{r.decision} {r.item}" if r.item else r.decision
         out.print(
-            f"  {r.at:%Y-%m-%d %H:%M:%S} {r.actor} {r.decision}: {r.comment} {json.dumps(r.checks)}"
+            f"  {r.at:%Y-%m-%d %H:%M:%S} {r.actor} {what}: {r.comment} {json.dumps(r.checks)}"
         )
+    problems = reg.promotion_problems(m.kind, m.tenant, m.version)
+    out.print(f"promotion gate: {'; '.join(problems) if problems else 'may be promoted'}")
     return 0
 
 
 def run_promote(args: argparse.Namespace) -> int:
     reg = _registry(args)
     version = _find(reg, args.kind, args.version, args.tenant).version
-    aliases = reg.promote(args.kind, args.tenant, version, actor=_actor(args), reason=args.reason)
+    aliases = reg.promote(args.kind, args.tenant, version, actor=_actor(args), reason=args.reason,
+                          break_glass=args.break_glass)  # fmt: skip
+    flag = " [BREAK-GLASS]" if args.break_glass else ""
     console().print(f"{args.kind}/{args.tenant}: production = {aliases['production']}, "
-                    f"previous = {aliases.get('previous', '-')}")  # fmt: skip
+                    f"previous = {aliases.get('previous', '-')}{flag}")  # fmt: skip
     return 0
 
 
@@ -162,6 +180,21 @@ def run_rollback(args: argparse.Namespace) -> int:
     aliases = reg.rollback(args.kind, args.tenant, actor=_actor(args), reason=args.reason)
     console().print(f"{args.kind}/{args.tenant}: rolled back; production = "
                     f"{aliases['production']}, previous = {aliases.get('previous', '-')}")  # fmt: skip
+    return 0
+
+
+def run_production(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    reg = _registry(args)
+    records = reg.production_versions(args.tenant)
+    table = Table(title=f"production of {args.tenant} in {reg.uri}")
+    for col in ("kind", "version", "since (UTC)", "by", "reason", "break-glass"):
+        table.add_column(col, no_wrap=col == "version")
+    for kind, r in records.items():
+        table.add_row(kind, r.version, f"{r.at:%Y-%m-%d %H:%M:%S}", r.actor, r.reason,
+                      "YES" if r.break_glass else "")  # fmt: skip
+    console().print(table if records else f"nothing in production for {args.tenant}")
     return 0
 
 
@@ -183,10 +216,13 @@ def run_audit(args: argparse.Namespace) -> int:
         "version",
         "previous",
         "reason",
+        "flags",
     ):
         table.add_column(col, no_wrap=col in ("version", "previous"))
     for r in records:
+        flags = [f"BREAK-GLASS ({r.role})" if r.break_glass else "", r.decision or "", r.item or ""]
         table.add_row(f"{r.at:%Y-%m-%d %H:%M:%S}", r.actor, r.action, r.tenant, r.kind,
-                      r.alias or "", r.version or "", r.previous or "", r.reason)  # fmt: skip
+                      r.alias or "", r.version or "", r.previous or "", r.reason,
+                      " ".join(f for f in flags if f))  # fmt: skip
     console().print(table if records else f"no audit records in {reg.uri}")
     return 0

@@ -47,8 +47,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(subparsers.add_parser("eval", help="offline evaluation report"), *JOBS[("eval", None)])
     review = subparsers.add_parser("review", help="launch review of the candidates")
     _common(review, *JOBS[("review", None)])
-    review.add_argument("--approve", action="store_true")
-    review.add_argument("--actor")
+    from core.promotion import CHECKLIST_ITEMS
+
+    decision = review.add_mutually_exclusive_group()
+    decision.add_argument("--approve", action="store_true", help="approve if nothing is missing")
+    decision.add_argument("--reject", action="store_true", help="record a rejection")
+    review.add_argument("--sign-off", action="append", default=[], choices=CHECKLIST_ITEMS,
+                        metavar="ITEM", help=f"record a checklist item as done (repeatable): "
+                        f"{', '.join(CHECKLIST_ITEMS)}")  # fmt: skip
+    review.add_argument("--kind", action="append", help="review only these kinds (repeatable)")
+    review.add_argument("--actor", help="who reviews (default: $USER)")
+    review.add_argument("--comment")
 
 
 def job_argv(args: argparse.Namespace) -> list[str]:
@@ -59,8 +68,15 @@ def job_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--smoke-test")
     if getattr(args, "resume", False):
         argv.append("--resume")
-    if getattr(args, "approve", False):
-        argv += ["--approve", "--actor", args.actor or os.environ.get("USER", "unknown")]
+    if getattr(args, "approve", False) or getattr(args, "reject", False) or getattr(args, "sign_off", None):
+        for item in args.sign_off:
+            argv += ["--sign-off", item]
+        argv += ["--approve"] if args.approve else ["--reject"] if args.reject else []
+        argv += ["--actor", args.actor or os.environ.get("USER", "unknown")]
+    for kind in getattr(args, "kind", None) or []:
+        argv += ["--kind", kind]
+    if getattr(args, "comment", None):
+        argv += ["--comment", args.comment]
     return argv
 
 

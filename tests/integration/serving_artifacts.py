@@ -3,6 +3,10 @@
 The two-tower model and the ranker are the library's own classes, at toy size unless told (a few hundred
 parameters per table). ``train_steps`` runs that many optimiser steps on random targets only
 to move the weights off their initialisation: serving tests check contracts, not quality.
+
+Promotion goes through the launch review like a release (:func:`_review_and_promote`): the
+automatic checks (the toy models carry fixed placeholder metrics; the brute-force index's
+recall is exact), every checklist sign-off by ``serving-tests``, the approval, the gated promote.
 """
 
 from __future__ import annotations
@@ -20,6 +24,32 @@ from core.registry import Registry
 
 OWNER = Owner(team="serving", primary="serving-tests", escalation="#recsys-serving",
               runbook="docs/runbooks/hot-swap-and-rollback.md")  # fmt: skip
+ACTOR = "serving-tests"
+PLACEHOLDER_METRICS = {  # what the automatic checks read; toy models are not evaluated
+    "two_tower": {"val_recall@50": 0.1, "val_ndcg@10": 0.1},
+    "ranker": {"click_auc": 0.5, "like_auc": 0.5},
+}
+
+
+def _review_and_promote(registry: Registry, tenant: str, versions: dict[str, str],
+                        if_refused: str | None = None) -> None:  # fmt: skip
+    """Launch review then promote. What the review refuses fails the test, unless ``if_refused``
+    gives the reason to promote it anyway: by break-glass, as the fixture's emergency role."""
+    from core.train_config import ReviewConfig
+    from training.review import review_versions
+
+    sign_offs = tuple({s for k in versions for s in registry.policy.checklist(k).sign_offs})
+    blocking = review_versions(registry, tenant, versions, ReviewConfig(), actor=ACTOR,
+                               sign_offs=sign_offs, approve=True)  # fmt: skip
+    break_glass = if_refused if any(blocking.values()) else None
+    if break_glass is None:
+        assert not any(blocking.values()), f"launch review refused the test artifacts: {blocking}"
+    else:
+        roles = {"serving-tests": (ACTOR,)}
+        registry = Registry(registry.uri, policy=registry.policy.model_copy(update={"emergency_roles": roles}))
+    for kind, version in versions.items():
+        registry.promote(kind, tenant, version, actor=ACTOR, reason=break_glass or "serving test",
+                         break_glass=break_glass is not None)  # fmt: skip
 
 
 def publish_two_tower(registry: Registry, catalogue: Catalogue, *, seed: int = 0, dim: int = 16,
@@ -29,7 +59,7 @@ def publish_two_tower(registry: Registry, catalogue: Catalogue, *, seed: int = 0
     ScaNN sized to the catalogue with ``scann=True``).
 
     ``item_tower_version`` forces the index to claim another item tower (a mismatched pair,
-    which serving must refuse); ``arch`` overrides the toy sizes (``dim``, ``embed_dim``,
+    which the launch review refuses and serving must refuse: promoted by break-glass); ``arch`` overrides the toy sizes (``dim``, ``embed_dim``,
     ``hidden``: the benchmark uses configs/train/two_tower.yaml's). Returns
     ``(two_tower version, ann_index version)``."""
     import torch
@@ -46,23 +76,42 @@ def publish_two_tower(registry: Registry, catalogue: Catalogue, *, seed: int = 0
         model.save(Path(tmp, "model"))
         tt = registry.publish("two_tower", catalogue.tenant_id, Path(tmp, "model"), owner=OWNER,
                               lineage=Lineage(feature_schema_hash=feature_schema_hash()),
+                              metrics=PLACEHOLDER_METRICS["two_tower"],
                               description="serving test tower")  # fmt: skip
         vectors = model.encode_items(item_features(catalogue, time.time()))
         built_by = item_tower_version or tt.version
+        exact = BruteForceIndex(vectors, catalogue.item_ids, built_by)
         if scann:
-            ScannIndex.build(vectors, catalogue.item_ids, item_tower_version=built_by).save(
-                Path(tmp, "index")
-            )
+            index = ScannIndex.build(vectors, catalogue.item_ids, item_tower_version=built_by)
         else:
-            BruteForceIndex(vectors, catalogue.item_ids, built_by).save(Path(tmp, "index"))
+            index = exact
+        index.save(Path(tmp, "index"))
         ix = registry.publish("ann_index", catalogue.tenant_id, Path(tmp, "index"), owner=OWNER,
-                              lineage=Lineage(parents={"two_tower": built_by}),
+                              lineage=Lineage(parents={"two_tower": built_by},
+                                              feature_schema_hash=feature_schema_hash()),
+                              metrics=_recall(index, exact, vectors),
                               config={"item_tower_version": built_by},
                               description="serving test index")  # fmt: skip
     if promote:
-        registry.promote("two_tower", catalogue.tenant_id, tt.version, actor="test")
-        registry.promote("ann_index", catalogue.tenant_id, ix.version, actor="test")
+        # A mismatched pair is refused by the review (as serving must refuse it); a ScaNN index
+        # over an untrained toy tower's near-random vectors may miss the recall bar.
+        why = ("a deliberately mismatched pair that serving must refuse" if item_tower_version
+               else "a toy tower's ScaNN index: its recall is not under test" if scann else None)  # fmt: skip
+        _review_and_promote(registry, catalogue.tenant_id,
+                            {"two_tower": tt.version, "ann_index": ix.version}, why)  # fmt: skip
     return tt.version, ix.version
+
+
+def _recall(index, exact, vectors: np.ndarray) -> dict[str, float]:
+    """recall@10 and @100 of ``index`` against exact search, the item vectors as queries."""
+    queries = vectors[: min(64, len(vectors))]
+    k = min(100, len(vectors))
+    got, want = index.search(queries, k)[1], exact.search(queries, k)[1]
+    out = {}
+    for name, n in (("recall@10", min(10, k)), ("recall@100", k)):
+        hits = sum(len(set(g[:n]) & set(w[:n])) for g, w in zip(got, want, strict=True))
+        out[name] = hits / (n * len(queries))
+    return out
 
 
 def publish_ranker(registry: Registry, catalogue: Catalogue, *, seed: int = 0,
@@ -95,7 +144,8 @@ def publish_ranker(registry: Registry, catalogue: Catalogue, *, seed: int = 0,
         m = registry.publish("ranker", catalogue.tenant_id, tmp, owner=OWNER,
                              lineage=Lineage(feature_schema_hash=feature_schema_hash(),
                                              parents={"two_tower": two_tower} if two_tower else {}),
+                             metrics=PLACEHOLDER_METRICS["ranker"],
                              description="serving test ranker")  # fmt: skip
     if promote:
-        registry.promote("ranker", catalogue.tenant_id, m.version, actor="test")
+        _review_and_promote(registry, catalogue.tenant_id, {"ranker": m.version})
     return m.version

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from cluster.cli import main
+from core.features import feature_schema_hash
 from core.manifest import Lineage, Owner, ReviewRecord
 from core.registry import Registry
+from tests.unit.review_helpers import METRICS, approve
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -46,12 +48,15 @@ def filled_registry(tmp_path: Path) -> tuple[str, list[str]]:
         src = tmp_path / f"src{i}"
         src.mkdir()
         (src / "model.pt").write_bytes(b"weights" * (i + 1))
-        m = reg.publish("two_tower", "acme", src, owner=owner, lineage=Lineage(dataset_version="d"),
-                        metrics={"recall@100": 0.4 + i / 10})  # fmt: skip
+        m = reg.publish("two_tower", "acme", src, owner=owner,
+                        lineage=Lineage(dataset_version="d", feature_schema_hash=feature_schema_hash()),
+                        metrics={"recall@100": 0.4 + i / 10, **METRICS["two_tower"]})  # fmt: skip
         versions.append(m.version)
+    approve(reg, "two_tower", "acme", versions[0])
     reg.promote("two_tower", "acme", versions[0], actor="ada")
     reg.add_review(ReviewRecord(kind="two_tower", tenant="acme", version=versions[1],
                                 at=m.created_at, actor="bob", decision="approve", comment="lgtm"))  # fmt: skip
+    approve(reg, "two_tower", "acme", versions[1])  # the launch review `promote` checks
     return root, versions
 
 
@@ -79,7 +84,8 @@ def test_registry_list_show_promote_rollback_audit(filled_registry, capsys) -> N
     assert code == 0 and f"production = {v1}" in out
     assert Registry(root).resolve("two_tower", "acme", "production") == v1
     code, out, _ = _run(capsys, "registry", "audit", "--root", root)
-    assert code == 0 and out.count("rollback") == 2 and "promote" in out
+    rollbacks = out.count("rollback") - out.count("rollback_plan")  # sign-offs are audited too
+    assert code == 0 and rollbacks == 2 and "promote" in out and "sign_off" in out
 
 
 def test_registry_root_comes_from_the_environment(filled_registry, capsys, monkeypatch) -> None:

@@ -17,6 +17,7 @@ from pyarrow.fs import _MockFileSystem
 
 from core.manifest import Lineage, Owner, ReviewRecord
 from core.registry import ArtifactNotFound, Registry, RegistryError
+from tests.unit.review_helpers import approve, reviewable
 
 REPO = Path(__file__).resolve().parents[2]
 OWNER = Owner(
@@ -66,10 +67,17 @@ def test_publishing_never_overwrites(tmp_path: Path) -> None:
     reg.verify("ranker", "acme", m1.version)
 
 
+def _publish_reviewed(reg: Registry, src: Path, actor: str = "system") -> str:
+    """Publish a ranker that passes the automatic checks and approve it (the promotion gate)."""
+    m = reg.publish("ranker", "acme", src, owner=OWNER, actor=actor, **reviewable("ranker"))
+    approve(reg, "ranker", "acme", m.version)
+    return m.version
+
+
 def test_promote_rollback_and_audit_trail(tmp_path: Path) -> None:
     reg = Registry(str(tmp_path / "reg"))
-    v1 = _publish(reg, _artifact(tmp_path / "a", "1")).version
-    v2 = _publish(reg, _artifact(tmp_path / "b", "2")).version
+    v1 = _publish_reviewed(reg, _artifact(tmp_path / "a", "1"))
+    v2 = _publish_reviewed(reg, _artifact(tmp_path / "b", "2"))
 
     reg.promote("ranker", "acme", v1, actor="ada", reason="launch")
     assert reg.aliases("ranker", "acme") == {"candidate": v2, "production": v1}
@@ -145,9 +153,9 @@ def test_object_store_path_downloads_and_verifies(tmp_path: Path, monkeypatch) -
 def _writer(root: str, src: str, n: int, name: str) -> None:
     reg = Registry(root)
     for _ in range(n):
-        m = _publish(reg, Path(src), actor=name)
-        reg.promote("ranker", "acme", m.version, actor=name)
-        reg.set_alias("ranker", "acme", f"last-{name}", m.version, actor=name)
+        version = _publish_reviewed(reg, Path(src), actor=name)
+        reg.promote("ranker", "acme", version, actor=name)
+        reg.set_alias("ranker", "acme", f"last-{name}", version, actor=name)
 
 
 def test_two_concurrent_writers_leave_a_consistent_registry(tmp_path: Path) -> None:

@@ -69,6 +69,8 @@ class EventIdIndex:
         up-to-date ``event_id -> fingerprint`` map. Call :meth:`record` inside the block for
         the events written there."""
         directory = self.store.path(f"tenant_id={tenant}")
+        if self.store.is_local:
+            self.store.makedirs(directory)  # durably: the lock would create it unsynced
         with self._lock, self.store.local_lock(directory, LOCK_NAME):
             yield self._catch_up(tenant)
 

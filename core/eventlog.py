@@ -171,7 +171,7 @@ class EventLog:
         valid: list[tuple[dict, str]] = []
         for index, row in enumerate(rows):
             raw_id = row.get("event_id") if isinstance(row, dict) else None
-            event_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 128 else None
+            event_id = raw_id if isinstance(raw_id, str) and _reportable(raw_id) else None
             try:
                 event = self._check_row(row, now, tenant, items, surfaces)
             except RowError as err:
@@ -313,7 +313,13 @@ class EventLog:
                     f"unknown event columns {unknown}; expected some of {list(EVENT_COLUMNS)}"
                 )
         expr = _filter(start, end, event_types)
-        table = self.dataset(tenant).to_table(columns=list(EVENT_COLUMNS), filter=expr)
+        for attempt in range(3):
+            try:
+                table = self.dataset(tenant).to_table(columns=list(EVENT_COLUMNS), filter=expr)
+                break
+            except FileNotFoundError:  # a compaction deleted a file listed a moment ago
+                if attempt == 2:
+                    raise
         table = table.sort_by([("ts", "ascending"), ("event_id", "ascending")])
         return table.select(columns) if columns is not None else table
 
@@ -403,6 +409,17 @@ class EventLog:
                     self.store.fs.delete_file(p)
                 self.store.sync_dir(out.rsplit("/", 1)[0])
         return stats
+
+
+def _reportable(event_id: str) -> bool:
+    """Whether a rejected row's id can be echoed back (UTF-8 encodable, bounded)."""
+    if len(event_id) > 128:
+        return False
+    try:
+        event_id.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate would make the JSON response unencodable
+        return False
+    return True
 
 
 def _dedup(table: pa.Table) -> pa.Table:

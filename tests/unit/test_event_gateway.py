@@ -4,9 +4,11 @@ compaction under concurrent appends."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -63,6 +65,7 @@ def test_a_bad_row_is_rejected_by_field_and_its_batch_is_stored(tmp_path, patch,
     result = log.append([_event(1), _event(2, **patch), _event(3)], tenant="acme")
     assert [(r.index, r.field) for r in result.rejected] == [(1, field)]
     assert result.rejected[0].reason
+    json.dumps(asdict(result.rejected[0]), ensure_ascii=False).encode()  # the 422/200 body
     assert result.accepted == ["e1", "e3"]
     assert _stored_ids(log) == ["e1", "e3"]
 
@@ -246,6 +249,21 @@ def test_compaction_alongside_concurrent_appends_keeps_every_event_once(tmp_path
     expected = sorted([f"e{i}" for i in range(10)] + written)
     assert _stored_ids(log) == expected
     assert len(log.files("acme")) == 1
+
+
+def test_reads_retry_when_a_compaction_removed_a_listed_file(tmp_path, monkeypatch):
+    log = _log(tmp_path)
+    log.append([_event(1)])
+    real, calls = log.dataset, []
+
+    def flaky(tenant=None):
+        calls.append(tenant)
+        if len(calls) == 1:
+            raise FileNotFoundError("part-x.parquet")
+        return real(tenant)
+
+    monkeypatch.setattr(log, "dataset", flaky)
+    assert log.read("acme").num_rows == 1 and len(calls) == 2
 
 
 def test_background_compactor_thread_starts_and_stops(tmp_path):

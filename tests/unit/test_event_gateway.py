@@ -276,3 +276,17 @@ def test_background_compactor_thread_starts_and_stops(tmp_path):
         done.wait(0.01)
     compactor.stop()
     assert len(log.files("acme")) == 1 and _stored_ids(log) == ["e0", "e1", "e2"]
+
+
+def test_object_store_appends_work_with_a_per_process_index():
+    """pyarrow.fs object stores have no lock or append: the index is per process there (see
+    core.event_ids), and a new instance still finds the ids in the log."""
+    from pyarrow.fs import _MockFileSystem
+
+    fs = _MockFileSystem()
+    log = EventLog("bucket/events", filesystem=fs, clock=lambda: NOW)
+    assert log.append([_event(1), _event(2, ts=1e20)]).accepted == ["e1"]
+    assert log.append([_event(1)]).duplicates == ["e1"]
+    other = EventLog("bucket/events", filesystem=fs, clock=lambda: NOW)
+    assert other.append([_event(1), _event(3)]).duplicates == ["e1"]
+    assert _stored_ids(other) == ["e1", "e3"]

@@ -112,3 +112,17 @@ def test_fastapi_validation_is_strict_too():
     assert response.status_code == 422 and response.json()["error"]["field"] == "user_id"
     assert client.post("/recommend", json={"user_id": "u", "surface": "s", "k": 3}).json() == {
         "ok": 3}  # fmt: skip
+
+
+def test_api_errors_carry_retry_after_and_401_asks_for_bearer():
+    import asyncio
+
+    from core.rate_limit import retry_after_header
+    from deployments.errors import _api_error
+
+    limited = ApiError(429, "rate_limited", "too many unknown decision ids",
+                       headers={"Retry-After": retry_after_header(0.3)})  # fmt: skip
+    response = asyncio.run(_api_error(None, limited))
+    assert response.status_code == 429 and response.headers["retry-after"] == "1"
+    unauthorized = asyncio.run(_api_error(None, ApiError(401, "unauthorized", "no key")))
+    assert unauthorized.headers["www-authenticate"] == "Bearer"

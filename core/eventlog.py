@@ -257,11 +257,12 @@ class EventLog:
             offset += entry["counts"]
             name = f"part-{uuid.uuid4().hex}.parquet"
             path = self.store.path(f"tenant_id={tenant}", f"date={date}", name)
-            self._write_file(part, path)
+            self.commit_file(part, path)
             paths.append(path)
         return paths
 
-    def _write_file(self, table: pa.Table, path: str) -> None:
+    def commit_file(self, table: pa.Table, path: str) -> None:
+        """Write ``table`` as the Parquet file ``path`` so that it appears whole, durably."""
         self.store.makedirs(path.rsplit("/", 1)[0])
         if not self.store.is_local:  # one PUT (or completed multipart upload) is atomic
             pq.write_table(table, path, filesystem=self.store.fs)
@@ -366,49 +367,11 @@ class EventLog:
     # ---- maintenance ------------------------------------------------------------------------
 
     def compact(self, tenant: str, *, min_files: int = 1) -> dict[str, int]:
-        """Merge each date partition of ``tenant`` into one file, dropping duplicate event ids.
+        """Merge each date partition of ``tenant`` into one file, dropping duplicate event ids;
+        safe with concurrent appends. See :func:`core.event_compaction.compact_tenant`."""
+        from core.event_compaction import compact_tenant  # it imports this module
 
-        Partitions with fewer than ``min_files`` files are left alone (``min_files=2`` skips
-        reading partitions that are already compact; the default also removes duplicates from
-        single-file partitions). Safe with concurrent appends, in this or other processes:
-        files are immutable, appends only add new ones, and only the files listed at the start
-        are merged and deleted. Compactions of one tenant are serialised by their own lock, so
-        appends never wait for one. The merged file is committed (and synced) before the old
-        files are deleted, so a crash never loses an event; at worst it leaves duplicates that
-        the next ``compact`` removes. A reader that listed the old files just before they were
-        deleted can fail and must retry. Returns counts: ``files_before``, ``files_after``,
-        ``rows``, ``duplicates_removed``.
-        """
-        stats = {"files_before": 0, "files_after": 0, "rows": 0, "duplicates_removed": 0}
-        by_date: dict[str, list[str]] = {}
-        tenant_dir = self.store.path(f"tenant_id={tenant}")
-        with self.store.local_lock(tenant_dir, ".compact.lock"):
-            for path in self.files(tenant):
-                by_date.setdefault(path.rsplit("/", 2)[1], []).append(path)
-            for date_dir, paths in sorted(by_date.items()):
-                stats["files_before"] += len(paths)
-                stats["files_after"] += 1 if len(paths) >= min_files else len(paths)
-                if len(paths) < min_files:
-                    continue
-                tables = [
-                    pq.read_table(p, filesystem=self.store.fs, schema=EVENT_SCHEMA) for p in paths
-                ]
-                merged = pa.concat_tables(tables)
-                unique = _dedup(merged)
-                stats["rows"] += unique.num_rows
-                stats["duplicates_removed"] += merged.num_rows - unique.num_rows
-                if len(paths) == 1 and unique.num_rows == merged.num_rows:
-                    continue
-                out = self.store.path(
-                    f"tenant_id={tenant}", date_dir, f"part-{uuid.uuid4().hex}.parquet"
-                )
-                self._write_file(
-                    unique.sort_by([("ts", "ascending"), ("event_id", "ascending")]), out
-                )
-                for p in paths:
-                    self.store.fs.delete_file(p)
-                self.store.sync_dir(out.rsplit("/", 1)[0])
-        return stats
+        return compact_tenant(self, tenant, min_files=min_files)
 
 
 def _reportable(event_id: str) -> bool:
@@ -420,13 +383,6 @@ def _reportable(event_id: str) -> bool:
     except UnicodeEncodeError:  # a lone surrogate would make the JSON response unencodable
         return False
     return True
-
-
-def _dedup(table: pa.Table) -> pa.Table:
-    """Keep one row (the first) per event_id; row order is not preserved."""
-    indexed = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
-    firsts = indexed.group_by("event_id", use_threads=False).aggregate([("_row", "min")])
-    return table.take(firsts.column("_row_min"))
 
 
 def _filter(start: Any, end: Any, event_types: list[str] | None) -> ds.Expression | None:

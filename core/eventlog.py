@@ -165,6 +165,9 @@ class EventLog:
         and surfaces are rejected rather than stored: nothing could serve them, counting them
         would let any client push junk into trending, and a rejected row can be resent once
         the catalogue knows the item. ``now`` (default: the clock) anchors the time bounds.
+
+        Never raises for what a row holds. A storage failure raises ``OSError``: nothing of
+        that tenant's rows is acknowledged then (answer 503; a retry is safe).
         """
         now = now or self.clock()
         result = AppendResult()

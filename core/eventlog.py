@@ -9,12 +9,20 @@ Invariants:
 * Every file appears atomically: it is written under a hidden name (``.tmp-…``; readers,
   ``pyarrow.dataset`` and Ray Data ignore ``.``/``_`` prefixed files) and renamed into place,
   or put in one request on object stores. A reader never sees half a file.
-* :meth:`EventLog.append` is idempotent by ``event_id`` within a process: ids already in the
-  log, or repeated in the batch, are reported as duplicates and not written again. The set of
-  seen ids per tenant is loaded lazily from the log on the first append for that tenant and
-  kept up to date under a lock. Two *processes* appending the same id at the same time can
-  both write it; :meth:`EventLog.compact` removes such duplicates.
-* Accepted rows are durable (their file is in place) when ``append`` returns.
+* Every row is validated on its own (:func:`core.schema.normalize_event`, time bounds
+  :class:`core.schema.EventBounds`, the tenant's catalogue and surfaces when given): a bad row
+  is rejected with its field and reason, and never costs the rest of its batch.
+* :meth:`EventLog.append` is idempotent by ``(tenant, event_id)`` across instances, processes
+  and restarts, through the durable id index of :mod:`core.event_ids`: an id already stored
+  is a *duplicate* (same content) or a *conflict* (different content), and is not written
+  again. On object stores the index is per process; see :mod:`core.event_ids`.
+* Accepted rows are durable when ``append`` returns: their file is committed and, on local
+  disks, ``fsync``-ed with its directory; then their ids are in the index. ``append`` returns
+  the stored rows themselves (:attr:`AppendResult.accepted_rows`), so a caller applies exactly
+  what was stored.
+* :meth:`EventLog.compact` merges each date partition into one file; it runs concurrently
+  with appends (appends only ever add new files) and is safe to call from a background thread
+  (:class:`core.event_compaction.BackgroundCompactor`).
 * ``date`` is the UTC date of ``ts``. ``tenant_id`` is both a path partition and a column, so
   a file read alone is self-describing.
 """
@@ -24,7 +32,9 @@ from __future__ import annotations
 import re
 import threading
 import uuid
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -33,7 +43,17 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from core.schema import EVENT_COLUMNS, EVENT_SCHEMA, EVENT_TYPES, RowError, normalize_event, to_utc
+from core.event_ids import UNKNOWN_FINGERPRINT, EventIdIndex
+from core.schema import (
+    EVENT_COLUMNS,
+    EVENT_SCHEMA,
+    EVENT_TYPES,
+    EventBounds,
+    RowError,
+    event_fingerprint,
+    normalize_event,
+    to_utc,
+)
 from core.storage import Storage
 
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -55,11 +75,21 @@ class Rejection:
 
 @dataclass
 class AppendResult:
-    """Outcome of one :meth:`EventLog.append`; every input row is in exactly one list."""
+    """Outcome of one :meth:`EventLog.append`; every input row is in exactly one of
+    ``accepted``, ``duplicates``, ``conflicts``, ``rejected``.
+
+    ``accepted_rows[i]`` is the normalised row stored for ``accepted[i]`` (EVENT_SCHEMA
+    fields, ``ts`` an aware UTC datetime): apply these, never the request's rows matched by
+    id. ``duplicates``: ids already stored (or earlier in the batch) with the same content — a
+    retry, harmless. ``conflicts``: ids already stored (or earlier in the batch) with other
+    content — not written; the client reused an id.
+    """
 
     accepted: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    accepted_rows: list[dict] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
 
 
 def check_events_table(table: pa.Table) -> pa.Table:
@@ -91,81 +121,129 @@ def check_events_table(table: pa.Table) -> pa.Table:
 class EventLog:
     """Append, read and compact the partitioned event log rooted at ``uri``.
 
-    Thread-safe. ``filesystem`` overrides what ``uri`` would give (see
-    :class:`core.storage.Storage`).
+    Thread-safe, and safe with other instances on the same storage. ``filesystem`` overrides
+    what ``uri`` would give (see :class:`core.storage.Storage`). ``bounds``: the time window
+    :meth:`append` accepts; ``clock``: returns "now" (an aware datetime) for that window.
     """
 
-    def __init__(self, uri: str, *, filesystem: pafs.FileSystem | None = None):
+    def __init__(
+        self,
+        uri: str,
+        *,
+        filesystem: pafs.FileSystem | None = None,
+        bounds: EventBounds | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ):
         self.store = Storage(uri, filesystem)
         self.uri = self.store.uri
+        self.bounds = bounds or EventBounds()
+        self.clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
-        self._seen: dict[str, set[str]] = {}
+        self.ids = EventIdIndex(self.store, self._stored_ids)
 
     def __repr__(self) -> str:
         return f"EventLog({self.uri!r})"
 
     # ---- writing ----------------------------------------------------------------------------
 
-    def append(self, rows: list[dict], *, tenant: str | None = None) -> AppendResult:
+    def append(
+        self,
+        rows: list[Any],
+        *,
+        tenant: str | None = None,
+        items: Container[str] | None = None,
+        surfaces: Container[str] | None = None,
+        now: datetime | None = None,
+    ) -> AppendResult:
         """Validate, deduplicate and durably write ``rows`` (dicts of EVENT_SCHEMA fields).
 
-        Malformed rows are rejected with the field and reason (the others are still written);
-        if ``tenant`` is given, rows of another tenant are rejected on ``tenant_id``.
+        Each row is judged alone: a malformed one is rejected with its field and reason and
+        the others are still written. ``tenant``: rows of another tenant are rejected on
+        ``tenant_id``. ``items`` (the tenant's catalogue, anything supporting ``in``): a row
+        for an item not in it is rejected on ``item_id``. ``surfaces``: a row naming a surface
+        not in it is rejected on ``surface`` (a row without a surface is fine). Unknown items
+        and surfaces are rejected rather than stored: nothing could serve them, counting them
+        would let any client push junk into trending, and a rejected row can be resent once
+        the catalogue knows the item. ``now`` (default: the clock) anchors the time bounds.
+
+        Never raises for what a row holds. A storage failure raises ``OSError``: nothing of
+        that tenant's rows is acknowledged then (answer 503; a retry is safe).
         """
+        now = now or self.clock()
         result = AppendResult()
-        valid: list[tuple[int, dict]] = []
+        valid: list[tuple[dict, str]] = []
         for index, row in enumerate(rows):
             raw_id = row.get("event_id") if isinstance(row, dict) else None
-            event_id = raw_id if isinstance(raw_id, str) else None
+            event_id = raw_id if isinstance(raw_id, str) and _reportable(raw_id) else None
             try:
-                event = normalize_event(row)
-                if not _TENANT_RE.match(event["tenant_id"]):
-                    raise RowError("tenant_id", "use letters, digits, '_', '.', '-'")
-                if tenant is not None and event["tenant_id"] != tenant:
-                    raise RowError(
-                        "tenant_id", f"row is for tenant {event['tenant_id']!r}, not {tenant!r}"
-                    )
+                event = self._check_row(row, now, tenant, items, surfaces)
             except RowError as err:
                 result.rejected.append(Rejection(index, event_id, err.field, err.message))
                 continue
-            valid.append((index, event))
+            valid.append((event, event_fingerprint(event)))
 
-        with self._lock:
-            fresh: list[dict] = []
-            batch_ids: dict[str, set[str]] = {}
-            for _, event in valid:
-                seen = self._seen_ids(event["tenant_id"])
-                in_batch = batch_ids.setdefault(event["tenant_id"], set())
-                if event["event_id"] in seen or event["event_id"] in in_batch:
-                    result.duplicates.append(event["event_id"])
-                else:
-                    in_batch.add(event["event_id"])
-                    fresh.append(event)
-            if fresh:
-                self._write_groups(pa.Table.from_pylist(fresh, schema=EVENT_SCHEMA))
-            for t, ids in batch_ids.items():
-                self._seen[t] |= ids
-        result.accepted = [e["event_id"] for e in fresh]
+        by_tenant: dict[str, list[tuple[dict, str]]] = {}
+        for event, fp in valid:
+            by_tenant.setdefault(event["tenant_id"], []).append((event, fp))
+        fresh_ids: set[int] = set()
+        outcome: dict[int, str] = {}
+        for t, group in by_tenant.items():
+            with self._lock, self.ids.locked(t) as stored:
+                fresh: dict[str, tuple[dict, str]] = {}
+                for event, fp in group:
+                    eid = event["event_id"]
+                    known = fresh[eid][1] if eid in fresh else stored.get(eid)
+                    if known is None:
+                        fresh[eid] = (event, fp)
+                        fresh_ids.add(id(event))
+                    elif known in (fp, UNKNOWN_FINGERPRINT):
+                        outcome[id(event)] = "duplicate"
+                    else:
+                        outcome[id(event)] = "conflict"
+                if fresh:
+                    events = [e for e, _ in fresh.values()]
+                    self._write_groups(pa.Table.from_pylist(events, schema=EVENT_SCHEMA))
+                    self.ids.record(t, [(eid, fp) for eid, (_, fp) in fresh.items()])
+        for event, _ in valid:  # report in input order
+            if id(event) in fresh_ids:
+                result.accepted.append(event["event_id"])
+                result.accepted_rows.append(event)
+            elif outcome[id(event)] == "duplicate":
+                result.duplicates.append(event["event_id"])
+            else:
+                result.conflicts.append(event["event_id"])
         return result
 
+    def _check_row(self, row: Any, now: datetime, tenant: str | None, items, surfaces) -> dict:
+        event = normalize_event(row, now=now, bounds=self.bounds)
+        if not _TENANT_RE.match(event["tenant_id"]):
+            raise RowError("tenant_id", "use letters, digits, '_', '.', '-'")
+        if tenant is not None and event["tenant_id"] != tenant:
+            raise RowError("tenant_id", f"row is for tenant {event['tenant_id']!r}, not {tenant!r}")
+        if items is not None and event["item_id"] not in items:
+            raise RowError("item_id", "unknown item: not in the tenant's catalogue")
+        if surfaces is not None and event["surface"] is not None and event["surface"] not in surfaces:
+            raise RowError("surface", "unknown surface for this tenant")
+        return event
+
     def write_table(self, table: pa.Table) -> list[str]:
-        """Bulk-write an events table (generators, imports): schema-checked, not deduplicated.
+        """Bulk-write an events table (generators, imports): schema-checked, not deduplicated
+        and not time-bounded; its ids are added to the id index (as unfingerprinted).
 
         Writes one atomic file per (tenant, date) present in ``table``; returns their paths.
         """
         table = check_events_table(table)
-        with self._lock:
-            paths = self._write_groups(table)
-            for t in self._seen.keys() & set(pc.unique(table.column("tenant_id")).to_pylist()):
-                mask = pc.equal(table.column("tenant_id"), t)
-                self._seen[t].update(pc.filter(table.column("event_id"), mask).to_pylist())
+        paths = []
+        for t in pc.unique(table.column("tenant_id")).to_pylist():
+            part = table.filter(pc.equal(table.column("tenant_id"), t))
+            with self._lock, self.ids.locked(t):
+                paths += self._write_groups(part)
+                ids = part.column("event_id").to_pylist()
+                self.ids.record(t, [(i, UNKNOWN_FINGERPRINT) for i in ids])
         return paths
 
-    def _seen_ids(self, tenant: str) -> set[str]:
-        if tenant not in self._seen:
-            ids = self.dataset(tenant).to_table(columns=["event_id"]).column("event_id")
-            self._seen[tenant] = set(ids.to_pylist())
-        return self._seen[tenant]
+    def _stored_ids(self, tenant: str) -> list[str]:
+        return self.dataset(tenant).to_table(columns=["event_id"]).column("event_id").to_pylist()
 
     def _write_groups(self, table: pa.Table) -> list[str]:
         dates = pc.strftime(table.column("ts"), format="%Y-%m-%d")
@@ -182,18 +260,19 @@ class EventLog:
             offset += entry["counts"]
             name = f"part-{uuid.uuid4().hex}.parquet"
             path = self.store.path(f"tenant_id={tenant}", f"date={date}", name)
-            self._write_file(part, path)
+            self.commit_file(part, path)
             paths.append(path)
         return paths
 
-    def _write_file(self, table: pa.Table, path: str) -> None:
+    def commit_file(self, table: pa.Table, path: str) -> None:
+        """Write ``table`` as the Parquet file ``path`` so that it appears whole, durably."""
         self.store.makedirs(path.rsplit("/", 1)[0])
         if not self.store.is_local:  # one PUT (or completed multipart upload) is atomic
             pq.write_table(table, path, filesystem=self.store.fs)
             return
         tmp = self.store.tmp_name(path)
         pq.write_table(table, tmp, filesystem=self.store.fs)
-        self.store.commit(tmp, path)
+        self.store.commit(tmp, path)  # syncs the file, then the directory after the rename
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -238,7 +317,13 @@ class EventLog:
                     f"unknown event columns {unknown}; expected some of {list(EVENT_COLUMNS)}"
                 )
         expr = _filter(start, end, event_types)
-        table = self.dataset(tenant).to_table(columns=list(EVENT_COLUMNS), filter=expr)
+        for attempt in range(3):
+            try:
+                table = self.dataset(tenant).to_table(columns=list(EVENT_COLUMNS), filter=expr)
+                break
+            except FileNotFoundError:  # a compaction deleted a file listed a moment ago
+                if attempt == 2:
+                    raise
         table = table.sort_by([("ts", "ascending"), ("event_id", "ascending")])
         return table.select(columns) if columns is not None else table
 
@@ -284,46 +369,23 @@ class EventLog:
 
     # ---- maintenance ------------------------------------------------------------------------
 
-    def compact(self, tenant: str) -> dict[str, int]:
-        """Merge each date partition of ``tenant`` into one file, dropping duplicate event ids.
+    def compact(self, tenant: str, *, min_files: int = 1) -> dict[str, int]:
+        """Merge each date partition of ``tenant`` into one file, dropping duplicate event ids;
+        safe with concurrent appends. See :func:`core.event_compaction.compact_tenant`."""
+        from core.event_compaction import compact_tenant  # it imports this module
 
-        The merged file is committed before the old files are deleted, so a crash never loses
-        an event; at worst it leaves duplicates that the next ``compact`` removes. Returns
-        counts: ``files_before``, ``files_after``, ``rows``, ``duplicates_removed``.
-        """
-        stats = {"files_before": 0, "files_after": 0, "rows": 0, "duplicates_removed": 0}
-        by_date: dict[str, list[str]] = {}
-        with self._lock, self.store.local_lock(self.store.path(f"tenant_id={tenant}")):
-            for path in self.files(tenant):
-                by_date.setdefault(path.rsplit("/", 2)[1], []).append(path)
-            for date_dir, paths in sorted(by_date.items()):
-                stats["files_before"] += len(paths)
-                tables = [
-                    pq.read_table(p, filesystem=self.store.fs, schema=EVENT_SCHEMA) for p in paths
-                ]
-                merged = pa.concat_tables(tables)
-                unique = _dedup(merged)
-                stats["rows"] += unique.num_rows
-                stats["duplicates_removed"] += merged.num_rows - unique.num_rows
-                stats["files_after"] += 1
-                if len(paths) == 1 and unique.num_rows == merged.num_rows:
-                    continue
-                out = self.store.path(
-                    f"tenant_id={tenant}", date_dir, f"part-{uuid.uuid4().hex}.parquet"
-                )
-                self._write_file(
-                    unique.sort_by([("ts", "ascending"), ("event_id", "ascending")]), out
-                )
-                for p in paths:
-                    self.store.fs.delete_file(p)
-        return stats
+        return compact_tenant(self, tenant, min_files=min_files)
 
 
-def _dedup(table: pa.Table) -> pa.Table:
-    """Keep one row (the first) per event_id; row order is not preserved."""
-    indexed = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
-    firsts = indexed.group_by("event_id", use_threads=False).aggregate([("_row", "min")])
-    return table.take(firsts.column("_row_min"))
+def _reportable(event_id: str) -> bool:
+    """Whether a rejected row's id can be echoed back (UTF-8 encodable, bounded)."""
+    if len(event_id) > 128:
+        return False
+    try:
+        event_id.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate would make the JSON response unencodable
+        return False
+    return True
 
 
 def _filter(start: Any, end: Any, event_types: list[str] | None) -> ds.Expression | None:

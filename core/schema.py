@@ -15,8 +15,12 @@ Hive-style partition columns (``tenant_id``, ``date``) are part of the path, and
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from datetime import UTC, datetime
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -87,8 +91,58 @@ class RowError(ValueError):
         self.message = message
 
 
+MAX_POSITION = 2**31 - 1
+"""``position`` is an int32 column."""
+MAX_VALUE = 1e9
+"""Upper bound of ``value`` (dwell seconds, a rating, or 1.0): anything larger is a client bug."""
+_EPOCH_MIN, _EPOCH_MAX = -62_135_596_800, 253_402_300_799  # 0001-01-01 .. 9999-12-31 UTC
+# Lone surrogates cannot be encoded as UTF-8 (Arrow/Parquet strings); C0/C1 control characters
+# (NUL included) have no place in an id and break logs, CSV exports and C-string consumers.
+_BAD_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class EventBounds:
+    """What an online event's timestamp may be, relative to the time it is received.
+
+    Events outside ``[now - max_age, now + max_future_skew]`` are **rejected** (not clamped):
+    a clamped timestamp would be a value the client never sent, and a retry of the same
+    event would then differ from the stored one. ``max_age`` is how late an event may arrive
+    (offline clients, retries) and should not exceed the event retention; ``max_future_skew``
+    absorbs client clock skew. Without the upper bound one click dated years ahead holds
+    trending rank 0 forever; without the lower bound a row dated 0001 makes an absurd date
+    partition. Bulk imports (:meth:`core.eventlog.EventLog.write_table`) are not bounded.
+    """
+
+    max_age: timedelta = timedelta(days=30)
+    max_future_skew: timedelta = timedelta(minutes=5)
+
+    def check(self, ts: datetime, now: datetime, field: str = "ts") -> None:
+        if ts < now - self.max_age:
+            raise RowError(field, f"more than {_span(self.max_age)} in the past")
+        if ts > now + self.max_future_skew:
+            raise RowError(field, f"more than {_span(self.max_future_skew)} in the future")
+
+
+def _span(delta: timedelta) -> str:
+    s = int(delta.total_seconds())
+    return f"{s // 86400} days" if s % 86400 == 0 else f"{s} seconds"
+
+
 def to_utc(value: Any, field: str = "ts") -> datetime:
-    """Parse a timestamp (datetime, ISO-8601 string, or epoch seconds) into an aware UTC datetime."""
+    """Parse a timestamp (datetime, ISO-8601 string, or epoch seconds) into an aware UTC datetime.
+
+    Raises :class:`RowError` for anything unparseable or outside years 0001..9999 UTC (which a
+    ``datetime`` cannot hold), never ``OverflowError``/``OSError``."""
+    try:
+        return _to_utc(value, field)
+    except (OverflowError, OSError, ValueError) as exc:
+        if isinstance(exc, RowError):
+            raise
+        raise RowError(field, "timestamp out of range (years 0001..9999 UTC)") from None
+
+
+def _to_utc(value: Any, field: str) -> datetime:
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if isinstance(value, bool):
@@ -96,8 +150,12 @@ def to_utc(value: Any, field: str = "ts") -> datetime:
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise RowError(field, "expected a finite epoch-seconds timestamp")
+        if not _EPOCH_MIN <= value <= _EPOCH_MAX:
+            raise RowError(field, "timestamp out of range (years 0001..9999 UTC)")
         return datetime.fromtimestamp(float(value), tz=UTC)
     if isinstance(value, str):
+        if len(value) > 64 or _BAD_TEXT.search(value):
+            raise RowError(field, "not an ISO-8601 timestamp")
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as exc:
@@ -106,13 +164,21 @@ def to_utc(value: Any, field: str = "ts") -> datetime:
     raise RowError(field, f"expected a timestamp, got {type(value).__name__}")
 
 
+def _check_text(field: str, value: str, max_len: int) -> str:
+    if len(value) > max_len:
+        raise RowError(field, f"longer than {max_len} characters")
+    bad = _BAD_TEXT.search(value)
+    if bad:
+        what = "a lone surrogate" if "\ud800" <= bad.group() <= "\udfff" else "a control character"
+        raise RowError(field, f"contains {what} (U+{ord(bad.group()):04X})")
+    return value
+
+
 def _require_str(row: dict, field: str, max_len: int = 256) -> str:
     value = row.get(field)
     if not isinstance(value, str) or not value:
         raise RowError(field, "required non-empty string")
-    if len(value) > max_len:
-        raise RowError(field, f"longer than {max_len} characters")
-    return value
+    return _check_text(field, value, max_len)
 
 
 def _optional_str(row: dict, field: str, max_len: int = 256) -> str | None:
@@ -121,46 +187,59 @@ def _optional_str(row: dict, field: str, max_len: int = 256) -> str | None:
         return None
     if not isinstance(value, str):
         raise RowError(field, "expected a string")
-    if len(value) > max_len:
-        raise RowError(field, f"longer than {max_len} characters")
-    return value
+    return _check_text(field, value, max_len)
 
 
-def normalize_event(row: dict) -> dict:
+def normalize_event(
+    row: dict, *, now: datetime | None = None, bounds: EventBounds | None = None
+) -> dict:
     """Validate one event row and return it with canonical types (see :data:`EVENT_SCHEMA`).
 
-    Raises :class:`RowError` naming the first bad field. Unknown fields are an error: a typo
-    in a client's payload must not silently drop data.
+    Raises :class:`RowError` naming the first bad field; never anything else, whatever the
+    row holds. Unknown fields are an error: a typo in a client's payload must not silently
+    drop data. Strings: no lone surrogates, no control characters (NUL included), bounded
+    length. Integers and numbers: ``position`` in ``[0, 2**31)``, ``value`` finite in
+    ``[0, MAX_VALUE]``, ``propensity`` in ``(0, 1]``. With ``now``, ``ts`` must also lie within
+    ``bounds`` (default :class:`EventBounds`) around it.
     """
     if not isinstance(row, dict):
         raise RowError("event", "expected an object")
     unknown = set(row) - set(EVENT_COLUMNS)
     if unknown:
-        raise RowError(sorted(unknown)[0], "unknown field")
+        name = sorted(unknown, key=repr)[0]
+        raise RowError(name if isinstance(name, str) and not _BAD_TEXT.search(name) else "event",
+                       "unknown field")  # fmt: skip
     event_type = _require_str(row, "event_type")
     if event_type not in EVENT_TYPES:
         raise RowError("event_type", f"must be one of {', '.join(EVENT_TYPES)}")
     raw_value = row.get("value", 1.0)
     if isinstance(raw_value, bool) or not isinstance(raw_value, int | float):
         raise RowError("value", "expected a number")
-    value = float(raw_value)
-    if not math.isfinite(value) or value < 0:
-        raise RowError("value", "expected a finite, non-negative number")
+    try:
+        value = float(raw_value)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value) or not 0 <= value <= MAX_VALUE:
+        raise RowError("value", f"expected a finite number in [0, {MAX_VALUE:g}]")
     position = row.get("position")
     if position is not None and (
-        isinstance(position, bool) or not isinstance(position, int) or position < 0
-    ):
-        raise RowError("position", "expected a non-negative integer")
+        isinstance(position, bool) or not isinstance(position, int)
+        or not 0 <= position <= MAX_POSITION
+    ):  # fmt: skip
+        raise RowError("position", f"expected an integer in [0, {MAX_POSITION}]")
     propensity = row.get("propensity")
     if propensity is not None:
         if isinstance(propensity, bool) or not isinstance(propensity, int | float):
             raise RowError("propensity", "expected a number in (0, 1]")
-        propensity = float(propensity)
+        try:
+            propensity = float(propensity)
+        except OverflowError:
+            propensity = math.inf
         if not (0.0 < propensity <= 1.0):
             raise RowError("propensity", "expected a number in (0, 1]")
     if "ts" not in row or row["ts"] is None:
         raise RowError("ts", "required timestamp")
-    return {
+    event = {
         "event_id": _require_str(row, "event_id", 128),
         "tenant_id": _require_str(row, "tenant_id", 64),
         "user_id": _require_str(row, "user_id"),
@@ -174,6 +253,18 @@ def normalize_event(row: dict) -> dict:
         "experiment_arm": _optional_str(row, "experiment_arm", 128),
         "propensity": propensity,
     }
+    if now is not None:
+        (bounds or EventBounds()).check(event["ts"], to_utc(now, "now"))
+    return event
+
+
+def event_fingerprint(event: dict) -> str:
+    """A content hash of a normalised event (every column), to tell a retry of an event (same
+    id, same content: a duplicate) from a different event reusing its id (a conflict)."""
+    canon = {k: event.get(k) for k in EVENT_COLUMNS}
+    canon["ts"] = canon["ts"].isoformat(timespec="microseconds")
+    blob = json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
 def events_table(rows: list[dict]) -> pa.Table:

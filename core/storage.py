@@ -4,6 +4,11 @@ The same code runs on a local disk and on object stores. What differs is how a f
 atomically: locally we write a hidden temp name and ``rename(2)`` it (readers see the old file
 or the new one, never half of one); on object stores a single PUT is already atomic, while a
 "rename" would be copy + delete, so we write the final name directly.
+
+Durability: on a local disk every write that returns has been ``fsync``-ed — the file, the
+directory entry that names it (after a rename), and any directory created for it — so what a
+caller acknowledges survives a power loss, not just a process crash. On object stores a PUT is
+durable when it returns; there is nothing to sync.
 """
 
 from __future__ import annotations
@@ -20,6 +25,16 @@ from typing import Any
 import pyarrow.fs as pafs
 
 CHUNK = 1 << 20
+
+
+def _fsync(path: str, directory: bool = False) -> None:
+    """``fsync(2)`` the file or directory at ``path`` (flushes the inode whichever descriptor
+    wrote it)."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Storage:
@@ -64,7 +79,27 @@ class Storage:
         return json.loads(self.read_bytes(path))
 
     def makedirs(self, path: str) -> None:
-        self.fs.create_dir(path, recursive=True)
+        """Create ``path`` and its parents; locally, each new directory's entry is synced."""
+        if not self.is_local:
+            self.fs.create_dir(path, recursive=True)
+            return
+        missing, p = [], Path(path)
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        os.makedirs(path, exist_ok=True)
+        for d in reversed(missing):
+            _fsync(str(d.parent), directory=True)
+
+    def sync_file(self, path: str) -> None:
+        """Make the content of ``path`` durable (local disks; a no-op on object stores)."""
+        if self.is_local:
+            _fsync(path)
+
+    def sync_dir(self, path: str) -> None:
+        """Make the entries of directory ``path`` durable (local disks; no-op elsewhere)."""
+        if self.is_local:
+            _fsync(path, directory=True)
 
     def tmp_name(self, path: str) -> str:
         """A hidden sibling of ``path`` (leading ``.``), ignored by every reader."""
@@ -72,8 +107,11 @@ class Storage:
         return f"{parent}/.tmp-{uuid.uuid4().hex[:12]}-{name}"
 
     def commit(self, tmp: str, path: str) -> None:
-        """Move a fully written ``tmp`` into place (replacing ``path`` if it exists)."""
+        """Move a fully written ``tmp`` into place (replacing ``path`` if it exists), durably:
+        ``tmp``'s content is synced before the rename and the directory after it."""
+        self.sync_file(tmp)
         self.fs.move(tmp, path)
+        self.sync_dir(path.rsplit("/", 1)[0])
 
     def write_atomic(self, path: str, data: bytes) -> None:
         """Make ``path`` hold ``data`` in one visible step."""
@@ -101,6 +139,8 @@ class Storage:
                 digest.update(chunk)
                 size += len(chunk)
                 fout.write(chunk)
+        self.sync_file(dest)
+        self.sync_dir(dest.rsplit("/", 1)[0])
         return size, digest.hexdigest()
 
     def download(self, src: str, dest: Path) -> str:
@@ -121,8 +161,9 @@ class Storage:
         return digest.hexdigest()
 
     @contextlib.contextmanager
-    def local_lock(self, directory: str) -> Iterator[None]:
+    def local_lock(self, directory: str, name: str = ".lock") -> Iterator[None]:
         """An exclusive inter-process lock on local storage; a no-op on object stores.
+        ``name``: the lock file in ``directory`` (one directory can hold several locks).
 
         Object stores have no cheap lock; callers must be correct without it (last writer
         wins) and use it only to serialise read-modify-write sequences where it is available.
@@ -133,7 +174,7 @@ class Storage:
         import fcntl
 
         os.makedirs(directory, exist_ok=True)
-        with open(f"{directory}/.lock", "a") as fh:
+        with open(f"{directory}/{name}", "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield

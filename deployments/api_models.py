@@ -1,31 +1,54 @@
 """HTTP request and response bodies of the public API (``docs/api.md``).
 
 These pydantic models are the API contract: FastAPI validates requests against them and
-publishes them as the OpenAPI schema at ``/openapi.json``. Request models forbid unknown keys,
-so a misspelt field is a 422 naming it rather than a silently ignored setting.
+publishes them as the OpenAPI schema at ``/openapi.json``. Request models are strict: unknown
+keys are errors (a misspelt field is a 422 naming it rather than a silently ignored setting),
+nothing is coerced (``k: "10"`` and ``k: true`` are 422, not 10 and 1), and ids are non-empty
+strings without control characters (NUL included) or lone surrogates.
+
+:func:`parse_request` is the strict body parser for handlers that authenticate first and
+parse after (``Request.body()`` then this): it also refuses duplicate JSON keys (which
+``json.loads`` would silently resolve to the last), ``NaN``/``Infinity`` and bodies that are
+not UTF-8, each as a 422 :class:`deployments.errors.ApiError` naming the field.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import re
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from deployments.errors import ApiError, validation_error
 
 MAX_K = 100
 MAX_EVENTS_PER_REQUEST = 1000
 
+_BAD_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _clean_text(value: str) -> str:
+    if _BAD_TEXT.search(value):
+        raise ValueError("must not contain control characters (NUL included) or lone surrogates")
+    return value
+
+
+Id = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_clean_text)]
+"""An id in a request: a non-empty string of at most 256 clean characters."""
+
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RecommendRequest(_Request):
-    user_id: str = Field(min_length=1, max_length=256)
-    surface: str = Field(min_length=1, max_length=64)
-    k: int = Field(10, ge=1, le=MAX_K, description="slate size")
+    user_id: Id
+    surface: Annotated[Id, Field(max_length=64)]
+    k: StrictInt = Field(10, ge=1, le=MAX_K, description="slate size")
     context: dict[str, Any] = Field(default_factory=dict)
     """Free-form request context, e.g. ``{"item_id": ...}`` on an item page."""
-    exclude_item_ids: list[str] = Field(default_factory=list, max_length=1000)
+    exclude_item_ids: list[Id] = Field(default_factory=list, max_length=1000)
 
 
 class RecommendedItem(BaseModel):
@@ -58,6 +81,55 @@ class EventsRequest(_Request):
     events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
 
 
+class DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json_body(raw: bytes | str) -> Any:
+    """``raw`` as JSON, strictly: a 422 :class:`ApiError` for invalid UTF-8 or JSON, a
+    duplicate key in any object (``field`` names the key), or ``NaN``/``Infinity``."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        raise ApiError(422, "validation_error", "request body is not UTF-8") from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except DuplicateKey as dup:
+        key = dup.key if not _BAD_TEXT.search(dup.key) else None
+        raise ApiError(422, "validation_error", "duplicate key in the JSON body", key) from None
+    except (ValueError, RecursionError):
+        raise ApiError(422, "validation_error", "request body is not valid JSON") from None
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_request(model: type[Model], raw: bytes | str) -> Model:
+    """Parse and validate a request body as ``model`` (after authentication); a 422
+    :class:`ApiError` naming the first offending field (``k``, ``events.0``) otherwise."""
+    data = parse_json_body(raw)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        field, message = validation_error(exc.errors(include_url=False))
+        raise ApiError(422, "validation_error", message, field) from None
+
+
 class RejectedEvent(BaseModel):
     index: int
     event_id: str | None
@@ -67,8 +139,12 @@ class RejectedEvent(BaseModel):
 
 class EventsResponse(BaseModel):
     accepted: list[str]
+    """Ids stored by this request (and to be applied to online state)."""
     duplicates: list[str]
+    """Ids already stored with the same content: a retry; nothing done."""
     rejected: list[RejectedEvent]
+    conflicts: list[str] = Field(default_factory=list)
+    """Ids already stored (or earlier in this batch) with other content: not stored."""
 
 
 class VersionsResponse(BaseModel):

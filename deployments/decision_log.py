@@ -16,6 +16,7 @@ from ray import serve
 
 from core.contracts import DecisionRecord
 from core.decision_log import DecisionLogWriter
+from core.rate_limit import TenantRateLimiter
 from deployments import metrics
 
 logger = logging.getLogger("ray.serve")
@@ -26,8 +27,16 @@ ShippedRecord = tuple[str, str, datetime, bytes]
 
 @serve.deployment(name="DecisionLog", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 class DecisionLogDeployment:
-    def __init__(self, decisions_uri: str, queue_size: int = 10_000, lru_size: int = 20_000):
-        self.writer = DecisionLogWriter(decisions_uri, queue_size=queue_size, lru_size=lru_size)
+    def __init__(self, decisions_uri: str, queue_size: int = 10_000, lru_size: int = 20_000,
+                 miss_rate_per_s: float = 5.0, miss_burst: float = 20.0,
+                 legacy_scan: bool = False):  # fmt: skip
+        """``miss_rate_per_s``/``miss_burst``: each tenant's budget of lookups of ids that are
+        not in the log (one limiter here, so the budget is global, not per ingress replica);
+        ``legacy_scan``: also find old uuid4 request ids by scanning (costly; off)."""
+        self.writer = DecisionLogWriter(
+            decisions_uri, queue_size=queue_size, lru_size=lru_size, legacy_scan=legacy_scan,
+            miss_limiter=TenantRateLimiter(miss_rate_per_s, miss_burst),
+        )  # fmt: skip
         self._reported_drops = 0
 
     async def record(self, records: list[ShippedRecord | DecisionRecord]) -> int:
@@ -49,7 +58,14 @@ class DecisionLogDeployment:
         return self.writer.submit_raw(tenant, request_id, at, raw)
 
     async def get(self, tenant_id: str, request_id: str) -> DecisionRecord | None:
+        """Not rate-limited; the ingress should call :meth:`lookup`."""
         return await asyncio.to_thread(self.writer.get, tenant_id, request_id)
+
+    async def lookup(self, tenant_id: str, request_id: str) -> tuple[DecisionRecord | None, float]:
+        """``(record or None, retry_after_s)``: ``retry_after_s > 0`` means the tenant's budget
+        of unknown-id lookups is spent: answer 429 with ``Retry-After``, not 404."""
+        found = await asyncio.to_thread(self.writer.lookup, tenant_id, request_id)
+        return found.record, found.retry_after_s
 
     async def flush(self, timeout_s: float = 10.0) -> bool:
         return await asyncio.to_thread(self.writer.flush, timeout_s)

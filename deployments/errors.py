@@ -27,19 +27,23 @@ _STATUS_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
     422: "validation_error",
+    429: "rate_limited",
     503: "unavailable",
 }
 
 
 class ApiError(Exception):
-    """An error the API reports to the client as-is."""
+    """An error the API reports to the client as-is. ``headers``: extra response headers
+    (``{"Retry-After": "2"}`` on a 429/503); a 401 always gets ``WWW-Authenticate: Bearer``."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None):  # fmt: skip
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.headers = dict(headers or {})
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -78,8 +82,10 @@ def validation_error(errors: list[dict[str, Any]]) -> tuple[str | None, str]:
 
 
 async def _api_error(request: Request, exc: ApiError):
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return error_response(exc.status, exc.code, exc.message, exc.field, headers)
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return error_response(exc.status, exc.code, exc.message, exc.field, headers or None)
 
 
 async def _validation(request: Request, exc: RequestValidationError):

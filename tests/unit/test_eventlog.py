@@ -13,6 +13,11 @@ from core.eventlog import EventLog, Rejection
 from core.schema import EVENT_SCHEMA
 
 T0 = datetime(2025, 3, 1, 22, 0, tzinfo=UTC)
+NOW = T0 + timedelta(days=2)  # the fixed clock: every event below is within the time bounds
+
+
+def _log(uri: str) -> EventLog:
+    return EventLog(uri, clock=lambda: NOW)
 
 
 def _event(i: int, tenant: str = "acme", hours: float = 0.0, **kw) -> dict:
@@ -28,7 +33,7 @@ def _event(i: int, tenant: str = "acme", hours: float = 0.0, **kw) -> dict:
 
 
 def test_malformed_rows_are_rejected_and_good_rows_kept(tmp_path: Path) -> None:
-    log = EventLog(str(tmp_path / "events"))
+    log = _log(str(tmp_path / "events"))
     rows = [
         _event(0),
         _event(1, event_type="purchase"),
@@ -59,18 +64,18 @@ def test_malformed_rows_are_rejected_and_good_rows_kept(tmp_path: Path) -> None:
 
 def test_duplicate_ids_are_idempotent_across_calls_and_instances(tmp_path: Path) -> None:
     uri = str(tmp_path / "events")
-    first = EventLog(uri).append([_event(0), _event(1), _event(1)])
+    first = _log(uri).append([_event(0), _event(1), _event(1)])
     assert first.accepted == ["e0", "e1"] and first.duplicates == ["e1"]
-    second = EventLog(uri).append([_event(1), _event(2)])  # a fresh instance loads seen ids
+    second = _log(uri).append([_event(1), _event(2)])  # a fresh instance loads seen ids
     assert second.accepted == ["e2"] and second.duplicates == ["e1"]
-    log = EventLog(uri)
+    log = _log(uri)
     again = log.append([_event(2)])
     assert again.accepted == [] and again.duplicates == ["e2"]
     assert sorted(log.read("acme").column("event_id").to_pylist()) == ["e0", "e1", "e2"]
 
 
 def test_concurrent_appends_of_the_same_ids_write_each_once(tmp_path: Path) -> None:
-    log = EventLog(str(tmp_path / "events"))
+    log = _log(str(tmp_path / "events"))
     batch = [_event(i, hours=i / 10) for i in range(50)]
     results = []
     threads = [threading.Thread(target=lambda: results.append(log.append(batch))) for _ in range(4)]
@@ -83,7 +88,7 @@ def test_concurrent_appends_of_the_same_ids_write_each_once(tmp_path: Path) -> N
 
 
 def test_time_range_and_type_reads(tmp_path: Path) -> None:
-    log = EventLog(str(tmp_path / "events"))
+    log = _log(str(tmp_path / "events"))
     log.append([_event(i, hours=i, event_type="click" if i % 2 else "like") for i in range(10)])
     assert len(log.files("acme")) == 2  # 22:00 on Mar 1 + 10 h crosses midnight UTC
     window = log.read("acme", start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=5))
@@ -99,7 +104,7 @@ def test_time_range_and_type_reads(tmp_path: Path) -> None:
 
 
 def test_compact_keeps_every_event_exactly_once(tmp_path: Path) -> None:
-    log = EventLog(str(tmp_path / "events"))
+    log = _log(str(tmp_path / "events"))
     for i in range(6):
         log.append([_event(j, hours=j) for j in range(i * 5, i * 5 + 5)])
     # The bulk path does not deduplicate: simulate a crash-replayed import.
@@ -119,7 +124,7 @@ def test_compact_keeps_every_event_exactly_once(tmp_path: Path) -> None:
 
 
 def test_write_table_checks_the_schema(tmp_path: Path) -> None:
-    log = EventLog(str(tmp_path / "events"))
+    log = _log(str(tmp_path / "events"))
     good = pa.Table.from_pylist([{**_event(1), "ts": T0, "value": 1.0}], schema=EVENT_SCHEMA)
     with pytest.raises(ValueError, match=r"missing columns \['propensity'\]"):
         log.write_table(good.drop_columns(["propensity"]))
@@ -133,7 +138,7 @@ def test_write_table_checks_the_schema(tmp_path: Path) -> None:
 
 
 def test_hidden_temp_files_are_invisible(tmp_path: Path) -> None:
-    log = EventLog(str(tmp_path / "events"))
+    log = _log(str(tmp_path / "events"))
     log.append([_event(1)])
     part = Path(log.files("acme")[0])
     (part.parent / f".tmp-deadbeef-{part.name}").write_bytes(b"half a parquet file")

@@ -31,7 +31,7 @@ h1{font-size:1.3rem}h2{font-size:1.05rem;margin-top:1.6rem}
 table{border-collapse:collapse;margin:.4rem 0}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.bad{color:#a00;font-weight:600}.ok{color:#070}code{font-size:.95em}
+.bad{color:#a00;font-weight:600}.ok{color:#070}code{font-size:.95em}td code{white-space:nowrap}
 dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{font-weight:600}
 """
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'"
@@ -123,8 +123,8 @@ def render_explain(record: DecisionRecord, recent_request_ids: Sequence[str] = (
         ])  # fmt: skip
     out.append(_table(
         "slate",
-        ["rank after", "item", "sources (source rank, score, version)",
-         *(f"p({t})" for t in tasks), "utility", "rank before", "reasons",
+        ["rank after (0 = top)", "item", "sources (source rank, score, version)",
+         *(f"p({t})" for t in tasks), "utility", "rank before (utility order)", "reasons",
          "this user's other requests"],
         slate_rows,
     ))  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -172,3 +173,34 @@ def test_alert_rule_queries_links_panel_and_runbook(rule):
     assert notes["dashboard"] == dashboard.panel_url(panel_id)
     titles = {p.id: p.title for p in dashboard.panels()}
     assert titles.get(panel_id) == notes["panel"], "the annotation names the panel it links"
+
+
+# --------------------------------------------------------------------------- the docs' queries
+
+DOCS = [REPO / "docs" / "operations.md", *sorted((REPO / "docs" / "runbooks").glob("*.md"))]
+
+
+def doc_queries() -> list[tuple[str, str]]:
+    """Backticked PromQL in the runbooks and operations.md: what on-call copies and pastes."""
+    out = []
+    for path in DOCS:
+        for snippet in re.findall(r"`([^`\n]*recsys_[^`\n]*)`", path.read_text()):
+            if ("(" in snippet or "{" in snippet) and "…" not in snippet:
+                out.append((path.name, snippet))
+    return out
+
+
+@pytest.mark.parametrize(("doc", "expr"), doc_queries())
+def test_queries_in_the_docs_name_exported_metrics_and_labels(doc, expr, monkeypatch):
+    # Prose may name a histogram by its family (recsys_stage_latency_ms{stage="ranker"}).
+    series = exported_series()
+    families = {n[: -len("_count")]: labels for n, labels in series.items() if n.endswith("_count")}
+    monkeypatch.setattr(sys.modules[__name__], "exported_series", lambda: {**families, **series})
+    assert problems(expr) == [], doc
+
+
+def test_panel_links_in_the_docs_exist():
+    ids = {p.id for p in dashboard.panels()}
+    for path in DOCS:
+        for panel_id in re.findall(r"viewPanel=(\d+)", path.read_text()):
+            assert int(panel_id) in ids, f"{path.name}: viewPanel={panel_id}"

@@ -16,6 +16,7 @@ Positions count from 0, as in the record: ``rank after`` is the item's slate pos
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from html import escape
 from urllib.parse import quote
@@ -34,7 +35,8 @@ th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .bad{color:#a00;font-weight:600}.ok{color:#070}code{font-size:.95em}td code{white-space:nowrap}
 dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{font-weight:600}
 """
-_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'"
+CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'"
+"""Also meant as the response's ``Content-Security-Policy`` header (the page has it as a meta)."""
 
 
 def _e(value: object) -> str:
@@ -58,7 +60,7 @@ def _anchor(item_id: str) -> str:
 def _page(title: str, body: Iterable[str]) -> str:
     return "".join([
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">',
         '<meta name="robots" content="noindex">',
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>\n",
         *body,
@@ -182,3 +184,27 @@ def render_not_found() -> str:
         "<p>This API key has no recommendation with that request id. Request ids are kept for "
         "the decision log's retention; check the id and the key.</p>\n",
     ])  # fmt: skip
+
+
+class RecentRequests:
+    """The newest request ids per ``(tenant, user)``, for the explain page's links: at most
+    ``per_user`` ids for each of the ``max_users`` most recently seen users (memory stays
+    bounded; older requests are still reachable by id). Not thread-safe: one per replica,
+    used from its event loop."""
+
+    def __init__(self, max_users: int = 10_000, per_user: int = 20):
+        self.max_users = max_users
+        self.per_user = per_user
+        self._ids: OrderedDict[tuple[str, str], deque[str]] = OrderedDict()
+
+    def add(self, tenant: str, user_id: str, request_id: str) -> None:
+        key = (tenant, user_id)
+        ids = self._ids.pop(key, None) or deque(maxlen=self.per_user)
+        ids.appendleft(request_id)
+        self._ids[key] = ids  # now the most recently seen user
+        if len(self._ids) > self.max_users:
+            self._ids.popitem(last=False)
+
+    def recent(self, tenant: str, user_id: str) -> list[str]:
+        """Newest first; empty for a user this replica has not served lately."""
+        return list(self._ids.get((tenant, user_id), ()))

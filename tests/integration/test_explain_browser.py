@@ -23,7 +23,12 @@ from urllib.parse import unquote
 
 import pytest
 
-from deployments.explain import EXPLAIN_PATH, render_explain, render_not_found
+from deployments.explain import (
+    CONTENT_SECURITY_POLICY,
+    EXPLAIN_PATH,
+    render_explain,
+    render_not_found,
+)
 from tests.unit.explain_samples import sample_record
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -65,6 +70,7 @@ class _ExplainRoute(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         self.end_headers()
         self.wfile.write(body)
 

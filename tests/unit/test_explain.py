@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
-from deployments.explain import explain_url, render_explain, render_not_found
+from deployments.explain import RecentRequests, explain_url, render_explain, render_not_found
 from tests.unit.explain_samples import HOSTILE, sample_record
+from tests.unit.test_pipeline import world  # noqa: F401 - the tiny-data fixture
 
 
 class PageReader(HTMLParser):
@@ -118,3 +119,37 @@ def test_not_found_page_is_one_page_for_every_reason():
     page = render_not_found()
     assert page == render_not_found()
     assert "No such decision" in "".join(PageReader(page).text)
+
+
+def test_a_real_pipeline_decision_renders_as_recorded(request):
+    """A record made by the in-process pipeline on the tiny data (small untrained models)."""
+    from tests.unit.test_pipeline import ask, pipeline
+
+    w = request.getfixturevalue("world")
+
+    record = ask(pipeline(w), w, rid="r-explain").decision
+    page = PageReader(render_explain(record, ["r-older"]))
+    slate = page.tables["slate"]
+    assert [row[1] for row in slate] == [
+        s.item_id for s in sorted(record.slate, key=lambda s: s.rank)
+    ]
+    assert [row[-2] for row in slate] == [
+        ", ".join(s.reasons) for s in sorted(record.slate, key=lambda s: s.rank)
+    ]
+    removals = page.tables.get("removals", [])
+    assert [r[:3] for r in removals] == [[x.item_id, x.rule, x.reason] for x in record.removals]
+    assert [r[0] for r in page.tables["sources"]] == [s.source for s in record.sources]
+    assert dict(page.tables["versions"])["ranker"] == record.versions["ranker"]
+    assert len(page.links) == len(slate) + 1  # one per item, and the recent list
+
+
+def test_recent_requests_per_user_are_bounded_and_tenant_scoped():
+    recent = RecentRequests(max_users=2, per_user=2)
+    for rid in ("a1", "a2", "a3"):
+        recent.add("acme", "u1", rid)
+    recent.add("globex", "u1", "g1")
+    assert recent.recent("acme", "u1") == ["a3", "a2"]  # newest first, at most per_user
+    assert recent.recent("globex", "u1") == ["g1"]  # same user id, other tenant: apart
+    recent.add("acme", "u2", "b1")  # a third user: the least recently seen one goes
+    assert recent.recent("acme", "u1") == []
+    assert recent.recent("acme", "u2") == ["b1"]

@@ -23,44 +23,59 @@ from core.contracts import DecisionRecord
 REGISTRY = CollectorRegistry(auto_describe=True)
 _MS = (0.5, 1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 250, 500, 1000, 2500)
 
+# Every per-request metric carries ``tenant`` (from the API key, never from the request body);
+# those derived from a decision record also carry ``surface`` (validated against the tenant's
+# config before a record exists, so its values are bounded). Metrics that are not about one
+# request do not: ranker batches mix tenants, and decision-log drops count queue overflows.
+
 REQUESTS = Counter(
     "recsys_requests_total", "HTTP requests by tenant, endpoint and status",
     ["tenant", "endpoint", "status"], registry=REGISTRY,
 )  # fmt: skip
 REQUEST_LATENCY = Histogram(
     "recsys_request_latency_ms", "End-to-end request latency in the ingress (ms)",
-    ["endpoint"], buckets=_MS, registry=REGISTRY,
+    ["tenant", "endpoint"], buckets=_MS, registry=REGISTRY,
+)  # fmt: skip
+DECISIONS = Counter(
+    "recsys_decisions_total",
+    "Recommendations answered, by outcome (personalised, or the fallback reason)",
+    ["tenant", "surface", "outcome"], registry=REGISTRY,
 )  # fmt: skip
 STAGE_LATENCY = Histogram(
-    "recsys_stage_latency_ms", "Pipeline stage latency (ms)", ["stage"], buckets=_MS,
-    registry=REGISTRY,
+    "recsys_stage_latency_ms", "Pipeline stage latency (ms); stage=total is the whole pipeline",
+    ["tenant", "surface", "stage"], buckets=_MS, registry=REGISTRY,
+)  # fmt: skip
+SOURCE_LATENCY = Histogram(
+    "recsys_source_latency_ms", "Candidate source call latency (ms), skipped calls left out",
+    ["tenant", "surface", "source"], buckets=_MS, registry=REGISTRY,
 )  # fmt: skip
 SOURCE_CANDIDATES = Histogram(
-    "recsys_source_candidates", "Candidates returned per source per request", ["source"],
+    "recsys_source_candidates", "Candidates returned per source per request",
+    ["tenant", "surface", "source"],
     buckets=(0, 1, 5, 10, 25, 50, 100, 200, 400, 800, 1600), registry=REGISTRY,
 )  # fmt: skip
 SOURCE_OUTCOMES = Counter(
     "recsys_source_outcomes_total", "Candidate source calls by outcome (ok/timeout/error/skipped)",
-    ["source", "status"], registry=REGISTRY,
+    ["tenant", "surface", "source", "status"], registry=REGISTRY,
 )  # fmt: skip
 FALLBACKS = Counter(
     "recsys_fallbacks_total", "Responses served from a fallback, by reason", ["tenant", "reason"],
     registry=REGISTRY,
 )  # fmt: skip
 POLICY_REMOVALS = Counter(
-    "recsys_policy_removals_total", "Candidates removed by eligibility rules", ["rule", "reason"],
-    registry=REGISTRY,
+    "recsys_policy_removals_total", "Candidates removed by eligibility rules",
+    ["tenant", "surface", "rule", "reason"], registry=REGISTRY,
 )  # fmt: skip
 DEGRADATIONS = Counter(
-    "recsys_degradations_total", "Non-fatal degradations recorded in decisions", ["kind"],
-    registry=REGISTRY,
+    "recsys_degradations_total", "Non-fatal degradations recorded in decisions",
+    ["tenant", "kind"], registry=REGISTRY,
 )  # fmt: skip
 RANKER_BATCH_SIZE = Histogram(
-    "recsys_ranker_batch_size", "Requests per @serve.batch call of the ranker",
+    "recsys_ranker_batch_size", "Requests per @serve.batch call of the ranker (mixes tenants)",
     buckets=(1, 2, 4, 8, 16, 32, 64), registry=REGISTRY,
 )  # fmt: skip
 RANKER_CANDIDATES = Histogram(
-    "recsys_ranker_candidates", "Candidates scored per ranker request",
+    "recsys_ranker_candidates", "Candidates scored per ranker request", ["tenant"],
     buckets=(0, 10, 50, 100, 250, 500, 1000, 2000), registry=REGISTRY,
 )  # fmt: skip
 VERSIONS_IN_SERVICE = Gauge(
@@ -81,20 +96,30 @@ EVENTS = Counter(
 )  # fmt: skip
 
 
+def observe_request(tenant: str, endpoint: str, status: int | str, latency_ms: float) -> None:
+    """Count one HTTP request and its latency (what the ingress does for every answer)."""
+    REQUESTS.labels(tenant, endpoint, str(status)).inc()
+    REQUEST_LATENCY.labels(tenant, endpoint).observe(latency_ms)
+
+
 def observe_decision(record: DecisionRecord) -> None:
     """Record the per-request metrics a decision record implies."""
+    t, surface = record.tenant_id, record.surface
+    DECISIONS.labels(t, surface, record.fallback or "personalised").inc()
     for stage, ms in record.stage_latency_ms.items():
-        STAGE_LATENCY.labels(stage).observe(ms)
+        STAGE_LATENCY.labels(t, surface, stage).observe(ms)
     for outcome in record.sources:
-        SOURCE_OUTCOMES.labels(outcome.source, outcome.status).inc()
+        SOURCE_OUTCOMES.labels(t, surface, outcome.source, outcome.status).inc()
+        if outcome.status != "skipped":
+            SOURCE_LATENCY.labels(t, surface, outcome.source).observe(outcome.latency_ms)
         if outcome.status == "ok":
-            SOURCE_CANDIDATES.labels(outcome.source).observe(outcome.candidates)
+            SOURCE_CANDIDATES.labels(t, surface, outcome.source).observe(outcome.candidates)
     if record.fallback:
-        FALLBACKS.labels(record.tenant_id, record.fallback).inc()
+        FALLBACKS.labels(t, record.fallback).inc()
     for removal in record.removals:
-        POLICY_REMOVALS.labels(removal.rule, removal.reason).inc()
+        POLICY_REMOVALS.labels(t, surface, removal.rule, removal.reason).inc()
     for item in record.degraded:
-        DEGRADATIONS.labels(item.split(":", 1)[0]).inc()
+        DEGRADATIONS.labels(t, item.split(":", 1)[0]).inc()
 
 
 def set_versions(tenant: str, versions: dict[str, str]) -> None:

@@ -86,7 +86,7 @@ class RankerDeployment:
             raise RankerUnavailable(f"no ranker loaded for {query.tenant_id}")
         if version is not None and version != scorer.version:
             raise RankerUnavailable(f"ranker {version} not loaded (serving {scorer.version})")
-        metrics.RANKER_CANDIDATES.observe(n)
+        metrics.RANKER_CANDIDATES.labels(query.tenant_id).observe(n)
         return scorer
 
     async def score_columns(self, query: Query, user_state, item_ids: list[str],

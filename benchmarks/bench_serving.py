@@ -129,22 +129,19 @@ def _in_process(config_path: str, storage: dict, n: int) -> dict:
     from core.contracts import Query
     from core.eventlog import EventLog
     from core.registry import Registry
-    from deployments.loaders import (
-        load_ranker_model,
-        load_two_tower,
-        settle_replica,
-        two_tower_key,
-    )
+    from deployments.loaders import settle_replica
     from serving.assembly import build_local_pipeline
+    from serving.loaders import load_ranker_model, load_two_tower, two_tower_key
 
     config = load_platform_config(config_path)
     registry = Registry(storage["registry"])
     artifacts = load_two_tower(registry, "acme", two_tower_key(registry, "acme", "production"))
-    ranker = load_ranker_model(registry, "acme", registry.resolve("ranker", "acme", "production"))
+    ranker_version = registry.resolve("ranker", "acme", "production")
+    ranker = load_ranker_model(registry, "acme", ranker_version)
     pipeline = build_local_pipeline(
         config, "acme", catalogue=Catalogue.load(storage["data"], "acme"),
         events_table=EventLog(storage["events"]).read("acme"), two_tower=artifacts, ranker=ranker,
-        registry=registry,
+        versions={"ranker": ranker_version},
     )  # fmt: skip
     settle_replica()  # what every replica does once loaded (one torch thread, gc.freeze)
 
@@ -173,8 +170,8 @@ def _ranker_compute_sweep(storage: dict, sizes: list[int], candidates: int) -> l
     from core.contracts import Query
     from core.features import PopularityCounter
     from core.registry import Registry
-    from deployments.loaders import load_ranker_model
     from ranking.scorer import RankerScorer
+    from serving.loaders import load_ranker_model
     from serving.user_state import ServingUserState
 
     torch.set_num_threads(1)
@@ -238,7 +235,7 @@ def _batch_sweep(app: str, sizes: list[int], requests_per_size: int) -> list[dic
                          ).results(timeout_s=30)  # fmt: skip
         q = Query("b", "acme", "u0001", "home", 10, datetime.now(UTC))
         state = ServingUserState(user_id="u0001")
-        cols = candidate_columns(cands)  # what the ingress sends (deployments.adapters)
+        cols = candidate_columns(cands)  # what the ingress sends (deployments.stages)
         for _ in range(3):
             handle.score_columns.remote(q, state, *cols, weights).result()
         t0 = time.perf_counter()

@@ -132,6 +132,9 @@ class RankerTask:
     label_event: str
     default_weight: float
     description: str = ""
+    order: int = 100
+    """Position of its head in a new model (lower first; then by name). A trained model keeps
+    the order it was trained with in its own config."""
 
 
 def register_task(task: RankerTask) -> RankerTask:
@@ -140,9 +143,9 @@ def register_task(task: RankerTask) -> RankerTask:
 
 
 def ranker_tasks() -> list[str]:
-    """Every registered ranker task, in registration order (the default model head order)."""
-    return list(RANKER_TASKS)
+    """Every registered ranker task, in head order (:attr:`RankerTask.order`, then name)."""
+    return sorted(RANKER_TASKS, key=lambda t: (RANKER_TASKS.get(t).cls.order, t))
 
 
 def default_task_weights() -> dict[str, float]:
-    return {t: RANKER_TASKS.get(t).meta["default_weight"] for t in RANKER_TASKS}
+    return {t: RANKER_TASKS.get(t).meta["default_weight"] for t in ranker_tasks()}

@@ -79,7 +79,7 @@ def _component_spec(registry: ComponentKinds, base: type[BaseModel]) -> Any:
         if kind not in registry:
             raise PydanticCustomError(
                 "unknown_kind",
-                "unknown {role} kind {kind!r}; known: {known}",
+                "unknown {role} kind '{kind}'; known: {known}",
                 {"role": registry.role, "kind": kind, "known": ", ".join(sorted(registry))},
             )
         model = registry.get(kind).config or base

@@ -17,17 +17,19 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.eventlog import EventLog
 from core.schema import EVENT_SCHEMA
+
+# ``log`` is a :class:`core.eventlog.EventLog` (not imported: it imports this module).
 
 logger = logging.getLogger(__name__)
 
 
-def compact_tenant(log: EventLog, tenant: str, *, min_files: int = 1) -> dict[str, int]:
+def compact_tenant(log: Any, tenant: str, *, min_files: int = 1) -> dict[str, int]:
     """Merge each date partition of ``tenant`` into one file, dropping duplicate event ids.
 
     Partitions with fewer than ``min_files`` files are left alone (``min_files=2`` skips
@@ -87,7 +89,7 @@ class BackgroundCompactor:
     raises: a failed tenant is logged, counted in ``errors`` and retried next pass.
     """
 
-    def __init__(self, log: EventLog, *, interval_s: float = 300.0, min_files: int = 2):
+    def __init__(self, log: Any, *, interval_s: float = 300.0, min_files: int = 2):
         self.log = log
         self.interval_s = interval_s
         self.min_files = min_files

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from core.components import ranker_tasks
 from core.config import StrictModel
 from core.features import HISTORY_LEN
 
@@ -101,7 +102,8 @@ class RankerTrainConfig(JobConfig):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
-    tasks: list[str] = Field(default_factory=lambda: ["click", "like", "hide"], min_length=1)
+    tasks: list[str] = Field(default_factory=ranker_tasks, min_length=1)
+    """Heads to train; every registered ranker task (``ranking/tasks/``) by default."""
     embed_dim: int = Field(16, ge=2)
     n_experts: int = Field(4, ge=1)
     expert_hidden: int = Field(64, ge=4)

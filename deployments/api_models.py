@@ -154,6 +154,9 @@ class VersionsResponse(BaseModel):
     artifacts: dict[str, str]
     """Artifact kind -> version in service (``two_tower``, ``ann_index``, ``ranker``), as
     reported by the replicas that serve them; a kind missing here is not loaded (yet)."""
+    production: dict[str, dict] = Field(default_factory=dict)
+    """Artifact kind -> the registry's ``production`` alias: ``version``, ``at``, ``actor``,
+    ``reason`` and ``break_glass`` (true when promoted without a passing review)."""
 
 
 class HealthResponse(BaseModel):

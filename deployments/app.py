@@ -8,8 +8,8 @@ resources, batching and polling are set per deployment in that file, not here.
       (user state,     ├─► Ranker               (@serve.batch, CPU or GPU, hot-swapped)
        other sources,  └─► DecisionLog          (async, bounded, batched; recent records)
        rules, slate)
-                       [UserState, CandidateSources: own deployments with
-                        ``placement: {user_state: deployment, sources: deployment}``]
+                       [UserState, CandidateSources: own deployments where
+                        ``placement`` puts user state or source kinds there]
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ def build_app(args: AppArgs | dict) -> Application:
         args = AppArgs.model_validate(args or {})
     ctx = ServingContext.from_args(args)  # resolves paths once, where the app is built
     placement = args.placement
-    return Ingress.bind(
-        ctx,
-        args,
-        UserStateDeployment.bind(ctx) if placement.user_state == "deployment" else None,
-        TwoTowerRetrieverDeployment.bind(ctx),
-        CandidateSourcesDeployment.bind(ctx, args.faults)
-        if placement.sources == "deployment"
-        else None,
-        RankerDeployment.bind(ctx, args.faults),
-        DecisionLogDeployment.bind(ctx.decisions, args.decision_queue_size, args.decision_lru_size),
-    )
+    kinds = {s.kind for t in ctx.platform().tenants for surf in t.surfaces.values()
+             for s in surf.sources}  # fmt: skip
+    where = {placement.deployment_for(k) for k in kinds} - {None}
+    handles = {
+        "UserState": UserStateDeployment.bind(ctx) if placement.user_state == "deployment" else None,
+        "TwoTowerRetriever": TwoTowerRetrieverDeployment.bind(ctx),
+        "CandidateSources": CandidateSourcesDeployment.bind(ctx) if "CandidateSources" in where else None,
+        "Ranker": RankerDeployment.bind(ctx),
+        "DecisionLog": DecisionLogDeployment.bind(ctx.decisions, args.decision_queue_size,
+                                                  args.decision_lru_size),
+    }  # fmt: skip
+    return Ingress.bind(ctx, args, handles)

@@ -105,6 +105,12 @@ class DecisionForwarder:
         self._pending: list[bytes] = []
         self._wake = asyncio.Event()
         self.dropped = 0
+        self._task: asyncio.Task | None = None
+
+    def ensure_running(self) -> None:
+        """Start (or restart, if it died) the shipping task on the running event loop."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self.run())
 
     def submit(self, record: ShippedRecord) -> bool:
         if len(self._pending) >= self.max_pending:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.components import ranker_tasks
 from core.device import resolve_device
 from core.features import (
     CAT_FEATURES,
@@ -30,7 +31,7 @@ from core.features import (
 from ranking.calibration import apply_calibration
 
 DEFAULTS = {
-    "tasks": ["click", "like", "hide"],
+    "tasks": ranker_tasks(),
     "n_items": 0,
     "n_categories": 0,
     "embed_dim": 16,

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from core.catalogue import MAX_TAGS, Catalogue
 from core.clock import column_seconds
+from core.components import RANKER_TASKS, ranker_tasks
 from core.features import (
     CAT_FEATURES,
     DENSE_FEATURES,
@@ -52,7 +53,10 @@ EXAMPLES_VERSION = "2"
 """Bump when the examples a builder emits change for the same events (part of the cache key).
 2: a two-tower interaction is a user's first positive on an item (1 collapsed only adjacent
 positives, so the interleaved click/dwell/like of a multi-click slate made repeat "interactions")."""
-LABEL_TASKS = ("click", "like", "hide")
+LABEL_TASKS = tuple(ranker_tasks())
+"""The registered ranker tasks (``ranking/tasks/``), in head order."""
+LABEL_EVENTS = {RANKER_TASKS.get(t).cls.label_event: t for t in LABEL_TASKS}
+"""Event type → the task it labels (an event on the impressed item in the same request)."""
 DEFAULT_SURFACE = "home"
 
 
@@ -165,8 +169,9 @@ def replay_user(
     labels: dict[tuple, set[str]] = {}
     if ranker:
         for r in range(n):
-            if g["event_type"][r] in LABEL_TASKS and g["request_id"][r] is not None:
-                labels.setdefault((g["request_id"][r], g["item_id"][r]), set()).add(g["event_type"][r])
+            task = LABEL_EVENTS.get(g["event_type"][r])
+            if task is not None and g["request_id"][r] is not None:
+                labels.setdefault((g["request_id"][r], g["item_id"][r]), set()).add(task)
     rows: list[dict] = []
     engaged: set[str] = set()
     i = 0

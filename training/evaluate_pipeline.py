@@ -92,28 +92,18 @@ def evaluate_pipeline(
     ``exclude`` / ``relevant`` are catalogue indices per user (as for the other scorers).
     With a :class:`training.simulated.ClickSimulator` the slates' ``expected_ctr@10`` too."""
     from core.contracts import Query
-    from ranking.model import MultiTaskRanker
-    from retrieval.index import load_index
-    from retrieval.sources import TwoTowerArtifacts
-    from retrieval.two_tower import TwoTowerModel
+    from retrieval.similarity import for_ranker
     from serving.assembly import build_local_pipeline
+    from serving.loaders import load_ranker_model, load_two_tower
 
     registry, tenant = storage.registry(), storage.tenant
     catalogue = storage.catalogue()
-    index = load_index(registry.local_path("ann_index", tenant, versions["ann_index"]))
-    artifacts = TwoTowerArtifacts(
-        model=TwoTowerModel.load(registry.local_path("two_tower", tenant, versions["two_tower"])),
-        index=index,
-        model_version=versions["two_tower"],
-        index_version=versions["ann_index"],
-        index_item_tower_version=index.item_tower_version,
-    )
+    # The loader serving uses: a tower and index that do not belong together are refused.
+    artifacts = load_two_tower(registry, tenant, (versions["two_tower"], versions["ann_index"]))
     ranker_version = versions.get("ranker")
-    ranker = MultiTaskRanker.load(registry.local_path("ranker", tenant, ranker_version)) if ranker_version else None
+    ranker = load_ranker_model(registry, tenant, ranker_version) if ranker_version else None
     similarity = None
     if ranker_version:  # the ranker's retrieval_score, as serving computes it
-        from retrieval.similarity import for_ranker
-
         similarity = for_ranker(registry, tenant, ranker_version, catalogue,
                                 loaded={versions["two_tower"]: artifacts.model})  # fmt: skip
     events = train_period_events(storage.eventlog().read(tenant), cutoff)

@@ -7,6 +7,5 @@ task it is trained with)."""
 from __future__ import annotations
 
 from core.components import import_all
-from ranking.tasks import click, hide, like  # noqa: F401  (the built-in heads, in this order)
 
 import_all(__name__)

@@ -7,6 +7,7 @@ TASK = register_task(
         name="click",
         label_event="click",
         default_weight=1.0,
+        order=0,
         description="the user clicked the impressed item",
     )
 )

@@ -7,6 +7,7 @@ TASK = register_task(
         name="hide",
         label_event="hide",
         default_weight=-4.0,
+        order=2,
         description="the user hid the impressed item (a negative outcome: its weight is negative)",
     )
 )

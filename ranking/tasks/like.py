@@ -7,6 +7,7 @@ TASK = register_task(
         name="like",
         label_event="like",
         default_weight=2.0,
+        order=1,
         description="the user liked the impressed item",
     )
 )

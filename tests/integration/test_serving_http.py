@@ -167,13 +167,13 @@ def check_hanging_source(serving, where: str) -> None:
 
 
 def test_a_failing_ranker_falls_back_and_says_so(serving):
-    _faults(serving, "Ranker", ranker_error=True)
+    _faults(serving, "Ingress", ranker_error=True)  # the ranker stage raises (serving.faults)
     try:
         r = _recommend(serving)
         assert r.status_code == 200 and len(r.json()["items"]) == 10
         assert r.json()["fallback"] == "ranker_unavailable"
     finally:
-        _faults(serving, "Ranker")
+        _faults(serving, "Ingress")
     assert _recommend(serving).json()["fallback"] is None
 
 

@@ -1,0 +1,57 @@
+"""Every tenant's pipeline inside one ingress replica, assembled by
+:func:`serving.assembly.build_tenant_stages` with handle-backed stages where the app's
+placement puts a stage in another deployment (:class:`deployments.stages.HandleStages`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from core.config import PlatformConfig
+from deployments.loaders import ServingContext, load_catalogue, load_events, load_users
+from deployments.settings import AppArgs
+from deployments.stages import HandleStages
+from serving.assembly import TenantData, build_tenant_stages
+from serving.faults import FaultInjection, FaultSwitch
+from serving.pipeline import RecommendationPipeline
+
+logger = logging.getLogger("ray.serve")
+
+
+class TenantPipelines:
+    def __init__(self, ctx: ServingContext, args: AppArgs, config: PlatformConfig,
+                 handles: Mapping[str, Any]):  # fmt: skip
+        self.faults = FaultSwitch(args.faults)
+        placement = args.placement
+        local_sources = any(
+            placement.deployment_for(s.kind) is None
+            for t in config.tenants for surf in t.surfaces.values() for s in surf.sources
+        )  # fmt: skip
+        # This replica holds online state that accepted events must reach.
+        self.holds_state = placement.user_state == "ingress" or local_sources
+        self.catalogues = {t.id: load_catalogue(ctx, t.id) for t in config.tenants}
+        self.pipelines: dict[str, RecommendationPipeline] = {}
+        for tenant in config.tenants:
+            t = tenant.id
+            # Online state starts from the event log: user state, trending, co-occurrence and
+            # the popularity the ranker fallback uses. Later events arrive by broadcast.
+            events = load_events(ctx, t) if self.holds_state else None
+            users = load_users(ctx, t) if placement.user_state == "ingress" else None
+            remote = HandleStages(t, placement, handles, default_ranker=ctx.alias)
+            stages = build_tenant_stages(config, t, TenantData(self.catalogues[t], events, users),
+                                         remote=remote, faults=self.faults)  # fmt: skip
+            self.pipelines[t] = RecommendationPipeline(stages)
+            if events is not None:
+                logger.info("ingress %s: online state from %d events", t, events.num_rows)
+
+    def observe(self, tenant: str, events: list[dict]) -> int:
+        pipeline = self.pipelines.get(tenant)
+        if pipeline is None:
+            return 0
+        for event in events:
+            pipeline.stages.observe(event)
+        return len(events)
+
+    def set_faults(self, faults: FaultInjection | Mapping[str, Any]) -> None:
+        self.faults.set(faults)

@@ -51,5 +51,5 @@ def test_registry_publish_and_alias_moves_are_synced(tmp_path, synced):
     assert vdir in synced_dirs  # the manifest's rename
     assert reg.store.path("acme", "ranker", "_aliases") in synced_dirs  # the candidate alias
     before = len(synced)
-    reg.set_alias("ranker", "acme", "production", m.version, actor="ada")
+    reg.set_alias("ranker", "acme", "candidate", m.version, actor="ada")
     assert any(p.endswith("/_aliases") and d for p, d in synced[before:])

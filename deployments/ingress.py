@@ -44,6 +44,10 @@ _HTML = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "n
          "X-Content-Type-Options": "nosniff"}  # fmt: skip
 
 
+def _ms(started: float) -> float:  # defined above the class: Serve pickles the class by value
+    return (time.perf_counter() - started) * 1e3
+
+
 def _body(model) -> dict:  # the request schema in OpenAPI, though the body is parsed by hand
     return {"requestBody": {"content": {"application/json": {"schema": model.model_json_schema()}}}}
 
@@ -193,7 +197,3 @@ class Ingress:
     async def set_faults(self, faults: dict) -> None:
         """Test/game-day switches (:class:`serving.faults.FaultInjection`), read per call."""
         self.tenants.set_faults(faults)
-
-
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1e3

@@ -261,7 +261,7 @@ def test_hot_swap_under_load_drops_nothing_and_mismatched_pairs_are_refused(serv
         stop.set()
         worker.join(timeout=60)
     assert statuses and set(statuses) == {200}
-    metrics = requests.get(f"{s['base']}/metrics").text
+    metrics = requests.get(f"{s['base']}/metrics", headers=ACME).text  # needs the admin scope
     assert 'recsys_hot_swaps_total{component="two_tower"' in metrics
     assert 'outcome="refused"' in metrics
     assert 'recsys_requests_total{endpoint="recommend"' in metrics

@@ -336,3 +336,25 @@ def test_swap_serves_the_new_runtime(world) -> None:
     assert res.fallback == "ranker_unavailable"
     assert "source_error:two_tower" in res.decision.degraded
     assert np.all([i.item_id in set(world["cat"].item_ids.tolist()) for i in res.slate])
+
+
+class _SlowRanker:
+    """A ranker stage that never answers in time."""
+
+    async def score(self, query, user_state, candidates, task_weights):
+        await asyncio.sleep(30)
+
+
+class _RankerOverride(Overrides):
+    def ranker(self, version):
+        return _SlowRanker()
+
+
+def test_a_ranker_over_its_timeout_gives_the_fallback_order(world) -> None:
+    def fast(raw):
+        raw["tenants"][0]["surfaces"]["home"]["ranker"]["timeout_ms"] = 50
+
+    res = ask(pipeline(world, platform(f=fast), remote=_RankerOverride()), world)
+    assert res.fallback == "ranker_unavailable" and len(res.slate) == 10
+    assert "ranker_timeout" in res.decision.degraded
+    assert res.decision.versions["ranker"].startswith("fallback:")

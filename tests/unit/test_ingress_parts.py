@@ -1,0 +1,189 @@
+"""The ingress's small parts without Ray: hot-swap slots, decision forwarding and its drop
+counting, recent decisions, event fan-out, and the handle-backed stages (fake handles)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from core.contracts import Candidate, MergedCandidate, Query
+from deployments.broadcast import EventBroadcast
+from deployments.decision_log import DecisionForwarder
+from deployments.hot_swap import Refused, RuntimeSlot
+from deployments.recent import RecentDecisions
+from deployments.settings import Placement
+from deployments.stages import HandleStages, RemoteRanker, RemoteSource
+from retrieval.sources.trending import TrendingSourceConfig
+from serving.user_state import ServingUserState
+
+NOW = datetime(2026, 1, 10, 12, tzinfo=UTC)
+
+
+def _query(tenant: str = "acme") -> Query:
+    return Query("r1", tenant, "u1", "home", 5, NOW)
+
+
+class _Remote:
+    """A fake ``handle.method``: ``.remote(*args)`` returns an awaitable answer."""
+
+    def __init__(self, answer):
+        self.answer, self.calls = answer, []
+
+    def remote(self, *args):
+        self.calls.append(args)
+
+        async def reply():
+            if isinstance(self.answer, BaseException):
+                raise self.answer
+            return self.answer(*args) if callable(self.answer) else self.answer
+
+        return reply()
+
+
+class _Handle:
+    def __init__(self, **methods):
+        for name, answer in methods.items():
+            setattr(self, name, _Remote(answer))
+
+
+# ---------------------------------------------------------------------------------- hot swap
+
+
+def test_runtime_slot_swaps_refuses_and_keeps_serving() -> None:
+    alias = {"key": "v1"}
+    events = []
+
+    def load(key):
+        if key == "bad":
+            raise Refused("tower and index do not match")
+        if key == "boom":
+            raise OSError("disk")
+        return f"runtime-{key}"
+
+    slot = RuntimeSlot("t", lambda: alias["key"], load, lambda o, k, e: events.append((o, k)))
+    assert asyncio.run(slot.refresh()) and slot.runtime == "runtime-v1"
+    assert not asyncio.run(slot.refresh())  # alias unchanged: no reload
+    alias["key"] = "bad"
+    assert not asyncio.run(slot.refresh()) and slot.runtime == "runtime-v1"
+    assert not asyncio.run(slot.refresh())  # a refused key is not retried every poll
+    alias["key"] = "boom"
+    assert not asyncio.run(slot.refresh()) and slot.runtime == "runtime-v1"
+    alias["key"] = "v2"
+    assert asyncio.run(slot.refresh()) and slot.runtime == "runtime-v2" and slot.key == "v2"
+    assert events == [("swapped", "v1"), ("refused", "bad"), ("failed", "boom"), ("swapped", "v2")]
+
+
+# ---------------------------------------------------------------------------------- decisions
+
+
+def test_forwarder_ships_in_batches_and_counts_drops() -> None:
+    shipped = []
+    handle = _Handle(record=lambda batch: shipped.append(list(batch)) or 0)
+
+    async def go():
+        fwd = DecisionForwarder(handle, max_pending=3, batch_size=2, interval_s=0.0)
+        accepted = [fwd.submit(("acme", f"r{i}", NOW, b"{}")) for i in range(5)]
+        fwd.ensure_running()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return fwd, accepted
+
+    fwd, accepted = asyncio.run(go())
+    assert accepted == [True, True, True, False, False] and fwd.dropped == 2
+    assert [len(b) for b in shipped] == [2, 1]  # three kept records, at most two per call
+
+
+def test_recent_decisions_are_bounded_and_per_tenant() -> None:
+    from tests.unit.explain_samples import sample_record
+
+    recent = RecentDecisions(max_records=2)
+    records = [sample_record(request_id=f"r{i}") for i in range(3)]
+    for r in records:
+        assert recent.add(r) == r.model_dump_json().encode()
+    assert len(recent) == 2 and recent.get(records[0].tenant_id, "r0") is None  # oldest out
+    assert recent.get(records[0].tenant_id, "r2") is not None
+    assert recent.get("someone-else", "r2") is None
+    assert recent.by_user.recent(records[0].tenant_id, records[0].user_id)[:2] == ["r2", "r1"]
+
+
+# ---------------------------------------------------------------------------------- fan-out
+
+
+class _Broadcast:
+    def __init__(self, answers):
+        self.answers = answers
+
+    async def results_async(self, timeout_s, return_exceptions):
+        return self.answers
+
+
+class _StateHandle:
+    def __init__(self, answers):
+        self.answers, self.calls = answers, []
+
+    def broadcast(self, method, *args):
+        self.calls.append((method, *args))
+        return _Broadcast(self.answers)
+
+
+def test_event_broadcast_reaches_stateful_deployments_and_reports_failures() -> None:
+    ok, broken, ranker = _StateHandle([1, 1]), _StateHandle([RuntimeError("gone")]), _StateHandle([1])
+    own = _StateHandle([1])
+    fan = EventBroadcast({"UserState": ok, "CandidateSources": broken, "Ranker": ranker,
+                          "DecisionLog": _StateHandle([1])}, lambda: own, 1.0)  # fmt: skip
+    events = [{"event_id": "e1", "event_type": "hide"}]
+    failed = asyncio.run(fan.push("acme", events))
+    assert failed == ["CandidateSources"]
+    for h in (ok, broken, ranker, own):
+        assert h.calls == [("observe", "acme", events)]
+
+
+# ---------------------------------------------------------------------------------- stages
+
+
+def test_remote_source_rebuilds_the_result_with_the_replica_versions() -> None:
+    handle = _Handle(retrieve_columns=(["i1", "i2"], [0.9, 0.5], {"seeds": 1}, "tt/ix",
+                                       {"two_tower": "tt", "ann_index": "ix"}))  # fmt: skip
+    cfg = TrendingSourceConfig(name="trend", kind="trending")
+    state = ServingUserState(user_id="u1", history=["i0"], hidden={"secret"})
+    res = asyncio.run(RemoteSource(handle, cfg, "acme", "home").retrieve(_query(), state, 10))
+    assert [(c.item_id, c.rank, c.source) for c in res.candidates] == [("i1", 0, "trend"),
+                                                                        ("i2", 1, "trend")]  # fmt: skip
+    assert res.versions == {"two_tower": "tt", "ann_index": "ix"} and res.version == "tt/ix"
+    sent_state = handle.retrieve_columns.calls[0][4]
+    assert sent_state.history == ["i0"] and not sent_state.hidden  # hides stay in the ingress
+
+
+def test_remote_ranker_composes_utilities_and_reports_the_version() -> None:
+    probs = {"click": np.array([0.5, 0.1]), "like": np.array([0.1, 0.1]), "hide": np.array([0.0, 0.5])}
+    handle = _Handle(score_columns=lambda *a: (probs, "rk-7"))
+    cands = [MergedCandidate(i, (Candidate(i, "two_tower", "v", 0.3, r),)) for r, i in
+             enumerate(["a", "b"])]  # fmt: skip
+    weights = {"click": 1.0, "like": 2.0, "hide": -4.0}
+    result = asyncio.run(RemoteRanker(handle, "rk-7").score(_query(), None, cands, weights))
+    assert result.version == "rk-7" and [s.item_id for s in result.scored] == ["a", "b"]
+    assert result.scored[0].utility == pytest.approx(0.7)
+    assert result.scored[1].utility == pytest.approx(0.1 + 0.2 - 2.0)
+    assert handle.score_columns.calls[0][-1] == "rk-7"  # the pinned version travels
+
+
+def test_handle_stages_follow_the_placement() -> None:
+    handles = {"TwoTowerRetriever": object(), "CandidateSources": object(), "Ranker": object(),
+               "UserState": _Handle(get="state")}  # fmt: skip
+    split = HandleStages("acme", Placement(user_state="deployment", sources="deployment"),
+                         handles, default_ranker="production")  # fmt: skip
+    local = HandleStages("acme", Placement(), handles, default_ranker="production")
+    two_tower = TrendingSourceConfig(name="tt", kind="trending").model_copy(update={"kind": "two_tower"})
+    trend = TrendingSourceConfig(name="trend", kind="trending")
+    assert split.source(two_tower, "home")._handle is handles["TwoTowerRetriever"]
+    assert split.source(trend, "home")._handle is handles["CandidateSources"]
+    assert local.source(trend, "home") is None and local.user_state() is None
+    assert local.source(two_tower, "home")._handle is handles["TwoTowerRetriever"]
+    assert asyncio.run(split.user_state()("u1")) == "state"
+    assert split.ranker(None)._pinned is None and split.ranker("production")._pinned is None
+    assert split.ranker("rk-arm")._pinned == "rk-arm"
+    with pytest.raises(ValueError):
+        Placement(source_kinds={"two_tower": "ingress"})

@@ -17,6 +17,9 @@ end-to-end batch sweep through the deployment handle.
 
 Targets on the 2-core dev machine: p99 <= 50 ms at 50 req/s without errors; Serve overhead
 <= 2 ms per hop at p50; batching >= 3x ranker throughput over batch size 1.
+
+Length: one benchmark script (set-up, in-process run, Serve run, floor, batch sweep)
+whose parts share the artifacts it builds.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ forbids unknown keys, so a typo in a nested key is an error that names the dotte
 Relative local storage paths resolve against ``$RECSYS_HOME`` when it is set (Ray jobs run in
 a copy of the working directory, so the job submitter passes the real project root), else
 against the current directory. Any ``pyarrow.fs`` URI (``s3://…``, ``gs://…``) is kept as is.
+
+Length: the one strict schema of platform.yaml and its loader, by design in one file.
 """
 
 from __future__ import annotations

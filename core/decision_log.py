@@ -27,6 +27,9 @@ Invariants:
 * :meth:`DecisionLogWriter.lookup` also rate-limits unknown ids per tenant
   (:class:`core.rate_limit.TenantRateLimiter`): each miss that reached storage costs a token,
   and without one the lookup is refused (``retry_after_s``) before any I/O.
+
+Length: the writer, its file layout and the constant-time lookup index are one storage
+format; kept together so the layout is defined in one place.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ Invariants:
   (:class:`core.event_compaction.BackgroundCompactor`).
 * ``date`` is the UTC date of ``ts``. ``tenant_id`` is both a path partition and a column, so
   a file read alone is self-describing.
+
+Length: the event log's write path (validation, idempotency, durability) and read path
+share its file layout; the id index and compaction live in their own modules.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ Query-tower features (:func:`query_features`): user bucket, history item indices
 padded with 0, most recent last), surface bucket, hour of day.
 Item-tower features (:func:`item_features`): item index+1, category index+1, tag indices,
 log age in days at the given time.
+
+Length: every feature definition shared by training and serving lives here on purpose:
+one file, so the two cannot drift (and ``feature_schema_hash`` covers it whole).
 """
 
 from __future__ import annotations

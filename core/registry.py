@@ -24,6 +24,9 @@ Invariants:
   see :mod:`core.promotion`; break-glass flagged on the alias and in the audit) and
   :meth:`Registry.rollback` (never gated). Review decisions (approve, reject, sign-off) are
   audited too.
+
+Length: publish, aliases, review gate and audit act on one on-disk layout with one set of
+atomic-write rules; the promotion policy and manifests are their own modules.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ preset and seed):
 
 Outputs (see :mod:`datagen.summary`) plus ``truth/tenant_id=<t>/{items,users,categories}
 .parquet`` with the latent vectors and popularity, and ``synth.json``.
+
+Length: one generator whose steps share the latent model and the seeded rng; read top to
+bottom it is the data-generating process.
 """
 
 from __future__ import annotations

@@ -72,6 +72,10 @@ class RecommendResponse(BaseModel):
     experiment: ExperimentOut | None
     fallback: str | None
     """``None`` when fully personalised, else why a fallback was served."""
+    degraded: list[str] = Field(default_factory=list)
+    """What did not take part although the answer is not a fallback, e.g.
+    ``source_timeout:two_tower`` (a personalised source missing from this slate),
+    ``user_state_missing`` — the same list as the decision record's."""
     latency_ms: float
 
 

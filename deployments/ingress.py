@@ -100,7 +100,7 @@ class Ingress:
         items = [{"item_id": i.item_id, "score": i.score, "rank": i.rank, "sources": list(i.sources),
                   "reasons": list(i.reasons)} for i in result.slate]  # fmt: skip
         return m.RecommendResponse(request_id=query.request_id, items=items, versions=record.versions,
-                                   experiment=exp, fallback=record.fallback,
+                                   experiment=exp, fallback=record.fallback, degraded=record.degraded,
                                    latency_ms=round(_ms(started), 3))  # fmt: skip
 
     @api.post("/v1/events", response_model=m.EventsResponse, openapi_extra=_body(m.EventsRequest))

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,6 +48,7 @@ from core.contracts import (
 )
 from core.experiments import assign
 from serving.errors import ServiceUnavailable, UnknownSurface
+from serving.merge import merge
 from serving.record import Trace, decision_record
 from serving.stages import SourceStage, SurfacePlan, TenantStages
 from serving.user_state import ServingUserState
@@ -68,23 +68,6 @@ class PipelineResult:
 
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
-
-
-def merge(
-    results: Sequence[SourceResult], extra: Sequence[Candidate] = ()
-) -> list[MergedCandidate]:
-    """De-duplicate by item id keeping every source's candidate. Order: best rank first, ties
-    in source order, so truncation keeps each source's top items (round robin)."""
-    prov: dict[str, list[Candidate]] = {}
-    order: dict[str, tuple[int, int]] = {}
-    for s_idx, res in enumerate([*results, SourceResult("extra", "", tuple(extra))]):
-        for c in res.candidates:
-            prov.setdefault(c.item_id, []).append(c)
-            key = (c.rank, s_idx)
-            if c.item_id not in order or key < order[c.item_id]:
-                order[c.item_id] = key
-    items = sorted(prov, key=lambda i: order[i])
-    return [MergedCandidate(item_id=i, provenance=tuple(prov[i])) for i in items]
 
 
 class RecommendationPipeline:

@@ -24,6 +24,9 @@ Example columns (``L`` = HISTORY_LEN, ``T`` = MAX_TAGS):
     category, tags (T,), log_age_days``
     ranker: ``user_id, item_id, request_id, ts, cat (6,), dense (8,), click, like, hide,
     split`` (+ ``history`` (L,), ``user``, ``surface``, ``hour`` for retrieval scoring)
+
+Length: one file because the two builders share the replay loop and its column layout;
+splitting them would split the point-in-time rule across files.
 """
 
 from __future__ import annotations

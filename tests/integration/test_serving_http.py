@@ -98,7 +98,8 @@ def test_recommend_contract_and_decision_record(serving):
     r = _recommend(serving, k=7)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"request_id", "items", "versions", "experiment", "fallback", "latency_ms"}
+    assert set(body) == {"request_id", "items", "versions", "experiment", "fallback", "degraded",
+                         "latency_ms"}  # fmt: skip
     items = body["items"]
     assert len(items) == 7 and [i["rank"] for i in items] == list(range(7))
     assert len({i["item_id"] for i in items}) == 7
@@ -162,6 +163,7 @@ def check_hanging_source(serving, where: str) -> None:
         assert status["fresh"] == "timeout"
         assert status["two_tower"] == "ok" and status["trending"] == "ok"
         assert "source_timeout:fresh" in d.json()["degraded"]
+        assert "source_timeout:fresh" in r.json()["degraded"]  # the client sees it too
     finally:
         _faults(serving, where)
 

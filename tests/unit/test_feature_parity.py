@@ -14,6 +14,8 @@ pure functions (:func:`prepare_events`, :func:`item_popularity` per item, :func:
 per user) over groups in shuffled row order, as ``map_groups`` would hand them over.
 
 Everything else is compared column by column: ints exactly, floats to 1e-6.
+
+Length: the logged-request picker and both feature paths are needed together.
 """
 
 from __future__ import annotations

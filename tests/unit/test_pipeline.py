@@ -1,4 +1,7 @@
-"""The request pipeline end to end on the synthetic tiny data with small real models."""
+"""The request pipeline end to end on the synthetic tiny data with small real models.
+
+Length: one module-scoped world (data and models) shared by every pipeline behaviour test.
+"""
 
 from __future__ import annotations
 

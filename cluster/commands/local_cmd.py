@@ -48,8 +48,9 @@ def run_up(args: argparse.Namespace) -> int:
             temp_dir=args.temp_dir,
             auth_mode=args.auth,
         )
-    except OSError as exc:
-        raise CliError(str(exc)) from None
+    except (OSError, RuntimeError) as exc:  # a port taken; `ray start` failing: its last line
+        lines = str(exc).strip().splitlines()
+        raise CliError(" ".join(lines[:1] + lines[1:][-1:])) from None
     out = console()
     out.print("Ray head node started." if started else "A Ray head node is already running.")
     out.print(f"GCS address:   {cluster.address}")

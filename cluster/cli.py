@@ -78,7 +78,9 @@ def user_error_message(exc: BaseException) -> str | None:
     from core.config import ConfigError
 
     if isinstance(exc, ConfigError):
-        first = str(exc.issues[0]) if exc.issues else str(exc)
+        issue = exc.issues[0] if exc.issues else None
+        first = _first_line(str(exc)) if issue is None else (
+            f"{issue.file}: {issue.key}: {issue.message}" if issue.key else f"{issue.file}: {issue.message}")  # fmt: skip
         more = len(exc.issues) - 1
         if more > 0:
             file = exc.issues[0].file

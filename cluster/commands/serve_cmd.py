@@ -9,6 +9,7 @@ deployment's replica count leaves the other deployments' replicas running.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -214,6 +215,9 @@ def run_capacity(args: argparse.Namespace) -> int:
                        "(or `make bench`), or pass --measured FILE")  # fmt: skip
     measured = load_measurements(args.measured)
     plan = plan_capacity(config, measured, args.target_rps, args.headroom)
+    meta = json.loads(Path(args.measured).read_text())
+    print(f"measured: {args.measured} (at {meta.get('at', '?')}, {meta.get('machine', {}).get('cpus', '?')} CPUs, "
+          f"p99 objective {meta.get('capacity_slo_p99_ms', '?')} ms)")  # fmt: skip
     print(f"target {args.target_rps:g} req/s, headroom {args.headroom:.0%}")
     print(f"{'deployment':<20}{'req/s/replica':>15}{'replicas':>10}{'CPUs':>8}")
     for d in plan.deployments:

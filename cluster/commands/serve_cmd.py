@@ -1,8 +1,8 @@
 """`recsys deploy`, `recsys scale`, `recsys capacity`: the serving graph's operator commands.
 
 ``deploy`` and ``scale`` talk to the running cluster's Serve REST API (the same endpoint
-``serve deploy`` uses, on the dashboard, default ``http://127.0.0.1:8265`` or
-``$RAY_DASHBOARD_ADDRESS``): a PUT of the whole config, which Serve reconciles, so changing one
+``serve deploy`` uses, on the dashboard: ``--address``, else ``$RAY_DASHBOARD_ADDRESS``, else
+an ``http://`` ``$RAY_ADDRESS``, else ``http://127.0.0.1:8265``): a PUT of the whole config, which Serve reconciles, so changing one
 deployment's replica count leaves the other deployments' replicas running.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -72,12 +71,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--address",
-        default=os.environ.get("RAY_DASHBOARD_ADDRESS", "http://127.0.0.1:8265"),
-        help="Ray dashboard URL (Serve REST API)",
+        help="Ray dashboard URL (Serve REST API; default: $RAY_DASHBOARD_ADDRESS, else an "
+        "http:// $RAY_ADDRESS, else http://127.0.0.1:8265)",
     )
 
 
-def _client(address: str):
+def _client(address: str | None):
+    from cluster.commands.train_cmd import dashboard_address
+
+    address = dashboard_address(address) or "http://127.0.0.1:8265"
     require_dashboard(address)
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
@@ -160,7 +162,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     check_http_port(port, serve_running=bool(client.get_serve_details().get("proxies")))
     client.deploy_applications(config)
     names = [a["name"] for a in config["applications"]]
-    print(f"submitted {', '.join(names)} to {args.address}")
+    print(f"submitted {', '.join(names)} to the cluster")
     if not args.no_wait:
         wait_running(client, names, args.timeout)
         port = (config.get("http_options") or {}).get("port", 8000)

@@ -231,6 +231,7 @@ def run_capacity(args: argparse.Namespace) -> int:
     print(yaml.safe_dump(patch_of(plan, config, autoscale=args.autoscale), sort_keys=False))
     if args.write:
         patched = apply_plan(config, plan, autoscale=args.autoscale)
+        Path(args.write).parent.mkdir(parents=True, exist_ok=True)
         Path(args.write).write_text(yaml.safe_dump(patched, sort_keys=False))
         print(f"wrote {args.write}")
     return 0

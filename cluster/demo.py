@@ -69,8 +69,12 @@ def demo_platform_config(base: str | Path, home: Path) -> Path:
 def _start_cluster(num_cpus: int, dashboard_port: int, http_port: int):
     from cluster import local
     from cluster.commands.serve_cmd import check_http_port
+    from cluster.ui import one_line_error
 
-    cluster, started = local.start(num_cpus=num_cpus, dashboard_port=dashboard_port)
+    try:
+        cluster, started = local.start(num_cpus=num_cpus, dashboard_port=dashboard_port)
+    except (OSError, RuntimeError) as exc:  # a port taken; `ray start` failing
+        raise one_line_error(exc) from None
     verb = "started" if started else "already running"
     console.print(f"Ray head {verb}: GCS {cluster.address}, dashboard {cluster.dashboard_url}")
     # Before the training jobs: a taken HTTP port would otherwise fail the deploy at the end.

@@ -39,3 +39,10 @@ def require_dashboard(address: str, timeout_s: float = 5.0) -> None:
             f"no Ray cluster answers at {address}; start one with `recsys up` "
             "or pass --address URL (or set RAY_DASHBOARD_ADDRESS)"
         ) from None
+
+
+def one_line_error(exc: BaseException) -> CliError:
+    """``exc`` as a :class:`CliError`: its first line, plus its last when there are several
+    (``ray start`` failing prints a log whose last line is the reason)."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return CliError(" ".join(lines[:1] + lines[1:][-1:]))

@@ -78,14 +78,12 @@ def user_error_message(exc: BaseException) -> str | None:
     from core.config import ConfigError
 
     if isinstance(exc, ConfigError):
-        issue = exc.issues[0] if exc.issues else None
-        first = _first_line(str(exc)) if issue is None else (
-            f"{issue.file}: {issue.key}: {issue.message}" if issue.key else f"{issue.file}: {issue.message}")  # fmt: skip
+        if not exc.issues:
+            return _first_line(str(exc))
+        first = exc.issues[0]
+        line = f"{first.file}: {first.key}: {first.message}" if first.key else f"{first.file}: {first.message}"
         more = len(exc.issues) - 1
-        if more > 0:
-            file = exc.issues[0].file
-            return f"{first} (and {more} more; `recsys config validate {file}` lists them)"
-        return first
+        return f"{line} (and {more} more; `recsys config validate {first.file}` lists them)" if more else line
     if isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError | PermissionError):
         if exc.filename is not None:
             return f"{exc.filename}: {exc.strerror or type(exc).__name__}"

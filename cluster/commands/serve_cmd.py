@@ -154,6 +154,9 @@ def run_deploy(args: argparse.Namespace) -> int:
     if args.platform_config:
         if not Path(args.platform_config).is_file():
             raise CliError(f"--platform-config {args.platform_config}: no such file")
+        from core.config import load_platform_config
+
+        load_platform_config(args.platform_config)  # its errors here, not in every replica
         platform_config = str(Path(args.platform_config).resolve())
     config = _read_yaml(args.file)
     config = prepare_config(config, str(Path.cwd().resolve()), args.http_port, platform_config)

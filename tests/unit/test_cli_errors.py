@@ -22,7 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 NOBODY = f"http://127.0.0.1:{free_port()}"  # a dashboard address where nothing listens
 
 # (argv, a fragment the one line must contain). Placeholders filled by the fixture below:
-# {repo} the checkout, {tmp} an empty scratch dir, {free} a free port, {data} an existing dataset, {bad_yaml} an unparsable file,
+# {repo} the checkout, {tmp} an empty scratch dir, {free} a free port, {bad_platform} a
+# platform config with an unknown key, {data} an existing dataset, {bad_yaml} an unparsable file,
 # {taken} a port this test listens on, {nobody} a dashboard address with no cluster.
 CASES: list[tuple[str, str]] = [
     ("", "the following arguments are required: command"),
@@ -53,6 +54,7 @@ CASES: list[tuple[str, str]] = [
     ("deploy {repo}/configs/platform.yaml", "platform.yaml: applications: Field required"),
     ("deploy configs/serve.yaml --address {nobody}", "no Ray cluster answers at {nobody}"),
     ("deploy configs/serve.yaml --platform-config {tmp}/p.yaml", "p.yaml: no such file"),
+    ("deploy configs/serve.yaml --platform-config {bad_platform}", "platform_bad.yaml: bogus: unknown key"),
     ("scale Ranker two", "argument replicas: invalid int value: 'two'"),
     ("scale Ranker 2 --address {nobody}", "no Ray cluster answers at {nobody}"),
     ("capacity", "the following arguments are required: --target-rps"),
@@ -84,10 +86,12 @@ def places(tmp_path: Path, monkeypatch) -> Iterator[dict[str, str]]:
     (data / "catalogue" / "part-0.parquet").write_bytes(b"x")
     bad = tmp_path / "serve_bad.yaml"
     bad.write_text("applications: [\n  - name: x\n")
+    bad_platform = tmp_path / "platform_bad.yaml"
+    bad_platform.write_text((REPO_ROOT / "configs" / "platform.yaml").read_text() + "bogus: 1\n")
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
-        yield {"repo": str(REPO_ROOT), "tmp": str(tmp_path / "empty"), "data": str(data), "bad_yaml": str(bad),
+        yield {"repo": str(REPO_ROOT), "tmp": str(tmp_path / "empty"), "data": str(data), "bad_yaml": str(bad), "bad_platform": str(bad_platform),
                "taken": str(held.getsockname()[1]), "free": str(free_port()), "nobody": NOBODY}  # fmt: skip
 
 

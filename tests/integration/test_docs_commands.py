@@ -157,7 +157,7 @@ def test_doc_commands_run_in_order() -> None:
     if failed:
         c = run[int(failed.group(1))]
         tail = output[: failed.start()].rsplit(f"@@ {failed.group(1)} ", 1)[-1][-3000:]
-        pytest.fail(f"{c.where}: `{c.text}` exited {failed.group(2)}:\n{tail}")
+        pytest.fail(f"{c.where}: `{c.text}` exited {failed.group(2)} (scratch copy kept: {checkout}):\n{tail}")
     assert proc.returncode == 0, output[-3000:]
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -130,16 +130,17 @@ def run_one(bench: Benchmark, quick: bool) -> Outcome:
 
 
 def print_summary(outcomes: list[Outcome]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from cluster.ui import console
 
     table = Table(title="benchmarks")
     for col in ("benchmark", "status", "seconds", "result", "headline"):
-        table.add_column(col, justify="right" if col == "seconds" else "left")
+        table.add_column(col, justify="right" if col == "seconds" else "left", no_wrap=col != "headline")
     for o in outcomes:
         status = "[green]ok[/]" if o.ok else "[red]failed[/]"
         table.add_row(o.name, status, f"{o.seconds:.0f}", str(o.result.relative_to(REPO_ROOT)), o.summary)
-    Console(highlight=False).print(table)
+    console().print(table)  # wide when not a terminal (make bench | tee), like recsys
 
 
 def main(argv: list[str] | None = None) -> int:

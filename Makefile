@@ -2,6 +2,8 @@
 #   make demo   install, start a local Ray cluster, build data, train, index, review, deploy,
 #               answer sample requests
 #   make test   install what is missing and run the whole test suite
+# Also: make demo-down (stop the demo's cluster), make bench [BENCH_ARGS=--quick], make lint.
+# The demo keeps its data apart from var/data: var/demo/<preset>/ (see cluster/demo.py).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -11,6 +13,7 @@ DEMO_PRESET ?= tiny
 DEMO_CPUS ?= 2
 DEMO_DASHBOARD_PORT ?= 8265
 DEMO_HTTP_PORT ?= 8000
+BENCH_ARGS ?=
 
 .PHONY: install test test-unit test-integration lint demo demo-down bench clean
 
@@ -43,7 +46,7 @@ demo-down: install
 	$(BIN)/recsys down
 
 bench: install
-	$(BIN)/python -m benchmarks.run_all
+	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

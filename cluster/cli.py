@@ -5,9 +5,13 @@ Each command group lives in a module of :data:`COMMAND_MODULES` exposing
 ``set_defaults``. Command modules import heavy libraries (Ray, torch) inside their ``func`` so
 ``recsys --help`` stays fast.
 
-Exit codes: 0 success, 1 the command ran and found problems, 2 a user error (bad argument,
-missing file, unknown version...). User errors print one line naming the file/key/argument,
-without a traceback (set ``RECSYS_DEBUG=1`` to get the traceback).
+Exit codes: 0 success, 1 the command ran and found problems, 2 a user error. User errors are
+handled here and nowhere else: a command raises :class:`cluster.ui.CliError` (or lets a known
+user-error type through: a missing or existing file, an unknown registry version, an invalid
+config file, a rejected value) and :func:`main` prints it as ONE line on stderr,
+``error: <what is wrong and the fix>``, without a traceback. ``--debug`` (anywhere on the
+command line) or ``RECSYS_DEBUG=1`` re-raises it with its traceback. Any other exception is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -39,11 +43,14 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser that raises instead of exiting, so ``main`` owns the exit status."""
 
     def error(self, message: str):  # noqa: D102 - argparse API
-        raise _UsageError(f"{self.prog}: {message}")
+        raise _UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="recsys", description="Operate the recommendation platform.")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of a user error (anywhere on the line)"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMAND_MODULES:
         try:
@@ -59,37 +66,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [
-        CliError,
-        FileNotFoundError,
-        FileExistsError,
-        NotADirectoryError,
-    ]
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    return f"{lines[0]} (and {len(lines) - 1} more lines; --debug shows all)"
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for a user error, or None when ``exc`` is a bug."""
+    from core.config import ConfigError
+
+    if isinstance(exc, ConfigError):
+        if not exc.issues:
+            return _first_line(str(exc))
+        first = exc.issues[0]
+        line = f"{first.file}: {first.key}: {first.message}" if first.key else f"{first.file}: {first.message}"
+        more = len(exc.issues) - 1
+        return f"{line} (and {more} more; `recsys config validate {first.file}` lists them)" if more else line
+    if isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError | PermissionError):
+        if exc.filename is not None:
+            return f"{exc.filename}: {exc.strerror or type(exc).__name__}"
+        return _first_line(str(exc)) or type(exc).__name__
+    known: list[type[BaseException]] = [CliError, FileExistsError, ValueError]
     try:
         from core.registry import RegistryError
 
-        errors.append(RegistryError)
+        known.append(RegistryError)
     except ImportError:
         pass
-    return tuple(errors)
+    if isinstance(exc, tuple(known)):
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        return _first_line(str(text)) or type(exc).__name__
+    return None
+
+
+def _pop_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``--debug`` (before a ``--`` separator) and whether it was there."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head = [a for a in argv[:end] if a != "--debug"]
+    return head + argv[end:], len(head) != end
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``recsys`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    errors = _user_errors()
+    argv, debug = _pop_debug(list(sys.argv[1:] if argv is None else argv))
+    debug = debug or bool(os.environ.get("RECSYS_DEBUG"))
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except SystemExit as exc:  # --help / --version
-        return exc.code if isinstance(exc.code, int) else 0
+    except SystemExit as exc:  # --help, or a command that exits with a message
+        if isinstance(exc.code, int) or exc.code is None:
+            return exc.code or 0
+        console(stderr=True).print(f"[red]error:[/] {escape(_first_line(str(exc.code)))}", soft_wrap=True)
+        return 1
     except KeyboardInterrupt:
         console(stderr=True).print("interrupted")
         return 130
-    except (*errors, ValueError) as exc:
-        if os.environ.get("RECSYS_DEBUG"):
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None or debug:
             raise
-        message = str(exc).strip() or type(exc).__name__
         console(stderr=True).print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
         return 2
 

@@ -14,7 +14,8 @@ from typing import Any
 from core.config import ConfigError, ConfigIssue, PlatformConfig, load_model, read_yaml
 
 
-def _validate_serve(path: Path) -> Any:
+def validate_serve_config(path: str | Path) -> Any:
+    """Validate a ``serve deploy`` file against Ray Serve's schema, whatever its name."""
     # Ray Serve's own schema for `serve deploy` files. Imported lazily: core must stay usable
     # without starting anything, and the schema module is pure pydantic.
     from pydantic import ValidationError
@@ -86,7 +87,7 @@ def validator_for(path: str | Path) -> Callable[[Path], Any]:
     name = path.name
     parts = path.parts
     if name.startswith("serve") and name.endswith((".yaml", ".yml")):
-        return _validate_serve
+        return validate_serve_config
     if "train" in parts:
         return _validate_train
     if "alerts" in parts or name.startswith("alerts"):

@@ -5,7 +5,7 @@
 Steps, each printed as it runs:
 
 1. start (or reuse) a local Ray head node (``recsys up``);
-2. generate synthetic tenant data into the platform config's storage (``recsys data synth``);
+2. generate synthetic tenant data (``recsys data synth``) into the demo's own storage;
 3. submit the offline pipeline per tenant through the Ray Jobs API — two-tower training,
    item embeddings + ScaNN index, ranker training, evaluation, automatic launch checks;
 4. record the launch checklist's sign-offs and the approval (``training.review --sign-off …
@@ -14,6 +14,15 @@ Steps, each printed as it runs:
 6. send a few recommendation requests and events and print them, then the URLs to try.
 
 Re-running reuses the cluster and the data; training runs again and publishes new versions.
+
+Invariant: the demo reads and writes only ``var/demo/<preset>/`` (``data/``, ``registry/``,
+``decisions/``), never the storage of ``configs/platform.yaml`` (``var/data``...), so it works
+whatever the checkout already holds and never touches the user's own data. It does so through
+``var/demo/<preset>/platform.yaml``, the platform config with those storage roots: the training
+jobs get it as ``RECSYS_CONFIG`` and the Serve app as ``args.platform_config``, so both train and
+serve on the data the demo made. Shared with the user: the Ray cluster (``recsys up``'s temp
+dir) and the training work dirs (``var/training/<tenant>/``, caches keyed by the data).
+A user error (a port taken, a job config missing) is one line, no traceback.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_ROOT = REPO_ROOT / "var" / "demo"
 console = Console(highlight=False)
 
 
@@ -35,22 +45,67 @@ def _step(n: int, title: str) -> None:
     console.rule(f"[bold cyan]{n}. {title}")
 
 
-def _start_cluster(num_cpus: int, dashboard_port: int):
-    from cluster import local
+def demo_platform_config(base: str | Path, home: Path) -> Path:
+    """Write ``home/platform.yaml``: the platform config ``base`` with every storage root under
+    ``home`` (absolute paths, so jobs, replicas and this process agree); returns its path."""
+    import yaml
 
-    cluster, started = local.start(num_cpus=num_cpus, dashboard_port=dashboard_port)
+    from core.config import load_platform_config
+
+    raw = yaml.safe_load(Path(base).read_text())
+    raw["storage"] = {
+        "data": str(home / "data"),
+        "events": str(home / "data" / "events"),
+        "registry": str(home / "registry"),
+        "decisions": str(home / "decisions"),
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "platform.yaml"
+    header = f"# Written by `make demo` from {base}: the same config, storage under {home}.\n"
+    path.write_text(header + yaml.safe_dump(raw, sort_keys=False))
+    load_platform_config(path)  # validated once, here, rather than in every job
+    return path
+
+
+def _start_cluster(num_cpus: int, dashboard_port: int, http_port: int):
+    from cluster import local
+    from cluster.commands.serve_cmd import check_http_port
+    from cluster.ui import one_line_error
+
+    try:
+        cluster, started = local.start(num_cpus=num_cpus, dashboard_port=dashboard_port)
+    except (OSError, RuntimeError) as exc:  # a port taken; `ray start` failing
+        raise one_line_error(exc) from None
     verb = "started" if started else "already running"
     console.print(f"Ray head {verb}: GCS {cluster.address}, dashboard {cluster.dashboard_url}")
+    # Before the training jobs: a taken HTTP port would otherwise fail the deploy at the end.
+    serve_up = (not started) and bool(_serve_details(cluster.dashboard_url).get("proxies"))
+    check_http_port(http_port, serve_running=serve_up)
     return cluster
 
 
+def _serve_details(dashboard_url: str) -> dict:
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    return ServeSubmissionClient(dashboard_url).get_serve_details()
+
+
 def _ensure_data(preset: str, data_root: str, seed: int) -> None:
+    """Reuse ``data_root`` when it holds this preset and seed; otherwise (another preset, or
+    a generation that was interrupted) delete it and generate again: it is the demo's own."""
+    import shutil
+
     from datagen.synth import generate
 
     marker = Path(data_root) / "synth.json"
-    if marker.exists() and json.loads(marker.read_text()).get("preset") == preset:
-        console.print(f"reusing {preset} data in {data_root}")
-        return
+    if marker.exists():
+        meta = json.loads(marker.read_text())
+        if (meta.get("preset"), meta.get("seed")) == (preset, seed):
+            console.print(f"reusing {preset} data (seed {seed}) in {data_root}")
+            return
+    if Path(data_root).exists():
+        console.print(f"{data_root} holds other or incomplete data; generating it again")
+        shutil.rmtree(data_root)
     from cluster.commands.data_cmd import print_summary
 
     started = time.monotonic()
@@ -108,12 +163,11 @@ def _approve_and_promote(registry_root: str, tenants: list[str]) -> None:
     console.print(table)
 
 
-def _deploy(dashboard_url: str, http_port: int) -> int:
+def _deploy(dashboard_url: str, http_port: int, platform_config: Path) -> int:
     from cluster.cli import main as recsys
 
-    return recsys(
-        ["deploy", "configs/serve.yaml", "--address", dashboard_url, "--http-port", str(http_port)]
-    )
+    return recsys(["deploy", "configs/serve.yaml", "--address", dashboard_url,
+                   "--http-port", str(http_port), "--platform-config", str(platform_config)])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,41 +183,59 @@ def main(argv: list[str] | None = None) -> int:
 
     import os
 
+    from cluster.cli import user_error_message
+
+    try:
+        return _run(args)
+    except Exception as exc:  # one line for a user error, as `recsys` does
+        message = user_error_message(exc)
+        if message is None or os.environ.get("RECSYS_DEBUG"):
+            raise
+        Console(stderr=True, highlight=False).print(f"error: {message}", soft_wrap=True, markup=False)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+
     os.environ.setdefault("RECSYS_HOME", str(REPO_ROOT))
     os.chdir(REPO_ROOT)
-    from core.config import load_platform_config
-
-    storage = load_platform_config().resolved_storage()
+    home = DEMO_ROOT / args.preset
+    base = os.environ.get("RECSYS_CONFIG") or str(REPO_ROOT / "configs" / "platform.yaml")
+    platform_config = demo_platform_config(base, home)
+    os.environ["RECSYS_CONFIG"] = str(platform_config)  # training jobs and the review read it
     tenants = [t for t in args.tenants.split(",") if t]
     started = time.monotonic()
 
     _step(1, "local Ray cluster")
-    cluster = _start_cluster(args.num_cpus, args.dashboard_port)
-    _step(2, f"synthetic data ({args.preset})")
-    _ensure_data(args.preset, storage.data, args.seed)
+    cluster = _start_cluster(args.num_cpus, args.dashboard_port, args.http_port)
+    _step(2, f"synthetic data ({args.preset}) in {home.relative_to(REPO_ROOT)}")
+    _ensure_data(args.preset, str(home / "data"), args.seed)
     _step(3, "offline pipeline on Ray (Ray Jobs: train, index, evaluate, launch checks)")
     _train(cluster.dashboard_url, tenants, args.smoke_test)
     _step(4, "launch review approval and promotion")
-    _approve_and_promote(storage.registry, tenants)
+    _approve_and_promote(str(home / "registry"), tenants)
     _step(5, "deploy the serving graph (Ray Serve)")
-    if _deploy(cluster.dashboard_url, args.http_port) != 0:
+    if _deploy(cluster.dashboard_url, args.http_port, platform_config) != 0:
         return 1
     _step(6, "sample requests and events")
     from deployments.demo_requests import main as demo_requests
 
-    base = f"http://127.0.0.1:{args.http_port}"
-    rc = demo_requests(["--url", base])
+    base_url = f"http://127.0.0.1:{args.http_port}"
+    rc = demo_requests(["--url", base_url])
     console.rule("[bold green]done")
+    registry = (home / "registry").relative_to(REPO_ROOT)
     console.print(
         f"Platform up in {time.monotonic() - started:.0f} s. Try:\n"
         "  curl -s -H 'Authorization: Bearer acme-demo-key' -H 'content-type: application/json' "
         "-d '{\"user_id\": \"u0000001\", \"surface\": \"home\", \"k\": 5}' "
-        f"{base}/v1/recommend\n"
-        f"  {base}/docs            OpenAPI (interactive)\n"
-        f"  {base}/v1/versions     versions in service\n"
-        f"  {base}/metrics         Prometheus metrics\n"
+        f"{base_url}/v1/recommend\n"
+        f"  {base_url}/docs            OpenAPI (interactive)\n"
+        f"  {base_url}/v1/versions     versions in service\n"
+        f"  {base_url}/metrics         Prometheus metrics\n"
         f"  {cluster.dashboard_url}             Ray dashboard (jobs, Serve, actors)\n"
-        "  .venv/bin/recsys registry list --tenant acme\n"
+        f"  .venv/bin/recsys registry list --tenant acme --root {registry}\n"
+        f"The demo's data, registry and decisions are in {home.relative_to(REPO_ROOT)}/.\n"
         "Stop everything with: make demo-down"
     )
     return rc

@@ -108,7 +108,11 @@ def start(
     if existing is not None and is_running(existing):
         return existing, False
     if port_open("127.0.0.1", dashboard_port):
-        raise OSError(f"dashboard port {dashboard_port} is in use; pass --dashboard-port")
+        raise OSError(f"dashboard port {dashboard_port} is in use (another Ray cluster?); pass "
+                      "--dashboard-port PORT (make demo: DEMO_DASHBOARD_PORT=PORT)")  # fmt: skip
+    if port is not None and port_open("127.0.0.1", port):
+        raise OSError(f"GCS port {port} is in use; pass another --port or leave it out (a free "
+                      "port is picked)")  # fmt: skip
     port = port or free_port()
     cmd = [
         ray_executable(), "start", "--head", "--disable-usage-stats",

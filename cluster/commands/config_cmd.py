@@ -7,6 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from cluster.ui import CliError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     config = subparsers.add_parser("config", help="configuration files")
@@ -22,6 +24,8 @@ def _expand(paths: list[str]) -> list[Path]:
     files: list[Path] = []
     for raw in paths or ["configs"]:
         p = Path(raw)
+        if not p.exists():
+            raise CliError(f"{raw}: no such file or folder (`recsys config validate` alone checks configs/)")
         if p.is_dir():
             files.extend(sorted(q for q in p.rglob("*") if q.suffix in {".yaml", ".yml"}))
         else:
@@ -37,8 +41,7 @@ def run_validate(args: argparse.Namespace) -> int:
     failed = 0
     files = _expand(args.paths)
     if not files:
-        console.print("no config files found")
-        return 2
+        raise CliError(f"no .yaml/.yml files in {', '.join(args.paths or ['configs'])}")
     for path in files:
         try:
             validate_file(path)

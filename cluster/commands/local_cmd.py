@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cluster.ui import CliError, console
+from cluster.ui import CliError, console, one_line_error
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,8 +48,8 @@ def run_up(args: argparse.Namespace) -> int:
             temp_dir=args.temp_dir,
             auth_mode=args.auth,
         )
-    except OSError as exc:
-        raise CliError(str(exc)) from None
+    except (OSError, RuntimeError) as exc:  # a port taken; `ray start` failing
+        raise one_line_error(exc) from None
     out = console()
     out.print("Ray head node started." if started else "A Ray head node is already running.")
     out.print(f"GCS address:   {cluster.address}")

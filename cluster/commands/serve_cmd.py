@@ -1,21 +1,23 @@
 """`recsys deploy`, `recsys scale`, `recsys capacity`: the serving graph's operator commands.
 
 ``deploy`` and ``scale`` talk to the running cluster's Serve REST API (the same endpoint
-``serve deploy`` uses, on the dashboard, default ``http://127.0.0.1:8265`` or
-``$RAY_DASHBOARD_ADDRESS``): a PUT of the whole config, which Serve reconciles, so changing one
+``serve deploy`` uses, on the dashboard: ``--address``, else ``$RAY_DASHBOARD_ADDRESS``, else
+an ``http://`` ``$RAY_ADDRESS``, else ``http://127.0.0.1:8265``): a PUT of the whole config, which Serve reconciles, so changing one
 deployment's replica count leaves the other deployments' replicas running.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from cluster.ui import CliError, require_dashboard
 
 DEFAULT_SERVE_CONFIG = "configs/serve.yaml"
 DEFAULT_MEASURED = "benchmarks/results/serving.json"
@@ -26,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("file", nargs="?", default=DEFAULT_SERVE_CONFIG, help="serve config YAML")
     _address(deploy)
     deploy.add_argument("--http-port", type=int, help="override http_options.port")
+    deploy.add_argument("--platform-config", metavar="PATH",
+                        help="override every application's args.platform_config (storage roots)")  # fmt: skip
     deploy.add_argument("--no-wait", action="store_true", help="return once the config is accepted")
     deploy.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for RUNNING")
     deploy.set_defaults(func=run_deploy)
@@ -67,24 +71,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--address",
-        default=os.environ.get("RAY_DASHBOARD_ADDRESS", "http://127.0.0.1:8265"),
-        help="Ray dashboard URL (Serve REST API)",
+        help="Ray dashboard URL (Serve REST API; default: $RAY_DASHBOARD_ADDRESS, else an "
+        "http:// $RAY_ADDRESS, else http://127.0.0.1:8265)",
     )
 
 
-def _client(address: str):
+def _client(address: str | None):
+    from cluster.commands.train_cmd import dashboard_address
+
+    address = dashboard_address(address) or "http://127.0.0.1:8265"
+    require_dashboard(address)
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
     return ServeSubmissionClient(address)
 
 
-def prepare_config(config: dict[str, Any], home: str, http_port: int | None = None) -> dict:
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError:
+        raise CliError(f"{path}: invalid YAML (`recsys config validate {path}` shows where)") from None
+    if not isinstance(data, dict):
+        raise CliError(f"{path}: expected a YAML mapping (a serve config)")
+    return data
+
+
+def prepare_config(
+    config: dict[str, Any], home: str, http_port: int | None = None, platform_config: str | None = None
+) -> dict:
     """Pin every application's ``args.home`` (relative paths then resolve the same on every
-    node) and optionally the HTTP port."""
+    node), and optionally the HTTP port and every application's ``args.platform_config``."""
     config = {**config, "applications": [dict(a) for a in config.get("applications") or []]}
     for app in config["applications"]:
         args = dict(app.get("args") or {})
         args.setdefault("home", home)
+        if platform_config is not None:
+            args["platform_config"] = platform_config
         app["args"] = args
     if http_port is not None:
         config["http_options"] = {**(config.get("http_options") or {}), "port": http_port}
@@ -92,8 +116,9 @@ def prepare_config(config: dict[str, Any], home: str, http_port: int | None = No
 
 
 def wait_running(client, app_names: list[str], timeout_s: float) -> dict[str, str]:
-    """Poll Serve until every named app is RUNNING (or one failed, or the deadline passed)."""
-    deadline = time.monotonic() + timeout_s
+    """Poll Serve until every named app is RUNNING; :class:`CliError` when one failed or the
+    deadline passed (naming each app's status and the last line of a failure message)."""
+    started = time.monotonic()
     statuses: dict[str, str] = {}
     while True:
         apps = client.get_serve_details().get("applications", {})
@@ -101,21 +126,46 @@ def wait_running(client, app_names: list[str], timeout_s: float) -> dict[str, st
         if all(s == "RUNNING" for s in statuses.values()):
             return statuses
         failed = {n: apps[n].get("message", "") for n, s in statuses.items() if "FAIL" in s}
-        if failed or time.monotonic() > deadline:
-            raise RuntimeError(f"applications not running: {statuses} {failed}")
+        waited = time.monotonic() - started
+        if failed or waited > timeout_s:
+            state = ", ".join(f"{n} {s}" for n, s in statuses.items())
+            why = "; ".join(f"{n}: {(m.strip().splitlines() or ['?'])[-1]}" for n, m in failed.items())
+            raise CliError(f"applications not running after {waited:.0f} s ({state})"
+                           f"{': ' + why if why else ''}; `serve status` and the Ray dashboard's "
+                           "Serve tab show the replicas' logs")  # fmt: skip
         time.sleep(1.0)
 
 
-def run_deploy(args: argparse.Namespace) -> int:
-    from cluster.config_files import validate_file
+def check_http_port(port: int, serve_running: bool) -> None:
+    """:class:`CliError` when another program holds ``port``; Serve would only report a proxy
+    that never starts. A running Serve instance holds its own port: not an error."""
+    from cluster.local import port_open
 
-    validate_file(args.file)  # Serve's own schema: fail here, not half-way through a rollout
-    config = yaml.safe_load(Path(args.file).read_text())
-    config = prepare_config(config, str(Path.cwd().resolve()), args.http_port)
+    if not serve_running and port_open("127.0.0.1", port):
+        raise CliError(f"HTTP port {port} is in use by another program; pass --http-port PORT "
+                       "(make demo: DEMO_HTTP_PORT=PORT) or stop what listens there")  # fmt: skip
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    from cluster.config_files import validate_serve_config
+
+    validate_serve_config(args.file)  # Serve's own schema: fail here, not half-way through a rollout
+    platform_config = None
+    if args.platform_config:
+        if not Path(args.platform_config).is_file():
+            raise CliError(f"--platform-config {args.platform_config}: no such file")
+        from core.config import load_platform_config
+
+        load_platform_config(args.platform_config)  # its errors here, not in every replica
+        platform_config = str(Path(args.platform_config).resolve())
+    config = _read_yaml(args.file)
+    config = prepare_config(config, str(Path.cwd().resolve()), args.http_port, platform_config)
     client = _client(args.address)
+    port = int((config.get("http_options") or {}).get("port", 8000))
+    check_http_port(port, serve_running=bool(client.get_serve_details().get("proxies")))
     client.deploy_applications(config)
     names = [a["name"] for a in config["applications"]]
-    print(f"submitted {', '.join(names)} to {args.address}")
+    print(f"submitted {', '.join(names)} to the cluster")
     if not args.no_wait:
         wait_running(client, names, args.timeout)
         port = (config.get("http_options") or {}).get("port", 8000)
@@ -141,7 +191,9 @@ def scaled_config(details: dict[str, Any], name: str, replicas: int, app: str | 
                 dep["num_replicas"] = replicas
                 found = True
     if not found:
-        raise ValueError(f"no deployment named {name!r} in the deployed config")
+        known = sorted({d.get("name") for c in configs for d in c.get("deployments") or []})
+        raise ValueError(f"no deployment named {name!r} in the deployed config; "
+                         f"deployments: {', '.join(known) or 'none'}")  # fmt: skip
     out: dict[str, Any] = {"applications": configs}
     for key in ("proxy_location", "http_options"):
         if details.get(key):
@@ -160,13 +212,17 @@ def run_scale(args: argparse.Namespace) -> int:
 def run_capacity(args: argparse.Namespace) -> int:
     from cluster.capacity import apply_plan, load_measurements, patch_of, plan_capacity
 
-    config = yaml.safe_load(Path(args.config).read_text())
-    try:
-        measured = load_measurements(args.measured)
-    except (OSError, ValueError) as exc:
-        print(f"recsys capacity: {exc}", file=sys.stderr)
-        return 2
+    if args.target_rps <= 0 or args.headroom < 0:
+        raise CliError("--target-rps must be positive and --headroom non-negative")
+    config = _read_yaml(args.config)
+    if not Path(args.measured).is_file():
+        raise CliError(f"{args.measured}: no such file; measure with `python -m benchmarks.bench_serving` "
+                       "(or `make bench`), or pass --measured FILE")  # fmt: skip
+    measured = load_measurements(args.measured)
     plan = plan_capacity(config, measured, args.target_rps, args.headroom)
+    meta = json.loads(Path(args.measured).read_text())
+    print(f"measured: {args.measured} (at {meta.get('at', '?')}, {meta.get('machine', {}).get('cpus', '?')} CPUs, "
+          f"p99 objective {meta.get('capacity_slo_p99_ms', '?')} ms)")  # fmt: skip
     print(f"target {args.target_rps:g} req/s, headroom {args.headroom:.0%}")
     print(f"{'deployment':<20}{'req/s/replica':>15}{'replicas':>10}{'CPUs':>8}")
     for d in plan.deployments:
@@ -178,6 +234,7 @@ def run_capacity(args: argparse.Namespace) -> int:
     print(yaml.safe_dump(patch_of(plan, config, autoscale=args.autoscale), sort_keys=False))
     if args.write:
         patched = apply_plan(config, plan, autoscale=args.autoscale)
+        Path(args.write).parent.mkdir(parents=True, exist_ok=True)
         Path(args.write).write_text(yaml.safe_dump(patched, sort_keys=False))
         print(f"wrote {args.write}")
     return 0
@@ -186,17 +243,12 @@ def run_capacity(args: argparse.Namespace) -> int:
 def run_k8s_render(args: argparse.Namespace) -> int:
     from cluster.kuberay import dump, render_rayservice
 
-    try:
-        config = yaml.safe_load(Path(args.file).read_text())
-    except OSError as exc:
-        print(f"recsys k8s render: {args.file}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+    config = _read_yaml(args.file)
     env = {}
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            print(f"recsys k8s render: --env {item!r}: expected KEY=VALUE", file=sys.stderr)
-            return 2
+            raise CliError(f"--env {item!r}: expected KEY=VALUE")
         env[key] = value
     manifest = render_rayservice(
         config, image=args.image, name=args.name, namespace=args.namespace,

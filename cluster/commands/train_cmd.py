@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from cluster.ui import CliError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JOBS = {
     ("train", "two-tower"): ("training.two_tower", "configs/train/two_tower.yaml"),
@@ -98,6 +100,9 @@ def submit(
     """
     from ray.job_submission import JobStatus, JobSubmissionClient
 
+    from cluster.ui import require_dashboard
+
+    require_dashboard(address)
     client = JobSubmissionClient(address)
     env_vars = {"RECSYS_HOME": str(REPO_ROOT)}
     for name in ("RECSYS_CONFIG", "RECSYS_REGISTRY"):
@@ -124,9 +129,29 @@ def submit(
         time.sleep(1.0)
 
 
+def check_job_args(args: argparse.Namespace) -> None:
+    """The job's config file exists and ``--tenant`` (when given) is a tenant of the platform
+    config the job will read; :class:`CliError` otherwise, before a cluster is involved."""
+    import yaml
+
+    from core.config import load_platform_config
+
+    if not Path(args.config).is_file():
+        raise CliError(f"--config {args.config}: no such file (the job configs are in configs/train/)")
+    if not args.tenant:
+        return
+    job_config = yaml.safe_load(Path(args.config).read_text()) or {}
+    platform_path = job_config.get("platform_config") if isinstance(job_config, dict) else None
+    platform = load_platform_config(platform_path)
+    tenants = [t.id for t in platform.tenants]
+    if args.tenant not in tenants:
+        raise CliError(f"unknown tenant {args.tenant!r}; the platform config has: {', '.join(tenants)}")
+
+
 def run_job(args: argparse.Namespace) -> int:
     import importlib
 
+    check_job_args(args)
     argv = job_argv(args)
     address = dashboard_address(args.address)
     if address:

@@ -1,0 +1,138 @@
+"""Every ``recsys`` subcommand's user errors: one readable line on stderr, no traceback, exit 2.
+
+In-process through :func:`cluster.cli.main`; no Ray cluster is started. "Cluster not running"
+is a dashboard address where nothing listens; "port taken" is a socket this test holds.
+:func:`test_every_subcommand_has_an_error_case` keeps the sweep complete: a new subcommand
+fails it until it has a row in :data:`CASES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.cli import build_parser, main
+from cluster.local import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NOBODY = f"http://127.0.0.1:{free_port()}"  # a dashboard address where nothing listens
+
+# (argv, a fragment the one line must contain). Placeholders filled by the fixture below:
+# {repo} the checkout, {tmp} an empty scratch dir, {free} a free port, {bad_platform} a
+# platform config with an unknown key, {data} an existing dataset, {bad_yaml} an unparsable file,
+# {taken} a port this test listens on, {nobody} a dashboard address with no cluster.
+CASES: list[tuple[str, str]] = [
+    ("", "the following arguments are required: command"),
+    ("frobnicate", "invalid choice: 'frobnicate'"),
+    ("data", "the following arguments are required: data_command"),
+    ("config validate {tmp}/nope.yaml", "nope.yaml: no such file or folder"),
+    ("config validate {tmp}", "no .yaml/.yml files"),
+    ("data synth --preset tiny", "the following arguments are required: --out"),
+    ("data synth --preset huge --out {tmp}/x", "invalid choice: 'huge'"),
+    ("data synth --preset tiny --out {data}", "already has data"),
+    ("data movielens --out {tmp}/ml", "give --path DIR (or --download NAME)"),
+    ("data movielens --path {tmp}/nope --out {tmp}/ml", "nope does not exist"),
+    ("registry", "the following arguments are required: registry_command"),
+    ("registry list --type rankr", "argument --type: invalid choice: 'rankr'"),
+    ("registry show two_tower v20300101T000000000Z-abcdef", "no two_tower version"),
+    ("registry show two_tower production", "give --tenant"),
+    ("registry promote ranker v20300101T000000000Z-abcdef --tenant acme", "no ranker version"),
+    ("registry promote ranker candidate", "the following arguments are required: --tenant"),
+    ("registry rollback ranker --tenant acme", "no 'previous' version"),
+    ("registry audit --limit many", "argument --limit: invalid int value: 'many'"),
+    ("up --num-cpus 0 --temp-dir {tmp}/ray", "--num-cpus must be at least 1"),
+    ("up --dashboard-port {taken} --temp-dir {tmp}/ray", "dashboard port {taken} is in use"),
+    ("up --port {taken} --dashboard-port {free} --temp-dir {tmp}/ray", "GCS port {taken} is in use"),
+    ("status --temp-dir {tmp}/ray", "run `recsys up`"),
+    ("down --everything", "unrecognized arguments: --everything"),
+    ("deploy {tmp}/nope.yaml", "nope.yaml: No such file or directory"),
+    ("deploy {bad_yaml}", "invalid YAML"),
+    ("deploy {repo}/configs/platform.yaml", "platform.yaml: applications: Field required"),
+    ("deploy configs/serve.yaml --address {nobody}", "no Ray cluster answers at {nobody}"),
+    ("deploy configs/serve.yaml --platform-config {tmp}/p.yaml", "p.yaml: no such file"),
+    ("deploy configs/serve.yaml --platform-config {bad_platform}", "platform_bad.yaml: bogus: unknown key"),
+    ("scale Ranker two", "argument replicas: invalid int value: 'two'"),
+    ("scale Ranker 2 --address {nobody}", "no Ray cluster answers at {nobody}"),
+    ("capacity", "the following arguments are required: --target-rps"),
+    ("capacity --target-rps 10 --measured {tmp}/none.json", "none.json: no such file"),
+    ("capacity --target-rps 10 --config {tmp}/none.yaml", "none.yaml"),
+    ("capacity --target-rps -5", "--target-rps must be positive"),
+    ("k8s render", "the following arguments are required: --image"),
+    ("k8s render {tmp}/none.yaml --image x", "none.yaml"),
+    ("k8s render --image x --env NOEQUALS", "--env 'NOEQUALS': expected KEY=VALUE"),
+    ("train two-tower --tenant nobody", "unknown tenant 'nobody'"),
+    ("train two-tower --tenant acme --address {nobody}", "no Ray cluster answers at {nobody}"),
+    ("train ranker --config {tmp}/none.yaml", "--config {tmp}/none.yaml: no such file"),
+    ("index build --tenant nobody", "unknown tenant 'nobody'"),
+    ("eval --tenant nobody", "unknown tenant 'nobody'"),
+    ("review --tenant nobody --approve", "unknown tenant 'nobody'"),
+]
+
+
+@pytest.fixture
+def places(tmp_path: Path, monkeypatch) -> Iterator[dict[str, str]]:
+    monkeypatch.chdir(REPO_ROOT)  # default config paths (configs/...) are relative
+    # A registry and config of the test's own: nothing read from or written to the checkout.
+    monkeypatch.setenv("RECSYS_REGISTRY", str(tmp_path / "registry"))
+    for name in ("RECSYS_CONFIG", "RAY_ADDRESS", "RAY_DASHBOARD_ADDRESS", "RECSYS_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "empty").mkdir()
+    data = tmp_path / "data"
+    (data / "catalogue").mkdir(parents=True)
+    (data / "catalogue" / "part-0.parquet").write_bytes(b"x")
+    bad = tmp_path / "serve_bad.yaml"
+    bad.write_text("applications: [\n  - name: x\n")
+    bad_platform = tmp_path / "platform_bad.yaml"
+    bad_platform.write_text((REPO_ROOT / "configs" / "platform.yaml").read_text() + "bogus: 1\n")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        yield {"repo": str(REPO_ROOT), "tmp": str(tmp_path / "empty"), "data": str(data), "bad_yaml": str(bad), "bad_platform": str(bad_platform),
+               "taken": str(held.getsockname()[1]), "free": str(free_port()), "nobody": NOBODY}  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "fragment"), CASES, ids=[c or "<none>" for c, _ in CASES])
+def test_user_error_is_one_line_without_traceback(places, capsys, command, fragment) -> None:
+    argv = [part.format(**places) for part in command.split()]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, (code, out, err)
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert fragment.format(**places) in lines[0]
+    assert "Traceback" not in err + out
+
+
+def test_debug_shows_the_traceback(places) -> None:
+    from cluster.ui import CliError
+
+    with pytest.raises(CliError, match="no Ray cluster answers"):
+        main(["deploy", "--address", places["nobody"], "--debug"])
+    with pytest.raises(CliError, match="unknown tenant"):
+        main(["--debug", "review", "--tenant", "nobody"])
+
+
+def test_down_without_a_cluster_is_not_an_error(places, capsys) -> None:
+    assert main(["down", "--temp-dir", places["tmp"]]) == 0
+    assert "nothing to stop" in capsys.readouterr().out
+
+
+def _leaf_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> Iterator[str]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield " ".join(prefix)
+        return
+    for name, sub in subs[0].choices.items():
+        yield from _leaf_commands(sub, (*prefix, name))
+
+
+def test_every_subcommand_has_an_error_case() -> None:
+    covered = {c for c, _ in CASES}
+    missing = [leaf for leaf in _leaf_commands(build_parser())
+               if not any(c == leaf or c.startswith(leaf + " ") for c in covered)]  # fmt: skip
+    assert not missing, f"add a user-error case to CASES for: {missing}"

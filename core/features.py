@@ -69,7 +69,7 @@ DENSE_FEATURES = (
     "tag_affinity",  # mean share of the user's positives carrying each of the item's tags
     "log_popularity",  # log1p of the item's time-decayed positive count
     "log_age_hours",  # log1p of hours since the item was created (0 if in the future)
-    "retrieval_score",  # the best source's score; 0 when there is none
+    "retrieval_score",  # the two-tower q . v of the ranker's own two-tower (NaN unknown -> training mean)
     "log_user_positives",  # log1p of the user's positive count
     "history_missing",  # 1 when the user has no history (cold start / state unavailable)
     "log_recent_impressions",  # log1p of this item's impressions to the user in the window
@@ -82,7 +82,8 @@ def stable_hash(value: str, buckets: int) -> int:
 
 
 def feature_schema_hash() -> str:
-    """Identifies the feature definitions; models record it and serving checks it."""
+    """Identifies the feature definitions; models record it and launch review checks it (serving
+    does not: versions in production keep serving after a code upgrade)."""
     spec = {
         "cat": CAT_FEATURES,
         "dense": DENSE_FEATURES,

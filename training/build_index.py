@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     cfg = common.load_job_config(args, BuildIndexConfig)
     common.init_ray()
     t0 = time.perf_counter()
-    storage = common.Storage(cfg)
+    storage = common.JobStorage(cfg)
     registry = storage.registry()
     tt_version = registry.resolve("two_tower", cfg.tenant, cfg.two_tower_alias)
     if tt_version is None:

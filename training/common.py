@@ -60,8 +60,9 @@ def reproducible_data_order() -> None:
     ray.data.DataContext.get_current().execution_options.preserve_order = True
 
 
-class Storage:
-    """Resolved storage roots for one job."""
+class JobStorage:
+    """Resolved storage roots for one job (named apart from :class:`core.storage.Storage`,
+    the filesystem wrapper)."""
 
     def __init__(self, cfg: JobConfig):
         platform = load_platform_config(cfg.platform_config)
@@ -127,7 +128,7 @@ def owner(cfg: JobConfig) -> Owner:
     return Owner(**cfg.owner.model_dump())
 
 
-def lineage(storage: Storage, parents: dict[str, str] | None = None) -> Lineage:
+def lineage(storage: JobStorage, parents: dict[str, str] | None = None) -> Lineage:
     return Lineage(
         dataset_version=storage.dataset_version(),
         parents=parents or {},

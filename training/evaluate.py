@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         cfg = cfg.model_copy(update={"max_users": min(cfg.max_users, 300)})
     common.init_ray()
     t0 = time.perf_counter()
-    storage = common.Storage(cfg)
+    storage = common.JobStorage(cfg)
     registry = storage.registry()
     catalogue = storage.catalogue()
     n_items = len(catalogue)

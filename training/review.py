@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     tenant = args.tenant or pcfg.tenant
     from core.train_config import JobConfig
 
-    registry = common.Storage(JobConfig(tenant=tenant)).registry()
+    registry = common.JobStorage(JobConfig(tenant=tenant)).registry()
     rows = []
     versions = {}
     for kind in args.kind or KINDS:

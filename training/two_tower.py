@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     cfg = common.load_job_config(args, TwoTowerTrainConfig)
     common.init_ray()
     common.reproducible_data_order()
-    storage = common.Storage(cfg)
+    storage = common.JobStorage(cfg)
     catalogue = storage.catalogue()
     t0 = time.perf_counter()
     ex_dir = two_tower_examples(storage, cfg.num_partitions)

@@ -16,18 +16,18 @@ from core.config import read_yaml
 from core.train_config import JobConfig
 from datagen.grouplens_sample import write_ml1m
 from datagen.movielens import detect_layout, load_movielens
-from training.common import Storage
+from training.common import JobStorage
 from training.evaluate_pipeline import OFFLINE_TIMEOUT_MS, offline_platform, train_period_events
 from training.examples import examples_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _storage(data: Path, tmp: Path) -> Storage:
+def _storage(data: Path, tmp: Path) -> JobStorage:
     platform = read_yaml(ROOT / "configs/platform.yaml")
     platform["storage"] = {"data": str(data), "events": str(data / "events"), "registry": str(tmp / "reg"), "decisions": str(tmp / "dec")}
     (tmp / "platform.yaml").write_text(yaml.safe_dump(platform))
-    return Storage(JobConfig(platform_config=str(tmp / "platform.yaml"), work_dir=str(tmp / "work")))
+    return JobStorage(JobConfig(platform_config=str(tmp / "platform.yaml"), work_dir=str(tmp / "work")))
 
 
 def test_example_cache_key_changes_with_the_data_not_only_its_version(tiny_data: Path, tmp_path: Path) -> None:

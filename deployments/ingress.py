@@ -31,7 +31,7 @@ from deployments.explain import CONTENT_SECURITY_POLICY, render_explain, render_
 from deployments.loaders import ServingContext, settle_replica
 from deployments.recent import RecentDecisions
 from deployments.settings import AppArgs
-from deployments.tenants import TenantPipelines
+from deployments.tenants import TenantPipelines, served_versions
 from serving.errors import ServiceUnavailable, UnknownSurface
 
 Auth = Annotated[str | None, Header(alias="Authorization")]
@@ -161,12 +161,7 @@ class Ingress:
     @api.get("/v1/versions", response_model=m.VersionsResponse)
     async def versions(self, authorization: Auth = None):
         tenant = self.auth.authenticate(authorization, "admin")
-        found: dict[str, str] = {}
-        for name in ("TwoTowerRetriever", "Ranker"):
-            try:  # report what is known; a kind missing from the answer is not loaded
-                found.update((await asyncio.wait_for(self.handles[name].versions.remote(), 5.0)).get(tenant, {}))
-            except Exception:  # noqa: BLE001
-                continue
+        found = await served_versions(self.handles, tenant)
         production = await asyncio.to_thread(self.registry.production_versions, tenant)
         return m.VersionsResponse(tenant=tenant, config=self.config.version, artifacts=found,
                                   production={k: r.model_dump(mode="json") for k, r in production.items()})  # fmt: skip
@@ -175,15 +170,9 @@ class Ingress:
     async def metrics_endpoint(self, authorization: Auth = None):
         """Prometheus text of every replica of every deployment, for an ``admin`` key."""
         self.auth.authenticate(authorization, "admin")
-        ctx = serve.get_replica_context()
-        texts = [(f"Ingress#{ctx.replica_id.unique_id}", metrics.registry_text())]
-        for name, handle in self.handles.items():
-            try:
-                answers = await handle.broadcast("metrics_text").results_async(timeout_s=5.0, return_exceptions=True)
-            except Exception:  # noqa: BLE001  (a deployment that does not answer is left out)
-                continue
-            texts += [(f"{name}#{i}", a) for i, a in enumerate(answers) if isinstance(a, str)]
-        return Response(metrics.merge_replica_texts(texts), media_type="text/plain; version=0.0.4; charset=utf-8")
+        own = f"Ingress#{serve.get_replica_context().replica_id.unique_id}"
+        text = await metrics.gather_text(own, self.handles)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # ---- handle calls (inside the cluster only, never HTTP) ----
 

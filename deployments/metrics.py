@@ -12,7 +12,8 @@ Most request metrics are derived from the :class:`core.contracts.DecisionRecord`
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import Metric
@@ -159,3 +160,19 @@ def merge_replica_texts(texts: Iterable[tuple[str, str]]) -> str:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Merged())
     return generate_latest(registry).decode()
+
+
+async def gather_text(own: str, handles: Mapping[str, Any]) -> str:
+    """This replica's exposition (as ``own``) merged with every replica of every deployment in
+    ``handles`` (a ``metrics_text`` broadcast each); a deployment that does not answer within
+    5 s is left out of this scrape."""
+    texts = [(own, registry_text())]
+    for name, handle in handles.items():
+        try:
+            answers = await handle.broadcast("metrics_text").results_async(
+                timeout_s=5.0, return_exceptions=True
+            )
+        except Exception:  # noqa: BLE001
+            continue
+        texts += [(f"{name}#{i}", a) for i, a in enumerate(answers) if isinstance(a, str)]
+    return merge_replica_texts(texts)

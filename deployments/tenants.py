@@ -4,6 +4,7 @@ placement puts a stage in another deployment (:class:`deployments.stages.HandleS
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -55,3 +56,15 @@ class TenantPipelines:
 
     def set_faults(self, faults: FaultInjection | Mapping[str, Any]) -> None:
         self.faults.set(faults)
+
+
+async def served_versions(handles: Mapping[str, Any], tenant: str) -> dict[str, str]:
+    """What the model deployments' replicas are serving for ``tenant`` now; a kind missing from
+    the answer is not loaded (or its deployment did not answer within 5 s)."""
+    found: dict[str, str] = {}
+    for name in ("TwoTowerRetriever", "Ranker"):
+        try:
+            found.update((await asyncio.wait_for(handles[name].versions.remote(), 5.0)).get(tenant, {}))
+        except Exception:  # noqa: BLE001
+            continue
+    return found

@@ -43,6 +43,7 @@ CASES: list[tuple[str, str]] = [
     ("registry promote ranker v20300101T000000000Z-abcdef --tenant acme", "no ranker version"),
     ("registry promote ranker candidate", "the following arguments are required: --tenant"),
     ("registry rollback ranker --tenant acme", "no 'previous' version"),
+    ("registry production", "the following arguments are required: --tenant"),
     ("registry audit --limit many", "argument --limit: invalid int value: 'many'"),
     ("up --num-cpus 0 --temp-dir {tmp}/ray", "--num-cpus must be at least 1"),
     ("up --dashboard-port {taken} --temp-dir {tmp}/ray", "dashboard port {taken} is in use"),

@@ -98,6 +98,12 @@ def _component_spec(registry: ComponentKinds, base: type[BaseModel]) -> Any:
     return Annotated[SerializeAsAny[base], WrapValidator(dispatch)]
 
 
+def _repeated(values: Any) -> list[str]:
+    """The values that occur more than once, sorted."""
+    seen: set[str] = set()
+    return sorted({v for v in values if v in seen or seen.add(v)})
+
+
 class SourceSpec(StrictModel):
     """What every candidate source entry has; a source kind's own model extends it."""
 
@@ -147,8 +153,7 @@ class SlateConfig(StrictModel):
 
     @model_validator(mode="after")
     def _steps_once(self) -> SlateConfig:
-        kinds = [s.kind for s in self.steps]
-        dupes = sorted({k for k in kinds if kinds.count(k) > 1})
+        dupes = _repeated(s.kind for s in self.steps)
         if dupes:
             raise ValueError(f"each slate step kind at most once, repeated: {', '.join(dupes)}")
         return self
@@ -165,8 +170,7 @@ class SurfaceConfig(StrictModel):
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> SurfaceConfig:
-        names = [s.name for s in self.sources]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = _repeated(s.name for s in self.sources)
         if dupes:
             raise ValueError(f"source names must be unique, repeated: {', '.join(dupes)}")
         return self

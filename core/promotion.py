@@ -44,6 +44,9 @@ ChecklistItem = Literal[
 CHECKLIST_ITEMS: tuple[str, ...] = ChecklistItem.__args__
 """The operating model's launch checklist, in the order the review prints it."""
 
+_AUTOMATIC: tuple[str, ...] = ("offline_metrics", "feature_compatibility")
+"""The items an automatic check covers today (``training/review.py``)."""
+
 POLICY_ENV = "RECSYS_PROMOTION_POLICY"
 DEFAULT_POLICY_FILE = Path(__file__).resolve().parents[1] / "configs" / "promotion.yaml"
 
@@ -59,17 +62,9 @@ class KindChecklist(_Strict):
     item). ``sign_offs``: items a reviewer records by name (``recsys review --sign-off ITEM``).
     """
 
-    automatic: tuple[ChecklistItem, ...] = ("offline_metrics", "feature_compatibility")
-    sign_offs: tuple[ChecklistItem, ...] = (
-        "segment_metrics",
-        "latency_budget",
-        "privacy_review",
-        "safety_guardrails",
-        "experiment_plan",
-        "rollback_plan",
-        "dashboards",
-        "oncall_notified",
-    )
+    automatic: tuple[ChecklistItem, ...] = _AUTOMATIC
+    sign_offs: tuple[ChecklistItem, ...] = tuple(i for i in CHECKLIST_ITEMS if i not in _AUTOMATIC)
+    """By default every checklist item without an automatic check."""
 
     @model_validator(mode="after")
     def _each_item_once(self) -> KindChecklist:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from core.components import SOURCES
@@ -33,7 +34,7 @@ class SourceStage:
     config: SourceSpec
     source: CandidateSource
 
-    @property
+    @cached_property  # read per request: look the kind up once
     def personalised(self) -> bool:
         return bool(SOURCES.get(self.config.kind).meta.get("personalised", False))
 

@@ -249,6 +249,52 @@ def popularity_from_events(
     return counter
 
 
+class PopularityTimeline:
+    """Point-in-time popularity of *any* item at *any* time: what a :class:`PopularityCounter`
+    fed every positive event before ``t`` would say (``ts < t`` strictly, as the item pass of
+    :mod:`training.datasets` snapshots). Training needs it for items that are not in the
+    replayed row (the retrieved candidates a user did not engage with), so it cannot come from a
+    per-item pass. Built once from the positives' ``(item index, ts)`` (sorted by item, then
+    time, with the decayed count *at* each event kept, which cannot overflow however long the
+    log is), then queried with vectorised ``searchsorted``."""
+
+    def __init__(
+        self, items: np.ndarray, ts: np.ndarray, half_life_hours: float = POPULARITY_HALF_LIFE_HOURS
+    ):
+        self.rate = math.log(2.0) / (half_life_hours * 3600.0)
+        items = np.asarray(items, dtype=np.int64)
+        ts = np.asarray(ts, dtype=np.float64)
+        keep = items >= 0
+        items, ts = items[keep], ts[keep]
+        order = np.lexsort((ts, items))
+        self.items, self.ts = items[order], ts[order]
+        # Decayed count at each event, that event included: s_j = s_{j-1} e^{-r Δt} + 1.
+        level = np.ones(len(self.ts))
+        new_item = np.ones(len(self.ts), dtype=bool)
+        new_item[1:] = self.items[1:] != self.items[:-1]
+        decay = np.exp(-self.rate * np.diff(self.ts, prepend=self.ts[:1]))
+        for j in np.flatnonzero(~new_item).tolist():
+            level[j] = level[j - 1] * decay[j] + 1.0
+        self.level = level
+        n = int(self.items.max()) + 1 if len(self.items) else 0
+        self.start = np.searchsorted(self.items, np.arange(n + 1))  # item -> first row
+
+    def values(self, items: np.ndarray, now: float | np.ndarray) -> np.ndarray:
+        """``(B,)`` popularity of catalogue indices ``items`` (``-1`` unknown -> 0) at ``now``
+        (a scalar or ``(B,)``)."""
+        items = np.asarray(items, dtype=np.int64)
+        now = np.broadcast_to(np.asarray(now, dtype=np.float64), items.shape)
+        out = np.zeros(items.shape, dtype=np.float64)
+        n = len(self.start) - 1
+        ok = (items >= 0) & (items < n)
+        for k in np.flatnonzero(ok).tolist():
+            lo, hi = self.start[items[k]], self.start[items[k] + 1]
+            j = lo + int(np.searchsorted(self.ts[lo:hi], now[k], side="left")) - 1
+            if j >= lo:
+                out[k] = self.level[j] * math.exp(-self.rate * (now[k] - self.ts[j]))
+        return out
+
+
 def observe_popularity(counter: PopularityCounter, event: Mapping[str, Any]) -> bool:
     """Fold one live event into ``counter`` if it is a positive one."""
     if event.get("event_type") not in POSITIVE_EVENT_TYPES:

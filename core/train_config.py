@@ -116,6 +116,12 @@ class RankerTrainConfig(JobConfig):
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     two_tower_alias: str | None = "candidate"
     """Two-tower version whose dot product fills ``retrieval_score``; None = always 0."""
+    negatives: int = Field(8, ge=0)
+    """Retrieved candidates the user did not engage with, per engagement, as ``click`` 0
+    examples beside the engaged item (``training.datasets.CandidateSampler``; needs a
+    two-tower). 0 = logged impressions only (a log without impressions then trains nothing)."""
+    negatives_top_k: int = Field(200, ge=1)
+    """The negatives are drawn from the two-tower's top this many for the user at that time."""
     shuffle_buffer_rows: int = Field(
         8192, ge=0, description="minimum rows in each worker's local shuffle buffer (examples are stored grouped by user); 0 = no shuffle"
     )

@@ -32,6 +32,7 @@ splitting them would split the point-in-time rule across files.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -45,14 +46,17 @@ from core.features import (
     DENSE_FEATURES,
     HISTORY_LEN,
     PopularityCounter,
+    PopularityTimeline,
     UserState,
     query_features,
     ranker_features,
+    stable_hash,
 )
 from core.schema import POSITIVE_EVENT_TYPES
+from retrieval.similarity import TwoTowerSimilarity, query_vectors
 
 EVENT_COLUMNS = ["user_id", "item_id", "event_type", "ts", "surface", "request_id"]
-EXAMPLES_VERSION = "2"
+EXAMPLES_VERSION = "5"
 """Bump when the examples a builder emits change for the same events (part of the cache key).
 2: a two-tower interaction is a user's first positive on an item (1 collapsed only adjacent
 positives, so the interleaved click/dwell/like of a multi-click slate made repeat "interactions")."""
@@ -146,6 +150,8 @@ def _empty_ranker() -> dict[str, np.ndarray]:
     }
     for t in LABEL_TASKS:
         out[t] = np.zeros(0, dtype=np.float32)
+    out["kind"] = np.array([], dtype=object)
+    out["heldout"] = np.zeros(0, dtype=bool)
     return out
 
 
@@ -156,10 +162,17 @@ def _stack(rows: list[dict], empty: dict[str, np.ndarray]) -> dict[str, np.ndarr
 
 
 def replay_user(
-    group: dict[str, np.ndarray], catalogue: Catalogue, *, ranker: bool
+    group: dict[str, np.ndarray],
+    catalogue: Catalogue,
+    *,
+    ranker: bool,
+    sampler: CandidateSampler | None = None,
 ) -> dict[str, np.ndarray]:
     """Replay one user's events (any order) into two-tower (``ranker=False``) or ranker
-    examples; see the module docstring for columns. ``popularity`` is required for ranker."""
+    examples; see the module docstring for columns. ``popularity`` is required for ranker.
+    With a ``sampler`` the ranker rows carry the two-tower's ``retrieval_score`` and, at each
+    new engagement, the engaged item and retrieved candidates the user did not engage with
+    (``kind`` ``engagement``; :class:`CandidateSampler`)."""
     # (ts, event_type, item_id): deterministic whatever order the shuffle delivers, and the
     # order serving's OnlineUserStateStore.fold_table folds in.
     order = np.lexsort((group["item_id"], group["event_type"], group["ts"]))
@@ -170,6 +183,16 @@ def replay_user(
     user_id = str(g["user_id"][0])
     state = UserState(user_id=user_id)
     labels: dict[tuple, set[str]] = {}
+    # Items the user liked at any time (an engagement row's ``like`` label).
+    liked = {str(x) for x, t in zip(g["item_id"], g["event_type"], strict=True) if t == "like"}
+    # (request, item) pairs the user went on to engage with: the engagement's moment is the
+    # request that showed the item (its impressions' time, before them), not the click seconds
+    # later, when the user state already holds that request's impressions.
+    engaged_in = {
+        (g["request_id"][r], str(g["item_id"][r]))
+        for r in range(n)
+        if g["event_type"][r] in POSITIVE_EVENT_TYPES and g["request_id"][r] is not None
+    }
     if ranker:
         for r in range(n):
             task = LABEL_EVENTS.get(g["event_type"][r])
@@ -189,7 +212,18 @@ def replay_user(
             # One ranker_features call per (timestamp, surface): a request's whole slate.
             for surface in sorted({str(g["surface"][r]) for r in shown}):
                 rs = [r for r in shown if str(g["surface"][r]) == surface]
-                rows.extend(_ranker_rows(state, g, rs, now, catalogue, labels))
+                rows.extend(_ranker_rows(state, g, rs, now, catalogue, labels, sampler))
+            if sampler is not None and sampler.negatives > 0:
+                for r in range(i, j):
+                    item = str(g["item_id"][r])
+                    if item in engaged:
+                        continue
+                    shown_then = g["event_type"][r] == "impression" and (g["request_id"][r], item) in engaged_in
+                    # A positive no logged impression preceded (a rating, an organic play) is
+                    # its own moment.
+                    if shown_then or g["event_type"][r] in POSITIVE_EVENT_TYPES:
+                        engaged.add(item)
+                        rows.extend(_engagement_rows(state, g, r, now, catalogue, sampler, liked))
         else:
             for r in range(i, j):
                 item = str(g["item_id"][r])
@@ -200,13 +234,38 @@ def replay_user(
             state.apply(g["event_type"][r], str(g["item_id"][r]), now, catalogue)
         i = j
     if ranker:
-        return _stack(rows, _empty_ranker())
+        empty = _empty_ranker()
+        out = _stack(rows, {k: v for k, v in empty.items() if k != "heldout"}) if rows else empty
+        out["heldout"] = _protocol_heldout(g, out)
+        return out
     out = _stack(rows, _empty_two_tower())
     split = np.full(len(rows), "train", dtype=object)
     if len(rows) >= 3:
         split[-1], split[-2] = "test", "validation"
     out["split"] = split
     return out
+
+
+def _protocol_heldout(g: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> np.ndarray:
+    """``(rows,)`` bool: ranker rows that belong to the user's evaluation test interaction or
+    come after it. The evaluation protocol (``training.evaluate``) holds out each user's last
+    new engagement (users with at least three); the two-tower never trains on it, and neither
+    may the ranker: not the engagement, not the impression that led to it (same request, a few
+    seconds earlier), nothing later. Otherwise the ranker's user and item embeddings memorise
+    the test answer (measured: next-item HR@10 of 0.63 for a ranker that had seen it)."""
+    first: dict[str, int] = {}
+    for r, (item, etype) in enumerate(zip(g["item_id"], g["event_type"], strict=True)):
+        if etype in POSITIVE_EVENT_TYPES and str(item) not in first:
+            first[str(item)] = r
+    if len(first) < 3:
+        return np.zeros(len(out["ts"]), dtype=bool)
+    last = max(first.values())  # rows are in (ts, type, item) order: the last new engagement
+    cut = float(g["ts"][last])
+    request = g["request_id"][last]
+    held = out["ts"] >= cut
+    if request is not None:
+        held |= np.asarray([x == request for x in out["request_id"]], dtype=bool)
+    return held
 
 
 def _query(state: UserState, g, r: int, now: float, catalogue: Catalogue) -> dict:
@@ -232,15 +291,17 @@ def _two_tower_row(state, g, r, now, catalogue) -> dict:
     }
 
 
-def _ranker_rows(state, g, rs: list[int], now, catalogue, labels) -> list[dict]:
+def _ranker_rows(state, g, rs: list[int], now, catalogue, labels, sampler=None) -> list[dict]:
     items = [str(g["item_id"][r]) for r in rs]
+    surface = str(g["surface"][rs[0]])
     cat, dense = ranker_features(
         state,
         items,
         catalogue,
         popularity=np.asarray([g["popularity"][r] for r in rs], dtype=np.float64),
         now=now,
-        surface=str(g["surface"][rs[0]]),
+        surface=surface,
+        retrieval_scores=None if sampler is None else sampler.similarity.scores(state, items, surface=surface, now=now),
         sources=["logged"] * len(rs),
     )
     query = _query(state, g, rs[0], now, catalogue)
@@ -258,6 +319,74 @@ def _ranker_rows(state, g, rs: list[int], now, catalogue, labels) -> list[dict]:
         }
         for t in LABEL_TASKS:
             row[t] = np.float32(t in got)
+        row["kind"] = "impression"
+        out.append(row)
+    return out
+
+
+@dataclass
+class CandidateSampler:
+    """What serving would have ranked at a moment of the log, for ranker examples.
+
+    At each new engagement (a user's first positive on an item), the items the two-tower of
+    ``similarity`` ranks highest for the user's point-in-time query are the candidates serving
+    would have scored; ``negatives`` of them, drawn uniformly from the top ``top_k`` less every
+    item the user had engaged with (serving's ``already_interacted`` rule), become examples with
+    ``click`` 0 beside the engaged item with ``click`` 1 (and ``like`` 1 when the user liked it).
+    So a tenant whose log has no impressions (ratings, purchases, plays) gets a ranker, and a
+    logged tenant's ranker also sees candidates its logging policy never showed. Their
+    popularity is point-in-time (:class:`PopularityTimeline`), their source ``two_tower``, and
+    the draw is seeded by the user id, so the same log gives the same examples."""
+
+    similarity: TwoTowerSimilarity
+    timeline: PopularityTimeline
+    negatives: int = 8
+    top_k: int = 200
+    seed: int = 0
+
+    def draw(self, state: UserState, surface: str, now: float, positive: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(items, scores)``: catalogue indices, the engaged one first, and their ``q · v``."""
+        q = query_vectors(self.similarity.model, self.similarity.catalogue, [state], surface=surface, now=now)[0]
+        scores = self.similarity.items @ q.astype(np.float32)
+        k = min(self.top_k + len(state.positives) + 1, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        seen = self.similarity.catalogue.index_of(list(state.positives))
+        pool = top[~np.isin(top, seen) & (top != positive)]
+        pool = pool[np.argsort(-scores[pool], kind="stable")][: self.top_k]
+        rng = np.random.default_rng([self.seed, stable_hash(state.user_id, 1 << 31), int(now)])
+        negs = rng.choice(pool, min(self.negatives, len(pool)), replace=False) if len(pool) else pool
+        items = np.concatenate([[positive], negs]).astype(np.int64)
+        return items, scores[items]
+
+
+def _engagement_rows(state, g, r: int, now, catalogue, sampler: CandidateSampler, liked: set[str]) -> list[dict]:
+    item = str(g["item_id"][r])
+    positive = int(catalogue.index_of([item])[0])
+    if positive < 0:
+        return []
+    surface = str(g["surface"][r])
+    idx, scores = sampler.draw(state, surface, now, positive)
+    ids = [str(x) for x in catalogue.item_ids[idx]]
+    cat, dense = ranker_features(
+        state,
+        ids,
+        catalogue,
+        popularity=sampler.timeline.values(idx, now),
+        now=now,
+        surface=surface,
+        retrieval_scores=scores,
+        sources=["two_tower"] * len(ids),
+    )
+    query = _query(state, g, r, now, catalogue)
+    out = []
+    for k, x in enumerate(ids):
+        row = {"user_id": state.user_id, "item_id": x, "request_id": None, "ts": now, "cat": cat[k], "dense": dense[k], **query}
+        for t in LABEL_TASKS:
+            row[t] = np.float32(0.0)
+        if k == 0:
+            row["click"] = np.float32(1.0)
+            row["like"] = np.float32(x in liked)
+        row["kind"] = "engagement"
         out.append(row)
     return out
 
@@ -273,15 +402,27 @@ def two_tower_dataset(events, catalogue: Catalogue, num_partitions: int | None =
     )
 
 
-def ranker_dataset(events, catalogue: Catalogue, num_partitions: int | None = None):
+def ranker_dataset(events, catalogue: Catalogue, num_partitions: int | None = None, sampler: CandidateSampler | None = None):
     """Ray Dataset of events -> ranker examples (without ``split``; see :func:`with_time_split`)."""
     prepared = events.map_batches(prepare_events, batch_format="pyarrow")
     with_pop = prepared.groupby("item_id", num_partitions=num_partitions).map_groups(
         item_popularity, batch_format="numpy"
     )
     return with_pop.groupby("user_id", num_partitions=num_partitions).map_groups(
-        _bind(replay_user, catalogue=catalogue, ranker=True), batch_format="numpy"
+        _bind(replay_user, catalogue=catalogue, ranker=True, sampler=sampler), batch_format="numpy"
     )
+
+
+def popularity_timeline(events, catalogue: Catalogue) -> PopularityTimeline:
+    """The :class:`PopularityTimeline` of a Ray Dataset of events: only the positives' item
+    index and time reach the driver (16 bytes each)."""
+    pos = events.map_batches(_positives_only, batch_format="pyarrow").select_columns(["item_id", "ts"])
+    items, ts = [], []
+    for b in pos.iter_batches(batch_format="pyarrow", batch_size=262144):
+        items.append(catalogue.index_of(b["item_id"].to_pylist()))
+        ts.append(b["ts"].to_numpy())
+    cat = lambda xs, t: np.concatenate(xs) if xs else np.zeros(0, t)  # noqa: E731
+    return PopularityTimeline(cat(items, np.int64), cat(ts, np.float64))
 
 
 def time_split_bounds(ts: np.ndarray, holdout: float = 0.1, validation: float = 0.1) -> tuple[float, float]:
@@ -296,8 +437,13 @@ def time_split_bounds(ts: np.ndarray, holdout: float = 0.1, validation: float = 
 
 
 def assign_time_split(batch: dict[str, np.ndarray], val_start: float, hold_start: float) -> dict:
+    """``split`` by time; a row of a user's protocol test interaction (``heldout``) is
+    ``test``, which no ranker step reads."""
     ts = batch["ts"]
-    batch["split"] = np.where(ts >= hold_start, "holdout", np.where(ts >= val_start, "validation", "train")).astype(object)
+    split = np.where(ts >= hold_start, "holdout", np.where(ts >= val_start, "validation", "train")).astype(object)
+    if "heldout" in batch:
+        split[np.asarray(batch["heldout"], dtype=bool)] = "test"
+    batch["split"] = split
     return batch
 
 

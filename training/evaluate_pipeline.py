@@ -64,6 +64,28 @@ def train_period_events(events: pa.Table, cutoff: dict[str, float]) -> pa.Table:
     return joined.filter(pc.fill_null(keep, True)).drop_columns(["_cut_us"])
 
 
+def request_cutoffs(events: pa.Table, cutoff: dict[str, float]) -> dict[str, float]:
+    """``cutoff`` (user → time of the held-out engagement) moved back to the request that led
+    to it: the earliest event of the engagement's ``request_id`` (its impressions, seconds
+    before the click). Serving answers that request knowing only what came before it; the
+    request's own impressions are its response, so they are not in the user's state (they
+    were: the test item then counted as a recent impression, which a ranker can read as a
+    tell). Engagements without a request (ratings) keep their time."""
+    if not cutoff or events.num_rows == 0 or "request_id" not in events.column_names:
+        return dict(cutoff)
+    cut = pa.table({"user_id": pa.array(list(cutoff), pa.string()),
+                    "_cut_us": pa.array(np.round(np.fromiter(cutoff.values(), np.float64) * 1e6).astype(np.int64))})  # fmt: skip
+    ev = events.select(["user_id", "request_id", "ts"]).filter(pc.is_valid(events["request_id"]))
+    ev = ev.append_column("_ts_us", column_micros(ev["ts"])).drop_columns(["ts"])
+    at = ev.join(cut, "user_id").filter(pc.equal(pc.field("_ts_us"), pc.field("_cut_us")))
+    requests = at.select(["user_id", "request_id"]).group_by(["user_id", "request_id"]).aggregate([])
+    starts = ev.join(requests, ["user_id", "request_id"], join_type="inner").group_by("user_id").aggregate([("_ts_us", "min")])
+    out = dict(cutoff)
+    for user, start in zip(starts["user_id"].to_pylist(), starts["_ts_us_min"].to_pylist(), strict=True):
+        out[user] = min(out[user], start / 1e6)
+    return out
+
+
 def _users_table(data_root: str, tenant: str) -> pa.Table | None:
     try:
         ds = pads.dataset(data_root.rstrip("/") + "/users", format="parquet", partitioning="hive")
@@ -106,7 +128,10 @@ def evaluate_pipeline(
     if ranker_version:  # the ranker's retrieval_score, as serving computes it
         similarity = for_ranker(registry, tenant, ranker_version, catalogue,
                                 loaded={versions["two_tower"]: artifacts.model})  # fmt: skip
-    events = train_period_events(storage.eventlog().read(tenant), cutoff)
+    log = storage.eventlog().read(tenant)
+    cutoff = request_cutoffs(log, cutoff)
+    test_ts = np.array([min(float(t), cutoff.get(str(u), float(t))) for u, t in zip(users, test_ts, strict=True)])
+    events = train_period_events(log, cutoff)
     pipe = build_local_pipeline(
         offline_platform(load_platform_config(platform_config)),
         tenant,

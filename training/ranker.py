@@ -21,14 +21,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.features import CAT_FEATURES, DENSE_FEATURES, SOURCE_KINDS
+from core.features import CAT_FEATURES, DENSE_FEATURES, SOURCE_KINDS, PopularityTimeline
 from core.train_config import RankerTrainConfig
 from ranking.calibration import apply_calibration, fit_calibration
 from ranking.model import MultiTaskRanker
-from retrieval.similarity import similarity_item_features
+from retrieval.similarity import TwoTowerSimilarity
 from retrieval.two_tower import TwoTowerModel
 from training import common, worker
-from training.datasets import assign_time_split, ranker_dataset, time_split_bounds
+from training.datasets import (
+    CandidateSampler,
+    assign_time_split,
+    popularity_timeline,
+    ranker_dataset,
+    time_split_bounds,
+)
 from training.examples import DONE, examples_dir
 from training.metrics import auc, classification_metrics
 
@@ -37,52 +43,36 @@ SOURCE_COL = CAT_FEATURES.index("source")
 POPULARITY_COL = DENSE_FEATURES.index("log_popularity")
 
 
-class RetrievalScorer:
-    """Ray Data callable class: fills ``dense[:, retrieval_score]`` with ``q · v_item`` and
-    drops the query columns. Loads the two-tower and embeds the catalogue once per actor."""
-
-    def __init__(self, model_dir: str, item_feats: dict):
-        self.model = TwoTowerModel.load(model_dir)
-        self.items = self.model.encode_items(item_feats)  # (N, D)
-
-    def __call__(self, batch: dict) -> dict:
-        q = self.model.encode_queries({k: batch[k] for k in ("user", "history", "surface", "hour")})
-        idx = batch["cat"][:, 1]  # item index + 1; 0 = unknown
-        vec = self.items[np.clip(idx - 1, 0, None)]
-        dense = batch["dense"].copy()
-        dense[:, RETRIEVAL_COL] = np.where(idx > 0, (q * vec).sum(1), 0.0)
-        batch["dense"] = dense
-        return {k: v for k, v in batch.items() if k not in ("user", "history", "surface", "hour")}
-
-
-def _drop_query(batch: dict) -> dict:
-    return {k: v for k, v in batch.items() if k not in ("user", "history", "surface", "hour")}
-
-
 def build_examples(storage, cfg: RankerTrainConfig, tt_dir: Path | None, tt_version: str | None) -> Path | None:
-    """The ranker's example directory, or None when the log has no impressions to learn from
-    (e.g. an imported MovieLens dataset: ratings only)."""
+    """The ranker's example directory, or None when there is nothing to learn from (no logged
+    impressions and no two-tower to draw candidates with)."""
     import ray.data
 
-    out = examples_dir(storage, "ranker", tt_version or "no-retrieval")
+    sampling = tt_dir is not None and cfg.negatives > 0
+    extra = (tt_version or "no-retrieval") + (f"-n{cfg.negatives}-k{cfg.negatives_top_k}" if sampling else "")
+    out = examples_dir(storage, "ranker", extra)
     if (out / DONE).exists():
         return out
     shutil.rmtree(out, ignore_errors=True)
     catalogue = storage.catalogue()
     staged = out.with_name(out.name + ".staged")
     shutil.rmtree(staged, ignore_errors=True)
-    ranker_dataset(storage.eventlog().ray_dataset(cfg.tenant), catalogue, cfg.num_partitions).write_parquet(str(staged))
+    events = storage.eventlog().ray_dataset(cfg.tenant)
+    sampler = None
+    if tt_dir is not None:
+        # retrieval_score is q · v of this two-tower, as serving's TwoTowerSimilarity computes it.
+        similarity = TwoTowerSimilarity(TwoTowerModel.load(tt_dir), catalogue, tt_version or "")
+        timeline = popularity_timeline(events, catalogue) if sampling else PopularityTimeline(np.zeros(0), np.zeros(0))
+        sampler = CandidateSampler(similarity, timeline, negatives=cfg.negatives if sampling else 0, top_k=cfg.negatives_top_k)
+    ranker_dataset(events, catalogue, cfg.num_partitions, sampler).drop_columns(
+        ["user", "history", "surface", "hour"]
+    ).write_parquet(str(staged))
     if not any(staged.glob("*.parquet")):
         shutil.rmtree(staged, ignore_errors=True)
         return None
     ds = ray.data.read_parquet(str(staged))
     ts = np.concatenate([b["ts"] for b in ds.select_columns(["ts"]).iter_batches(batch_format="numpy", batch_size=None)])
     val_start, hold_start = time_split_bounds(ts, cfg.holdout_fraction, cfg.validation_fraction)
-    if tt_dir is not None:
-        feats = similarity_item_features(catalogue)  # what serving's TwoTowerSimilarity embeds
-        ds = ds.map_batches(RetrievalScorer, fn_constructor_kwargs={"model_dir": str(tt_dir), "item_feats": feats}, concurrency=1, batch_size=4096)
-    else:
-        ds = ds.map_batches(_drop_query, batch_size=4096)
     ds.map_batches(assign_time_split, fn_kwargs={"val_start": val_start, "hold_start": hold_start}, batch_size=4096).write_parquet(str(out))
     shutil.rmtree(staged, ignore_errors=True)
     (out / DONE).touch()

@@ -71,6 +71,27 @@ def test_train_period_ends_at_each_users_own_test_time() -> None:
     assert train_period_events(events, {}).num_rows == events.num_rows
 
 
+def test_the_cutoff_moves_back_to_the_request_that_showed_the_test_item() -> None:
+    from training.evaluate_pipeline import request_cutoffs
+
+    ts = lambda t: datetime.fromtimestamp(t, UTC)  # noqa: E731
+    events = pa.table(
+        {
+            "user_id": ["a", "a", "a", "a", "b"],
+            "item_id": ["i1", "i2", "i1", "i3", "i4"],
+            "event_type": ["impression", "impression", "click", "impression", "rating"],
+            "ts": pa.array([ts(100.0), ts(100.0), ts(104.0), ts(150.0), ts(300.0)], pa.timestamp("us", tz="UTC")),
+            "request_id": ["r1", "r1", "r1", "r2", None],
+        }
+    )
+    # a's test click at 104 came from request r1 (shown at 100): the state ends before r1's
+    # impressions. b's rating has no request: its own time.
+    got = request_cutoffs(events, {"a": 104.0, "b": 300.0})
+    assert got == {"a": 100.0, "b": 300.0}
+    kept = train_period_events(events, got)
+    assert kept["user_id"].to_pylist() == []
+
+
 def test_offline_platform_raises_every_stage_timeout() -> None:
     from core.config import load_platform_config
 

@@ -146,3 +146,107 @@ def test_time_split_holds_out_the_latest_impressions():
     assert (out["split"] == "holdout").sum() == 10
     assert (out["split"] == "validation").sum() == 10
     assert out["split"][-1] == "holdout" and out["split"][0] == "train"
+
+
+def _similarity(cat):
+    import torch
+
+    from retrieval.similarity import TwoTowerSimilarity
+    from retrieval.two_tower import TwoTowerModel
+
+    torch.manual_seed(0)
+    model = TwoTowerModel({"dim": 8, "embed_dim": 8, "hidden": 16, "n_items": len(cat),
+                           "n_categories": len(cat.categories), "n_tags": 4})  # fmt: skip
+    return TwoTowerSimilarity(model.eval(), cat, "tt-test")
+
+
+def test_popularity_timeline_matches_the_counter_at_any_time():
+    from core.features import PopularityCounter, PopularityTimeline
+
+    rng = np.random.default_rng(0)
+    items = rng.integers(0, 6, 300)
+    ts = np.sort(rng.uniform(0, 5e5, 300))
+    ts[20] = ts[21]  # a tie: neither counts at that exact time
+    timeline = PopularityTimeline(items, ts)
+    for now in (0.0, ts[21], 2.5e5, 6e5):
+        counter = PopularityCounter()
+        for i, t in zip(items, ts, strict=True):
+            if t < now:
+                counter.add(str(i), t)
+        want = counter.values([str(i) for i in range(8)], now)
+        np.testing.assert_allclose(timeline.values(np.arange(8), now), want, rtol=1e-9, atol=1e-12)
+    assert timeline.values(np.array([-1]), 1e6)[0] == 0.0  # unknown item
+
+
+def test_engagement_rows_pair_each_new_engagement_with_retrieved_unengaged_candidates():
+    from core.features import PopularityTimeline
+    from training.datasets import CandidateSampler
+
+    cat = _catalogue()
+    timeline = PopularityTimeline(np.array([0, 1, 1]), np.array([T0 - 50, T0 - 40, T0 + 5]))
+    sampler = CandidateSampler(_similarity(cat), timeline, negatives=2, top_k=10)
+    rows = [
+        ev("a", "click", 10),
+        ev("a", "dwell", 12),  # the same interaction: no second engagement
+        ev("a", "like", 13),
+        ev("b", "rating", 20),  # an interaction-only log: no impressions, no request ids
+    ]
+    out = replay_user(_group(rows), cat, ranker=True, sampler=sampler)
+    assert set(out["kind"]) == {"engagement"}
+    first, second = out["ts"] == T0 + 10, out["ts"] == T0 + 20
+    assert list(out["item_id"][first])[0] == "a" and list(out["item_id"][second])[0] == "b"
+    np.testing.assert_array_equal(out["click"][first], [1, 0, 0])
+    np.testing.assert_array_equal(out["like"][first], [1, 0, 0])  # a was liked; b was not
+    np.testing.assert_array_equal(out["like"][second], [0, 0, 0])
+    # Negatives never include the engaged item or anything engaged before.
+    assert "a" not in set(out["item_id"][second])
+    assert len(set(out["item_id"][first])) == 3
+    col = DENSE_FEATURES.index
+    # Point-in-time popularity: at T0+10, a has one positive 60 s before, b one 50 s before
+    # (b's positive at T0+5 too); the retrieval score is the two-tower's q·v, never the default 0.
+    pops = dict(zip(out["item_id"][first], out["dense"][first][:, col("log_popularity")], strict=True))
+    assert pops["a"] == pytest.approx(np.log1p(1.0), rel=1e-3)
+    if "b" in pops:
+        assert pops["b"] == pytest.approx(np.log1p(2.0), rel=1e-3)
+    assert np.all(out["dense"][:, col("retrieval_score")] != 0.0)
+    assert list(out["cat"][:, 3]) == [2] * len(out["item_id"])  # source "two_tower"
+    # Deterministic: the same log gives the same examples.
+    again = replay_user(_group(rows), cat, ranker=True, sampler=sampler)
+    assert list(again["item_id"]) == list(out["item_id"])
+
+
+def test_impressions_with_a_sampler_carry_the_two_towers_score():
+    from core.features import PopularityTimeline
+    from training.datasets import CandidateSampler
+
+    cat = _catalogue()
+    sampler = CandidateSampler(_similarity(cat), PopularityTimeline(np.zeros(0), np.zeros(0)), negatives=0)
+    rows = [ev("a", "impression", 10, "r1"), ev("b", "impression", 10, "r1"), ev("a", "click", 15, "r1")]
+    out = replay_user(_group(rows), cat, ranker=True, sampler=sampler)
+    assert list(out["kind"]) == ["impression", "impression"]
+    want = sampler.similarity.scores(__import__("core.features").features.UserState("u1"), ["a", "b"], surface="home", now=T0 + 10)
+    np.testing.assert_allclose(out["dense"][:, DENSE_FEATURES.index("retrieval_score")], want, rtol=1e-6)
+
+
+def test_an_engagement_is_snapshot_at_the_request_that_showed_it():
+    from core.features import PopularityTimeline
+    from training.datasets import CandidateSampler
+
+    cat = _catalogue()
+    sampler = CandidateSampler(_similarity(cat), PopularityTimeline(np.zeros(0), np.zeros(0)), negatives=1, top_k=10)
+    rows = [ev("a", "impression", 10, "r1"), ev("b", "impression", 10, "r1"), ev("a", "click", 15, "r1")]
+    out = replay_user(_group(rows), cat, ranker=True, sampler=sampler)
+    eng = out["kind"] == "engagement"
+    assert list(out["item_id"][eng])[0] == "a" and set(out["ts"][eng]) == {T0 + 10}
+    # The state before the request: a's impression in r1 is not yet a "recent impression".
+    assert out["dense"][eng][0, DENSE_FEATURES.index("log_recent_impressions")] == 0.0
+
+
+def test_the_protocol_test_interaction_is_never_a_training_row():
+    rows = [ev("a", "click", 10), ev("b", "click", 20), ev("c", "impression", 29, "r9"),
+            ev("d", "impression", 29, "r9"), ev("c", "click", 30, "r9"), ev("d", "impression", 40, "r10")]  # fmt: skip
+    out = replay_user(_group(rows), _catalogue(), ranker=True)
+    # c is the user's third (last) new engagement: its request r9 and everything later is held out.
+    np.testing.assert_array_equal(out["heldout"], [True, True, True])
+    split = assign_time_split(dict(out), val_start=0.0, hold_start=T0 + 1e9)["split"]
+    assert list(split) == ["test", "test", "test"]

@@ -169,3 +169,33 @@ class PipelineConfig(StrictModel):
     ranker: str = "configs/train/ranker.yaml"
     evaluate: str = "configs/train/evaluate.yaml"
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+
+
+class QualityGateConfig(JobConfig):
+    """The data-quality gate over the events a training run reads (``training.quality_gate``).
+
+    The *window* is the last ``window_days`` days of the log (ending at its newest event); the
+    *trailing period* the ``trailing_days`` before it. Ratios compare per-day means."""
+
+    window_days: int = Field(7, ge=1)
+    trailing_days: int = Field(21, ge=1)
+    min_volume_ratio: float = Field(0.7, gt=0, description="window events/day over trailing events/day, at least")
+    max_volume_ratio: float = Field(2.0, gt=0, description="... and at most")
+    min_day_ratio: float = Field(
+        0.4, ge=0, description="each day of the window against the trailing daily median, at least (a lost day)"
+    )
+    max_null_rate: float = Field(0.001, ge=0, le=1, description="share of rows with a required column null")
+    max_malformed_rate: float = Field(
+        0.001, ge=0, le=1, description="share of rows with an unknown event type, a non-finite value or an empty id"
+    )
+    min_label_ratio: float = Field(
+        0.5, gt=0, description="each event type's rate per impression, window over trailing, at least"
+    )
+    max_label_ratio: float = Field(2.0, gt=0, description="... and at most")
+    min_type_events: int = Field(
+        20, ge=1, description="an event type with this many trailing events must appear in the window (else: vanished)"
+    )
+    max_unknown_item_share: float = Field(0.01, ge=0, le=1, description="events whose item is not in the catalogue")
+    max_unknown_user_share: float = Field(0.05, ge=0, le=1, description="events whose user is not in the users table")
+    max_future_skew_hours: float = Field(1.0, ge=0, description="events later than now plus this are future-dated")
+    min_ts: str = Field("2000-01-01T00:00:00Z", description="events before this are malformed timestamps")

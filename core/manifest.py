@@ -25,6 +25,7 @@ ARTIFACT_KINDS: tuple[str, ...] = (
     "ann_index",
     "ranker",
     "fallback_list",
+    "batch_recs",
     "tenant_config",
     "rule_bundle",
 )

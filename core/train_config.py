@@ -199,3 +199,37 @@ class QualityGateConfig(JobConfig):
     max_unknown_user_share: float = Field(0.05, ge=0, le=1, description="events whose user is not in the users table")
     max_future_skew_hours: float = Field(1.0, ge=0, description="events later than now plus this are future-dated")
     min_ts: str = Field("2000-01-01T00:00:00Z", description="events before this are malformed timestamps")
+
+
+class BatchScoreConfig(JobConfig):
+    """Batch scoring (``training.batch_score``): the serving pipeline offline for many users."""
+
+    surfaces: list[str] = Field(
+        default_factory=list, description="surfaces to score; empty = every `mode: precomputed` surface of the tenant"
+    )
+    k: int = Field(20, ge=1, le=500, description="slate length stored per user and surface")
+    ttl_hours: float = Field(36.0, gt=0, description="the artifact's expires_at = its creation + this")
+    alias: str = Field("production", description="the model versions scored with")
+    users_file: str | None = Field(None, description="only these users: a text file, one user id a line")
+    segments: list[str] = Field(default_factory=list, description="only users whose max_maturity is one of these")
+    max_users: int | None = Field(None, ge=1, description="at most this many users (the first by id)")
+    batch_size: int = Field(256, ge=1, description="users per Ray Data batch: the ranker scores them in one pass")
+    concurrency: int = Field(1, ge=1, description="scoring actors (each holds the tenant's models and state)")
+    cpus_per_actor: float = Field(1.0, gt=0)
+    min_coverage: float = Field(0.99, ge=0, le=1, description="share of users with a full slate needed to promote")
+    promote: bool = Field(True, description="review (coverage) and promote the version to production")
+
+    def _smoke_update(self) -> dict:
+        return {**super()._smoke_update(), "max_users": 100, "batch_size": 32}
+
+
+class FallbackListsConfig(JobConfig):
+    """Safe fallback lists (``training.fallback_lists``): popular, eligible items per surface
+    and maturity segment, validated against the tenant's rules, owned, with an expiry."""
+
+    surfaces: list[str] = Field(default_factory=list, description="empty = every surface of the tenant")
+    size: int = Field(50, ge=1, le=1000, description="items per list")
+    window_days: float = Field(14.0, gt=0, description="popularity over the last this many days of the log")
+    ttl_hours: float = Field(7 * 24.0, gt=0, description="expires_at = creation + this; alerts fire a day before")
+    min_items: int = Field(10, ge=1, description="a list shorter than this fails validation")
+    promote: bool = Field(True, description="promote when validation passes")

@@ -130,11 +130,11 @@ class JobStorage:
 
 def quality_gate(args: argparse.Namespace, storage: JobStorage) -> None:
     """The data-quality gate a training job passes before it reads any data
-    (:mod:`training.quality_gate`): raises ``SystemExit`` with the failed checks unless
+    (:mod:`training.quality_checks`): raises ``SystemExit`` with the failed checks unless
     ``--allow-bad-data REASON``; :func:`lineage` then records the report (and the reason)."""
-    from training.quality_gate import gate_for_training
+    from training.quality_checks import gate_for_training
 
-    storage.data_quality = gate_for_training(storage, getattr(args, "allow_bad_data", None))
+    storage.data_quality = gate_for_training(storage, getattr(args, "allow_bad_data", None), show=summary_table)
 
 
 def owner(cfg: JobConfig) -> Owner:

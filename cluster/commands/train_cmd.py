@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -82,6 +83,12 @@ def job_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def job_command(module: str, argv: list[str], python: str = "python") -> str:
+    """The shell command a job runs as: ``python -m module argv`` (what :func:`submit` sends,
+    and what the KubeRay ``RayJob`` of the nightly pipeline runs, :mod:`cluster.kuberay`)."""
+    return shlex.join([python, "-m", module, *argv])
+
+
 def dashboard_address(explicit: str | None) -> str | None:
     if explicit:
         return explicit
@@ -109,7 +116,7 @@ def submit(
         if os.environ.get(name):
             env_vars[name] = os.environ[name]
     job_id = client.submit_job(
-        entrypoint=" ".join([python or os.environ.get("RECSYS_JOB_PYTHON", "python"), "-m", module, *argv]),
+        entrypoint=job_command(module, argv, python or os.environ.get("RECSYS_JOB_PYTHON", "python")),
         runtime_env={"working_dir": str(REPO_ROOT), "excludes": EXCLUDES, "env_vars": env_vars},
     )
     if not wait:

@@ -65,6 +65,8 @@ CASES: list[tuple[str, str]] = [
     ("k8s render", "the following arguments are required: --image"),
     ("k8s render {tmp}/none.yaml --image x", "none.yaml"),
     ("k8s render --image x --env NOEQUALS", "--env 'NOEQUALS': expected KEY=VALUE"),
+    ("k8s render --image x --schedule nightly", "--schedule 'nightly': expected a cron expression of 5 fields"),
+    ("k8s render --image x --tenant nobody", "--tenant: unknown tenant 'nobody'"),
     ("train two-tower --tenant nobody", "unknown tenant 'nobody'"),
     ("train two-tower --tenant acme --address {nobody}", "no Ray cluster answers at {nobody}"),
     ("train ranker --config {tmp}/none.yaml", "--config {tmp}/none.yaml: no such file"),

@@ -16,7 +16,7 @@ from core.catalogue import Catalogue
 from core.eventlog import EventLog
 from core.train_config import JobConfig, QualityGateConfig
 from training import common
-from training.quality_gate import (
+from training.quality_checks import (
     DataQualityRefused,
     gate_for_training,
     judge,

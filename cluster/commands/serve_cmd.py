@@ -270,10 +270,18 @@ def run_k8s_render(args: argparse.Namespace) -> int:
         raise CliError(f"--schedule {args.schedule!r}: expected a cron expression of 5 fields, e.g. '0 2 * * *'")
     from core.config import load_platform_config
 
-    known = [t.id for t in load_platform_config(args.platform_config).tenants]
-    unknown = [t for t in args.tenants if t not in known]
-    if unknown:
-        raise CliError(f"--tenant: unknown tenant {unknown[0]!r}; {args.platform_config} has: {', '.join(known)}")
+    # --platform-config is the path inside the image; check the tenants against it where this
+    # checkout has that file too.
+    if Path(args.platform_config).is_file():
+        known = [t.id for t in load_platform_config(args.platform_config).tenants]
+        unknown = [t for t in args.tenants if t not in known]
+        if unknown:
+            raise CliError(f"--tenant: unknown tenant {unknown[0]!r}; {args.platform_config} has: {', '.join(known)}")
+    elif not args.tenants:
+        raise CliError(f"--platform-config {args.platform_config} is not here to list the tenants: "
+                       "name the nightly pipeline's tenants with --tenant (or --no-nightly)")
+    else:
+        known = args.tenants
     nightly = render_nightly(
         image=args.image, tenants=args.tenants or known, namespace=args.namespace,
         schedule=args.schedule, platform_config=args.platform_config, storage_env=env,

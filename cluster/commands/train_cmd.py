@@ -1,4 +1,5 @@
-"""`recsys train two-tower|ranker`, `recsys index build`, `recsys eval`, `recsys review`.
+"""`recsys train two-tower|ranker`, `recsys index build`, `recsys eval`, `recsys review`,
+`recsys quality-gate`, `recsys batch-score`, `recsys fallback-lists`.
 
 Thin shortcuts for the training jobs. With a cluster address (``--address``, else
 ``$RAY_DASHBOARD_ADDRESS``, else an ``http://`` ``$RAY_ADDRESS``) the job is submitted through
@@ -23,6 +24,9 @@ JOBS = {
     ("index", "build"): ("training.build_index", "configs/train/build_index.yaml"),
     ("eval", None): ("training.evaluate", "configs/train/evaluate.yaml"),
     ("review", None): ("training.review", "configs/train/pipeline.yaml"),
+    ("quality-gate", None): ("training.quality_gate", "configs/train/quality_gate.yaml"),
+    ("batch-score", None): ("training.batch_score", "configs/train/batch_score.yaml"),
+    ("fallback-lists", None): ("training.fallback_lists", "configs/train/fallback_lists.yaml"),
 }
 EXCLUDES = [".venv", ".git", "var", "**/__pycache__", "benchmarks/results"]
 
@@ -44,10 +48,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             p = tsub.add_parser(name, help=f"python -m {module}")
             _common(p, module, config)
             p.add_argument("--resume", action="store_true", help="continue the latest run")
+            p.add_argument("--allow-bad-data", metavar="REASON",
+                           help="train although the data-quality gate fails (the reason goes in the lineage)")
     index = subparsers.add_parser("index", help="item embeddings and the ANN index")
     isub = index.add_subparsers(dest="index_command", required=True)
     _common(isub.add_parser("build", help="python -m training.build_index"), *JOBS[("index", "build")])
     _common(subparsers.add_parser("eval", help="offline evaluation report"), *JOBS[("eval", None)])
+    for name, what in (("quality-gate", "data-quality gate over the events training reads"),
+                       ("batch-score", "precompute slates with the production versions (batch_recs)"),
+                       ("fallback-lists", "generate, validate and publish the safe fallback lists")):
+        _common(subparsers.add_parser(name, help=f"{what}: python -m {JOBS[(name, None)][0]}"), *JOBS[(name, None)])
     review = subparsers.add_parser("review", help="launch review of the candidates")
     _common(review, *JOBS[("review", None)])
     from core.promotion import CHECKLIST_ITEMS
@@ -71,6 +81,8 @@ def job_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--smoke-test")
     if getattr(args, "resume", False):
         argv.append("--resume")
+    if getattr(args, "allow_bad_data", None):
+        argv += ["--allow-bad-data", args.allow_bad_data]
     if getattr(args, "approve", False) or getattr(args, "reject", False) or getattr(args, "sign_off", None):
         for item in args.sign_off:
             argv += ["--sign-off", item]

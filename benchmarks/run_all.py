@@ -68,6 +68,11 @@ def _serving(r: dict) -> str:
     return f"in-process p50 {_num(in_process, '.1f')} ms; {rates}"
 
 
+def _batch_score(r: dict) -> str:
+    return "; ".join(f"{s}: batched {_num(e['batched']['users_per_s'], '.0f')} users/s, one at a time "
+                     f"{_num(e['one_at_a_time']['users_per_s'], '.0f')}" for s, e in (r.get("per_surface") or {}).items()) or "-"  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Benchmark:
     """One ``benchmarks/<name>.py``: its arguments at each size, where it writes, its headline."""
@@ -99,6 +104,7 @@ BENCHMARKS: list[Benchmark] = [
               ("--items", "5000", "--rates", "5", "--seconds", "3", "--batch-sizes", "1,4",
                "--out", str(RESULTS / "serving_quick.json")),
               "serving.json", "serving_quick.json", _serving),  # fmt: skip
+    Benchmark("bench_batch_score", (), ("--quick",), "bench_batch_score.json", "bench_batch_score_quick.json", _batch_score),
 ]
 
 

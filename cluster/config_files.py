@@ -39,6 +39,9 @@ TRAIN_SCHEMAS = {
     "build_index": "BuildIndexConfig",
     "evaluate": "EvaluateConfig",
     "pipeline": "PipelineConfig",
+    "quality_gate": "QualityGateConfig",
+    "batch_score": "BatchScoreConfig",
+    "fallback_lists": "FallbackListsConfig",
 }
 """``configs/train/<stem>.yaml`` → its model in ``core.train_config`` (matched by stem prefix,
 so ``two_tower_large.yaml`` is a two-tower config too)."""

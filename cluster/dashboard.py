@@ -128,6 +128,10 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
         PanelSpec(16, "Hot swaps by outcome", "Runtime swaps; refused or failed keeps the old version serving.",
                   (("{{tenant}} {{component}} {{outcome}}",
                     f"sum by (tenant, component, outcome) (increase(recsys_hot_swaps_total{{{_T}}}{_R}))"),)),
+        PanelSpec(19, "Fallback list time to expiry",
+                  "Seconds until the production fallback_list expires; RecsysFallbackListExpiring fires under a day.",
+                  (("{{tenant}} {{version}}", f"min by (tenant, version) (recsys_fallback_list_expiry_timestamp_seconds{{{_T}}}) - time()"),),
+                  unit="s"),
     )),
     ("Events and decision log", (
         PanelSpec(17, "Event gateway: accepted, rejected, duplicates", "POST /v1/events rows by outcome.",

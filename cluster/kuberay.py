@@ -115,3 +115,142 @@ def render_rayservice(
 
 def dump(manifest: dict[str, Any]) -> str:
     return yaml.safe_dump(manifest, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------- nightly
+
+TRAINING_STEPS: tuple[tuple[str, str], ...] = (
+    ("training.quality_gate", "configs/train/quality_gate.yaml"),
+    ("training.two_tower", "configs/train/two_tower.yaml"),
+    ("training.build_index", "configs/train/build_index.yaml"),
+    ("training.ranker", "configs/train/ranker.yaml"),
+    ("training.review", "configs/train/pipeline.yaml"),
+)
+"""The nightly chain per tenant, in order; a step runs only when the one before succeeded (the
+gate refuses bad data, so nothing trains on it; the review records its automatic checks and
+leaves promotion to people)."""
+SERVING_DATA_STEPS: tuple[tuple[str, str], ...] = (
+    ("training.batch_score", "configs/train/batch_score.yaml"),
+    ("training.fallback_lists", "configs/train/fallback_lists.yaml"),
+)
+"""Run after the chain whatever its outcome: they read the *production* versions, which a failed
+or unreviewed training run does not change."""
+
+
+def nightly_commands(tenants: list[str], python: str = "python") -> list[list[str]]:
+    """Per tenant, the commands of each phase: ``[[chain...], [after...]]`` flattened in order
+    (chain of tenant 1, after of tenant 1, chain of tenant 2, ...), each exactly what
+    ``ray job submit`` / ``recsys train`` runs (:func:`cluster.commands.train_cmd.job_command`)."""
+    from cluster.commands.train_cmd import job_command
+
+    out = []
+    for tenant in tenants:
+        for steps in (TRAINING_STEPS, SERVING_DATA_STEPS):
+            out.append([job_command(m, ["--config", c, "--tenant", tenant], python) for m, c in steps])
+    return out
+
+
+def nightly_entrypoint(tenants: list[str], python: str = "python") -> str:
+    """One shell line (Ray runs a job's entrypoint with a shell): each phase's commands joined
+    by ``&&``; the exit status is 1 when any phase failed, so the RayJob reports it."""
+    phases = [f"{{ {' && '.join(cmds)}; }} || rc=1" for cmds in nightly_commands(tenants, python)]
+    return "; ".join(["rc=0", *phases, "exit $rc"])
+
+
+def render_nightly(
+    *,
+    image: str,
+    tenants: list[str],
+    name: str = "recsys-nightly",
+    namespace: str | None = None,
+    schedule: str = "0 2 * * *",
+    platform_config: str = "configs/platform.yaml",
+    storage_env: dict[str, str] | None = None,
+    worker_cpus: int = 4,
+    worker_memory: str = "8Gi",
+    workers: int = 1,
+    kubectl_image: str = "bitnami/kubectl:1.31",
+) -> list[dict[str, Any]]:
+    """The nightly pipeline as Kubernetes objects: a KubeRay ``RayJob`` (its own Ray cluster,
+    torn down when the job ends) kept in a ``ConfigMap``, and a ``CronJob`` whose pod creates
+    one RayJob from it per run (``kubectl create``: a ``generateName`` gives each run its own
+    object), with the ``ServiceAccount``/``Role``/``RoleBinding`` that allows exactly that.
+    The jobs write to the storage URIs of the platform config, as the serving cluster reads
+    them; ``storage_env`` as for :func:`render_rayservice`."""
+    env = {"RECSYS_HOME": PROJECT_ROOT_IN_IMAGE, "RECSYS_CONFIG": platform_config, **(storage_env or {})}
+    labels = {"app.kubernetes.io/name": "recsys", "app.kubernetes.io/component": "nightly"}
+
+    def meta(obj_name: str, **extra: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": obj_name, "labels": dict(labels), **extra}
+        if namespace:
+            out["namespace"] = namespace
+        return out
+
+    rayjob_meta = meta(name)
+    rayjob_meta["generateName"] = rayjob_meta.pop("name") + "-"
+    rayjob = {
+        "apiVersion": API_VERSION,
+        "kind": "RayJob",
+        "metadata": rayjob_meta,
+        "spec": {
+            "entrypoint": nightly_entrypoint(tenants),
+            "runtimeEnvYAML": yaml.safe_dump({"working_dir": PROJECT_ROOT_IN_IMAGE, "env_vars": env}),
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": 86_400,
+            "activeDeadlineSeconds": 6 * 3600,
+            "submissionMode": "K8sJobMode",
+            "rayClusterSpec": {
+                "headGroupSpec": {
+                    "rayStartParams": {"dashboard-host": "0.0.0.0"},
+                    "template": {"spec": {"containers": [
+                        _container(image, "ray-head", "2", "8Gi", 0, env,
+                                   [{"containerPort": 8265, "name": "dashboard"}])]}},
+                },  # fmt: skip
+                "workerGroupSpecs": [{
+                    "groupName": "cpu", "replicas": workers, "minReplicas": workers, "maxReplicas": workers,
+                    "rayStartParams": {},
+                    "template": {"spec": {"containers": [
+                        _container(image, "ray-worker", str(worker_cpus), worker_memory, 0, env)]}},
+                }],  # fmt: skip
+            },
+        },
+    }
+    account = f"{name}-submitter"
+    cron = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": meta(name),
+        "spec": {
+            "schedule": schedule,
+            "concurrencyPolicy": "Forbid",  # one nightly run at a time
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {"spec": {"backoffLimit": 2, "template": {"metadata": {"labels": dict(labels)}, "spec": {
+                "serviceAccountName": account,
+                "restartPolicy": "OnFailure",
+                "containers": [{
+                    "name": "submit-rayjob",
+                    "image": kubectl_image,
+                    "command": ["kubectl", "create", "-f", "/rayjob/rayjob.yaml"],
+                    "volumeMounts": [{"name": "rayjob", "mountPath": "/rayjob", "readOnly": True}],
+                }],
+                "volumes": [{"name": "rayjob", "configMap": {"name": f"{name}-rayjob"}}],
+            }}}},  # fmt: skip
+        },
+    }
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(f"{name}-rayjob"),
+         "data": {"rayjob.yaml": yaml.safe_dump(rayjob, sort_keys=False)}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(account)},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(account),
+         "rules": [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create", "get", "list"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta(account),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+         "subjects": [{"kind": "ServiceAccount", "name": account, **({"namespace": namespace} if namespace else {})}]},
+        cron,
+    ]  # fmt: skip
+
+
+def dump_all(manifests: list[dict[str, Any]]) -> str:
+    """Several objects as one multi-document YAML stream (``kubectl apply -f`` takes it)."""
+    return yaml.safe_dump_all(manifests, sort_keys=False)

@@ -164,6 +164,11 @@ class SlateConfig(StrictModel):
 
 
 class SurfaceConfig(StrictModel):
+    mode: Literal["online", "precomputed"] = "online"
+    """``precomputed`` (email, push, cold-start surfaces): the surface's ``precomputed``
+    sources answer first, from the production ``batch_recs`` (``training.batch_score``); the
+    other sources run only when they hand over (artifact expired, user not in it), which the
+    response and the decision record mark (``degraded``: ``precomputed_handover:<why>``)."""
     sources: list[SourceConfig] = Field(min_length=1)
     ranker: RankerConfig = Field(default_factory=RankerConfig)
     slate: SlateConfig = Field(default_factory=SlateConfig)
@@ -173,6 +178,8 @@ class SurfaceConfig(StrictModel):
         dupes = _repeated(s.name for s in self.sources)
         if dupes:
             raise ValueError(f"source names must be unique, repeated: {', '.join(dupes)}")
+        if self.mode == "precomputed" and not any(s.kind == "precomputed" for s in self.sources):
+            raise ValueError("mode precomputed needs a source of kind 'precomputed'")
         return self
 
 
@@ -191,7 +198,9 @@ class PolicyConfig(StrictModel):
     default_max_maturity: Literal["general", "teen", "mature"] = "teen"
     """Maturity limit for users whose own limit is unknown."""
     safe_fallback: list[str] = Field(default_factory=list)
-    """Owned, reviewed item list served when policy data cannot be read (fail closed)."""
+    """Last resort when policy data cannot be read (fail closed) and the tenant has no
+    production ``fallback_list`` artifact (``training.fallback_lists``: generated, validated
+    against the rules, owned, with an expiry) — that list is what serving uses first."""
 
 
 # ---------------------------------------------------------------------------------- tenants

@@ -25,6 +25,7 @@ ARTIFACT_KINDS: tuple[str, ...] = (
     "ann_index",
     "ranker",
     "fallback_list",
+    "batch_recs",
     "tenant_config",
     "rule_bundle",
 )
@@ -59,6 +60,9 @@ class Lineage(BaseModel):
     parents: dict[str, str] = Field(default_factory=dict)
     feature_schema_hash: str | None = None
     code_version: str | None = None
+    data_quality: dict[str, Any] | None = None
+    """The data-quality gate's verdict on the training data (``training.quality_gate``):
+    ``report`` path, ``passed``, ``failed`` checks and, when trained anyway, ``override_reason``."""
 
 
 class FileEntry(BaseModel):

@@ -175,3 +175,67 @@ class PipelineConfig(StrictModel):
     ranker: str = "configs/train/ranker.yaml"
     evaluate: str = "configs/train/evaluate.yaml"
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+
+
+class QualityGateConfig(JobConfig):
+    """The data-quality gate over the events a training run reads (``training.quality_gate``).
+
+    The *window* is the last ``window_days`` days of the log (ending at its newest event); the
+    *trailing period* the ``trailing_days`` before it. Ratios compare per-day means."""
+
+    window_days: int = Field(7, ge=1)
+    trailing_days: int = Field(21, ge=1)
+    min_volume_ratio: float = Field(0.7, gt=0, description="window events/day over trailing events/day, at least")
+    max_volume_ratio: float = Field(2.0, gt=0, description="... and at most")
+    min_day_ratio: float = Field(
+        0.4, ge=0, description="each day of the window against the trailing daily median, at least (a lost day)"
+    )
+    max_null_rate: float = Field(0.001, ge=0, le=1, description="share of rows with a required column null")
+    max_malformed_rate: float = Field(
+        0.001, ge=0, le=1, description="share of rows with an unknown event type, a non-finite value or an empty id"
+    )
+    min_label_ratio: float = Field(
+        0.5, gt=0, description="each event type's rate per impression, window over trailing, at least"
+    )
+    max_label_ratio: float = Field(2.0, gt=0, description="... and at most")
+    min_type_events: int = Field(
+        20, ge=1, description="an event type with this many trailing events must appear in the window (else: vanished)"
+    )
+    max_unknown_item_share: float = Field(0.01, ge=0, le=1, description="events whose item is not in the catalogue")
+    max_unknown_user_share: float = Field(0.05, ge=0, le=1, description="events whose user is not in the users table")
+    max_future_skew_hours: float = Field(1.0, ge=0, description="events later than now plus this are future-dated")
+    min_ts: str = Field("2000-01-01T00:00:00Z", description="events before this are malformed timestamps")
+
+
+class BatchScoreConfig(JobConfig):
+    """Batch scoring (``training.batch_score``): the serving pipeline offline for many users."""
+
+    surfaces: list[str] = Field(
+        default_factory=list, description="surfaces to score; empty = every `mode: precomputed` surface of the tenant"
+    )
+    k: int = Field(20, ge=1, le=500, description="slate length stored per user and surface")
+    ttl_hours: float = Field(36.0, gt=0, description="the artifact's expires_at = its creation + this")
+    alias: str = Field("production", description="the model versions scored with")
+    users_file: str | None = Field(None, description="only these users: a text file, one user id a line")
+    segments: list[str] = Field(default_factory=list, description="only users whose max_maturity is one of these")
+    max_users: int | None = Field(None, ge=1, description="at most this many users (the first by id)")
+    batch_size: int = Field(256, ge=1, description="users per Ray Data batch: the ranker scores them in one pass")
+    concurrency: int = Field(1, ge=1, description="scoring actors (each holds the tenant's models and state)")
+    cpus_per_actor: float = Field(1.0, gt=0)
+    min_coverage: float = Field(0.99, ge=0, le=1, description="share of users with a full slate needed to promote")
+    promote: bool = Field(True, description="review (coverage) and promote the version to production")
+
+    def _smoke_update(self) -> dict:
+        return {**super()._smoke_update(), "max_users": 100, "batch_size": 32}
+
+
+class FallbackListsConfig(JobConfig):
+    """Safe fallback lists (``training.fallback_lists``): popular, eligible items per surface
+    and maturity segment, validated against the tenant's rules, owned, with an expiry."""
+
+    surfaces: list[str] = Field(default_factory=list, description="empty = every surface of the tenant")
+    size: int = Field(50, ge=1, le=1000, description="items per list")
+    window_days: float = Field(14.0, gt=0, description="popularity over the last this many days of the log")
+    ttl_hours: float = Field(7 * 24.0, gt=0, description="expires_at = creation + this; alerts fire a day before")
+    min_items: int = Field(10, ge=1, description="a list shorter than this fails validation")
+    promote: bool = Field(True, description="promote when validation passes")

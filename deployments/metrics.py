@@ -91,6 +91,11 @@ DECISION_LOG_DROPS = Counter(
     "recsys_decision_log_dropped_total", "Decision records dropped because a queue was full",
     ["where"], registry=REGISTRY,
 )  # fmt: skip
+FALLBACK_LIST_EXPIRY = Gauge(
+    "recsys_fallback_list_expiry_timestamp_seconds",
+    "expires_at (Unix seconds) of the production fallback_list a replica loaded",
+    ["tenant", "version"], registry=REGISTRY,
+)  # fmt: skip
 EVENTS = Counter(
     "recsys_events_total", "Events received, by tenant and outcome", ["tenant", "outcome"],
     registry=REGISTRY,

@@ -10,10 +10,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.config import PlatformConfig
+from core.registry import Registry
+from deployments import metrics
 from deployments.loaders import ServingContext, load_catalogue, load_events, load_users
 from deployments.settings import AppArgs
 from deployments.stages import HandleStages
-from serving.assembly import TenantData, build_tenant_stages
+from serving.assembly import TenantData, TenantModels, build_tenant_stages
+from serving.fallback_list import FallbackList, load_fallback_list
 from serving.faults import FaultInjection, FaultSwitch
 from serving.pipeline import RecommendationPipeline
 
@@ -33,6 +36,7 @@ class TenantPipelines:
         self.holds_state = placement.user_state == "ingress" or local_sources
         self.catalogues = {t.id: load_catalogue(ctx, t.id) for t in config.tenants}
         self.pipelines: dict[str, RecommendationPipeline] = {}
+        registry = Registry(ctx.registry)
         for tenant in config.tenants:
             t = tenant.id
             # Online state starts from the event log: user state, trending, co-occurrence and
@@ -40,7 +44,8 @@ class TenantPipelines:
             events = load_events(ctx, t) if self.holds_state else None
             users = load_users(ctx, t) if placement.user_state == "ingress" else None
             remote = HandleStages(t, placement, handles, default_ranker=ctx.alias)
-            stages = build_tenant_stages(config, t, TenantData(self.catalogues[t], events, users),
+            models = TenantModels(fallback_list=_fallback_list(registry, t), extra={"registry": registry})
+            stages = build_tenant_stages(config, t, TenantData(self.catalogues[t], events, users), models,
                                          remote=remote, faults=self.faults)  # fmt: skip
             self.pipelines[t] = RecommendationPipeline(stages)
             if events is not None:
@@ -56,6 +61,18 @@ class TenantPipelines:
 
     def set_faults(self, faults: FaultInjection | Mapping[str, Any]) -> None:
         self.faults.set(faults)
+
+
+def _fallback_list(registry: Registry, tenant: str) -> FallbackList | None:
+    """The tenant's production fallback list (its expiry exported as a gauge), or None."""
+    try:
+        found = load_fallback_list(registry, tenant)
+    except Exception:  # the config's list stays the last resort
+        logger.exception("tenant %s: cannot load the production fallback_list", tenant)
+        return None
+    if found is not None:
+        metrics.FALLBACK_LIST_EXPIRY.labels(tenant, found.version).set(found.expires_at.timestamp())
+    return found
 
 
 async def served_versions(handles: Mapping[str, Any], tenant: str) -> dict[str, str]:

@@ -59,6 +59,11 @@ class TenantModels:
     default_ranker: str | None = None
     similarity: Mapping[str, Any] = field(default_factory=dict)
     embedding_of: Callable[[str], np.ndarray | None] | None = None
+    fallback_list: Any = None
+    """The production :class:`serving.fallback_list.FallbackList` (policy-unavailable path)."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Given to every source as ``SourceContext.extra`` (e.g. ``registry``: the precomputed
+    source reads its ``batch_recs`` from it)."""
 
 
 class RemoteStages(Protocol):
@@ -143,7 +148,7 @@ def build_tenant_stages(
             source = remote.source(cfg, surface) if remote is not None else None
             if source is None:
                 ctx = SourceContext(tenant_id, surface, catalogue, events, cooccurrence,
-                                    models.two_tower)  # fmt: skip
+                                    models.two_tower, dict(models.extra))  # fmt: skip
                 source = build_source(cfg, ctx)
                 if hasattr(source, "observe"):
                     observers.append(source.observe)
@@ -195,6 +200,7 @@ def build_tenant_stages(
         versions={"config": config.version, "config_fingerprint": config.fingerprint()},
         popularity=popularity,
         observers=tuple(observers),
+        fallback_list=models.fallback_list,
     )
 
 
@@ -240,6 +246,8 @@ def build_local_pipeline(
         rankers = {v.get("ranker") or getattr(ranker, "version", None) or "local": ranker}
     models = TenantModels(two_tower=artifacts, rankers=rankers,
                           similarity=dict(ranker_similarity or {}),
-                          embedding_of=kwargs.pop("embedding_of", None))  # fmt: skip
+                          embedding_of=kwargs.pop("embedding_of", None),
+                          fallback_list=kwargs.pop("fallback_list", None),
+                          extra=kwargs.pop("source_extra", None) or {})  # fmt: skip
     data = TenantData(catalogue, events_table, users_table)
     return RecommendationPipeline(build_tenant_stages(config, tenant_id, data, models, **kwargs))

@@ -20,10 +20,14 @@ ranker errors, times out, or its       fallback order (retrieval score, then pop
 requested version is not loaded        ``fallback="ranker_unavailable"``
 user state unavailable                 empty state (``history_missing`` = 1); ``degraded`` gets
                                        ``user_state_missing``
-policy data unavailable                only the tenant's ``policy.safe_fallback`` items (checked
-                                       against catalogue/availability/hides where those can be
-                                       read), ``fallback="policy_unavailable"``; if none remain,
+policy data unavailable                only the tenant's production ``fallback_list`` for the
+                                       surface and the user's segment (else the config's
+                                       ``policy.safe_fallback``), checked against catalogue/
+                                       availability/hides where those can be read,
+                                       ``fallback="policy_unavailable"``; if none remain,
                                        :class:`ServiceUnavailable` (HTTP 503). Never unfiltered.
+a precomputed source cannot answer     the surface's online sources; ``degraded`` gets
+(expired, user missing, no artifact)   ``precomputed_handover:<why>``
 =====================================  =========================================================
 """
 
@@ -54,6 +58,8 @@ from serving.stages import SourceStage, SurfacePlan, TenantStages
 from serving.user_state import ServingUserState
 
 SAFE_FALLBACK_SOURCE = "safe_fallback"
+PRECOMPUTED = "precomputed"
+"""The source kind a ``mode: precomputed`` surface asks first."""
 
 
 @dataclass
@@ -171,11 +177,28 @@ class RecommendationPipeline:
                     SourceOutcome(source=name, status="error", latency_ms=ms, error=err),
                 )
 
-        answers = await asyncio.gather(*(run(s) for s in plan.sources))
+        if plan.config.mode == "precomputed":
+            # The batch's slates first; the online sources only when it hands over.
+            first = [s for s in plan.sources if s.config.kind == PRECOMPUTED]
+            rest = [s for s in plan.sources if s.config.kind != PRECOMPUTED]
+            answers = await asyncio.gather(*(run(s) for s in first))
+            if any(res is not None and res.candidates for _, res, _ in answers):
+                answers += [(s, None, SourceOutcome(source=s.config.name, status="skipped")) for s in rest]
+            else:
+                answers += await asyncio.gather(*(run(s) for s in rest))
+        else:
+            answers = await asyncio.gather(*(run(s) for s in plan.sources))
         results: list[SourceResult] = []
         failed_required = False
         personalised_ok = personalised_n = 0
         for stage, res, outcome in answers:
+            if outcome.status == "skipped":
+                tr.outcomes.append(outcome)
+                continue
+            handover = res.diagnostics.get("handover") if res is not None else None
+            if handover:  # a precomputed source without an answer for this user
+                outcome = outcome.model_copy(update={"status": "handover", "error": str(handover)})
+                tr.degraded.append(f"precomputed_handover:{handover}")
             tr.outcomes.append(outcome)
             personalised_n += stage.personalised
             if res is None:
@@ -184,7 +207,7 @@ class RecommendationPipeline:
             else:
                 results.append(res)
                 tr.versions.update(res.versions)
-                personalised_ok += stage.personalised
+                personalised_ok += stage.personalised and not handover
         if failed_required or (personalised_n and not personalised_ok):
             tr.fall_back("sources_failed")
             t0 = time.perf_counter()
@@ -253,9 +276,12 @@ class RecommendationPipeline:
         tr.lap("rules")
         tr.fall_back("policy_unavailable")
         tr.degraded.append(f"policy_error:{why}"[:200])
+        safe, version = rt.safe_fallback_list(query.surface, state, query.now, tr.degraded)
+        if version != "config":  # the config's list has no version of its own (the config's)
+            tr.versions["fallback_list"] = version
         items = [
-            MergedCandidate(i, (Candidate(i, SAFE_FALLBACK_SOURCE, "config", 1.0, r),))
-            for r, i in enumerate(dict.fromkeys(rt.tenant.policy.safe_fallback))
+            MergedCandidate(i, (Candidate(i, SAFE_FALLBACK_SOURCE, version, 1.0, r),))
+            for r, i in enumerate(dict.fromkeys(safe))
         ]
         for rule in rt.safe_rules:
             # The safe list is owned and reviewed, so a check whose data is missing is skipped

@@ -75,6 +75,23 @@ class TenantStages:
     """The tenant's live :class:`core.features.PopularityCounter` (ranker feature, fallback)."""
     observers: tuple[Callable[[Mapping[str, Any]], Any], ...] = field(default_factory=tuple)
     """Called with each accepted live event (user state, popularity, trending)."""
+    fallback_list: Any = None
+    """The tenant's production :class:`serving.fallback_list.FallbackList` (None: none
+    published; the config's ``policy.safe_fallback`` is then the last resort)."""
+
+    def safe_fallback_list(self, surface: str, state: Any, now: Any, degraded: list[str]) -> tuple[list[str], str]:
+        """The items served when policy data cannot be read, and their version: the production
+        fallback list for the surface and the user's segment, else the config's list. An
+        expired list is still served (it passed validation; the rules it can still read run
+        again) and marked ``fallback_list_expired``; the expiry alert has fired by then."""
+        lists = self.fallback_list
+        if lists is not None:
+            items = lists.items_for(surface, getattr(state, "max_maturity", None))
+            if items:
+                if lists.expired(now):
+                    degraded.append("fallback_list_expired")
+                return items, lists.version
+        return list(self.tenant.policy.safe_fallback), "config"
 
     def plan(self, surface: str, assignment: ExperimentAssignment) -> SurfacePlan:
         key = (surface, assignment.experiment_id, assignment.arm)

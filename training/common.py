@@ -28,6 +28,8 @@ def parse_args(description: str, default_config: str, argv=None) -> argparse.Nam
     parser.add_argument("--tenant", help="overrides the config's tenant")
     parser.add_argument("--smoke-test", action="store_true", help="same code at toy size")
     parser.add_argument("--resume", action="store_true", help="continue the latest run")
+    parser.add_argument("--allow-bad-data", metavar="REASON", default=None,
+                        help="train although the data-quality gate fails; the reason goes in the lineage")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -71,6 +73,8 @@ class JobStorage:
         self.work = Path(resolve_uri(cfg.work_dir)) / cfg.tenant
         self.work.mkdir(parents=True, exist_ok=True)
         self.tenant = cfg.tenant
+        self.data_quality: dict[str, Any] | None = None
+        """Set by :func:`quality_gate`: the gate's verdict that :func:`lineage` records."""
 
     def registry(self):
         from core.registry import Registry
@@ -124,6 +128,15 @@ class JobStorage:
         return digest.hexdigest()[:12]
 
 
+def quality_gate(args: argparse.Namespace, storage: JobStorage) -> None:
+    """The data-quality gate a training job passes before it reads any data
+    (:mod:`training.quality_checks`): raises ``SystemExit`` with the failed checks unless
+    ``--allow-bad-data REASON``; :func:`lineage` then records the report (and the reason)."""
+    from training.quality_checks import gate_for_training
+
+    storage.data_quality = gate_for_training(storage, getattr(args, "allow_bad_data", None), show=summary_table)
+
+
 def owner(cfg: JobConfig) -> Owner:
     return Owner(**cfg.owner.model_dump())
 
@@ -134,6 +147,7 @@ def lineage(storage: JobStorage, parents: dict[str, str] | None = None) -> Linea
         parents=parents or {},
         feature_schema_hash=feature_schema_hash(),
         code_version=code_version(),
+        data_quality=getattr(storage, "data_quality", None),
     )
 
 

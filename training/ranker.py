@@ -152,6 +152,7 @@ def main(argv=None) -> int:
     common.reproducible_data_order()
     t0 = time.perf_counter()
     storage = common.JobStorage(cfg)
+    common.quality_gate(args, storage)  # refuses bad data unless --allow-bad-data REASON
     registry = storage.registry()
     tt_version = registry.resolve("two_tower", cfg.tenant, cfg.two_tower_alias) if cfg.two_tower_alias else None
     tt_dir = registry.local_path("two_tower", cfg.tenant, tt_version) if tt_version else None

@@ -185,6 +185,7 @@ def main(argv=None) -> int:
     common.init_ray()
     common.reproducible_data_order()
     storage = common.JobStorage(cfg)
+    common.quality_gate(args, storage)  # refuses bad data unless --allow-bad-data REASON
     catalogue = storage.catalogue()
     t0 = time.perf_counter()
     ex_dir = two_tower_examples(storage, cfg.num_partitions)

@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     k8s = subparsers.add_parser("k8s", help="Kubernetes (KubeRay) manifests from the configs")
     k8s_sub = k8s.add_subparsers(dest="k8s_command", required=True)
-    render = k8s_sub.add_parser("render", help="a RayService manifest from a serve config")
+    render = k8s_sub.add_parser("render", help="a RayService manifest from a serve config, and the "
+                                "nightly pipeline's RayJob and CronJob")
     render.add_argument("file", nargs="?", default=DEFAULT_SERVE_CONFIG, help="serve config YAML")
     render.add_argument("--image", required=True, help="the project image (see Dockerfile)")
     render.add_argument("--name", default="recsys")
@@ -65,6 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("--min-workers", type=int, default=1)
     render.add_argument("--max-workers", type=int, default=4)
     render.add_argument("--gpu-workers", type=int, default=0)
+    render.add_argument("--schedule", default="0 2 * * *",
+                        help="cron schedule (UTC) of the nightly pipeline's CronJob (default: 02:00)")
+    render.add_argument("--tenant", action="append", default=[], dest="tenants", metavar="TENANT",
+                        help="tenants of the nightly pipeline (repeatable; default: every tenant)")
+    render.add_argument("--no-nightly", action="store_true",
+                        help="the RayService only, without the nightly RayJob and CronJob")
     render.set_defaults(func=run_k8s_render)
 
 
@@ -241,7 +248,7 @@ def run_capacity(args: argparse.Namespace) -> int:
 
 
 def run_k8s_render(args: argparse.Namespace) -> int:
-    from cluster.kuberay import dump, render_rayservice
+    from cluster.kuberay import dump, dump_all, render_nightly, render_rayservice
 
     config = _read_yaml(args.file)
     env = {}
@@ -255,5 +262,30 @@ def run_k8s_render(args: argparse.Namespace) -> int:
         platform_config=args.platform_config, storage_env=env, worker_cpus=args.worker_cpus,
         min_workers=args.min_workers, max_workers=args.max_workers, gpu_workers=args.gpu_workers,
     )  # fmt: skip
-    sys.stdout.write(dump(manifest))
+    if args.no_nightly:
+        sys.stdout.write(dump(manifest))
+        return 0
+    fields = args.schedule.split()
+    if len(fields) != 5:
+        raise CliError(f"--schedule {args.schedule!r}: expected a cron expression of 5 fields, e.g. '0 2 * * *'")
+    from core.config import load_platform_config
+
+    # --platform-config is the path inside the image; check the tenants against it where this
+    # checkout has that file too.
+    if Path(args.platform_config).is_file():
+        known = [t.id for t in load_platform_config(args.platform_config).tenants]
+        unknown = [t for t in args.tenants if t not in known]
+        if unknown:
+            raise CliError(f"--tenant: unknown tenant {unknown[0]!r}; {args.platform_config} has: {', '.join(known)}")
+    elif not args.tenants:
+        raise CliError(f"--platform-config {args.platform_config} is not here to list the tenants: "
+                       "name the nightly pipeline's tenants with --tenant (or --no-nightly)")
+    else:
+        known = args.tenants
+    nightly = render_nightly(
+        image=args.image, tenants=args.tenants or known, namespace=args.namespace,
+        schedule=args.schedule, platform_config=args.platform_config, storage_env=env,
+        worker_cpus=args.worker_cpus,
+    )  # fmt: skip
+    sys.stdout.write(dump_all([manifest, *nightly]))
     return 0

@@ -1,4 +1,5 @@
-"""`recsys train two-tower|ranker`, `recsys index build`, `recsys eval`, `recsys review`.
+"""`recsys train two-tower|ranker`, `recsys index build`, `recsys eval`, `recsys review`,
+`recsys quality-gate`, `recsys batch-score`, `recsys fallback-lists`.
 
 Thin shortcuts for the training jobs. With a cluster address (``--address``, else
 ``$RAY_DASHBOARD_ADDRESS``, else an ``http://`` ``$RAY_ADDRESS``) the job is submitted through
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,6 +24,9 @@ JOBS = {
     ("index", "build"): ("training.build_index", "configs/train/build_index.yaml"),
     ("eval", None): ("training.evaluate", "configs/train/evaluate.yaml"),
     ("review", None): ("training.review", "configs/train/pipeline.yaml"),
+    ("quality-gate", None): ("training.quality_gate", "configs/train/quality_gate.yaml"),
+    ("batch-score", None): ("training.batch_score", "configs/train/batch_score.yaml"),
+    ("fallback-lists", None): ("training.fallback_lists", "configs/train/fallback_lists.yaml"),
 }
 EXCLUDES = [".venv", ".git", "var", "**/__pycache__", "benchmarks/results"]
 
@@ -43,10 +48,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             p = tsub.add_parser(name, help=f"python -m {module}")
             _common(p, module, config)
             p.add_argument("--resume", action="store_true", help="continue the latest run")
+            p.add_argument("--allow-bad-data", metavar="REASON",
+                           help="train although the data-quality gate fails (the reason goes in the lineage)")
     index = subparsers.add_parser("index", help="item embeddings and the ANN index")
     isub = index.add_subparsers(dest="index_command", required=True)
     _common(isub.add_parser("build", help="python -m training.build_index"), *JOBS[("index", "build")])
     _common(subparsers.add_parser("eval", help="offline evaluation report"), *JOBS[("eval", None)])
+    for name, what in (("quality-gate", "data-quality gate over the events training reads"),
+                       ("batch-score", "precompute slates with the production versions (batch_recs)"),
+                       ("fallback-lists", "generate, validate and publish the safe fallback lists")):
+        _common(subparsers.add_parser(name, help=f"{what}: python -m {JOBS[(name, None)][0]}"), *JOBS[(name, None)])
     review = subparsers.add_parser("review", help="launch review of the candidates")
     _common(review, *JOBS[("review", None)])
     from core.promotion import CHECKLIST_ITEMS
@@ -70,6 +81,8 @@ def job_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--smoke-test")
     if getattr(args, "resume", False):
         argv.append("--resume")
+    if getattr(args, "allow_bad_data", None):
+        argv += ["--allow-bad-data", args.allow_bad_data]
     if getattr(args, "approve", False) or getattr(args, "reject", False) or getattr(args, "sign_off", None):
         for item in args.sign_off:
             argv += ["--sign-off", item]
@@ -80,6 +93,12 @@ def job_argv(args: argparse.Namespace) -> list[str]:
     if getattr(args, "comment", None):
         argv += ["--comment", args.comment]
     return argv
+
+
+def job_command(module: str, argv: list[str], python: str = "python") -> str:
+    """The shell command a job runs as: ``python -m module argv`` (what :func:`submit` sends,
+    and what the KubeRay ``RayJob`` of the nightly pipeline runs, :mod:`cluster.kuberay`)."""
+    return shlex.join([python, "-m", module, *argv])
 
 
 def dashboard_address(explicit: str | None) -> str | None:
@@ -109,7 +128,7 @@ def submit(
         if os.environ.get(name):
             env_vars[name] = os.environ[name]
     job_id = client.submit_job(
-        entrypoint=" ".join([python or os.environ.get("RECSYS_JOB_PYTHON", "python"), "-m", module, *argv]),
+        entrypoint=job_command(module, argv, python or os.environ.get("RECSYS_JOB_PYTHON", "python")),
         runtime_env={"working_dir": str(REPO_ROOT), "excludes": EXCLUDES, "env_vars": env_vars},
     )
     if not wait:

@@ -43,6 +43,9 @@ def test_two_tower_job_via_jobs_api_publishes_a_candidate(ray_cluster, job_env, 
     m = registry.manifest("two_tower", "acme", version)
     assert m.lineage.feature_schema_hash == feature_schema_hash()
     assert m.lineage.dataset_version and m.lineage.dataset_version.startswith("synth-tiny")
+    # The data-quality gate ran first (a Ray Data pass in the job) and passed the tiny data.
+    assert m.lineage.data_quality["passed"] is True and m.lineage.data_quality["failed"] == []
+    assert Path(m.lineage.data_quality["report"]).is_file()
     assert 0.0 <= m.metrics["val_recall@50"] <= 1.0
     # The checkpoint was chosen on the protocol's validation task (all train items excluded).
     assert 0.0 <= m.metrics["val_protocol_ndcg@10"] <= m.metrics["val_protocol_recall@50"] <= 1.0

@@ -24,7 +24,8 @@ NOBODY = f"http://127.0.0.1:{free_port()}"  # a dashboard address where nothing 
 # (argv, a fragment the one line must contain). Placeholders filled by the fixture below:
 # {repo} the checkout, {tmp} an empty scratch dir, {free} a free port, {bad_platform} a
 # platform config with an unknown key, {data} an existing dataset, {bad_yaml} an unparsable file,
-# {taken} a port this test listens on, {nobody} a dashboard address with no cluster.
+# {taken} a port this test listens on, {nobody} a dashboard address with no cluster, {bad_job} a
+# job config with a bad value.
 CASES: list[tuple[str, str]] = [
     ("", "the following arguments are required: command"),
     ("frobnicate", "invalid choice: 'frobnicate'"),
@@ -65,12 +66,22 @@ CASES: list[tuple[str, str]] = [
     ("k8s render", "the following arguments are required: --image"),
     ("k8s render {tmp}/none.yaml --image x", "none.yaml"),
     ("k8s render --image x --env NOEQUALS", "--env 'NOEQUALS': expected KEY=VALUE"),
+    ("k8s render --image x --schedule nightly", "--schedule 'nightly': expected a cron expression of 5 fields"),
+    ("k8s render --image x --tenant nobody", "--tenant: unknown tenant 'nobody'"),
     ("train two-tower --tenant nobody", "unknown tenant 'nobody'"),
     ("train two-tower --tenant acme --address {nobody}", "no Ray cluster answers at {nobody}"),
     ("train ranker --config {tmp}/none.yaml", "--config {tmp}/none.yaml: no such file"),
     ("index build --tenant nobody", "unknown tenant 'nobody'"),
     ("eval --tenant nobody", "unknown tenant 'nobody'"),
     ("review --tenant nobody --approve", "unknown tenant 'nobody'"),
+    ("quality-gate --tenant nobody", "unknown tenant 'nobody'"),
+    ("quality-gate --config {bad_job}", "job_bad.yaml: window_days: Input should be greater than or equal to 1"),
+    ("batch-score --tenant nobody", "unknown tenant 'nobody'"),
+    ("batch-score --config {bad_job}", "job_bad.yaml: window_days: unknown key"),
+    ("batch-score --config {tmp}/none.yaml", "--config {tmp}/none.yaml: no such file"),
+    ("fallback-lists --tenant nobody", "unknown tenant 'nobody'"),
+    ("fallback-lists --config {bad_job}", "job_bad.yaml: window_days: Input should be greater than 0"),
+    ("k8s render --image x --platform-config {tmp}/in-image.yaml", "name the nightly pipeline's tenants with --tenant"),
 ]
 
 
@@ -89,10 +100,12 @@ def places(tmp_path: Path, monkeypatch) -> Iterator[dict[str, str]]:
     bad.write_text("applications: [\n  - name: x\n")
     bad_platform = tmp_path / "platform_bad.yaml"
     bad_platform.write_text((REPO_ROOT / "configs" / "platform.yaml").read_text() + "bogus: 1\n")
+    bad_job = tmp_path / "job_bad.yaml"
+    bad_job.write_text("tenant: acme\nwindow_days: 0\n")
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
-        yield {"repo": str(REPO_ROOT), "tmp": str(tmp_path / "empty"), "data": str(data), "bad_yaml": str(bad), "bad_platform": str(bad_platform),
+        yield {"repo": str(REPO_ROOT), "tmp": str(tmp_path / "empty"), "data": str(data), "bad_yaml": str(bad), "bad_platform": str(bad_platform), "bad_job": str(bad_job),
                "taken": str(held.getsockname()[1]), "free": str(free_port()), "nobody": NOBODY}  # fmt: skip
 
 

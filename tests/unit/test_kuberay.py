@@ -3,6 +3,12 @@ Serve's own schema accepts (a live Kubernetes cluster is not available to the te
 
 from __future__ import annotations
 
+import importlib.util
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
@@ -40,7 +46,106 @@ def test_rayservice_embeds_the_serve_config_for_a_pod():
 
 def test_cli_renders_yaml_and_names_a_bad_env(capsys):
     assert main(["k8s", "render", "--image", "reg/recsys:1", "--namespace", "ml"]) == 0
-    out = yaml.safe_load(capsys.readouterr().out)
-    assert out["metadata"]["namespace"] == "ml"
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert docs[0]["kind"] == "RayService"
+    assert {d["metadata"]["namespace"] for d in docs} == {"ml"}
+    assert main(["k8s", "render", "--image", "reg/recsys:1", "--no-nightly"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["kind"] == "RayService"
     assert main(["k8s", "render", "--image", "i", "--env", "NOEQUALS"]) == 2
     assert "NOEQUALS" in capsys.readouterr().err
+
+
+DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _check_object(obj: dict) -> None:
+    """What the Kubernetes API server requires of every object we render."""
+    assert set(obj) >= {"apiVersion", "kind", "metadata"}
+    name = obj["metadata"].get("name") or obj["metadata"].get("generateName", "").rstrip("-")
+    assert DNS_1123.match(name) and len(name) <= 63, name
+    for key, value in obj["metadata"].get("labels", {}).items():
+        assert len(value) <= 63 and re.match(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", value), key
+
+
+def _containers(pod_spec: dict) -> list[dict]:
+    for c in pod_spec["containers"]:
+        assert DNS_1123.match(c["name"]) and c["image"]
+    return pod_spec["containers"]
+
+
+def test_nightly_rayjob_and_cronjob_run_the_jobs_api_commands(capsys):
+    """`recsys k8s render` also renders the nightly pipeline: valid Kubernetes objects, and a
+    RayJob whose entrypoint runs, in order, exactly the commands `ray job submit` (through
+    `recsys train ... --address`) runs for each step."""
+    from cluster.commands.train_cmd import job_command
+    from cluster.kuberay import SERVING_DATA_STEPS, TRAINING_STEPS
+
+    assert main(["k8s", "render", "--image", "reg/recsys:1", "--namespace", "ml", "--schedule", "30 1 * * *",
+                 "--tenant", "acme", "--tenant", "globex", "--env", "AWS_REGION=eu"]) == 0  # fmt: skip
+    docs = {d["kind"]: d for d in yaml.safe_load_all(capsys.readouterr().out)}
+    assert set(docs) == {"RayService", "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "CronJob"}
+    for obj in docs.values():
+        _check_object(obj)
+    cron = docs["CronJob"]
+    assert cron["apiVersion"] == "batch/v1" and cron["spec"]["schedule"] == "30 1 * * *"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] in ("OnFailure", "Never")  # what a Job's pod must have
+    (submitter,) = _containers(pod)
+    assert submitter["command"][:3] == ["kubectl", "create", "-f"]
+    mount = submitter["volumeMounts"][0]
+    assert submitter["command"][3] == f"{mount['mountPath']}/rayjob.yaml"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"]
+    # The pod's service account may create RayJobs, and nothing else.
+    assert pod["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]
+    assert docs["RoleBinding"]["roleRef"]["name"] == docs["Role"]["metadata"]["name"]
+    assert docs["RoleBinding"]["subjects"][0]["name"] == pod["serviceAccountName"]
+    assert docs["Role"]["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create", "get", "list"]}]
+
+    rayjob = yaml.safe_load(docs["ConfigMap"]["data"]["rayjob.yaml"])
+    _check_object(rayjob)
+    assert rayjob["apiVersion"] == "ray.io/v1" and rayjob["kind"] == "RayJob"
+    assert rayjob["metadata"]["generateName"] == "recsys-nightly-"  # a new object each night
+    spec = rayjob["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True and spec["submissionMode"] == "K8sJobMode"
+    for group in (spec["rayClusterSpec"]["headGroupSpec"], *spec["rayClusterSpec"]["workerGroupSpecs"]):
+        (container,) = _containers(group["template"]["spec"])
+        assert container["image"] == "reg/recsys:1"
+        assert {"name": "AWS_REGION", "value": "eu"} in container["env"]
+    runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
+    assert runtime_env["working_dir"] == "/app" and runtime_env["env_vars"]["RECSYS_HOME"] == "/app"
+
+    # The entrypoint, as the shell Ray runs it with parses it: the same commands, in order.
+    words = shlex.split(spec["entrypoint"].replace(";", " ; ").replace("{", " { ").replace("}", " } "))
+    commands, current = [], []
+    for w in words:
+        if w in ("&&", ";", "{", "}", "||"):
+            if current and current[0] == "python":
+                commands.append(shlex.join(current))
+            current = []
+        else:
+            current.append(w)
+    expected = [job_command(module, ["--config", config, "--tenant", tenant])
+                for tenant in ("acme", "globex") for module, config in (*TRAINING_STEPS, *SERVING_DATA_STEPS)]  # fmt: skip
+    assert commands == expected
+    for module, config in (*TRAINING_STEPS, *SERVING_DATA_STEPS):
+        assert Path(config).is_file(), config  # every step's config ships in the image
+        assert importlib.util.find_spec(module) is not None, module
+    assert spec["entrypoint"].startswith("rc=0;") and spec["entrypoint"].endswith("exit $rc")
+
+
+def test_nightly_entrypoint_stops_training_at_a_failed_step_but_still_scores(tmp_path):
+    """The shell semantics of the entrypoint, run for real with stand-in commands: a failed
+    quality gate skips training, batch scoring and fallback lists still run, the exit status
+    says something failed."""
+    from cluster.kuberay import nightly_entrypoint
+
+    line = nightly_entrypoint(["acme"], python=str(tmp_path / "py"))
+    log = tmp_path / "log"
+    script = tmp_path / "py"
+    script.write_text(f"#!/bin/sh\necho \"$2\" >> {log}\n[ \"$2\" != training.quality_gate ]\n")
+    script.chmod(0o755)
+    done = subprocess.run(["sh", "-c", line], check=False)
+    assert done.returncode == 1
+    assert log.read_text().split() == ["training.quality_gate", "training.batch_score", "training.fallback_lists"]

@@ -1,0 +1,166 @@
+"""Batch scoring throughput: users scored per second through the whole serving pipeline
+(retrieve → rules → rank → slate), micro-batched as ``training.batch_score`` runs it, against
+the same pipeline one request at a time. In process, one Python process (what one Ray Data
+actor of the job does); models at the sizes of ``configs/train/*.yaml`` with fresh weights.
+
+    python -m benchmarks.bench_batch_score [--preset small] [--users 1000] [--surfaces email,home]
+        [--batch-size 256] [--quick]
+
+Writes ``benchmarks/results/bench_batch_score.json`` (``bench_batch_score_quick.json`` with
+``--quick``: tiny preset, 100 users) with the load average before and after each measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from benchmarks.bench_serving import _arch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data(preset: str) -> Path:
+    out = REPO / "var" / "bench_batch" / preset
+    if not (out / "synth.json").exists():
+        from datagen.synth import generate
+
+        generate(preset, str(out), seed=0, progress=False)
+    return out
+
+
+def _platform(data: Path, root: Path) -> Path:
+    platform = yaml.safe_load((REPO / "configs/platform.yaml").read_text())
+    platform["storage"] = {"data": str(data), "events": str(data / "events"),
+                           "registry": str(root / "registry"), "decisions": str(root / "decisions")}  # fmt: skip
+    path = root / "platform.yaml"
+    path.write_text(yaml.safe_dump(platform))
+    return path
+
+
+def _unbatched_stages(platform: Path, tenant: str, surfaces: list[str], versions: dict[str, str]):
+    """The same stages without micro-batching: the library's own two-tower source and ranker."""
+    from core.catalogue import Catalogue
+    from core.config import load_platform_config
+    from core.eventlog import EventLog
+    from core.features import popularity_from_events
+    from core.registry import Registry
+    from serving.assembly import TenantData, TenantModels, build_tenant_stages
+    from serving.loaders import load_ranker, load_two_tower
+    from training.batch_score import batch_platform
+    from training.quality_checks import users_table
+
+    cfg = load_platform_config(platform)
+    storage = cfg.resolved_storage()
+    registry = Registry(storage.registry)
+    catalogue = Catalogue.load(storage.data, tenant)
+    events = EventLog(storage.events).read(tenant)
+    two_tower = load_two_tower(registry, tenant, (versions["two_tower"], versions["ann_index"]))
+    ranker = load_ranker(registry, tenant, versions["ranker"], catalogue, popularity_from_events(events),
+                         loaded_towers={versions["two_tower"]: two_tower.model})  # fmt: skip
+    models = TenantModels(two_tower=two_tower, rankers={versions["ranker"]: ranker}, default_ranker=versions["ranker"])
+    return build_tenant_stages(batch_platform(cfg, tenant, surfaces), tenant,
+                               TenantData(catalogue, events, users_table(storage.data, tenant)), models)  # fmt: skip
+
+
+async def _one_at_a_time(stages, tenant: str, users: list[str], surfaces: list[str], k: int, now) -> int:
+    from core.contracts import Query
+    from serving.pipeline import RecommendationPipeline
+
+    pipe, n = RecommendationPipeline(stages), 0
+    for surface in surfaces:
+        for user in users:
+            q = Query(request_id=f"b-{surface}-{user}", tenant_id=tenant, user_id=user, surface=surface, k=k, now=now)
+            n += bool((await pipe.recommend(q)).slate)
+    return n
+
+
+def _timed(fn) -> dict:
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    out = fn()
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "load_avg_before": load0, "load_avg_after": os.getloadavg(), "out": out}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="small")
+    p.add_argument("--tenant", default="acme")
+    p.add_argument("--users", type=int, default=1000)
+    p.add_argument("--surfaces", default="email,home")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--quick", action="store_true", help="tiny preset, 100 users")
+    p.add_argument("--out")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.preset, a.users = "tiny", 100
+    out = Path(a.out or REPO / "benchmarks" / "results" / f"bench_batch_score{'_quick' if a.quick else ''}.json")
+    import torch
+
+    torch.set_num_threads(1)  # one actor = one CPU, as the job's actors are sized
+    from core.catalogue import Catalogue
+    from core.registry import Registry
+    from tests.integration.serving_artifacts import publish_ranker, publish_two_tower
+    from training.batch_score import build_stages, production_versions, score_users
+    from training.quality_checks import users_table
+
+    data = _data(a.preset)
+    surfaces = a.surfaces.split(",")
+    result: dict = {"preset": a.preset, "tenant": a.tenant, "surfaces": surfaces, "k": a.k, "batch_size": a.batch_size,
+                    "at": datetime.now(UTC).isoformat(), "cpus": os.cpu_count(), "per_surface": {}}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        platform = _platform(data, root)
+        registry = Registry(str(root / "registry"))
+        cat = Catalogue.load(str(data), a.tenant)
+        tt, _ = publish_two_tower(registry, cat, arch=_arch("two_tower", ("dim", "embed_dim", "hidden")), scann=len(cat) >= 10_000)
+        publish_ranker(registry, cat, arch=_arch("ranker", ("embed_dim", "n_experts", "expert_hidden", "tower_hidden")), two_tower=tt)
+        versions = production_versions(registry, a.tenant, "production")
+        users = sorted(users_table(str(data), a.tenant)["user_id"].to_pylist())[: a.users]
+        now = datetime.now(UTC)
+        for surface in surfaces:
+            batched = build_stages(a.tenant, str(platform), [surface], versions, a.batch_size)
+            plain = _unbatched_stages(platform, a.tenant, [surface], versions)
+
+            def run_batched(stages=batched, surface=surface) -> int:
+                rows = []
+                for i in range(0, len(users), a.batch_size):
+                    rows += asyncio.run(score_users(stages, a.tenant, users[i : i + a.batch_size], [surface], a.k, now))
+                return len({r["user_id"] for r in rows if r.get("item_id")})
+
+            # Warm both paths first (first forward passes, lazily built tables): timed runs are
+            # steady state. Measured back to back; the load average says how busy the box was.
+            asyncio.run(score_users(batched, a.tenant, users[:32], [surface], a.k, now))
+            asyncio.run(_one_at_a_time(plain, a.tenant, users[:32], [surface], a.k, now))
+            b = _timed(run_batched)
+            s = _timed(lambda stages=plain, surface=surface: asyncio.run(_one_at_a_time(stages, a.tenant, users, [surface], a.k, now)))
+            entry = {
+                "users": len(users),
+                "batched": {"users_per_s": len(users) / b["seconds"], "seconds": b["seconds"], "users_with_slate": b["out"],
+                            "load_avg_before": b["load_avg_before"], "load_avg_after": b["load_avg_after"]},
+                "one_at_a_time": {"users_per_s": len(users) / s["seconds"], "seconds": s["seconds"], "users_with_slate": s["out"],
+                                  "load_avg_before": s["load_avg_before"], "load_avg_after": s["load_avg_after"]},
+            }  # fmt: skip
+            entry["speedup"] = entry["batched"]["users_per_s"] / entry["one_at_a_time"]["users_per_s"]
+            result["per_surface"][surface] = entry
+            print(f"{surface}: batched {entry['batched']['users_per_s']:.1f} users/s, one at a time "
+                  f"{entry['one_at_a_time']['users_per_s']:.1f} users/s ({entry['speedup']:.2f}x); load {os.getloadavg()}", flush=True)  # fmt: skip
+    result["target_users_per_s"] = 500
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

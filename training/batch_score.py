@@ -1,0 +1,303 @@
+"""Batch scoring: the whole serving pipeline offline for many users; publishes ``batch_recs``.
+
+    python -m training.batch_score --config configs/train/batch_score.yaml [--tenant T] [--smoke-test]
+
+For every user of the tenant (the users table and everyone in the event log; or
+``users_file`` / ``segments`` / ``max_users``), each surface to score (default: the tenant's
+``mode: precomputed`` surfaces) gets the slate serving would give now: retrieve → rules →
+rank → slate, by :mod:`serving` itself (:func:`serving.assembly.build_tenant_stages`) with the
+``alias`` (production) versions of the two-tower, the index and the ranker. Users flow through
+Ray Data (``map_batches`` over an actor pool, so the work spreads over the cluster's nodes);
+inside an actor a batch of users runs as concurrent requests whose two-tower and ranker work
+is micro-batched into one forward pass each (:mod:`serving.batching`).
+
+The slates (user, rank, item, score, reasons, sources; the surface's precomputed sources left
+out, so a batch never reads an older batch) are published as a ``batch_recs`` version:
+``recs.parquet``, and in the manifest the versions used, ``expires_at`` (creation +
+``ttl_hours``), coverage, timing and the owner. The job then records the automatic checks
+(coverage at least ``min_coverage``; every slate item passes the tenant's rules) and promotes
+the version, which the ``precomputed`` source picks up (``retrieval/sources/precomputed.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from core.config import PlatformConfig, load_platform_config
+from core.train_config import BatchScoreConfig
+from training import common
+
+OFFLINE_TIMEOUT_MS = 10_000.0
+"""Offline, a slate must not depend on how busy the machine is: every timeout raised to the
+schema's most (a micro-batch must finish within it: keep `batch_size` in the hundreds)."""
+ACTOR = "training.batch_score"
+RECS_SCHEMA = pa.schema([
+    ("surface", pa.string()), ("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()),
+    ("score", pa.float64()), ("reasons", pa.list_(pa.string())), ("sources", pa.list_(pa.string())),
+    ("fallback", pa.string()), ("degraded", pa.list_(pa.string())), ("eligible", pa.bool_()),
+])  # fmt: skip
+"""One row per slate position. A user whose slate came back empty has one row with a null
+``item_id`` (so coverage counts them). ``eligible``: the item passes the tenant's rules for
+the user when re-checked after the slate was built."""
+
+
+def batch_platform(platform: PlatformConfig, tenant: str, surfaces: list[str]) -> PlatformConfig:
+    """The platform config as the batch runs it: ``surfaces`` online without their precomputed
+    sources, every timeout raised to :data:`OFFLINE_TIMEOUT_MS`."""
+    raw = platform.model_dump(mode="json")
+    for t in raw["tenants"]:
+        for name, surface in t["surfaces"].items():
+            if t["id"] == tenant and name in surfaces:
+                surface["mode"] = "online"
+                surface["sources"] = [s for s in surface["sources"] if s["kind"] != "precomputed"]
+            for s in surface["sources"]:
+                s["timeout_ms"] = OFFLINE_TIMEOUT_MS
+            surface["ranker"]["timeout_ms"] = OFFLINE_TIMEOUT_MS
+    for exp in raw.get("experiments", []):
+        for v in exp["variants"]:
+            for s in (v.get("overrides") or {}).get("sources") or []:
+                s["timeout_ms"] = OFFLINE_TIMEOUT_MS
+    return PlatformConfig.model_validate(raw)
+
+
+def surfaces_to_score(platform: PlatformConfig, cfg: BatchScoreConfig) -> list[str]:
+    tenant = platform.tenant(cfg.tenant)
+    wanted = cfg.surfaces or [s for s, c in tenant.surfaces.items() if c.mode == "precomputed"]
+    unknown = [s for s in wanted if s not in tenant.surfaces]
+    if unknown:
+        raise ValueError(f"batch_score: tenant {cfg.tenant!r} has no surface {unknown[0]!r}; it has {', '.join(tenant.surfaces)}")
+    if not wanted:
+        raise ValueError(f"batch_score: tenant {cfg.tenant!r} has no `mode: precomputed` surface; name one in `surfaces:`")
+    return wanted
+
+
+def select_users(storage: common.JobStorage, cfg: BatchScoreConfig) -> list[str]:
+    """The users to score, sorted: the users table and every user in the event log, narrowed by
+    ``users_file``, ``segments`` and ``max_users``."""
+    from training.quality_checks import users_table
+
+    users = users_table(storage.data, storage.tenant)
+    ids = set(users["user_id"].to_pylist()) if users is not None else set()
+    ids |= set(pc.unique(storage.eventlog().read(storage.tenant, columns=["user_id"])["user_id"]).to_pylist())
+    if cfg.users_file:
+        listed = [line.strip() for line in Path(cfg.users_file).read_text().splitlines()]
+        ids &= {u for u in listed if u and not u.startswith("#")}
+    if cfg.segments:
+        if users is None:
+            raise ValueError("batch_score: segments need the users table (max_maturity); the data root has none")
+        in_segment = pc.is_in(users["max_maturity"], pa.array(cfg.segments))
+        ids &= set(users.filter(in_segment)["user_id"].to_pylist())
+    out = sorted(ids)
+    return out[: cfg.max_users] if cfg.max_users else out
+
+
+class SlateScorer:
+    """Ray Data callable class: one tenant's pipeline (models, catalogue, user state from the
+    event log), built once per actor; each call scores a batch of users on every surface."""
+
+    def __init__(self, tenant: str, platform_config: str | None, surfaces: list[str], k: int,
+                 versions: dict[str, str], now: float, max_batch: int = 512):  # fmt: skip
+        self.stages = build_stages(tenant, platform_config, surfaces, versions, max_batch)
+        self.surfaces, self.k = surfaces, k
+        self.tenant, self.now = tenant, datetime.fromtimestamp(now, UTC)
+        self.scored = 0
+        self.t0 = time.perf_counter()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        users = batch["user_id"].to_pylist()
+        rows = asyncio.run(score_users(self.stages, self.tenant, users, self.surfaces, self.k, self.now))
+        self.scored += len(users)
+        rate = self.scored / max(time.perf_counter() - self.t0, 1e-9)
+        print(f"batch_score {self.tenant}: this actor scored {self.scored} users ({rate:.0f}/s)", flush=True)
+        return pa.Table.from_pylist(rows, schema=RECS_SCHEMA)
+
+
+def build_stages(tenant: str, platform_config: str | None, surfaces: list[str], versions: dict[str, str],
+                 max_batch: int = 512):  # fmt: skip
+    """The tenant's serving stages with batched model stages (:class:`serving.batching.BatchStages`)."""
+    from core.catalogue import Catalogue
+    from core.eventlog import EventLog
+    from core.features import popularity_from_events
+    from core.registry import Registry
+    from serving.assembly import TenantData, TenantModels, build_tenant_stages
+    from serving.batching import BatchStages
+    from serving.fallback_list import load_fallback_list
+    from serving.loaders import load_ranker, load_two_tower
+    from training.quality_checks import users_table
+
+    platform = load_platform_config(platform_config)
+    storage = platform.resolved_storage()
+    registry = Registry(storage.registry)
+    catalogue = Catalogue.load(storage.data, tenant)
+    events = EventLog(storage.events).read(tenant)
+    two_tower = None
+    if versions.get("two_tower") and versions.get("ann_index"):
+        two_tower = load_two_tower(registry, tenant, (versions["two_tower"], versions["ann_index"]))
+    rankers = {}
+    if versions.get("ranker"):
+        loaded = {versions["two_tower"]: two_tower.model} if two_tower is not None else None
+        rankers[versions["ranker"]] = load_ranker(registry, tenant, versions["ranker"], catalogue,
+                                                  popularity_from_events(events), loaded_towers=loaded)  # fmt: skip
+    remote = BatchStages(two_tower, catalogue, rankers, max_batch)
+    models = TenantModels(two_tower=two_tower, default_ranker=versions.get("ranker"),
+                          fallback_list=load_fallback_list(registry, tenant))  # fmt: skip
+    stages = build_tenant_stages(batch_platform(platform, tenant, surfaces), tenant,
+                                 TenantData(catalogue, events, users_table(storage.data, tenant)),
+                                 models, remote=remote)  # fmt: skip
+    return stages
+
+
+async def score_users(stages, tenant: str, users: list[str], surfaces: list[str], k: int, now: datetime) -> list[dict]:
+    """Every user's slate on every surface, as concurrent requests (their model work batched);
+    one :data:`RECS_SCHEMA` row per slate position."""
+    from core.contracts import MergedCandidate, Query
+    from serving.pipeline import RecommendationPipeline
+
+    pipe = RecommendationPipeline(stages)
+    queries = [Query(request_id=f"batch-{surface}-{user}", tenant_id=tenant, user_id=user, surface=surface, k=k, now=now)
+               for surface in surfaces for user in users]  # fmt: skip
+    results = await asyncio.gather(*(pipe.recommend(q) for q in queries), return_exceptions=True)
+    rows: list[dict] = []
+    for q, res in zip(queries, results, strict=True):
+        base = {"surface": q.surface, "user_id": q.user_id}
+        if isinstance(res, BaseException):
+            rows.append({**base, "rank": 0, "item_id": None, "fallback": f"error:{type(res).__name__}", "degraded": [str(res)[:200]]})
+            continue
+        slate, rec = res.slate, res.decision
+        if not slate:
+            rows.append({**base, "rank": 0, "item_id": None, "fallback": rec.fallback, "degraded": rec.degraded})
+            continue
+        # Re-check the finished slate against the rules (the safety check the job records).
+        state = stages.user_state(q.user_id)
+        shown = [MergedCandidate(s.item_id, ()) for s in slate]
+        removed = {r.item_id for r in stages.rules.apply(q, shown, state).removed} if stages.rules else set()
+        rows += [{**base, "rank": s.rank, "item_id": s.item_id, "score": s.score, "reasons": list(s.reasons),
+                  "sources": list(s.sources), "fallback": rec.fallback, "degraded": rec.degraded,
+                  "eligible": s.item_id not in removed} for s in slate]  # fmt: skip
+    return rows
+
+
+def production_versions(registry, tenant: str, alias: str) -> dict[str, str]:
+    out = {kind: registry.resolve(kind, tenant, alias) for kind in ("two_tower", "ann_index", "ranker")}
+    return {k: v for k, v in out.items() if v}
+
+
+def slate_stats(table: pa.Table, users: int, surfaces: list[str], k: int) -> dict[str, Any]:
+    """Coverage and outcome counts of the recs table."""
+    with_item = table.filter(pc.is_valid(table["item_id"]))
+    per_user = with_item.group_by(["surface", "user_id"]).aggregate([("item_id", "count")])
+    wanted = users * len(surfaces)
+    full = int(pc.sum(pc.greater_equal(per_user["item_id_count"], k)).as_py() or 0) if per_user.num_rows else 0
+    firsts = table.filter(pc.equal(table["rank"], 0))
+    fallbacks = Counter(f for f in firsts["fallback"].to_pylist() if f)
+    degraded = Counter(d.split(":")[0] for ds in firsts["degraded"].to_pylist() for d in (ds or []))
+    return {
+        "users": users,
+        "slates": per_user.num_rows,
+        "coverage": per_user.num_rows / wanted if wanted else 0.0,
+        "full_slates": full / wanted if wanted else 0.0,
+        "items_per_slate": with_item.num_rows / max(per_user.num_rows, 1),
+        "ineligible_items": int(pc.sum(pc.invert(with_item["eligible"])).as_py() or 0),
+        "fallbacks": dict(fallbacks),
+        "degraded": dict(degraded),
+    }
+
+
+def review_and_promote(registry, cfg: BatchScoreConfig, version: str, stats: dict[str, Any]) -> list[str]:
+    """Record the automatic checks; approve and promote when they pass. Returns what failed."""
+    from core.manifest import ReviewRecord
+
+    checks = {
+        "coverage": {"ok": stats["coverage"] >= cfg.min_coverage, "item": "offline_metrics",
+                     "detail": f"{stats['coverage']:.4f} of users have a slate (min {cfg.min_coverage})"},
+        "slates_eligible": {"ok": stats["ineligible_items"] == 0, "item": "safety_guardrails",
+                            "detail": f"{stats['ineligible_items']} slate items fail the tenant's rules"},
+    }  # fmt: skip
+    failed = [name for name, c in checks.items() if not c["ok"]]
+    now = datetime.now(UTC)
+    registry.add_review(ReviewRecord(kind="batch_recs", tenant=cfg.tenant, version=version, at=now, actor=ACTOR,
+                                     decision="note", checks=checks, comment="automatic checks " + ("FAILED" if failed else "passed")))  # fmt: skip
+    if failed or not cfg.promote:
+        return failed
+    registry.add_review(ReviewRecord(kind="batch_recs", tenant=cfg.tenant, version=version, at=now, actor=ACTOR,
+                                     decision="approve", checks=checks))  # fmt: skip
+    registry.promote("batch_recs", cfg.tenant, version, actor=ACTOR, reason="nightly batch scoring")
+    return []
+
+
+def main(argv=None) -> int:
+    import ray.data
+
+    args = common.parse_args(__doc__.splitlines()[0], "configs/train/batch_score.yaml", argv)
+    cfg = common.load_job_config(args, BatchScoreConfig)
+    if cfg.users_file and not Path(cfg.users_file).is_file():
+        raise FileNotFoundError(2, "No such file (users_file)", cfg.users_file)
+    common.init_ray()
+    storage = common.JobStorage(cfg)
+    platform = load_platform_config(cfg.platform_config)
+    surfaces = surfaces_to_score(platform, cfg)
+    registry = storage.registry()
+    versions = production_versions(registry, cfg.tenant, cfg.alias)
+    users = select_users(storage, cfg)
+    if not users:
+        raise ValueError(f"batch_score: no users to score for tenant {cfg.tenant!r}")
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    ds = ray.data.from_arrow(pa.table({"user_id": users})).repartition(max(1, -(-len(users) // cfg.batch_size)))
+    scored = ds.map_batches(
+        SlateScorer,
+        fn_constructor_kwargs={"tenant": cfg.tenant, "platform_config": cfg.platform_config, "surfaces": surfaces,
+                               "k": cfg.k, "versions": versions, "now": started.timestamp(),
+                               "max_batch": cfg.batch_size * len(surfaces)},
+        batch_size=cfg.batch_size, batch_format="pyarrow", concurrency=cfg.concurrency, num_cpus=cfg.cpus_per_actor,
+    )  # fmt: skip
+    staged = storage.work / "batch_score" / f"staged-{started:%Y%m%dT%H%M%S}"
+    shutil.rmtree(staged, ignore_errors=True)
+    scored.write_parquet(str(staged))
+    seconds = time.perf_counter() - t0
+    table = pq.read_table(str(staged), schema=RECS_SCHEMA).sort_by(
+        [("surface", "ascending"), ("user_id", "ascending"), ("rank", "ascending")])  # fmt: skip
+    stats = slate_stats(table, len(users), surfaces, cfg.k)
+    expires = started + timedelta(hours=cfg.ttl_hours)
+    out = staged.with_name(staged.name + "-artifact")
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out / "recs.parquet")
+    platform_versions = {"config": platform.version, "config_fingerprint": platform.fingerprint()}
+    manifest = registry.publish(
+        "batch_recs", cfg.tenant, out, owner=common.owner(cfg), lineage=common.lineage(storage, versions),
+        metrics={**{k: v for k, v in stats.items() if not isinstance(v, dict)}, "seconds": seconds,
+                 "users_per_s": len(users) * len(surfaces) / seconds, **{f"fallback:{k}": v for k, v in stats["fallbacks"].items()}},
+        config={"surfaces": surfaces, "k": cfg.k, "expires_at": expires.isoformat(), "scored_at": started.isoformat(),
+                "versions": {**versions, **platform_versions}, "alias": cfg.alias, "job": cfg.model_dump(mode="json")},
+        description=f"batch scoring of {len(users)} users on {', '.join(surfaces)}",
+    )  # fmt: skip
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    failed = review_and_promote(registry, cfg, manifest.version, stats)
+    status = "production" if cfg.promote and not failed else f"candidate ({', '.join(failed) or 'promote: false'})"
+    common.summary_table(f"batch_score {cfg.tenant}: batch_recs {manifest.version} → {status}", [
+        ("surfaces", ", ".join(surfaces)), ("users", len(users)), ("coverage", stats["coverage"]),
+        ("full slates (k items)", stats["full_slates"]), ("items per slate", stats["items_per_slate"]),
+        ("ineligible items", stats["ineligible_items"]), ("fallbacks", stats["fallbacks"] or "none"),
+        ("degraded", stats["degraded"] or "none"),
+        *((f"version {k}", v) for k, v in versions.items()),
+        ("expires at", expires.isoformat(timespec="seconds")), ("seconds", seconds),
+        ("users/s", len(users) * len(surfaces) / seconds), ("owner", manifest.owner.team),
+    ])  # fmt: skip
+    print(f"published batch_recs {cfg.tenant} {manifest.version}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -163,9 +163,29 @@ class EvaluateConfig(JobConfig):
     pipeline: bool = Field(True, description="also score the serving pipeline's final top-10 slates")
 
 
+class SystemReviewConfig(StrictModel):
+    """The launch review's whole-pipeline check (``training.system_review``): the serving
+    pipeline replayed offline on held-out users with the candidate versions and with
+    production, same users, same seed."""
+
+    enabled: bool = True
+    users: int = Field(500, ge=10, description="held-out users replayed (a seeded sample)")
+    seed: int = 0
+    tolerance: float = Field(0.02, ge=0.0, description="allowed relative loss of the final slate vs production's")
+    metrics: list[str] = Field(default_factory=lambda: ["expected_ctr@10", "ndcg@10"])
+    """Final-slate metrics compared; ``expected_ctr@10`` only where the data has a click
+    simulator (synthetic tenants)."""
+    retriever_budget: dict[str, float] = Field(default_factory=lambda: {"expected_ctr@10": 0.0, "ndcg@10": 0.25})
+    """Metric -> the relative loss the final slate may have against the retriever's own top 10
+    (the two-tower alone, same users): 0 = must be at least as good."""
+    evaluate: str = "configs/train/evaluate.yaml"
+    """Where the platform config and storage of the replay come from."""
+
+
 class ReviewConfig(StrictModel):
     tolerance: float = Field(0.02, ge=0.0, description="allowed relative drop vs production")
     min_index_recall_at_100: float = Field(0.95, ge=0.0, le=1.0)
+    system: SystemReviewConfig = Field(default_factory=SystemReviewConfig)
 
 
 class PipelineConfig(StrictModel):

@@ -105,6 +105,7 @@ def evaluate_pipeline(
     cutoff: dict[str, float],
     k: int = 10,
     simulator=None,
+    on_pipeline=None,
 ) -> dict:
     """Metrics of the final slates of ``users`` (one request each at ``test_ts``) plus
     ``requests``, ``fallbacks``, ``degraded`` counts and ``ms_per_request``.
@@ -112,7 +113,9 @@ def evaluate_pipeline(
     ``versions`` names the ``two_tower`` and ``ann_index`` registry versions and optionally a
     ``ranker`` (without one, serving's fallback order ranks, and the report says so);
     ``exclude`` / ``relevant`` are catalogue indices per user (as for the other scorers).
-    With a :class:`training.simulated.ClickSimulator` the slates' ``expected_ctr@10`` too."""
+    With a :class:`training.simulated.ClickSimulator` the slates' ``expected_ctr@10`` too.
+    ``on_pipeline`` is called with the built pipeline before the first request (a tool that
+    records a stage's inputs wraps it there: :mod:`training.slate_tradeoff`)."""
     from core.contracts import Query
     from retrieval.similarity import for_ranker
     from serving.assembly import build_local_pipeline
@@ -143,6 +146,8 @@ def evaluate_pipeline(
         versions={"ranker": ranker_version} if ranker_version else None,
         ranker_similarity={ranker_version: similarity} if similarity is not None else None,
     )
+    if on_pipeline is not None:
+        on_pipeline(pipe)
     ids = catalogue.item_ids
 
     async def run_all() -> tuple[np.ndarray, Counter, int, Counter]:
@@ -166,9 +171,8 @@ def evaluate_pipeline(
             fallbacks += result.fallback is not None
             degraded.update(d.split(":")[0] for d in result.decision.degraded)
             funnel.update(_funnel(result.decision, {str(ids[i]) for i in relevant[r]}, k))
-            if simulator is not None:
-                for name, items in _stage_orders(result.decision, k).items():
-                    stage_tops[name][r, : len(items)] = catalogue.index_of(items)
+            for name, items in _stage_orders(result.decision, k).items():
+                stage_tops[name][r, : len(items)] = catalogue.index_of(items)
         return topk, degraded, fallbacks, funnel
 
     # Per request, the top k of the ranked candidates in other orders (see _stage_orders).
@@ -176,14 +180,18 @@ def evaluate_pipeline(
     t0 = time.perf_counter()
     topk, degraded, fallbacks, funnel = asyncio.run(run_all())
     seconds = time.perf_counter() - t0
-    metrics = ranking_metrics(topk, relevant, len(catalogue), ks=(k,), ndcg_ks=(k,), hr_ks=(k,), coverage_k=k)
+    def score(top: np.ndarray) -> dict:
+        m = ranking_metrics(top, relevant, len(catalogue), ks=(k,), ndcg_ks=(k,), hr_ks=(k,), coverage_k=k)
+        if simulator is not None:
+            m[f"expected_ctr@{k}"] = simulator.expected_ctr(users, top, k)
+        m[f"category_diversity@{k}"] = category_diversity(top, catalogue.category)
+        return m
+
+    metrics = score(topk)
+    # Where quality is won or lost: the same ranked candidates ordered by each stage.
+    metrics["stages"] = {**{name: score(top) for name, top in stage_tops.items()}, "final_slate": dict(metrics)}
     if simulator is not None:
-        metrics[f"expected_ctr@{k}"] = simulator.expected_ctr(users, topk, k)
-        # Where clicks are won or lost: the same ranked candidates ordered by each stage.
-        metrics[f"stage_expected_ctr@{k}"] = {
-            **{name: simulator.expected_ctr(users, top, k) for name, top in stage_tops.items()},
-            "final_slate": metrics[f"expected_ctr@{k}"],
-        }
+        metrics[f"stage_expected_ctr@{k}"] = {n: m[f"expected_ctr@{k}"] for n, m in metrics["stages"].items()}
     return {
         **metrics,
         "ranker": ranker_version or "none (fallback order)",
@@ -194,6 +202,20 @@ def evaluate_pipeline(
         "funnel": {key: round(n / max(1, len(users)), 4) for key, n in sorted(funnel.items())},
         "train_period_events": int(events.num_rows),
     }
+
+
+def category_diversity(top: np.ndarray, category: np.ndarray) -> float:
+    """Mean intra-list category diversity of ``(U, k)`` lists (``-1`` = empty slot): the share
+    of item pairs in a list whose categories differ (0 = one category, 1 = all different)."""
+    vals = []
+    for row in np.asarray(top):
+        items = row[row >= 0]
+        if len(items) < 2:
+            continue
+        c = category[items]
+        same = (c[:, None] == c[None, :]).sum() - len(c)
+        vals.append(1.0 - same / (len(c) * (len(c) - 1)))
+    return float(np.mean(vals)) if vals else float("nan")
 
 
 STAGE_ORDERS = ("by_two_tower_score", "by_ranker_click", "by_ranker_utility")

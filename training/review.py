@@ -43,6 +43,9 @@ KEY_METRICS = {
     "ann_index": ("recall@10", "recall@100"),
     "ranker": ("click_auc", "like_auc"),
 }
+SYSTEM_KINDS = ("two_tower", "ranker")
+"""Kinds whose candidates change what the pipeline serves: the whole-pipeline replay
+(:mod:`training.system_review`) is part of their review."""
 NOT_COMPARED = {"item_embeddings": "sizes, not quality: the index's recall covers them"}
 
 
@@ -106,6 +109,7 @@ def review_versions(
     approve: bool = False,
     reject: bool = False,
     comment: str = "",
+    system_checks: dict[str, dict] | None = None,
 ) -> dict[str, list[str]]:
     """Run the launch review of ``versions`` (kind -> version; the two-tower among them is the
     one the index must be built from) and record it: the automatic results, then ``actor``'s
@@ -126,6 +130,8 @@ def review_versions(
         prod_v = registry.resolve(kind, tenant, "production")
         prod = registry.manifest(kind, tenant, prod_v) if prod_v and prod_v != version else None
         checks = check_candidate(m, prod, tt_version, cfg)
+        if system_checks and kind in SYSTEM_KINDS:
+            checks.update(system_checks)
         ok = all(c["ok"] for c in checks.values())
 
         def record(decision: str, who: str, m: Manifest = m, **kw) -> None:
@@ -148,6 +154,33 @@ def review_versions(
             record("approve", actor, checks=checks)
         out[kind] = blocking if blocking and not reject else registry.promotion_problems(kind, tenant, version)
     return out
+
+
+def _system_review(tenant: str, versions: dict[str, str], registry: Registry, pcfg: PipelineConfig) -> dict[str, dict] | None:
+    """The whole-pipeline checks of the candidate set (:mod:`training.system_review`): the
+    candidates where given, production for the kinds not under review."""
+    cfg = pcfg.review.system
+    if not cfg.enabled:
+        return None
+    from core.train_config import EvaluateConfig
+    from training.system_review import review_system
+
+    def resolve(alias: str, given: dict[str, str]) -> dict[str, str] | None:
+        out = {k: given.get(k) or registry.resolve(k, tenant, alias) for k in ("two_tower", "ann_index", "ranker")}
+        if not out["two_tower"] or not out["ann_index"]:
+            return None
+        return {k: v for k, v in out.items() if v}
+
+    candidate = resolve("production", versions)
+    production = resolve("production", {})
+    if candidate is None:
+        return {"system_vs_production": {"ok": False, "item": "offline_metrics",
+                                         "detail": "no two-tower and index to replay the pipeline with"}}  # fmt: skip
+    evaluate_cfg = load_model(resolve_uri(cfg.evaluate), EvaluateConfig).model_copy(update={"tenant": tenant})
+    common.init_ray()
+    storage = common.JobStorage(evaluate_cfg)
+    checks, _, _ = review_system(storage, candidate, production if production != candidate else None, cfg, evaluate_cfg)
+    return checks
 
 
 def main(argv=None) -> int:
@@ -180,8 +213,10 @@ def main(argv=None) -> int:
         else:
             versions[kind] = version
     all_ok = len(versions) == len(args.kind or KINDS)
+    system = _system_review(tenant, versions, registry, pcfg) if set(versions) & set(SYSTEM_KINDS) else None
     blocking = review_versions(registry, tenant, versions, pcfg.review, actor=args.actor, sign_offs=tuple(args.sign_off),
-                               approve=args.approve, reject=args.reject, comment=args.comment)  # fmt: skip
+                               approve=args.approve, reject=args.reject, comment=args.comment,
+                               system_checks=system)  # fmt: skip
     for kind, version in versions.items():
         notes = [r for r in registry.reviews(kind, tenant, version) if r.decision == "note"]
         checks = notes[-1].checks

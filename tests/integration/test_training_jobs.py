@@ -119,6 +119,79 @@ def test_ranker_job_publishes_a_candidate_with_its_skew_guards(ray_connected, jo
     m = registry.manifest("ranker", "acme", version)
     assert 0.0 <= m.metrics["click_auc"] <= 1.0
     model = MultiTaskRanker.load(registry.local_path("ranker", "acme", version))
-    # Logged impressions carry no serving source: only "logged" was seen in training.
-    assert model.cfg["source_seen"] == [SOURCE_KINDS.index("logged")]
+    # Logged impressions carry no serving source ("logged"); the candidates drawn beside each
+    # engagement come from the two-tower.
+    assert SOURCE_KINDS.index("logged") in model.cfg["source_seen"]
+    assert set(model.cfg["source_seen"]) <= {SOURCE_KINDS.index("logged"), SOURCE_KINDS.index("two_tower")}
     assert len(model.cfg["dense_std"]) == len(DENSE_FEATURES)
+
+
+def _scripted_ranker(registry: Registry, two_tower: str, sign: float, n_items: int, n_categories: int) -> str:
+    """A ranker whose click logit is ``sign`` × the two-tower score (its other heads constant):
+    +1 keeps the retriever's order, -1 reverses it. Published with the two-tower as its parent,
+    so serving computes its retrieval_score like a trained ranker's."""
+    import tempfile
+
+    import torch
+
+    from core.features import CAT_FEATURES, DENSE_FEATURES
+    from core.manifest import Lineage, Owner
+    from ranking.model import MultiTaskRanker
+
+    e = 4
+    model = MultiTaskRanker({"n_items": n_items, "n_categories": n_categories, "embed_dim": e, "n_experts": 1,
+                             "expert_hidden": 4, "tower_hidden": 4})  # fmt: skip
+    col = e * len(CAT_FEATURES) + DENSE_FEATURES.index("retrieval_score")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        first, second = model.experts[0][0], model.experts[0][3]
+        first.weight[0, col], first.weight[1, col] = 1.0, -1.0  # relu(z), relu(-z)
+        second.weight[0, 0], second.weight[1, 1] = 1.0, 1.0
+        for tower in model.towers.values():
+            tower[0].weight[0, 0], tower[0].weight[1, 1] = 1.0, 1.0
+        click = model.towers["click"][2]
+        click.weight[0, 0], click.weight[0, 1] = sign, -sign  # sign * z
+    with tempfile.TemporaryDirectory() as out:
+        model.save(out)
+        manifest = registry.publish(
+            "ranker", "acme", out,
+            owner=Owner(team="ranking", primary="ada", escalation="#ranking", runbook="r.md"),
+            lineage=Lineage(dataset_version="test", parents={"two_tower": two_tower}, feature_schema_hash="test", code_version="test"),
+            metrics={"click_auc": 0.7, "like_auc": 0.7}, description=f"scripted ranker, sign {sign}",
+        )  # fmt: skip
+    return manifest.version
+
+
+def test_launch_review_refuses_a_ranker_that_loses_the_retrievers_clicks(ray_connected, job_env, monkeypatch):
+    """The whole-pipeline check on tiny data: a ranker that reverses the retriever's order
+    serves a slate with fewer expected clicks than the two-tower alone and is refused; one that
+    keeps the order passes. Same held-out users, same seed, the real pipeline."""
+    from core.train_config import EvaluateConfig, SystemReviewConfig
+    from training import build_index, common
+    from training.system_review import review_system
+
+    monkeypatch.setenv("RECSYS_CONFIG", str(job_env / "platform.yaml"))
+    cfg = yaml.safe_load((REPO / "configs/train/build_index.yaml").read_text())
+    cfg.update(work_dir=str(job_env / "work"))
+    (job_env / "build_index.yaml").write_text(yaml.safe_dump(cfg))
+    registry = Registry(str(job_env / "registry"))
+    if registry.resolve("ann_index", "acme", "candidate") is None:
+        assert build_index.main(["--config", str(job_env / "build_index.yaml"), "--tenant", "acme"]) == 0
+    tt = registry.resolve("two_tower", "acme", "candidate")
+    idx = registry.resolve("ann_index", "acme", "candidate")
+    evaluate_cfg = EvaluateConfig(tenant="acme", work_dir=str(job_env / "work"), num_partitions=2)
+    storage = common.JobStorage(evaluate_cfg)
+    catalogue = storage.catalogue()
+    review = SystemReviewConfig(users=150, retriever_budget={"expected_ctr@10": 0.2})
+    results = {}
+    for sign in (1.0, -1.0):
+        ranker = _scripted_ranker(registry, tt, sign, len(catalogue), len(catalogue.categories))
+        versions = {"two_tower": tt, "ann_index": idx, "ranker": ranker}
+        results[sign] = review_system(storage, versions, None, review, evaluate_cfg)
+    keeps, reverses = results[1.0], results[-1.0]
+    assert keeps[0]["system_vs_retriever"]["ok"], keeps[0]
+    assert not reverses[0]["system_vs_retriever"]["ok"], reverses[0]
+    # The stage table's rows say where the clicks went.
+    assert reverses[1]["by_ranker_click"]["expected_ctr@10"] < keeps[1]["by_ranker_click"]["expected_ctr@10"]
+    assert keeps[1]["by_ranker_click"]["expected_ctr@10"] == keeps[1]["by_two_tower_score"]["expected_ctr@10"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from core.components import ranker_tasks
 from core.config import StrictModel
@@ -120,12 +120,37 @@ class RankerTrainConfig(JobConfig):
     """Retrieved candidates the user did not engage with, per engagement, as ``click`` 0
     examples beside the engaged item (``training.datasets.CandidateSampler``; needs a
     two-tower). 0 = logged impressions only (a log without impressions then trains nothing)."""
+    rows: Literal["retrieval_heldout", "all"] = "retrieval_heldout"
+    """Which rows train the ranker (``training.ranker.select_rows``): ``retrieval_heldout``,
+    the rows of each user's two-tower validation interaction, whose retrieval score the
+    two-tower did not memorise; ``all`` (without a two-tower, always all)."""
+    kinds: Literal["auto", "impressions", "engagements", "both"] = "auto"
+    """``auto``: logged impressions where there are any, else engagement rows."""
+    dense_features: list[str] | None = None
+    """Dense features the ranker reads (None = all); the others are pinned to their training
+    mean. Chosen on validation (docs/evaluation.md): a feature the logging policy selected
+    impressions on (popularity) is confounded among impressions."""
+    cat_features: list[str] | None = None
+    """Categorical features the ranker reads (None = all); the others read as unknown (0)."""
+    retrieval_blend: float = 0.0
+    """Added to the click logit: this many standard deviations of the retrieval score."""
     negatives_top_k: int = Field(200, ge=1)
     """The negatives are drawn from the two-tower's top this many for the user at that time."""
     shuffle_buffer_rows: int = Field(
         8192, ge=0, description="minimum rows in each worker's local shuffle buffer (examples are stored grouped by user); 0 = no shuffle"
     )
     max_failures: int = Field(2, ge=0)
+
+    @field_validator("dense_features", "cat_features")
+    @classmethod
+    def _known_features(cls, v: list[str] | None, info) -> list[str] | None:
+        from core.features import CAT_FEATURES, DENSE_FEATURES
+
+        known = DENSE_FEATURES if info.field_name == "dense_features" else CAT_FEATURES
+        unknown = sorted(set(v or ()) - set(known))
+        if unknown:
+            raise ValueError(f"unknown features {unknown}; expected some of {', '.join(known)}")
+        return v
 
     def _smoke_update(self) -> dict:
         return {**super()._smoke_update(), "epochs": 1, "batch_size": 256}

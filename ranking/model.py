@@ -42,6 +42,9 @@ DEFAULTS = {
     "dense_mean": [0.0] * len(DENSE_FEATURES),
     "dense_std": [1.0] * len(DENSE_FEATURES),
     "calibration": {},
+    "dense_features": None,
+    "cat_features": None,
+    "retrieval_blend": 0.0,
 }
 
 
@@ -88,7 +91,15 @@ class MultiTaskRanker(nn.Module):
         # training.ranker) taught the model nothing, and a serving value on another scale would
         # dominate its input, so it is pinned to its training value; a source index never seen
         # in training has an untrained embedding row, so it reads as the most common seen one.
-        self.register_buffer("dense_live", (self.dense_std > 1.5e-3).float(), persistent=False)
+        live = self.dense_std > 1.5e-3
+        # Features the training job chose not to use (``dense_features`` / ``cat_features`` in
+        # the config, e.g. those the logging policy selected impressions on): pinned to their
+        # training mean, or read as the unknown id 0, in training and serving alike.
+        if c.get("dense_features") is not None:
+            live &= torch.tensor([f in c["dense_features"] for f in DENSE_FEATURES])
+        self.register_buffer("dense_live", live.float(), persistent=False)
+        keep = [1.0 if c.get("cat_features") is None or f in c["cat_features"] else 0.0 for f in CAT_FEATURES]
+        self.register_buffer("cat_keep", torch.tensor(keep, dtype=torch.float32), persistent=False)
         n_sources = cat_cardinalities(c)[CAT_FEATURES.index("source")]
         seen = c.get("source_seen") or [SOURCE_KINDS.index("logged")]
         remap = torch.full((n_sources,), int(seen[0]), dtype=torch.long)
@@ -107,6 +118,7 @@ class MultiTaskRanker(nn.Module):
         """``(B, 6)`` int64, ``(B, 8)`` float32 -> ``{task: (B,) logits}``."""
         src = CAT_FEATURES.index("source")
         cat = torch.cat([cat[:, :src], self.source_remap[cat[:, src]][:, None], cat[:, src + 1 :]], 1)
+        cat = cat * self.cat_keep.long()
         embs = [emb(cat[:, j]) for j, emb in enumerate(self.embeddings)]
         # NaN = unknown (e.g. no two-tower score for this candidate): the training mean.
         z = torch.nan_to_num((dense - self.dense_mean) / self.dense_std, nan=0.0) * self.dense_live
@@ -134,6 +146,13 @@ class MultiTaskRanker(nn.Module):
         cat_t = torch.where((cat_t >= 0) & (cat_t < sizes), cat_t, torch.zeros_like(cat_t))
         out = {t: v.float().cpu().numpy() for t, v in self(cat_t, dense_t).items()}
         self.train(was_training)
+        blend = float(self.cfg.get("retrieval_blend") or 0.0)
+        if blend and "click" in out:
+            # The click logit plus ``blend`` standard deviations of the retrieval score (the
+            # training job chooses it on validation; calibration is fitted after it).
+            col = DENSE_FEATURES.index("retrieval_score")
+            rs = (np.asarray(dense, dtype=np.float32)[:, col] - self.cfg["dense_mean"][col]) / self.cfg["dense_std"][col]
+            out["click"] = out["click"] + blend * np.nan_to_num(rs, nan=0.0).astype(np.float32)
         return out
 
     def predict(self, cat: np.ndarray, dense: np.ndarray) -> dict[str, np.ndarray]:

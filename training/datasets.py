@@ -56,7 +56,7 @@ from core.schema import POSITIVE_EVENT_TYPES
 from retrieval.similarity import TwoTowerSimilarity, query_vectors
 
 EVENT_COLUMNS = ["user_id", "item_id", "event_type", "ts", "surface", "request_id"]
-EXAMPLES_VERSION = "5"
+EXAMPLES_VERSION = "6"
 """Bump when the examples a builder emits change for the same events (part of the cache key).
 2: a two-tower interaction is a user's first positive on an item (1 collapsed only adjacent
 positives, so the interleaved click/dwell/like of a multi-click slate made repeat "interactions")."""
@@ -152,6 +152,7 @@ def _empty_ranker() -> dict[str, np.ndarray]:
         out[t] = np.zeros(0, dtype=np.float32)
     out["kind"] = np.array([], dtype=object)
     out["heldout"] = np.zeros(0, dtype=bool)
+    out["retrieval_heldout"] = np.zeros(0, dtype=bool)
     return out
 
 
@@ -235,8 +236,9 @@ def replay_user(
         i = j
     if ranker:
         empty = _empty_ranker()
-        out = _stack(rows, {k: v for k, v in empty.items() if k != "heldout"}) if rows else empty
+        out = _stack(rows, {k: v for k, v in empty.items() if k not in ("heldout", "retrieval_heldout")}) if rows else empty
         out["heldout"] = _protocol_heldout(g, out)
+        out["retrieval_heldout"] = _interaction_rows(g, out, 2) & ~out["heldout"]
         return out
     out = _stack(rows, _empty_two_tower())
     split = np.full(len(rows), "train", dtype=object)
@@ -253,19 +255,36 @@ def _protocol_heldout(g: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> n
     may the ranker: not the engagement, not the impression that led to it (same request, a few
     seconds earlier), nothing later. Otherwise the ranker's user and item embeddings memorise
     the test answer (measured: next-item HR@10 of 0.63 for a ranker that had seen it)."""
+    rows = _interaction_rows(g, out, 1)
+    if not rows.any():
+        return rows
+    first = np.flatnonzero(rows)
+    return rows | (out["ts"] >= out["ts"][first].min())
+
+
+def _interaction_rows(g: dict[str, np.ndarray], out: dict[str, np.ndarray], nth_last: int) -> np.ndarray:
+    """``(rows,)`` bool: the ranker rows of the user's ``nth_last`` new engagement (1 = the
+    last, the protocol's test interaction; 2 = the two-tower's validation interaction): the
+    rows at its moment and the impressions of its request. All False for a user with fewer
+    than three engagements (the protocol holds nothing out for them)."""
     first: dict[str, int] = {}
     for r, (item, etype) in enumerate(zip(g["item_id"], g["event_type"], strict=True)):
         if etype in POSITIVE_EVENT_TYPES and str(item) not in first:
             first[str(item)] = r
+    n = len(out["ts"])
     if len(first) < 3:
-        return np.zeros(len(out["ts"]), dtype=bool)
-    last = max(first.values())  # rows are in (ts, type, item) order: the last new engagement
-    cut = float(g["ts"][last])
-    request = g["request_id"][last]
-    held = out["ts"] >= cut
+        return np.zeros(n, dtype=bool)
+    target = sorted(first.values())[-nth_last]  # rows are in (ts, type, item) order
+    request = g["request_id"][target]
+    moment = float(g["ts"][target])
     if request is not None:
-        held |= np.asarray([x == request for x in out["request_id"]], dtype=bool)
-    return held
+        # The request's impressions came first: the engagement's moment is theirs.
+        shown = [float(t) for t, q, e in zip(g["ts"], g["request_id"], g["event_type"], strict=True) if q == request and e == "impression"]
+        moment = min(shown, default=moment)
+    rows = out["ts"] == moment
+    if request is not None:
+        rows |= np.asarray([x == request for x in out["request_id"]], dtype=bool)
+    return rows
 
 
 def _query(state: UserState, g, r: int, now: float, catalogue: Catalogue) -> dict:

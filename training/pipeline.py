@@ -23,6 +23,8 @@ def main(argv=None) -> int:
         action="store_true",
         help="report failed launch checks but exit 0: the candidates stay candidates (make demo)",
     )
+    parser.add_argument("--allow-bad-data", metavar="REASON", default=None,
+                        help="train although the data-quality gate fails; the reason goes in each model's lineage")  # fmt: skip
     args = parser.parse_args(argv)
     cfg = load_model(resolve_uri(args.config), PipelineConfig)
     tenant = args.tenant or cfg.tenant
@@ -35,9 +37,11 @@ def main(argv=None) -> int:
         ("evaluate", evaluate.main, cfg.evaluate),
         ("review", review.main, args.config),
     ]
+    gated = {"two_tower", "ranker"}  # the jobs that read the event log to train
     for name, step, config in steps:
         common.console.rule(f"[bold]{tenant}: {name}")
-        rc = step(["--config", config, *extra])
+        allow = ["--allow-bad-data", args.allow_bad_data] if args.allow_bad_data and name in gated else []
+        rc = step(["--config", config, *extra, *allow])
         if rc != 0 and name == "review" and args.review_advisory:
             common.console.print(
                 "[yellow]launch checks failed: the candidates stay candidates and production "

@@ -79,6 +79,46 @@ def build_examples(storage, cfg: RankerTrainConfig, tt_dir: Path | None, tt_vers
     return out
 
 
+def select_rows(ds, cfg: RankerTrainConfig, has_two_tower: bool):
+    """The examples the ranker learns from (``rows``, ``kinds``) with ``split`` assigned by time
+    over those rows; returns the dataset and a description.
+
+    ``rows: retrieval_heldout`` keeps the rows of each user's two-tower *validation*
+    interaction: the two-tower trained on every other interaction, so their ``retrieval_score``
+    is memorised (an engaged item scores far above what an unseen next item would), and a ranker
+    stacked on it learns to trust the score and nothing else. ``kinds: auto`` learns from logged
+    impressions where the log has them (what users clicked given what was shown), else from
+    the engagement rows (interaction-only tenants)."""
+    cols = ["cat", "dense", "ts", "kind", "heldout", "retrieval_heldout", *cfg.tasks]
+    ds = ds.select_columns(cols)
+    rows = cfg.rows if has_two_tower else "all"
+    if rows == "retrieval_heldout":
+        ds = ds.map_batches(_keep_rows, fn_kwargs={"column": "retrieval_heldout", "values": [True]}, batch_size=65536)
+    kinds = {b: int(n) for b, n in _kind_counts(ds).items()}
+    wanted = cfg.kinds
+    if wanted == "auto":
+        wanted = "impressions" if kinds.get("impression") else "engagements"
+    keep = {"impressions": ["impression"], "engagements": ["engagement"], "both": ["impression", "engagement"]}[wanted]
+    ds = ds.map_batches(_keep_rows, fn_kwargs={"column": "kind", "values": keep}, batch_size=65536)
+    ts = np.concatenate([b["ts"] for b in ds.select_columns(["ts"]).iter_batches(batch_format="numpy", batch_size=None)] or [np.zeros(0)])
+    val_start, hold_start = time_split_bounds(ts, cfg.holdout_fraction, cfg.validation_fraction)
+    ds = ds.map_batches(assign_time_split, fn_kwargs={"val_start": val_start, "hold_start": hold_start}, batch_size=4096)
+    return ds.select_columns(["cat", "dense", "split", *cfg.tasks]), f"{rows}, {wanted} ({len(ts)} rows of {kinds})"
+
+
+def _keep_rows(batch: dict, column: str, values: list) -> dict:
+    mask = np.isin(batch[column], values)
+    return {k: v[mask] for k, v in batch.items()}
+
+
+def _kind_counts(ds) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for b in ds.select_columns(["kind"]).iter_batches(batch_format="numpy", batch_size=None):
+        for k, n in zip(*np.unique(b["kind"].astype(str), return_counts=True), strict=True):
+            out[str(k)] = out.get(str(k), 0) + int(n)
+    return out
+
+
 def train_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
@@ -163,7 +203,8 @@ def main(argv=None) -> int:
             "click/like/hide from; no candidate published (serving ranks with the fallback order)"
         )
         return 0
-    examples = ray.data.read_parquet(str(ex_dir)).select_columns(["cat", "dense", "split", *cfg.tasks])
+    examples, chosen = select_rows(ray.data.read_parquet(str(ex_dir)), cfg, tt_version is not None)
+    common.console.print(f"ranker {cfg.tenant}: training rows: {chosen}")
     splits = {s: examples.filter(expr=f"split == '{s}'").drop_columns(["split"]) for s in ("train", "validation", "holdout")}
     n_sources = len(SOURCE_KINDS)
     dense_stats = splits["train"].select_columns(["dense", "cat"]).map_batches(
@@ -194,6 +235,10 @@ def main(argv=None) -> int:
         "dense_mean": [float(x) for x in mean],
         "dense_std": [float(x) for x in std],
         "source_seen": source_seen,
+        "dense_features": cfg.dense_features,
+        "cat_features": cfg.cat_features,
+        "retrieval_blend": cfg.retrieval_blend if tt_version else 0.0,
+        "rows": chosen,
     }
     storage_dir = storage.work / "runs"
     name = run_name(storage_dir, cfg.tenant, args.resume).replace("two_tower-", "ranker-")

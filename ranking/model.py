@@ -147,12 +147,15 @@ class MultiTaskRanker(nn.Module):
         out = {t: v.float().cpu().numpy() for t, v in self(cat_t, dense_t).items()}
         self.train(was_training)
         blend = float(self.cfg.get("retrieval_blend") or 0.0)
-        if blend and "click" in out:
-            # The click logit plus ``blend`` standard deviations of the retrieval score (the
-            # training job chooses it on validation; calibration is fitted after it).
+        if blend:
+            # The engagement tasks' logits (click, like: a like is a click the user liked) plus
+            # ``blend`` standard deviations of the retrieval score; calibration is fitted after.
             col = DENSE_FEATURES.index("retrieval_score")
             rs = (np.asarray(dense, dtype=np.float32)[:, col] - self.cfg["dense_mean"][col]) / self.cfg["dense_std"][col]
-            out["click"] = out["click"] + blend * np.nan_to_num(rs, nan=0.0).astype(np.float32)
+            rs = np.nan_to_num(rs, nan=0.0).astype(np.float32)
+            for t in self.cfg.get("retrieval_blend_tasks") or ("click", "like"):
+                if t in out:
+                    out[t] = out[t] + blend * rs
         return out
 
     def predict(self, cat: np.ndarray, dense: np.ndarray) -> dict[str, np.ndarray]:

@@ -103,7 +103,12 @@ def select_rows(ds, cfg: RankerTrainConfig, has_two_tower: bool):
     ts = np.concatenate([b["ts"] for b in ds.select_columns(["ts"]).iter_batches(batch_format="numpy", batch_size=None)] or [np.zeros(0)])
     val_start, hold_start = time_split_bounds(ts, cfg.holdout_fraction, cfg.validation_fraction)
     ds = ds.map_batches(assign_time_split, fn_kwargs={"val_start": val_start, "hold_start": hold_start}, batch_size=4096)
-    return ds.select_columns(["cat", "dense", "split", *cfg.tasks]), f"{rows}, {wanted} ({len(ts)} rows of {kinds})"
+    ds = ds.select_columns(["cat", "dense", "split", *cfg.tasks])
+    if rows == "retrieval_heldout":
+        # A slice (one interaction per user): held in the object store once rather than
+        # filtered out of every example again on each epoch.
+        ds = ds.materialize()
+    return ds, f"{rows}, {wanted} ({len(ts)} rows of {kinds})"
 
 
 def _keep_rows(batch: dict, column: str, values: list) -> dict:

@@ -32,14 +32,15 @@ def test_unchosen_features_cannot_move_the_scores():
     assert not np.allclose(model.logits(cat, moved)["click"], base)
 
 
-def test_the_retrieval_blend_adds_standardised_retrieval_score_to_the_click_logit_only():
+def test_the_retrieval_blend_adds_standardised_retrieval_score_to_the_engagement_logits():
     cat, dense = _inputs()
     col = DENSE_FEATURES.index("retrieval_score")
     plain = _model(dense_mean=[0.5] * len(DENSE_FEATURES), dense_std=[2.0] * len(DENSE_FEATURES))
     blended = _model(dense_mean=[0.5] * len(DENSE_FEATURES), dense_std=[2.0] * len(DENSE_FEATURES), retrieval_blend=1.5)
     a, b = plain.logits(cat, dense), blended.logits(cat, dense)
     np.testing.assert_allclose(b["click"], a["click"] + 1.5 * (dense[:, col] - 0.5) / 2.0, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(b["like"], a["like"], rtol=1e-6)
+    np.testing.assert_allclose(b["like"], a["like"] + 1.5 * (dense[:, col] - 0.5) / 2.0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b["hide"], a["hide"], rtol=1e-6)  # not an engagement task
     # Saved and loaded, the choices hold (serving reads the same config).
     import tempfile
 

@@ -48,10 +48,10 @@ HOPS = 3  # proxy->ingress, ingress->retriever, ingress->ranker (user state and 
 # sources run in the ingress: configs/serve.yaml `placement`; decision records ship in batches)
 
 
-def _serve_env() -> dict[str, str]:
-    """The replicas' env vars from configs/serve.yaml, so the benchmark runs what deploys."""
+def _serve_logging() -> dict:
+    """The app's ``logging_config`` from configs/serve.yaml (what deploys)."""
     (app,) = yaml.safe_load(open("configs/serve.yaml"))["applications"]
-    return {k: str(v) for k, v in app.get("runtime_env", {}).get("env_vars", {}).items()}
+    return app.get("logging_config") or {}
 
 
 def _arch(name: str, keys: tuple[str, ...]) -> dict:
@@ -219,7 +219,11 @@ def _floor(port: int, rate: float, seconds: float) -> dict:
 
 
 def _batch_sweep(app: str, sizes: list[int], requests_per_size: int) -> list[dict]:
-    """Saturate the Ranker through its handle with 500-candidate requests at each batch size."""
+    """Saturate the Ranker through its handle with 500-candidate requests at each batch size.
+
+    The handle is used from inside an event loop: with the router on the caller's loop
+    (``RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0``, part of the fast paths) a blocking
+    ``.result()`` from plain driver code has no loop to run on."""
     from datetime import UTC, datetime
 
     from ray import serve
@@ -228,29 +232,31 @@ def _batch_sweep(app: str, sizes: list[int], requests_per_size: int) -> list[dic
     from ranking.scorer import candidate_columns
     from serving.user_state import ServingUserState
 
-    handle = serve.get_deployment_handle("Ranker", app)
     cands = [MergedCandidate(f"i{i:07d}", (Candidate(f"i{i:07d}", "two_tower", "v", 0.5, i),))
              for i in range(500)]  # fmt: skip
     weights = {"click": 1.0, "like": 2.0, "hide": -4.0}
-    out = []
-    for size in sizes:
-        handle.broadcast("reconfigure", {"max_batch_size": size, "batch_wait_timeout_s": 0.005}
-                         ).results(timeout_s=30)  # fmt: skip
-        q = Query("b", "acme", "u0001", "home", 10, datetime.now(UTC))
-        state = ServingUserState(user_id="u0001")
-        cols = candidate_columns(cands)  # what the ingress sends (deployments.stages)
-        for _ in range(3):
-            handle.score_columns.remote(q, state, *cols, weights).result()
-        t0 = time.perf_counter()
-        responses = [handle.score_columns.remote(q, state, *cols, weights)
-                     for _ in range(requests_per_size)]  # fmt: skip
-        for r in responses:
-            r.result(timeout_s=120)
-        wall = time.perf_counter() - t0
-        out.append({"max_batch_size": size, "requests": requests_per_size,
-                    "requests_per_s": round(requests_per_size / wall, 1)})  # fmt: skip
-        print(out[-1], flush=True)
-    return out
+    q = Query("b", "acme", "u0001", "home", 10, datetime.now(UTC))
+    state = ServingUserState(user_id="u0001")
+    cols = candidate_columns(cands)  # what the ingress sends (deployments.stages)
+
+    async def sweep() -> list[dict]:
+        handle = serve.get_deployment_handle("Ranker", app)
+        out = []
+        for size in sizes:
+            await handle.broadcast("reconfigure", {"max_batch_size": size,
+                                                   "batch_wait_timeout_s": 0.005})  # fmt: skip
+            for _ in range(3):
+                await handle.score_columns.remote(q, state, *cols, weights)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(handle.score_columns.remote(q, state, *cols, weights)
+                                   for _ in range(requests_per_size)))  # fmt: skip
+            wall = time.perf_counter() - t0
+            out.append({"max_batch_size": size, "requests": requests_per_size,
+                        "requests_per_s": round(requests_per_size / wall, 1)})  # fmt: skip
+            print(out[-1], flush=True)
+        return out
+
+    return asyncio.run(sweep())
 
 
 def main() -> None:
@@ -265,11 +271,19 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/serving.json")
     a = p.parse_args()
 
+    from cluster.local import free_port, serve_env
+
+    # Before Serve is imported anywhere (its settings are read on import): this driver, the
+    # controller, the proxy and the replicas all inherit them from here. A variable already in
+    # the environment wins, so a lever can be measured off (`RAY_SERVE_ENABLE_HA_PROXY=0 …`).
+    for key, value in serve_env().items():
+        os.environ.setdefault(key, value)
+    result_env = {k: os.environ[k] for k in sorted(os.environ) if k.startswith("RAY_SERVE_")}
+
     import ray
     from ray import serve
 
     from benchmarks.loadgen import run as loadgen
-    from cluster.local import free_port
     from deployments.app import build_app
     from deployments.settings import AppArgs
 
@@ -280,12 +294,12 @@ def main() -> None:
     result["in_process"] = _in_process(config_path, storage, 200)
     print("in-process", result["in_process"], flush=True)
 
-    os.environ.update(_serve_env())  # the proxy and replicas inherit it from the local head
+    result["serve_env"] = result_env
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=_serve_logging())
     serve.run(build_app(AppArgs(platform_config=config_path, storage=storage)), name="bench",
-              route_prefix="/")  # fmt: skip
+              route_prefix="/", logging_config=_serve_logging())  # fmt: skip
     url = f"http://127.0.0.1:{port}/v1/recommend"
     headers = {"Authorization": "Bearer acme-demo-key"}
 

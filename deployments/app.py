@@ -9,7 +9,8 @@ resources, batching and polling are set per deployment in that file, not here.
        other sources,  └─► DecisionLog          (async, bounded, batched; recent records)
        rules, slate)
                        [UserState, CandidateSources: own deployments where
-                        ``placement`` puts user state or source kinds there]
+                        ``placement`` puts user state or source kinds there;
+                        no TwoTowerRetriever where it puts the two-tower in the Ingress]
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def build_app(args: AppArgs | dict) -> Application:
     where = {placement.deployment_for(k) for k in kinds} - {None}
     handles = {
         "UserState": UserStateDeployment.bind(ctx) if placement.user_state == "deployment" else None,
-        "TwoTowerRetriever": TwoTowerRetrieverDeployment.bind(ctx),
+        "TwoTowerRetriever": None if placement.two_tower_in_ingress else TwoTowerRetrieverDeployment.bind(ctx),
         "CandidateSources": CandidateSourcesDeployment.bind(ctx) if "CandidateSources" in where else None,
         "Ranker": RankerDeployment.bind(ctx),
         "DecisionLog": DecisionLogDeployment.bind(ctx.decisions, args.decision_queue_size,

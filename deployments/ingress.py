@@ -32,6 +32,7 @@ from deployments.loaders import ServingContext, settle_replica
 from deployments.recent import RecentDecisions
 from deployments.settings import AppArgs
 from deployments.tenants import TenantPipelines, served_versions
+from deployments.two_tower_slots import TwoTowerSlots
 from serving.errors import ServiceUnavailable, UnknownSurface
 
 Auth = Annotated[str | None, Header(alias="Authorization")]
@@ -55,7 +56,7 @@ def _body(model) -> dict:  # the request schema in OpenAPI, though the body is p
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.4}, max_ongoing_requests=64)
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, ctx: ServingContext, args: AppArgs, handles: dict):
+    async def __init__(self, ctx: ServingContext, args: AppArgs, handles: dict):
         """``handles``: deployment name → handle, for every deployment in the graph."""
         _LIMITS["max_body_bytes"] = args.max_body_bytes
         self.args, self.config = args, ctx.platform()
@@ -63,13 +64,19 @@ class Ingress:
         self.events = EventLog(ctx.events)
         self.registry = Registry(ctx.registry)
         self.handles = {k: h for k, h in handles.items() if h is not None}
-        self.tenants = TenantPipelines(ctx, args, self.config, self.handles)
+        self.two_tower = None
+        if args.placement.two_tower_in_ingress:  # this replica loads and hot-swaps the pair
+            self.two_tower = TwoTowerSlots(ctx)
+            await self.two_tower.refresh_all()
+        self.tenants = TenantPipelines(ctx, args, self.config, self.handles, self.two_tower)
         self.fanout = EventBroadcast(self.handles, self._own if self.tenants.holds_state else None,
                                      args.events_push_timeout_s)  # fmt: skip
         self.forwarder = DecisionForwarder(self.handles["DecisionLog"], args.decision_queue_size,
                                            interval_s=args.decision_ship_interval_s)  # fmt: skip
         self.recent = RecentDecisions(args.decision_lru_size)
         settle_replica()
+        if self.two_tower is not None:
+            self.two_tower.ensure_polling(lambda: self.args.two_tower_poll_interval_s)
 
     def _own(self):
         return serve.get_deployment_handle("Ingress", serve.get_replica_context().app_name)
@@ -161,7 +168,8 @@ class Ingress:
     @api.get("/v1/versions", response_model=m.VersionsResponse)
     async def versions(self, authorization: Auth = None):
         tenant = self.auth.authenticate(authorization, "admin")
-        found = await served_versions(self.handles, tenant)
+        local = self.two_tower.versions().get(tenant) if self.two_tower is not None else None
+        found = await served_versions(self.handles, tenant, local)
         production = await asyncio.to_thread(self.registry.production_versions, tenant)
         return m.VersionsResponse(tenant=tenant, config=self.config.version, artifacts=found,
                                   production={k: r.model_dump(mode="json") for k, r in production.items()})  # fmt: skip
@@ -182,6 +190,10 @@ class Ingress:
     async def observe(self, tenant: str, events: list[dict]) -> int:
         """Fold accepted events into this replica's online state (broadcast by ``post_events``)."""
         return self.tenants.observe(tenant, events)
+
+    async def refresh_now(self) -> dict[str, bool]:
+        """Check the two-tower aliases now, where this replica holds the pair (else ``{}``)."""
+        return await self.two_tower.refresh_all() if self.two_tower is not None else {}
 
     async def set_faults(self, faults: dict) -> None:
         """Test/game-day switches (:class:`serving.faults.FaultInjection`), read per call."""

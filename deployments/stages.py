@@ -8,7 +8,9 @@ Each answer carries the versions of whatever replica produced it, so a record na
 what served it even while a hot swap rolls through the replicas.
 
 :class:`HandleStages` is the :class:`serving.assembly.RemoteStages` the ingress hands the
-assembler: it claims each stage the app's placement puts in another deployment.
+assembler: it claims each stage the app's placement puts in another deployment, and the
+two-tower source when the placement puts it in the ingress (the replica loads and hot-swaps
+that pair itself: :class:`LocalTwoTowerSource`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,29 @@ class RemoteSource:
                            versions=versions)  # fmt: skip
 
 
+class LocalTwoTowerSource:
+    """The two-tower source inside the Ingress replica (``placement.source_kinds.two_tower:
+    ingress``): the replica's own hot-swapped pair (:class:`deployments.two_tower_slots.TwoTowerSlots`),
+    read once per request. Encoding one query and searching the index is a bounded 1–2 ms of
+    CPU, run inline: cheaper than a thread hand-off, and far cheaper than the Serve hop to
+    ``TwoTowerRetriever`` it replaces; the pipeline's timeout still bounds the wait."""
+
+    def __init__(self, slots: Any, cfg: SourceSpec, tenant: str):
+        self.name, self.kind = cfg.name, cfg.kind
+        self._slots, self._tenant = slots, tenant
+
+    async def retrieve(self, query: Query, user_state: Any, limit: int) -> SourceResult:
+        from retrieval.sources import SourceUnavailable
+
+        source = self._slots.source(self._tenant)
+        if source is None:
+            raise SourceUnavailable(f"{self.name}: no two-tower pair loaded for the alias")
+        ids, scores = source.retrieve_columns(query, user_state, limit)
+        return make_result(self.name, source.version, zip(ids, scores, strict=True),
+                           {"history_len": len(user_state.history)},
+                           versions=dict(source.artifacts.versions))  # fmt: skip
+
+
 class RemoteRanker:
     """The ranker stage served by the ``Ranker`` deployment (``@serve.batch`` there).
     ``pinned_version``: an experiment arm's ranker version (the replica refuses to score with
@@ -85,13 +110,20 @@ class HandleStages:
     """Claims the stages ``placement`` puts in other deployments, for one tenant."""
 
     def __init__(self, tenant: str, placement: Placement, handles: Mapping[str, Any],
-                 default_ranker: str):  # fmt: skip
+                 default_ranker: str, two_tower: Any = None):  # fmt: skip
+        """``two_tower``: the replica's own :class:`deployments.two_tower_slots.TwoTowerSlots`
+        where the placement puts the two-tower source in the ingress."""
         self.tenant, self.placement, self.handles = tenant, placement, handles
         self.default_ranker = default_ranker
+        self.two_tower = two_tower
 
-    def source(self, cfg: SourceSpec, surface: str) -> RemoteSource | None:
+    def source(self, cfg: SourceSpec, surface: str) -> RemoteSource | LocalTwoTowerSource | None:
         deployment = self.placement.deployment_for(cfg.kind)
         if deployment is None:
+            if cfg.kind == "two_tower":  # loaded and hot-swapped by the replica, not the assembler
+                if self.two_tower is None:
+                    raise ValueError("two_tower placed in the ingress, but no two-tower slots given")
+                return LocalTwoTowerSource(self.two_tower, cfg, self.tenant)
             return None
         return RemoteSource(self.handles[deployment], cfg, self.tenant, surface)
 

@@ -49,16 +49,27 @@ class TwoTowerSource:
             for srow, rrow in zip(np.asarray(scores), np.asarray(rows), strict=True)
         ]
 
-    def retrieve_now(self, query: Query, user_state: UserState, limit: int) -> SourceResult:
-        """:meth:`retrieve` on the calling thread (a replica that does nothing else)."""
+    def retrieve_columns(self, query: Query, user_state: UserState,
+                         limit: int) -> tuple[list[str], list[float]]:  # fmt: skip
+        """One user's hits as two columns, best first: item ids and scores (no per-candidate
+        objects: what crosses a Serve hop, and what :meth:`retrieve_now` wraps)."""
         if self.artifacts is None or self.catalogue is None:
             raise SourceUnavailable(f"{self.name}: two-tower model/index or catalogue not loaded")
         vec = self.query_vectors([user_state], query.surface, query.now.timestamp())
-        (hits,) = self.search(vec, limit)
+        scores, rows = self.artifacts.index.search(vec, limit)
+        scores, rows = np.asarray(scores)[0], np.asarray(rows)[0]
+        found = rows >= 0
+        if not found.all():
+            scores, rows = scores[found], rows[found]
+        return self.artifacts.index.item_ids[rows].tolist(), scores.astype(np.float64).tolist()
+
+    def retrieve_now(self, query: Query, user_state: UserState, limit: int) -> SourceResult:
+        """:meth:`retrieve` on the calling thread (a replica that does nothing else)."""
+        ids, scores = self.retrieve_columns(query, user_state, limit)
         return make_result(
             self.name,
             self.version,
-            hits,
+            zip(ids, scores, strict=True),
             {"history_len": len(user_state.history)},
             versions=self.artifacts.versions,
         )

@@ -15,7 +15,7 @@ from deployments.decision_log import DecisionForwarder
 from deployments.hot_swap import Refused, RuntimeSlot
 from deployments.recent import RecentDecisions
 from deployments.settings import Placement
-from deployments.stages import HandleStages, RemoteRanker, RemoteSource
+from deployments.stages import HandleStages, LocalTwoTowerSource, RemoteRanker, RemoteSource
 from retrieval.sources.trending import TrendingSourceConfig
 from serving.user_state import ServingUserState
 
@@ -185,5 +185,62 @@ def test_handle_stages_follow_the_placement() -> None:
     assert asyncio.run(split.user_state()("u1")) == "state"
     assert split.ranker(None)._pinned is None and split.ranker("production")._pinned is None
     assert split.ranker("rk-arm")._pinned == "rk-arm"
-    with pytest.raises(ValueError):
-        Placement(source_kinds={"two_tower": "ingress"})
+    # The two-tower's home is its own choice: `sources: ingress` does not move it.
+    assert Placement(sources="ingress").deployment_for("two_tower") == "TwoTowerRetriever"
+    in_ingress = Placement(source_kinds={"two_tower": "ingress"})
+    assert in_ingress.two_tower_in_ingress and in_ingress.deployment_for("two_tower") is None
+    with pytest.raises(ValueError, match="no two-tower slots"):
+        HandleStages("acme", in_ingress, handles, default_ranker="production").source(two_tower, "home")
+    slots = _Slots(None)
+    stage = HandleStages("acme", in_ingress, handles, "production", two_tower=slots).source(two_tower, "home")
+    assert isinstance(stage, LocalTwoTowerSource) and stage.name == "tt"
+
+
+class _Slots:
+    """A fake :class:`deployments.two_tower_slots.TwoTowerSlots`: the runtime a test sets."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def source(self, tenant):
+        return self.runtime
+
+
+def _two_tower(version: str, vectors: np.ndarray):
+    from retrieval.index import BruteForceIndex
+    from retrieval.sources import TwoTowerArtifacts, TwoTowerSource
+    from tests.unit.serving_fixtures import catalogue
+    from tests.unit.test_sources import DotProductModel
+
+    cat = catalogue([{"item_id": f"i{n}"} for n in range(len(vectors))])
+    index = BruteForceIndex(vectors, cat.item_ids, f"tower-{version}")
+    art = TwoTowerArtifacts(DotProductModel(vectors), index, f"tower-{version}", f"index-{version}",
+                            index.item_tower_version)  # fmt: skip
+    return TwoTowerSource("two_tower", art, cat)
+
+
+def test_two_tower_in_the_ingress_answers_as_the_retriever_and_follows_swaps() -> None:
+    from retrieval.sources import SourceUnavailable
+
+    vecs = np.eye(4, dtype=np.float32)
+    vecs[1] = [0.9, 0.1, 0, 0]
+    old = _two_tower("v1", vecs)
+    state = ServingUserState(user_id="u1")
+    state.history.append("i0")
+    slots = _Slots(old)
+    cfg = TrendingSourceConfig(name="tt", kind="trending").model_copy(update={"kind": "two_tower"})
+    stage = LocalTwoTowerSource(slots, cfg, "acme")
+    got = asyncio.run(stage.retrieve(_query(), state, 3))
+    # The same answer the TwoTowerRetriever deployment gives (its columns, rebuilt by RemoteSource).
+    ids, scores = old.retrieve_columns(_query(), state, 3)
+    handle = _Handle(retrieve_columns=lambda *a: (ids, scores, {"history_len": 1}, old.version,
+                                                  dict(old.artifacts.versions)))  # fmt: skip
+    remote = asyncio.run(RemoteSource(handle, cfg, "acme", "home").retrieve(_query(), state, 3))
+    assert got == remote and [c.item_id for c in got.candidates] == ["i0", "i1", "i2"]
+    assert got.versions == {"two_tower": "tower-v1", "ann_index": "index-v1"}
+    # A swap is seen by the next request; nothing loaded is a source failure, not a crash.
+    slots.runtime = _two_tower("v2", vecs[::-1].copy())
+    assert asyncio.run(stage.retrieve(_query(), state, 3)).versions["two_tower"] == "tower-v2"
+    slots.runtime = None
+    with pytest.raises(SourceUnavailable):
+        asyncio.run(stage.retrieve(_query(), state, 3))

@@ -12,13 +12,21 @@ def merge(
 ) -> list[MergedCandidate]:
     """De-duplicate by item id keeping every source's candidate. Order: best rank first, ties
     in source order, so truncation keeps each source's top items (round robin)."""
-    prov: dict[str, list[Candidate]] = {}
-    order: dict[str, tuple[int, int]] = {}
-    for s_idx, res in enumerate([*results, SourceResult("extra", "", tuple(extra))]):
-        for c in res.candidates:
-            prov.setdefault(c.item_id, []).append(c)
-            key = (c.rank, s_idx)
-            if c.item_id not in order or key < order[c.item_id]:
-                order[c.item_id] = key
-    items = sorted(prov, key=lambda i: order[i])
-    return [MergedCandidate(item_id=i, provenance=tuple(prov[i])) for i in items]
+    # One pass, one dict lookup per candidate: hundreds of candidates per request. An item's
+    # key is (rank, source index) of its best-ranked candidate; the first one seen wins ties.
+    first: dict[str, list] = {}  # item -> [rank, source index, candidate, *more candidates]
+    get = first.get
+    for s_idx, candidates in enumerate([*(r.candidates for r in results), extra]):
+        for c in candidates:
+            item = c.item_id
+            entry = get(item)
+            if entry is None:
+                first[item] = [c.rank, s_idx, c]
+            else:
+                entry.append(c)
+                if c.rank < entry[0]:  # a later source index never wins a tie
+                    entry[0], entry[1] = c.rank, s_idx
+    ordered = sorted(first.items(), key=lambda kv: (kv[1][0], kv[1][1]))
+    return [MergedCandidate(item, tuple(entry[2:])) for item, entry in ordered]
+
+

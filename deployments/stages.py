@@ -23,7 +23,7 @@ from core.contracts import MergedCandidate, Query, RankerResult, SourceResult
 from core.features import UserState
 from deployments.settings import Placement
 from ranking.scorer import candidate_columns, compose
-from retrieval.sources.base import make_result
+from retrieval.sources.base import result_from_columns
 
 
 def state_for_sources(state: Any) -> Any:
@@ -60,8 +60,8 @@ class RemoteSource:
         ids, scores, diagnostics, version, versions = await self._handle.retrieve_columns.remote(
             self._tenant, self._surface, self._cfg, query, state_for_sources(user_state), limit
         )
-        return make_result(self.name, version, list(zip(ids, scores, strict=True)), diagnostics,
-                           versions=versions)  # fmt: skip
+        return result_from_columns(self.name, version, ids, [float(s) for s in scores],
+                                   diagnostics, versions=versions)  # fmt: skip
 
 
 class LocalTwoTowerSource:
@@ -82,9 +82,9 @@ class LocalTwoTowerSource:
         if source is None:
             raise SourceUnavailable(f"{self.name}: no two-tower pair loaded for the alias")
         ids, scores = source.retrieve_columns(query, user_state, limit)
-        return make_result(self.name, source.version, zip(ids, scores, strict=True),
-                           {"history_len": len(user_state.history)},
-                           versions=dict(source.artifacts.versions))  # fmt: skip
+        return result_from_columns(self.name, source.version, ids, scores,
+                                   {"history_len": len(user_state.history)},
+                                   versions=dict(source.artifacts.versions))  # fmt: skip
 
 
 class RemoteRanker:

@@ -14,7 +14,7 @@ from core.contracts import Query, SourceResult
 from core.features import UserState
 from retrieval.artifacts import TwoTowerArtifacts
 from retrieval.similarity import query_vectors
-from retrieval.sources.base import SourceContext, SourceUnavailable, make_result
+from retrieval.sources.base import SourceContext, SourceUnavailable, result_from_columns
 
 
 class TwoTowerSourceConfig(SourceSpec):
@@ -66,13 +66,9 @@ class TwoTowerSource:
     def retrieve_now(self, query: Query, user_state: UserState, limit: int) -> SourceResult:
         """:meth:`retrieve` on the calling thread (a replica that does nothing else)."""
         ids, scores = self.retrieve_columns(query, user_state, limit)
-        return make_result(
-            self.name,
-            self.version,
-            zip(ids, scores, strict=True),
-            {"history_len": len(user_state.history)},
-            versions=self.artifacts.versions,
-        )
+        return result_from_columns(self.name, self.version, ids, scores,
+                                   {"history_len": len(user_state.history)},
+                                   versions=self.artifacts.versions)  # fmt: skip
 
     async def retrieve(self, query: Query, user_state: UserState, limit: int) -> SourceResult:
         # Encoding and ANN search are CPU-bound; a thread keeps the event loop (and the other

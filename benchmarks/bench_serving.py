@@ -48,12 +48,6 @@ HOPS = 3  # proxy->ingress, ingress->retriever, ingress->ranker (user state and 
 # sources run in the ingress: configs/serve.yaml `placement`; decision records ship in batches)
 
 
-def _serve_logging() -> dict:
-    """The app's ``logging_config`` from configs/serve.yaml (what deploys)."""
-    (app,) = yaml.safe_load(open("configs/serve.yaml"))["applications"]
-    return app.get("logging_config") or {}
-
-
 def _arch(name: str, keys: tuple[str, ...]) -> dict:
     cfg = yaml.safe_load(open(f"configs/train/{name}.yaml"))
     return {k: cfg[k] for k in keys if k in cfg}
@@ -259,6 +253,33 @@ def _batch_sweep(app: str, sizes: list[int], requests_per_size: int) -> list[dic
     return asyncio.run(sweep())
 
 
+def _deploy_shipped(port: int, config_path: str, storage: dict, two_tower: str | None) -> dict:
+    """Deploy ``configs/serve.yaml`` as shipped (placement, replicas, resources, batching,
+    logging, runtime_env) through Serve's config path, as ``recsys deploy`` does; only the
+    port, the storage and the platform config are the benchmark's. ``two_tower``: override
+    the two-tower's placement (``ingress`` / ``deployment``). Returns the app's ``args``."""
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
+
+    raw = yaml.safe_load(open("configs/serve.yaml"))
+    raw["http_options"]["port"] = port
+    (app,) = raw["applications"]
+    app["name"] = "bench"
+    app["args"].update(platform_config=config_path, storage=storage, home=os.getcwd())
+    placement = app["args"].setdefault("placement", {})
+    if two_tower is not None:
+        placement.setdefault("source_kinds", {})["two_tower"] = two_tower
+    if placement.get("source_kinds", {}).get("two_tower") == "ingress":
+        app["deployments"] = [d for d in app["deployments"] if d["name"] != "TwoTowerRetriever"]
+    elif not any(d["name"] == "TwoTowerRetriever" for d in app["deployments"]):
+        app["deployments"].append({"name": "TwoTowerRetriever", "num_replicas": 1,
+                                   "ray_actor_options": {"num_cpus": 0.3}})  # fmt: skip
+    client = serve_start(http_options=raw["http_options"], proxy_location=raw["proxy_location"])
+    client.deploy_apps(ServeDeploySchema.model_validate(raw))
+    client._wait_for_application_running("bench", timeout_s=900)
+    return app["args"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=100_000)
@@ -268,6 +289,12 @@ def main() -> None:
     p.add_argument("--batch-sizes", default="1,2,4,8,16,32")
     p.add_argument("--slo-p99-ms", type=float, default=100.0,
                    help="p99 a rate must meet to count as per-replica capacity")  # fmt: skip
+    p.add_argument("--two-tower", choices=("ingress", "deployment"),
+                   help="override configs/serve.yaml's placement of the two-tower source")
+    p.add_argument("--artifacts", metavar="DIR",
+                   help="build the data and models here once and reuse them on later runs")
+    p.add_argument("--serve-only", action="store_true",
+                   help="only the Serve graph at --rates (no in-process run, floor or batch sweeps)")
     p.add_argument("--out", default="benchmarks/results/serving.json")
     a = p.parse_args()
 
@@ -279,27 +306,35 @@ def main() -> None:
     for key, value in serve_env().items():
         os.environ.setdefault(key, value)
     result_env = {k: os.environ[k] for k in sorted(os.environ) if k.startswith("RAY_SERVE_")}
+    # The controller imports `deployments.app:build_app` from this checkout.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
 
     import ray
     from ray import serve
 
     from benchmarks.loadgen import run as loadgen
-    from deployments.app import build_app
-    from deployments.settings import AppArgs
 
-    root = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    config_path, storage = _setup(root, a.items, a.candidates)
+    root = Path(a.artifacts) if a.artifacts else Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    done = root / "setup.json"
+    if done.exists():
+        config_path, storage = json.loads(done.read_text())
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        config_path, storage = _setup(root, a.items, a.candidates)
+        done.write_text(json.dumps([config_path, storage]))
     result: dict = {"machine": {"cpus": os.cpu_count()}, "items": a.items,
-                    "candidates": a.candidates, "at": datetime.now(UTC).isoformat()}  # fmt: skip
-    result["in_process"] = _in_process(config_path, storage, 200)
-    print("in-process", result["in_process"], flush=True)
+                    "candidates": a.candidates, "at": datetime.now(UTC).isoformat(),
+                    "load_average_at_start": os.getloadavg()}  # fmt: skip
+    if not a.serve_only:
+        result["in_process"] = _in_process(config_path, storage, 200)
+        print("in-process", result["in_process"], flush=True)
 
     result["serve_env"] = result_env
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=_serve_logging())
-    serve.run(build_app(AppArgs(platform_config=config_path, storage=storage)), name="bench",
-              route_prefix="/", logging_config=_serve_logging())  # fmt: skip
+    args = _deploy_shipped(port, config_path, storage, a.two_tower)
+    result["placement"] = args.get("placement", {})
+    hops = 2 if result["placement"].get("source_kinds", {}).get("two_tower") == "ingress" else HOPS
     url = f"http://127.0.0.1:{port}/v1/recommend"
     headers = {"Authorization": "Bearer acme-demo-key"}
 
@@ -312,11 +347,24 @@ def main() -> None:
         before = _cpu_by_process()
         stats = loadgen(url, rate, a.seconds, body, headers)
         stats["cpu_ms_per_request"] = _cpu_per_request(before, _cpu_by_process(), stats["ok"])
+        stats["load_average"] = os.getloadavg()
         result["serve"].append(stats)
         print("serve", stats, flush=True)
+    if not a.serve_only:
+        _extras(result, a, port, storage, hops)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _extras(result: dict, a: argparse.Namespace, port: int, storage: dict, hops: int) -> None:
+    """The framework floor, the ranker's batching in process and end to end, and the
+    per-replica capacity figures ``recsys capacity`` reads."""
     low = result["serve"][0]
     result["serve_overhead_ms_per_hop_p50"] = round(
-        (low["p50_ms"] - result["in_process"]["p50_ms"]) / HOPS, 2
+        (low["p50_ms"] - result["in_process"]["p50_ms"]) / hops, 2
     )
     result["framework_floor"] = _floor(port, low["target_rps"], a.seconds)
     print("floor", result["framework_floor"], flush=True)
@@ -339,13 +387,10 @@ def main() -> None:
              and s["achieved_rps"] >= 0.97 * s["target_rps"] and s["p99_ms"] <= a.slo_p99_ms]  # fmt: skip
     graph = max(clean) if clean else 0.0
     result["capacity_slo_p99_ms"] = a.slo_p99_ms
-    result["capacity"] = {"per_replica_rps": {
-        "Ranker": best, "Ingress": graph, "TwoTowerRetriever": graph, "DecisionLog": graph}}  # fmt: skip
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    serve.shutdown()
-    ray.shutdown()
+    per_replica = {"Ranker": best, "Ingress": graph, "DecisionLog": graph}
+    if hops == HOPS:  # the two-tower has its own deployment
+        per_replica["TwoTowerRetriever"] = graph
+    result["capacity"] = {"per_replica_rps": per_replica}
 
 
 if __name__ == "__main__":

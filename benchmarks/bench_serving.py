@@ -253,11 +253,14 @@ def _batch_sweep(app: str, sizes: list[int], requests_per_size: int) -> list[dic
     return asyncio.run(sweep())
 
 
-def _deploy_shipped(port: int, config_path: str, storage: dict, two_tower: str | None) -> dict:
+def _deploy_shipped(port: int, config_path: str, storage: dict, two_tower: str | None,
+                    ranker: str | None, ingress_replicas: int | None = None) -> dict:  # fmt: skip
     """Deploy ``configs/serve.yaml`` as shipped (placement, replicas, resources, batching,
     logging, runtime_env) through Serve's config path, as ``recsys deploy`` does; only the
-    port, the storage and the platform config are the benchmark's. ``two_tower``: override
-    the two-tower's placement (``ingress`` / ``deployment``). Returns the app's ``args``."""
+    port, the storage and the platform config are the benchmark's. ``two_tower`` / ``ranker``:
+    override where the two-tower / the ranker run (``ingress`` / ``deployment``; a deployment
+    the shipped file does not list gets one replica of the decorator's size). Returns the
+    app's ``args``."""
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
@@ -269,11 +272,20 @@ def _deploy_shipped(port: int, config_path: str, storage: dict, two_tower: str |
     placement = app["args"].setdefault("placement", {})
     if two_tower is not None:
         placement.setdefault("source_kinds", {})["two_tower"] = two_tower
-    if placement.get("source_kinds", {}).get("two_tower") == "ingress":
-        app["deployments"] = [d for d in app["deployments"] if d["name"] != "TwoTowerRetriever"]
-    elif not any(d["name"] == "TwoTowerRetriever" for d in app["deployments"]):
-        app["deployments"].append({"name": "TwoTowerRetriever", "num_replicas": 1,
-                                   "ray_actor_options": {"num_cpus": 0.3}})  # fmt: skip
+    if ranker is not None:
+        placement["ranker"] = ranker
+    where = {"TwoTowerRetriever": placement.get("source_kinds", {}).get("two_tower", "deployment"),
+             "Ranker": placement.get("ranker", "deployment")}  # fmt: skip
+    for name, home in where.items():
+        listed = any(d["name"] == name for d in app["deployments"])
+        if home == "ingress":
+            app["deployments"] = [d for d in app["deployments"] if d["name"] != name]
+        elif not listed:
+            app["deployments"].append({"name": name, "num_replicas": 1})
+    if ingress_replicas is not None:
+        (ingress,) = [d for d in app["deployments"] if d["name"] == "Ingress"]
+        ingress.pop("autoscaling_config", None)
+        ingress["num_replicas"] = ingress_replicas
     client = serve_start(http_options=raw["http_options"], proxy_location=raw["proxy_location"])
     client.deploy_apps(ServeDeploySchema.model_validate(raw))
     client._wait_for_application_running("bench", timeout_s=900)
@@ -291,6 +303,9 @@ def main() -> None:
                    help="p99 a rate must meet to count as per-replica capacity")  # fmt: skip
     p.add_argument("--two-tower", choices=("ingress", "deployment"),
                    help="override configs/serve.yaml's placement of the two-tower source")
+    p.add_argument("--ranker", choices=("ingress", "deployment"),
+                   help="override configs/serve.yaml's placement of the ranker")
+    p.add_argument("--ingress-replicas", type=int, help="override the Ingress replica count")
     p.add_argument("--artifacts", metavar="DIR",
                    help="build the data and models here once and reuse them on later runs")
     p.add_argument("--serve-only", action="store_true",
@@ -332,9 +347,12 @@ def main() -> None:
     result["serve_env"] = result_env
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
-    args = _deploy_shipped(port, config_path, storage, a.two_tower)
-    result["placement"] = args.get("placement", {})
-    hops = 2 if result["placement"].get("source_kinds", {}).get("two_tower") == "ingress" else HOPS
+    args = _deploy_shipped(port, config_path, storage, a.two_tower, a.ranker, a.ingress_replicas)
+    result["placement"] = placement = args.get("placement", {})
+    result["model_deployments"] = [
+        name for name, home in (("TwoTowerRetriever", placement.get("source_kinds", {}).get("two_tower")),
+                                ("Ranker", placement.get("ranker"))) if home != "ingress"]  # fmt: skip
+    hops = 1 + len(result["model_deployments"])
     url = f"http://127.0.0.1:{port}/v1/recommend"
     headers = {"Authorization": "Bearer acme-demo-key"}
 
@@ -375,10 +393,12 @@ def _extras(result: dict, a: argparse.Namespace, port: int, storage: dict, hops:
     result["batching_speedup_compute"] = round(
         max(c["requests_per_s"] for c in comp) / comp[0]["requests_per_s"], 2
     )
-    sweep = _batch_sweep("bench", sizes, 64)
-    result["ranker_batch_sweep"] = sweep
-    best = max(s["requests_per_s"] for s in sweep)
-    result["batching_speedup_vs_1"] = round(best / sweep[0]["requests_per_s"], 2)
+    best = None
+    if "Ranker" in result["model_deployments"]:  # end to end through the Ranker deployment
+        sweep = _batch_sweep("bench", sizes, 64)
+        result["ranker_batch_sweep"] = sweep
+        best = max(s["requests_per_s"] for s in sweep)
+        result["batching_speedup_vs_1"] = round(best / sweep[0]["requests_per_s"], 2)
     # Per-replica capacity for `recsys capacity`: the ranker's best batched rate; the graph as a
     # whole (one replica each) bounds the others from below by the highest rate served cleanly.
     # "Served cleanly": no errors, no backlog (achieved within 3% of offered), p99 within the
@@ -387,8 +407,10 @@ def _extras(result: dict, a: argparse.Namespace, port: int, storage: dict, hops:
              and s["achieved_rps"] >= 0.97 * s["target_rps"] and s["p99_ms"] <= a.slo_p99_ms]  # fmt: skip
     graph = max(clean) if clean else 0.0
     result["capacity_slo_p99_ms"] = a.slo_p99_ms
-    per_replica = {"Ranker": best, "Ingress": graph, "DecisionLog": graph}
-    if hops == HOPS:  # the two-tower has its own deployment
+    per_replica = {"Ingress": graph, "DecisionLog": graph}
+    if best is not None:
+        per_replica["Ranker"] = best
+    if "TwoTowerRetriever" in result["model_deployments"]:
         per_replica["TwoTowerRetriever"] = graph
     result["capacity"] = {"per_replica_rps": per_replica}
 

@@ -10,7 +10,8 @@ resources, batching and polling are set per deployment in that file, not here.
        rules, slate)
                        [UserState, CandidateSources: own deployments where
                         ``placement`` puts user state or source kinds there;
-                        no TwoTowerRetriever where it puts the two-tower in the Ingress]
+                        no TwoTowerRetriever / Ranker where it puts the two-tower /
+                        the ranker in the Ingress replicas]
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def build_app(args: AppArgs | dict) -> Application:
         "UserState": UserStateDeployment.bind(ctx) if placement.user_state == "deployment" else None,
         "TwoTowerRetriever": None if placement.two_tower_in_ingress else TwoTowerRetrieverDeployment.bind(ctx),
         "CandidateSources": CandidateSourcesDeployment.bind(ctx) if "CandidateSources" in where else None,
-        "Ranker": RankerDeployment.bind(ctx),
+        "Ranker": None if placement.ranker == "ingress" else RankerDeployment.bind(ctx),
         "DecisionLog": DecisionLogDeployment.bind(ctx.decisions, args.decision_queue_size,
                                                   args.decision_lru_size),
     }  # fmt: skip

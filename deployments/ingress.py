@@ -29,10 +29,10 @@ from deployments.decision_log import DecisionForwarder
 from deployments.errors import ApiError, BodySizeLimit, install_error_handlers
 from deployments.explain import CONTENT_SECURITY_POLICY, render_explain, render_not_found
 from deployments.loaders import ServingContext, settle_replica
+from deployments.model_slots import RankerSlots, TwoTowerSlots
 from deployments.recent import RecentDecisions
 from deployments.settings import AppArgs
 from deployments.tenants import TenantPipelines, served_versions
-from deployments.two_tower_slots import TwoTowerSlots
 from serving.errors import ServiceUnavailable, UnknownSurface
 
 Auth = Annotated[str | None, Header(alias="Authorization")]
@@ -64,19 +64,27 @@ class Ingress:
         self.events = EventLog(ctx.events)
         self.registry = Registry(ctx.registry)
         self.handles = {k: h for k, h in handles.items() if h is not None}
-        self.two_tower = None
-        if args.placement.two_tower_in_ingress:  # this replica loads and hot-swaps the pair
+        # Models the placement puts in this replica: loaded and hot-swapped here.
+        self.two_tower = self.ranker = None
+        if args.placement.two_tower_in_ingress:
             self.two_tower = TwoTowerSlots(ctx)
             await self.two_tower.refresh_all()
-        self.tenants = TenantPipelines(ctx, args, self.config, self.handles, self.two_tower)
+        if args.placement.ranker == "ingress":  # its popularity feature: this replica's counter
+            self.ranker = RankerSlots(ctx, lambda t: self.tenants.pipelines[t].stages.popularity,
+                                      catalogues=self.two_tower.catalogues if self.two_tower else None)  # fmt: skip
+        self.tenants = TenantPipelines(ctx, args, self.config, self.handles, self.two_tower,
+                                       self.ranker)  # fmt: skip
+        if self.ranker is not None:
+            await self.ranker.refresh_all()
         self.fanout = EventBroadcast(self.handles, self._own if self.tenants.holds_state else None,
                                      args.events_push_timeout_s)  # fmt: skip
         self.forwarder = DecisionForwarder(self.handles["DecisionLog"], args.decision_queue_size,
                                            interval_s=args.decision_ship_interval_s)  # fmt: skip
         self.recent = RecentDecisions(args.decision_lru_size)
         settle_replica()
-        if self.two_tower is not None:
-            self.two_tower.ensure_polling(lambda: self.args.two_tower_poll_interval_s)
+        for slots in (self.two_tower, self.ranker):
+            if slots is not None:
+                slots.ensure_polling(lambda: self.args.model_poll_interval_s)
 
     def _own(self):
         return serve.get_deployment_handle("Ingress", serve.get_replica_context().app_name)
@@ -168,7 +176,9 @@ class Ingress:
     @api.get("/v1/versions", response_model=m.VersionsResponse)
     async def versions(self, authorization: Auth = None):
         tenant = self.auth.authenticate(authorization, "admin")
-        local = self.two_tower.versions().get(tenant) if self.two_tower is not None else None
+        local: dict[str, str] = {}
+        for slots in (self.two_tower, self.ranker):
+            local.update(slots.versions().get(tenant, {}) if slots is not None else {})
         found = await served_versions(self.handles, tenant, local)
         production = await asyncio.to_thread(self.registry.production_versions, tenant)
         return m.VersionsResponse(tenant=tenant, config=self.config.version, artifacts=found,
@@ -192,8 +202,13 @@ class Ingress:
         return self.tenants.observe(tenant, events)
 
     async def refresh_now(self) -> dict[str, bool]:
-        """Check the two-tower aliases now, where this replica holds the pair (else ``{}``)."""
-        return await self.two_tower.refresh_all() if self.two_tower is not None else {}
+        """Check the aliases of the models this replica holds now: ``tenant → swapped``
+        (any of them); ``{}`` when it holds none."""
+        out: dict[str, bool] = {}
+        for slots in (self.two_tower, self.ranker):
+            for t, swapped in (await slots.refresh_all() if slots is not None else {}).items():
+                out[t] = out.get(t, False) or swapped
+        return out
 
     async def set_faults(self, faults: dict) -> None:
         """Test/game-day switches (:class:`serving.faults.FaultInjection`), read per call."""

@@ -1,7 +1,7 @@
 """Two-tower retrieval deployment: the query tower and the ANN index of each tenant, loaded
 lazily from the registry alias (``production``) and hot-swapped when the alias moves.
 
-Thin wrapper over :class:`deployments.two_tower_slots.TwoTowerSlots` (one
+Thin wrapper over :class:`deployments.model_slots.TwoTowerSlots` (one
 :class:`retrieval.sources.TwoTowerSource` per tenant and loaded pair; a pair whose index was
 built by another item tower is refused and the old pair keeps serving). Not deployed when
 ``placement.source_kinds.two_tower`` is ``ingress``: the Ingress replicas hold the slots then.
@@ -16,8 +16,8 @@ from ray import serve
 from core.contracts import Query
 from deployments import metrics
 from deployments.loaders import ServingContext, settle_replica
+from deployments.model_slots import TwoTowerSlots
 from deployments.settings import WatchUserConfig
-from deployments.two_tower_slots import TwoTowerSlots
 
 logger = logging.getLogger("ray.serve")
 

@@ -58,6 +58,12 @@ class Placement(_Strict):
     every ingress replica: for CPU-only nodes and indexes that fit). Any other kind placed in
     ``deployment`` runs in ``CandidateSources``."""
 
+    ranker: Literal["ingress", "deployment"] = "deployment"
+    """``deployment``: the ``Ranker`` deployment (``@serve.batch``; its own replicas, CPU or GPU:
+    where a GPU is, batching pays). ``ingress``: every Ingress replica loads and hot-swaps the
+    ranker and scores in process (no hop, no batching across requests: on CPU-only nodes,
+    where the hop costs more than batching saves; docs/architecture.md)."""
+
     @model_validator(mode="after")
     def _two_tower_named(self) -> Placement:
         # `sources` is the default of the non-model kinds only: the two-tower's home is chosen
@@ -95,9 +101,10 @@ class AppArgs(_Strict):
     """How long the ingress gathers decision records before shipping them to the
     ``DecisionLog`` deployment in one call (bounded by ``decision_queue_size``)."""
     faults: FaultInjection = Field(default_factory=FaultInjection)
-    two_tower_poll_interval_s: float = Field(2.0, gt=0, le=3600)
-    """How often an Ingress replica that holds the two-tower (``placement``) checks its alias
-    (the ``TwoTowerRetriever``'s ``user_config.poll_interval_s`` where it is a deployment)."""
+    model_poll_interval_s: float = Field(2.0, gt=0, le=3600)
+    """How often an Ingress replica that holds a model (``placement``: the two-tower, the
+    ranker) checks its alias (the model deployment's ``user_config.poll_interval_s`` where
+    the model has its own deployment)."""
 
     def root(self) -> Path:
         return Path(self.home or os.environ.get("RECSYS_HOME") or os.getcwd()).resolve()

@@ -66,7 +66,7 @@ class RemoteSource:
 
 class LocalTwoTowerSource:
     """The two-tower source inside the Ingress replica (``placement.source_kinds.two_tower:
-    ingress``): the replica's own hot-swapped pair (:class:`deployments.two_tower_slots.TwoTowerSlots`),
+    ingress``): the replica's own hot-swapped pair (:class:`deployments.model_slots.TwoTowerSlots`),
     read once per request. Encoding one query and searching the index is a bounded 1–2 ms of
     CPU, run inline: cheaper than a thread hand-off, and far cheaper than the Serve hop to
     ``TwoTowerRetriever`` it replaces; the pipeline's timeout still bounds the wait."""
@@ -106,16 +106,42 @@ class RemoteRanker:
         return RankerResult(compose(candidates, probs, task_weights), version)
 
 
+class LocalRanker:
+    """The ranker inside the Ingress replica (``placement.ranker: ingress``): the replica's own
+    hot-swapped :class:`ranking.scorer.RankerScorer` (:class:`deployments.model_slots.RankerSlots`),
+    read once per request, scoring inline (features and one forward pass over a few hundred
+    rows: bounded CPU work, cheaper than a thread hand-off and far cheaper than the hop to the
+    ``Ranker`` deployment). An arm's pinned version that is not the loaded one is refused, as
+    the ``Ranker`` deployment refuses it, and the pipeline takes the fallback order."""
+
+    def __init__(self, slots: Any, tenant: str, pinned_version: str | None = None):
+        self._slots, self._tenant, self._pinned = slots, tenant, pinned_version
+
+    async def score(self, query: Query, user_state: Any, candidates: Sequence[MergedCandidate],
+                    task_weights: Mapping[str, float]) -> RankerResult:  # fmt: skip
+        from ranking.utility import check_task_weights
+
+        scorer = self._slots.runtime(self._tenant)  # read once: swaps do not affect us
+        if scorer is None:
+            raise RuntimeError(f"no ranker loaded for {self._tenant}")
+        if self._pinned is not None and self._pinned != scorer.version:
+            raise RuntimeError(f"ranker {self._pinned} not loaded (serving {scorer.version})")
+        check_task_weights(task_weights, scorer.tasks)
+        (probs,) = scorer.score_batch([scorer.features(query, user_state, candidates)])
+        return RankerResult(compose(candidates, probs, task_weights), scorer.version)
+
+
 class HandleStages:
     """Claims the stages ``placement`` puts in other deployments, for one tenant."""
 
     def __init__(self, tenant: str, placement: Placement, handles: Mapping[str, Any],
-                 default_ranker: str, two_tower: Any = None):  # fmt: skip
-        """``two_tower``: the replica's own :class:`deployments.two_tower_slots.TwoTowerSlots`
-        where the placement puts the two-tower source in the ingress."""
+                 default_ranker: str, two_tower: Any = None, ranker: Any = None):  # fmt: skip
+        """``two_tower`` / ``ranker``: the replica's own
+        :class:`deployments.model_slots.TwoTowerSlots` / ``RankerSlots`` where the placement
+        puts the two-tower source / the ranker in the ingress."""
         self.tenant, self.placement, self.handles = tenant, placement, handles
         self.default_ranker = default_ranker
-        self.two_tower = two_tower
+        self.two_tower, self.ranker_slots = two_tower, ranker
 
     def source(self, cfg: SourceSpec, surface: str) -> RemoteSource | LocalTwoTowerSource | None:
         deployment = self.placement.deployment_for(cfg.kind)
@@ -127,8 +153,12 @@ class HandleStages:
             return None
         return RemoteSource(self.handles[deployment], cfg, self.tenant, surface)
 
-    def ranker(self, version: str | None) -> RemoteRanker:
+    def ranker(self, version: str | None) -> RemoteRanker | LocalRanker:
         pinned = None if version in (None, self.default_ranker) else version
+        if self.placement.ranker == "ingress":
+            if self.ranker_slots is None:
+                raise ValueError("ranker placed in the ingress, but no ranker slots given")
+            return LocalRanker(self.ranker_slots, self.tenant, pinned)
         return RemoteRanker(self.handles["Ranker"], pinned)
 
     def user_state(self) -> Callable[[str], Any] | None:

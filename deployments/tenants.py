@@ -22,9 +22,11 @@ logger = logging.getLogger("ray.serve")
 
 class TenantPipelines:
     def __init__(self, ctx: ServingContext, args: AppArgs, config: PlatformConfig,
-                 handles: Mapping[str, Any], two_tower: Any = None):  # fmt: skip
-        """``two_tower``: the replica's :class:`deployments.two_tower_slots.TwoTowerSlots`
-        where the placement puts the two-tower source in the ingress."""
+                 handles: Mapping[str, Any], two_tower: Any = None,
+                 ranker: Any = None):  # fmt: skip
+        """``two_tower`` / ``ranker``: the replica's :class:`deployments.model_slots.TwoTowerSlots`
+        / ``RankerSlots`` where the placement puts the two-tower source / the ranker in the
+        ingress."""
         self.faults = FaultSwitch(args.faults)
         placement = args.placement
         local_sources = any(
@@ -42,7 +44,7 @@ class TenantPipelines:
             events = load_events(ctx, t) if self.holds_state else None
             users = load_users(ctx, t) if placement.user_state == "ingress" else None
             remote = HandleStages(t, placement, handles, default_ranker=ctx.alias,
-                                  two_tower=two_tower)  # fmt: skip
+                                  two_tower=two_tower, ranker=ranker)  # fmt: skip
             stages = build_tenant_stages(config, t, TenantData(self.catalogues[t], events, users),
                                          remote=remote, faults=self.faults)  # fmt: skip
             self.pipelines[t] = RecommendationPipeline(stages)

@@ -197,7 +197,7 @@ def test_handle_stages_follow_the_placement() -> None:
 
 
 class _Slots:
-    """A fake :class:`deployments.two_tower_slots.TwoTowerSlots`: the runtime a test sets."""
+    """A fake :class:`deployments.model_slots.TwoTowerSlots`: the runtime a test sets."""
 
     def __init__(self, runtime):
         self.runtime = runtime
@@ -244,3 +244,42 @@ def test_two_tower_in_the_ingress_answers_as_the_retriever_and_follows_swaps() -
     slots.runtime = None
     with pytest.raises(SourceUnavailable):
         asyncio.run(stage.retrieve(_query(), state, 3))
+
+
+class _RankerSlots:
+    """A fake :class:`deployments.model_slots.RankerSlots`: the scorer a test sets."""
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+
+    def runtime(self, tenant):
+        return self.scorer
+
+
+def test_ranker_in_the_ingress_scores_as_the_library_ranker_and_refuses_other_versions() -> None:
+    from core.features import PopularityCounter
+    from ranking.model import MultiTaskRanker
+    from ranking.scorer import RankerScorer
+    from tests.unit.serving_fixtures import catalogue
+
+    cat = catalogue([{"item_id": f"i{n}", "category": "books" if n % 2 else "news"} for n in range(6)])
+    model = MultiTaskRanker.from_config({"n_items": len(cat), "n_categories": len(cat.categories)})
+    scorer = RankerScorer(model, cat, PopularityCounter(), version="rk-1")
+    cands = [MergedCandidate(i, (Candidate(i, "two_tower", "v", 0.9 - r / 10, r),))
+             for r, i in enumerate(["i3", "i1", "i0"])]  # fmt: skip
+    weights = {"click": 1.0, "like": 2.0, "hide": -4.0}
+    state = ServingUserState(user_id="u1")
+    slots = _RankerSlots(scorer)
+    handles = {"DecisionLog": object()}
+    stages = HandleStages("acme", Placement(ranker="ingress"), handles, "production", ranker=slots)
+    got = asyncio.run(stages.ranker(None).score(_query(), state, cands, weights))
+    want = asyncio.run(scorer.score(_query(), state, cands, weights))
+    assert got == want and got.version == "rk-1"
+    # An experiment arm pinned to a version this replica does not hold: the pipeline's fallback.
+    with pytest.raises(RuntimeError, match="rk-2 not loaded"):
+        asyncio.run(stages.ranker("rk-2").score(_query(), state, cands, weights))
+    slots.scorer = None
+    with pytest.raises(RuntimeError, match="no ranker loaded"):
+        asyncio.run(stages.ranker(None).score(_query(), state, cands, weights))
+    with pytest.raises(ValueError, match="no ranker slots"):
+        HandleStages("acme", Placement(ranker="ingress"), handles, "production").ranker(None)

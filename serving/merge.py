@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from core.contracts import Candidate, MergedCandidate, SourceResult
@@ -11,22 +12,32 @@ def merge(
     results: Sequence[SourceResult], extra: Sequence[Candidate] = ()
 ) -> list[MergedCandidate]:
     """De-duplicate by item id keeping every source's candidate. Order: best rank first, ties
-    in source order, so truncation keeps each source's top items (round robin)."""
-    # One pass, one dict lookup per candidate: hundreds of candidates per request. An item's
-    # key is (rank, source index) of its best-ranked candidate; the first one seen wins ties.
-    first: dict[str, list] = {}  # item -> [rank, source index, candidate, *more candidates]
-    get = first.get
-    for s_idx, candidates in enumerate([*(r.candidates for r in results), extra]):
-        for c in candidates:
-            item = c.item_id
-            entry = get(item)
-            if entry is None:
-                first[item] = [c.rank, s_idx, c]
-            else:
-                entry.append(c)
-                if c.rank < entry[0]:  # a later source index never wins a tie
-                    entry[0], entry[1] = c.rank, s_idx
-    ordered = sorted(first.items(), key=lambda kv: (kv[1][0], kv[1][1]))
-    return [MergedCandidate(item, tuple(entry[2:])) for item, entry in ordered]
+    in source order, so truncation keeps each source's top items (round robin).
 
-
+    Ranks are 0-based ints (the source contract). Hundreds of candidates per request, so the
+    work is done in C where it can be: one sort of every candidate by ``rank * width +
+    source index`` (the first time an item appears in that order is its best key), and
+    provenance gathered item by item only for the few items several sources proposed."""
+    groups = [*(r.candidates for r in results), extra]
+    width = len(groups)
+    flat = [c for cands in groups for c in cands]
+    keys = [c.rank * width + s for s, cands in enumerate(groups) for c in cands]
+    ids = [c.item_id for c in flat]
+    order = sorted(range(len(flat)), key=keys.__getitem__)  # stable: ties in source order
+    multi: dict[str, list[Candidate]] = {i: [] for i, n in Counter(ids).items() if n > 1}
+    if multi:
+        for c in flat:  # source order: each item's provenance in the order sources answered
+            found = multi.get(c.item_id)
+            if found is not None:
+                found.append(c)
+    out: list[MergedCandidate] = []
+    seen: set[str] = set()
+    make = MergedCandidate._make  # builds the tuple in C
+    for i in order:
+        item = ids[i]
+        if item in seen:
+            continue
+        seen.add(item)
+        found = multi.get(item)
+        out.append(make((item, tuple(found) if found is not None else (flat[i],))))
+    return out

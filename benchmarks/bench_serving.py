@@ -53,19 +53,35 @@ def _arch(name: str, keys: tuple[str, ...]) -> dict:
     return {k: cfg[k] for k in keys if k in cfg}
 
 
+DRIVER = "load generator (driver)"
+
+
 def _cpu_by_process() -> dict[str, tuple[str, float]]:
-    """pid -> (name, CPU seconds) of this machine's Ray processes (Linux /proc)."""
+    """pid -> (name, CPU seconds) of this benchmark's Ray processes (Linux /proc): this driver
+    and its descendants (the local head's GCS, raylet, dashboard agent, Serve controller,
+    proxy, HAProxy, replicas), never another user's cluster on the same machine."""
     out: dict[str, tuple[str, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[str, list[str]] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
+            stats[pid] = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+    ours, grew = {str(os.getpid())}, True
+    while grew:  # descendants by parent pid
+        new = {pid for pid, st in stats.items() if st[1] in ours} - ours
+        ours |= new
+        grew = bool(new)
+    for pid in ours:
+        try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            if "ray" not in cmd:
-                continue
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            stat = stats[pid]
             name = cmd.split(":")[-1].split()[0] if "ServeReplica" in cmd else cmd.split()[0]
             if "ProxyActor" in cmd or "ServeController" in cmd:
                 name = "ProxyActor" if "ProxyActor" in cmd else "ServeController"
+            if pid == str(os.getpid()):
+                name = DRIVER
             out[pid] = (Path(name).name, (int(stat[11]) + int(stat[12])) / tick)
         except (OSError, ValueError, IndexError):
             continue
@@ -78,7 +94,8 @@ def _cpu_per_request(before: dict, after: dict, requests: int) -> dict[str, floa
         if pid in before:
             per[name] = per.get(name, 0.0) + (cpu - before[pid][1]) * 1e3 / max(requests, 1)
     per = {k: round(v, 2) for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.05}
-    return {**per, "total": round(sum(per.values()), 2)}
+    # "total": the serving side only (the load generator runs in this driver, the client side).
+    return {**per, "total": round(sum(v for k, v in per.items() if k != DRIVER), 2)}
 
 
 def _setup(root: Path, items: int, candidates: int) -> tuple[str, dict]:

@@ -114,9 +114,12 @@ class Ingress:
         exp = record.experiment if record.experiment.get("id") != NO_EXPERIMENT else None
         items = [{"item_id": i.item_id, "score": i.score, "rank": i.rank, "sources": list(i.sources),
                   "reasons": list(i.reasons)} for i in result.slate]  # fmt: skip
-        return m.RecommendResponse(request_id=query.request_id, items=items, versions=record.versions,
-                                   experiment=exp, fallback=record.fallback, degraded=record.degraded,
-                                   latency_ms=round(_ms(started), 3))  # fmt: skip
+        answer = m.RecommendResponse(request_id=query.request_id, items=items, versions=record.versions,
+                                     experiment=exp, fallback=record.fallback, degraded=record.degraded,
+                                     latency_ms=round(_ms(started), 3))  # fmt: skip
+        # Serialised here, once: returned as a model, FastAPI would validate it again against
+        # the response model and encode it through jsonable_encoder (the schema stays in OpenAPI).
+        return Response(answer.model_dump_json(), media_type="application/json")
 
     @api.post("/v1/events", response_model=m.EventsResponse, openapi_extra=_body(m.EventsRequest))
     async def post_events(self, request: Request, authorization: Auth = None):

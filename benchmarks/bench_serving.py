@@ -48,30 +48,40 @@ HOPS = 3  # proxy->ingress, ingress->retriever, ingress->ranker (user state and 
 # sources run in the ingress: configs/serve.yaml `placement`; decision records ship in batches)
 
 
-def _serve_env() -> dict[str, str]:
-    """The replicas' env vars from configs/serve.yaml, so the benchmark runs what deploys."""
-    (app,) = yaml.safe_load(open("configs/serve.yaml"))["applications"]
-    return {k: str(v) for k, v in app.get("runtime_env", {}).get("env_vars", {}).items()}
-
-
 def _arch(name: str, keys: tuple[str, ...]) -> dict:
     cfg = yaml.safe_load(open(f"configs/train/{name}.yaml"))
     return {k: cfg[k] for k in keys if k in cfg}
 
 
+DRIVER = "load generator (driver)"
+
+
 def _cpu_by_process() -> dict[str, tuple[str, float]]:
-    """pid -> (name, CPU seconds) of this machine's Ray processes (Linux /proc)."""
+    """pid -> (name, CPU seconds) of this benchmark's Ray processes (Linux /proc): this driver
+    and its descendants (the local head's GCS, raylet, dashboard agent, Serve controller,
+    proxy, HAProxy, replicas), never another user's cluster on the same machine."""
     out: dict[str, tuple[str, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[str, list[str]] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
+            stats[pid] = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+    ours, grew = {str(os.getpid())}, True
+    while grew:  # descendants by parent pid
+        new = {pid for pid, st in stats.items() if st[1] in ours} - ours
+        ours |= new
+        grew = bool(new)
+    for pid in ours:
+        try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            if "ray" not in cmd:
-                continue
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            stat = stats[pid]
             name = cmd.split(":")[-1].split()[0] if "ServeReplica" in cmd else cmd.split()[0]
             if "ProxyActor" in cmd or "ServeController" in cmd:
                 name = "ProxyActor" if "ProxyActor" in cmd else "ServeController"
+            if pid == str(os.getpid()):
+                name = DRIVER
             out[pid] = (Path(name).name, (int(stat[11]) + int(stat[12])) / tick)
         except (OSError, ValueError, IndexError):
             continue
@@ -84,7 +94,8 @@ def _cpu_per_request(before: dict, after: dict, requests: int) -> dict[str, floa
         if pid in before:
             per[name] = per.get(name, 0.0) + (cpu - before[pid][1]) * 1e3 / max(requests, 1)
     per = {k: round(v, 2) for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.05}
-    return {**per, "total": round(sum(per.values()), 2)}
+    # "total": the serving side only (the load generator runs in this driver, the client side).
+    return {**per, "total": round(sum(v for k, v in per.items() if k != DRIVER), 2)}
 
 
 def _setup(root: Path, items: int, candidates: int) -> tuple[str, dict]:
@@ -219,7 +230,11 @@ def _floor(port: int, rate: float, seconds: float) -> dict:
 
 
 def _batch_sweep(app: str, sizes: list[int], requests_per_size: int) -> list[dict]:
-    """Saturate the Ranker through its handle with 500-candidate requests at each batch size."""
+    """Saturate the Ranker through its handle with 500-candidate requests at each batch size.
+
+    The handle is used from inside an event loop: with the router on the caller's loop
+    (``RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0``, part of the fast paths) a blocking
+    ``.result()`` from plain driver code has no loop to run on."""
     from datetime import UTC, datetime
 
     from ray import serve
@@ -228,29 +243,70 @@ def _batch_sweep(app: str, sizes: list[int], requests_per_size: int) -> list[dic
     from ranking.scorer import candidate_columns
     from serving.user_state import ServingUserState
 
-    handle = serve.get_deployment_handle("Ranker", app)
     cands = [MergedCandidate(f"i{i:07d}", (Candidate(f"i{i:07d}", "two_tower", "v", 0.5, i),))
              for i in range(500)]  # fmt: skip
     weights = {"click": 1.0, "like": 2.0, "hide": -4.0}
-    out = []
-    for size in sizes:
-        handle.broadcast("reconfigure", {"max_batch_size": size, "batch_wait_timeout_s": 0.005}
-                         ).results(timeout_s=30)  # fmt: skip
-        q = Query("b", "acme", "u0001", "home", 10, datetime.now(UTC))
-        state = ServingUserState(user_id="u0001")
-        cols = candidate_columns(cands)  # what the ingress sends (deployments.stages)
-        for _ in range(3):
-            handle.score_columns.remote(q, state, *cols, weights).result()
-        t0 = time.perf_counter()
-        responses = [handle.score_columns.remote(q, state, *cols, weights)
-                     for _ in range(requests_per_size)]  # fmt: skip
-        for r in responses:
-            r.result(timeout_s=120)
-        wall = time.perf_counter() - t0
-        out.append({"max_batch_size": size, "requests": requests_per_size,
-                    "requests_per_s": round(requests_per_size / wall, 1)})  # fmt: skip
-        print(out[-1], flush=True)
-    return out
+    q = Query("b", "acme", "u0001", "home", 10, datetime.now(UTC))
+    state = ServingUserState(user_id="u0001")
+    cols = candidate_columns(cands)  # what the ingress sends (deployments.stages)
+
+    async def sweep() -> list[dict]:
+        handle = serve.get_deployment_handle("Ranker", app)
+        out = []
+        for size in sizes:
+            await handle.broadcast("reconfigure", {"max_batch_size": size,
+                                                   "batch_wait_timeout_s": 0.005})  # fmt: skip
+            for _ in range(3):
+                await handle.score_columns.remote(q, state, *cols, weights)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(handle.score_columns.remote(q, state, *cols, weights)
+                                   for _ in range(requests_per_size)))  # fmt: skip
+            wall = time.perf_counter() - t0
+            out.append({"max_batch_size": size, "requests": requests_per_size,
+                        "requests_per_s": round(requests_per_size / wall, 1)})  # fmt: skip
+            print(out[-1], flush=True)
+        return out
+
+    return asyncio.run(sweep())
+
+
+def _deploy_shipped(port: int, config_path: str, storage: dict, two_tower: str | None,
+                    ranker: str | None, ingress_replicas: int | None = None) -> dict:  # fmt: skip
+    """Deploy ``configs/serve.yaml`` as shipped (placement, replicas, resources, batching,
+    logging, runtime_env) through Serve's config path, as ``recsys deploy`` does; only the
+    port, the storage and the platform config are the benchmark's. ``two_tower`` / ``ranker``:
+    override where the two-tower / the ranker run (``ingress`` / ``deployment``; a deployment
+    the shipped file does not list gets one replica of the decorator's size). Returns the
+    app's ``args``."""
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
+
+    raw = yaml.safe_load(open("configs/serve.yaml"))
+    raw["http_options"]["port"] = port
+    (app,) = raw["applications"]
+    app["name"] = "bench"
+    app["args"].update(platform_config=config_path, storage=storage, home=os.getcwd())
+    placement = app["args"].setdefault("placement", {})
+    if two_tower is not None:
+        placement.setdefault("source_kinds", {})["two_tower"] = two_tower
+    if ranker is not None:
+        placement["ranker"] = ranker
+    where = {"TwoTowerRetriever": placement.get("source_kinds", {}).get("two_tower", "deployment"),
+             "Ranker": placement.get("ranker", "deployment")}  # fmt: skip
+    for name, home in where.items():
+        listed = any(d["name"] == name for d in app["deployments"])
+        if home == "ingress":
+            app["deployments"] = [d for d in app["deployments"] if d["name"] != name]
+        elif not listed:
+            app["deployments"].append({"name": name, "num_replicas": 1})
+    if ingress_replicas is not None:
+        (ingress,) = [d for d in app["deployments"] if d["name"] == "Ingress"]
+        ingress.pop("autoscaling_config", None)
+        ingress["num_replicas"] = ingress_replicas
+    client = serve_start(http_options=raw["http_options"], proxy_location=raw["proxy_location"])
+    client.deploy_apps(ServeDeploySchema.model_validate(raw))
+    client._wait_for_application_running("bench", timeout_s=900)
+    return app["args"]
 
 
 def main() -> None:
@@ -262,30 +318,58 @@ def main() -> None:
     p.add_argument("--batch-sizes", default="1,2,4,8,16,32")
     p.add_argument("--slo-p99-ms", type=float, default=100.0,
                    help="p99 a rate must meet to count as per-replica capacity")  # fmt: skip
+    p.add_argument("--two-tower", choices=("ingress", "deployment"),
+                   help="override configs/serve.yaml's placement of the two-tower source")
+    p.add_argument("--ranker", choices=("ingress", "deployment"),
+                   help="override configs/serve.yaml's placement of the ranker")
+    p.add_argument("--ingress-replicas", type=int, help="override the Ingress replica count")
+    p.add_argument("--artifacts", metavar="DIR",
+                   help="build the data and models here once and reuse them on later runs")
+    p.add_argument("--serve-only", action="store_true",
+                   help="only the Serve graph at --rates (no in-process run, floor or batch sweeps)")
     p.add_argument("--out", default="benchmarks/results/serving.json")
     a = p.parse_args()
+
+    from cluster.local import free_port, serve_env
+
+    # Before Serve is imported anywhere (its settings are read on import): this driver, the
+    # controller, the proxy and the replicas all inherit them from here. A variable already in
+    # the environment wins, so a lever can be measured off (`RAY_SERVE_ENABLE_HA_PROXY=0 …`).
+    for key, value in serve_env().items():
+        os.environ.setdefault(key, value)
+    result_env = {k: os.environ[k] for k in sorted(os.environ) if k.startswith("RAY_SERVE_")}
+    # The controller imports `deployments.app:build_app` from this checkout.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
 
     import ray
     from ray import serve
 
     from benchmarks.loadgen import run as loadgen
-    from cluster.local import free_port
-    from deployments.app import build_app
-    from deployments.settings import AppArgs
 
-    root = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    config_path, storage = _setup(root, a.items, a.candidates)
+    root = Path(a.artifacts) if a.artifacts else Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    done = root / "setup.json"
+    if done.exists():
+        config_path, storage = json.loads(done.read_text())
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        config_path, storage = _setup(root, a.items, a.candidates)
+        done.write_text(json.dumps([config_path, storage]))
     result: dict = {"machine": {"cpus": os.cpu_count()}, "items": a.items,
-                    "candidates": a.candidates, "at": datetime.now(UTC).isoformat()}  # fmt: skip
-    result["in_process"] = _in_process(config_path, storage, 200)
-    print("in-process", result["in_process"], flush=True)
+                    "candidates": a.candidates, "at": datetime.now(UTC).isoformat(),
+                    "load_average_at_start": os.getloadavg()}  # fmt: skip
+    if not a.serve_only:
+        result["in_process"] = _in_process(config_path, storage, 200)
+        print("in-process", result["in_process"], flush=True)
 
-    os.environ.update(_serve_env())  # the proxy and replicas inherit it from the local head
+    result["serve_env"] = result_env
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(AppArgs(platform_config=config_path, storage=storage)), name="bench",
-              route_prefix="/")  # fmt: skip
+    args = _deploy_shipped(port, config_path, storage, a.two_tower, a.ranker, a.ingress_replicas)
+    result["placement"] = placement = args.get("placement", {})
+    result["model_deployments"] = [
+        name for name, home in (("TwoTowerRetriever", placement.get("source_kinds", {}).get("two_tower")),
+                                ("Ranker", placement.get("ranker"))) if home != "ingress"]  # fmt: skip
+    hops = 1 + len(result["model_deployments"])
     url = f"http://127.0.0.1:{port}/v1/recommend"
     headers = {"Authorization": "Bearer acme-demo-key"}
 
@@ -298,11 +382,24 @@ def main() -> None:
         before = _cpu_by_process()
         stats = loadgen(url, rate, a.seconds, body, headers)
         stats["cpu_ms_per_request"] = _cpu_per_request(before, _cpu_by_process(), stats["ok"])
+        stats["load_average"] = os.getloadavg()
         result["serve"].append(stats)
         print("serve", stats, flush=True)
+    if not a.serve_only:
+        _extras(result, a, port, storage, hops)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _extras(result: dict, a: argparse.Namespace, port: int, storage: dict, hops: int) -> None:
+    """The framework floor, the ranker's batching in process and end to end, and the
+    per-replica capacity figures ``recsys capacity`` reads."""
     low = result["serve"][0]
     result["serve_overhead_ms_per_hop_p50"] = round(
-        (low["p50_ms"] - result["in_process"]["p50_ms"]) / HOPS, 2
+        (low["p50_ms"] - result["in_process"]["p50_ms"]) / hops, 2
     )
     result["framework_floor"] = _floor(port, low["target_rps"], a.seconds)
     print("floor", result["framework_floor"], flush=True)
@@ -313,10 +410,12 @@ def main() -> None:
     result["batching_speedup_compute"] = round(
         max(c["requests_per_s"] for c in comp) / comp[0]["requests_per_s"], 2
     )
-    sweep = _batch_sweep("bench", sizes, 64)
-    result["ranker_batch_sweep"] = sweep
-    best = max(s["requests_per_s"] for s in sweep)
-    result["batching_speedup_vs_1"] = round(best / sweep[0]["requests_per_s"], 2)
+    best = None
+    if "Ranker" in result["model_deployments"]:  # end to end through the Ranker deployment
+        sweep = _batch_sweep("bench", sizes, 64)
+        result["ranker_batch_sweep"] = sweep
+        best = max(s["requests_per_s"] for s in sweep)
+        result["batching_speedup_vs_1"] = round(best / sweep[0]["requests_per_s"], 2)
     # Per-replica capacity for `recsys capacity`: the ranker's best batched rate; the graph as a
     # whole (one replica each) bounds the others from below by the highest rate served cleanly.
     # "Served cleanly": no errors, no backlog (achieved within 3% of offered), p99 within the
@@ -325,13 +424,12 @@ def main() -> None:
              and s["achieved_rps"] >= 0.97 * s["target_rps"] and s["p99_ms"] <= a.slo_p99_ms]  # fmt: skip
     graph = max(clean) if clean else 0.0
     result["capacity_slo_p99_ms"] = a.slo_p99_ms
-    result["capacity"] = {"per_replica_rps": {
-        "Ranker": best, "Ingress": graph, "TwoTowerRetriever": graph, "DecisionLog": graph}}  # fmt: skip
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    serve.shutdown()
-    ray.shutdown()
+    per_replica = {"Ingress": graph, "DecisionLog": graph}
+    if best is not None:
+        per_replica["Ranker"] = best
+    if "TwoTowerRetriever" in result["model_deployments"]:
+        per_replica["TwoTowerRetriever"] = graph
+    result["capacity"] = {"per_replica_rps": per_replica}
 
 
 if __name__ == "__main__":

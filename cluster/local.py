@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 STATE_FILE = "recsys-cluster.json"
+SERVE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "serve.yaml"
 
 
 @dataclass
@@ -69,6 +70,32 @@ def ray_executable() -> str:
     if not found:
         raise FileNotFoundError("no `ray` executable next to the Python interpreter or on PATH")
     return found
+
+
+def serve_env(serve_config: str | Path = SERVE_CONFIG) -> dict[str, str]:
+    """The Serve settings a cluster's processes need in their environment: every application's
+    ``runtime_env.env_vars`` in ``configs/serve.yaml`` (replicas get them from there too), plus
+    free ports for HAProxy's stats and metrics listeners where HAProxy is on.
+
+    Several of Serve's fast paths are read once, when a process imports Serve: the controller
+    decides whether ingress replicas serve HTTP themselves behind HAProxy
+    (``RAY_SERVE_ENABLE_HA_PROXY``, ``RAY_SERVE_THROUGHPUT_OPTIMIZED``), the proxy and the
+    controller pick the transport and logging. Those processes inherit the environment of
+    ``ray start`` / ``ray.init``, not an application's ``runtime_env``, so whoever starts a
+    cluster must set them (:func:`start`, ``benchmarks.bench_serving``; the KubeRay render puts
+    them in every container). HAProxy's stats and metrics ports are fixed by default (8404,
+    9101): two clusters on one machine would collide, so each gets free ones.
+    """
+    import yaml
+
+    env: dict[str, str] = {}
+    for app in yaml.safe_load(Path(serve_config).read_text()).get("applications") or []:
+        for k, v in ((app.get("runtime_env") or {}).get("env_vars") or {}).items():
+            env[k] = str(v)
+    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        env.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
+        env.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
+    return env
 
 
 def read_state(temp_dir: str | None = None) -> LocalCluster | None:
@@ -133,10 +160,11 @@ def start(
     # must still mean this checkout's var/ (core.config.resolve_uri reads RECSYS_HOME), and
     # every driver and worker of this cluster inherits the head node's environment.
     env.setdefault("RECSYS_HOME", str(Path(__file__).resolve().parents[1]))
-    # Serve's proxy and replicas: user code and the handle router on the main event loop
-    # (fewer thread hand-offs per request; configs/serve.yaml sets the same for replicas).
-    env.setdefault("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "0")
-    env.setdefault("RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP", "0")
+    # Serve's fast paths (configs/serve.yaml): the controller and the proxy read them from
+    # this environment, the replicas from the app's runtime_env; a variable already set in the
+    # caller's environment wins (to measure a lever off, or on, without editing the file).
+    for key, value in serve_env().items():
+        env.setdefault(key, value)
     env.pop("RAY_ADDRESS", None)  # `ray start --head` must not try to join another cluster
     with tempfile.TemporaryFile() as log:
         # A new session makes `ray start` a process-group leader; every daemon it forks stays in

@@ -30,6 +30,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -342,7 +343,7 @@ def ranker_features(
     cat[:, 0] = stable_hash(state.user_id, USER_BUCKETS)
     cat[:, 1] = np.where(known, idx + 1, 0)
     cat[:, 2] = np.where(known, catalogue.category[safe] + 1, 0)
-    cat[:, 3] = [_SOURCE_INDEX.get(s, 0) for s in sources] if sources is not None else 0
+    cat[:, 3] = np.fromiter(map(_SOURCE_INDEX.get, sources, repeat(0)), np.int64, b) if sources is not None else 0
     cat[:, 4] = stable_hash(surface, SURFACE_BUCKETS)
     cat[:, 5] = int((now // 3600) % 24)
 
@@ -366,7 +367,7 @@ def ranker_features(
     dense[:, 4] = 0.0 if retrieval_scores is None else np.asarray(retrieval_scores, dtype=np.float32)
     dense[:, 5] = math.log1p(state.n_positive)
     dense[:, 6] = 1.0 if state.n_positive == 0 else 0.0
-    dense[:, 7] = np.log1p([recent.get(i, 0) for i in item_ids])
+    dense[:, 7] = np.log1p(np.fromiter(map(recent.get, item_ids, repeat(0)), np.int64, b)) if recent else 0.0
     return cat, dense
 
 

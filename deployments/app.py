@@ -9,7 +9,9 @@ resources, batching and polling are set per deployment in that file, not here.
        other sources,  └─► DecisionLog          (async, bounded, batched; recent records)
        rules, slate)
                        [UserState, CandidateSources: own deployments where
-                        ``placement`` puts user state or source kinds there]
+                        ``placement`` puts user state or source kinds there;
+                        no TwoTowerRetriever / Ranker where it puts the two-tower /
+                        the ranker in the Ingress replicas]
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ def build_app(args: AppArgs | dict) -> Application:
     where = {placement.deployment_for(k) for k in kinds} - {None}
     handles = {
         "UserState": UserStateDeployment.bind(ctx) if placement.user_state == "deployment" else None,
-        "TwoTowerRetriever": TwoTowerRetrieverDeployment.bind(ctx),
+        "TwoTowerRetriever": None if placement.two_tower_in_ingress else TwoTowerRetrieverDeployment.bind(ctx),
         "CandidateSources": CandidateSourcesDeployment.bind(ctx) if "CandidateSources" in where else None,
-        "Ranker": RankerDeployment.bind(ctx),
+        "Ranker": None if placement.ranker == "ingress" else RankerDeployment.bind(ctx),
         "DecisionLog": DecisionLogDeployment.bind(ctx.decisions, args.decision_queue_size,
                                                   args.decision_lru_size),
     }  # fmt: skip

@@ -29,6 +29,7 @@ from deployments.decision_log import DecisionForwarder
 from deployments.errors import ApiError, BodySizeLimit, install_error_handlers
 from deployments.explain import CONTENT_SECURITY_POLICY, render_explain, render_not_found
 from deployments.loaders import ServingContext, settle_replica
+from deployments.model_slots import RankerSlots, TwoTowerSlots
 from deployments.recent import RecentDecisions
 from deployments.settings import AppArgs
 from deployments.tenants import TenantPipelines, served_versions
@@ -55,7 +56,7 @@ def _body(model) -> dict:  # the request schema in OpenAPI, though the body is p
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.4}, max_ongoing_requests=64)
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, ctx: ServingContext, args: AppArgs, handles: dict):
+    async def __init__(self, ctx: ServingContext, args: AppArgs, handles: dict):
         """``handles``: deployment name → handle, for every deployment in the graph."""
         _LIMITS["max_body_bytes"] = args.max_body_bytes
         self.args, self.config = args, ctx.platform()
@@ -63,13 +64,27 @@ class Ingress:
         self.events = EventLog(ctx.events)
         self.registry = Registry(ctx.registry)
         self.handles = {k: h for k, h in handles.items() if h is not None}
-        self.tenants = TenantPipelines(ctx, args, self.config, self.handles)
+        # Models the placement puts in this replica: loaded and hot-swapped here.
+        self.two_tower = self.ranker = None
+        if args.placement.two_tower_in_ingress:
+            self.two_tower = TwoTowerSlots(ctx)
+            await self.two_tower.refresh_all()
+        if args.placement.ranker == "ingress":  # its popularity feature: this replica's counter
+            self.ranker = RankerSlots(ctx, lambda t: self.tenants.pipelines[t].stages.popularity,
+                                      catalogues=self.two_tower.catalogues if self.two_tower else None)  # fmt: skip
+        self.tenants = TenantPipelines(ctx, args, self.config, self.handles, self.two_tower,
+                                       self.ranker)  # fmt: skip
+        if self.ranker is not None:
+            await self.ranker.refresh_all()
         self.fanout = EventBroadcast(self.handles, self._own if self.tenants.holds_state else None,
                                      args.events_push_timeout_s)  # fmt: skip
         self.forwarder = DecisionForwarder(self.handles["DecisionLog"], args.decision_queue_size,
                                            interval_s=args.decision_ship_interval_s)  # fmt: skip
         self.recent = RecentDecisions(args.decision_lru_size)
         settle_replica()
+        for slots in (self.two_tower, self.ranker):
+            if slots is not None:
+                slots.ensure_polling(lambda: self.args.model_poll_interval_s)
 
     def _own(self):
         return serve.get_deployment_handle("Ingress", serve.get_replica_context().app_name)
@@ -99,9 +114,12 @@ class Ingress:
         exp = record.experiment if record.experiment.get("id") != NO_EXPERIMENT else None
         items = [{"item_id": i.item_id, "score": i.score, "rank": i.rank, "sources": list(i.sources),
                   "reasons": list(i.reasons)} for i in result.slate]  # fmt: skip
-        return m.RecommendResponse(request_id=query.request_id, items=items, versions=record.versions,
-                                   experiment=exp, fallback=record.fallback, degraded=record.degraded,
-                                   latency_ms=round(_ms(started), 3))  # fmt: skip
+        answer = m.RecommendResponse(request_id=query.request_id, items=items, versions=record.versions,
+                                     experiment=exp, fallback=record.fallback, degraded=record.degraded,
+                                     latency_ms=round(_ms(started), 3))  # fmt: skip
+        # Serialised here, once: returned as a model, FastAPI would validate it again against
+        # the response model and encode it through jsonable_encoder (the schema stays in OpenAPI).
+        return Response(answer.model_dump_json(), media_type="application/json")
 
     @api.post("/v1/events", response_model=m.EventsResponse, openapi_extra=_body(m.EventsRequest))
     async def post_events(self, request: Request, authorization: Auth = None):
@@ -161,7 +179,10 @@ class Ingress:
     @api.get("/v1/versions", response_model=m.VersionsResponse)
     async def versions(self, authorization: Auth = None):
         tenant = self.auth.authenticate(authorization, "admin")
-        found = await served_versions(self.handles, tenant)
+        local: dict[str, str] = {}
+        for slots in (self.two_tower, self.ranker):
+            local.update(slots.versions().get(tenant, {}) if slots is not None else {})
+        found = await served_versions(self.handles, tenant, local)
         production = await asyncio.to_thread(self.registry.production_versions, tenant)
         return m.VersionsResponse(tenant=tenant, config=self.config.version, artifacts=found,
                                   production={k: r.model_dump(mode="json") for k, r in production.items()})  # fmt: skip
@@ -182,6 +203,15 @@ class Ingress:
     async def observe(self, tenant: str, events: list[dict]) -> int:
         """Fold accepted events into this replica's online state (broadcast by ``post_events``)."""
         return self.tenants.observe(tenant, events)
+
+    async def refresh_now(self) -> dict[str, bool]:
+        """Check the aliases of the models this replica holds now: ``tenant → swapped``
+        (any of them); ``{}`` when it holds none."""
+        out: dict[str, bool] = {}
+        for slots in (self.two_tower, self.ranker):
+            for t, swapped in (await slots.refresh_all() if slots is not None else {}).items():
+                out[t] = out.get(t, False) or swapped
+        return out
 
     async def set_faults(self, faults: dict) -> None:
         """Test/game-day switches (:class:`serving.faults.FaultInjection`), read per call."""

@@ -12,6 +12,7 @@ Most request metrics are derived from the :class:`core.contracts.DecisionRecord`
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -122,8 +123,10 @@ def observe_decision(record: DecisionRecord) -> None:
             SOURCE_CANDIDATES.labels(t, surface, outcome.source).observe(outcome.candidates)
     if record.fallback:
         FALLBACKS.labels(t, record.fallback).inc()
-    for removal in record.removals:
-        POLICY_REMOVALS.labels(t, surface, removal.rule, removal.reason).inc()
+    # Tens of removals per request, a handful of distinct (rule, reason): one labelled
+    # increment per pair, not per removal.
+    for (rule, reason), n in Tally((r.rule, r.reason) for r in record.removals).items():
+        POLICY_REMOVALS.labels(t, surface, rule, reason).inc(n)
     for item in record.degraded:
         DEGRADATIONS.labels(t, item.split(":", 1)[0]).inc()
 

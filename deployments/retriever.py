@@ -1,25 +1,23 @@
 """Two-tower retrieval deployment: the query tower and the ANN index of each tenant, loaded
 lazily from the registry alias (``production``) and hot-swapped when the alias moves.
 
-Thin wrapper over :class:`retrieval.sources.TwoTowerSource`, one per tenant and loaded pair,
-in a :class:`deployments.hot_swap.RuntimeSlot`; a pair whose index was built by another item
-tower is refused (:func:`serving.loaders.load_two_tower`) and the old pair keeps serving.
+Thin wrapper over :class:`deployments.model_slots.TwoTowerSlots` (one
+:class:`retrieval.sources.TwoTowerSource` per tenant and loaded pair; a pair whose index was
+built by another item tower is refused and the old pair keeps serving). Not deployed when
+``placement.source_kinds.two_tower`` is ``ingress``: the Ingress replicas hold the slots then.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from ray import serve
 
 from core.contracts import Query
-from core.registry import Registry
 from deployments import metrics
-from deployments.hot_swap import RuntimeSlot, poll_forever
-from deployments.loaders import ServingContext, load_catalogue, settle_replica
+from deployments.loaders import ServingContext, settle_replica
+from deployments.model_slots import TwoTowerSlots
 from deployments.settings import WatchUserConfig
-from serving.loaders import load_two_tower, two_tower_key
 
 logger = logging.getLogger("ray.serve")
 
@@ -28,40 +26,14 @@ logger = logging.getLogger("ray.serve")
 class TwoTowerRetrieverDeployment:
     async def __init__(self, ctx: ServingContext, device: str = "cpu"):
         self.settings = WatchUserConfig()
-        self.registry = Registry(ctx.registry)
-        self.catalogues = {}
-        self.slots: dict[str, RuntimeSlot] = {}
-        for tenant in ctx.platform().tenants:
-            t = tenant.id
-            self.catalogues[t] = load_catalogue(ctx, t)
-            self.slots[t] = RuntimeSlot(
-                f"two_tower[{t}]",
-                resolve=lambda t=t: two_tower_key(self.registry, t, ctx.alias),
-                load=lambda key, t=t: self._source(t, key, device),
-                on_event=lambda outcome, key, err, t=t: self._swapped(t, outcome, key),
-            )
-        self._poller = None
-        for slot in self.slots.values():  # load before taking traffic; then poll
-            await slot.refresh()
+        self.two_tower = TwoTowerSlots(ctx, device)
+        self.registry = self.two_tower.registry
+        await self.two_tower.refresh_all()  # load before taking traffic; then poll
         settle_replica()
         self._ensure_polling()
 
-    def _source(self, tenant: str, key: tuple[str, str], device: str):
-        from retrieval.sources import TwoTowerSource
-
-        artifacts = load_two_tower(self.registry, tenant, key, device)
-        return TwoTowerSource("two_tower", artifacts, self.catalogues[tenant])
-
-    def _swapped(self, tenant: str, outcome: str, key) -> None:
-        metrics.HOT_SWAPS.labels(tenant, "two_tower", outcome).inc()
-        if outcome == "swapped":
-            metrics.set_versions(tenant, {"two_tower": key[0], "ann_index": key[1]})
-
     def _ensure_polling(self) -> None:
-        if self._poller is None or self._poller.done():
-            self._poller = asyncio.get_running_loop().create_task(
-                poll_forever(lambda: list(self.slots.values()), lambda: self.settings.poll_interval_s)
-            )
+        self.two_tower.ensure_polling(lambda: self.settings.poll_interval_s)
 
     def reconfigure(self, user_config: dict) -> None:
         self.settings = WatchUserConfig.model_validate(user_config or {})
@@ -76,25 +48,21 @@ class TwoTowerRetrieverDeployment:
         self._ensure_polling()
         if query.tenant_id != tenant:
             raise PermissionError("query is for another tenant")
-        source = self.slots[tenant].runtime  # read once: this request runs on one pair
+        source = self.two_tower.source(tenant)  # read once: this request runs on one pair
         if source is None:
             raise SourceUnavailable(f"no {self.registry.uri} two_tower/ann_index for the alias")
         # Inline, not in a worker thread: this replica does nothing else, and a thread hand-off
         # costs a GIL switch (up to the 5 ms switch interval under load) on every request.
-        result = source.retrieve_now(query, user_state, limit)
-        return ([c.item_id for c in result.candidates], [c.score for c in result.candidates],
-                dict(result.diagnostics), result.version, dict(result.versions))  # fmt: skip
+        ids, scores = source.retrieve_columns(query, user_state, limit)
+        return (ids, scores, {"history_len": len(user_state.history)}, source.version,
+                dict(source.artifacts.versions))  # fmt: skip
 
     async def versions(self) -> dict[str, dict[str, str]]:
-        out = {}
-        for t, slot in self.slots.items():
-            if slot.key:
-                out[t] = {"two_tower": slot.key[0], "ann_index": slot.key[1]}
-        return out
+        return self.two_tower.versions()
 
     async def refresh_now(self) -> dict[str, bool]:
         """Check every alias now (operators and tests; the poller does this periodically)."""
-        return {t: await s.refresh() for t, s in self.slots.items()}
+        return await self.two_tower.refresh_all()
 
     async def metrics_text(self) -> str:
         return metrics.registry_text()

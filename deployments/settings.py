@@ -53,14 +53,27 @@ class Placement(_Strict):
         default_factory=lambda: {"two_tower": "deployment"}
     )
     """Per source kind. ``two_tower`` in ``deployment`` runs in the ``TwoTowerRetriever``
-    deployment (its model and index, hot-swapped there); any other kind placed in
+    deployment (its model and index, hot-swapped there); in ``ingress`` every Ingress replica
+    loads and hot-swaps its own pair (one Serve hop fewer per request; memory for the index in
+    every ingress replica: for CPU-only nodes and indexes that fit). Any other kind placed in
     ``deployment`` runs in ``CandidateSources``."""
 
+    ranker: Literal["ingress", "deployment"] = "deployment"
+    """``deployment``: the ``Ranker`` deployment (``@serve.batch``; its own replicas, CPU or GPU:
+    where a GPU is, batching pays). ``ingress``: every Ingress replica loads and hot-swaps the
+    ranker and scores in process (no hop, no batching across requests: on CPU-only nodes,
+    where the hop costs more than batching saves; docs/architecture.md)."""
+
     @model_validator(mode="after")
-    def _two_tower_has_a_home(self) -> Placement:
-        if self.source_kinds.get("two_tower", "deployment") != "deployment":
-            raise ValueError("source_kinds.two_tower: only 'deployment' (TwoTowerRetriever)")
+    def _two_tower_named(self) -> Placement:
+        # `sources` is the default of the non-model kinds only: the two-tower's home is chosen
+        # on its own (it is a model with an index, not an in-memory lookup).
+        self.source_kinds.setdefault("two_tower", "deployment")
         return self
+
+    @property
+    def two_tower_in_ingress(self) -> bool:
+        return self.source_kinds["two_tower"] == "ingress"
 
     def deployment_for(self, kind: str) -> str | None:
         """The deployment a source kind runs in, or None for the ingress."""
@@ -88,6 +101,10 @@ class AppArgs(_Strict):
     """How long the ingress gathers decision records before shipping them to the
     ``DecisionLog`` deployment in one call (bounded by ``decision_queue_size``)."""
     faults: FaultInjection = Field(default_factory=FaultInjection)
+    model_poll_interval_s: float = Field(2.0, gt=0, le=3600)
+    """How often an Ingress replica that holds a model (``placement``: the two-tower, the
+    ranker) checks its alias (the model deployment's ``user_config.poll_interval_s`` where
+    the model has its own deployment)."""
 
     def root(self) -> Path:
         return Path(self.home or os.environ.get("RECSYS_HOME") or os.getcwd()).resolve()

@@ -8,7 +8,9 @@ Each answer carries the versions of whatever replica produced it, so a record na
 what served it even while a hot swap rolls through the replicas.
 
 :class:`HandleStages` is the :class:`serving.assembly.RemoteStages` the ingress hands the
-assembler: it claims each stage the app's placement puts in another deployment.
+assembler: it claims each stage the app's placement puts in another deployment, and the
+two-tower source when the placement puts it in the ingress (the replica loads and hot-swaps
+that pair itself: :class:`LocalTwoTowerSource`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from core.contracts import MergedCandidate, Query, RankerResult, SourceResult
 from core.features import UserState
 from deployments.settings import Placement
 from ranking.scorer import candidate_columns, compose
-from retrieval.sources.base import make_result
+from retrieval.sources.base import result_from_columns
 
 
 def state_for_sources(state: Any) -> Any:
@@ -58,8 +60,31 @@ class RemoteSource:
         ids, scores, diagnostics, version, versions = await self._handle.retrieve_columns.remote(
             self._tenant, self._surface, self._cfg, query, state_for_sources(user_state), limit
         )
-        return make_result(self.name, version, list(zip(ids, scores, strict=True)), diagnostics,
-                           versions=versions)  # fmt: skip
+        return result_from_columns(self.name, version, ids, [float(s) for s in scores],
+                                   diagnostics, versions=versions)  # fmt: skip
+
+
+class LocalTwoTowerSource:
+    """The two-tower source inside the Ingress replica (``placement.source_kinds.two_tower:
+    ingress``): the replica's own hot-swapped pair (:class:`deployments.model_slots.TwoTowerSlots`),
+    read once per request. Encoding one query and searching the index is a bounded 1–2 ms of
+    CPU, run inline: cheaper than a thread hand-off, and far cheaper than the Serve hop to
+    ``TwoTowerRetriever`` it replaces; the pipeline's timeout still bounds the wait."""
+
+    def __init__(self, slots: Any, cfg: SourceSpec, tenant: str):
+        self.name, self.kind = cfg.name, cfg.kind
+        self._slots, self._tenant = slots, tenant
+
+    async def retrieve(self, query: Query, user_state: Any, limit: int) -> SourceResult:
+        from retrieval.sources import SourceUnavailable
+
+        source = self._slots.source(self._tenant)
+        if source is None:
+            raise SourceUnavailable(f"{self.name}: no two-tower pair loaded for the alias")
+        ids, scores = source.retrieve_columns(query, user_state, limit)
+        return result_from_columns(self.name, source.version, ids, scores,
+                                   {"history_len": len(user_state.history)},
+                                   versions=dict(source.artifacts.versions))  # fmt: skip
 
 
 class RemoteRanker:
@@ -81,22 +106,59 @@ class RemoteRanker:
         return RankerResult(compose(candidates, probs, task_weights), version)
 
 
+class LocalRanker:
+    """The ranker inside the Ingress replica (``placement.ranker: ingress``): the replica's own
+    hot-swapped :class:`ranking.scorer.RankerScorer` (:class:`deployments.model_slots.RankerSlots`),
+    read once per request, scoring inline (features and one forward pass over a few hundred
+    rows: bounded CPU work, cheaper than a thread hand-off and far cheaper than the hop to the
+    ``Ranker`` deployment). An arm's pinned version that is not the loaded one is refused, as
+    the ``Ranker`` deployment refuses it, and the pipeline takes the fallback order."""
+
+    def __init__(self, slots: Any, tenant: str, pinned_version: str | None = None):
+        self._slots, self._tenant, self._pinned = slots, tenant, pinned_version
+
+    async def score(self, query: Query, user_state: Any, candidates: Sequence[MergedCandidate],
+                    task_weights: Mapping[str, float]) -> RankerResult:  # fmt: skip
+        from ranking.utility import check_task_weights
+
+        scorer = self._slots.runtime(self._tenant)  # read once: swaps do not affect us
+        if scorer is None:
+            raise RuntimeError(f"no ranker loaded for {self._tenant}")
+        if self._pinned is not None and self._pinned != scorer.version:
+            raise RuntimeError(f"ranker {self._pinned} not loaded (serving {scorer.version})")
+        check_task_weights(task_weights, scorer.tasks)
+        (probs,) = scorer.score_batch([scorer.features(query, user_state, candidates)])
+        return RankerResult(compose(candidates, probs, task_weights), scorer.version)
+
+
 class HandleStages:
     """Claims the stages ``placement`` puts in other deployments, for one tenant."""
 
     def __init__(self, tenant: str, placement: Placement, handles: Mapping[str, Any],
-                 default_ranker: str):  # fmt: skip
+                 default_ranker: str, two_tower: Any = None, ranker: Any = None):  # fmt: skip
+        """``two_tower`` / ``ranker``: the replica's own
+        :class:`deployments.model_slots.TwoTowerSlots` / ``RankerSlots`` where the placement
+        puts the two-tower source / the ranker in the ingress."""
         self.tenant, self.placement, self.handles = tenant, placement, handles
         self.default_ranker = default_ranker
+        self.two_tower, self.ranker_slots = two_tower, ranker
 
-    def source(self, cfg: SourceSpec, surface: str) -> RemoteSource | None:
+    def source(self, cfg: SourceSpec, surface: str) -> RemoteSource | LocalTwoTowerSource | None:
         deployment = self.placement.deployment_for(cfg.kind)
         if deployment is None:
+            if cfg.kind == "two_tower":  # loaded and hot-swapped by the replica, not the assembler
+                if self.two_tower is None:
+                    raise ValueError("two_tower placed in the ingress, but no two-tower slots given")
+                return LocalTwoTowerSource(self.two_tower, cfg, self.tenant)
             return None
         return RemoteSource(self.handles[deployment], cfg, self.tenant, surface)
 
-    def ranker(self, version: str | None) -> RemoteRanker:
+    def ranker(self, version: str | None) -> RemoteRanker | LocalRanker:
         pinned = None if version in (None, self.default_ranker) else version
+        if self.placement.ranker == "ingress":
+            if self.ranker_slots is None:
+                raise ValueError("ranker placed in the ingress, but no ranker slots given")
+            return LocalRanker(self.ranker_slots, self.tenant, pinned)
         return RemoteRanker(self.handles["Ranker"], pinned)
 
     def user_state(self) -> Callable[[str], Any] | None:

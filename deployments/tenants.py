@@ -25,7 +25,11 @@ logger = logging.getLogger("ray.serve")
 
 class TenantPipelines:
     def __init__(self, ctx: ServingContext, args: AppArgs, config: PlatformConfig,
-                 handles: Mapping[str, Any]):  # fmt: skip
+                 handles: Mapping[str, Any], two_tower: Any = None,
+                 ranker: Any = None):  # fmt: skip
+        """``two_tower`` / ``ranker``: the replica's :class:`deployments.model_slots.TwoTowerSlots`
+        / ``RankerSlots`` where the placement puts the two-tower source / the ranker in the
+        ingress."""
         self.faults = FaultSwitch(args.faults)
         placement = args.placement
         local_sources = any(
@@ -43,7 +47,8 @@ class TenantPipelines:
             # the popularity the ranker fallback uses. Later events arrive by broadcast.
             events = load_events(ctx, t) if self.holds_state else None
             users = load_users(ctx, t) if placement.user_state == "ingress" else None
-            remote = HandleStages(t, placement, handles, default_ranker=ctx.alias)
+            remote = HandleStages(t, placement, handles, default_ranker=ctx.alias,
+                                  two_tower=two_tower, ranker=ranker)  # fmt: skip
             models = TenantModels(fallback_list=_fallback_list(registry, t), extra={"registry": registry})
             stages = build_tenant_stages(config, t, TenantData(self.catalogues[t], events, users), models,
                                          remote=remote, faults=self.faults)  # fmt: skip
@@ -75,11 +80,15 @@ def _fallback_list(registry: Registry, tenant: str) -> FallbackList | None:
     return found
 
 
-async def served_versions(handles: Mapping[str, Any], tenant: str) -> dict[str, str]:
+async def served_versions(handles: Mapping[str, Any], tenant: str,
+                          local: Mapping[str, str] | None = None) -> dict[str, str]:  # fmt: skip
     """What the model deployments' replicas are serving for ``tenant`` now; a kind missing from
-    the answer is not loaded (or its deployment did not answer within 5 s)."""
-    found: dict[str, str] = {}
+    the answer is not loaded (or its deployment did not answer within 5 s). ``local``: what
+    this ingress replica serves itself (the two-tower, where placed here)."""
+    found: dict[str, str] = dict(local or {})
     for name in ("TwoTowerRetriever", "Ranker"):
+        if name not in handles:
+            continue
         try:
             found.update((await asyncio.wait_for(handles[name].versions.remote(), 5.0)).get(tenant, {}))
         except Exception:  # noqa: BLE001

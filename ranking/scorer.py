@@ -33,16 +33,29 @@ def candidate_columns(
 ) -> tuple[list[str], np.ndarray, list[str]]:
     """What the ranker reads of ``B`` candidates: item ids, the two-tower score ``(B,)`` float32
     (NaN where the two-tower source did not propose the item) and the best source's name."""
-    scores = np.full(len(candidates), np.nan, dtype=np.float32)
-    sources = []
-    for i, c in enumerate(candidates):
-        prov = c.provenance
+    nan = float("nan")
+    ids: list[str] = []
+    scores: list[float] = []
+    sources: list[str] = []
+    for item, prov in candidates:  # one pass; most candidates have one source
+        ids.append(item)
+        if len(prov) == 1:
+            p = prov[0]
+            sources.append(p.source)
+            scores.append(p.score if p.source == RETRIEVAL_SCORE_SOURCE else nan)
+            continue
+        score = nan
         for p in prov:
             if p.source == RETRIEVAL_SCORE_SOURCE:
-                scores[i] = p.score
+                score = p.score
                 break
-        sources.append(prov[0].source if len(prov) == 1 else c.best.source)
-    return [c.item_id for c in candidates], scores, sources
+        scores.append(score)
+        sources.append(min(prov, key=_best_key).source)  # MergedCandidate.best
+    return ids, np.array(scores, dtype=np.float32), sources
+
+
+def _best_key(c) -> tuple[int, float]:
+    return c.rank, -c.score
 
 
 def compose(
@@ -53,11 +66,13 @@ def compose(
     """One :class:`ScoredCandidate` per candidate from ``{task: (B,)}`` probabilities."""
     u = utility(probs, task_weights).tolist()
     tasks = list(probs)
+    if not candidates:
+        return []
     rows = zip(*(np.asarray(probs[t], dtype=np.float64).tolist() for t in tasks), strict=True)
-    return [
-        ScoredCandidate(c.item_id, c.provenance, dict(zip(tasks, row, strict=True)), ui)
-        for c, row, ui in zip(candidates, rows, u, strict=True)
-    ]
+    task_scores = [dict(zip(tasks, row, strict=True)) for row in rows]
+    ids, provenance = zip(*candidates, strict=True)
+    # ``_make`` builds each tuple in C (the NamedTuple constructor is a Python-level call).
+    return list(map(ScoredCandidate._make, zip(ids, provenance, task_scores, u, strict=True)))
 
 
 @runtime_checkable

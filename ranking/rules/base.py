@@ -7,7 +7,7 @@ judges by is missing: a rule that cannot look never says yes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
@@ -19,8 +19,23 @@ def partition(
     rule: str,
     candidates: Sequence[MergedCandidate],
     reason_of: Callable[[MergedCandidate], str | None],
+    only: Collection[str] | None = None,
 ) -> FilterResult:
-    """Keep candidates whose ``reason_of`` is ``None``; remove the rest with that reason."""
+    """Keep candidates whose ``reason_of`` is ``None``; remove the rest with that reason.
+    ``only``: the item ids ``reason_of`` can say anything about (every other candidate is
+    kept without a call): a rule judging by a set of ids asks about a handful, not hundreds."""
+    if only is not None:
+        hits = [c.item_id in only for c in candidates] if only else []
+        if not any(hits):  # the common case: nothing here to judge
+            return FilterResult(kept=list(candidates), removed=[])
+        kept, removed = [], []
+        for c, hit in zip(candidates, hits, strict=True):
+            reason = reason_of(c) if hit else None
+            if reason is None:
+                kept.append(c)
+            else:
+                removed.append(Removal(item_id=c.item_id, rule=rule, reason=reason))
+        return FilterResult(kept=kept, removed=removed)
     kept: list[MergedCandidate] = []
     removed: list[Removal] = []
     for c in candidates:

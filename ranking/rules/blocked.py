@@ -44,4 +44,4 @@ class BlockedRule:
                 return "blocked_category"
             return None
 
-        return partition(self.name, candidates, reason)
+        return partition(self.name, candidates, reason, only=None if categories else items)

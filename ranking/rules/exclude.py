@@ -36,4 +36,4 @@ class ExcludeRule:
                 return "already_interacted"
             return None
 
-        return partition(self.name, candidates, reason)
+        return partition(self.name, candidates, reason, only=seen | set(excluded))

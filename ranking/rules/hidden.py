@@ -30,5 +30,6 @@ class HiddenByUserRule:
             raise PolicyUnavailable(f"{self.name}: no user state to read hidden items from")
         hidden = user_state.hidden
         return partition(
-            self.name, candidates, lambda c: "hidden_by_user" if c.item_id in hidden else None
+            self.name, candidates, lambda c: "hidden_by_user" if c.item_id in hidden else None,
+            only=hidden,
         )

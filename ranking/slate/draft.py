@@ -15,7 +15,7 @@ items, then tail items, then each fixed item inserted at its position, cut to ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,16 @@ class SlateContext:
 
     def category_of(self, item_id: str) -> str | None:
         return self.catalogue.category_of(item_id) if self.catalogue is not None else None
+
+    def categories_of(self, item_ids: Sequence[str]) -> list[str | None]:
+        """:meth:`category_of` of many items: one lookup pass over the catalogue's arrays."""
+        if self.catalogue is None:
+            return [None] * len(item_ids)
+        idx = self.catalogue.index_of(item_ids)
+        names = np.asarray(self.catalogue.categories, dtype=object)
+        out = names[self.catalogue.category[np.maximum(idx, 0)]] if len(idx) else names[:0]
+        out[idx < 0] = None
+        return out.tolist()
 
 
 @dataclass

@@ -17,8 +17,15 @@ _TIE = 1e-12
 """A candidate beats the best so far only by more than this (earlier candidates win ties)."""
 
 
+def _best_key(p) -> tuple:
+    return p.rank, -p.score
+
+
 def best_source(c: ScoredCandidate) -> str:
-    return min(c.provenance, key=lambda p: (p.rank, -p.score)).source if c.provenance else ""
+    prov = c.provenance
+    if len(prov) == 1:  # most candidates: no comparison to make
+        return prov[0].source
+    return min(prov, key=_best_key).source if prov else ""
 
 
 def _codes(values: Sequence) -> tuple[np.ndarray, list]:
@@ -59,9 +66,12 @@ class MmrDiversityStep:
         max_per_category: int | None = None,
         source_quotas: dict[str, int] | None = None,
         embedding_of: Callable[[str], np.ndarray | None] | None = None,
+        categories_of: Callable[[Sequence[str]], list[str | None]] | None = None,
     ):
+        """``categories_of``: ``category_of`` over many ids at once (a catalogue's arrays)."""
         self.lam = lam
         self.category_of = category_of
+        self.categories_of = categories_of or (lambda ids: [category_of(i) for i in ids])
         self.max_per_category = max_per_category
         self.source_quotas = dict(source_quotas or {})
         self.embedding_of = embedding_of
@@ -77,6 +87,7 @@ class MmrDiversityStep:
             max_per_category=cfg.max_per_category,
             source_quotas=cfg.source_quotas,
             embedding_of=ctx.embedding_of if mmr else None,
+            categories_of=ctx.categories_of,
         )
 
     def apply(self, draft: SlateDraft) -> FilterResult:
@@ -104,16 +115,20 @@ class MmrDiversityStep:
         when diversity moved it ahead of a higher-utility item)."""
         # Vectorised over the candidates in utility order (position p = the p-th best); each
         # pick is one masked argmax instead of a Python pass over every remaining candidate.
-        order = sorted(range(len(scored)), key=lambda i: -scored[i].utility)
-        utility_rank = {scored[i].item_id: r for r, i in enumerate(order)}
         u = np.array([c.utility for c in scored], dtype=np.float64)
+        if np.isnan(u).any():  # NaN has no place in a stable sort by value: the Python order
+            order = sorted(range(len(scored)), key=lambda i: -scored[i].utility)
+        else:  # the same order: descending, ties in input order
+            order = np.argsort(-u, kind="stable").tolist()
         span = float(u.max() - u.min()) if len(u) else 0.0
         rel = (u - u.min()) / span if span > 0 else np.ones_like(u)
-        cats = {c.item_id: self.category_of(c.item_id) for c in scored}
         ranked = [scored[i] for i in order]
         rel_o = rel[np.asarray(order, dtype=np.int64)] if order else rel
-        cat_code, cat_values = _codes([cats[c.item_id] for c in ranked])
+        ranked_ids = [c.item_id for c in ranked]
+        cat_list = self.categories_of(ranked_ids)
+        cat_code, cat_values = _codes(cat_list)
         src_code, src_values = _codes([best_source(c) for c in ranked])
+        cats = dict(zip(ranked_ids, cat_list, strict=True)) if self.embedding_of is not None else {}
         # None is a category for the per-category limit but never similar to anything.
         none_cat = cat_values.index(None) if None in cat_values else -1
         cat_cap = np.inf if self.max_per_category is None else self.max_per_category
@@ -145,7 +160,7 @@ class MmrDiversityStep:
                 for j in np.flatnonzero(remaining).tolist():
                     sim = self._similarity(ranked[j].item_id, c.item_id, cats)
                     max_sim[j] = max(max_sim[j], sim)
-            reasons = (f"utility_rank:{utility_rank[c.item_id]}",)
+            reasons = (f"utility_rank:{p}",)  # item ids are unique: p is its utility rank
             if skipped_better:
                 reasons += ("mmr_diversity",)
             picks.append((c, reasons))

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from core.catalogue import Catalogue
 from core.components import SOURCES
-from core.contracts import Candidate, SourceResult
+from core.contracts import _NO_DIAGNOSTICS, Candidate, SourceResult
 
 if TYPE_CHECKING:
     from retrieval.artifacts import TwoTowerArtifacts
@@ -69,10 +70,9 @@ def make_result(
             for rank, (item, score) in enumerate(scored)
         )
     else:  # the common case: no per-item diagnostics (the shared empty default)
-        cands = tuple(
-            Candidate(item, source, version, float(score), rank)
-            for rank, (item, score) in enumerate(scored)
-        )
+        pairs = list(scored)
+        return result_from_columns(source, version, [p[0] for p in pairs],
+                                   [float(p[1]) for p in pairs], diagnostics, versions=versions)  # fmt: skip
     return SourceResult(
         source=source,
         version=version,
@@ -80,3 +80,24 @@ def make_result(
         diagnostics=diagnostics or {},
         versions=versions or {},
     )
+
+
+def result_from_columns(
+    source: str,
+    version: str,
+    item_ids: Sequence[str],
+    scores: Sequence[float],
+    diagnostics: dict | None = None,
+    *,
+    versions: dict[str, str] | None = None,
+) -> SourceResult:
+    """:func:`make_result` from two columns, best first: ``item_ids`` and ``scores`` (Python
+    floats). What a source that searches arrays (the two-tower) or an answer that crossed a
+    Serve hop has in hand."""
+    if len(item_ids) != len(scores):
+        raise ValueError(f"{source}: {len(item_ids)} item ids but {len(scores)} scores")
+    # ``_make`` builds each tuple in C (the NamedTuple constructor is a Python-level call).
+    cands = tuple(map(Candidate._make, zip(item_ids, repeat(source), repeat(version), scores,
+                                           range(len(item_ids)), repeat(_NO_DIAGNOSTICS))))  # fmt: skip
+    return SourceResult(source=source, version=version, candidates=cands,
+                        diagnostics=diagnostics or {}, versions=versions or {})  # fmt: skip

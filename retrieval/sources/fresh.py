@@ -11,7 +11,7 @@ from core.catalogue import Catalogue
 from core.components import SOURCES
 from core.config import SourceSpec
 from core.contracts import Query, SourceResult
-from retrieval.sources.base import SourceContext, SourceUnavailable, make_result
+from retrieval.sources.base import SourceContext, SourceUnavailable, result_from_columns
 
 
 class FreshSourceConfig(SourceSpec):
@@ -48,11 +48,18 @@ class FreshSource:
         # created_at is sorted descending along _order: future items first, then in-window.
         lo = int(np.searchsorted(self._neg_created, -now, side="left"))
         hi = int(np.searchsorted(self._neg_created, -(now - self.max_age_s), side="right"))
-        window = self._order[lo:hi]
-        window = window[self.catalogue.available(window, now)][:limit]
+        # Availability is checked in growing chunks from the newest end until `limit` items
+        # pass: a catalogue with many new items (a bulk import) does not cost a pass over all.
+        found: list[np.ndarray] = []
+        n_found, start, step = 0, lo, max(2 * limit, 64)
+        while start < hi and n_found < limit:
+            chunk = self._order[start : min(hi, start + step)]
+            ok = chunk[self.catalogue.available(chunk, now)]
+            found.append(ok)
+            n_found += len(ok)
+            start, step = start + len(chunk), 4 * step
+        window = np.concatenate(found)[:limit] if found else self._order[:0]
         ages = now - self.catalogue.created_at[window]
-        scored = [
-            (str(self.catalogue.item_ids[i]), float(1.0 - a / self.max_age_s))
-            for i, a in zip(window, ages, strict=True)
-        ]
-        return make_result(self.name, self.version, scored)
+        return result_from_columns(self.name, self.version,
+                                   self.catalogue.item_ids[window].tolist(),
+                                   (1.0 - ages / self.max_age_s).tolist())  # fmt: skip

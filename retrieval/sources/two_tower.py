@@ -14,7 +14,7 @@ from core.contracts import Query, SourceResult
 from core.features import UserState
 from retrieval.artifacts import TwoTowerArtifacts
 from retrieval.similarity import query_vectors
-from retrieval.sources.base import SourceContext, SourceUnavailable, make_result
+from retrieval.sources.base import SourceContext, SourceUnavailable, result_from_columns
 
 
 class TwoTowerSourceConfig(SourceSpec):
@@ -49,19 +49,26 @@ class TwoTowerSource:
             for srow, rrow in zip(np.asarray(scores), np.asarray(rows), strict=True)
         ]
 
-    def retrieve_now(self, query: Query, user_state: UserState, limit: int) -> SourceResult:
-        """:meth:`retrieve` on the calling thread (a replica that does nothing else)."""
+    def retrieve_columns(self, query: Query, user_state: UserState,
+                         limit: int) -> tuple[list[str], list[float]]:  # fmt: skip
+        """One user's hits as two columns, best first: item ids and scores (no per-candidate
+        objects: what crosses a Serve hop, and what :meth:`retrieve_now` wraps)."""
         if self.artifacts is None or self.catalogue is None:
             raise SourceUnavailable(f"{self.name}: two-tower model/index or catalogue not loaded")
         vec = self.query_vectors([user_state], query.surface, query.now.timestamp())
-        (hits,) = self.search(vec, limit)
-        return make_result(
-            self.name,
-            self.version,
-            hits,
-            {"history_len": len(user_state.history)},
-            versions=self.artifacts.versions,
-        )
+        scores, rows = self.artifacts.index.search(vec, limit)
+        scores, rows = np.asarray(scores)[0], np.asarray(rows)[0]
+        found = rows >= 0
+        if not found.all():
+            scores, rows = scores[found], rows[found]
+        return self.artifacts.index.item_ids[rows].tolist(), scores.astype(np.float64).tolist()
+
+    def retrieve_now(self, query: Query, user_state: UserState, limit: int) -> SourceResult:
+        """:meth:`retrieve` on the calling thread (a replica that does nothing else)."""
+        ids, scores = self.retrieve_columns(query, user_state, limit)
+        return result_from_columns(self.name, self.version, ids, scores,
+                                   {"history_len": len(user_state.history)},
+                                   versions=self.artifacts.versions)  # fmt: skip
 
     async def retrieve(self, query: Query, user_state: UserState, limit: int) -> SourceResult:
         # Encoding and ANN search are CPU-bound; a thread keeps the event loop (and the other

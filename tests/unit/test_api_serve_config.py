@@ -13,8 +13,9 @@ from deployments.settings import AppArgs, RankerUserConfig, WatchUserConfig
 SERVE_YAML = Path("configs/serve.yaml")
 USER_CONFIGS = {"Ranker": RankerUserConfig, "TwoTowerRetriever": WatchUserConfig,
                 "CandidateSources": WatchUserConfig}  # fmt: skip
-# User state and the non-model sources run in the Ingress (args.placement, the default).
-GRAPH = {"Ingress", "TwoTowerRetriever", "Ranker", "DecisionLog"}
+# User state and the non-model sources run in the Ingress (args.placement, the default); each
+# model runs in its own deployment unless args.placement puts it in the Ingress too.
+MODEL_DEPLOYMENTS = {"TwoTowerRetriever": "two_tower", "Ranker": "ranker"}
 
 
 def _config() -> dict:
@@ -25,7 +26,24 @@ def test_serve_yaml_validates_with_serves_own_schema():
     schema = ServeDeploySchema.model_validate(_config())
     (app,) = schema.applications
     assert app.import_path == "deployments.app:build_app"
-    assert {d.name for d in app.deployments} == GRAPH
+    placement = AppArgs.model_validate(app.args).placement
+    where = {"two_tower": placement.source_kinds["two_tower"], "ranker": placement.ranker}
+    graph = {"Ingress", "DecisionLog"} | {name for name, model in MODEL_DEPLOYMENTS.items()
+                                         if where[model] == "deployment"}  # fmt: skip
+    assert {d.name for d in app.deployments} == graph
+
+
+def test_the_clusters_environment_carries_the_serve_fast_paths():
+    """What the Serve controller and proxy read at start-up comes from serve.yaml, and each
+    cluster gets its own HAProxy stats and metrics ports (clusters side by side)."""
+    from cluster.local import serve_env
+
+    (app,) = _config()["applications"]
+    env = serve_env(SERVE_YAML)
+    assert app["runtime_env"]["env_vars"].items() <= env.items()
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    ports = env["RAY_SERVE_HAPROXY_STATS_PORT"], env["RAY_SERVE_HAPROXY_METRICS_PORT"]
+    assert all(p.isdigit() for p in ports) and ports[0] != ports[1]
 
 
 def test_args_and_user_configs_validate_with_our_models():

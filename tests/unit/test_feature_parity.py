@@ -78,6 +78,7 @@ def _config() -> PlatformConfig:
             surface["sources"] = [
                 {"name": "trending", "kind": "trending", "quota": 10, "timeout_ms": 5000}
             ]
+            surface.pop("mode", None)  # a precomputed surface needs its source: served online here
     return PlatformConfig.model_validate(raw)
 
 

@@ -15,7 +15,7 @@ from deployments.decision_log import DecisionForwarder
 from deployments.hot_swap import Refused, RuntimeSlot
 from deployments.recent import RecentDecisions
 from deployments.settings import Placement
-from deployments.stages import HandleStages, RemoteRanker, RemoteSource
+from deployments.stages import HandleStages, LocalTwoTowerSource, RemoteRanker, RemoteSource
 from retrieval.sources.trending import TrendingSourceConfig
 from serving.user_state import ServingUserState
 
@@ -185,5 +185,101 @@ def test_handle_stages_follow_the_placement() -> None:
     assert asyncio.run(split.user_state()("u1")) == "state"
     assert split.ranker(None)._pinned is None and split.ranker("production")._pinned is None
     assert split.ranker("rk-arm")._pinned == "rk-arm"
-    with pytest.raises(ValueError):
-        Placement(source_kinds={"two_tower": "ingress"})
+    # The two-tower's home is its own choice: `sources: ingress` does not move it.
+    assert Placement(sources="ingress").deployment_for("two_tower") == "TwoTowerRetriever"
+    in_ingress = Placement(source_kinds={"two_tower": "ingress"})
+    assert in_ingress.two_tower_in_ingress and in_ingress.deployment_for("two_tower") is None
+    with pytest.raises(ValueError, match="no two-tower slots"):
+        HandleStages("acme", in_ingress, handles, default_ranker="production").source(two_tower, "home")
+    slots = _Slots(None)
+    stage = HandleStages("acme", in_ingress, handles, "production", two_tower=slots).source(two_tower, "home")
+    assert isinstance(stage, LocalTwoTowerSource) and stage.name == "tt"
+
+
+class _Slots:
+    """A fake :class:`deployments.model_slots.TwoTowerSlots`: the runtime a test sets."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def source(self, tenant):
+        return self.runtime
+
+
+def _two_tower(version: str, vectors: np.ndarray):
+    from retrieval.index import BruteForceIndex
+    from retrieval.sources import TwoTowerArtifacts, TwoTowerSource
+    from tests.unit.serving_fixtures import catalogue
+    from tests.unit.test_sources import DotProductModel
+
+    cat = catalogue([{"item_id": f"i{n}"} for n in range(len(vectors))])
+    index = BruteForceIndex(vectors, cat.item_ids, f"tower-{version}")
+    art = TwoTowerArtifacts(DotProductModel(vectors), index, f"tower-{version}", f"index-{version}",
+                            index.item_tower_version)  # fmt: skip
+    return TwoTowerSource("two_tower", art, cat)
+
+
+def test_two_tower_in_the_ingress_answers_as_the_retriever_and_follows_swaps() -> None:
+    from retrieval.sources import SourceUnavailable
+
+    vecs = np.eye(4, dtype=np.float32)
+    vecs[1] = [0.9, 0.1, 0, 0]
+    old = _two_tower("v1", vecs)
+    state = ServingUserState(user_id="u1")
+    state.history.append("i0")
+    slots = _Slots(old)
+    cfg = TrendingSourceConfig(name="tt", kind="trending").model_copy(update={"kind": "two_tower"})
+    stage = LocalTwoTowerSource(slots, cfg, "acme")
+    got = asyncio.run(stage.retrieve(_query(), state, 3))
+    # The same answer the TwoTowerRetriever deployment gives (its columns, rebuilt by RemoteSource).
+    ids, scores = old.retrieve_columns(_query(), state, 3)
+    handle = _Handle(retrieve_columns=lambda *a: (ids, scores, {"history_len": 1}, old.version,
+                                                  dict(old.artifacts.versions)))  # fmt: skip
+    remote = asyncio.run(RemoteSource(handle, cfg, "acme", "home").retrieve(_query(), state, 3))
+    assert got == remote and [c.item_id for c in got.candidates] == ["i0", "i1", "i2"]
+    assert got.versions == {"two_tower": "tower-v1", "ann_index": "index-v1"}
+    # A swap is seen by the next request; nothing loaded is a source failure, not a crash.
+    slots.runtime = _two_tower("v2", vecs[::-1].copy())
+    assert asyncio.run(stage.retrieve(_query(), state, 3)).versions["two_tower"] == "tower-v2"
+    slots.runtime = None
+    with pytest.raises(SourceUnavailable):
+        asyncio.run(stage.retrieve(_query(), state, 3))
+
+
+class _RankerSlots:
+    """A fake :class:`deployments.model_slots.RankerSlots`: the scorer a test sets."""
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+
+    def runtime(self, tenant):
+        return self.scorer
+
+
+def test_ranker_in_the_ingress_scores_as_the_library_ranker_and_refuses_other_versions() -> None:
+    from core.features import PopularityCounter
+    from ranking.model import MultiTaskRanker
+    from ranking.scorer import RankerScorer
+    from tests.unit.serving_fixtures import catalogue
+
+    cat = catalogue([{"item_id": f"i{n}", "category": "books" if n % 2 else "news"} for n in range(6)])
+    model = MultiTaskRanker.from_config({"n_items": len(cat), "n_categories": len(cat.categories)})
+    scorer = RankerScorer(model, cat, PopularityCounter(), version="rk-1")
+    cands = [MergedCandidate(i, (Candidate(i, "two_tower", "v", 0.9 - r / 10, r),))
+             for r, i in enumerate(["i3", "i1", "i0"])]  # fmt: skip
+    weights = {"click": 1.0, "like": 2.0, "hide": -4.0}
+    state = ServingUserState(user_id="u1")
+    slots = _RankerSlots(scorer)
+    handles = {"DecisionLog": object()}
+    stages = HandleStages("acme", Placement(ranker="ingress"), handles, "production", ranker=slots)
+    got = asyncio.run(stages.ranker(None).score(_query(), state, cands, weights))
+    want = asyncio.run(scorer.score(_query(), state, cands, weights))
+    assert got == want and got.version == "rk-1"
+    # An experiment arm pinned to a version this replica does not hold: the pipeline's fallback.
+    with pytest.raises(RuntimeError, match="rk-2 not loaded"):
+        asyncio.run(stages.ranker("rk-2").score(_query(), state, cands, weights))
+    slots.scorer = None
+    with pytest.raises(RuntimeError, match="no ranker loaded"):
+        asyncio.run(stages.ranker(None).score(_query(), state, cands, weights))
+    with pytest.raises(ValueError, match="no ranker slots"):
+        HandleStages("acme", Placement(ranker="ingress"), handles, "production").ranker(None)

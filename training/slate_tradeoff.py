@@ -38,7 +38,6 @@ def _steps_without(slate_cfg, kinds: set[str]) -> list:
 
 def _settings(slate_cfg) -> list[tuple[str, dict, list]]:
     """(name, knobs, steps) for each setting; steps keep the surface's pins, cap and quotas."""
-    from ranking.slate.exploration import ExplorationConfig
     from ranking.slate.mmr import DiversityConfig
 
     base = _steps_without(slate_cfg, {"diversity", "exploration"})
@@ -48,9 +47,21 @@ def _settings(slate_cfg) -> list[tuple[str, dict, list]]:
         for cap in MAX_PER_CATEGORY:
             step = DiversityConfig(kind="diversity", mmr_lambda=lam, max_per_category=cap, source_quotas=quotas)
             out.append((f"mmr{lam}-cap{cap or 'none'}", {"mmr_lambda": lam, "max_per_category": cap, "exploration": 0}, [*base, step]))
-    explore = next((s for s in slate_cfg.steps if s.kind == "exploration"), ExplorationConfig(kind="exploration"))
-    out.append(("exploration", {"exploration": explore.slots}, [explore]))
     return out
+
+
+def _exploration_setting(slate_cfg, chosen: dict | None) -> tuple[str, dict, list]:
+    """Exploration's own cost: the chosen diversity setting plus the surface's exploration
+    step (one slot by default), against the same setting without it."""
+    from ranking.slate.exploration import ExplorationConfig
+    from ranking.slate.mmr import DiversityConfig
+
+    base = _steps_without(slate_cfg, {"diversity", "exploration"})
+    quotas = next((s.source_quotas for s in slate_cfg.steps if s.kind == "diversity"), {})
+    lam, cap = (chosen["mmr_lambda"], chosen["max_per_category"]) if chosen else (1.0, None)
+    explore = next((s for s in slate_cfg.steps if s.kind == "exploration"), ExplorationConfig(kind="exploration"))
+    div = DiversityConfig(kind="diversity", mmr_lambda=lam, max_per_category=cap, source_quotas=quotas)
+    return "exploration", {"mmr_lambda": lam, "max_per_category": cap, "exploration": explore.slots}, [*base, explore, div]
 
 
 def _metrics(slates: np.ndarray, users, relevant, simulator, catalogue, popularity: np.ndarray) -> dict:
@@ -104,7 +115,8 @@ def run(storage, platform_config: str, versions: dict[str, str], surface: str, u
     tenant = next(t for t in load_platform_config(platform_config).tenants if t.id == storage.tenant)
     slate_cfg = tenant.surfaces[surface].slate
     results = []
-    for name, knobs, steps in _settings(slate_cfg):
+
+    def measure(name, knobs, steps) -> dict:
         policy = SlatePolicy.from_config(slate_cfg.model_copy(update={"steps": steps}), catalogue)
         slates = np.full((len(recorded), K), -1, dtype=np.int64)
         for r, (query, scored, state) in enumerate(recorded):
@@ -115,14 +127,21 @@ def run(storage, platform_config: str, versions: dict[str, str], surface: str, u
             idx = catalogue.index_of(ids)[:K]
             slates[r, : len(idx)] = idx
         m = _metrics(slates, users[: len(recorded)], relevant[: len(recorded)], simulator, catalogue, popularity)
-        results.append({"name": name, **knobs, **m})
+        return {"name": name, **knobs, **m}
+
     quality = "expected_ctr@10" if simulator is not None else "ndcg@10"
+    results = [measure(*setting) for setting in _settings(slate_cfg)]
     base = results[0][quality]
     for r in results:
         r["cost"] = 1.0 - r[quality] / base if base else float("nan")
+    chosen = max((r for r in results[1:] if r["cost"] <= budget), key=lambda r: (r["category_diversity@10"], -r["cost"]), default=None)
+    explore = measure(*_exploration_setting(slate_cfg, chosen))
+    explore["cost"] = 1.0 - explore[quality] / base if base else float("nan")
+    # Exploration's own cost: against the chosen setting without it.
+    explore["cost_of_exploration"] = 1.0 - explore[quality] / chosen[quality] if chosen and chosen[quality] else float("nan")
+    results.append(explore)
     current = {s.kind: s for s in slate_cfg.steps}
     div = current.get("diversity")
-    chosen = max((r for r in results[1:-1] if r["cost"] <= budget), key=lambda r: (r["category_diversity@10"], -r["cost"]), default=None)
     return {
         "tenant": storage.tenant,
         "surface": surface,
@@ -154,7 +173,8 @@ def draw(report: dict, path: Path) -> Path:
     ax.axhline(base[q] * (1 - report["budget"]), color="grey", ls="--", lw=0.8, label=f"{report['budget']:.0%} below the ranker's order")
     ax.scatter([base["category_diversity@10"]], [base[q]], color="black", zorder=5, label="ranker's own order")
     explore = report["settings"][-1]
-    ax.scatter([explore["category_diversity@10"]], [explore[q]], color="red", marker="x", zorder=5, label="exploration alone (1 slot)")
+    ax.scatter([explore["category_diversity@10"]], [explore[q]], color="red", marker="x", zorder=5,
+               label=f"+ exploration ({explore['exploration']} slot): {explore['cost_of_exploration']:+.1%}")  # fmt: skip
     if report["recommended"]:
         r = report["recommended"]
         ax.scatter([r["category_diversity@10"]], [r[q]], s=120, facecolors="none", edgecolors="green", zorder=6,
@@ -202,6 +222,8 @@ def main(argv=None) -> int:
                         f"coverage {r['coverage@10']:.3f}  novelty {r['novelty@10']:.2f}  hr@10 {r['hr@10']:.3f}")
             for r in report["settings"]]  # fmt: skip
     rec = report["recommended"]
+    explore = report["settings"][-1]
+    rows.append(("exploration's own cost", f"{explore['cost_of_exploration']:+.1%} of the chosen setting's {q} ({explore['exploration']} slot)"))
     rows.append(("configured now", json.dumps(report["configured"])))
     rows.append(("recommended", f"mmr_lambda {rec['mmr_lambda']}, max_per_category {rec['max_per_category']} (cost {rec['cost']:+.1%})" if rec else "none within budget"))
     rows.append(("seconds", f"{time.perf_counter() - t0:.0f}"))

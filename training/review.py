@@ -165,14 +165,17 @@ def _system_review(tenant: str, versions: dict[str, str], registry: Registry, pc
     from core.train_config import EvaluateConfig
     from training.system_review import review_system
 
-    def resolve(alias: str, given: dict[str, str]) -> dict[str, str] | None:
-        out = {k: given.get(k) or registry.resolve(k, tenant, alias) for k in ("two_tower", "ann_index", "ranker")}
+    def resolve(given: dict[str, str], *aliases: str) -> dict[str, str] | None:
+        out = {k: given.get(k) or next((v for a in aliases if (v := registry.resolve(k, tenant, a))), None)
+               for k in ("two_tower", "ann_index", "ranker")}  # fmt: skip
         if not out["two_tower"] or not out["ann_index"]:
             return None
         return {k: v for k, v in out.items() if v}
 
-    candidate = resolve("production", versions)
-    production = resolve("production", {})
+    # A kind not under review serves as production does; a first launch (nothing in
+    # production) replays with the other candidates.
+    candidate = resolve(versions, "production", "candidate")
+    production = resolve({}, "production")
     if candidate is None:
         # The replay retrieves with the two-tower; a tenant without one has nothing to replay.
         return {"system_replay": {"ok": True, "item": "offline_metrics",

@@ -194,4 +194,3 @@ def test_launch_review_refuses_a_ranker_that_loses_the_retrievers_clicks(ray_con
     assert not reverses[0]["system_vs_retriever"]["ok"], reverses[0]
     # The stage table's rows say where the clicks went.
     assert reverses[1]["by_ranker_click"]["expected_ctr@10"] < keeps[1]["by_ranker_click"]["expected_ctr@10"]
-    assert keeps[1]["by_ranker_click"]["expected_ctr@10"] == keeps[1]["by_two_tower_score"]["expected_ctr@10"]

@@ -180,10 +180,18 @@ def test_launch_review_refuses_a_ranker_that_loses_the_retrievers_clicks(ray_con
         assert build_index.main(["--config", str(job_env / "build_index.yaml"), "--tenant", "acme"]) == 0
     tt = registry.resolve("two_tower", "acme", "candidate")
     idx = registry.resolve("ann_index", "acme", "candidate")
-    evaluate_cfg = EvaluateConfig(tenant="acme", work_dir=str(job_env / "work"), num_partitions=2)
+    # The slate serves the ranker's order as it is (no MMR, caps or exploration), so the check
+    # judges the rankers themselves on this tiny catalogue.
+    platform = yaml.safe_load((job_env / "platform.yaml").read_text())
+    for tenant in platform["tenants"]:
+        for surface in tenant["surfaces"].values():
+            surface["slate"] = {"steps": [{"kind": "diversity", "method": "none", "max_per_category": None}]}
+    (job_env / "platform_review.yaml").write_text(yaml.safe_dump(platform))
+    evaluate_cfg = EvaluateConfig(tenant="acme", work_dir=str(job_env / "work"), num_partitions=2,
+                                  platform_config=str(job_env / "platform_review.yaml"))  # fmt: skip
     storage = common.JobStorage(evaluate_cfg)
     catalogue = storage.catalogue()
-    review = SystemReviewConfig(users=150, retriever_budget={"expected_ctr@10": 0.2})
+    review = SystemReviewConfig(users=150, retriever_budget={"expected_ctr@10": 0.1})
     results = {}
     for sign in (1.0, -1.0):
         ranker = _scripted_ranker(registry, tt, sign, len(catalogue), len(catalogue.categories))

@@ -36,10 +36,8 @@ import pyarrow.parquet as pq
 from core.config import PlatformConfig, load_platform_config
 from core.train_config import BatchScoreConfig
 from training import common
+from training.evaluate_pipeline import offline_platform
 
-OFFLINE_TIMEOUT_MS = 10_000.0
-"""Offline, a slate must not depend on how busy the machine is: every timeout raised to the
-schema's most (a micro-batch must finish within it: keep `batch_size` in the hundreds)."""
 ACTOR = "training.batch_score"
 RECS_SCHEMA = pa.schema([
     ("surface", pa.string()), ("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()),
@@ -53,21 +51,16 @@ the user when re-checked after the slate was built."""
 
 def batch_platform(platform: PlatformConfig, tenant: str, surfaces: list[str]) -> PlatformConfig:
     """The platform config as the batch runs it: ``surfaces`` online without their precomputed
-    sources, every timeout raised to :data:`OFFLINE_TIMEOUT_MS`."""
+    sources, every timeout raised to the offline value
+    (:func:`training.evaluate_pipeline.offline_platform`: a slate must not depend on how busy the
+    machine is; a micro-batch must finish within it, so keep ``batch_size`` in the hundreds)."""
     raw = platform.model_dump(mode="json")
     for t in raw["tenants"]:
         for name, surface in t["surfaces"].items():
             if t["id"] == tenant and name in surfaces:
                 surface["mode"] = "online"
                 surface["sources"] = [s for s in surface["sources"] if s["kind"] != "precomputed"]
-            for s in surface["sources"]:
-                s["timeout_ms"] = OFFLINE_TIMEOUT_MS
-            surface["ranker"]["timeout_ms"] = OFFLINE_TIMEOUT_MS
-    for exp in raw.get("experiments", []):
-        for v in exp["variants"]:
-            for s in (v.get("overrides") or {}).get("sources") or []:
-                s["timeout_ms"] = OFFLINE_TIMEOUT_MS
-    return PlatformConfig.model_validate(raw)
+    return offline_platform(PlatformConfig.model_validate(raw))
 
 
 def surfaces_to_score(platform: PlatformConfig, cfg: BatchScoreConfig) -> list[str]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
@@ -99,6 +100,8 @@ def check_events_table(table: pa.Table) -> pa.Table:
     """Return ``table`` as :data:`EVENT_SCHEMA` (columns reordered, types cast) or raise
     ``ValueError`` naming the first problem (missing/extra column, null in a required column,
     unknown event type, bad tenant id)."""
+    if "seq" not in table.column_names:  # optional: a bulk source without an arrival order
+        table = table.append_column("seq", pa.nulls(table.num_rows, pa.int64()))
     missing = [c for c in EVENT_COLUMNS if c not in table.column_names]
     extra = [c for c in table.column_names if c not in EVENT_COLUMNS]
     if missing or extra:
@@ -143,6 +146,14 @@ class EventLog:
         self.clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self.ids = EventIdIndex(self.store, self._stored_ids)
+        self._last_seq = 0
+
+    def _arrival(self) -> int:
+        """The next arrival ``seq``: nanoseconds since the epoch, strictly increasing in this
+        process (so events of one request keep their order even within a nanosecond tick).
+        Called under ``self._lock``."""
+        self._last_seq = max(time.time_ns(), self._last_seq + 1)
+        return self._last_seq
 
     def __repr__(self) -> str:
         return f"EventLog({self.uri!r})"
@@ -205,6 +216,8 @@ class EventLog:
                         outcome[id(event)] = "conflict"
                 if fresh:
                     events = [e for e, _ in fresh.values()]
+                    for e in events:  # arrival order, for events that share a ts
+                        e["seq"] = self._arrival()
                     self._write_groups(pa.Table.from_pylist(events, schema=EVENT_SCHEMA))
                     self.ids.record(t, [(eid, fp) for eid, (_, fp) in fresh.items()])
         for event, _ in valid:  # report in input order
@@ -312,7 +325,7 @@ class EventLog:
         event_types: list[str] | None = None,
     ) -> pa.Table:
         """Events of ``tenant`` with ``start <= ts < end`` (either bound optional; datetime, ISO
-        string or epoch seconds), optionally of some event types, sorted by ts then event_id."""
+        string or epoch seconds), optionally of some event types, sorted by ts, arrival ``seq`` (nulls first), then event_id."""
         if columns is not None:
             unknown = [c for c in columns if c not in EVENT_COLUMNS]
             if unknown:
@@ -327,7 +340,9 @@ class EventLog:
             except FileNotFoundError:  # a compaction deleted a file listed a moment ago
                 if attempt == 2:
                     raise
-        table = table.sort_by([("ts", "ascending"), ("event_id", "ascending")])
+        table = table.sort_by(
+            [("ts", "ascending"), ("seq", "ascending", "at_start"), ("event_id", "ascending")]
+        )
         return table.select(columns) if columns is not None else table
 
     def files(self, tenant: str, *, start: Any = None, end: Any = None) -> list[str]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 EVENT_TYPES: tuple[str, ...] = ("impression", "click", "like", "hide", "dwell", "rating")
@@ -76,8 +77,17 @@ EVENT_SCHEMA = pa.schema(
         pa.field("position", pa.int32()),
         pa.field("experiment_arm", pa.string()),
         pa.field("propensity", pa.float64()),
+        pa.field("seq", pa.int64()),
     ]
 )
+"""``seq`` is the event's arrival order within its source, used only to order events that
+share a ``ts`` (a MovieLens file records ratings to the second): the importer's row in the
+file, the event gateway's order of receipt (a per-process counter of nanoseconds since the
+epoch, strictly increasing), null where the source has no order (the synthetic generator,
+whose events carry distinct microsecond times, and logs written before the column existed).
+Clients never send it: :func:`normalize_event` refuses it, the gateway assigns it. Ties on
+``ts`` order by ``seq`` (nulls first), then event type and item id (see
+:func:`event_order_keys`)."""
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(EVENT_SCHEMA.names)
 
@@ -239,6 +249,8 @@ def normalize_event(
             raise RowError("propensity", "expected a number in (0, 1]")
     if "ts" not in row or row["ts"] is None:
         raise RowError("ts", "required timestamp")
+    if row.get("seq") is not None:
+        raise RowError("seq", "arrival order is assigned by the gateway; do not send it")
     event = {
         "event_id": _require_str(row, "event_id", 128),
         "tenant_id": _require_str(row, "tenant_id", 64),
@@ -252,6 +264,7 @@ def normalize_event(
         "position": position,
         "experiment_arm": _optional_str(row, "experiment_arm", 128),
         "propensity": propensity,
+        "seq": None,
     }
     if now is not None:
         (bounds or EventBounds()).check(event["ts"], to_utc(now, "now"))
@@ -260,11 +273,32 @@ def normalize_event(
 
 def event_fingerprint(event: dict) -> str:
     """A content hash of a normalised event (every column), to tell a retry of an event (same
-    id, same content: a duplicate) from a different event reusing its id (a conflict)."""
-    canon = {k: event.get(k) for k in EVENT_COLUMNS}
+    id, same content: a duplicate) from a different event reusing its id (a conflict). ``seq``
+    is left out: it says when a copy arrived, not what the event is."""
+    canon = {k: event.get(k) for k in EVENT_COLUMNS if k != "seq"}
     canon["ts"] = canon["ts"].isoformat(timespec="microseconds")
     blob = json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def event_order_keys(ts, seq, event_type, item_id) -> tuple:
+    """Keys for ``numpy.lexsort`` (last key primary) putting one user's events in the order
+    every replay uses, offline and online: ``ts``, then arrival ``seq`` (null as -1: before
+    any sequenced event of the same time), then event type and item id. Arrays of equal
+    length; ``seq`` may be None (no such column), a float array with NaN, or object with
+    None."""
+    n = len(ts)
+    if seq is None:
+        s = np.full(n, -1, dtype=np.int64)
+    else:
+        arr = np.asarray(seq)
+        if arr.dtype == object:
+            s = np.array([-1 if v is None else int(v) for v in arr], dtype=np.int64)
+        elif arr.dtype.kind == "f":
+            s = np.where(np.isnan(arr), -1, arr).astype(np.int64)
+        else:
+            s = arr.astype(np.int64)
+    return (item_id, event_type, s, ts)
 
 
 def events_table(rows: list[dict]) -> pa.Table:

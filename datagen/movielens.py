@@ -17,7 +17,8 @@ Mapping (all ids become strings; ``tenant`` defaults to ``movielens``):
 * every rating → one ``rating`` event, ``value`` = stars, ``ts`` = rating time; a rating of
   4 or more also → one ``like`` event (``value`` 1.0, same time). Event ids are
   ``<user>-<item>-<ts>-rating`` / ``-like``. ``surface``, ``request_id``, ``position`` and
-  ``propensity`` are null (MovieLens has no logged impressions).
+  ``propensity`` are null (MovieLens has no logged impressions). ``seq`` is the rating's row
+  in the file (its ``like`` shares it), so ratings of the same second keep the file's order.
 * items: ``category`` = the first genre (``unknown`` when there is none, e.g. ``(no genres
   listed)``), ``tags`` = all genres, ``title`` from the movies file, ``created_at`` = the
   item's first rating (the dataset's first rating for never-rated movies), no availability
@@ -125,7 +126,10 @@ def load_movielens(path: str, out: str, tenant: str = "movielens") -> DatasetSum
     if ratings.num_rows == 0:
         raise ValueError(f"{d}: no ratings")
     movies = _read_movies(layout, d)
-    ratings = ratings.sort_by([("ts", "ascending"), ("user", "ascending"), ("item", "ascending")])
+    # Time order; ratings of the same second keep the file's order (``seq`` = the row in the
+    # file), never an id order, which would bias which of them a leave-last-out split holds out.
+    ratings = ratings.append_column("seq", pa.array(np.arange(ratings.num_rows, dtype=np.int64)))
+    ratings = ratings.sort_by([("ts", "ascending"), ("seq", "ascending")])
     ts_us = pc.multiply(ratings["ts"], 1_000_000).cast(pa.int64())
     first_ts = int(pc.min(ts_us).as_py())
 
@@ -225,6 +229,7 @@ def _events(chunk: pa.Table, ts_us: pa.Array, tenant: str) -> pa.Table:
                 pa.nulls(m, pa.int32()),
                 pa.nulls(m, pa.string()),
                 pa.nulls(m, pa.float64()),
+                rows["seq"],
             ],
             schema=EVENT_SCHEMA,
         )

@@ -209,6 +209,7 @@ def simulate_requests(
                     pos,
                     pa.nulls(len(idx), pa.string()),
                     pa.array(propensity[r[idx], p[idx]], pa.float64()),
+                    pa.nulls(len(idx), pa.int64()),  # seq: times are distinct microseconds
                 ],
                 schema=EVENT_SCHEMA,
             )

@@ -93,12 +93,16 @@ class OnlineUserStateStore:
         """Fold a table of events (any order; sorted here). Returns rows folded."""
         if "tenant_id" in events.column_names:
             events = events.filter(pc.equal(events["tenant_id"], self.tenant_id))
-        # Same order as the training replay (training.datasets.replay_user): events sharing a
-        # ts fold by (event_type, item_id), since UserState.apply's collapsing of repeated
-        # positives depends on their order.
+        # Same order as the training replay (training.datasets.replay_user,
+        # core.schema.event_order_keys): events sharing a ts fold by arrival ``seq``, then
+        # (event_type, item_id), since UserState.apply's collapsing of repeated positives and
+        # the history's order depend on it.
+        if "seq" not in events.column_names:
+            events = events.append_column("seq", pa.nulls(events.num_rows, pa.int64()))
         events = events.sort_by(
-            [("ts", "ascending"), ("event_type", "ascending"), ("item_id", "ascending")]
-        )
+            [("ts", "ascending"), ("seq", "ascending", "at_start"),
+             ("event_type", "ascending"), ("item_id", "ascending")]
+        )  # fmt: skip
         users = events["user_id"].to_pylist()
         items = events["item_id"].to_pylist()
         types = events["event_type"].to_pylist()

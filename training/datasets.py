@@ -52,14 +52,15 @@ from core.features import (
     ranker_features,
     stable_hash,
 )
-from core.schema import POSITIVE_EVENT_TYPES
+from core.schema import POSITIVE_EVENT_TYPES, event_order_keys
 from retrieval.similarity import TwoTowerSimilarity, query_vectors
 
-EVENT_COLUMNS = ["user_id", "item_id", "event_type", "ts", "surface", "request_id"]
-EXAMPLES_VERSION = "6"
+EVENT_COLUMNS = ["user_id", "item_id", "event_type", "ts", "surface", "request_id", "seq"]
+EXAMPLES_VERSION = "7"
 """Bump when the examples a builder emits change for the same events (part of the cache key).
 2: a two-tower interaction is a user's first positive on an item (1 collapsed only adjacent
-positives, so the interleaved click/dwell/like of a multi-click slate made repeat "interactions")."""
+positives, so the interleaved click/dwell/like of a multi-click slate made repeat "interactions").
+7: events sharing a ts replay in arrival order (``seq``), not item-id order."""
 LABEL_TASKS = tuple(ranker_tasks())
 """The registered ranker tasks (``ranking/tasks/``), in head order."""
 LABEL_EVENTS = {RANKER_TASKS.get(t).cls.label_event: t for t in LABEL_TASKS}
@@ -80,6 +81,7 @@ def prepare_events(batch: pa.Table) -> pa.Table:
             "ts": ts,
             "surface": surface,
             "request_id": batch["request_id"],
+            "seq": batch["seq"] if "seq" in batch.column_names else pa.nulls(batch.num_rows, pa.int64()),
         }
     )
 
@@ -174,9 +176,10 @@ def replay_user(
     With a ``sampler`` the ranker rows carry the two-tower's ``retrieval_score`` and, at each
     new engagement, the engaged item and retrieved candidates the user did not engage with
     (``kind`` ``engagement``; :class:`CandidateSampler`)."""
-    # (ts, event_type, item_id): deterministic whatever order the shuffle delivers, and the
-    # order serving's OnlineUserStateStore.fold_table folds in.
-    order = np.lexsort((group["item_id"], group["event_type"], group["ts"]))
+    # (ts, arrival seq, event_type, item_id): deterministic whatever order the shuffle delivers,
+    # the order serving's OnlineUserStateStore.fold_table folds in, and the order that decides
+    # which of a user's same-second interactions is "last" for the leave-last-out split.
+    order = np.lexsort(event_order_keys(group["ts"], group.get("seq"), group["event_type"], group["item_id"]))
     g = {k: v[order] for k, v in group.items()}
     n = len(g["ts"])
     if n == 0:

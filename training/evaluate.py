@@ -27,7 +27,7 @@ from training.examples import two_tower_examples
 from training.metrics import ranking_metrics
 from training.simulated import ClickSimulator
 
-PROTOCOL = "leave-last-out/full-catalogue/exclude-history-v4"
+PROTOCOL = "leave-last-out/full-catalogue/exclude-history-v5"
 KMAX = 50
 QUERY_COLUMNS = ["user", "history", "surface", "hour"]
 

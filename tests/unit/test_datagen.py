@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
+from core.catalogue import Catalogue
 from core.eventlog import EventLog
 from core.schema import EVENT_SCHEMA, EVENT_TYPES, ITEM_SCHEMA, USER_SCHEMA
 from datagen.movielens import load_movielens
@@ -159,3 +161,31 @@ def test_movielens_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="not a MovieLens dir"):
         load_movielens(str(tmp_path / "empty"), str(tmp_path / "out"))
+
+
+def test_movielens_same_second_ratings_keep_the_files_order(tmp_path: Path) -> None:
+    """Ratings of one second keep the file's order (``seq``), not an id order: the file says
+    user 1 rated movie 30 and then movie 20 in the same second, so 20 is the later one, and
+    every replay (EventLog.read, the training split) must see it last. Sorting by item id
+    (protocol v4 and before) put "30" last."""
+    root = tmp_path / "src"
+    root.mkdir()
+    rows = [(1, 10, 5, 1_000_000_000), (1, 30, 2, 1_000_000_100), (1, 20, 3, 1_000_000_100)]
+    (root / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n" + "".join(f"{u},{i},{r}.0,{t}\n" for u, i, r, t in rows)
+    )
+    load_movielens(str(root), str(tmp_path / "out"), tenant="ml")
+    log = EventLog(str(tmp_path / "out" / "events"))
+    ratings = [r for r in log.read("ml").to_pylist() if r["event_type"] == "rating"]
+    assert [r["item_id"] for r in ratings] == ["10", "30", "20"]
+    assert [r["seq"] for r in ratings] == [0, 1, 2]
+
+    from training.datasets import prepare_events, replay_user
+
+    prepared = prepare_events(log.read("ml")).to_pydict()
+    group = {k: np.array(v, dtype=object) for k, v in prepared.items()}
+    group["ts"] = np.array(prepared["ts"], dtype=np.float64)
+    out = replay_user(group, Catalogue.from_table(_table(tmp_path / "out", "catalogue", ITEM_SCHEMA), "ml"),
+                      ranker=False)  # fmt: skip
+    split = dict(zip(out["item_id"], out["split"], strict=True))
+    assert split == {"10": "train", "30": "validation", "20": "test"}

@@ -290,3 +290,28 @@ def test_object_store_appends_work_with_a_per_process_index():
     other = EventLog("bucket/events", filesystem=fs, clock=lambda: NOW)
     assert other.append([_event(1), _event(3)]).duplicates == ["e1"]
     assert _stored_ids(other) == ["e1", "e3"]
+
+
+def test_gateway_assigns_arrival_order_and_refuses_a_client_seq(tmp_path) -> None:
+    """Events of the same second keep the order they arrived in (``seq`` assigned on receipt,
+    strictly increasing); a client may not set it (it would reorder other clients' events)."""
+    from datetime import UTC, datetime
+
+    from core.eventlog import EventLog
+
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    log = EventLog(str(tmp_path / "events"), clock=lambda: now)
+    same = "2026-12-01T11:59:00Z"
+    rows = [{"event_id": f"e{i}", "tenant_id": "t", "user_id": "u", "item_id": item,
+             "event_type": "click", "ts": same} for i, item in enumerate(["z", "b", "m"])]  # fmt: skip
+    assert log.append(rows).accepted == ["e0", "e1", "e2"]
+    later = log.append([{**rows[0], "event_id": "e3", "item_id": "a"}])
+    assert later.accepted == ["e3"]
+    read = log.read("t").to_pylist()
+    assert [r["item_id"] for r in read] == ["z", "b", "m", "a"]  # arrival, not id order
+    seqs = [r["seq"] for r in read]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4
+    bad = log.append([{**rows[0], "event_id": "e4", "seq": 1}])
+    assert bad.accepted == [] and bad.rejected[0].field == "seq"
+    # A retry of an accepted event is a duplicate although its copy would arrive later.
+    assert log.append([rows[1]]).duplicates == ["e1"]

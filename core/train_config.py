@@ -104,6 +104,7 @@ class RankerTrainConfig(JobConfig):
     cpus_per_worker: float = Field(1.0, gt=0)
     tasks: list[str] = Field(default_factory=ranker_tasks, min_length=1)
     """Heads to train; every registered ranker task (``ranking/tasks/``) by default."""
+    seed: int = Field(0, description="initialisation and shuffle seed; the same seed repeats a run (one worker)")
     embed_dim: int = Field(16, ge=2)
     n_experts: int = Field(4, ge=1)
     expert_hidden: int = Field(64, ge=4)
@@ -134,6 +135,10 @@ class RankerTrainConfig(JobConfig):
     """Categorical features the ranker reads (None = all); the others read as unknown (0)."""
     retrieval_blend: float = 0.0
     """Added to the click logit: this many standard deviations of the retrieval score."""
+    retrieval_blend_grid: list[float] | None = None
+    """Blends to try after training; the one whose order ranks the validation rows' engaged
+    items highest (mean NDCG@10 per request or engagement moment) is kept. None: use
+    ``retrieval_blend`` as it is."""
     negatives_top_k: int = Field(200, ge=1)
     """The negatives are drawn from the two-tower's top this many for the user at that time."""
     shuffle_buffer_rows: int = Field(

@@ -16,6 +16,7 @@ import json
 import shutil
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,7 @@ def select_rows(ds, cfg: RankerTrainConfig, has_two_tower: bool):
     stacked on it learns to trust the score and nothing else. ``kinds: auto`` learns from logged
     impressions where the log has them (what users clicked given what was shown), else from
     the engagement rows (interaction-only tenants)."""
-    cols = ["cat", "dense", "ts", "kind", "heldout", "retrieval_heldout", *cfg.tasks]
+    cols = ["cat", "dense", "ts", "kind", "heldout", "retrieval_heldout", "user_id", "request_id", *cfg.tasks]
     ds = ds.select_columns(cols)
     rows = cfg.rows if has_two_tower else "all"
     if rows == "retrieval_heldout":
@@ -103,12 +104,76 @@ def select_rows(ds, cfg: RankerTrainConfig, has_two_tower: bool):
     ts = np.concatenate([b["ts"] for b in ds.select_columns(["ts"]).iter_batches(batch_format="numpy", batch_size=None)] or [np.zeros(0)])
     val_start, hold_start = time_split_bounds(ts, cfg.holdout_fraction, cfg.validation_fraction)
     ds = ds.map_batches(assign_time_split, fn_kwargs={"val_start": val_start, "hold_start": hold_start}, batch_size=4096)
-    ds = ds.select_columns(["cat", "dense", "split", *cfg.tasks])
+    ds = ds.map_batches(_with_group, batch_size=4096)
+    ds = ds.select_columns(["cat", "dense", "split", "group", *cfg.tasks])
     if rows == "retrieval_heldout":
         # A slice (one interaction per user): held in the object store once rather than
         # filtered out of every example again on each epoch.
         ds = ds.materialize()
     return ds, f"{rows}, {wanted} ({len(ts)} rows of {kinds})"
+
+
+def _with_group(batch: dict) -> dict:
+    """``group``: the moment a row competes in, for ranking metrics — its logged request, or
+    for an engagement row (no request) the user and time of the engagement."""
+    keys = [
+        f"{u}|r|{r}" if r is not None else f"{u}|t|{t!r}"
+        for u, r, t in zip(batch["user_id"], batch["request_id"], batch["ts"], strict=True)
+    ]
+    batch["group"] = np.array([zlib.crc32(k.encode()) for k in keys], dtype=np.int64)
+    return batch
+
+
+def grouped_ndcg(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int = 10) -> tuple[float, int]:
+    """Mean NDCG@k of the positive ``labels`` when each group's rows are ordered by ``scores``
+    (descending; ties broken against the positives), over groups with a positive and a
+    negative; returns ``(mean, groups counted)``."""
+    scores, labels, groups = np.asarray(scores, float), np.asarray(labels) > 0.5, np.asarray(groups)
+    order = np.lexsort((labels, -scores, groups))  # by group, score desc, negatives first on ties
+    g, lab = groups[order], labels[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    ends = np.r_[starts[1:], len(g)]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    total, n = 0.0, 0
+    for a, b in zip(starts, ends, strict=True):
+        y = lab[a:b]
+        n_pos = int(y.sum())
+        if n_pos == 0 or n_pos == len(y):
+            continue
+        dcg = float((y[:k] * discounts[: min(k, len(y))]).sum())
+        ideal = float(discounts[: min(k, n_pos)].sum())
+        total += dcg / ideal
+        n += 1
+    return (total / n if n else float("nan")), n
+
+
+def choose_blend(model: MultiTaskRanker, ds, grid: list[float], first: float) -> tuple[float, list[tuple[float, float]]]:
+    """The retrieval blend (tried: ``first``, then ``grid``) whose click order ranks the engaged
+    items of ``ds``'s groups highest (:func:`grouped_ndcg`); returns it and ``(blend, ndcg)``
+    per blend tried. The model's raw click logit is computed once; the blend only adds
+    ``blend`` standard deviations of the retrieval score to it."""
+    col = DENSE_FEATURES.index("retrieval_score")
+    base, rs, labels, groups = [], [], [], []
+    saved = model.cfg.get("retrieval_blend")
+    model.cfg["retrieval_blend"] = 0.0
+    try:
+        for b in ds.iter_batches(batch_size=8192, batch_format="numpy"):
+            base.append(model.logits(b["cat"], b["dense"])["click"])
+            z = (b["dense"][:, col] - model.cfg["dense_mean"][col]) / model.cfg["dense_std"][col]
+            rs.append(np.nan_to_num(z.astype(np.float32), nan=0.0))
+            labels.append(b["click"])
+            groups.append(b["group"])
+    finally:
+        model.cfg["retrieval_blend"] = saved
+    if not base:
+        return first, []
+    base, rs, labels, groups = (np.concatenate(x) for x in (base, rs, labels, groups))
+    tried: list[tuple[float, float]] = []
+    for blend in dict.fromkeys([first, *grid]):
+        tried.append((float(blend), grouped_ndcg(base + blend * rs, labels, groups)[0]))
+    scored = [t for t in tried if np.isfinite(t[1])]
+    best = max(scored, key=lambda t: t[1])[0] if scored else first  # max keeps the first of ties
+    return best, tried
 
 
 def _keep_rows(batch: dict, column: str, values: list) -> dict:
@@ -130,7 +195,8 @@ def train_loop(config: dict) -> None:
 
     device = ray.train.torch.get_device()
     worker.pin_threads(device, config.get("cpus_per_worker", 1))
-    torch.manual_seed(0)
+    seed = int(config.get("seed", 0))
+    torch.manual_seed(seed)
     model = MultiTaskRanker.from_config(config["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"])
     meta = worker.resume(model, opt)
@@ -146,7 +212,7 @@ def train_loop(config: dict) -> None:
             batch_size=config["batch_size"],
             device=device,
             shuffle_rows=config["shuffle_buffer_rows"],
-            seed=epoch,
+            seed=seed * 1000 + epoch,
         )
         for batch in batches:
             out = model(batch["cat"], batch["dense"])
@@ -211,6 +277,7 @@ def main(argv=None) -> int:
     examples, chosen = select_rows(ray.data.read_parquet(str(ex_dir)), cfg, tt_version is not None)
     common.console.print(f"ranker {cfg.tenant}: training rows: {chosen}")
     splits = {s: examples.filter(expr=f"split == '{s}'").drop_columns(["split"]) for s in ("train", "validation", "holdout")}
+    train_splits = {s: splits[s].drop_columns(["group"]) for s in ("train", "validation")}
     n_sources = len(SOURCE_KINDS)
     dense_stats = splits["train"].select_columns(["dense", "cat"]).map_batches(
         lambda b: {
@@ -252,13 +319,14 @@ def main(argv=None) -> int:
         train_loop_config={
             "model": model_cfg,
             "lr": cfg.lr,
+            "seed": cfg.seed,
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
             "cpus_per_worker": cfg.cpus_per_worker,
             "shuffle_buffer_rows": cfg.shuffle_buffer_rows,
         },
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}),
-        datasets={"train": splits["train"].randomize_block_order(seed=0), "validation": splits["validation"]},
+        datasets={"train": train_splits["train"].randomize_block_order(seed=cfg.seed), "validation": train_splits["validation"]},
         run_config=RunConfig(
             name=name,
             storage_path=str(storage_dir),
@@ -271,11 +339,18 @@ def main(argv=None) -> int:
     with best_ckpt.as_directory() as d:
         model = MultiTaskRanker.from_config(json.loads((Path(d) / "config.json").read_text()))
         model.load_state_dict(torch.load(Path(d) / "model.pt", weights_only=True))
+    blend_rows: list[tuple[str, str]] = []
+    if tt_version and cfg.retrieval_blend_grid and "click" in cfg.tasks:
+        blend, tried = choose_blend(model, splits["validation"], cfg.retrieval_blend_grid, cfg.retrieval_blend)
+        model.cfg["retrieval_blend"] = blend
+        model.cfg["retrieval_blend_tried"] = [[b, None if not np.isfinite(v) else round(v, 5)] for b, v in tried]
+        blend_rows = [("retrieval blend (validation ndcg@10)", "  ".join(f"{b:g}: {v:.4f}" for b, v in tried) + f"  -> {blend:g}")]
     val_logits, val_labels, _ = _predict_split(model, splits["validation"], cfg.tasks)
     calibration = {t: fit_calibration(val_logits[t], val_labels[t]) for t in cfg.tasks}
     model.cfg["calibration"] = calibration
     hold_logits, hold_labels, hold_pop = _predict_split(model, splits["holdout"], cfg.tasks)
-    metrics: dict = {"epoch": best["epoch"], "val_loss": best["val_loss"], "holdout_examples": int(len(hold_pop))}
+    metrics: dict = {"epoch": best["epoch"], "val_loss": best["val_loss"], "holdout_examples": int(len(hold_pop)),
+                     "retrieval_blend": float(model.cfg.get("retrieval_blend") or 0.0)}  # fmt: skip
     rows = []
     for t in cfg.tasks:
         m = classification_metrics(apply_calibration(hold_logits[t], calibration[t]), hold_labels[t])
@@ -296,7 +371,7 @@ def main(argv=None) -> int:
             config={"model": {k: v for k, v in model.cfg.items() if k not in ("dense_mean", "dense_std")}, "train": cfg.model_dump(), "run": name},
             description=f"multi-task ranker trained by {name}",
         )
-    common.summary_table(f"ranker {cfg.tenant}: candidate {manifest.version}", [*rows, ("retrieval_score from", tt_version or "none (0)"), ("seconds", time.perf_counter() - t0)])
+    common.summary_table(f"ranker {cfg.tenant}: candidate {manifest.version}", [*rows, *blend_rows, ("retrieval_score from", tt_version or "none (0)"), ("seconds", time.perf_counter() - t0)])
     print(f"published ranker {cfg.tenant} {manifest.version}")
     return 0
 

@@ -136,9 +136,9 @@ class RankerTrainConfig(JobConfig):
     retrieval_blend: float = 0.0
     """Added to the click logit: this many standard deviations of the retrieval score."""
     retrieval_blend_grid: list[float] | None = None
-    """Blends to try after training; the one whose order ranks the validation rows' engaged
-    items highest (mean NDCG@10 per request or engagement moment) is kept. None: use
-    ``retrieval_blend`` as it is."""
+    """Blends to try after training a ranker on engagement rows; the one whose order ranks the
+    validation rows' engaged items highest (mean NDCG@10 per engagement moment) is kept. None,
+    or a ranker trained on logged impressions: ``retrieval_blend`` as it is."""
     negatives_top_k: int = Field(200, ge=1)
     """The negatives are drawn from the two-tower's top this many for the user at that time."""
     shuffle_buffer_rows: int = Field(

@@ -82,7 +82,8 @@ def build_examples(storage, cfg: RankerTrainConfig, tt_dir: Path | None, tt_vers
 
 def select_rows(ds, cfg: RankerTrainConfig, has_two_tower: bool):
     """The examples the ranker learns from (``rows``, ``kinds``) with ``split`` assigned by time
-    over those rows; returns the dataset and a description.
+    over those rows; returns the dataset, a description and the kind of rows chosen
+    (``impressions``, ``engagements`` or ``both``).
 
     ``rows: retrieval_heldout`` keeps the rows of each user's two-tower *validation*
     interaction: the two-tower trained on every other interaction, so their ``retrieval_score``
@@ -110,7 +111,7 @@ def select_rows(ds, cfg: RankerTrainConfig, has_two_tower: bool):
         # A slice (one interaction per user): held in the object store once rather than
         # filtered out of every example again on each epoch.
         ds = ds.materialize()
-    return ds, f"{rows}, {wanted} ({len(ts)} rows of {kinds})"
+    return ds, f"{rows}, {wanted} ({len(ts)} rows of {kinds})", wanted
 
 
 def _with_group(batch: dict) -> dict:
@@ -274,7 +275,7 @@ def main(argv=None) -> int:
             "click/like/hide from; no candidate published (serving ranks with the fallback order)"
         )
         return 0
-    examples, chosen = select_rows(ray.data.read_parquet(str(ex_dir)), cfg, tt_version is not None)
+    examples, chosen, chosen_kind = select_rows(ray.data.read_parquet(str(ex_dir)), cfg, tt_version is not None)
     common.console.print(f"ranker {cfg.tenant}: training rows: {chosen}")
     splits = {s: examples.filter(expr=f"split == '{s}'").drop_columns(["split"]) for s in ("train", "validation", "holdout")}
     train_splits = {s: splits[s].drop_columns(["group"]) for s in ("train", "validation")}
@@ -340,7 +341,11 @@ def main(argv=None) -> int:
         model = MultiTaskRanker.from_config(json.loads((Path(d) / "config.json").read_text()))
         model.load_state_dict(torch.load(Path(d) / "model.pt", weights_only=True))
     blend_rows: list[tuple[str, str]] = []
-    if tt_version and cfg.retrieval_blend_grid and "click" in cfg.tasks:
+    # Only where the validation rows are the candidates serving ranks (engagement rows: the
+    # engaged item among retrieved ones). Impression rows rank what the logging policy showed,
+    # where the click head alone wins (blend 0) although on serving's ~500 candidates it loses
+    # clicks and next-item hits (docs/evaluation.md, "Ranker v2", point 5).
+    if tt_version and cfg.retrieval_blend_grid and "click" in cfg.tasks and chosen_kind == "engagements":
         blend, tried = choose_blend(model, splits["validation"], cfg.retrieval_blend_grid, cfg.retrieval_blend)
         model.cfg["retrieval_blend"] = blend
         model.cfg["retrieval_blend_tried"] = [[b, None if not np.isfinite(v) else round(v, 5)] for b, v in tried]

@@ -116,7 +116,7 @@ class Ingress:
                   "reasons": list(i.reasons)} for i in result.slate]  # fmt: skip
         answer = m.RecommendResponse(request_id=query.request_id, items=items, versions=record.versions,
                                      experiment=exp, fallback=record.fallback, degraded=record.degraded,
-                                     latency_ms=round(_ms(started), 3))  # fmt: skip
+                                     latency_ms=round(_ms(started), 3), trace_id=record.trace_id)  # fmt: skip
         # Serialised here, once: returned as a model, FastAPI would validate it again against
         # the response model and encode it through jsonable_encoder (the schema stays in OpenAPI).
         return Response(answer.model_dump_json(), media_type="application/json")

@@ -119,7 +119,7 @@ def test_recommend_contract_and_decision_record(serving):
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {"request_id", "items", "versions", "experiment", "fallback", "degraded",
-                         "latency_ms"}  # fmt: skip
+                         "latency_ms", "trace_id"}  # fmt: skip
     items = body["items"]
     assert len(items) == 7 and [i["rank"] for i in items] == list(range(7))
     assert len({i["item_id"] for i in items}) == 7
@@ -128,6 +128,7 @@ def test_recommend_contract_and_decision_record(serving):
     tt, ix, rk = serving["versions"]["acme"]
     assert body["versions"]["two_tower"] == tt and body["versions"]["ann_index"] == ix
     assert body["versions"]["ranker"] == rk and body["fallback"] is None
+    assert body["trace_id"] is None  # tracing is off unless configured (test_tracing_serve.py)
     assert body["experiment"]["id"] == "acme-home-like-weight"
 
     d = requests.get(f"{serving['base']}/v1/decisions/{body['request_id']}", headers=ACME)

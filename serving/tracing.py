@@ -15,7 +15,7 @@ On, there are two ways, one per runtime:
   handle call → ``TwoTowerRetriever`` / ``Ranker`` replica → their spans. Here spans are only
   opened under a recording parent (Ray Serve's request span), so Serve's sampler decides
   once per request and an unsampled request costs one context lookup per span site.
-* **In process** (benchmarks, offline jobs, tests): :func:`configure` with span processors;
+* **In process** (benchmarks, offline jobs, tests): :func:`configure` with a provider;
   the pipeline's ``recommend`` span is then the root and samples by its own ratio.
 
 Spans go to the OTLP/HTTP endpoint of ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (the full URL)
@@ -130,11 +130,11 @@ def otlp_span_processors() -> list:
     return processors
 
 
-def configure(processors: Sequence[Any], sampling_ratio: float = 1.0, service: str = "recsys") -> Any:
-    """Switch tracing on in this process without Ray Serve: a provider of its own (not the
-    global one, so it can be replaced) with these span processors, sampling ``sampling_ratio``
-    of requests at the pipeline's root span. Returns the provider (``shutdown()`` flushes)."""
-    global _tracer, _follow
+def make_provider(processors: Sequence[Any], sampling_ratio: float = 1.0,
+                  service: str = "recsys") -> Any:  # fmt: skip
+    """A tracer provider of its own (not OpenTelemetry's global one, so it can be replaced)
+    with these span processors, sampling ``sampling_ratio`` of requests at the pipeline's root
+    span (``shutdown()`` flushes its processors)."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
@@ -143,6 +143,13 @@ def configure(processors: Sequence[Any], sampling_ratio: float = 1.0, service: s
                               resource=Resource.create({"service.name": service}))  # fmt: skip
     for processor in processors:
         provider.add_span_processor(processor)
+    return provider
+
+
+def configure(provider: Any) -> Any:
+    """Switch tracing on in this process without Ray Serve, through ``provider``
+    (:func:`make_provider`); the pipeline's ``recommend`` span is then a root. Returns it."""
+    global _tracer, _follow
     _tracer, _follow = provider.get_tracer(TRACER_NAME), False
     return provider
 

@@ -102,3 +102,19 @@ def _value(v):
     if kind == "array_value":
         return [_value(x) for x in v.array_value.values]
     return getattr(v, kind) if kind else None
+
+
+def main() -> None:
+    """``python -m tests.otlp_receiver``: serve on a free loopback port, print the endpoint,
+    and on stdin's end print the number of spans received (benchmarks run it as a stand-in
+    collector in its own process)."""
+    import sys
+
+    with OtlpReceiver() as rx:
+        print(rx.endpoint, flush=True)
+        sys.stdin.read()
+        print(len(rx.spans()), flush=True)
+
+
+if __name__ == "__main__":
+    main()

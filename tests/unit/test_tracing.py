@@ -17,7 +17,7 @@ STAGES = {"user_state", "sources", "rules", "ranker", "slate"}
 @pytest.fixture
 def memory():
     exporter = InMemorySpanExporter()
-    provider = tracing.configure([SimpleSpanProcessor(exporter)])
+    provider = tracing.configure(tracing.make_provider([SimpleSpanProcessor(exporter)]))
     yield exporter
     tracing.disable()
     provider.shutdown()
@@ -88,7 +88,7 @@ def test_each_request_its_own_trace(world, memory) -> None:  # noqa: F811
 
 def test_unsampled_request_has_no_trace_id_and_no_spans(world) -> None:  # noqa: F811
     exporter = InMemorySpanExporter()
-    provider = tracing.configure([SimpleSpanProcessor(exporter)], sampling_ratio=0.0)
+    provider = tracing.configure(tracing.make_provider([SimpleSpanProcessor(exporter)], 0.0))
     try:
         res = ask(pipeline(world), world)
     finally:
@@ -119,13 +119,14 @@ def test_ray_hook_follows_the_serve_span(monkeypatch) -> None:
 
 
 def test_spans_reach_an_otlp_http_endpoint(world) -> None:  # noqa: F811
-    """The real OTLP/HTTP exporter, configured from the environment variable as in Serve,
-    posting protobuf to a receiver on loopback."""
+    """The SDK's real OTLP/HTTP exporter posting protobuf to a receiver on loopback."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     with OtlpReceiver() as rx:
-        provider = tracing.configure([SimpleSpanProcessor(OTLPSpanExporter(
-            endpoint=rx.endpoint + "/v1/traces"))], service="recsys-test")  # fmt: skip
+        exporter = OTLPSpanExporter(endpoint=rx.endpoint + "/v1/traces")
+        provider = tracing.configure(
+            tracing.make_provider([SimpleSpanProcessor(exporter)], service="recsys-test")
+        )
         try:
             res = ask(pipeline(world), world, rid="r-otlp")
         finally:

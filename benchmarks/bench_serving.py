@@ -54,6 +54,8 @@ def _arch(name: str, keys: tuple[str, ...]) -> dict:
 
 
 DRIVER = "load generator (driver)"
+COLLECTOR = "OTLP collector (stand-in)"
+_COLLECTOR_PIDS: set[str] = set()
 
 
 def _cpu_by_process() -> dict[str, tuple[str, float]]:
@@ -82,6 +84,8 @@ def _cpu_by_process() -> dict[str, tuple[str, float]]:
                 name = "ProxyActor" if "ProxyActor" in cmd else "ServeController"
             if pid == str(os.getpid()):
                 name = DRIVER
+            if pid in _COLLECTOR_PIDS:
+                name = COLLECTOR
             out[pid] = (Path(name).name, (int(stat[11]) + int(stat[12])) / tick)
         except (OSError, ValueError, IndexError):
             continue
@@ -94,8 +98,9 @@ def _cpu_per_request(before: dict, after: dict, requests: int) -> dict[str, floa
         if pid in before:
             per[name] = per.get(name, 0.0) + (cpu - before[pid][1]) * 1e3 / max(requests, 1)
     per = {k: round(v, 2) for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.05}
-    # "total": the serving side only (the load generator runs in this driver, the client side).
-    return {**per, "total": round(sum(v for k, v in per.items() if k != DRIVER), 2)}
+    # "total": the serving side only (the load generator runs in this driver, the client side;
+    # the stand-in collector is the tracing backend's, not the platform's).
+    return {**per, "total": round(sum(v for k, v in per.items() if k not in (DRIVER, COLLECTOR)), 2)}
 
 
 def _setup(root: Path, items: int, candidates: int) -> tuple[str, dict]:
@@ -137,10 +142,94 @@ def _setup(root: Path, items: int, candidates: int) -> tuple[str, dict]:
     return str(path), storage
 
 
-def _in_process(config_path: str, storage: dict, n: int) -> dict:
+def _in_process(config_path: str, storage: dict, n: int, tracing_mode: str = "off",
+                sampling: float = 1.0, collector: str | None = None) -> dict:  # fmt: skip
+    """The pipeline in this process, ``n`` requests one after another. ``tracing_mode``:
+    ``off``; ``on`` (every request's spans to the OTLP ``collector``, sampled at
+    ``sampling``); ``compare``: off and on in alternating blocks of the same requests, each
+    side's latency and CPU (this process, every thread: the span processor's export thread
+    included) reported apart."""
+    from serving import tracing
+
+    pipeline = _local_pipeline(config_path, storage)
+    provider = None
+    if tracing_mode != "off":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider = tracing.make_provider(
+            [BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{collector}/v1/traces"))], sampling
+        )
+    modes = ["off", "on"] if tracing_mode == "compare" else [tracing_mode]
+    block = 50 if tracing_mode == "compare" else n
+    runs: dict[str, list] = {m: [] for m in modes}
+    cpu: dict[str, float] = dict.fromkeys(modes, 0.0)
+
+    async def go():
+        for i in range(5):  # first calls warm caches
+            await pipeline.recommend(_query(i))
+        i = 5
+        while i < n + 5:
+            for mode in modes:
+                if mode == "on":
+                    tracing.configure(provider)
+                else:
+                    tracing.disable()
+                c0 = time.process_time()
+                for j in range(i, min(i + block, n + 5)):
+                    t0 = time.perf_counter()
+                    res = await pipeline.recommend(_query(j))
+                    runs[mode].append(((time.perf_counter() - t0) * 1e3, len(res.decision.candidates),
+                                       res.decision.trace_id))  # fmt: skip
+                if provider is not None:
+                    provider.force_flush()  # this block's spans exported, and charged to it
+                cpu[mode] += time.process_time() - c0
+            i += block
+
+    asyncio.run(go())
+    tracing.disable()
+    if provider is not None:
+        provider.shutdown()
+    out = {m: _latency(r, cpu[m]) for m, r in runs.items()}
+    return out[tracing_mode] if tracing_mode != "compare" else out
+
+
+def _off_span_site_ns() -> float:
+    """What one span site of the request path costs with tracing off (the best of 5 runs of
+    a million): ``with tracing.span(...) as sp: if sp is not None: ...``."""
+    import timeit
+
+    from serving import tracing
+
+    tracing.disable()
+
+    def site():
+        with tracing.span("stage", None) as sp:
+            if sp is not None:
+                sp.set_attributes({})
+
+    return round(min(timeit.repeat(site, number=1_000_000, repeat=5)) * 1e3, 1)
+
+
+def _query(i: int):
+    from core.contracts import Query
+
+    return Query(f"r{i}", "acme", f"u{i % 200:07d}", "home", 10, datetime.now(UTC))
+
+
+def _latency(runs: list, cpu_s: float) -> dict:
+    lat = [r[0] for r in runs]
+    return {"requests": len(lat), "p50_ms": round(statistics.median(lat), 2),
+            "p99_ms": round(float(np.percentile(lat, 99)), 2),
+            "mean_ms": round(statistics.mean(lat), 3),
+            "cpu_ms_per_request": round(cpu_s * 1e3 / len(lat), 3),
+            "traced": sum(r[2] is not None for r in runs),
+            "mean_candidates": round(statistics.mean(r[1] for r in runs), 1)}  # fmt: skip
+
+
+def _local_pipeline(config_path: str, storage: dict):
     from core.catalogue import Catalogue
     from core.config import load_platform_config
-    from core.contracts import Query
     from core.eventlog import EventLog
     from core.registry import Registry
     from deployments.loaders import settle_replica
@@ -158,21 +247,7 @@ def _in_process(config_path: str, storage: dict, n: int) -> dict:
         versions={"ranker": ranker_version},
     )  # fmt: skip
     settle_replica()  # what every replica does once loaded (one torch thread, gc.freeze)
-
-    async def go():
-        out = []
-        for i in range(n):
-            q = Query(f"r{i}", "acme", f"u{i % 200:07d}", "home", 10, datetime.now(UTC))
-            t0 = time.perf_counter()
-            res = await pipeline.recommend(q)
-            out.append(((time.perf_counter() - t0) * 1e3, len(res.decision.candidates)))
-        return out
-
-    runs = asyncio.run(go())[5:]  # first calls warm caches
-    lat = [r[0] for r in runs]
-    return {"requests": len(lat), "p50_ms": round(statistics.median(lat), 2),
-            "p99_ms": round(float(np.percentile(lat, 99)), 2),
-            "mean_candidates": round(statistics.mean(r[1] for r in runs), 1)}  # fmt: skip
+    return pipeline
 
 
 def _ranker_compute_sweep(storage: dict, sizes: list[int], candidates: int) -> list[dict]:
@@ -270,14 +345,36 @@ def _batch_sweep(app: str, sizes: list[int], requests_per_size: int) -> list[dic
     return asyncio.run(sweep())
 
 
+class _Collector:
+    """A stand-in OpenTelemetry collector in its own process (``tests.otlp_receiver``): it
+    decodes every OTLP/HTTP export, as a collector on the node would, off this process."""
+
+    def __init__(self):
+        import subprocess
+        import sys
+
+        self._proc = subprocess.Popen([sys.executable, "-m", "tests.otlp_receiver"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        self.endpoint = self._proc.stdout.readline().strip()
+        _COLLECTOR_PIDS.add(str(self._proc.pid))
+
+    def close(self) -> int:
+        """Stop it; the number of spans it received."""
+        out, _ = self._proc.communicate("", timeout=60)
+        return int(out.strip() or 0)
+
+
 def _deploy_shipped(port: int, config_path: str, storage: dict, two_tower: str | None,
-                    ranker: str | None, ingress_replicas: int | None = None) -> dict:  # fmt: skip
+                    ranker: str | None, ingress_replicas: int | None = None,
+                    tracing: float | None = None) -> dict:  # fmt: skip
     """Deploy ``configs/serve.yaml`` as shipped (placement, replicas, resources, batching,
     logging, runtime_env) through Serve's config path, as ``recsys deploy`` does; only the
     port, the storage and the platform config are the benchmark's. ``two_tower`` / ``ranker``:
     override where the two-tower / the ranker run (``ingress`` / ``deployment``; a deployment
-    the shipped file does not list gets one replica of the decorator's size). Returns the
-    app's ``args``."""
+    the shipped file does not list gets one replica of the decorator's size). ``tracing``: the
+    shipped ``tracing_config`` enabled at this sampling ratio, exporting to
+    ``$OTEL_EXPORTER_OTLP_ENDPOINT`` (put in the app's ``runtime_env``). Returns the app's
+    ``args``."""
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
@@ -299,6 +396,9 @@ def _deploy_shipped(port: int, config_path: str, storage: dict, two_tower: str |
             app["deployments"] = [d for d in app["deployments"] if d["name"] != name]
         elif not listed:
             app["deployments"].append({"name": name, "num_replicas": 1})
+    if tracing is not None:
+        raw["tracing_config"].update(enabled=True, sampling_ratio=tracing)
+        app["runtime_env"]["env_vars"]["OTEL_EXPORTER_OTLP_ENDPOINT"] = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
     if ingress_replicas is not None:
         (ingress,) = [d for d in app["deployments"] if d["name"] == "Ingress"]
         ingress.pop("autoscaling_config", None)
@@ -327,6 +427,13 @@ def main() -> None:
                    help="build the data and models here once and reuse them on later runs")
     p.add_argument("--serve-only", action="store_true",
                    help="only the Serve graph at --rates (no in-process run, floor or batch sweeps)")
+    p.add_argument("--tracing", choices=("off", "on", "compare"), default="off",
+                   help="on: every part with OpenTelemetry tracing on (served: configs/serve.yaml's "
+                        "tracing_config enabled), spans exported over OTLP/HTTP to a stand-in "
+                        "collector process; compare: in process only, tracing off and on in "
+                        "alternating blocks of the same requests")  # fmt: skip
+    p.add_argument("--trace-sampling", type=float, default=1.0,
+                   help="share of requests traced when --tracing is on or compare")
     p.add_argument("--out", default="benchmarks/results/serving.json")
     a = p.parse_args()
 
@@ -357,14 +464,30 @@ def main() -> None:
     result: dict = {"machine": {"cpus": os.cpu_count()}, "items": a.items,
                     "candidates": a.candidates, "at": datetime.now(UTC).isoformat(),
                     "load_average_at_start": os.getloadavg()}  # fmt: skip
-    if not a.serve_only:
-        result["in_process"] = _in_process(config_path, storage, 200)
+    collector = None
+    if a.tracing != "off":  # before ray.init: the proxy and controller inherit the endpoint
+        collector = _Collector()
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.endpoint
+        result["tracing"] = {"mode": a.tracing, "sampling_ratio": a.trace_sampling}
+    if not a.serve_only or a.tracing == "compare":
+        n = 400 if a.tracing == "compare" else 200
+        result["in_process"] = _in_process(config_path, storage, n, a.tracing, a.trace_sampling,
+                                           collector.endpoint if collector else None)  # fmt: skip
         print("in-process", result["in_process"], flush=True)
+    if a.tracing == "compare":  # in process only: the served cost is two runs, off and on
+        result["tracing"]["spans_received"] = collector.close()
+        result["tracing"]["off_ns_per_span_site"] = _off_span_site_ns()
+        result["load_average_at_end"] = os.getloadavg()
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+        return
 
     result["serve_env"] = result_env
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
-    args = _deploy_shipped(port, config_path, storage, a.two_tower, a.ranker, a.ingress_replicas)
+    args = _deploy_shipped(port, config_path, storage, a.two_tower, a.ranker, a.ingress_replicas,
+                           tracing=a.trace_sampling if collector else None)  # fmt: skip
     result["placement"] = placement = args.get("placement", {})
     result["model_deployments"] = [
         name for name, home in (("TwoTowerRetriever", placement.get("source_kinds", {}).get("two_tower")),
@@ -387,6 +510,8 @@ def main() -> None:
         print("serve", stats, flush=True)
     if not a.serve_only:
         _extras(result, a, port, storage, hops)
+    if collector is not None:
+        result["tracing"]["spans_received"] = collector.close()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -291,3 +291,6 @@ class DecisionRecord(_Record):
     stage_latency_ms: dict[str, float]
     degraded: list[str] = Field(default_factory=list)
     """Non-fatal degradations, e.g. ``source_timeout:two_tower``, ``user_state_missing``."""
+    trace_id: str | None = None
+    """The OpenTelemetry trace id (32 hex digits) when the request was traced (sampled, with
+    tracing on: ``docs/operations.md``), else ``None``."""

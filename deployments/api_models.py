@@ -77,6 +77,9 @@ class RecommendResponse(BaseModel):
     ``source_timeout:two_tower`` (a personalised source missing from this slate),
     ``user_state_missing`` — the same list as the decision record's."""
     latency_ms: float
+    trace_id: str | None = None
+    """The OpenTelemetry trace id (32 hex digits) when this request was traced, else ``None``
+    (tracing off or not sampled); the decision record carries the same."""
 
 
 class EventsRequest(_Request):

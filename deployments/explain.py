@@ -95,6 +95,7 @@ def render_explain(record: DecisionRecord, recent_request_ids: Sequence[str] = (
         "degraded": ", ".join(record.degraded) or "none",
         "candidates": f"{len(record.candidates)} merged, {len(scored)} scored, "
                       f"{len(record.removals)} removed by rules, {len(record.slate)} shown",
+        "trace id": record.trace_id or "not traced",
     }  # fmt: skip
     out.append('<dl id="summary">' + "".join(
         f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in summary.items()) + "</dl>\n")  # fmt: skip

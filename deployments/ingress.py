@@ -36,7 +36,9 @@ from deployments.tenants import TenantPipelines, served_versions
 from serving.errors import ServiceUnavailable, UnknownSurface
 
 Auth = Annotated[str | None, Header(alias="Authorization")]
-api = FastAPI(title="recsys", version="1", description="See docs/api.md.",
+# FastAPI's own request span would start a trace of its own (it takes the parent from headers
+# only); Serve's span for the request is the parent of the pipeline's (serving/tracing.py).
+api = FastAPI(title="recsys", version="1", description="See docs/api.md.", telemetry={"tracing": False},
               responses={s: {"model": m.ErrorResponse} for s in (401, 403, 404, 413, 422, 429, 503)})  # fmt: skip
 install_error_handlers(api)
 _LIMITS = {"max_body_bytes": 1_000_000}
@@ -116,7 +118,7 @@ class Ingress:
                   "reasons": list(i.reasons)} for i in result.slate]  # fmt: skip
         answer = m.RecommendResponse(request_id=query.request_id, items=items, versions=record.versions,
                                      experiment=exp, fallback=record.fallback, degraded=record.degraded,
-                                     latency_ms=round(_ms(started), 3))  # fmt: skip
+                                     latency_ms=round(_ms(started), 3), trace_id=record.trace_id)  # fmt: skip
         # Serialised here, once: returned as a model, FastAPI would validate it again against
         # the response model and encode it through jsonable_encoder (the schema stays in OpenAPI).
         return Response(answer.model_dump_json(), media_type="application/json")

@@ -25,6 +25,7 @@ from deployments import metrics
 from deployments.hot_swap import RuntimeSlot, poll_forever
 from deployments.loaders import ServingContext, load_catalogue, load_events, settle_replica
 from deployments.settings import RankerUserConfig
+from serving import tracing
 from serving.loaders import load_ranker
 
 logger = logging.getLogger("ray.serve")
@@ -95,9 +96,13 @@ class RankerDeployment:
                             ) -> tuple[dict[str, np.ndarray], str]:  # fmt: skip
         """:meth:`score` over :func:`ranking.scorer.candidate_columns` (what the ingress
         sends): ``{task: (B,)}`` probabilities, composed into utilities by the caller."""
-        scorer = self._scorer(query, len(item_ids), version)
-        cols = (item_ids, retrieval_scores, sources)
-        probs = _raised(await self._score(scorer, query, user_state, cols, task_weights))
+        with tracing.span("ranker.score") as sp:
+            scorer = self._scorer(query, len(item_ids), version)
+            cols = (item_ids, retrieval_scores, sources)
+            probs = _raised(await self._score(scorer, query, user_state, cols, task_weights))
+            if sp is not None:
+                sp.set_attributes({"recsys.candidates": len(item_ids),
+                                   "recsys.version.ranker": scorer.version})  # fmt: skip
         return probs, scorer.version
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)

@@ -18,6 +18,7 @@ from deployments import metrics
 from deployments.loaders import ServingContext, settle_replica
 from deployments.model_slots import TwoTowerSlots
 from deployments.settings import WatchUserConfig
+from serving import tracing
 
 logger = logging.getLogger("ray.serve")
 
@@ -53,7 +54,11 @@ class TwoTowerRetrieverDeployment:
             raise SourceUnavailable(f"no {self.registry.uri} two_tower/ann_index for the alias")
         # Inline, not in a worker thread: this replica does nothing else, and a thread hand-off
         # costs a GIL switch (up to the 5 ms switch interval under load) on every request.
-        ids, scores = source.retrieve_columns(query, user_state, limit)
+        with tracing.span("two_tower.retrieve") as sp:
+            ids, scores = source.retrieve_columns(query, user_state, limit)
+            if sp is not None:
+                sp.set_attributes({"recsys.candidates": len(ids), "recsys.limit": limit,
+                                   **tracing.versions_attributes(source.artifacts.versions)})  # fmt: skip
         return (ids, scores, {"history_len": len(user_state.history)}, source.version,
                 dict(source.artifacts.versions))  # fmt: skip
 

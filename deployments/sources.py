@@ -18,6 +18,7 @@ from core.contracts import Query
 from deployments import metrics
 from deployments.loaders import ServingContext, load_catalogue, load_events, settle_replica
 from deployments.settings import WatchUserConfig
+from serving import tracing
 
 logger = logging.getLogger("ray.serve")
 
@@ -59,7 +60,11 @@ class CandidateSourcesDeployment:
         """The source's answer as columns, like ``TwoTowerRetriever.retrieve_columns``."""
         if query.tenant_id != tenant:
             raise PermissionError("query is for another tenant")
-        result = await self._source(tenant, surface, cfg).retrieve(query, user_state, limit)
+        with tracing.span(f"{cfg.kind}.retrieve") as sp:
+            result = await self._source(tenant, surface, cfg).retrieve(query, user_state, limit)
+            if sp is not None:
+                sp.set_attributes({"recsys.candidates": len(result.candidates),
+                                   **tracing.versions_attributes(result.versions)})  # fmt: skip
         return ([c.item_id for c in result.candidates], [c.score for c in result.candidates],
                 dict(result.diagnostics), result.version, dict(result.versions))  # fmt: skip
 

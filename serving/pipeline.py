@@ -51,6 +51,7 @@ from core.contracts import (
     SourceResult,
 )
 from core.experiments import assign
+from serving import tracing
 from serving.errors import ServiceUnavailable, UnknownSurface
 from serving.merge import merge
 from serving.record import Trace, decision_record
@@ -96,7 +97,19 @@ class RecommendationPipeline:
         if query.surface not in rt.tenant.surfaces:
             raise UnknownSurface(query.surface)
         tr = Trace()
+        with tracing.span("recommend", {"recsys.tenant": query.tenant_id,
+                                        "recsys.surface": query.surface,
+                                        "recsys.request_id": query.request_id}) as sp:  # fmt: skip
+            if sp is not None:
+                tr.trace_id = tracing.trace_id(sp)
+            result = await self._recommend(rt, query, tr)
+            if sp is not None:
+                sp.set_attributes({"recsys.slate_items": len(result.slate),
+                                   "recsys.fallback": result.fallback or "",
+                                   **tracing.versions_attributes(result.decision.versions)})  # fmt: skip
+        return result
 
+    async def _recommend(self, rt: TenantStages, query: Query, tr: Trace) -> PipelineResult:
         assignment = query.experiment or assign(
             rt.experiments, rt.tenant.id, query.surface, query.user_id
         )
@@ -104,30 +117,50 @@ class RecommendationPipeline:
         plan = rt.plan(query.surface, assignment)
         tr.lap("experiment")
 
-        state = await self._user_state(rt, query, tr)
+        with tracing.span("user_state"):
+            state = await self._user_state(rt, query, tr)
         tr.lap("user_state")
 
-        results = await self._sources(plan, query, state, tr)
+        with tracing.span("sources") as sp:
+            results = await self._sources(plan, query, state, tr)
+            if sp is not None:
+                sp.set_attributes({"recsys.candidates": sum(len(r.candidates) for r in results),
+                                   "recsys.fallback": tr.fallback or ""})  # fmt: skip
         tr.lap("sources")
 
         merged = merge(results, plan.pinned)
         tr.lap("merge")
 
-        try:
-            if rt.rules is None:
-                raise PolicyUnavailable("policy bundle not loaded")
-            filtered = rt.rules.apply(query, merged, state)
-        except PolicyUnavailable as exc:
-            return self._safe_fallback(rt, query, state, merged, tr, str(exc))
-        tr.removals.extend(filtered.removed)
-        eligible = list(filtered.kept)[: plan.config.ranker.max_candidates]
+        with tracing.span("rules") as sp:
+            try:
+                if rt.rules is None:
+                    raise PolicyUnavailable("policy bundle not loaded")
+                filtered = rt.rules.apply(query, merged, state)
+            except PolicyUnavailable as exc:
+                return self._safe_fallback(rt, query, state, merged, tr, str(exc))
+            tr.removals.extend(filtered.removed)
+            eligible = list(filtered.kept)[: plan.config.ranker.max_candidates]
+            if sp is not None:
+                sp.set_attributes({"recsys.candidates": len(merged),
+                                   "recsys.kept": len(eligible),
+                                   "recsys.removed": len(filtered.removed)})  # fmt: skip
         tr.lap("rules")
 
-        scored = await self._rank(rt, plan, query, state, eligible, tr)
+        with tracing.span("ranker") as sp:
+            scored = await self._rank(rt, plan, query, state, eligible, tr)
+            if sp is not None:
+                sp.set_attributes({"recsys.candidates": len(eligible),
+                                   "recsys.version.ranker": tr.versions.get("ranker", ""),
+                                   "recsys.fallback": tr.fallback or ""})  # fmt: skip
         tr.lap("ranker")
 
-        outcome = plan.slate(query, scored, state)
-        tr.removals.extend(outcome.removed)
+        with tracing.span("slate") as sp:
+            outcome = plan.slate(query, scored, state)
+            tr.removals.extend(outcome.removed)
+            if sp is not None:
+                sp.set_attributes({"recsys.candidates": len(scored),
+                                   "recsys.slate_items": len(outcome.items),
+                                   "recsys.removed": len(outcome.removed)})  # fmt: skip
         tr.lap("slate")
         tr.versions.setdefault("ranker", rt.fallback_scorer.version)
         return self._result(query, merged, scored, outcome.items, {**rt.versions, **tr.versions}, tr)
@@ -152,6 +185,17 @@ class RecommendationPipeline:
         self, plan: SurfacePlan, query: Query, state: Any, tr: Trace
     ) -> list[SourceResult]:
         async def run(stage: SourceStage) -> tuple[SourceStage, SourceResult | None, SourceOutcome]:
+            with tracing.span(f"source {stage.config.name}") as sp:
+                answer = await attempt(stage)
+                if sp is not None:
+                    _, res, outcome = answer
+                    sp.set_attributes({"recsys.source": outcome.source,
+                                       "recsys.status": outcome.status,
+                                       "recsys.candidates": outcome.candidates,
+                                       **tracing.versions_attributes(res.versions if res else {})})  # fmt: skip
+            return answer
+
+        async def attempt(stage: SourceStage) -> tuple[SourceStage, SourceResult | None, SourceOutcome]:
             t0 = time.perf_counter()
             name = stage.config.name
             try:

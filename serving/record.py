@@ -36,6 +36,8 @@ class Trace:
     outcomes: list[SourceOutcome] = field(default_factory=list)
     removals: list[Removal] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    trace_id: str | None = None
+    """The OpenTelemetry trace id when this request is traced (:mod:`serving.tracing`)."""
     _mark: float = field(default_factory=time.perf_counter)
 
     def lap(self, stage: str) -> None:
@@ -91,6 +93,7 @@ def decision_record(
         fallback=tr.fallback,
         stage_latency_ms=tr.latency,
         degraded=tr.degraded,
+        trace_id=tr.trace_id,
     )
 
 

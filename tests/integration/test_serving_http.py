@@ -52,9 +52,11 @@ def serving(ray_connected, tiny_data, tmp_path_factory, request):
     yield from deploy(tiny_data, tmp_path_factory.mktemp("serving"), **PLACEMENTS[request.param])
 
 
-def deploy(tiny_data, root, **app_args):
+def deploy(tiny_data, root, tracing_env: dict[str, str] | None = None, **app_args):
     """Deploy the app on the session cluster (toy models in a temp registry); yields the
-    test context and deletes the app afterwards."""
+    test context and deletes the app afterwards. ``tracing_env``: deploy it as
+    ``recsys deploy`` does (a declarative config) with Serve's tracing on (every request
+    sampled, ``serving.tracing``'s OTLP exporter) and these variables in the replicas."""
     from ray import serve
 
     from cluster.local import free_port
@@ -69,14 +71,17 @@ def deploy(tiny_data, root, **app_args):
         # The ranker names its two-tower: the Ranker replica scores retrieval_score with it.
         versions[tenant] = (tt, ix, publish_ranker(registry, catalogue, two_tower=tt))
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = AppArgs(
         platform_config=_test_platform_config(root / "platform.yaml"),
         storage={"data": str(tiny_data), "events": str(root / "events"),
                  "registry": str(root / "registry"), "decisions": str(root / "decisions")},
         max_body_bytes=64_000, **app_args,
     )  # fmt: skip
-    serve.run(build_app(args), name=APP, route_prefix="/")
+    if tracing_env is None:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(args), name=APP, route_prefix="/")
+    else:
+        _deploy_declared(port, args, tracing_env)
     ctx = {
         "base": f"http://127.0.0.1:{port}",
         "registry": registry,
@@ -87,6 +92,30 @@ def deploy(tiny_data, root, **app_args):
     yield ctx
     serve.delete(APP)
     serve.shutdown()
+
+
+def _deploy_declared(port: int, args, env: dict[str, str]) -> None:
+    """The app as a ``serve deploy`` config with a top-level ``tracing_config`` (what
+    ``recsys deploy configs/serve.yaml`` PUTs), waited on until it runs."""
+    from ray import serve
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
+
+    client = serve_start(http_options={"host": "127.0.0.1", "port": port})
+    client.deploy_apps(ServeDeploySchema.model_validate({
+        "tracing_config": {"enabled": True, "sampling_ratio": 1.0,
+                           "exporter_import_path": "serving.tracing:otlp_span_processors"},
+        "applications": [{"name": APP, "route_prefix": "/", "import_path": "deployments.app:build_app",
+                          "args": args.model_dump(mode="json"), "runtime_env": {"env_vars": env}}],
+    }))  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(APP)
+        if app is not None and app.status == "RUNNING":
+            return
+        assert app is None or app.status != "DEPLOY_FAILED", app.message
+        time.sleep(1)
+    raise TimeoutError(f"{APP} not RUNNING after 300 s: {serve.status().applications.get(APP)}")
 
 
 def _recommend(s, headers=ACME, **body):
@@ -119,7 +148,7 @@ def test_recommend_contract_and_decision_record(serving):
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {"request_id", "items", "versions", "experiment", "fallback", "degraded",
-                         "latency_ms"}  # fmt: skip
+                         "latency_ms", "trace_id"}  # fmt: skip
     items = body["items"]
     assert len(items) == 7 and [i["rank"] for i in items] == list(range(7))
     assert len({i["item_id"] for i in items}) == 7
@@ -128,6 +157,7 @@ def test_recommend_contract_and_decision_record(serving):
     tt, ix, rk = serving["versions"]["acme"]
     assert body["versions"]["two_tower"] == tt and body["versions"]["ann_index"] == ix
     assert body["versions"]["ranker"] == rk and body["fallback"] is None
+    assert body["trace_id"] is None  # tracing is off unless configured (test_tracing_serve.py)
     assert body["experiment"]["id"] == "acme-home-like-weight"
 
     d = requests.get(f"{serving['base']}/v1/decisions/{body['request_id']}", headers=ACME)

@@ -54,6 +54,7 @@ def _normal(value):
 def digest(record) -> str:
     data = record.model_dump(mode="json")
     data.pop("stage_latency_ms")
+    data.pop("trace_id")  # per request, like the latencies (None here: tracing is off)
     # The fingerprint hashes the config's serialised form, which the move changed (slate
     # steps, registered kinds) for the same settings; the settings' effects are all here.
     data["versions"].pop("config_fingerprint", None)

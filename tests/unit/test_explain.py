@@ -86,6 +86,12 @@ def test_sources_versions_and_arm():
     assert versions["experiment"] == "exp-slate" and versions["arm"] == "mmr"
 
 
+def test_trace_id_is_shown_when_the_request_was_traced():
+    traced = sample_record().model_copy(update={"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"})
+    assert "<dt>trace id</dt><dd>4bf92f3577b34da6a3ce929d0e0e4736</dd>" in render_explain(traced)
+    assert "<dt>trace id</dt><dd>not traced</dd>" in render_explain(sample_record())
+
+
 def test_each_item_links_to_the_users_other_recent_requests():
     html = render_explain(sample_record(request_id="req-1"), ["req-1", "req-0", "req/../x"])
     page = PageReader(html)

@@ -96,6 +96,7 @@ class RecommendationPipeline:
         if query.surface not in rt.tenant.surfaces:
             raise UnknownSurface(query.surface)
         tr = Trace()
+        tr.degraded.extend(rt.degraded)  # standing degradations (kill switches) mark every record
 
         assignment = query.experiment or assign(
             rt.experiments, rt.tenant.id, query.surface, query.user_id

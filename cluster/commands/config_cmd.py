@@ -1,4 +1,8 @@
-"""`recsys config validate [PATH…]`: check config files against their schemas."""
+"""`recsys config validate [PATH…]`: check config files against their schemas.
+
+`recsys config export|publish|review|promote|rollback|show --tenant T`: a tenant's serving
+configuration as a reviewed ``tenant_config`` registry artifact (:mod:`core.tenant_config`).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
-from cluster.ui import CliError
+from cluster.ui import CliError, console
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     validate.add_argument("paths", nargs="*", help="files or folders to validate")
     validate.set_defaults(func=run_validate)
+    register_tenant_config(sub)
 
 
 def _expand(paths: list[str]) -> list[Path]:
@@ -53,3 +59,217 @@ def run_validate(args: argparse.Namespace) -> int:
             console.print(f"[green]✓[/green] {path}")
     console.print(f"{len(files) - failed} valid, {failed} invalid")
     return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------- tenant config
+# `recsys config export|publish|review|promote|rollback|show`: a tenant's configuration as a
+# reviewed registry artifact (core.tenant_config; docs/operations.md, "Tenant configuration").
+
+
+def register_tenant_config(sub: argparse._SubParsersAction) -> None:
+    from core.promotion import CHECKLIST_ITEMS
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--tenant", required=True)
+    common.add_argument("--root", help="registry URI (default: $RECSYS_REGISTRY, then the platform config)")
+    common.add_argument("--actor", default=None, help="who (default: $USER)")
+
+    export = sub.add_parser("export", parents=[common],
+                            help="write the tenant's config as served (production, else platform.yaml) to a file")  # fmt: skip
+    export.add_argument("file")
+    for field in ("team", "primary", "escalation", "runbook"):
+        export.add_argument(f"--owner-{field}", help=f"owner {field} (default: the production version's)")
+    export.set_defaults(func=run_export)
+
+    publish = sub.add_parser("publish", parents=[common],
+                             help="validate FILE, store it as a candidate, print the diff against production, run the checks")  # fmt: skip
+    publish.add_argument("file")
+    publish.add_argument("--replay", type=int, default=None, help="logged requests to replay (default 200)")
+    publish.set_defaults(func=run_publish)
+
+    review = sub.add_parser("review", parents=[common], help="sign off, approve or reject a version")
+    review.add_argument("version", nargs="?", default="candidate", help="version or alias (default: candidate)")
+    review.add_argument("--sign-off", action="append", default=[], choices=CHECKLIST_ITEMS, metavar="ITEM",
+                        help=f"record a checklist item as done (repeatable): {', '.join(CHECKLIST_ITEMS)}")  # fmt: skip
+    decision = review.add_mutually_exclusive_group()
+    decision.add_argument("--approve", action="store_true", help="approve if nothing else is missing")
+    decision.add_argument("--reject", action="store_true")
+    review.add_argument("--recheck", action="store_true", help="run the automatic checks again first")
+    review.add_argument("--comment", default="")
+    review.set_defaults(func=run_review)
+
+    promote = sub.add_parser("promote", parents=[common], help="make a reviewed version production")
+    promote.add_argument("version", nargs="?", default="candidate")
+    promote.add_argument("--reason", default="")
+    promote.add_argument("--break-glass", action="store_true",
+                         help="emergency roles only, --reason required; flagged in the audit log")  # fmt: skip
+    promote.set_defaults(func=run_promote)
+
+    rollback = sub.add_parser("rollback", parents=[common], help="swap the previous version back into production")
+    rollback.add_argument("--reason", default="")
+    rollback.set_defaults(func=run_rollback)
+
+    show = sub.add_parser("show", parents=[common], help="a version: reviews, gate, diff against production")
+    show.add_argument("version", nargs="?", default="production")
+    show.set_defaults(func=run_show)
+
+
+def _context(args: argparse.Namespace):
+    from cluster.commands.registry_cmd import registry_root
+    from core.config import load_platform_config
+    from core.registry import Registry
+
+    return load_platform_config(), Registry(registry_root(args.root))
+
+
+def _who(args: argparse.Namespace) -> str:
+    from cluster.commands.registry_cmd import _actor
+
+    return _actor(args)
+
+
+def _version(registry, tenant: str, given: str) -> str:
+    from core.tenant_config import KIND
+
+    if given.startswith("v") and "Z-" in given:
+        registry.manifest(KIND, tenant, given)
+        return given
+    found = registry.resolve(KIND, tenant, given)
+    if found is None:
+        raise CliError(f"tenant {tenant!r} has no tenant_config alias {given!r} "
+                       "(publish one with `recsys config publish`)")  # fmt: skip
+    return found
+
+
+def _print_checks(out, checks: dict) -> None:
+    for name, c in checks.items():
+        mark = "[green]PASS[/]" if c["ok"] else "[red]FAIL[/]"
+        out.print(f"  {mark} {name} \\[{c['item']}]: {escape(str(c['detail']))}")
+
+
+def _print_diff(out, old: dict | None, new: dict, against: str) -> None:
+    from core.tenant_config import diff
+
+    lines = diff(old, new)
+    out.print(f"diff against {against}: {len(lines)} change(s)")
+    for line in lines:
+        out.print(f"  {line}", markup=False)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from core.tenant_config import (
+        KIND,
+        OwnerBlock,
+        document_from_platform,
+        production_document,
+        write_document,
+    )
+
+    platform, registry = _context(args)
+    current = production_document(registry, args.tenant)
+    given = {f: getattr(args, f"owner_{f}") for f in ("team", "primary", "escalation", "runbook")}
+    if current is not None:
+        doc = current[1]
+        owner = {**doc.owner.model_dump(), **{k: v for k, v in given.items() if v}}
+        doc = doc.model_copy(update={"owner": OwnerBlock.model_validate(owner)})
+    else:
+        missing = [f"--owner-{k}" for k, v in given.items() if not v]
+        if missing:
+            raise CliError(f"{args.tenant} has no production {KIND} to take the owner from: give {' '.join(missing)}")
+        doc = document_from_platform(platform, args.tenant, given)
+    write_document(doc, args.file)
+    console().print(f"{args.file}: {args.tenant}'s config as served "
+                    f"({current[0] if current else 'platform.yaml'})")  # fmt: skip
+    return 0
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    from core.tenant_config import (
+        BOOTSTRAP,
+        apply_document,
+        load_document_file,
+        production_document,
+        publish_document,
+        tenant_body,
+    )
+    from training.config_review import REPLAY_REQUESTS, run_checks
+
+    platform, registry = _context(args)
+    doc = load_document_file(args.file)
+    if doc.tenant != args.tenant:
+        raise CliError(f"{args.file}: tenant: the file is for {doc.tenant!r}, not --tenant {args.tenant!r}")
+    apply_document(platform, doc, args.file)  # merged validation, errors name the file
+    current = production_document(registry, args.tenant)
+    manifest = publish_document(registry, doc, actor=_who(args))
+    out = console()
+    out.print(f"tenant_config {manifest.version} for {args.tenant}: published as candidate "
+              f"(owner {doc.owner.team} / {doc.owner.primary})")  # fmt: skip
+    old = current[1].body() if current else tenant_body(platform, args.tenant)
+    _print_diff(out, old, doc.body(), f"production {current[0]}" if current else BOOTSTRAP)
+    checks = run_checks(platform, registry, args.tenant, manifest.version,
+                        REPLAY_REQUESTS if args.replay is None else args.replay)  # fmt: skip
+    out.print("automatic checks:")
+    _print_checks(out, checks)
+    problems = registry.promotion_problems("tenant_config", args.tenant, manifest.version)
+    out.print(f"promotion gate: {'; '.join(problems) or 'may be promoted'}")
+    return 0 if all(c["ok"] for c in checks.values()) else 1
+
+
+def run_review(args: argparse.Namespace) -> int:
+    from training.config_review import record_review, run_checks
+
+    platform, registry = _context(args)
+    version = _version(registry, args.tenant, args.version)
+    out = console()
+    if args.recheck:
+        out.print("automatic checks:")
+        _print_checks(out, run_checks(platform, registry, args.tenant, version))
+    blocking = record_review(registry, args.tenant, version, actor=_who(args), sign_offs=tuple(args.sign_off),
+                             approve=args.approve, reject=args.reject, comment=args.comment)  # fmt: skip
+    approved = args.approve and not blocking
+    out.print(f"tenant_config {version} of {args.tenant}: "
+              + ("approved: may be promoted" if approved else "; ".join(blocking) or "may be promoted"),
+              soft_wrap=True)  # fmt: skip
+    return 1 if args.approve and blocking else 0
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    platform, registry = _context(args)
+    version = _version(registry, args.tenant, args.version)
+    aliases = registry.promote("tenant_config", args.tenant, version, actor=_who(args), reason=args.reason,
+                               break_glass=args.break_glass)  # fmt: skip
+    flag = " [BREAK-GLASS]" if args.break_glass else ""
+    console().print(f"tenant_config/{args.tenant}: production = {aliases['production']}, "
+                    f"previous = {aliases.get('previous', '-')}{flag}; Ingress replicas pick it up on their next poll")  # fmt: skip
+    return 0
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    platform, registry = _context(args)
+    aliases = registry.rollback("tenant_config", args.tenant, actor=_who(args), reason=args.reason)
+    console().print(f"tenant_config/{args.tenant}: rolled back; production = {aliases['production']}, "
+                    f"previous = {aliases.get('previous', '-')}")  # fmt: skip
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from core.tenant_config import KIND, load_published, production_document, tenant_body
+
+    platform, registry = _context(args)
+    version = _version(registry, args.tenant, args.version)
+    m = registry.manifest(KIND, args.tenant, version)
+    aliases = [a for a, v in registry.aliases(KIND, args.tenant).items() if v == version]
+    out = console()
+    out.print(f"tenant_config {version} of {args.tenant}  aliases: {', '.join(aliases) or '-'}")
+    out.print(f"owner: {m.owner.team} / {m.owner.primary} ({m.owner.escalation}; {m.owner.runbook})")
+    for r in registry.reviews(KIND, args.tenant, version):
+        what = f"{r.decision} {r.item}" if r.item else r.decision
+        out.print(f"  {r.at:%Y-%m-%d %H:%M:%S} {r.actor} {what}: {r.comment}")
+    problems = registry.promotion_problems(KIND, args.tenant, version)
+    out.print(f"promotion gate: {'; '.join(problems) or 'may be promoted'}")
+    current = production_document(registry, args.tenant)
+    if current is None or current[0] != version:
+        old = current[1].body() if current else tenant_body(platform, args.tenant)
+        _print_diff(out, old, load_published(registry, args.tenant, version).body(),
+                    f"production {current[0]}" if current else "platform.yaml")  # fmt: skip
+    return 0

@@ -114,12 +114,20 @@ def register_tenant_config(sub: argparse._SubParsersAction) -> None:
     show.set_defaults(func=run_show)
 
 
+def known_tenant(platform, tenant: str) -> None:
+    if tenant not in {t.id for t in platform.tenants}:
+        raise CliError(f"unknown tenant {tenant!r}; the platform config has "
+                       f"{', '.join(t.id for t in platform.tenants)} (onboard a tenant there first)")  # fmt: skip
+
+
 def _context(args: argparse.Namespace):
     from cluster.commands.registry_cmd import registry_root
     from core.config import load_platform_config
     from core.registry import Registry
 
-    return load_platform_config(), Registry(registry_root(args.root))
+    platform = load_platform_config()
+    known_tenant(platform, args.tenant)
+    return platform, Registry(registry_root(args.root))
 
 
 def _who(args: argparse.Namespace) -> str:

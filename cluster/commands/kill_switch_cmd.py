@@ -43,7 +43,11 @@ def run_kill_switch(args: argparse.Namespace) -> int:
         return 0
     if args.name is None or args.state is None:
         raise CliError("kill-switch: give TARGET NAME off|on (e.g. `recsys kill-switch acme source fresh off --reason …`)")
-    platform, _ = effective_platform(load_platform_config(), registry, args.tenant)
+    from cluster.commands.config_cmd import known_tenant
+
+    base = load_platform_config()
+    known_tenant(base, args.tenant)
+    platform, _ = effective_platform(base, registry, args.tenant)
     state = set_switch(registry, platform, args.tenant, args.target, args.name, args.state,
                        reason=args.reason, actor=_actor(args))  # fmt: skip
     out.print(f"{args.tenant}: {args.target} {args.name} is {args.state} (revision {state.revision}); "

@@ -109,6 +109,13 @@ def register_tenant_config(sub: argparse._SubParsersAction) -> None:
     rollback.add_argument("--reason", default="")
     rollback.set_defaults(func=run_rollback)
 
+    edit = sub.add_parser("set", help="edit a tenant config file: KEY=VALUE (dotted; list entries by name)")
+    edit.add_argument("file")
+    edit.add_argument("assignments", nargs="+", metavar="KEY=VALUE",
+                      help="e.g. policy.blocked_categories=[news] surfaces.home.sources.fresh.quota=20; "
+                           "VALUE is YAML, null removes the key or entry")  # fmt: skip
+    edit.set_defaults(func=run_set)
+
     show = sub.add_parser("show", parents=[common], help="a version: reviews, gate, diff against production")
     show.add_argument("version", nargs="?", default="production")
     show.set_defaults(func=run_show)
@@ -280,4 +287,65 @@ def run_show(args: argparse.Namespace) -> int:
         old = current[1].body() if current else tenant_body(platform, args.tenant)
         _print_diff(out, old, load_published(registry, args.tenant, version).body(),
                     f"production {current[0]}" if current else "platform.yaml")  # fmt: skip
+    return 0
+
+
+def _step(node, key: str, path: str):
+    """The child ``key`` of ``node``: a mapping key, or the list entry whose name/id/kind is key."""
+    if isinstance(node, dict):
+        return node
+    if isinstance(node, list):
+        return next((e for e in node if isinstance(e, dict) and key in (e.get("name"), e.get("id"), e.get("kind"))), None)
+    raise CliError(f"{path}: not a mapping or list")
+
+
+def run_set(args: argparse.Namespace) -> int:
+    import yaml
+
+    from core.config import read_yaml
+    from core.tenant_config import TenantConfigDocument, write_document
+
+    doc = read_yaml(args.file)
+    for assignment in args.assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key:
+            raise CliError(f"{assignment!r}: expected KEY=VALUE")
+        value = yaml.safe_load(raw)
+        *parents, last = key.split(".")
+        node = doc
+        for i, part in enumerate(parents):
+            where = ".".join(parents[: i + 1])
+            holder = _step(node, part, where)
+            child = holder.get(part) if isinstance(node, dict) else holder
+            if child is None:
+                if value is None:
+                    break
+                if not isinstance(node, dict):
+                    raise CliError(f"{args.file}: {where}: no entry named {part!r}")
+                child = node[part] = {}
+            node = child
+        else:
+            if isinstance(node, list):
+                entry = _step(node, last, key)
+                if entry is None:
+                    raise CliError(f"{args.file}: {key}: no entry named {last!r}")
+                if value is None:
+                    node.remove(entry)
+                else:
+                    node[node.index(entry)] = value
+            elif value is None:
+                node.pop(last, None)
+            else:
+                node[last] = value
+    from pydantic import ValidationError
+
+    from core.config import ConfigError, ConfigIssue
+
+    try:
+        checked = TenantConfigDocument.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError([ConfigIssue(file=args.file, key=".".join(map(str, e["loc"])), message=e["msg"])
+                           for e in exc.errors()]) from None  # fmt: skip
+    write_document(checked, args.file)
+    console().print(f"{args.file}: {len(args.assignments)} change(s), valid")
     return 0

@@ -16,83 +16,39 @@ import pytest
 import yaml
 
 from cluster.cli import main as recsys
-from core.catalogue import Catalogue
 from core.config import load_platform_config
 from core.contracts import Query
-from core.decision_log import DecisionLogWriter, new_request_id
 from core.eventlog import EventLog
 from core.kill_switches import KillSwitchError, read_state, set_switch
 from core.promotion import FreezeWindow, PromotionPolicy, load_promotion_policy
 from core.registry import PromotionRefused, Registry
-from core.tenant_config import BOOTSTRAP, KIND, effective_platform, load_document_file
+from core.tenant_config import KIND, effective_platform, load_document_file
 from serving.assembly import TenantData, TenantModels
 from serving.pipeline import RecommendationPipeline
 from serving.served_config import build_served_stages
-from tests.integration.serving_artifacts import publish_ranker, publish_two_tower
+from tests.unit.tenant_world import eligible, log_requests, pipeline, write_world
 
-ROOT = Path(__file__).resolve().parents[2]
 OWNER = {"team": "acme-recs", "primary": "ana", "escalation": "#acme-recs-oncall",
          "runbook": "docs/runbooks/hot-swap-and-rollback.md"}  # fmt: skip
 SIGN_OFFS = ["--sign-off", "privacy_review", "--sign-off", "rollback_plan", "--sign-off", "oncall_notified"]
-SAFE = None  # safe fallback items: the first available items of the catalogue (set by the fixture)
 
 
 @pytest.fixture(scope="module")
 def world(tiny_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("tenant_config")
-    registry = Registry(str(root / "registry"))
-    catalogue = Catalogue.load(str(tiny_data), "acme")
-    tt, _ = publish_two_tower(registry, catalogue)
-    publish_ranker(registry, catalogue, two_tower=tt)
-    config = yaml.safe_load((ROOT / "configs/platform.yaml").read_text())
-    config["storage"] = {"data": str(tiny_data), "events": str(tiny_data / "events"),
-                         "registry": str(root / "registry"), "decisions": str(root / "decisions")}  # fmt: skip
-    (root / "platform.yaml").write_text(yaml.safe_dump(config))
+    config, registry, catalogues = write_world(tiny_data, root)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RECSYS_CONFIG", str(root / "platform.yaml"))
+        mp.setenv("RECSYS_CONFIG", str(config))
         mp.setenv("RECSYS_REGISTRY", str(root / "registry"))
         platform = load_platform_config()
-        _log_requests(platform, registry, catalogue, root / "decisions")
-        safe = _eligible(platform, catalogue)[:20]
-        yield {"root": root, "registry": registry, "platform": platform, "catalogue": catalogue, "safe": safe}
+        log_requests(platform, registry, {"acme": catalogues["acme"]}, root / "decisions")
+        safe = eligible(platform, catalogues["acme"])[:20]
+        yield {"root": root, "registry": registry, "platform": platform, "catalogue": catalogues["acme"],
+               "safe": safe}
 
 
-def _eligible(platform, catalogue) -> list[str]:
-    """Items acme's own rules keep for an unknown user now (a valid safe fallback list)."""
-    from core.contracts import Candidate, MergedCandidate
-    from ranking.rules import RuleChain
-    from serving.user_state import ServingUserState
-
-    items = [MergedCandidate(str(i), (Candidate(str(i), "t", "v", 1.0, 0),)) for i in catalogue.item_ids]
-    q = Query(request_id="r", tenant_id="acme", user_id="x", surface="home", k=10, now=datetime.now(UTC))
-    chain = RuleChain.from_policy(platform.tenant("acme").policy, catalogue)
-    return [c.item_id for c in chain.apply(q, items, ServingUserState(user_id="x")).kept]
-
-
-def _pipeline(platform, registry, catalogue, document=None, version=BOOTSTRAP, switches=None):
-    from serving.fallback_list import load_fallback_list
-
-    models = TenantModels(fallback_list=load_fallback_list(registry, "acme"), extra={"registry": registry})
-    data = TenantData(catalogue, None, None)
-    return RecommendationPipeline(build_served_stages(platform, "acme", data, models, document=document,
-                                                      version=version, switches=switches))  # fmt: skip
-
-
-def _log_requests(platform, registry, catalogue, decisions: Path) -> None:
-    """Serve 24 requests (home and item_page) and write their records to the decision log."""
-    pipe = _pipeline(platform, registry, catalogue)
-    writer = DecisionLogWriter(str(decisions))
-
-    async def serve() -> None:
-        for n in range(24):
-            now = datetime.now(UTC) - timedelta(minutes=n)
-            q = Query(request_id=new_request_id(now), tenant_id="acme", user_id=f"u{n % 8}",
-                      surface="home" if n % 3 else "item_page", k=10, now=now)  # fmt: skip
-            writer.submit((await pipe.recommend(q)).decision)
-
-    asyncio.run(serve())
-    assert writer.flush()
-    writer.close()
+def _pipeline(platform, registry, catalogue, switches=None):
+    return pipeline(platform, registry, catalogue, switches=switches)
 
 
 def _export(world, tmp_path, **edit) -> Path:

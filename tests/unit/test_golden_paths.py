@@ -13,8 +13,6 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-import pytest
-
 from cluster.cli import main as recsys
 from core.config import load_platform_config
 from core.kill_switches import read_state

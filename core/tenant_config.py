@@ -221,6 +221,25 @@ def diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     return lines
 
 
+MATURITY_ORDER = ("general", "teen", "mature")
+
+
+def safety_only(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True when ``new`` differs from ``old`` only by stricter policy: more blocked items or
+    categories, a lower default maturity. Such a change is an emergency kind (a safety rule)
+    that may pass a change freeze (it still needs its review)."""
+    po, pn = old.get("policy", {}), new.get("policy", {})
+    if not (set(po.get("blocked_items", [])) <= set(pn.get("blocked_items", []))
+            and set(po.get("blocked_categories", [])) <= set(pn.get("blocked_categories", []))):  # fmt: skip
+        return False
+    mo, mn = po.get("default_max_maturity", "teen"), pn.get("default_max_maturity", "teen")
+    if MATURITY_ORDER.index(mn) > MATURITY_ORDER.index(mo):
+        return False
+    keys = ("blocked_items", "blocked_categories", "default_max_maturity")
+    same = {**new, "policy": {**pn, **{k: po.get(k) for k in keys}}}
+    return same == old and new != old
+
+
 def tenant_body(platform: PlatformConfig, tenant: str) -> dict[str, Any]:
     """What a document would hold for ``tenant`` in ``platform`` (for diffs)."""
     t = platform.tenant(tenant)

@@ -241,19 +241,28 @@ def run_review(args: argparse.Namespace) -> int:
         _print_checks(out, run_checks(platform, registry, args.tenant, version))
     blocking = record_review(registry, args.tenant, version, actor=_who(args), sign_offs=tuple(args.sign_off),
                              approve=args.approve, reject=args.reject, comment=args.comment)  # fmt: skip
-    approved = args.approve and not blocking
-    out.print(f"tenant_config {version} of {args.tenant}: "
-              + ("approved: may be promoted" if approved else "; ".join(blocking) or "may be promoted"),
+    approved = args.approve and registry.reviews("tenant_config", args.tenant, version)[-1].decision == "approve"
+    verdict = "; ".join(blocking) or "may be promoted"
+    out.print(f"tenant_config {version} of {args.tenant}: " + (f"approved; {verdict}" if approved else verdict),
               soft_wrap=True)  # fmt: skip
-    return 1 if args.approve and blocking else 0
+    return 1 if args.approve and not approved else 0
 
 
 def run_promote(args: argparse.Namespace) -> int:
+    from core.tenant_config import load_published, production_document, safety_only, tenant_body
+
     platform, registry = _context(args)
     version = _version(registry, args.tenant, args.version)
+    exempt = ""
+    freeze = registry.policy.freeze_at("tenant_config", args.tenant)
+    if freeze is not None and not args.break_glass:
+        current = production_document(registry, args.tenant)
+        old = current[1].body() if current else tenant_body(platform, args.tenant)
+        if safety_only(old, load_published(registry, args.tenant, version).body()):
+            exempt = f"safety rule through freeze {freeze.name!r}"
     aliases = registry.promote("tenant_config", args.tenant, version, actor=_who(args), reason=args.reason,
-                               break_glass=args.break_glass)  # fmt: skip
-    flag = " [BREAK-GLASS]" if args.break_glass else ""
+                               break_glass=args.break_glass, freeze_exempt=exempt)  # fmt: skip
+    flag = escape(" [BREAK-GLASS]" if args.break_glass else (f" [{exempt}]" if exempt else ""))
     console().print(f"tenant_config/{args.tenant}: production = {aliases['production']}, "
                     f"previous = {aliases.get('previous', '-')}{flag}; Ingress replicas pick it up on their next poll")  # fmt: skip
     return 0

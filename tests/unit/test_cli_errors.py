@@ -92,6 +92,8 @@ CASES: list[tuple[str, str]] = [
     ("config promote --tenant acme v20300101T000000000Z-abcdef", "no tenant_config version"),
     ("config rollback --tenant acme", "no 'previous' version"),
     ("config show --tenant acme", "no tenant_config alias 'production'"),
+    ("config set {tmp}/nope.yaml policy.blocked_items=[x]", "nope.yaml: No such file or directory"),
+    ("config set {bad_job} window_days", "'window_days': expected KEY=VALUE"),
     ("kill-switch acme source trendy off --reason x", "has no source 'trendy'"),
     ("kill-switch acme source fresh off", "needs --reason"),
     ("kill-switch acme source fresh", "give TARGET NAME off|on"),

@@ -28,6 +28,7 @@ from serving.pipeline import RecommendationPipeline
 from serving.served_config import build_served_stages
 from tests.unit.tenant_world import eligible, log_requests, pipeline, write_world
 
+ROOT = Path(__file__).resolve().parents[2]
 OWNER = {"team": "acme-recs", "primary": "ana", "escalation": "#acme-recs-oncall",
          "runbook": "docs/runbooks/hot-swap-and-rollback.md"}  # fmt: skip
 SIGN_OFFS = ["--sign-off", "privacy_review", "--sign-off", "rollback_plan", "--sign-off", "oncall_notified"]
@@ -218,6 +219,7 @@ def test_a_freeze_refuses_a_config_promotion_but_not_a_rollback_or_a_kill_switch
     freeze = FreezeWindow(name="peak", start=now - timedelta(hours=1), end=now + timedelta(hours=1),
                           kinds=(KIND,))  # fmt: skip
     reg = Registry(world["registry"].uri, policy=PromotionPolicy(**{**base.model_dump(), "freezes": (freeze,)}))
+    assert recsys(["config", "publish", "--tenant", "acme", str(_export(world, tmp_path)), "--replay", "3"]) == 0
     candidate = _published(world)
     with pytest.raises(PromotionRefused, match="change freeze 'peak'"):
         reg.promote(KIND, "acme", candidate, actor="rita")
@@ -226,3 +228,32 @@ def test_a_freeze_refuses_a_config_promotion_but_not_a_rollback_or_a_kill_switch
     served, _ = effective_platform(world["platform"], reg, "acme")
     assert set_switch(reg, served, "acme", "source", "fresh", "off", reason="incident", actor="sre").labels()
     set_switch(reg, served, "acme", "source", "fresh", "on", reason="over", actor="sre")
+
+
+def test_during_a_freeze_only_a_safety_rule_goes_through(world, tmp_path, monkeypatch, capsys):
+    now = datetime.now(UTC)
+    policy = yaml.safe_load((ROOT / "configs/promotion.yaml").read_text())
+    policy["freezes"] = [{"name": "peak", "start": (now - timedelta(hours=1)).isoformat(),
+                          "end": (now + timedelta(hours=1)).isoformat(), "kinds": [KIND]}]  # fmt: skip
+    (tmp_path / "promotion.yaml").write_text(yaml.safe_dump(policy))
+    monkeypatch.setenv("RECSYS_PROMOTION_POLICY", str(tmp_path / "promotion.yaml"))
+    review = ["config", "review", "--tenant", "acme", *SIGN_OFFS, "--approve", "--actor", "rita"]
+    # Looser: more exploration slots. Refused by the freeze.
+    path = _export(world, tmp_path)
+    assert recsys(["config", "set", str(path), "surfaces.home.ranker.max_candidates=400"]) == 0
+    assert recsys(["config", "publish", "--tenant", "acme", str(path), "--replay", "5"]) == 0
+    assert recsys(review) == 0
+    capsys.readouterr()
+    assert recsys(["config", "promote", "--tenant", "acme"]) == 2
+    assert "change freeze 'peak'" in capsys.readouterr().err
+    # Stricter only: one more blocked item on top of production. A safety rule: it goes through.
+    path = _export(world, tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    doc["policy"]["blocked_items"] = [*doc["policy"]["blocked_items"], "i0000399"]
+    path.write_text(yaml.safe_dump(doc))
+    assert recsys(["config", "publish", "--tenant", "acme", str(path), "--replay", "5"]) == 0
+    assert recsys(review) == 0
+    assert recsys(["config", "promote", "--tenant", "acme", "--reason", "block i0000399"]) == 0
+    assert "safety rule through freeze 'peak'" in capsys.readouterr().out
+    last = [a for a in world["registry"].audit(KIND, "acme") if a.alias == "production"][-1]
+    assert last.action == "promote" and "safety rule through freeze 'peak'" in last.reason

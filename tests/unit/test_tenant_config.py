@@ -18,6 +18,7 @@ import yaml
 from cluster.cli import main as recsys
 from core.config import load_platform_config
 from core.contracts import Query
+from core.decision_log import new_request_id
 from core.eventlog import EventLog
 from core.kill_switches import KillSwitchError, read_state, set_switch
 from core.promotion import FreezeWindow, PromotionPolicy, load_promotion_policy
@@ -257,3 +258,73 @@ def test_during_a_freeze_only_a_safety_rule_goes_through(world, tmp_path, monkey
     assert "safety rule through freeze 'peak'" in capsys.readouterr().out
     last = [a for a in world["registry"].audit(KIND, "acme") if a.alias == "production"][-1]
     assert last.action == "promote" and "safety rule through freeze 'peak'" in last.reason
+
+
+def _launch(world, tmp_path, like: float) -> str:
+    """Publish, review and promote acme's config with ``like`` as its home like weight."""
+    path = _export(world, tmp_path)
+    assert recsys(["config", "set", str(path), f"surfaces.home.ranker.task_weights.like={like}"]) == 0
+    assert recsys(["config", "publish", "--tenant", "acme", str(path), "--replay", "3"]) == 0
+    assert recsys(["config", "review", "--tenant", "acme", *SIGN_OFFS, "--approve", "--actor", "rita"]) == 0
+    assert recsys(["config", "promote", "--tenant", "acme", "--reason", f"like {like}"]) == 0
+    return world["registry"].resolve(KIND, "acme", "production")
+
+
+def test_ingress_pipelines_swap_a_promoted_config_and_keep_the_live_events(world, tmp_path, monkeypatch):
+    """The Ingress replica's tenant pipelines (no Ray: the models in the replica, as on a CPU
+    node): a promoted config and a kill switch are picked up by the alias poll's refresh, and a
+    hide that reached the replica only live (not in the event log it rebuilds from) survives."""
+    from deployments.loaders import ServingContext
+    from deployments.model_slots import RankerSlots, TwoTowerSlots
+    from deployments.settings import AppArgs
+    from deployments.tenants import LivePopularity, TenantPipelines
+
+    monkeypatch.delenv("RECSYS_PROMOTION_POLICY", raising=False)
+    storage = world["platform"].resolved_storage()
+    ctx = ServingContext(config_path=str(world["root"] / "platform.yaml"), data=storage.data,
+                         events=storage.events, registry=storage.registry, decisions=storage.decisions,
+                         alias="production")  # fmt: skip
+    args = AppArgs(platform_config=ctx.config_path,
+                   placement={"source_kinds": {"two_tower": "ingress"}, "ranker": "ingress"})  # fmt: skip
+
+    async def run() -> None:
+        two_tower = TwoTowerSlots(ctx)
+        await two_tower.refresh_all()
+        holder: dict = {}
+        ranker = RankerSlots(ctx, lambda t: LivePopularity(lambda: holder["p"].pipelines[t].stages.popularity))
+        tenants = holder["p"] = TenantPipelines(ctx, args, world["platform"], {}, two_tower, ranker)
+        await ranker.refresh_all()
+        assert await tenants.refresh_configs() == {"acme": False, "globex": False}
+
+        def ask():
+            q = Query(request_id=new_request_id(), tenant_id="acme", user_id="u_live", surface="home", k=10,
+                      now=datetime.now(UTC))  # fmt: skip
+            return tenants.pipelines["acme"].recommend(q)
+
+        first = await ask()
+        hidden = first.slate[0].item_id
+        tenants.observe("acme", [{"event_id": "live-1", "tenant_id": "acme", "user_id": "u_live",
+                                  "item_id": hidden, "event_type": "hide", "ts": datetime.now(UTC)}])  # fmt: skip
+        version = await asyncio.to_thread(_launch, world, tmp_path, 11.0)
+        assert await tenants.refresh_configs() == {"acme": True, "globex": False}
+        after = await ask()
+        assert after.decision.versions["tenant_config"] == version
+        assert after.decision.versions["ranker"] == ranker.versions()["acme"]["ranker"]
+        assert hidden not in [s.item_id for s in after.slate]
+        assert tenants.served("acme")["tenant_config"] == version
+
+        served, _ = effective_platform(world["platform"], world["registry"], "acme")
+        set_switch(world["registry"], served, "acme", "source", "fresh", "off", reason="stale", actor="sre")
+        try:
+            assert tenants.served("acme")["kill_switches"][0]["live"] is False  # not picked up yet
+            assert await tenants.refresh_configs() == {"acme": True, "globex": False}
+            record = (await ask()).decision
+            assert "fresh" not in {s.source for s in record.sources}
+            assert "kill_switch:source:fresh" in record.degraded
+            assert tenants.served("acme")["kill_switches"][0]["live"] is True
+        finally:
+            set_switch(world["registry"], served, "acme", "source", "fresh", "on", reason="ok", actor="sre")
+        assert await tenants.refresh_configs() == {"acme": True, "globex": False}
+        assert "fresh" in {s.source for s in (await ask()).decision.sources}
+
+    asyncio.run(run())

@@ -93,6 +93,7 @@ class ConfigReview:
         except (FileNotFoundError, ValueError, OSError):
             self.catalogue = None
         self._models: Any = None
+        self.notes: list[str] = []
 
     # ---- static checks ---------------------------------------------------------------------
 
@@ -177,8 +178,14 @@ class ConfigReview:
             from serving.loaders import load_ranker_model, load_two_tower, two_tower_key
 
             reg, t = self.registry, self.tenant
+            from serving.loaders import Refused
+
             key = two_tower_key(reg, t, "production")
-            artifacts = load_two_tower(reg, t, key) if key else None
+            try:
+                artifacts = load_two_tower(reg, t, key) if key else None
+            except Refused as exc:  # serving refuses the pair too (and keeps its old one)
+                self.notes.append(f"production two-tower pair refused ({exc}): replayed without it")
+                artifacts = None
             rankers, similarity, default = {}, {}, None
             rv = reg.resolve("ranker", t, "production")
             if rv is not None and self.catalogue is not None:
@@ -260,6 +267,8 @@ class ConfigReview:
                   f"{len(failures)} failed, {fallbacks} fallbacks")  # fmt: skip
         if problems:
             detail += ": " + "; ".join(problems[:5])
+        if self.notes:
+            detail += " (" + "; ".join(self.notes) + ")"
         mean = sum(overlaps) / len(overlaps) if overlaps else 0.0
         k = max(r.k for r in records)
         movement = {"requests": n, "mean_overlap_at_k": round(mean, 4), "k": k, "vs": prod_version,

@@ -43,7 +43,7 @@ def run_kill_switch(args: argparse.Namespace) -> int:
         return 0
     if args.name is None or args.state is None:
         raise CliError("kill-switch: give TARGET NAME off|on (e.g. `recsys kill-switch acme source fresh off --reason …`)")
-    from cluster.commands.config_cmd import known_tenant
+    from cluster.commands.tenant_config_cmd import known_tenant
 
     base = load_platform_config()
     known_tenant(base, args.tenant)

@@ -28,6 +28,7 @@ from cluster.ui import CliError, console
 COMMAND_MODULES = [
     "cluster.commands.config_cmd",
     "cluster.commands.data_cmd",
+    "cluster.commands.kill_switch_cmd",
     "cluster.commands.registry_cmd",
     "cluster.commands.local_cmd",
     "cluster.commands.serve_cmd",

@@ -382,6 +382,7 @@ class Registry:
         reason: str = "",
         break_glass: bool = False,
         now: datetime | None = None,
+        freeze_exempt: str = "",
     ) -> dict[str, str]:
         """Make ``version`` production; the old production becomes ``previous``.
 
@@ -390,7 +391,10 @@ class Registry:
         ``now``; else :class:`PromotionRefused` names what is missing. ``break_glass=True``
         skips both, only for an actor in an emergency role and with a ``reason``; the audit
         records and the production alias carry the flag. Promoting the current production
-        version changes nothing (and checks nothing). Returns the aliases after.
+        version changes nothing (and checks nothing). ``freeze_exempt``: why this reviewed
+        change may pass a freeze (an emergency kind, e.g. a config that only adds safety rules:
+        :func:`core.tenant_config.safety_only`); the review gate still applies and, when a
+        freeze is on, the audit reason says so. Returns the aliases after.
         """
         self.manifest(kind, tenant, version)
         policy = self.policy
@@ -407,8 +411,10 @@ class Registry:
             current = self.alias_record(kind, tenant, "production")
             if current is not None and current.version == version:
                 return self.aliases(kind, tenant)
+            if freeze_exempt and self.policy.freeze_at(kind, tenant, now) is not None:
+                reason = f"{reason} [{freeze_exempt}]".strip()
             if not break_glass:
-                problems = self.promotion_problems(kind, tenant, version, now)
+                problems = self.promotion_problems(kind, tenant, version, now, bool(freeze_exempt))
                 if problems:
                     raise PromotionRefused(kind, tenant, version, problems,
                                            "record them with `recsys review`, or break glass")  # fmt: skip
@@ -451,13 +457,15 @@ class Registry:
         return out
 
     def promotion_problems(
-        self, kind: str, tenant: str, version: str, now: datetime | None = None
+        self, kind: str, tenant: str, version: str, now: datetime | None = None,
+        freeze_exempt: bool = False,
     ) -> list[str]:
         """What a reviewed :meth:`promote` of ``version`` at ``now`` (default: now) would be
-        refused for: missing checks and sign-offs, a freeze. Empty: it may be promoted."""
+        refused for: missing checks and sign-offs, a freeze (unless ``freeze_exempt``: an
+        emergency change such as a safety rule). Empty: it may be promoted."""
         problems = gate_problems(self.reviews(kind, tenant, version), self.policy.checklist(kind))
         freeze = self.policy.freeze_at(kind, tenant, now)
-        if freeze is not None:
+        if freeze is not None and not freeze_exempt:
             problems.append(f"change freeze {freeze.name!r} until {freeze.end:%Y-%m-%d %H:%M} UTC")
         return problems
 

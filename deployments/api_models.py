@@ -164,6 +164,12 @@ class VersionsResponse(BaseModel):
     production: dict[str, dict] = Field(default_factory=dict)
     """Artifact kind -> the registry's ``production`` alias: ``version``, ``at``, ``actor``,
     ``reason`` and ``break_glass`` (true when promoted without a passing review)."""
+    tenant_config: str = "platform.yaml"
+    """The ``tenant_config`` version this replica serves the tenant with (``platform.yaml``:
+    none promoted, the bootstrap)."""
+    kill_switches: list[dict] = Field(default_factory=list)
+    """Switches that are off: ``target``, ``name``, ``reason``, ``actor``, ``at``, and ``live``
+    (this replica already serves with it)."""
 
 
 class HealthResponse(BaseModel):

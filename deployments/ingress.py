@@ -32,7 +32,7 @@ from deployments.loaders import ServingContext, settle_replica
 from deployments.model_slots import RankerSlots, TwoTowerSlots
 from deployments.recent import RecentDecisions
 from deployments.settings import AppArgs
-from deployments.tenants import TenantPipelines, served_versions
+from deployments.tenants import LivePopularity, TenantPipelines, served_versions
 from serving.errors import ServiceUnavailable, UnknownSurface
 
 Auth = Annotated[str | None, Header(alias="Authorization")]
@@ -72,7 +72,7 @@ class Ingress:
             self.two_tower = TwoTowerSlots(ctx)
             await self.two_tower.refresh_all()
         if args.placement.ranker == "ingress":  # its popularity feature: this replica's counter
-            self.ranker = RankerSlots(ctx, lambda t: self.tenants.pipelines[t].stages.popularity,
+            self.ranker = RankerSlots(ctx, lambda t: LivePopularity(lambda: self.tenants.pipelines[t].stages.popularity),
                                       catalogues=self.two_tower.catalogues if self.two_tower else None)  # fmt: skip
         self.tenants = TenantPipelines(ctx, args, self.config, self.handles, self.two_tower,
                                        self.ranker)  # fmt: skip
@@ -84,7 +84,7 @@ class Ingress:
                                            interval_s=args.decision_ship_interval_s)  # fmt: skip
         self.recent = RecentDecisions(args.decision_lru_size)
         settle_replica()
-        for slots in (self.two_tower, self.ranker):
+        for slots in (self.two_tower, self.ranker, self.tenants):  # models; tenant configs
             if slots is not None:
                 slots.ensure_polling(lambda: self.args.model_poll_interval_s)
 
@@ -131,7 +131,7 @@ class Ingress:
         try:
             result = await asyncio.to_thread(
                 self.events.append, rows, tenant=tenant, items=self.tenants.catalogues[tenant],
-                surfaces=self.config.tenant(tenant).surfaces)  # fmt: skip
+                surfaces=self.tenants.surfaces(tenant))  # fmt: skip
         except OSError:
             metrics.observe_request(tenant, "events", 503, _ms(started))
             raise ApiError(503, "storage_unavailable", "events could not be stored; retry") from None
@@ -186,8 +186,10 @@ class Ingress:
             local.update(slots.versions().get(tenant, {}) if slots is not None else {})
         found = await served_versions(self.handles, tenant, local)
         production = await asyncio.to_thread(self.registry.production_versions, tenant)
+        served = await asyncio.to_thread(self.tenants.served, tenant)
         return m.VersionsResponse(tenant=tenant, config=self.config.version, artifacts=found,
-                                  production={k: r.model_dump(mode="json") for k, r in production.items()})  # fmt: skip
+                                  production={k: r.model_dump(mode="json") for k, r in production.items()},
+                                  **served)  # fmt: skip
 
     @api.get("/metrics", include_in_schema=False)
     async def metrics_endpoint(self, authorization: Auth = None):
@@ -214,6 +216,10 @@ class Ingress:
             for t, swapped in (await slots.refresh_all() if slots is not None else {}).items():
                 out[t] = out.get(t, False) or swapped
         return out
+
+    async def refresh_config_now(self) -> dict[str, bool]:
+        """Check every tenant's ``tenant_config`` alias and kill switches now: ``tenant → swapped``."""
+        return await self.tenants.refresh_configs()
 
     async def set_faults(self, faults: dict) -> None:
         """Test/game-day switches (:class:`serving.faults.FaultInjection`), read per call."""

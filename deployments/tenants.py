@@ -1,29 +1,63 @@
 """Every tenant's pipeline inside one ingress replica, assembled by
-:func:`serving.assembly.build_tenant_stages` with handle-backed stages where the app's
-placement puts a stage in another deployment (:class:`deployments.stages.HandleStages`)."""
+:func:`serving.served_config.build_served_stages` (the bootstrap config, the tenant's
+production ``tenant_config`` document, its kill switches) with handle-backed stages where the
+app's placement puts a stage in another deployment (:class:`deployments.stages.HandleStages`),
+and swapped live when the registry says the tenant's config or switches changed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from core.config import PlatformConfig
+from core.config import ConfigError, PlatformConfig
+from core.kill_switches import KillSwitchError
+from core.kill_switches import read_state as read_kill_switches
 from core.registry import Registry
+from core.tenant_config import BOOTSTRAP, load_published
+from core.tenant_config import KIND as TENANT_CONFIG
 from deployments import metrics
+from deployments.hot_swap import Refused, RuntimeSlot, poll_forever
 from deployments.loaders import ServingContext, load_catalogue, load_events, load_users
 from deployments.settings import AppArgs
 from deployments.stages import HandleStages
-from serving.assembly import TenantData, TenantModels, build_tenant_stages
+from serving.assembly import TenantData, TenantModels
 from serving.fallback_list import FallbackList, load_fallback_list
 from serving.faults import FaultInjection, FaultSwitch
 from serving.pipeline import RecommendationPipeline
+from serving.served_config import build_served_stages, served_platform
+from serving.stages import TenantStages
 
 logger = logging.getLogger("ray.serve")
 
 
+RECENT_EVENTS = 50_000
+"""Live events a replica remembers per tenant, to replay into a rebuilt pipeline the events
+that reached it while the rebuild read the event log (deduplicated by ``event_id``)."""
+
+
+class LivePopularity:
+    """The popularity counter of the tenant's *current* stages, read on each call: a ranker
+    loaded into this replica keeps reading live counts across config swaps."""
+
+    def __init__(self, current: Callable[[], Any]):
+        self._current = current
+
+    def values(self, item_ids: Any, now: Any) -> Any:
+        return self._current().values(item_ids, now)
+
+
 class TenantPipelines:
+    """One :class:`RecommendationPipeline` per tenant, rebuilt and swapped live when the
+    tenant's production ``tenant_config`` or its kill switches change (:meth:`ensure_polling`;
+    :class:`deployments.hot_swap.RuntimeSlot` does the watching, as for models). A rebuild
+    reads the event log again in a worker thread, replays the live events that arrived
+    meanwhile, then swaps the stages in one assignment: a request runs wholly on the old or
+    the new config. A document that does not apply (or switches that leave a surface without
+    sources) is refused: logged, counted, and the old stages keep serving."""
+
     def __init__(self, ctx: ServingContext, args: AppArgs, config: PlatformConfig,
                  handles: Mapping[str, Any], two_tower: Any = None,
                  ranker: Any = None):  # fmt: skip
@@ -31,6 +65,7 @@ class TenantPipelines:
         / ``RankerSlots`` where the placement puts the two-tower source / the ranker in the
         ingress."""
         self.faults = FaultSwitch(args.faults)
+        self.ctx, self.config, self.placement = ctx, config, args.placement
         placement = args.placement
         local_sources = any(
             placement.deployment_for(s.kind) is None
@@ -40,26 +75,112 @@ class TenantPipelines:
         self.holds_state = placement.user_state == "ingress" or local_sources
         self.catalogues = {t.id: load_catalogue(ctx, t.id) for t in config.tenants}
         self.pipelines: dict[str, RecommendationPipeline] = {}
-        registry = Registry(ctx.registry)
+        self.config_slots: dict[str, RuntimeSlot] = {}
+        self.registry = Registry(ctx.registry)
+        self._remote = {t.id: HandleStages(t.id, placement, handles, default_ranker=ctx.alias,
+                                           two_tower=two_tower, ranker=ranker)
+                        for t in config.tenants}  # fmt: skip
+        self._recent = {t.id: deque(maxlen=RECENT_EVENTS) for t in config.tenants}
+        self._poller: asyncio.Task | None = None
         for tenant in config.tenants:
             t = tenant.id
-            # Online state starts from the event log: user state, trending, co-occurrence and
-            # the popularity the ranker fallback uses. Later events arrive by broadcast.
-            events = load_events(ctx, t) if self.holds_state else None
-            users = load_users(ctx, t) if placement.user_state == "ingress" else None
-            remote = HandleStages(t, placement, handles, default_ranker=ctx.alias,
-                                  two_tower=two_tower, ranker=ranker)  # fmt: skip
-            models = TenantModels(fallback_list=_fallback_list(registry, t), extra={"registry": registry})
-            stages = build_tenant_stages(config, t, TenantData(self.catalogues[t], events, users), models,
-                                         remote=remote, faults=self.faults)  # fmt: skip
+            slot = RuntimeSlot(f"tenant_config[{t}]", resolve=lambda t=t: self._config_key(t),
+                               load=lambda key, t=t: self._build(t, key),
+                               on_event=lambda outcome, key, err, t=t: self._config_event(t, outcome, key))  # fmt: skip
+            try:
+                key = self._config_key(t)
+                stages, _ = self._build(t, key)
+            except Exception:  # an unreadable registry or a bad document: serve the bootstrap
+                logger.exception("tenant %s: cannot apply its production tenant_config; "
+                                 "serving platform.yaml", t)  # fmt: skip
+                key = None
+                stages, _ = self._build(t, (BOOTSTRAP, 0), bootstrap=True)
+            slot.runtime, slot.key = stages, key
+            self.config_slots[t] = slot
             self.pipelines[t] = RecommendationPipeline(stages)
-            if events is not None:
-                logger.info("ingress %s: online state from %d events", t, events.num_rows)
+
+    # ---- the served config of each tenant -------------------------------------------------
+
+    def _config_key(self, tenant: str) -> tuple[str, int]:
+        """``(production tenant_config version or platform.yaml, kill-switch revision)``."""
+        version = self.registry.resolve(TENANT_CONFIG, tenant, self.ctx.alias) or BOOTSTRAP
+        return version, read_kill_switches(self.registry, tenant).revision
+
+    def _build(self, tenant: str, key: tuple[str, int], bootstrap: bool = False) -> tuple[TenantStages, frozenset]:
+        """The tenant's stages under ``key`` and the event ids they were built from (blocking:
+        a worker thread). :class:`Refused` when the document or the switches do not apply."""
+        version = key[0]
+        try:
+            document = None if version == BOOTSTRAP else load_published(self.registry, tenant, version)
+            switches = None if bootstrap else read_kill_switches(self.registry, tenant)
+            served_platform(self.config, tenant, document, switches, version)  # refuse early
+        except (ConfigError, KillSwitchError) as exc:
+            raise Refused(f"tenant_config {version}: {exc}") from None
+        # Online state starts from the event log: user state, trending, co-occurrence and
+        # the popularity the ranker fallback uses. Later events arrive by broadcast.
+        events = load_events(self.ctx, tenant) if self.holds_state else None
+        users = load_users(self.ctx, tenant) if self.placement.user_state == "ingress" else None
+        models = TenantModels(fallback_list=_fallback_list(self.registry, tenant),
+                              extra={"registry": self.registry})  # fmt: skip
+        stages = build_served_stages(self.config, tenant, TenantData(self.catalogues[tenant], events, users),
+                                     models, document=document, version=version, switches=switches,
+                                     remote=self._remote[tenant], faults=self.faults)  # fmt: skip
+        seen = frozenset()
+        if events is not None:
+            logger.info("ingress %s: online state from %d events (tenant_config %s)", tenant,
+                        events.num_rows, version)  # fmt: skip
+            if "event_id" in events.column_names:
+                seen = frozenset(events["event_id"].to_pylist())
+        return stages, seen
+
+    def _config_event(self, tenant: str, outcome: str, key) -> None:
+        metrics.HOT_SWAPS.labels(tenant, "tenant_config", outcome).inc()
+        if outcome != "swapped":
+            return
+        slot = self.config_slots[tenant]
+        stages, seen = slot.runtime
+        # Runs on the event loop right after the load: no event can arrive between the replay
+        # and the swap.
+        replayed = [e for e in self._recent[tenant] if e.get("event_id") not in seen]
+        for event in replayed:
+            stages.observe(event)
+        slot.runtime = stages
+        self.pipelines[tenant].swap(stages)
+        logger.info("tenant %s: serving tenant_config %s (kill-switch revision %s); %d live "
+                    "events replayed", tenant, key[0], key[1], len(replayed))  # fmt: skip
+
+    def served(self, tenant: str) -> dict[str, Any]:
+        """What ``GET /v1/versions`` shows: the tenant config version and the kill switches."""
+        stages = self.pipelines[tenant].stages
+        switches = read_kill_switches(self.registry, tenant)
+        live = {f"kill_switch:{s.label}" for s in switches.off} & set(stages.degraded)
+        return {
+            "tenant_config": stages.versions.get("tenant_config", BOOTSTRAP),
+            "kill_switches": [{"target": s.target, "name": s.name, "reason": s.reason, "actor": s.actor,
+                               "at": s.at.isoformat(), "live": f"kill_switch:{s.label}" in live}
+                              for s in switches.off],
+        }  # fmt: skip
+
+    async def refresh_configs(self) -> dict[str, bool]:
+        """Check every tenant's config alias and switches now: ``tenant → swapped``."""
+        return {t: await s.refresh() for t, s in self.config_slots.items()}
+
+    def ensure_polling(self, interval_s: Callable[[], float]) -> None:
+        """Start (or restart, after a crash) the config poller on the running loop."""
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(
+                poll_forever(lambda: list(self.config_slots.values()), interval_s)
+            )
+
+    def surfaces(self, tenant: str) -> Mapping[str, Any]:
+        """The tenant's surfaces as served now (events name them)."""
+        return self.pipelines[tenant].stages.tenant.surfaces
 
     def observe(self, tenant: str, events: list[dict]) -> int:
         pipeline = self.pipelines.get(tenant)
         if pipeline is None:
             return 0
+        self._recent[tenant].extend(events)
         for event in events:
             pipeline.stages.observe(event)
         return len(events)

@@ -97,6 +97,7 @@ class RecommendationPipeline:
         if query.surface not in rt.tenant.surfaces:
             raise UnknownSurface(query.surface)
         tr = Trace()
+        tr.degraded.extend(rt.degraded)  # standing degradations (kill switches) mark every record
         with tracing.span("recommend", {"recsys.tenant": query.tenant_id,
                                         "recsys.surface": query.surface,
                                         "recsys.request_id": query.request_id}) as sp:  # fmt: skip

@@ -78,6 +78,8 @@ class TenantStages:
     fallback_list: Any = None
     """The tenant's production :class:`serving.fallback_list.FallbackList` (None: none
     published; the config's ``policy.safe_fallback`` is then the last resort)."""
+    degraded: tuple[str, ...] = ()
+    """Standing degradations every record of this tenant carries (``kill_switch:source:x``)."""
 
     def safe_fallback_list(self, surface: str, state: Any, now: Any, degraded: list[str]) -> tuple[list[str], str]:
         """The items served when policy data cannot be read, and their version: the production

@@ -1,4 +1,8 @@
-"""`recsys config validate [PATH…]`: check config files against their schemas."""
+"""`recsys config validate [PATH…]`: check config files against their schemas.
+
+`recsys config export|publish|review|promote|rollback|show --tenant T`: a tenant's serving
+configuration as a reviewed ``tenant_config`` registry artifact (:mod:`core.tenant_config`).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     validate.add_argument("paths", nargs="*", help="files or folders to validate")
     validate.set_defaults(func=run_validate)
+    from cluster.commands.tenant_config_cmd import register_tenant_config
+
+    register_tenant_config(sub)
 
 
 def _expand(paths: list[str]) -> list[Path]:

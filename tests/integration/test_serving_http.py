@@ -88,6 +88,8 @@ def deploy(tiny_data, root, tracing_env: dict[str, str] | None = None, **app_arg
         "catalogues": catalogues,
         "versions": versions,
         "handle": lambda name: serve.get_deployment_handle(name, APP),
+        "platform_config": args.platform_config,
+        "storage": args.storage.model_dump(),
     }
     yield ctx
     serve.delete(APP)
@@ -316,3 +318,115 @@ def test_hot_swap_under_load_drops_nothing_and_mismatched_pairs_are_refused(serv
     assert 'recsys_hot_swaps_total{component="two_tower"' in metrics
     assert 'outcome="refused"' in metrics
     assert 'recsys_requests_total{endpoint="recommend"' in metrics
+
+
+# ---- tenant config and kill switches, live (docs/operations.md, "Tenant configuration") ----
+
+
+def _reviewed_config(s, like: float) -> str:
+    """Publish acme's config with ``like`` as the home like weight, run its automatic checks,
+    sign it off and approve it (the launch review); returns the version."""
+    from core.config import StorageConfig, load_platform_config
+    from core.tenant_config import KIND, document_from_platform, publish_document
+    from training.config_review import record_review, run_checks
+
+    platform = load_platform_config(s["platform_config"])
+    platform = platform.model_copy(update={"storage": StorageConfig(**s["storage"])})
+    catalogue = s["catalogues"]["acme"]
+    owner = {"team": "acme-recs", "primary": "serving-tests", "escalation": "#acme",
+             "runbook": "docs/runbooks/hot-swap-and-rollback.md"}  # fmt: skip
+    doc = document_from_platform(platform, "acme", owner)
+    home = doc.surfaces["home"]
+    weights = {**home.ranker.task_weights, "like": like}
+    surfaces = {**doc.surfaces, "home": home.model_copy(update={"ranker": home.ranker.model_copy(
+        update={"task_weights": weights})})}  # fmt: skip
+    surfaces.pop("email")  # precomputed: no batch_recs in this registry (the check says so)
+    doc = doc.model_copy(update={"surfaces": surfaces, "policy": doc.policy.model_copy(
+        update={"safe_fallback": _eligible(platform, catalogue)})})  # fmt: skip
+    version = publish_document(s["registry"], doc, actor="serving-tests").version
+    checks = run_checks(platform, s["registry"], "acme", version, replay=10)
+    assert all(c["ok"] for c in checks.values()), checks
+    blocking = record_review(s["registry"], "acme", version, actor="serving-tests", approve=True,
+                             sign_offs=("privacy_review", "rollback_plan", "oncall_notified"))  # fmt: skip
+    assert blocking == [], blocking
+    assert s["registry"].manifest(KIND, "acme", version).owner.team == "acme-recs"
+    return version
+
+
+def _eligible(platform, catalogue) -> list[str]:
+    from core.contracts import Candidate, MergedCandidate, Query
+    from ranking.rules import RuleChain
+    from serving.user_state import ServingUserState
+
+    items = [MergedCandidate(str(i), (Candidate(str(i), "t", "v", 1.0, 0),)) for i in catalogue.item_ids]
+    q = Query(request_id="r", tenant_id="acme", user_id="x", surface="home", k=10, now=datetime.now(UTC))
+    chain = RuleChain.from_policy(platform.tenant("acme").policy, catalogue)
+    return [c.item_id for c in chain.apply(q, items, ServingUserState(user_id="x")).kept][:20]
+
+
+def _wait_for(s, predicate, what: str, deadline_s: float = 60.0) -> float:
+    """Seconds until ``predicate(versions, record)`` holds for a fresh request's record."""
+    t0 = time.monotonic()
+    while True:
+        versions = requests.get(f"{s['base']}/v1/versions", headers=ACME).json()
+        r = _recommend(s, user_id="u_cfg").json()
+        record = requests.get(f"{s['base']}/v1/decisions/{r['request_id']}", headers=ACME).json()
+        if predicate(versions, record):
+            return time.monotonic() - t0
+        assert time.monotonic() - t0 < deadline_s, f"{what} not seen: {versions}"
+        time.sleep(0.1)
+
+
+def test_a_promoted_config_is_served_live_without_a_failed_request_and_rollback_restores(serving):
+    from core.tenant_config import KIND
+
+    s, registry = serving, serving["registry"]
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            statuses.append(_recommend(s, user_id=f"u_cfg_{len(statuses) % 5}").status_code)
+
+    first = _reviewed_config(s, like=7.0)
+    second = _reviewed_config(s, like=9.0)
+    worker = threading.Thread(target=load)
+    worker.start()
+    seen = {}
+    try:
+        for version in (first, second):
+            registry.promote(KIND, "acme", version, actor="serving-tests", reason="launch")
+            seen[version] = _wait_for(s, lambda v, r, version=version: v["tenant_config"] == version
+                                      and r["versions"]["tenant_config"] == version, version)  # fmt: skip
+        registry.rollback(KIND, "acme", actor="serving-tests", reason="bad launch")
+        seen["rollback"] = _wait_for(s, lambda v, r: r["versions"]["tenant_config"] == first, "rollback")
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    print(f"config pick-up seconds (promote, promote, rollback): {list(seen.values())}")
+    assert statuses and set(statuses) == {200}, sorted(set(statuses))
+    metrics = requests.get(f"{s['base']}/metrics", headers=ACME).text
+    assert 'component="tenant_config"' in metrics and 'outcome="swapped"' in metrics
+
+
+def test_a_kill_switch_removes_a_source_live_and_shows_in_versions_and_records(serving):
+    from core.config import load_platform_config
+    from core.kill_switches import set_switch
+    from core.tenant_config import effective_platform
+
+    s, registry = serving, serving["registry"]
+    platform, _ = effective_platform(load_platform_config(s["platform_config"]), registry, "acme")
+    served = lambda r: {x["source"] for x in r["sources"]}  # noqa: E731
+    _wait_for(s, lambda v, r: "trending" in served(r), "trending served")
+    set_switch(registry, platform, "acme", "source", "trending", "off", reason="bad counts", actor="sre")
+    try:
+        took = _wait_for(s, lambda v, r: "trending" not in served(r)
+                         and "kill_switch:source:trending" in r["degraded"], "kill switch")  # fmt: skip
+        versions = requests.get(f"{s['base']}/v1/versions", headers=ACME).json()
+        assert [(k["target"], k["name"], k["live"]) for k in versions["kill_switches"]] == [("source", "trending", True)]
+        print(f"kill switch pick-up seconds: {took:.2f}")
+    finally:
+        set_switch(registry, platform, "acme", "source", "trending", "on", reason="fixed", actor="sre")
+    _wait_for(s, lambda v, r: "trending" in served(r) and not v["kill_switches"], "switch back on")
+    audit = [(a.item, a.decision) for a in registry.audit(tenant="acme") if a.action == "kill_switch"]
+    assert audit[-2:] == [("source:trending", "off"), ("source:trending", "on")]

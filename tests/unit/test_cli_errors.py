@@ -82,6 +82,22 @@ CASES: list[tuple[str, str]] = [
     ("fallback-lists --tenant nobody", "unknown tenant 'nobody'"),
     ("fallback-lists --config {bad_job}", "job_bad.yaml: window_days: Input should be greater than 0"),
     ("k8s render --image x --platform-config {tmp}/in-image.yaml", "name the nightly pipeline's tenants with --tenant"),
+    ("config export --tenant acme {tmp}/a.yaml", "give --owner-team --owner-primary"),
+    ("config export --tenant nobody {tmp}/a.yaml", "unknown tenant 'nobody'"),
+    ("config publish --tenant acme {tmp}/nope.yaml", "nope.yaml: No such file or directory"),
+    ("config publish --tenant acme {bad_yaml}", "invalid YAML"),
+    ("config publish --tenant acme {bad_job}", "job_bad.yaml: owner: required key is missing"),
+    ("config review --tenant acme", "no tenant_config alias 'candidate'"),
+    ("config review --tenant acme --sign-off vibes", "invalid choice: 'vibes'"),
+    ("config promote --tenant acme v20300101T000000000Z-abcdef", "no tenant_config version"),
+    ("config rollback --tenant acme", "no 'previous' version"),
+    ("config show --tenant acme", "no tenant_config alias 'production'"),
+    ("config set {tmp}/nope.yaml policy.blocked_items=[x]", "nope.yaml: No such file or directory"),
+    ("config set {bad_job} window_days", "'window_days': expected KEY=VALUE"),
+    ("kill-switch acme source trendy off --reason x", "has no source 'trendy'"),
+    ("kill-switch acme source fresh off", "needs --reason"),
+    ("kill-switch acme source fresh", "give TARGET NAME off|on"),
+    ("kill-switch nobody source fresh off --reason x", "unknown tenant 'nobody'"),
 ]
 
 

@@ -30,6 +30,7 @@ from deployments.errors import ApiError, BodySizeLimit, install_error_handlers
 from deployments.explain import CONTENT_SECURITY_POLICY, render_explain, render_not_found
 from deployments.loaders import ServingContext, settle_replica
 from deployments.model_slots import RankerSlots, TwoTowerSlots
+from deployments.quotas import AdmissionControl, AdmissionMiddleware
 from deployments.recent import RecentDecisions
 from deployments.settings import AppArgs
 from deployments.tenants import TenantPipelines, served_versions
@@ -41,6 +42,8 @@ api = FastAPI(title="recsys", version="1", description="See docs/api.md.",
 install_error_handlers(api)
 _LIMITS = {"max_body_bytes": 1_000_000}
 api.add_middleware(BodySizeLimit, max_bytes=lambda: _LIMITS["max_body_bytes"])
+_ADMISSION: dict = {}  # "gate": (authenticator, AdmissionControl), set by the replica
+api.add_middleware(AdmissionMiddleware, gate=lambda: _ADMISSION.get("gate"))  # runs first
 _HTML = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-store",
          "X-Content-Type-Options": "nosniff"}  # fmt: skip
 
@@ -61,6 +64,9 @@ class Ingress:
         _LIMITS["max_body_bytes"] = args.max_body_bytes
         self.args, self.config = args, ctx.platform()
         self.auth = BearerKeyAuthenticator(self.config)
+        _ADMISSION["gate"] = (self.auth, AdmissionControl(
+            self.config, max_in_flight=args.admission.max_in_flight,
+            retry_after_s=args.admission.retry_after_s))  # fmt: skip
         self.events = EventLog(ctx.events)
         self.registry = Registry(ctx.registry)
         self.handles = {k: h for k, h in handles.items() if h is not None}

@@ -80,6 +80,14 @@ def _noisy(r: dict) -> str:
             f"A answered 429: {_num(s.get('a_429_share_in_flood'), '.0%')}")  # fmt: skip
 
 
+def _soak(r: dict) -> str:
+    s = r.get("summary") or {}
+    return (f"{_num(r.get('minutes'), 'g')} min at {_num(r.get('rate_rps'), 'g')} req/s: "
+            f"{_num(s.get('failed'))} failed of {_num(s.get('requests'))}, events missing "
+            f"{_num(s.get('events_missing'))} / duplicated {_num(s.get('events_duplicated'))}, "
+            f"replica RSS {_num(s.get('rss_mb_start_total'))} -> {_num(s.get('rss_mb_end_total'))} MB")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Benchmark:
     """One ``benchmarks/<name>.py``: its arguments at each size, where it writes, its headline."""
@@ -115,6 +123,9 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("bench_noisy_neighbour", (),
               ("--seconds", "4", "--out", str(RESULTS / "noisy_neighbour_quick.json")),
               "noisy_neighbour.json", "noisy_neighbour_quick.json", _noisy),  # fmt: skip
+    Benchmark("bench_soak", (),
+              ("--minutes", "1", "--capacity", "10", "--out", str(RESULTS / "soak_quick.json")),
+              "soak.json", "soak_quick.json", _soak),  # fmt: skip
 ]
 
 

@@ -262,7 +262,7 @@ def start(
 
 
 def start_worker(head: LocalCluster, num_cpus: int, resources: dict[str, float] | None = None,
-                 timeout_s: float = 180.0) -> int:  # fmt: skip
+                 object_store_memory: int = 200 * 1024 * 1024, timeout_s: float = 180.0) -> int:  # fmt: skip
     """Join a worker node to ``head`` on this machine (``ray start --address``); returns its
     process group, which :func:`stop_worker` ends (a node lost, for a test or a game day).
 
@@ -272,7 +272,7 @@ def start_worker(head: LocalCluster, num_cpus: int, resources: dict[str, float] 
         ray_executable(), "start", f"--address={head.address}", "--disable-usage-stats",
         f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources or {})}",
         f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}", f"--object-store-memory={object_store_memory}",
     ]  # fmt: skip
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": head.auth_mode}
     if head.auth_token_path:

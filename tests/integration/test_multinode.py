@@ -60,12 +60,16 @@ def _deploy(root, tiny_data, port: int) -> None:
         storage={"data": str(tiny_data), "events": str(root / "events"),
                  "registry": str(root / "registry"), "decisions": str(root / "decisions")},
     )  # fmt: skip
+    raw["http_options"] = {"host": "127.0.0.1", "port": port}
     for d in app["deployments"]:
+        # The models on the worker only; the Ingress and the decision log on the head only
+        # (Ray gives the head node the resource "node:__internal_head__").
+        where = {"recsys_worker": 0.1} if d["name"] in ON_WORKER else {"node:__internal_head__": 0.01}
+        d["ray_actor_options"] = {**d.get("ray_actor_options", {}), "resources": where}
         if d["name"] in ON_WORKER:
             d.pop("autoscaling_config", None)
             d["num_replicas"] = 1
-            d["ray_actor_options"] = {**d.get("ray_actor_options", {}), "resources": {"recsys_worker": 0.1}}
-    client = serve_start(http_options={"host": "127.0.0.1", "port": port})
+    client = serve_start(http_options=raw["http_options"], proxy_location=raw["proxy_location"])
     client.deploy_apps(ServeDeploySchema.model_validate(raw))
     client._wait_for_application_running(APP, timeout_s=600)
 
@@ -110,7 +114,8 @@ def test_losing_the_node_of_the_model_replicas_degrades_and_recovers(
         placed = _replica_nodes()
         for name in ON_WORKER:  # on the worker, not on the head
             assert placed[name] and head_node not in placed[name], placed
-        assert _wait(lambda: _whole(_recommend(base, 0).json()), "a whole answer", 120)
+        _wait(lambda: (r := _recommend(base, 0)).status_code == 200 and _whole(r.json()),
+              "a whole answer", 120)  # fmt: skip
 
         answers: list[tuple[float, int, dict | None]] = []
         stop = threading.Event()

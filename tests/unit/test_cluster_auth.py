@@ -104,3 +104,26 @@ def test_up_starts_ray_with_token_auth_unless_told_otherwise(clean_env, monkeypa
 def test_recsys_env_without_a_cluster_is_a_one_line_error(clean_env, capsys):
     assert cli.main(["env"]) == 2
     assert "no local Ray cluster" in capsys.readouterr().err
+
+
+def test_a_worker_node_joins_with_the_heads_auth_and_ports_of_its_own(clean_env, monkeypatch):
+    seen: list[tuple[list[str], dict]] = []
+
+    class _RayStart:
+        pid = 2**22 + 54321
+        returncode = 0
+
+        def __init__(self, cmd, env, **kwargs):
+            seen.append((cmd, env))
+
+        def communicate(self, timeout=None):
+            return b"", b""
+
+    monkeypatch.setattr(local.subprocess, "Popen", _RayStart)
+    head = _recorded(clean_env)
+    assert local.start_worker(head, num_cpus=1, resources={"recsys_worker": 1}) == _RayStart.pid
+    ((cmd, env),) = seen
+    assert "--address=127.0.0.1:6399" in cmd and '--resources={"recsys_worker": 1}' in cmd
+    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == head.auth_token_path
+    ports = [a for a in cmd if a.endswith("-port") is False and "-port=" in a]
+    assert len(ports) == 3 and len({a.split("=")[1] for a in ports}) == 3  # free, distinct

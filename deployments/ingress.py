@@ -106,17 +106,14 @@ class Ingress:
         try:
             result = await self.tenants.pipelines[tenant].recommend(query)
         except UnknownSurface:
-            metrics.observe_request(tenant, "recommend", 404, _ms(started))
             raise ApiError(404, "unknown_surface", f"no surface {body.surface!r}", "surface") from None
         except ServiceUnavailable as exc:
-            metrics.observe_request(tenant, "recommend", 503, _ms(started))
             metrics.FALLBACKS.labels(tenant, f"{exc.reason}_503").inc()
             raise ApiError(503, exc.reason, "no safe recommendation is available right now") from None
         record = result.decision
         self.forwarder.ensure_running()
         self.forwarder.submit((tenant, record.request_id, record.at, self.recent.add(record)))
         metrics.observe_decision(record)
-        metrics.observe_request(tenant, "recommend", 200, _ms(started))
         exp = record.experiment if record.experiment.get("id") != NO_EXPERIMENT else None
         items = [{"item_id": i.item_id, "score": i.score, "rank": i.rank, "sources": list(i.sources),
                   "reasons": list(i.reasons)} for i in result.slate]  # fmt: skip
@@ -129,7 +126,7 @@ class Ingress:
 
     @api.post("/v1/events", response_model=m.EventsResponse, openapi_extra=_body(m.EventsRequest))
     async def post_events(self, request: Request, authorization: Auth = None):
-        started, tenant = time.perf_counter(), self.auth.authenticate(authorization, "serve")
+        tenant = self.auth.authenticate(authorization, "serve")
         body = m.parse_request(m.EventsRequest, await request.body())
         rows = [{"tenant_id": tenant, **r} if "tenant_id" not in r else r for r in body.events]
         try:
@@ -137,7 +134,6 @@ class Ingress:
                 self.events.append, rows, tenant=tenant, items=self.tenants.catalogues[tenant],
                 surfaces=self.config.tenant(tenant).surfaces)  # fmt: skip
         except OSError:
-            metrics.observe_request(tenant, "events", 503, _ms(started))
             raise ApiError(503, "storage_unavailable", "events could not be stored; retry") from None
         if result.accepted_rows:  # exactly what was stored, applied to online state
             await self.fanout.push(tenant, result.accepted_rows)
@@ -145,7 +141,6 @@ class Ingress:
                              ("conflict", result.conflicts), ("rejected", result.rejected)):  # fmt: skip
             if ids:
                 metrics.EVENTS.labels(tenant, outcome).inc(len(ids))
-        metrics.observe_request(tenant, "events", 200, _ms(started))
         return m.EventsResponse(
             accepted=result.accepted, duplicates=result.duplicates, conflicts=result.conflicts,
             rejected=[m.RejectedEvent(index=r.index, event_id=r.event_id, field=r.field,

@@ -15,9 +15,11 @@ headers arrive (an ASGI middleware: before routing, body reading or parsing):
    the replica (``max_queued_requests`` in ``configs/serve.yaml``) answers 503 with
    ``Retry-After`` the same way when it is full (``backpressure_config``).
 
-Every refusal is counted in ``recsys_requests_total`` with its status. A request with no
-valid key passes through untouched: the endpoint answers it 401 (authentication stays in one
-place, :mod:`deployments.auth`). State is per replica and in memory (see
+Every answer of these routes is counted here, once, in ``recsys_requests_total`` and the
+latency histogram, with its status — refusals, 401/403/413/422 and a 500 from an exception
+included (tenant ``-`` without a valid key). A request with no valid key passes through
+untouched: the endpoint answers it 401 (authentication stays in one place,
+:mod:`deployments.auth`). State is per replica and in memory (see
 :class:`core.config.EndpointQuota`); the clock is injectable for tests.
 """
 
@@ -36,6 +38,8 @@ from deployments.errors import ApiError, error_response
 
 ENDPOINTS = {("POST", "/v1/recommend"): "recommend", ("POST", "/v1/events"): "events"}
 """The quota'd routes: (method, path) → endpoint name (the ``quotas`` key and metric label)."""
+UNAUTHENTICATED = "-"
+"""The ``tenant`` label of a request without a valid key (no tenant id can be ``-``)."""
 
 
 @dataclass
@@ -110,7 +114,8 @@ class AdmissionControl:
 
 
 class AdmissionMiddleware:
-    """ASGI middleware applying an :class:`AdmissionControl` to the quota'd routes.
+    """ASGI middleware applying an :class:`AdmissionControl` to the quota'd routes, and counting
+    every answer of them.
 
     ``gate`` returns ``(authenticator, admission)`` or None while the replica is starting (then
     everything passes). A refusal is answered here, in the error shape of
@@ -129,21 +134,35 @@ class AdmissionMiddleware:
         if endpoint is None:
             return await self.app(scope, receive, send)
         auth, admission = gate
+        started = time.perf_counter()
         header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
         try:
             tenant = auth.tenant_for(header.decode("latin-1") if header is not None else None)
-        except ApiError:  # no valid key: the endpoint answers 401 itself
-            return await self.app(scope, receive, send)
-        started = time.perf_counter()
+        except ApiError:  # no valid key: the endpoint answers 401 itself (counted below)
+            tenant = None
+        if tenant is not None:
+            try:
+                admission.admit(tenant, endpoint)
+            except ApiError as refused:
+                metrics.observe_request(tenant, endpoint, refused.status, _ms(started))
+                response = error_response(refused.status, refused.code, refused.message,
+                                          headers=refused.headers)  # fmt: skip
+                return await response(scope, receive, send)
+        status = 500  # unless the app answers: an exception that escapes it is a 500
+
+        async def observed_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            admission.admit(tenant, endpoint)
-        except ApiError as refused:
-            metrics.observe_request(tenant, endpoint, refused.status,
-                                    (time.perf_counter() - started) * 1e3)  # fmt: skip
-            response = error_response(refused.status, refused.code, refused.message,
-                                      headers=refused.headers)  # fmt: skip
-            return await response(scope, receive, send)
-        try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, observed_send)
         finally:
-            admission.release(tenant, endpoint)
+            if tenant is not None:
+                admission.release(tenant, endpoint)
+            metrics.observe_request(tenant or UNAUTHENTICATED, endpoint, status, _ms(started))
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1e3

@@ -9,7 +9,7 @@ import json
 
 import pytest
 import yaml
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from pydantic import ValidationError
 
 from core.config import PlatformConfig, hash_api_key, load_platform_config
@@ -195,11 +195,12 @@ async def _call(app, method, path, key=None) -> tuple[int, dict, dict]:
     return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, json.loads(body)
 
 
-def _count(tenant: str, status: int) -> float:
+def _count(tenant: str, status: int, endpoint: str = "recommend") -> float:
     for family in metrics.REGISTRY.collect():
         for s in family.samples:
             if (s.name == "recsys_requests_total" and s.labels.get("tenant") == tenant
-                    and s.labels.get("status") == str(status)):  # fmt: skip
+                    and s.labels.get("status") == str(status)
+                    and s.labels.get("endpoint") == endpoint):  # fmt: skip
                 return s.value
     return 0.0
 
@@ -229,4 +230,61 @@ def test_the_middleware_answers_429_json_with_retry_after_and_counts_it():
     assert held[0] == 200 and other[0] == 200 and health[0] == 200
     # no valid key: passed through, the route runs (its own auth answers 401 in the ingress)
     assert unknown[0] == 200
+    assert admission.in_flight == 0
+
+
+def test_every_answer_of_the_quotad_routes_is_counted_once_errors_included():
+    """401 (tenant ``-``), 422, 500 from an exception, 200: each counted once with its status,
+    by the middleware alone (the handlers count nothing)."""
+    from deployments.api_models import RecommendRequest, parse_request
+
+    app = FastAPI()
+    install_error_handlers(app)
+    config = _config()
+    auth = BearerKeyAuthenticator(config)
+    admission = AdmissionControl(config)
+    app.add_middleware(AdmissionMiddleware, gate=lambda: (auth, admission))
+
+    @app.post("/v1/recommend")
+    async def recommend(request: Request):
+        auth.authenticate(request.headers.get("authorization"), "serve")
+        parse_request(RecommendRequest, await request.body())
+        return {"ok": True}
+
+    @app.post("/v1/events")
+    async def events():
+        raise RuntimeError("a bug")
+
+    async def call(path, key, body):
+        headers = [(b"authorization", f"Bearer {key}".encode())] if key else []
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
+                 "root_path": "", "scheme": "http", "server": ("t", 80), "client": ("t", 1),
+                 "headers": headers}  # fmt: skip
+        sent, parts = [], [body]
+
+        async def receive():
+            if parts:
+                return {"type": "http.request", "body": parts.pop(), "more_body": False}
+            await asyncio.sleep(3600)
+
+        async def send(message):
+            sent.append(message)
+
+        try:
+            await app(scope, receive, send)
+        except RuntimeError:
+            pass  # Starlette re-raises after its 500 answer
+        return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+    good = b'{"user_id": "u1", "surface": "home"}'
+    cases = [("/v1/recommend", "globex-demo-key", good, "globex", 200),
+             ("/v1/recommend", "globex-demo-key", b'{"k": "1"}', "globex", 422),
+             ("/v1/recommend", None, good, "-", 401),
+             ("/v1/events", "globex-demo-key", b"{}", "globex", 500)]  # fmt: skip
+    for path, key, body, tenant, status in cases:
+        endpoint = path.rsplit("/", 1)[1]
+        before = _count(tenant, status, endpoint)
+        assert asyncio.run(call(path, key, body)) == status
+        assert _count(tenant, status, endpoint) == before + 1, (path, status)
     assert admission.in_flight == 0

@@ -7,7 +7,7 @@ Tenant A (acme) gets a recommend quota of ``--quota`` req/s (burst one second's 
 ``--a-in-flight`` in flight) in the benchmark's copy of ``configs/platform.yaml``; tenant B
 (globex) has none. The shipped ``configs/serve.yaml`` is deployed on a fresh local Ray
 (2 CPUs), as ``benchmarks.bench_serving`` does. Phases, each ``--seconds`` long, open-loop
-(``benchmarks.loadgen``):
+(``benchmarks.loadgen``; A's client in a process of its own):
 
 1. ``b_solo``: B alone at ``--b-rate``;
 2. ``a_at_quota``: B, and A at exactly its quota (what A may legitimately send);
@@ -28,7 +28,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -48,6 +47,11 @@ def _with_quota(config_path: str, quota: float, in_flight: int) -> None:
 
 
 def _phase(url: str, seconds: float, b_rate: float, a_rate: float | None) -> dict:
+    """B measured in this process; A's load from a process of its own (``benchmarks.loadgen``),
+    so A's client threads do not hold this process's GIL while B's latencies are taken."""
+    import subprocess
+    import sys
+
     from benchmarks.loadgen import run as loadgen
 
     def body(i):
@@ -56,17 +60,14 @@ def _phase(url: str, seconds: float, b_rate: float, a_rate: float | None) -> dic
     out: dict = {"load_average_before": os.getloadavg()}
     flood = None
     if a_rate:
-        def a():  # noqa: E306
-            out["a"] = loadgen(url, a_rate, seconds, body, {"Authorization": f"Bearer {A[1]}"},
-                               workers=128)  # fmt: skip
-
-        flood = threading.Thread(target=a)
-        flood.start()
+        flood = subprocess.Popen([sys.executable, "-m", "benchmarks.loadgen", "--url", url,
+                                  "--key", A[1], "--rps", str(a_rate), "--seconds", str(seconds)],
+                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
     out["b"] = loadgen(url, b_rate, seconds, body, {"Authorization": f"Bearer {B[1]}"})
     if flood is not None:
-        flood.join()
-        answered = out["a"]["requests"]
-        out["a"]["share_429"] = round(out["a"]["errors"].get("429", 0) / max(answered, 1), 3)
+        stdout, _ = flood.communicate(timeout=seconds + 120)
+        out["a"] = json.loads(stdout)
+        out["a"]["share_429"] = round(out["a"]["errors"].get("429", 0) / max(out["a"]["requests"], 1), 3)
     out["load_average_after"] = os.getloadavg()
     return out
 

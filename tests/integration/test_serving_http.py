@@ -315,7 +315,8 @@ def test_fuzzing_the_served_openapi_never_gets_a_5xx(serving):
     from tests.integration.fuzz_api import fuzz
 
     seen = fuzz(serving["base"], ACME)
-    assert any(200 in counts for label, counts in seen.items() if "/v1/recommend" in label)
+    print(seen)  # statuses per operation and mode, shown on a failure
+    assert 200 in seen["POST /v1/recommend positive"]  # generated bodies reached the pipeline
     assert any(422 in counts for label, counts in seen.items() if "negative" in label)
     # the generated Authorization header too (mostly 401s: no request reaches a body parser)
     fuzz(serving["base"], ACME, max_examples=10, generated_auth=True)

@@ -23,6 +23,7 @@ from core.rate_limit import retry_after_header
 from core.registry import Registry
 from deployments import api_models as m
 from deployments import metrics
+from deployments.api_docs import remove_api_docs
 from deployments.auth import BearerKeyAuthenticator
 from deployments.broadcast import EventBroadcast
 from deployments.decision_log import DecisionForwarder
@@ -67,6 +68,8 @@ class Ingress:
         _ADMISSION["gate"] = (self.auth, AdmissionControl(
             self.config, max_in_flight=args.admission.max_in_flight,
             retry_after_s=args.admission.retry_after_s))  # fmt: skip
+        if not args.api_docs:
+            remove_api_docs(api)
         self.events = EventLog(ctx.events)
         self.registry = Registry(ctx.registry)
         self.handles = {k: h for k, h in handles.items() if h is not None}

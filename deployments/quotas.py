@@ -166,3 +166,4 @@ class AdmissionMiddleware:
 
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1e3
+

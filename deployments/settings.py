@@ -114,6 +114,9 @@ class AppArgs(_Strict):
     ``DecisionLog`` deployment in one call (bounded by ``decision_queue_size``)."""
     faults: FaultInjection = Field(default_factory=FaultInjection)
     admission: AdmissionArgs = Field(default_factory=AdmissionArgs)
+    api_docs: bool = True
+    """Serve ``/docs``, ``/redoc`` and ``/openapi.json`` (the API's schema, without a key);
+    ``false`` answers them 404 (a deployment that does not publish its API)."""
     model_poll_interval_s: float = Field(2.0, gt=0, le=3600)
     """How often an Ingress replica that holds a model (``placement``: the two-tower, the
     ranker) checks its alias (the model deployment's ``user_config.poll_interval_s`` where

@@ -288,3 +288,34 @@ def test_every_answer_of_the_quotad_routes_is_counted_once_errors_included():
         assert asyncio.run(call(path, key, body)) == status
         assert _count(tenant, status, endpoint) == before + 1, (path, status)
     assert admission.in_flight == 0
+
+
+def test_api_docs_can_be_taken_off_and_other_routes_stay():
+    from deployments.api_docs import remove_api_docs
+
+    app = FastAPI()
+
+    @app.get("/v1/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    async def status(path):
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+                 "scheme": "http", "server": ("t", 80), "client": ("t", 1), "headers": []}  # fmt: skip
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+    assert asyncio.run(status("/openapi.json")) == 200 and asyncio.run(status("/docs")) == 200
+    assert remove_api_docs(app) == 4
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert asyncio.run(status(path)) == 404, path
+    assert asyncio.run(status("/v1/healthz")) == 200

@@ -73,6 +73,21 @@ def _batch_score(r: dict) -> str:
                      f"{_num(e['one_at_a_time']['users_per_s'], '.0f')}" for s, e in (r.get("per_surface") or {}).items()) or "-"  # fmt: skip
 
 
+def _noisy(r: dict) -> str:
+    s = r.get("summary") or {}
+    return (f"B p99 solo {_num(s.get('b_p99_solo_ms'), '.0f')} ms, with A flooding "
+            f"{_num(s.get('b_p99_a_flood_ms'), '.0f')} ms (x{_num(s.get('b_p99_flood_over_solo'), '.2f')}); "
+            f"A answered 429: {_num(s.get('a_429_share_in_flood'), '.0%')}")  # fmt: skip
+
+
+def _soak(r: dict) -> str:
+    s = r.get("summary") or {}
+    return (f"{_num(r.get('minutes'), 'g')} min at {_num(r.get('rate_rps'), 'g')} req/s: "
+            f"{_num(s.get('failed'))} failed of {_num(s.get('requests'))}, events missing "
+            f"{_num(s.get('events_missing'))} / duplicated {_num(s.get('events_duplicated'))}, "
+            f"replica RSS {_num(s.get('rss_mb_start_total'))} -> {_num(s.get('rss_mb_end_total'))} MB")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Benchmark:
     """One ``benchmarks/<name>.py``: its arguments at each size, where it writes, its headline."""
@@ -105,6 +120,12 @@ BENCHMARKS: list[Benchmark] = [
                "--out", str(RESULTS / "serving_quick.json")),
               "serving.json", "serving_quick.json", _serving),  # fmt: skip
     Benchmark("bench_batch_score", (), ("--quick",), "bench_batch_score.json", "bench_batch_score_quick.json", _batch_score),
+    Benchmark("bench_noisy_neighbour", (),
+              ("--seconds", "4", "--out", str(RESULTS / "noisy_neighbour_quick.json")),
+              "noisy_neighbour.json", "noisy_neighbour_quick.json", _noisy),  # fmt: skip
+    Benchmark("bench_soak", (),
+              ("--minutes", "1", "--capacity", "10", "--out", str(RESULTS / "soak_quick.json")),
+              "soak.json", "soak_quick.json", _soak),  # fmt: skip
 ]
 
 

@@ -109,12 +109,27 @@ def _pop_debug(argv: list[str]) -> tuple[list[str], bool]:
     return head + argv[end:], len(head) != end
 
 
+def adopt_local_auth() -> None:
+    """When the caller says nothing about Ray authentication and the cluster ``recsys up``
+    recorded (``$RECSYS_RAY_TEMP_DIR`` or ``/tmp/ray``) runs with token auth, use its token, so
+    ``recsys deploy``/``train``/``status`` reach it as they did before token auth was on."""
+    if any(os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+        return
+    from cluster import local
+
+    cluster = local.read_state()
+    if cluster is not None and cluster.auth_mode == "token" and cluster.auth_token_path:
+        if os.path.exists(cluster.auth_token_path):
+            local.use_auth(cluster)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``recsys`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     argv, debug = _pop_debug(list(sys.argv[1:] if argv is None else argv))
     debug = debug or bool(os.environ.get("RECSYS_DEBUG"))
     try:
         args = build_parser().parse_args(argv)
+        adopt_local_auth()
         return int(args.func(args) or 0)
     except SystemExit as exc:  # --help, or a command that exits with a message
         if isinstance(exc.code, int) or exc.code is None:

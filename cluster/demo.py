@@ -76,6 +76,7 @@ def _start_cluster(num_cpus: int, dashboard_port: int, http_port: int):
         cluster, started = local.start(num_cpus=num_cpus, dashboard_port=dashboard_port)
     except (OSError, RuntimeError) as exc:  # a port taken; `ray start` failing
         raise one_line_error(exc) from None
+    local.use_auth(cluster)  # token auth (on by default): this process's jobs, deploy, review
     verb = "started" if started else "already running"
     console.print(f"Ray head {verb}: GCS {cluster.address}, dashboard {cluster.dashboard_url}")
     # Before the training jobs: a taken HTTP port would otherwise fail the deploy at the end.
@@ -249,7 +250,10 @@ def _run(args: argparse.Namespace) -> int:
         f"  {base_url}/docs            OpenAPI (interactive)\n"
         f"  {base_url}/v1/versions     versions in service\n"
         f"  {base_url}/metrics         Prometheus metrics\n"
-        f"  {cluster.dashboard_url}             Ray dashboard (jobs, Serve, actors)\n"
+        f"  {cluster.dashboard_url}             Ray dashboard (jobs, Serve, actors)"
+        + (" — token auth: `.venv/bin/ray get-auth-token` after `eval \"$(.venv/bin/recsys env)\"`\n"
+           if cluster.auth_mode == "token" else "\n")
+        + f"  eval \"$(.venv/bin/recsys env)\"   the exports `ray job submit` and drivers need\n"
         f"  .venv/bin/recsys registry list --tenant acme --root {registry}\n"
         f"The demo's data, registry and decisions are in {home.relative_to(REPO_ROOT)}/.\n"
         "Stop everything with: make demo-down"

@@ -8,12 +8,20 @@ sessions) alone. :func:`stop_all` is the ``ray stop`` escape hatch.
 
 Ports that Ray would otherwise fix (client server 10001, dashboard agent 52365) are picked free,
 so several clusters can run side by side.
+
+Token authentication (Ray's ``RAY_AUTH_MODE=token``) is on by default: without it, anyone who
+can reach the dashboard port can submit a job, i.e. run any code. ``start`` writes a random
+token to ``<temp_dir>/recsys-auth-token`` (mode 0600; or uses ``$RAY_AUTH_TOKEN`` /
+``$RAY_AUTH_TOKEN_PATH`` when set) and starts Ray with it; the daemons, job drivers and Serve
+replicas inherit it. Clients of the cluster need ``RAY_AUTH_MODE=token`` and the token:
+:func:`client_env` (printed by ``recsys env``), :func:`use_auth` for this process.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -25,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 STATE_FILE = "recsys-cluster.json"
+TOKEN_FILE = "recsys-auth-token"
 SERVE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "serve.yaml"
 
 
@@ -38,6 +47,8 @@ class LocalCluster:
     pgid: int
     num_cpus: int | None
     auth_mode: str = "disabled"
+    auth_token_path: str | None = None
+    """Where the token is (``token`` mode; None: ``$RAY_AUTH_TOKEN`` was given)."""
 
     @property
     def port(self) -> int:
@@ -98,6 +109,56 @@ def serve_env(serve_config: str | Path = SERVE_CONFIG) -> dict[str, str]:
     return env
 
 
+def _token_path(temp_dir: str) -> str | None:
+    """The token file the cluster will use: the caller's (``$RAY_AUTH_TOKEN_PATH``), none
+    (``$RAY_AUTH_TOKEN``: the value itself travels in the environment), else a new random
+    token in ``temp_dir``, readable by this user only."""
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return os.environ["RAY_AUTH_TOKEN_PATH"]
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = Path(temp_dir) / TOKEN_FILE
+    path.unlink(missing_ok=True)  # a new cluster, a new token
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    return str(path)
+
+
+def client_env(cluster: LocalCluster) -> dict[str, str]:
+    """What a client of ``cluster`` needs in its environment: the GCS address (``ray.init()``,
+    ``python -m training.…``), the dashboard (``ray job submit``; ``recsys`` deploy, train),
+    and the auth mode and token where token auth is on."""
+    env = {"RAY_ADDRESS": cluster.address, "RAY_API_SERVER_ADDRESS": cluster.dashboard_url,
+           "RAY_DASHBOARD_ADDRESS": cluster.dashboard_url, "RAY_AUTH_MODE": cluster.auth_mode}  # fmt: skip
+    if cluster.auth_mode == "token" and cluster.auth_token_path:
+        env["RAY_AUTH_TOKEN_PATH"] = cluster.auth_token_path
+    return env
+
+
+def use_auth(cluster: LocalCluster) -> None:
+    """Make this process a client of ``cluster`` as far as authentication goes (its auth mode
+    and token in ``os.environ``; Ray's cached config and token re-read if Ray is loaded)."""
+    env = client_env(cluster)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("RAY_AUTH_")})
+    if "ray._raylet" in sys.modules:  # Ray reads the mode and the token once, then caches them
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+
+
+def auth_headers(cluster: LocalCluster) -> dict[str, str]:
+    """HTTP headers for the cluster's dashboard (none when token auth is off)."""
+    if cluster.auth_mode != "token":
+        return {}
+    if cluster.auth_token_path:
+        token = Path(cluster.auth_token_path).read_text().strip()
+    else:
+        token = os.environ.get("RAY_AUTH_TOKEN", "")
+    return {"Authorization": f"Bearer {token}"}
+
+
 def read_state(temp_dir: str | None = None) -> LocalCluster | None:
     path = Path(temp_dir or default_temp_dir()) / STATE_FILE
     try:
@@ -123,11 +184,11 @@ def start(
     """Start a head node unless ours is already running; returns (cluster, started_now).
 
     ``auth_mode`` is Ray's ``RAY_AUTH_MODE`` (``token`` or ``disabled``); default: the
-    environment's, else ``disabled``. It is explicit because Ray otherwise turns token auth on
-    whenever ``~/.ray/auth_token`` exists, and drivers that do not set ``RAY_AUTH_MODE=token``
-    then cannot connect.
+    environment's, else ``token`` (see the module docstring). Always explicit in the cluster's
+    environment, because Ray otherwise turns token auth on whenever ``~/.ray/auth_token``
+    exists, and drivers that do not set ``RAY_AUTH_MODE=token`` then cannot connect.
     """
-    auth_mode = auth_mode or os.environ.get("RAY_AUTH_MODE") or "disabled"
+    auth_mode = auth_mode or os.environ.get("RAY_AUTH_MODE") or "token"
     if auth_mode not in ("token", "disabled"):
         raise ValueError(f"auth mode must be 'token' or 'disabled', not {auth_mode!r}")
     temp_dir = str(Path(temp_dir or default_temp_dir()).resolve())
@@ -153,6 +214,9 @@ def start(
         cmd.append(f"--object-store-memory={object_store_memory}")
     Path(temp_dir).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": auth_mode}
+    token_path = _token_path(temp_dir) if auth_mode == "token" else None
+    if token_path:
+        env["RAY_AUTH_TOKEN_PATH"] = token_path
     # Job entrypoints (`ray job submit -- python -m training.…`) resolve `python` on the
     # cluster's PATH: put this interpreter's directory (the project venv) first.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
@@ -191,9 +255,56 @@ def start(
         pgid=proc.pid,
         num_cpus=num_cpus,
         auth_mode=auth_mode,
+        auth_token_path=token_path,
     )
     (Path(temp_dir) / STATE_FILE).write_text(json.dumps(asdict(cluster), indent=2))
     return cluster, True
+
+
+def start_worker(head: LocalCluster, num_cpus: int, resources: dict[str, float] | None = None,
+                 object_store_memory: int = 200 * 1024 * 1024, timeout_s: float = 180.0) -> int:  # fmt: skip
+    """Join a worker node to ``head`` on this machine (``ray start --address``); returns its
+    process group, which :func:`stop_worker` ends (a node lost, for a test or a game day).
+
+    Same auth mode and token as the head; its own free ports, like the head's.
+    """
+    cmd = [
+        ray_executable(), "start", f"--address={head.address}", "--disable-usage-stats",
+        f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources or {})}",
+        f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}", f"--object-store-memory={object_store_memory}",
+    ]  # fmt: skip
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": head.auth_mode}
+    if head.auth_token_path:
+        env["RAY_AUTH_TOKEN_PATH"] = head.auth_token_path
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)  # fmt: skip
+    try:
+        _, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        raise TimeoutError(f"`ray start --address` did not finish in {timeout_s:.0f} s") from None
+    if proc.returncode != 0:
+        _kill_group(proc.pid)
+        tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-5:])
+        raise RuntimeError(f"`ray start --address` failed (exit {proc.returncode}):\n{tail}")
+    return proc.pid
+
+
+def stop_worker(pgid: int, wait_s: float = 10.0) -> int:
+    """Kill a worker node :func:`start_worker` started, with SIGKILL (its raylet, agents and
+    workers: the node is lost, not drained); returns how many of its processes are left."""
+    for pid in _group_pids(pgid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + wait_s
+    while _group_pids(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return len(_group_pids(pgid))
 
 
 def _group_pids(pgid: int) -> list[int]:
@@ -253,6 +364,8 @@ def stop(temp_dir: str | None = None, grace_s: float = 10.0) -> LocalCluster | N
     if left:
         raise RuntimeError(f"{left} Ray processes of {cluster.address} did not exit")
     (Path(temp_dir) / STATE_FILE).unlink(missing_ok=True)
+    if cluster.auth_token_path == str(Path(temp_dir) / TOKEN_FILE):
+        Path(cluster.auth_token_path).unlink(missing_ok=True)  # ours; a new start makes another
     # Like `ray stop`: forget the address, or a later bare `ray.init()` (a job run as
     # `python -m training.<job>`) would try to join the cluster that is gone.
     current = Path(temp_dir) / "ray_current_cluster"
@@ -275,7 +388,8 @@ def cluster_status(cluster: LocalCluster, timeout_s: float = 10.0) -> dict:
     import requests
 
     def get(path: str):
-        reply = requests.get(f"{cluster.dashboard_url}{path}", timeout=timeout_s)
+        reply = requests.get(f"{cluster.dashboard_url}{path}", headers=auth_headers(cluster),
+                             timeout=timeout_s)  # fmt: skip
         reply.raise_for_status()
         return reply.json()
 

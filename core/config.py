@@ -213,18 +213,53 @@ def hash_api_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
+class EndpointQuota(StrictModel):
+    """One tenant's allowance on one endpoint, **per Ingress replica** (the replicas share
+    nothing on the request path; with N replicas behind the balancer the tenant gets about N
+    times these). Unset fields are unlimited. Over it the tenant is answered 429 with
+    ``Retry-After`` (``deployments/quotas.py``, ``docs/api.md``)."""
+
+    rate_per_s: float | None = Field(None, gt=0)
+    """Sustained requests per second (a token bucket)."""
+    burst: int | None = Field(None, ge=1)
+    """Requests the bucket holds (default: one second's worth, at least 1)."""
+    max_in_flight: int | None = Field(None, ge=1)
+    """Requests of this tenant being answered at once on one replica."""
+
+    @model_validator(mode="after")
+    def _burst_needs_rate(self) -> EndpointQuota:
+        if self.burst is not None and self.rate_per_s is None:
+            raise ValueError("burst needs rate_per_s")
+        return self
+
+
+class TenantQuotas(StrictModel):
+    """Per-endpoint quotas of a tenant (``tenants.N.quotas``); absent: unlimited."""
+
+    recommend: EndpointQuota = Field(default_factory=EndpointQuota)
+    events: EndpointQuota = Field(default_factory=EndpointQuota)
+
+
 class TenantConfig(StrictModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     display_name: str
     api_key_hashes: list[str] = Field(min_length=1)
     surfaces: dict[str, SurfaceConfig] = Field(min_length=1)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    quotas: TenantQuotas = Field(default_factory=TenantQuotas)
+    api_key_scopes: dict[str, list[Literal["serve", "debug", "admin"]]] = Field(
+        default_factory=dict
+    )
+    """Key hash → its scopes (``deployments/auth.py``); a key hash not listed has every scope."""
 
     @model_validator(mode="after")
     def _check_keys(self) -> TenantConfig:
         for h in self.api_key_hashes:
             if not API_KEY_HASH.match(h):
                 raise ValueError("api_key_hashes entries must look like 'sha256:<64 hex digits>'")
+        unknown = sorted(set(self.api_key_scopes) - set(self.api_key_hashes))
+        if unknown:
+            raise ValueError(f"api_key_scopes names hashes not in api_key_hashes: {unknown}")
         return self
 
 

@@ -23,6 +23,7 @@ from core.rate_limit import retry_after_header
 from core.registry import Registry
 from deployments import api_models as m
 from deployments import metrics
+from deployments.api_docs import remove_api_docs
 from deployments.auth import BearerKeyAuthenticator
 from deployments.broadcast import EventBroadcast
 from deployments.decision_log import DecisionForwarder
@@ -30,6 +31,7 @@ from deployments.errors import ApiError, BodySizeLimit, install_error_handlers
 from deployments.explain import CONTENT_SECURITY_POLICY, render_explain, render_not_found
 from deployments.loaders import ServingContext, settle_replica
 from deployments.model_slots import RankerSlots, TwoTowerSlots
+from deployments.quotas import AdmissionControl, AdmissionMiddleware
 from deployments.recent import RecentDecisions
 from deployments.settings import AppArgs
 from deployments.tenants import LivePopularity, TenantPipelines, served_versions
@@ -43,6 +45,8 @@ api = FastAPI(title="recsys", version="1", description="See docs/api.md.", telem
 install_error_handlers(api)
 _LIMITS = {"max_body_bytes": 1_000_000}
 api.add_middleware(BodySizeLimit, max_bytes=lambda: _LIMITS["max_body_bytes"])
+_ADMISSION: dict = {}  # "gate": (authenticator, AdmissionControl), set by the replica
+api.add_middleware(AdmissionMiddleware, gate=lambda: _ADMISSION.get("gate"))  # runs first
 _HTML = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-store",
          "X-Content-Type-Options": "nosniff"}  # fmt: skip
 
@@ -63,6 +67,11 @@ class Ingress:
         _LIMITS["max_body_bytes"] = args.max_body_bytes
         self.args, self.config = args, ctx.platform()
         self.auth = BearerKeyAuthenticator(self.config)
+        _ADMISSION["gate"] = (self.auth, AdmissionControl(
+            self.config, max_in_flight=args.admission.max_in_flight,
+            retry_after_s=args.admission.retry_after_s))  # fmt: skip
+        if not args.api_docs:
+            remove_api_docs(api)
         self.events = EventLog(ctx.events)
         self.registry = Registry(ctx.registry)
         self.handles = {k: h for k, h in handles.items() if h is not None}
@@ -102,17 +111,14 @@ class Ingress:
         try:
             result = await self.tenants.pipelines[tenant].recommend(query)
         except UnknownSurface:
-            metrics.observe_request(tenant, "recommend", 404, _ms(started))
             raise ApiError(404, "unknown_surface", f"no surface {body.surface!r}", "surface") from None
         except ServiceUnavailable as exc:
-            metrics.observe_request(tenant, "recommend", 503, _ms(started))
             metrics.FALLBACKS.labels(tenant, f"{exc.reason}_503").inc()
             raise ApiError(503, exc.reason, "no safe recommendation is available right now") from None
         record = result.decision
         self.forwarder.ensure_running()
         self.forwarder.submit((tenant, record.request_id, record.at, self.recent.add(record)))
         metrics.observe_decision(record)
-        metrics.observe_request(tenant, "recommend", 200, _ms(started))
         exp = record.experiment if record.experiment.get("id") != NO_EXPERIMENT else None
         items = [{"item_id": i.item_id, "score": i.score, "rank": i.rank, "sources": list(i.sources),
                   "reasons": list(i.reasons)} for i in result.slate]  # fmt: skip
@@ -125,7 +131,7 @@ class Ingress:
 
     @api.post("/v1/events", response_model=m.EventsResponse, openapi_extra=_body(m.EventsRequest))
     async def post_events(self, request: Request, authorization: Auth = None):
-        started, tenant = time.perf_counter(), self.auth.authenticate(authorization, "serve")
+        tenant = self.auth.authenticate(authorization, "serve")
         body = m.parse_request(m.EventsRequest, await request.body())
         rows = [{"tenant_id": tenant, **r} if "tenant_id" not in r else r for r in body.events]
         try:
@@ -133,7 +139,6 @@ class Ingress:
                 self.events.append, rows, tenant=tenant, items=self.tenants.catalogues[tenant],
                 surfaces=self.tenants.surfaces(tenant))  # fmt: skip
         except OSError:
-            metrics.observe_request(tenant, "events", 503, _ms(started))
             raise ApiError(503, "storage_unavailable", "events could not be stored; retry") from None
         if result.accepted_rows:  # exactly what was stored, applied to online state
             await self.fanout.push(tenant, result.accepted_rows)
@@ -141,7 +146,6 @@ class Ingress:
                              ("conflict", result.conflicts), ("rejected", result.rejected)):  # fmt: skip
             if ids:
                 metrics.EVENTS.labels(tenant, outcome).inc(len(ids))
-        metrics.observe_request(tenant, "events", 200, _ms(started))
         return m.EventsResponse(
             accepted=result.accepted, duplicates=result.duplicates, conflicts=result.conflicts,
             rejected=[m.RejectedEvent(index=r.index, event_id=r.event_id, field=r.field,

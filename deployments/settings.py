@@ -82,6 +82,18 @@ class Placement(_Strict):
         return "TwoTowerRetriever" if kind == "two_tower" else "CandidateSources"
 
 
+class AdmissionArgs(_Strict):
+    """Early overload shedding in each Ingress replica (``deployments/quotas.py``); per-tenant
+    quotas are in ``platform.yaml`` (``tenants[].quotas``)."""
+
+    max_in_flight: int | None = Field(None, ge=1)
+    """Admitted ``recommend``/``events`` requests one replica answers at once; more are
+    answered 503 ``overloaded`` with ``Retry-After`` at once (None: no cap). Keep it under the
+    Ingress's ``max_ongoing_requests`` so the refusal happens here, with a JSON body."""
+    retry_after_s: float = Field(1.0, gt=0, le=3600)
+    """``Retry-After`` of a 503 ``overloaded`` and of a tenant's in-flight 429."""
+
+
 class AppArgs(_Strict):
     platform_config: str = "configs/platform.yaml"
     home: str | None = None
@@ -101,6 +113,10 @@ class AppArgs(_Strict):
     """How long the ingress gathers decision records before shipping them to the
     ``DecisionLog`` deployment in one call (bounded by ``decision_queue_size``)."""
     faults: FaultInjection = Field(default_factory=FaultInjection)
+    admission: AdmissionArgs = Field(default_factory=AdmissionArgs)
+    api_docs: bool = True
+    """Serve ``/docs``, ``/redoc`` and ``/openapi.json`` (the API's schema, without a key);
+    ``false`` answers them 404 (a deployment that does not publish its API)."""
     model_poll_interval_s: float = Field(2.0, gt=0, le=3600)
     """How often an Ingress replica that holds a model (``placement``: the two-tower, the
     ranker) checks its alias (the model deployment's ``user_config.poll_interval_s`` where

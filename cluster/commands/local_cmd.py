@@ -19,9 +19,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument(
         "--auth",
         choices=["token", "disabled"],
-        help="Ray token authentication (default: $RAY_AUTH_MODE, else disabled)",
+        help="Ray token authentication (default: $RAY_AUTH_MODE, else token)",
     )
     up.set_defaults(func=run_up)
+
+    env = subparsers.add_parser(
+        "env", parents=[common],
+        help="print the exports a shell needs to reach the cluster: eval \"$(recsys env)\"",
+    )  # fmt: skip
+    env.set_defaults(func=run_env)
 
     status = subparsers.add_parser("status", parents=[common], help="nodes, CPUs, jobs, Serve apps")
     status.set_defaults(func=run_status)
@@ -56,11 +62,27 @@ def run_up(args: argparse.Namespace) -> int:
     out.print(f"dashboard:     {cluster.dashboard_url}")
     out.print(f"temp dir:      {cluster.temp_dir}")
     out.print(f"token auth:    {cluster.auth_mode}")
-    out.print("Connect drivers and jobs with:")
-    if cluster.auth_mode == "token":
-        out.print("  export RAY_AUTH_MODE=token        # token in ~/.ray/auth_token")
-    out.print(f"  export RAY_ADDRESS={cluster.address}        # ray.init() / python -m training.…")
-    out.print(f"  export RAY_API_SERVER_ADDRESS={cluster.dashboard_url}   # ray job submit")
+    out.print('Connect `ray job submit`, drivers and `recsys` with: eval "$(recsys env)"')
+    for line in _exports(cluster):
+        out.print(f"  {line}", soft_wrap=True)
+    return 0
+
+
+def _exports(cluster) -> list[str]:
+    import shlex
+
+    from cluster import local
+
+    return [f"export {k}={shlex.quote(v)}" for k, v in local.client_env(cluster).items()]
+
+
+def run_env(args: argparse.Namespace) -> int:
+    from cluster import local
+
+    cluster = local.read_state(args.temp_dir)
+    if cluster is None or not local.is_running(cluster):
+        raise CliError("no local Ray cluster started by `recsys up` is running (run `recsys up`)")
+    print("\n".join(_exports(cluster)))
     return 0
 
 

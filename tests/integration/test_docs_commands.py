@@ -21,7 +21,9 @@ documented ports become free ones (``127.0.0.1:8265`` → the test's dashboard p
 ``make demo`` its ``DEMO_*_PORT``); absolute ``/tmp/`` paths move into the scratch directory.
 Ray runs with its own temp dir (``RECSYS_RAY_TEMP_DIR``), so ``recsys up``/``down`` in the
 docs start and stop the test's cluster only; it is stopped at the end whatever happened.
-A cluster any doc needs comes from the README's own ``recsys up``.
+A cluster any doc needs comes from the README's own ``recsys up``, with Ray token
+authentication on as it is by default (the README's ``eval "$(recsys env)"`` gives the shell
+the token).
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ def test_doc_commands_run_in_order() -> None:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RECSYS_", "RAY_", "PYTEST_")) and k != "PYTHONPATH"}  # fmt: skip
     env.update(PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(checkout),
-               RECSYS_RAY_TEMP_DIR=ray_tmp, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+               RECSYS_RAY_TEMP_DIR=ray_tmp, RAY_USAGE_STATS_ENABLED="0",
                DEMO_DASHBOARD_PORT=str(free_port()), DEMO_HTTP_PORT=str(free_port()), COLUMNS="120")  # fmt: skip
     commands = [c for f in doc_files(checkout) for c in bash_commands(f, checkout)]
     run = [c for c in commands if c.mark is None or (c.mark == "long" and LONG)]

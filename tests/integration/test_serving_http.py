@@ -34,6 +34,10 @@ def _test_platform_config(path) -> str:
             for source in surface["sources"]:
                 source["timeout_ms"] = 300 if source["name"] == "fresh" else 3000
             surface.setdefault("ranker", {})["timeout_ms"] = 5000
+    # A tight events quota on globex (test_a_tenant_over_its_quota_...); no other test posts
+    # globex events.
+    globex = next(t for t in config["tenants"] if t["id"] == "globex")
+    globex.setdefault("quotas", {})["events"] = {"rate_per_s": 0.2, "burst": 2}
     path.write_text(yaml.safe_dump(config))
     return str(path)
 
@@ -430,3 +434,33 @@ def test_a_kill_switch_removes_a_source_live_and_shows_in_versions_and_records(s
     _wait_for(s, lambda v, r: "trending" in served(r) and not v["kill_switches"], "switch back on")
     audit = [(a.item, a.decision) for a in registry.audit(tenant="acme") if a.action == "kill_switch"]
     assert audit[-2:] == [("source:trending", "off"), ("source:trending", "on")]
+
+
+def test_a_tenant_over_its_quota_gets_429_and_the_others_are_served(serving):
+    """globex's events quota is 2 requests, then one per 5 s (``_test_platform_config``)."""
+    base = serving["base"]
+
+    def post(headers):
+        return requests.post(f"{base}/v1/events", json={"events": [_event("u_q", "i0000001", "click")]},
+                             headers=headers, timeout=30)  # fmt: skip
+
+    answers = [post(GLOBEX) for _ in range(10)]
+    refused = [r for r in answers if r.status_code == 429]
+    assert refused and {r.status_code for r in answers} <= {200, 429}
+    assert refused[0].json()["error"]["code"] == "quota_exceeded"
+    assert 1 <= int(refused[0].headers["Retry-After"]) <= 5
+    assert post(ACME).status_code == 200  # another tenant: not limited by globex's flood
+    metrics = requests.get(f"{base}/metrics", headers=ACME).text
+    assert any('tenant="globex"' in line and 'status="429"' in line
+               for line in metrics.splitlines() if line.startswith("recsys_requests_total"))  # fmt: skip
+
+
+def test_fuzzing_the_served_openapi_never_gets_a_5xx(serving):
+    from tests.integration.fuzz_api import fuzz
+
+    seen = fuzz(serving["base"], ACME)
+    print(seen)  # statuses per operation and mode, shown on a failure
+    assert 200 in seen["POST /v1/recommend positive"]  # generated bodies reached the pipeline
+    assert any(422 in counts for label, counts in seen.items() if "negative" in label)
+    # the generated Authorization header too (mostly 401s: no request reaches a body parser)
+    fuzz(serving["base"], ACME, max_examples=10, generated_auth=True)

@@ -50,6 +50,7 @@ CASES: list[tuple[str, str]] = [
     ("up --dashboard-port {taken} --temp-dir {tmp}/ray", "dashboard port {taken} is in use"),
     ("up --port {taken} --dashboard-port {free} --temp-dir {tmp}/ray", "GCS port {taken} is in use"),
     ("status --temp-dir {tmp}/ray", "run `recsys up`"),
+    ("env --temp-dir {tmp}/ray", "run `recsys up`"),
     ("down --everything", "unrecognized arguments: --everything"),
     ("deploy {tmp}/nope.yaml", "nope.yaml: No such file or directory"),
     ("deploy {bad_yaml}", "invalid YAML"),

@@ -1,0 +1,161 @@
+"""Two Ray nodes, one lost under traffic (issue 15): a worker node joins the session's head node
+(``cluster.local.start_worker``: ``ray start --address``, on this machine); the
+``TwoTowerRetriever`` and ``Ranker`` replicas are placed on it through a custom resource that
+only it offers; the worker is killed (SIGKILL, not drained) while requests flow.
+
+Shown: every request is answered 200 throughout; while the node is gone, answers say so
+(``fallback`` or ``degraded`` set: the two-tower source and the ranker did not take part);
+after a new worker joins, Serve restarts the replicas there and answers are whole again
+(two-tower candidates, no fallback). Bounded: traffic at a few requests per second, every wait
+polled with a deadline. KubeRay multi-node is not run here (no Kubernetes cluster reachable).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import requests
+import yaml
+
+from core.catalogue import Catalogue
+from core.registry import Registry
+from tests.integration.serving_artifacts import publish_ranker, publish_two_tower
+from tests.integration.test_serving_http import ACME, _test_platform_config
+
+pytestmark = pytest.mark.integration
+APP = "recsys-multinode"
+WORKER = {"recsys_worker": 1.0}
+ON_WORKER = ("TwoTowerRetriever", "Ranker")
+
+
+def _recommend(base: str, i: int) -> requests.Response:
+    body = {"user_id": f"u{i % 50:07d}", "surface": "home", "k": 10}
+    return requests.post(f"{base}/v1/recommend", json=body, headers=ACME, timeout=60)
+
+
+def _whole(answer: dict) -> bool:
+    """Every source and the ranker took part."""
+    return answer["fallback"] is None and not answer["degraded"]
+
+
+def _deploy(root, tiny_data, port: int) -> None:
+    """configs/serve.yaml through Serve's config path (as ``recsys deploy``), with the model
+    deployments needing the worker's resource and one replica each."""
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
+
+    registry = Registry(str(root / "registry"))
+    for tenant in ("acme", "globex"):
+        catalogue = Catalogue.load(str(tiny_data), tenant)
+        tt, _ = publish_two_tower(registry, catalogue)
+        publish_ranker(registry, catalogue, two_tower=tt)
+    raw = yaml.safe_load(open("configs/serve.yaml"))
+    (app,) = raw["applications"]
+    app["name"] = APP
+    app["args"].update(
+        platform_config=_test_platform_config(root / "platform.yaml"), home=os.getcwd(),
+        storage={"data": str(tiny_data), "events": str(root / "events"),
+                 "registry": str(root / "registry"), "decisions": str(root / "decisions")},
+    )  # fmt: skip
+    raw["http_options"] = {"host": "127.0.0.1", "port": port}
+    for d in app["deployments"]:
+        # The models on the worker only; the Ingress and the decision log on the head only
+        # (Ray gives the head node the resource "node:__internal_head__").
+        where = {"recsys_worker": 0.1} if d["name"] in ON_WORKER else {"node:__internal_head__": 0.01}
+        d["ray_actor_options"] = {**d.get("ray_actor_options", {}), "resources": where}
+        if d["name"] in ON_WORKER:
+            d.pop("autoscaling_config", None)
+            d["num_replicas"] = 1
+    client = serve_start(http_options=raw["http_options"], proxy_location=raw["proxy_location"])
+    client.deploy_apps(ServeDeploySchema.model_validate(raw))
+    client._wait_for_application_running(APP, timeout_s=600)
+
+
+def _replica_nodes() -> dict[str, set[str]]:
+    """Deployment name → node ids of its live replicas (from Ray's actor table)."""
+    from ray.util.state import list_actors
+
+    nodes: dict[str, set[str]] = {}
+    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
+        for deployment in ON_WORKER:
+            if (actor.class_name or "") == f"ServeReplica:{APP}:{deployment}":
+                nodes.setdefault(deployment, set()).add(actor.node_id)
+    return nodes
+
+
+def _wait(condition, what: str, timeout_s: float = 300, every_s: float = 1.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every_s)
+
+
+def test_losing_the_node_of_the_model_replicas_degrades_and_recovers(
+    ray_connected, tiny_data, tmp_path
+):
+    import ray
+    from ray import serve
+
+    from cluster import local
+
+    head_node = ray.get_runtime_context().get_node_id()
+    worker = local.start_worker(ray_connected, num_cpus=1, resources=WORKER)
+    try:
+        _wait(lambda: ray.cluster_resources().get("recsys_worker") == 1.0, "the worker to join")
+        port = local.free_port()
+        _deploy(tmp_path, tiny_data, port)
+        base = f"http://127.0.0.1:{port}"
+        placed = _replica_nodes()
+        for name in ON_WORKER:  # on the worker, not on the head
+            assert placed[name] and head_node not in placed[name], placed
+        _wait(lambda: (r := _recommend(base, 0)).status_code == 200 and _whole(r.json()),
+              "a whole answer", 120)  # fmt: skip
+
+        answers: list[tuple[float, int, dict | None]] = []
+        stop = threading.Event()
+
+        def traffic():
+            i = 0
+            while not stop.is_set():
+                r = _recommend(base, i)
+                answers.append((time.monotonic(), r.status_code,
+                                r.json() if r.status_code == 200 else None))  # fmt: skip
+                i += 1
+                time.sleep(0.3)
+
+        sender = threading.Thread(target=traffic)
+        sender.start()
+        try:
+            time.sleep(2)
+            killed_at = time.monotonic()
+            assert local.stop_worker(worker) == 0
+            _wait(lambda: not ray.cluster_resources().get("recsys_worker"), "the node to be lost", 120)
+            # Answers go on, and say that the models did not take part.
+            _wait(lambda: any(t > killed_at and a is not None and not _whole(a)
+                              for t, _, a in list(answers)), "a degraded answer", 120)  # fmt: skip
+            worker = local.start_worker(ray_connected, num_cpus=1, resources=WORKER)
+            back_at = time.monotonic()
+            _wait(lambda: any(t > back_at and a is not None and _whole(a) for t, _, a in list(answers)),
+                  "whole answers after the node returned", 300)  # fmt: skip
+        finally:
+            stop.set()
+            sender.join(timeout=120)
+        statuses = [s for _, s, _ in answers]
+        assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+        during = [a for t, _, a in answers if t > killed_at and a is not None and not _whole(a)]
+        assert all(a["fallback"] or a["degraded"] for a in during)
+        placed = _replica_nodes()
+        for name in ON_WORKER:
+            assert placed[name] and head_node not in placed[name], placed
+    finally:
+        local.stop_worker(worker)
+        try:
+            serve.delete(APP)
+        finally:
+            serve.shutdown()

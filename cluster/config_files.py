@@ -97,7 +97,18 @@ def validator_for(path: str | Path) -> Callable[[Path], Any]:
         return _validate_alerts
     if name.startswith("promotion") and name.endswith((".yaml", ".yml")):
         return _validate_promotion
-    return lambda p: load_model(p, PlatformConfig)
+    return _validate_platform
+
+
+def _validate_platform(path: Path) -> PlatformConfig:
+    """The schema, then each experiment's plan (:func:`core.experiments.check_experiments`)."""
+    from core.experiments import check_experiments
+
+    config = load_model(path, PlatformConfig)
+    problems = check_experiments(config.experiments)
+    if problems:
+        raise ConfigError([ConfigIssue(file=str(path), key=k, message=m) for k, m in problems])
+    return config
 
 
 def validate_file(path: str | Path) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -244,14 +245,40 @@ class VariantConfig(StrictModel):
     overrides: VariantOverrides = Field(default_factory=VariantOverrides)
 
 
+EXPERIMENT_METRICS = ("click_rate", "like_rate", "hide_rate")
+"""Per-exposure rates the analysis (``training.analyze_experiment``) measures per arm. A
+click or like is good, a hide bad: "degradation" is a drop of the first two, a rise of the third."""
+
+
+class GuardrailConfig(StrictModel):
+    metric: Literal["click_rate", "like_rate", "hide_rate"]
+    max_degradation: float = Field(gt=0, le=1)
+    """The largest tolerated worsening vs control, relative to control's rate (0.05: 5%)."""
+
+
 class ExperimentConfig(StrictModel):
+    """An experiment and its plan. The plan fields are optional in the schema so a config
+    under construction loads; :func:`core.experiments.check_experiment_plan` (run by
+    ``recsys config validate`` and the review) refuses an experiment whose plan is incomplete
+    or whose arms' weights do not add up to 100 (percent of traffic)."""
+
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     tenant: str
     surfaces: list[str] = Field(min_length=1)
     unit: Literal["user_id"] = "user_id"
+    """The randomisation unit: every request of one unit gets the same arm."""
     salt: str = Field(min_length=1)
     enabled: bool = True
     variants: list[VariantConfig] = Field(min_length=1)
+    """Arms; ``weight`` is the percent of the unit's traffic (they must add up to 100)."""
+    hypothesis: str | None = None
+    """What the treatment should change and why, written before the launch."""
+    primary_metric: Literal["click_rate", "like_rate", "hide_rate"] | None = None
+    guardrails: list[GuardrailConfig] = Field(default_factory=list)
+    control: str = "control"
+    """The arm the others are compared against (names a variant)."""
+    start: date | None = None
+    planned_duration_days: int | None = Field(None, ge=1, le=90)
 
 
 # ---------------------------------------------------------------------------------- root

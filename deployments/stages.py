@@ -89,8 +89,8 @@ class LocalTwoTowerSource:
 
 class RemoteRanker:
     """The ranker stage served by the ``Ranker`` deployment (``@serve.batch`` there).
-    ``pinned_version``: an experiment arm's ranker version (the replica refuses to score with
-    another one, which the pipeline turns into the ranker fallback)."""
+    ``pinned_version``: an experiment arm's ranker version, which the replica loads beside
+    production and scores with (:class:`deployments.model_slots.PinnedVersions`)."""
 
     def __init__(self, handle: Any, pinned_version: str | None = None):
         self._handle = handle
@@ -111,8 +111,8 @@ class LocalRanker:
     hot-swapped :class:`ranking.scorer.RankerScorer` (:class:`deployments.model_slots.RankerSlots`),
     read once per request, scoring inline (features and one forward pass over a few hundred
     rows: bounded CPU work, cheaper than a thread hand-off and far cheaper than the hop to the
-    ``Ranker`` deployment). An arm's pinned version that is not the loaded one is refused, as
-    the ``Ranker`` deployment refuses it, and the pipeline takes the fallback order."""
+    ``Ranker`` deployment). An arm's pinned version is scored by that version, which the
+    replica's slots hold beside production (:class:`deployments.model_slots.PinnedVersions`)."""
 
     def __init__(self, slots: Any, tenant: str, pinned_version: str | None = None):
         self._slots, self._tenant, self._pinned = slots, tenant, pinned_version
@@ -121,11 +121,9 @@ class LocalRanker:
                     task_weights: Mapping[str, float]) -> RankerResult:  # fmt: skip
         from ranking.utility import check_task_weights
 
-        scorer = self._slots.runtime(self._tenant)  # read once: swaps do not affect us
+        scorer = await self._slots.scorer(self._tenant, self._pinned)  # read once: swaps do not affect us
         if scorer is None:
             raise RuntimeError(f"no ranker loaded for {self._tenant}")
-        if self._pinned is not None and self._pinned != scorer.version:
-            raise RuntimeError(f"ranker {self._pinned} not loaded (serving {scorer.version})")
         check_task_weights(task_weights, scorer.tasks)
         (probs,) = scorer.score_batch([scorer.features(query, user_state, candidates)])
         return RankerResult(compose(candidates, probs, task_weights), scorer.version)

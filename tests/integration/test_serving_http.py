@@ -27,8 +27,22 @@ GLOBEX = {"Authorization": "Bearer globex-demo-key"}
 APP = "recsys-test"
 
 
-def _test_platform_config(path) -> str:
+PINNED_EXPERIMENT = "acme-item-page-ranker"
+
+
+def _test_platform_config(path, pinned_ranker: str | None = None) -> str:
+    """configs/platform.yaml with generous timeouts; ``pinned_ranker``: a ranker version that
+    is not production, pinned by the ``challenger`` arm of an experiment on acme's item page."""
     config = yaml.safe_load(open("configs/platform.yaml"))
+    if pinned_ranker is not None:
+        home = next(e for e in config["experiments"] if e["id"] == "acme-home-like-weight")
+        config["experiments"].append({
+            **home, "id": PINNED_EXPERIMENT, "surfaces": ["item_page"], "salt": "pinned-ranker",
+            "hypothesis": "the challenger ranker lifts item-page clicks",
+            "variants": [{"name": "control", "weight": 50},
+                         {"name": "challenger", "weight": 50,
+                          "overrides": {"ranker_version": pinned_ranker}}],
+        })  # fmt: skip
     for tenant in config["tenants"]:
         for surface in tenant["surfaces"].values():
             for source in surface["sources"]:
@@ -68,10 +82,13 @@ def deploy(tiny_data, root, **app_args):
         tt, ix = publish_two_tower(registry, catalogue)
         # The ranker names its two-tower: the Ranker replica scores retrieval_score with it.
         versions[tenant] = (tt, ix, publish_ranker(registry, catalogue, two_tower=tt))
+    # Published, never promoted: only the experiment arm that pins it serves it.
+    challenger = publish_ranker(registry, catalogues["acme"], seed=7, two_tower=versions["acme"][0],
+                                promote=False)  # fmt: skip
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = AppArgs(
-        platform_config=_test_platform_config(root / "platform.yaml"),
+        platform_config=_test_platform_config(root / "platform.yaml", challenger),
         storage={"data": str(tiny_data), "events": str(root / "events"),
                  "registry": str(root / "registry"), "decisions": str(root / "decisions")},
         max_body_bytes=64_000, **app_args,
@@ -79,9 +96,11 @@ def deploy(tiny_data, root, **app_args):
     serve.run(build_app(args), name=APP, route_prefix="/")
     ctx = {
         "base": f"http://127.0.0.1:{port}",
+        "platform_config": args.platform_config,
         "registry": registry,
         "catalogues": catalogues,
         "versions": versions,
+        "challenger": challenger,
         "handle": lambda name: serve.get_deployment_handle(name, APP),
     }
     yield ctx
@@ -138,6 +157,27 @@ def test_recommend_contract_and_decision_record(serving):
         (i["item_id"], i["rank"]) for i in items
     ]
     assert record["versions"] == body["versions"]
+
+
+def test_an_arm_pinning_a_non_production_ranker_is_served_by_it(serving):
+    from core.config import load_platform_config
+    from core.experiments import assign
+
+    rk, challenger = serving["versions"]["acme"][2], serving["challenger"]
+    experiments = load_platform_config(serving["platform_config"]).experiments
+    users = {assign(experiments, "acme", "item_page", f"u_arm{i}").arm: f"u_arm{i}" for i in range(40)}
+    seen = {}
+    for arm, want in (("challenger", challenger), ("control", rk)):
+        body = _recommend(serving, user_id=users[arm], surface="item_page",
+                          context={"item_id": next(iter(serving["catalogues"]["acme"]))}).json()
+        assert body["experiment"] == {"id": PINNED_EXPERIMENT, "arm": arm}, body
+        assert body["versions"]["ranker"] == want and body["fallback"] is None, body
+        assert not [d for d in body["degraded"] if d.startswith("ranker")], body["degraded"]
+        record = requests.get(f"{serving['base']}/v1/decisions/{body['request_id']}", headers=ACME).json()
+        assert record["versions"]["ranker"] == want and record["experiment"]["arm"] == arm
+        seen[arm] = [i["score"] for i in body["items"]]
+    assert seen["challenger"] != seen["control"]  # another model scored it
+    assert challenger != rk
 
 
 def test_hidden_item_and_impressions_take_effect_on_the_next_request(serving):

@@ -247,38 +247,69 @@ def test_two_tower_in_the_ingress_answers_as_the_retriever_and_follows_swaps() -
 
 
 class _RankerSlots:
-    """A fake :class:`deployments.model_slots.RankerSlots`: the scorer a test sets."""
+    """:class:`deployments.model_slots.RankerSlots` without the registry: the production
+    scorer a test sets, and the real pinned-version cache over ``load``."""
 
-    def __init__(self, scorer):
-        self.scorer = scorer
+    def __init__(self, production, load):
+        from deployments.model_slots import PinnedVersions
+
+        self.production = production
+        self.pinned = PinnedVersions(load, max_versions=2)
 
     def runtime(self, tenant):
-        return self.scorer
+        return self.production
+
+    async def scorer(self, tenant, version):
+        from deployments.model_slots import ranker_for_version
+
+        return await ranker_for_version(self.production, self.pinned, tenant, version)
 
 
-def test_ranker_in_the_ingress_scores_as_the_library_ranker_and_refuses_other_versions() -> None:
+def test_ranker_in_the_ingress_scores_as_the_library_ranker_and_serves_pinned_versions() -> None:
     from core.features import PopularityCounter
     from ranking.model import MultiTaskRanker
     from ranking.scorer import RankerScorer
     from tests.unit.serving_fixtures import catalogue
 
     cat = catalogue([{"item_id": f"i{n}", "category": "books" if n % 2 else "news"} for n in range(6)])
-    model = MultiTaskRanker.from_config({"n_items": len(cat), "n_categories": len(cat.categories)})
-    scorer = RankerScorer(model, cat, PopularityCounter(), version="rk-1")
+
+    def load(tenant, version):
+        if version == "rk-missing":
+            raise FileNotFoundError(f"no ranker {version}")
+        loads.append(version)
+        seed = int(version.rsplit("-", 1)[1])
+        import torch
+
+        torch.manual_seed(seed)
+        model = MultiTaskRanker.from_config({"n_items": len(cat), "n_categories": len(cat.categories)})
+        return RankerScorer(model, cat, PopularityCounter(), version=version)
+
+    loads: list[str] = []
+    scorer = load("acme", "rk-1")
     cands = [MergedCandidate(i, (Candidate(i, "two_tower", "v", 0.9 - r / 10, r),))
              for r, i in enumerate(["i3", "i1", "i0"])]  # fmt: skip
     weights = {"click": 1.0, "like": 2.0, "hide": -4.0}
     state = ServingUserState(user_id="u1")
-    slots = _RankerSlots(scorer)
+    slots = _RankerSlots(scorer, load)
     handles = {"DecisionLog": object()}
     stages = HandleStages("acme", Placement(ranker="ingress"), handles, "production", ranker=slots)
     got = asyncio.run(stages.ranker(None).score(_query(), state, cands, weights))
     want = asyncio.run(scorer.score(_query(), state, cands, weights))
     assert got == want and got.version == "rk-1"
-    # An experiment arm pinned to a version this replica does not hold: the pipeline's fallback.
-    with pytest.raises(RuntimeError, match="rk-2 not loaded"):
-        asyncio.run(stages.ranker("rk-2").score(_query(), state, cands, weights))
-    slots.scorer = None
+    # An experiment arm pinned to another version is scored by that version, loaded once
+    # however many requests ask for it at the same time.
+    async def arm(n):
+        return await asyncio.gather(*(stages.ranker("rk-2").score(_query(), state, cands, weights)
+                                      for _ in range(n)))  # fmt: skip
+
+    answers = asyncio.run(arm(5))
+    pinned = load("acme", "rk-2")
+    assert {a.version for a in answers} == {"rk-2"} and loads.count("rk-2") == 2  # 1 + ours
+    assert answers[0] == asyncio.run(pinned.score(_query(), state, cands, weights)) != got
+    # A pinned version that cannot be loaded fails the ranker stage (the pipeline records it).
+    with pytest.raises(FileNotFoundError, match="rk-missing"):
+        asyncio.run(stages.ranker("rk-missing").score(_query(), state, cands, weights))
+    slots.production = None
     with pytest.raises(RuntimeError, match="no ranker loaded"):
         asyncio.run(stages.ranker(None).score(_query(), state, cands, weights))
     with pytest.raises(ValueError, match="no ranker slots"):

@@ -42,6 +42,7 @@ TRAIN_SCHEMAS = {
     "quality_gate": "QualityGateConfig",
     "batch_score": "BatchScoreConfig",
     "fallback_lists": "FallbackListsConfig",
+    "analyze_experiment": "AnalyzeExperimentConfig",
 }
 """``configs/train/<stem>.yaml`` → its model in ``core.train_config`` (matched by stem prefix,
 so ``two_tower_large.yaml`` is a two-tower config too)."""

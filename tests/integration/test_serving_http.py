@@ -169,7 +169,7 @@ def test_an_arm_pinning_a_non_production_ranker_is_served_by_it(serving):
     seen = {}
     for arm, want in (("challenger", challenger), ("control", rk)):
         body = _recommend(serving, user_id=users[arm], surface="item_page",
-                          context={"item_id": next(iter(serving["catalogues"]["acme"]))}).json()
+                          context={"item_id": str(serving["catalogues"]["acme"].item_ids[0])}).json()
         assert body["experiment"] == {"id": PINNED_EXPERIMENT, "arm": arm}, body
         assert body["versions"]["ranker"] == want and body["fallback"] is None, body
         assert not [d for d in body["degraded"] if d.startswith("ranker")], body["degraded"]

@@ -42,7 +42,7 @@ def synth(exp: ExperimentConfig, rates: dict[str, dict[str, float]], users: int,
     for u in range(users):
         user = f"u{seed}-{u}"
         arm = assign([exp], "acme", "home", user).arm
-        for r in range(1 + rng.poisson(mean_requests - 1)):
+        for _ in range(1 + rng.poisson(mean_requests - 1)):
             at = DAY + timedelta(seconds=int(rng.integers(0, 6 * 3600)))
             rid = new_request_id(at)
             item = f"i{int(rng.integers(0, 50)):07d}"

@@ -86,6 +86,22 @@ def _validate_promotion(path: Path) -> Any:
         raise ConfigError([ConfigIssue(file=str(path), key="", message=str(exc))]) from None
 
 
+def _validate_owners(path: Path) -> Any:
+    """The owners file: its schema, every kind covered, no unknown kind."""
+    from core.owners import load_owners
+
+    try:
+        owners = load_owners(path)
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue(file=str(path), key="", message=str(exc))]) from None
+    issues = [ConfigIssue(file=str(path), key="owners", message=f"no `tenant: \"*\"` entry for kind {k}")
+              for k in owners.missing_kinds()]  # fmt: skip
+    issues += [ConfigIssue(file=str(path), key="owners", message=f"unknown kind {k}") for k in owners.unknown_kinds()]
+    if issues:
+        raise ConfigError(issues)
+    return owners
+
+
 def validator_for(path: str | Path) -> Callable[[Path], Any]:
     path = Path(path)
     name = path.name
@@ -98,6 +114,8 @@ def validator_for(path: str | Path) -> Callable[[Path], Any]:
         return _validate_alerts
     if name.startswith("promotion") and name.endswith((".yaml", ".yml")):
         return _validate_promotion
+    if name.startswith("owners") and name.endswith((".yaml", ".yml")):
+        return _validate_owners
     return _validate_platform
 
 

@@ -46,6 +46,7 @@ CASES: list[tuple[str, str]] = [
     ("registry rollback ranker --tenant acme", "no 'previous' version"),
     ("registry production", "the following arguments are required: --tenant"),
     ("registry audit --limit many", "argument --limit: invalid int value: 'many'"),
+    ("owners --stale-days 0", "--stale-days must be at least 1"),
     ("up --num-cpus 0 --temp-dir {tmp}/ray", "--num-cpus must be at least 1"),
     ("up --dashboard-port {taken} --temp-dir {tmp}/ray", "dashboard port {taken} is in use"),
     ("up --port {taken} --dashboard-port {free} --temp-dir {tmp}/ray", "GCS port {taken} is in use"),

@@ -60,3 +60,10 @@ def run_owners(args: argparse.Namespace) -> int:
                           style="red" if r.owner is None or r.stale else None)  # fmt: skip
         console().print(table)
     return 1 if any(r.owner is None or r.stale for r in rows) else 0
+
+
+def main(argv: list[str]) -> int:
+    """``recsys owners ARGV`` in process (``make demo`` prints it after promotion)."""
+    from cluster.cli import main as cli
+
+    return cli(["owners", *argv])

@@ -234,9 +234,28 @@ class TenantConfig(StrictModel):
 
 class VariantOverrides(StrictModel):
     ranker_version: str | None = None
+    """A ranker version (need not be production) that scores this arm's requests."""
+    two_tower_version: str | None = None
+    """With ``ann_index_version``: the two-tower pair this arm's ``two_tower`` sources use
+    (an index built by that tower; both need not be production)."""
+    ann_index_version: str | None = None
     task_weights: dict[str, float] | None = None
     sources: list[SourceConfig] | None = None
     slate: SlateConfig | None = None
+
+    @model_validator(mode="after")
+    def _pair_pinned_together(self) -> VariantOverrides:
+        if (self.two_tower_version is None) != (self.ann_index_version is None):
+            raise ValueError("two_tower_version and ann_index_version are pinned together (a query "
+                             "tower only fits the index its item tower built)")
+        return self
+
+    @property
+    def two_tower_pin(self) -> tuple[str, str] | None:
+        """``(two_tower, ann_index)`` pinned by the arm, or ``None``."""
+        if self.two_tower_version is None or self.ann_index_version is None:
+            return None
+        return (self.two_tower_version, self.ann_index_version)
 
 
 class VariantConfig(StrictModel):

@@ -95,7 +95,7 @@ def _dump(update: dict) -> dict:
 
 def pinned_versions(experiments: Sequence[ExperimentConfig], field: str) -> list[tuple[str, str]]:
     """``(tenant, version)`` for every enabled arm that pins a model through ``field`` of its
-    overrides (``ranker_version``), deduplicated, in config order: what a replica holding
+    overrides (``ranker_version``, ``two_tower_pin``), deduplicated, in config order: what a replica holding
     that model loads besides production."""
     out: dict[tuple[str, str], None] = {}
     for exp in experiments:
@@ -106,6 +106,11 @@ def pinned_versions(experiments: Sequence[ExperimentConfig], field: str) -> list
             if version:
                 out[(exp.tenant, version)] = None
     return list(out)
+
+
+def pinned_two_towers(experiments: Sequence[ExperimentConfig]) -> list[tuple[str, tuple[str, str]]]:
+    """``(tenant, (two_tower, ann_index))`` for every enabled arm that pins a two-tower pair."""
+    return pinned_versions(experiments, "two_tower_pin")
 
 
 PLAN_FIELDS = ("hypothesis", "primary_metric", "guardrails", "unit", "planned_duration_days")

@@ -182,6 +182,8 @@ class TwoTowerSlots(_Slots):
         """``catalogues``: tenant → catalogue already loaded by the caller (else loaded here)."""
         self.device = device
         super().__init__(ctx, catalogues)
+        self.pinned = PinnedVersions(self._load, component="two_tower")
+        self.wanted_pins = pinned_pairs(ctx.platform())
 
     def _resolve(self, tenant: str, alias: str):
         return two_tower_key(self.registry, tenant, alias)
@@ -197,6 +199,21 @@ class TwoTowerSlots(_Slots):
 
     def source(self, tenant: str):
         return self.runtime(tenant)
+
+    async def refresh_all(self) -> dict[str, bool]:
+        """Check every alias now, and load the pairs the config's arms pin if not loaded."""
+        swapped = await super().refresh_all()
+        await self.pinned.warm(self.wanted_pins)
+        return swapped
+
+    async def pinned_source(self, tenant: str, pin: tuple[str, str]):
+        """The source of an experiment arm's ``(two_tower, ann_index)``: production's when the
+        alias points at that pair now, else the pinned one (loaded if need be; a mismatched
+        pair raises :class:`Refused`, and the arm's two-tower source fails for that request)."""
+        slot = self.slots.get(tenant)
+        if slot is not None and slot.key == tuple(pin):
+            return slot.runtime
+        return await self.pinned.get(tenant, tuple(pin))
 
 
 class RankerSlots(_Slots):
@@ -237,6 +254,13 @@ class RankerSlots(_Slots):
 
     def _versions(self, key) -> dict[str, str]:
         return {"ranker": key}
+
+
+def pinned_pairs(platform: Any) -> list[tuple[str, tuple[str, str]]]:
+    """``(tenant, (two_tower, ann_index))`` of every pair an enabled experiment arm pins."""
+    from core.experiments import pinned_two_towers
+
+    return pinned_two_towers(platform.experiments)
 
 
 def pinned_rankers(platform: Any) -> list[tuple[str, str]]:

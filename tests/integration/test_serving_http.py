@@ -30,18 +30,18 @@ APP = "recsys-test"
 PINNED_EXPERIMENT = "acme-item-page-ranker"
 
 
-def _test_platform_config(path, pinned_ranker: str | None = None) -> str:
-    """configs/platform.yaml with generous timeouts; ``pinned_ranker``: a ranker version that
-    is not production, pinned by the ``challenger`` arm of an experiment on acme's item page."""
+def _test_platform_config(path, pins: dict | None = None) -> str:
+    """configs/platform.yaml with generous timeouts; ``pins``: a ranker version and a two-tower
+    pair that are not production (``ranker_version``, ``two_tower_version``,
+    ``ann_index_version``), pinned by the ``challenger`` arm of an experiment on acme's item page."""
     config = yaml.safe_load(open("configs/platform.yaml"))
-    if pinned_ranker is not None:
+    if pins:
         home = next(e for e in config["experiments"] if e["id"] == "acme-home-like-weight")
         config["experiments"].append({
             **home, "id": PINNED_EXPERIMENT, "surfaces": ["item_page"], "salt": "pinned-ranker",
             "hypothesis": "the challenger ranker lifts item-page clicks",
             "variants": [{"name": "control", "weight": 50},
-                         {"name": "challenger", "weight": 50,
-                          "overrides": {"ranker_version": pinned_ranker}}],
+                         {"name": "challenger", "weight": 50, "overrides": pins}],
         })  # fmt: skip
     for tenant in config["tenants"]:
         for surface in tenant["surfaces"].values():
@@ -82,9 +82,11 @@ def deploy(tiny_data, root, **app_args):
         tt, ix = publish_two_tower(registry, catalogue)
         # The ranker names its two-tower: the Ranker replica scores retrieval_score with it.
         versions[tenant] = (tt, ix, publish_ranker(registry, catalogue, two_tower=tt))
-    # Published, never promoted: only the experiment arm that pins it serves it.
-    challenger = publish_ranker(registry, catalogues["acme"], seed=7, two_tower=versions["acme"][0],
-                                promote=False)  # fmt: skip
+    # Published, never promoted: only the experiment arm that pins them serves them.
+    challenger = {"ranker_version": publish_ranker(registry, catalogues["acme"], seed=7,
+                                                   two_tower=versions["acme"][0], promote=False)}  # fmt: skip
+    challenger["two_tower_version"], challenger["ann_index_version"] = publish_two_tower(
+        registry, catalogues["acme"], seed=7, promote=False)  # fmt: skip
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = AppArgs(
@@ -159,25 +161,28 @@ def test_recommend_contract_and_decision_record(serving):
     assert record["versions"] == body["versions"]
 
 
-def test_an_arm_pinning_a_non_production_ranker_is_served_by_it(serving):
+def test_an_arm_pinning_non_production_models_is_served_by_them(serving):
     from core.config import load_platform_config
     from core.experiments import assign
 
-    rk, challenger = serving["versions"]["acme"][2], serving["challenger"]
+    tt, ix, rk = serving["versions"]["acme"]
+    pins = serving["challenger"]
     experiments = load_platform_config(serving["platform_config"]).experiments
     users = {assign(experiments, "acme", "item_page", f"u_arm{i}").arm: f"u_arm{i}" for i in range(40)}
     seen = {}
-    for arm, want in (("challenger", challenger), ("control", rk)):
+    for arm, want in (("challenger", (pins["ranker_version"], pins["two_tower_version"], pins["ann_index_version"])),
+                      ("control", (rk, tt, ix))):  # fmt: skip
         body = _recommend(serving, user_id=users[arm], surface="item_page",
                           context={"item_id": str(serving["catalogues"]["acme"].item_ids[0])}).json()
         assert body["experiment"] == {"id": PINNED_EXPERIMENT, "arm": arm}, body
-        assert body["versions"]["ranker"] == want and body["fallback"] is None, body
-        assert not [d for d in body["degraded"] if d.startswith("ranker")], body["degraded"]
+        got = (body["versions"]["ranker"], body["versions"]["two_tower"], body["versions"]["ann_index"])
+        assert got == want and body["fallback"] is None, body
+        assert not [d for d in body["degraded"] if d.startswith(("ranker", "source"))], body["degraded"]
         record = requests.get(f"{serving['base']}/v1/decisions/{body['request_id']}", headers=ACME).json()
-        assert record["versions"]["ranker"] == want and record["experiment"]["arm"] == arm
+        assert record["versions"] == body["versions"] and record["experiment"]["arm"] == arm
         seen[arm] = [i["score"] for i in body["items"]]
-    assert seen["challenger"] != seen["control"]  # another model scored it
-    assert challenger != rk
+    assert seen["challenger"] != seen["control"]  # other models scored it
+    assert not {rk, tt, ix} & set(pins.values())  # the arm's models are not production's
 
 
 def test_hidden_item_and_impressions_take_effect_on_the_next_request(serving):

@@ -81,6 +81,7 @@ CASES: list[tuple[str, str]] = [
     ("batch-score --config {bad_job}", "job_bad.yaml: window_days: unknown key"),
     ("batch-score --config {tmp}/none.yaml", "--config {tmp}/none.yaml: no such file"),
     ("fallback-lists --tenant nobody", "unknown tenant 'nobody'"),
+    ("analyze-experiment --experiment nope", "unknown experiment 'nope'; the platform config has: acme-home-like-weight"),
     ("fallback-lists --config {bad_job}", "job_bad.yaml: window_days: Input should be greater than 0"),
     ("k8s render --image x --platform-config {tmp}/in-image.yaml", "name the nightly pipeline's tenants with --tenant"),
 ]

@@ -145,7 +145,7 @@ def build_tenant_stages(
         stage = stage or (rankers.get(version) if version else None)
         return FaultableRanker(stage, faults) if stage is not None and faults else stage
 
-    built: dict[tuple[str, str], CandidateSource] = {}
+    built: dict[tuple[str, str, tuple[str, str] | None], CandidateSource] = {}
 
     def source_for(surface: str, cfg: SourceSpec, pin: tuple[str, str] | None = None) -> CandidateSource:
         pin = pin if cfg.kind == "two_tower" else None  # a pair pins two-tower sources only

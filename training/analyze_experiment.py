@@ -6,9 +6,9 @@ confidence intervals, each treatment against control, guardrail verdicts.
 
 Ray Data reads the tenant's decision log (one JSON record per served request) and keeps the
 experiment's exposures (request id, user, arm); it reads the click, like and hide events of
-the event log, reduces them to one row per request id (did the slate get a click, a like, a
-hide), and joins the two by request id (``Dataset.join``, left outer: an exposure without
-events is an exposure without outcomes). Exposures are summed per (arm, user) and users per
+the event log, and joins the two by request id (one group-by over both sides: each
+exposure with whether its slate got a click, a like, a hide; an exposure without events has
+no outcomes; events of other requests are dropped). Exposures are summed per (arm, user) and users per
 arm into a few moments, from which :mod:`training.experiment_stats` computes per-user
 delta-method intervals. The plan (control, primary metric, guardrails, weights) is the
 experiment's own (``configs/platform.yaml``). Writes ``<work_dir>/<tenant>/experiments/
@@ -39,10 +39,17 @@ EVENT_OUTCOME = {"click": "clicked", "like": "liked", "hide": "hid"}
 # ---------------------------------------------------------------- per-batch steps (pure)
 
 
+TAGGED = pa.schema([("request_id", pa.string()), ("user_id", pa.string()), ("arm", pa.string()),
+                    ("fallback", pa.int64()), ("exposure", pa.int64()),
+                    ("clicked", pa.int64()), ("liked", pa.int64()), ("hid", pa.int64())])  # fmt: skip
+"""One row per exposure (``exposure`` 1, outcomes 0) or per event (``exposure`` 0, the
+event's outcome 1): the two sides of the join by request id, in one schema."""
+
+
 def exposures_from_lines(batch: dict[str, np.ndarray], experiment_id: str) -> pa.Table:
-    """Decision-log lines (``text``) → the experiment's exposures: ``request_id``, ``user_id``,
-    ``arm``, ``fallback`` (1 if the request was served a fallback), ``ranker`` (version)."""
-    cols: dict[str, list] = {"request_id": [], "user_id": [], "arm": [], "fallback": [], "ranker": []}
+    """Decision-log lines (``text``) → the experiment's exposures as :data:`TAGGED` rows
+    (``arm``, ``user_id``, ``fallback`` 1 if the request was served a fallback)."""
+    cols: dict[str, list] = {"request_id": [], "user_id": [], "arm": [], "fallback": []}
     for line in batch["text"]:
         if not line or not line.strip():
             continue
@@ -54,41 +61,40 @@ def exposures_from_lines(batch: dict[str, np.ndarray], experiment_id: str) -> pa
         cols["user_id"].append(rec["user_id"])
         cols["arm"].append(exp.get("arm", ""))
         cols["fallback"].append(int(bool(rec.get("fallback"))))
-        cols["ranker"].append((rec.get("versions") or {}).get("ranker", ""))
-    return pa.table({
-        "request_id": pa.array(cols["request_id"], pa.string()),
-        "user_id": pa.array(cols["user_id"], pa.string()),
-        "arm": pa.array(cols["arm"], pa.string()),
-        "fallback": pa.array(cols["fallback"], pa.int64()),
-        "ranker": pa.array(cols["ranker"], pa.string()),
-    })  # fmt: skip
+    n = len(cols["request_id"])
+    zeros = [0] * n
+    return pa.table({**cols, "exposure": [1] * n, "clicked": zeros, "liked": zeros, "hid": zeros}, schema=TAGGED)
 
 
 def outcome_flags(batch: pa.Table) -> pa.Table:
-    """Events (``request_id``, ``event_type``) → one row each with 0/1 ``clicked``/``liked``/
-    ``hid``; events without a request id cannot be attributed and are dropped."""
+    """Events (``request_id``, ``event_type``) → :data:`TAGGED` rows with 0/1 ``clicked``/
+    ``liked``/``hid``; events without a request id cannot be attributed and are dropped."""
     import pyarrow.compute as pc
 
     batch = batch.filter(pc.is_valid(batch["request_id"]))
-    types = batch["event_type"]
-    out = {"request_id": batch["request_id"]}
+    n = batch.num_rows
+    out = {"request_id": batch["request_id"], "user_id": pa.nulls(n, pa.string()),
+           "arm": pa.nulls(n, pa.string()), "fallback": pa.array(np.zeros(n, dtype=np.int64)),
+           "exposure": pa.array(np.zeros(n, dtype=np.int64))}  # fmt: skip
     for event_type, outcome in EVENT_OUTCOME.items():
-        out[outcome] = pc.cast(pc.equal(types, event_type), pa.int64())
-    return pa.table(out)
+        out[outcome] = pc.cast(pc.equal(batch["event_type"], event_type), pa.int64())
+    return pa.table(out, schema=TAGGED)
 
 
-def exposure_outcomes(batch: pa.Table) -> pa.Table:
-    """Joined rows → per exposure: ``exposure`` = 1 and each outcome as 0/1 (a request with
-    several clicks clicked once; one without events has none)."""
+def attribute_outcomes(group: pa.Table) -> pa.Table:
+    """All :data:`TAGGED` rows of one request id → its exposure with each outcome 0/1 (a slate
+    clicked twice was clicked; one without events has none), or no row when the request is
+    not an exposure of the experiment (events answering other requests)."""
     import pyarrow.compute as pc
 
-    out = {"arm": batch["arm"], "user_id": batch["user_id"], "fallback": batch["fallback"],
-           "exposure": pa.array(np.ones(batch.num_rows, dtype=np.int64))}  # fmt: skip
+    exposed = group.filter(pc.equal(group["exposure"], 1))
+    if exposed.num_rows == 0:
+        return TAGGED.empty_table()
+    row = {c: [exposed[c][0].as_py()] for c in ("request_id", "user_id", "arm", "fallback")}
+    row["exposure"] = [1]
     for outcome in OUTCOMES:
-        col = f"max({outcome})" if f"max({outcome})" in batch.column_names else outcome
-        out[outcome] = pc.fill_null(batch[col], 0) if col in batch.column_names else pa.array(
-            np.zeros(batch.num_rows, dtype=np.int64))  # fmt: skip
-    return pa.table(out)
+        row[outcome] = [int(pc.max(group[outcome]).as_py() or 0)]
+    return pa.table(row, schema=TAGGED)
 
 
 def user_moments(batch: pa.Table) -> pa.Table:
@@ -183,10 +189,11 @@ def run(cfg: AnalyzeExperimentConfig, num_partitions: int) -> dict[str, Any]:
         cfg.tenant, start=lo, end=None, event_types=list(EVENT_OUTCOME),  # outcomes may come later
         columns=["request_id", "event_type"],
     ).map_batches(outcome_flags, batch_format="pyarrow")  # fmt: skip
-    per_request = events.groupby("request_id").max(list(OUTCOMES))
-    joined = exposures.join(per_request, "left_outer", num_partitions, on=("request_id",))
-    per_user = (joined.map_batches(exposure_outcomes, batch_format="pyarrow")
-                .groupby(["arm", "user_id"]).sum(["exposure", "fallback", *OUTCOMES]))  # fmt: skip
+    # The join by request id, as a group-by over both sides in one schema: Dataset.join needs
+    # polars, which this project does not otherwise depend on.
+    per_exposure = exposures.union(events).groupby("request_id", num_partitions=num_partitions) \
+        .map_groups(attribute_outcomes, batch_format="pyarrow")  # fmt: skip
+    per_user = per_exposure.groupby(["arm", "user_id"]).sum(["exposure", "fallback", *OUTCOMES])
     rows = per_user.map_batches(user_moments, batch_format="pyarrow").groupby("arm").sum(MOMENT_COLUMNS).take_all()
     moments, counts = arm_moments(rows)
     report = analyze(moments, counts, plan_of(exp), cfg.confidence, cfg.srm_alpha)

@@ -1,5 +1,5 @@
-"""The experiment readout without Ray: its per-batch steps composed with pyarrow (the job
-composes the same steps with Ray Data; tests/integration/test_analyze_experiment.py runs it),
+"""The experiment readout without Ray: its per-batch and per-group steps composed with
+pyarrow (the job composes the same steps with Ray Data; tests/integration/test_analyze_experiment.py runs it),
 and its statistics on data with a known effect."""
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ SAME = {"click": 0.10, "like": 0.04, "hide": 0.02}
 
 def _readout(exp, records, events: pa.Table, **kw) -> dict:
     lines = np.array([r.model_dump_json() for r in records], dtype=object)
-    exposures = job.exposures_from_lines({"text": lines}, exp.id)
-    flags = job.outcome_flags(events.select(["request_id", "event_type"]))
-    per_request = flags.group_by("request_id").aggregate([(o, "max") for o in job.OUTCOMES])
-    per_request = per_request.rename_columns([f"max({c.removesuffix('_max')})" if c.endswith("_max") else c
-                                              for c in per_request.column_names])  # fmt: skip
-    joined = exposures.join(per_request, keys="request_id", join_type="left outer")
-    outcomes = job.exposure_outcomes(joined)
+    tagged = pa.concat_tables([job.exposures_from_lines({"text": lines}, exp.id),
+                               job.outcome_flags(events.select(["request_id", "event_type"]))])  # fmt: skip
+    groups: dict[str, list[int]] = {}
+    for i, rid in enumerate(tagged["request_id"].to_pylist()):
+        groups.setdefault(rid, []).append(i)
+    outcomes = pa.concat_tables([job.attribute_outcomes(tagged.take(idx)) for idx in groups.values()])
     per_user = outcomes.group_by(["arm", "user_id"]).aggregate(
         [(c, "sum") for c in ("exposure", "fallback", *job.OUTCOMES)])  # fmt: skip
     per_user = per_user.rename_columns([f"sum({c.removesuffix('_sum')})" if c.endswith("_sum") else c

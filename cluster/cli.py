@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "cluster.commands.kill_switch_cmd",
     "cluster.commands.registry_cmd",
     "cluster.commands.local_cmd",
+    "cluster.commands.owners_cmd",
     "cluster.commands.serve_cmd",
     "cluster.commands.train_cmd",
 ]

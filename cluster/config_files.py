@@ -42,6 +42,7 @@ TRAIN_SCHEMAS = {
     "quality_gate": "QualityGateConfig",
     "batch_score": "BatchScoreConfig",
     "fallback_lists": "FallbackListsConfig",
+    "analyze_experiment": "AnalyzeExperimentConfig",
 }
 """``configs/train/<stem>.yaml`` → its model in ``core.train_config`` (matched by stem prefix,
 so ``two_tower_large.yaml`` is a two-tower config too)."""
@@ -85,6 +86,22 @@ def _validate_promotion(path: Path) -> Any:
         raise ConfigError([ConfigIssue(file=str(path), key="", message=str(exc))]) from None
 
 
+def _validate_owners(path: Path) -> Any:
+    """The owners file: its schema, every kind covered, no unknown kind."""
+    from core.owners import load_owners
+
+    try:
+        owners = load_owners(path)
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue(file=str(path), key="", message=str(exc))]) from None
+    issues = [ConfigIssue(file=str(path), key="owners", message=f"no `tenant: \"*\"` entry for kind {k}")
+              for k in owners.missing_kinds()]  # fmt: skip
+    issues += [ConfigIssue(file=str(path), key="owners", message=f"unknown kind {k}") for k in owners.unknown_kinds()]
+    if issues:
+        raise ConfigError(issues)
+    return owners
+
+
 def validator_for(path: str | Path) -> Callable[[Path], Any]:
     path = Path(path)
     name = path.name
@@ -97,7 +114,20 @@ def validator_for(path: str | Path) -> Callable[[Path], Any]:
         return _validate_alerts
     if name.startswith("promotion") and name.endswith((".yaml", ".yml")):
         return _validate_promotion
-    return lambda p: load_model(p, PlatformConfig)
+    if name.startswith("owners") and name.endswith((".yaml", ".yml")):
+        return _validate_owners
+    return _validate_platform
+
+
+def _validate_platform(path: Path) -> PlatformConfig:
+    """The schema, then each experiment's plan (:func:`core.experiments.check_experiments`)."""
+    from core.experiments import check_experiments
+
+    config = load_model(path, PlatformConfig)
+    problems = check_experiments(config.experiments)
+    if problems:
+        raise ConfigError([ConfigIssue(file=str(path), key=k, message=m) for k, m in problems])
+    return config
 
 
 def validate_file(path: str | Path) -> Any:

@@ -9,7 +9,10 @@ Steps, each printed as it runs:
 3. submit the offline pipeline per tenant through the Ray Jobs API — two-tower training,
    item embeddings + ScaNN index, ranker training, evaluation, automatic launch checks;
 4. record the launch checklist's sign-offs and the approval (``training.review --sign-off …
-   --approve``, actor ``make-demo``) and promote the candidates through the review gate;
+   --approve``, actor ``make-demo``) and promote the candidates through the review gate, then
+   print who owns every artifact kind (``recsys owners``: the registry's kinds from their
+   manifests, experiments from the platform config, alert rules, dashboards and runbooks from
+   their files; owners default from ``configs/owners.yaml``);
 5. deploy ``configs/serve.yaml`` to Ray Serve (``recsys deploy``);
 6. send a few recommendation requests and events and print them, then the URLs to try.
 
@@ -232,6 +235,9 @@ def _run(args: argparse.Namespace) -> int:
     _train(cluster.dashboard_url, tenants, args.smoke_test)
     _step(4, "launch review approval and promotion")
     _approve_and_promote(str(home / "registry"), tenants, getattr(cluster, "address", None))
+    from cluster.commands.owners_cmd import main as owners
+
+    owners(["--root", str(home / "registry")])  # a stale review is shown, not fatal here
     _step(5, "deploy the serving graph (Ray Serve)")
     if _deploy(cluster.dashboard_url, args.http_port, platform_config) != 0:
         return 1
@@ -255,6 +261,7 @@ def _run(args: argparse.Namespace) -> int:
            if cluster.auth_mode == "token" else "\n")
         + f"  eval \"$(.venv/bin/recsys env)\"   the exports `ray job submit` and drivers need\n"
         f"  .venv/bin/recsys registry list --tenant acme --root {registry}\n"
+        f"  .venv/bin/recsys owners --root {registry}     owners of every artifact kind\n"
         f"The demo's data, registry and decisions are in {home.relative_to(REPO_ROOT)}/.\n"
         "Stop everything with: make demo-down"
     )

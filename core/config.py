@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -268,9 +269,28 @@ class TenantConfig(StrictModel):
 
 class VariantOverrides(StrictModel):
     ranker_version: str | None = None
+    """A ranker version (need not be production) that scores this arm's requests."""
+    two_tower_version: str | None = None
+    """With ``ann_index_version``: the two-tower pair this arm's ``two_tower`` sources use
+    (an index built by that tower; both need not be production)."""
+    ann_index_version: str | None = None
     task_weights: dict[str, float] | None = None
     sources: list[SourceConfig] | None = None
     slate: SlateConfig | None = None
+
+    @model_validator(mode="after")
+    def _pair_pinned_together(self) -> VariantOverrides:
+        if (self.two_tower_version is None) != (self.ann_index_version is None):
+            raise ValueError("two_tower_version and ann_index_version are pinned together (a query "
+                             "tower only fits the index its item tower built)")
+        return self
+
+    @property
+    def two_tower_pin(self) -> tuple[str, str] | None:
+        """``(two_tower, ann_index)`` pinned by the arm, or ``None``."""
+        if self.two_tower_version is None or self.ann_index_version is None:
+            return None
+        return (self.two_tower_version, self.ann_index_version)
 
 
 class VariantConfig(StrictModel):
@@ -279,14 +299,40 @@ class VariantConfig(StrictModel):
     overrides: VariantOverrides = Field(default_factory=VariantOverrides)
 
 
+EXPERIMENT_METRICS = ("click_rate", "like_rate", "hide_rate")
+"""Per-exposure rates the analysis (``training.analyze_experiment``) measures per arm. A
+click or like is good, a hide bad: "degradation" is a drop of the first two, a rise of the third."""
+
+
+class GuardrailConfig(StrictModel):
+    metric: Literal["click_rate", "like_rate", "hide_rate"]
+    max_degradation: float = Field(gt=0, le=1)
+    """The largest tolerated worsening vs control, relative to control's rate (0.05: 5%)."""
+
+
 class ExperimentConfig(StrictModel):
+    """An experiment and its plan. The plan fields are optional in the schema so a config
+    under construction loads; :func:`core.experiments.check_experiment_plan` (run by
+    ``recsys config validate`` and the review) refuses an experiment whose plan is incomplete
+    or whose arms' weights do not add up to 100 (percent of traffic)."""
+
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     tenant: str
     surfaces: list[str] = Field(min_length=1)
     unit: Literal["user_id"] = "user_id"
+    """The randomisation unit: every request of one unit gets the same arm."""
     salt: str = Field(min_length=1)
     enabled: bool = True
     variants: list[VariantConfig] = Field(min_length=1)
+    """Arms; ``weight`` is the percent of the unit's traffic (they must add up to 100)."""
+    hypothesis: str | None = None
+    """What the treatment should change and why, written before the launch."""
+    primary_metric: Literal["click_rate", "like_rate", "hide_rate"] | None = None
+    guardrails: list[GuardrailConfig] = Field(default_factory=list)
+    control: str = "control"
+    """The arm the others are compared against (names a variant)."""
+    start: date | None = None
+    planned_duration_days: int | None = Field(None, ge=1, le=90)
 
 
 # ---------------------------------------------------------------------------------- root

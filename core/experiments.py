@@ -91,3 +91,66 @@ def _dump(update: dict) -> dict:
         else:
             out[key] = value.model_dump()
     return out
+
+
+def pinned_versions(experiments: Sequence[ExperimentConfig], field: str) -> list[tuple[str, str]]:
+    """``(tenant, version)`` for every enabled arm that pins a model through ``field`` of its
+    overrides (``ranker_version``, ``two_tower_pin``), deduplicated, in config order: what a replica holding
+    that model loads besides production."""
+    out: dict[tuple[str, str], None] = {}
+    for exp in experiments:
+        if not exp.enabled:
+            continue
+        for variant in exp.variants:
+            version = getattr(variant.overrides, field, None)
+            if version:
+                out[(exp.tenant, version)] = None
+    return list(out)
+
+
+def pinned_two_towers(experiments: Sequence[ExperimentConfig]) -> list[tuple[str, tuple[str, str]]]:
+    """``(tenant, (two_tower, ann_index))`` for every enabled arm that pins a two-tower pair."""
+    return pinned_versions(experiments, "two_tower_pin")
+
+
+PLAN_FIELDS = ("hypothesis", "primary_metric", "guardrails", "unit", "planned_duration_days")
+TRAFFIC_PERCENT = 100.0
+
+
+def check_experiment_plan(experiment: ExperimentConfig) -> list[tuple[str, str]]:
+    """What keeps ``experiment`` from launching, as ``(key, message)`` pairs (empty: none).
+
+    An experiment needs a plan: a hypothesis, a primary metric, at least one guardrail, a
+    randomisation unit and a planned duration; a control arm it names; arms whose weights
+    add up to 100 (percent of traffic), so the split a reader sees is the split served."""
+    problems: list[tuple[str, str]] = []
+    for key in PLAN_FIELDS:
+        value = getattr(experiment, key)
+        if value is None or value == [] or (isinstance(value, str) and not value.strip()):
+            problems.append((key, "required by the experiment plan"))
+    names = [v.name for v in experiment.variants]
+    if len(set(names)) != len(names):
+        problems.append(("variants", f"arm names repeat: {names}"))
+    if experiment.control not in names:
+        problems.append(("control", f"names no arm (arms: {names})"))
+    if len(names) < 2:
+        problems.append(("variants", "an experiment needs a control and at least one treatment"))
+    total = sum(v.weight for v in experiment.variants)
+    if abs(total - TRAFFIC_PERCENT) > 1e-9:
+        problems.append(("variants", f"arm weights add up to {total:g}, not 100 (percent)"))
+    metrics = [g.metric for g in experiment.guardrails]
+    if len(set(metrics)) != len(metrics):
+        problems.append(("guardrails", f"a metric is guarded twice: {metrics}"))
+    return problems
+
+
+def check_experiments(experiments: Sequence[ExperimentConfig]) -> list[tuple[str, str]]:
+    """:func:`check_experiment_plan` over a config's list, keys prefixed
+    ``experiments.<i>.`` as in the YAML; experiment ids must be unique."""
+    out: list[tuple[str, str]] = []
+    ids = [e.id for e in experiments]
+    for i, exp in enumerate(experiments):
+        if ids.count(exp.id) > 1:
+            out.append((f"experiments.{i}.id", f"{exp.id!r} is used by more than one experiment"))
+        out += [(f"experiments.{i}.{key}", msg) for key, msg in check_experiment_plan(exp)]
+    return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import subprocess
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,15 +28,24 @@ ARTIFACT_KINDS: tuple[str, ...] = (
     "batch_recs",
     "tenant_config",
     "rule_bundle",
+    "experiment",
+    "alert_rules",
+    "dashboard",
+    "runbook",
 )
-"""Artifact kinds the registry accepts."""
+"""Artifact kinds the registry accepts. ``experiment``, ``alert_rules``, ``dashboard`` and
+``runbook`` live as files in this repository today (:data:`core.owners.FILE_KINDS`); they are
+kinds here too so a deployment that versions them in the registry can, with the same owners."""
 
 ALIASES: tuple[str, ...] = ("production", "candidate", "previous")
 """Well-known aliases. Other alias names are allowed (e.g. per-experiment arms)."""
 
 
 class Owner(BaseModel):
-    """Who answers for an artifact: team, primary owner, escalation channel, runbook link."""
+    """Who answers for an artifact: team, primary owner, escalation channel, runbook link, and
+    when that ownership was last reviewed (``None`` on manifests written before it existed:
+    ``recsys owners`` shows those as stale). Defaults come from ``configs/owners.yaml``
+    (:mod:`core.owners`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -44,6 +53,7 @@ class Owner(BaseModel):
     primary: str
     escalation: str
     runbook: str
+    last_reviewed: date | None = None
 
 
 class Lineage(BaseModel):

@@ -148,11 +148,14 @@ class Registry:
         *,
         filesystem: pafs.FileSystem | None = None,
         policy: PromotionPolicy | None = None,
+        owners: Any = None,
     ):
+        """``owners``: a :class:`core.owners.OwnersConfig` (default: the owners file)."""
         self.store = Storage(uri, filesystem)
         self.uri = self.store.uri
         self._manifests: dict[tuple[str, str, str], Manifest] = {}
         self._policy = policy
+        self._owners = owners
 
     @property
     def policy(self) -> PromotionPolicy:
@@ -181,7 +184,7 @@ class Registry:
         tenant: str,
         src_dir: str | os.PathLike,
         *,
-        owner: Owner,
+        owner: Owner | None = None,
         lineage: Lineage,
         metrics: dict[str, Any] | None = None,
         config: dict[str, Any] | None = None,
@@ -193,8 +196,13 @@ class Registry:
 
         Files are copied first, the manifest last (that makes the version visible), then
         ``alias`` (if not None) moves to it. The publish and the alias move are audited.
+
+        ``owner`` defaults to the owners file's entry for ``(kind, tenant)``
+        (:mod:`core.owners`), which also supplies ``last_reviewed`` to an owner given without
+        one when it names the same team and primary. Without any owner the publish is refused.
         """
         base = self._kind_dir(kind, tenant)
+        owner = self._owner_for(kind, tenant, owner)
         if alias is not None:
             _check_name("alias", alias)
         src = Path(src_dir)
@@ -233,6 +241,28 @@ class Registry:
         if alias is not None:
             self.set_alias(kind, tenant, alias, version, actor=actor, reason="publish")
         return manifest
+
+    def _owner_for(self, kind: str, tenant: str, owner: Owner | None) -> Owner:
+        from core.owners import complete_owner, owner_problems
+
+        default = self.owners.owner_for(kind, tenant)
+        owner = complete_owner(owner, default) if owner is not None else default
+        problems = owner_problems(owner)
+        if problems:
+            raise RegistryError(
+                f"publish {kind}/{tenant}: refused, {'; '.join(problems)}: pass an owner (team, "
+                f"primary, escalation, runbook) or add a `{kind}` entry to configs/owners.yaml"
+            )
+        return owner
+
+    @property
+    def owners(self):
+        """The owners file (:func:`core.owners.load_owners`), read on first use."""
+        if self._owners is None:
+            from core.owners import load_owners
+
+            self._owners = load_owners()
+        return self._owners
 
     def manifest(self, kind: str, tenant: str, version: str) -> Manifest:
         """The manifest of a visible version; :class:`ArtifactNotFound` if there is none."""

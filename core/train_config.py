@@ -289,3 +289,15 @@ class FallbackListsConfig(JobConfig):
     ttl_hours: float = Field(7 * 24.0, gt=0, description="expires_at = creation + this; alerts fire a day before")
     min_items: int = Field(10, ge=1, description="a list shorter than this fails validation")
     promote: bool = Field(True, description="promote when validation passes")
+
+
+class AnalyzeExperimentConfig(JobConfig):
+    """The readout of one experiment (``training.analyze_experiment``): its decision records
+    joined with the events that name their request id. The plan (control arm, primary metric,
+    guardrails, weights) is the experiment's own in the platform config."""
+
+    experiment: str = Field("", description="experiment id (platform config); --experiment overrides")
+    start: str | None = Field(None, description="first decision date (YYYY-MM-DD); default the plan's start")
+    end: str | None = Field(None, description="last decision date; default start + planned duration")
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    srm_alpha: float = Field(0.001, gt=0, lt=1, description="sample-ratio mismatch below this p-value voids the readout")

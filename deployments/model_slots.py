@@ -8,12 +8,22 @@ keeps its own otherwise). Either way a version is loaded from the registry alias
 thread, refused when it does not fit (an index built by another item tower: the old pair
 keeps serving), and swapped in one assignment (:class:`deployments.hot_swap.RuntimeSlot`);
 a request reads the reference once. No Ray here: testable in process.
+
+Experiment arms may pin a ranker version other than production
+(``experiments[].variants[].overrides.ranker_version``). Whoever holds the ranker holds those
+too, in a :class:`PinnedVersions` cache beside the production slot: the versions the config's
+enabled arms pin are loaded before the replica takes traffic, any other pinned version on its
+first request (in a worker thread, once however many requests ask), and at most
+``max_versions`` stay loaded per replica (least recently used goes first). The arm is then
+served by its own version, which the decision record names, never by a fallback.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from core.catalogue import Catalogue
@@ -22,6 +32,89 @@ from deployments import metrics
 from deployments.hot_swap import RuntimeSlot, poll_forever
 from deployments.loaders import ServingContext, load_catalogue
 from serving.loaders import load_ranker, load_two_tower, two_tower_key
+
+MAX_PINNED_VERSIONS = 4
+"""Pinned (non-production) versions a replica keeps loaded: a few experiment arms at once."""
+RETRY_FAILED_LOAD_S = 30.0
+"""A pinned version that failed to load is not retried for this long (the arm's requests take
+the ranker fallback meanwhile, and say so), so a bad pin cannot reload on every request."""
+
+
+class PinnedVersions:
+    """Runtimes of versions pinned by experiment arms, keyed ``(tenant, version)``; LRU-bounded.
+
+    ``load(tenant, version)`` builds one (blocking: run in a worker thread). Concurrent
+    requests for a version being loaded wait for that one load. A failed load is remembered
+    for ``retry_after_s`` and re-raised to callers meanwhile."""
+
+    def __init__(self, load: Callable[[str, str], Any], max_versions: int = MAX_PINNED_VERSIONS,
+                 retry_after_s: float = RETRY_FAILED_LOAD_S, component: str = "ranker"):  # fmt: skip
+        if max_versions < 1:
+            raise ValueError("max_versions must be >= 1")
+        self._load, self.max_versions = load, max_versions
+        self.retry_after_s, self.component = retry_after_s, component
+        self._loaded: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._loading: dict[tuple[str, str], asyncio.Future] = {}
+        self._failed: dict[tuple[str, str], tuple[float, BaseException]] = {}
+
+    async def get(self, tenant: str, version: str) -> Any:
+        key = (tenant, version)
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
+        failed = self._failed.get(key)
+        if failed is not None and time.monotonic() - failed[0] < self.retry_after_s:
+            raise failed[1]
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load_into_cache(key))
+            self._loading[key] = pending
+        # shield: a caller's timeout must not cancel a load other callers wait for
+        return await asyncio.shield(pending)
+
+    async def _load_into_cache(self, key: tuple[str, str]) -> Any:
+        try:
+            runtime = await asyncio.to_thread(self._load, *key)
+        except BaseException as exc:
+            self._failed[key] = (time.monotonic(), exc)
+            metrics.HOT_SWAPS.labels(key[0], f"{self.component}_pinned", "failed").inc()
+            raise
+        finally:
+            self._loading.pop(key, None)
+        self._failed.pop(key, None)
+        self._loaded[key] = runtime
+        while len(self._loaded) > self.max_versions:
+            self._loaded.popitem(last=False)
+        metrics.HOT_SWAPS.labels(key[0], f"{self.component}_pinned", "loaded").inc()
+        return runtime
+
+    async def warm(self, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+        """Load each ``(tenant, version)`` now (a replica's start: the config's pinned arms);
+        ``key → None`` if loaded, else the error. A failure does not stop the others."""
+        out: dict[tuple[str, str], str | None] = {}
+        for key in list(dict.fromkeys(wanted))[: self.max_versions]:
+            try:
+                await self.get(*key)
+                out[key] = None
+            except Exception as exc:
+                out[key] = f"{type(exc).__name__}: {exc}"
+        return out
+
+    def versions(self) -> dict[str, list[str]]:
+        """``tenant → [pinned versions loaded]``, least recently used first."""
+        out: dict[str, list[str]] = {}
+        for tenant, version in self._loaded:
+            out.setdefault(tenant, []).append(version)
+        return out
+
+
+async def ranker_for_version(slot_runtime: Any, pinned: PinnedVersions, tenant: str,
+                             version: str | None) -> Any:  # fmt: skip
+    """The scorer that serves ``version`` for ``tenant``: the production slot's when ``version``
+    is ``None`` or the one production serves now, else the pinned one (loaded if need be)."""
+    if version is None or (slot_runtime is not None and slot_runtime.version == version):
+        return slot_runtime
+    return await pinned.get(tenant, version)
 
 
 class _Slots:
@@ -89,6 +182,8 @@ class TwoTowerSlots(_Slots):
         """``catalogues``: tenant → catalogue already loaded by the caller (else loaded here)."""
         self.device = device
         super().__init__(ctx, catalogues)
+        self.pinned = PinnedVersions(self._load, component="two_tower")
+        self.wanted_pins = pinned_pairs(ctx.platform())
 
     def _resolve(self, tenant: str, alias: str):
         return two_tower_key(self.registry, tenant, alias)
@@ -105,6 +200,21 @@ class TwoTowerSlots(_Slots):
     def source(self, tenant: str):
         return self.runtime(tenant)
 
+    async def refresh_all(self) -> dict[str, bool]:
+        """Check every alias now, and load the pairs the config's arms pin if not loaded."""
+        swapped = await super().refresh_all()
+        await self.pinned.warm(self.wanted_pins)
+        return swapped
+
+    async def pinned_source(self, tenant: str, pin: tuple[str, str]):
+        """The source of an experiment arm's ``(two_tower, ann_index)``: production's when the
+        alias points at that pair now, else the pinned one (loaded if need be; a mismatched
+        pair raises :class:`Refused`, and the arm's two-tower source fails for that request)."""
+        slot = self.slots.get(tenant)
+        if slot is not None and slot.key == tuple(pin):
+            return slot.runtime
+        return await self.pinned.get(tenant, tuple(pin))
+
 
 class RankerSlots(_Slots):
     """Runtime: a :class:`ranking.scorer.RankerScorer` (model, catalogue features, live
@@ -118,6 +228,19 @@ class RankerSlots(_Slots):
         ranker's popularity feature reads (the replica's own, kept up to date by events)."""
         self.device, self.popularity_of = device, popularity_of
         super().__init__(ctx, catalogues)
+        self.pinned = PinnedVersions(self._load)
+        self.wanted_pins = pinned_rankers(ctx.platform())
+
+    async def refresh_all(self) -> dict[str, bool]:
+        """Check every alias now, and load the versions the config's arms pin if not loaded."""
+        swapped = await super().refresh_all()
+        await self.pinned.warm(self.wanted_pins)
+        return swapped
+
+    async def scorer(self, tenant: str, version: str | None) -> Any:
+        """The scorer serving ``version`` (``None``: production) for ``tenant``, or ``None``
+        when no production ranker is loaded and no version is pinned."""
+        return await ranker_for_version(self.runtime(tenant), self.pinned, tenant, version)
 
     def _resolve(self, tenant: str, alias: str):
         return self.registry.resolve("ranker", tenant, alias)
@@ -131,3 +254,19 @@ class RankerSlots(_Slots):
 
     def _versions(self, key) -> dict[str, str]:
         return {"ranker": key}
+
+
+def pinned_pairs(platform: Any) -> list[tuple[str, tuple[str, str]]]:
+    """``(tenant, (two_tower, ann_index))`` of every pair an enabled experiment arm pins."""
+    from core.experiments import pinned_two_towers
+
+    return pinned_two_towers(platform.experiments)
+
+
+def pinned_rankers(platform: Any) -> list[tuple[str, str]]:
+    """``(tenant, version)`` of every ranker version an enabled experiment arm pins, besides
+    the alias (``production``/``candidate``) names, in config order."""
+    from core.experiments import pinned_versions
+
+    return [(t, v) for t, v in pinned_versions(platform.experiments, "ranker_version")
+            if v not in ("production", "candidate", "previous")]  # fmt: skip

@@ -7,6 +7,10 @@ request of a batch into one forward pass (``score_batch``); the ingress composes
 is ``auto`` (GPU if the replica has one), ``cpu`` or ``cuda``. Models are loaded from the
 registry alias and hot-swapped like the retriever's. Popularity (a ranker feature) counts
 live events, which ``POST /v1/events`` broadcasts to every replica.
+
+Besides production, each replica holds the ranker versions experiment arms pin
+(:class:`deployments.model_slots.PinnedVersions`: the config's pins loaded at start, others
+on first use, LRU-bounded), so an arm is scored by its own version; the answer names it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from core.registry import Registry
 from deployments import metrics
 from deployments.hot_swap import RuntimeSlot, poll_forever
 from deployments.loaders import ServingContext, load_catalogue, load_events, settle_replica
+from deployments.model_slots import PinnedVersions, pinned_rankers, ranker_for_version
 from deployments.settings import RankerUserConfig
 from serving import tracing
 from serving.loaders import load_ranker
@@ -59,6 +64,8 @@ class RankerDeployment:
             )
         for slot in self.slots.values():
             await slot.refresh()
+        self.pinned = PinnedVersions(self._load)
+        await self.pinned.warm(pinned_rankers(ctx.platform()))
         settle_replica()
         self._poller = asyncio.get_running_loop().create_task(
             poll_forever(lambda: list(self.slots.values()), lambda: self.settings.poll_interval_s)
@@ -81,12 +88,16 @@ class RankerDeployment:
         self._score.set_max_batch_size(self.settings.max_batch_size)
         self._score.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
 
-    def _scorer(self, query: Query, n: int, version: str | None):
-        scorer = self.slots[query.tenant_id].runtime  # read once; swaps do not affect us
+    async def _scorer(self, query: Query, n: int, version: str | None):
+        """Production's scorer (read once; swaps do not affect us), or the arm's pinned one."""
+        slot = self.slots.get(query.tenant_id)
+        production = slot.runtime if slot is not None else None
+        try:
+            scorer = await ranker_for_version(production, self.pinned, query.tenant_id, version)
+        except Exception as exc:
+            raise RankerUnavailable(f"ranker {version} for {query.tenant_id}: {exc}") from exc
         if scorer is None:
             raise RankerUnavailable(f"no ranker loaded for {query.tenant_id}")
-        if version is not None and version != scorer.version:
-            raise RankerUnavailable(f"ranker {version} not loaded (serving {scorer.version})")
         metrics.RANKER_CANDIDATES.labels(query.tenant_id).observe(n)
         return scorer
 
@@ -97,7 +108,7 @@ class RankerDeployment:
         """:meth:`score` over :func:`ranking.scorer.candidate_columns` (what the ingress
         sends): ``{task: (B,)}`` probabilities, composed into utilities by the caller."""
         with tracing.span("ranker.score") as sp:
-            scorer = self._scorer(query, len(item_ids), version)
+            scorer = await self._scorer(query, len(item_ids), version)
             cols = (item_ids, retrieval_scores, sources)
             probs = _raised(await self._score(scorer, query, user_state, cols, task_weights))
             if sp is not None:
@@ -141,6 +152,10 @@ class RankerDeployment:
 
     async def versions(self) -> dict[str, dict[str, str]]:
         return {t: {"ranker": s.key} for t, s in self.slots.items() if s.key}
+
+    async def pinned_versions(self) -> dict[str, list[str]]:
+        """``tenant → [pinned versions loaded here]`` (experiment arms), LRU order."""
+        return self.pinned.versions()
 
     async def refresh_now(self) -> dict[str, bool]:
         return {t: await s.refresh() for t, s in self.slots.items()}

@@ -3,7 +3,8 @@ lazily from the registry alias (``production``) and hot-swapped when the alias m
 
 Thin wrapper over :class:`deployments.model_slots.TwoTowerSlots` (one
 :class:`retrieval.sources.TwoTowerSource` per tenant and loaded pair; a pair whose index was
-built by another item tower is refused and the old pair keeps serving). Not deployed when
+built by another item tower is refused and the old pair keeps serving), which also holds the
+pairs experiment arms pin (``two_tower_version`` + ``ann_index_version``) beside production. Not deployed when
 ``placement.source_kinds.two_tower`` is ``ingress``: the Ingress replicas hold the slots then.
 """
 
@@ -40,16 +41,21 @@ class TwoTowerRetrieverDeployment:
         self.settings = WatchUserConfig.model_validate(user_config or {})
 
     async def retrieve_columns(self, tenant: str, surface: str, cfg, query: Query, user_state,
-                               limit: int) -> tuple[list[str], list[float], dict, str, dict]:  # fmt: skip
+                               limit: int, pin: tuple[str, str] | None = None
+                               ) -> tuple[list[str], list[float], dict, str, dict]:  # fmt: skip
         """The two-tower source's answer as columns (item ids, scores, diagnostics, source
         version, artifact versions): a few lists cross the hop instead of one object per
-        candidate (:class:`deployments.stages.RemoteSource` rebuilds the result)."""
+        candidate (:class:`deployments.stages.RemoteSource` rebuilds the result). ``pin``: an
+        experiment arm's ``(two_tower, ann_index)``, held beside production."""
         from retrieval.sources import SourceUnavailable
 
         self._ensure_polling()
         if query.tenant_id != tenant:
             raise PermissionError("query is for another tenant")
-        source = self.two_tower.source(tenant)  # read once: this request runs on one pair
+        if pin is None:
+            source = self.two_tower.source(tenant)  # read once: this request runs on one pair
+        else:
+            source = await self.two_tower.pinned_source(tenant, pin)
         if source is None:
             raise SourceUnavailable(f"no {self.registry.uri} two_tower/ann_index for the alias")
         # Inline, not in a worker thread: this replica does nothing else, and a thread hand-off

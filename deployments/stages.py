@@ -48,17 +48,22 @@ def state_for_ranker(state: Any) -> Any:
 
 
 class RemoteSource:
-    """A candidate source served by another deployment (``retrieve_columns`` there)."""
+    """A candidate source served by another deployment (``retrieve_columns`` there). ``pin``:
+    the ``(two_tower, ann_index)`` pair an experiment arm pins (``TwoTowerRetriever`` holds it
+    beside production)."""
 
-    def __init__(self, handle: Any, cfg: SourceSpec, tenant: str, surface: str):
+    def __init__(self, handle: Any, cfg: SourceSpec, tenant: str, surface: str,
+                 pin: tuple[str, str] | None = None):  # fmt: skip
         self.name, self.kind = cfg.name, cfg.kind
         self._handle, self._cfg = handle, cfg
-        self._tenant, self._surface = tenant, surface
+        self._tenant, self._surface, self._pin = tenant, surface, pin
 
     async def retrieve(self, query: Query, user_state: Any, limit: int) -> SourceResult:
         # Columns cross the hop (ids, scores), not one object per candidate.
+        args = (self._tenant, self._surface, self._cfg, query, state_for_sources(user_state), limit)
+        pinned = (self._pin,) if self._pin is not None else ()
         ids, scores, diagnostics, version, versions = await self._handle.retrieve_columns.remote(
-            self._tenant, self._surface, self._cfg, query, state_for_sources(user_state), limit
+            *args, *pinned
         )
         return result_from_columns(self.name, version, ids, [float(s) for s in scores],
                                    diagnostics, versions=versions)  # fmt: skip
@@ -71,14 +76,17 @@ class LocalTwoTowerSource:
     CPU, run inline: cheaper than a thread hand-off, and far cheaper than the Serve hop to
     ``TwoTowerRetriever`` it replaces; the pipeline's timeout still bounds the wait."""
 
-    def __init__(self, slots: Any, cfg: SourceSpec, tenant: str):
+    def __init__(self, slots: Any, cfg: SourceSpec, tenant: str, pin: tuple[str, str] | None = None):
         self.name, self.kind = cfg.name, cfg.kind
-        self._slots, self._tenant = slots, tenant
+        self._slots, self._tenant, self._pin = slots, tenant, pin
 
     async def retrieve(self, query: Query, user_state: Any, limit: int) -> SourceResult:
         from retrieval.sources import SourceUnavailable
 
-        source = self._slots.source(self._tenant)
+        if self._pin is None:
+            source = self._slots.source(self._tenant)
+        else:  # an experiment arm's pair, held beside production (loaded on first use)
+            source = await self._slots.pinned_source(self._tenant, self._pin)
         if source is None:
             raise SourceUnavailable(f"{self.name}: no two-tower pair loaded for the alias")
         ids, scores = source.retrieve_columns(query, user_state, limit)
@@ -89,8 +97,8 @@ class LocalTwoTowerSource:
 
 class RemoteRanker:
     """The ranker stage served by the ``Ranker`` deployment (``@serve.batch`` there).
-    ``pinned_version``: an experiment arm's ranker version (the replica refuses to score with
-    another one, which the pipeline turns into the ranker fallback)."""
+    ``pinned_version``: an experiment arm's ranker version, which the replica loads beside
+    production and scores with (:class:`deployments.model_slots.PinnedVersions`)."""
 
     def __init__(self, handle: Any, pinned_version: str | None = None):
         self._handle = handle
@@ -111,8 +119,8 @@ class LocalRanker:
     hot-swapped :class:`ranking.scorer.RankerScorer` (:class:`deployments.model_slots.RankerSlots`),
     read once per request, scoring inline (features and one forward pass over a few hundred
     rows: bounded CPU work, cheaper than a thread hand-off and far cheaper than the hop to the
-    ``Ranker`` deployment). An arm's pinned version that is not the loaded one is refused, as
-    the ``Ranker`` deployment refuses it, and the pipeline takes the fallback order."""
+    ``Ranker`` deployment). An arm's pinned version is scored by that version, which the
+    replica's slots hold beside production (:class:`deployments.model_slots.PinnedVersions`)."""
 
     def __init__(self, slots: Any, tenant: str, pinned_version: str | None = None):
         self._slots, self._tenant, self._pinned = slots, tenant, pinned_version
@@ -121,11 +129,9 @@ class LocalRanker:
                     task_weights: Mapping[str, float]) -> RankerResult:  # fmt: skip
         from ranking.utility import check_task_weights
 
-        scorer = self._slots.runtime(self._tenant)  # read once: swaps do not affect us
+        scorer = await self._slots.scorer(self._tenant, self._pinned)  # read once: swaps do not affect us
         if scorer is None:
             raise RuntimeError(f"no ranker loaded for {self._tenant}")
-        if self._pinned is not None and self._pinned != scorer.version:
-            raise RuntimeError(f"ranker {self._pinned} not loaded (serving {scorer.version})")
         check_task_weights(task_weights, scorer.tasks)
         (probs,) = scorer.score_batch([scorer.features(query, user_state, candidates)])
         return RankerResult(compose(candidates, probs, task_weights), scorer.version)
@@ -143,15 +149,18 @@ class HandleStages:
         self.default_ranker = default_ranker
         self.two_tower, self.ranker_slots = two_tower, ranker
 
-    def source(self, cfg: SourceSpec, surface: str) -> RemoteSource | LocalTwoTowerSource | None:
+    def source(self, cfg: SourceSpec, surface: str,
+               pin: tuple[str, str] | None = None) -> RemoteSource | LocalTwoTowerSource | None:  # fmt: skip
+        """``pin``: an experiment arm's ``(two_tower, ann_index)`` for a two-tower source."""
+        pin = pin if cfg.kind == "two_tower" else None
         deployment = self.placement.deployment_for(cfg.kind)
         if deployment is None:
             if cfg.kind == "two_tower":  # loaded and hot-swapped by the replica, not the assembler
                 if self.two_tower is None:
                     raise ValueError("two_tower placed in the ingress, but no two-tower slots given")
-                return LocalTwoTowerSource(self.two_tower, cfg, self.tenant)
+                return LocalTwoTowerSource(self.two_tower, cfg, self.tenant, pin)
             return None
-        return RemoteSource(self.handles[deployment], cfg, self.tenant, surface)
+        return RemoteSource(self.handles[deployment], cfg, self.tenant, surface, pin)
 
     def ranker(self, version: str | None) -> RemoteRanker | LocalRanker:
         pinned = None if version in (None, self.default_ranker) else version

@@ -54,6 +54,9 @@ class TenantModels:
     :class:`retrieval.similarity.TwoTowerSimilarity` of the two-tower it was trained with."""
 
     two_tower: TwoTowerArtifacts | None = None
+    pinned_two_towers: Mapping[tuple[str, str], TwoTowerArtifacts] = field(default_factory=dict)
+    """``(two_tower, ann_index)`` → a pair experiment arms pin (in process; an arm whose pair
+    is not here finds its two-tower source unavailable)."""
     cooccurrence: ItemToItemIndex | None = None
     rankers: Mapping[str, Any] = field(default_factory=dict)
     default_ranker: str | None = None
@@ -70,7 +73,9 @@ class RemoteStages(Protocol):
     """Stages that run in other deployments (``deployments/stages.py``). Each method returns
     ``None`` for "build it here"."""
 
-    def source(self, cfg: SourceSpec, surface: str) -> CandidateSource | None: ...
+    def source(self, cfg: SourceSpec, surface: str,
+               pin: tuple[str, str] | None = None) -> CandidateSource | None: ...  # fmt: skip
+    """``pin``: the ``(two_tower, ann_index)`` pair an arm pins for a two-tower source."""
 
     def ranker(self, version: str | None) -> RankerStage | None: ...
 
@@ -140,15 +145,18 @@ def build_tenant_stages(
         stage = stage or (rankers.get(version) if version else None)
         return FaultableRanker(stage, faults) if stage is not None and faults else stage
 
-    built: dict[tuple[str, str], CandidateSource] = {}
+    built: dict[tuple[str, str, tuple[str, str] | None], CandidateSource] = {}
 
-    def source_for(surface: str, cfg: SourceSpec) -> CandidateSource:
-        key = (surface, cfg.model_dump_json())
+    def source_for(surface: str, cfg: SourceSpec, pin: tuple[str, str] | None = None) -> CandidateSource:
+        pin = pin if cfg.kind == "two_tower" else None  # a pair pins two-tower sources only
+        key = (surface, cfg.model_dump_json(), pin)
         if key not in built:
-            source = remote.source(cfg, surface) if remote is not None else None
+            source = (remote.source(cfg, surface, pin) if pin else remote.source(cfg, surface)) \
+                if remote is not None else None  # fmt: skip
             if source is None:
+                two_tower = models.two_tower if pin is None else models.pinned_two_towers.get(pin)
                 ctx = SourceContext(tenant_id, surface, catalogue, events, cooccurrence,
-                                    models.two_tower, dict(models.extra))  # fmt: skip
+                                    two_tower, dict(models.extra))  # fmt: skip
                 source = build_source(cfg, ctx)
                 if hasattr(source, "observe"):
                     observers.append(source.observe)
@@ -174,11 +182,12 @@ def build_tenant_stages(
     for surface, exp_id, arm, overrides in arms:
         eff = effective_surface(tenant.surfaces[surface], overrides)
         wanted = (overrides.ranker_version if overrides else None) or default_ranker
+        pin = overrides.two_tower_pin if overrides else None
         slate = SlatePolicy.from_config(eff.slate, catalogue, models.embedding_of)
         plans[(surface, exp_id, arm)] = SurfacePlan(
             surface=surface,
             config=eff,
-            sources=tuple(SourceStage(cfg, source_for(surface, cfg)) for cfg in eff.sources),
+            sources=tuple(SourceStage(cfg, source_for(surface, cfg, pin)) for cfg in eff.sources),
             ranker=ranker_for(wanted),
             slate=slate,
             popular=populars[surface],

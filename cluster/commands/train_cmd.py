@@ -1,5 +1,5 @@
 """`recsys train two-tower|ranker`, `recsys index build`, `recsys eval`, `recsys review`,
-`recsys quality-gate`, `recsys batch-score`, `recsys fallback-lists`.
+`recsys quality-gate`, `recsys batch-score`, `recsys fallback-lists`, `recsys analyze-experiment`.
 
 Thin shortcuts for the training jobs. With a cluster address (``--address``, else
 ``$RAY_DASHBOARD_ADDRESS``, else an ``http://`` ``$RAY_ADDRESS``) the job is submitted through
@@ -27,6 +27,7 @@ JOBS = {
     ("quality-gate", None): ("training.quality_gate", "configs/train/quality_gate.yaml"),
     ("batch-score", None): ("training.batch_score", "configs/train/batch_score.yaml"),
     ("fallback-lists", None): ("training.fallback_lists", "configs/train/fallback_lists.yaml"),
+    ("analyze-experiment", None): ("training.analyze_experiment", "configs/train/analyze_experiment.yaml"),
 }
 EXCLUDES = [".venv", ".git", "var", "**/__pycache__", "benchmarks/results"]
 
@@ -58,6 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        ("batch-score", "precompute slates with the production versions (batch_recs)"),
                        ("fallback-lists", "generate, validate and publish the safe fallback lists")):
         _common(subparsers.add_parser(name, help=f"{what}: python -m {JOBS[(name, None)][0]}"), *JOBS[(name, None)])
+    readout = subparsers.add_parser("analyze-experiment", help="an experiment's readout: per-arm rates with "
+                                    "intervals, guardrails: python -m training.analyze_experiment")  # fmt: skip
+    _common(readout, *JOBS[("analyze-experiment", None)])
+    readout.add_argument("--experiment", help="experiment id (default: the job config's)")
+    readout.add_argument("--start", help="first decision date YYYY-MM-DD (default: the plan's start)")
+    readout.add_argument("--end", help="last decision date (default: start + planned duration)")
     review = subparsers.add_parser("review", help="launch review of the candidates")
     _common(review, *JOBS[("review", None)])
     from core.promotion import CHECKLIST_ITEMS
@@ -92,6 +99,9 @@ def job_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--kind", kind]
     if getattr(args, "comment", None):
         argv += ["--comment", args.comment]
+    for name in ("experiment", "start", "end"):
+        if getattr(args, name, None):
+            argv += [f"--{name}", getattr(args, name)]
     return argv
 
 
@@ -157,14 +167,18 @@ def check_job_args(args: argparse.Namespace) -> None:
 
     if not Path(args.config).is_file():
         raise CliError(f"--config {args.config}: no such file (the job configs are in configs/train/)")
-    if not args.tenant:
+    experiment = getattr(args, "experiment", None)
+    if not args.tenant and not experiment:
         return
     job_config = yaml.safe_load(Path(args.config).read_text()) or {}
     platform_path = job_config.get("platform_config") if isinstance(job_config, dict) else None
     platform = load_platform_config(platform_path)
     tenants = [t.id for t in platform.tenants]
-    if args.tenant not in tenants:
+    if args.tenant and args.tenant not in tenants:
         raise CliError(f"unknown tenant {args.tenant!r}; the platform config has: {', '.join(tenants)}")
+    ids = [e.id for e in platform.experiments]
+    if experiment and experiment not in ids:
+        raise CliError(f"unknown experiment {experiment!r}; the platform config has: {', '.join(ids) or 'none'}")
 
 
 def run_job(args: argparse.Namespace) -> int:

@@ -27,8 +27,22 @@ GLOBEX = {"Authorization": "Bearer globex-demo-key"}
 APP = "recsys-test"
 
 
-def _test_platform_config(path) -> str:
+PINNED_EXPERIMENT = "acme-item-page-ranker"
+
+
+def _test_platform_config(path, pins: dict | None = None) -> str:
+    """configs/platform.yaml with generous timeouts; ``pins``: a ranker version and a two-tower
+    pair that are not production (``ranker_version``, ``two_tower_version``,
+    ``ann_index_version``), pinned by the ``challenger`` arm of an experiment on acme's item page."""
     config = yaml.safe_load(open("configs/platform.yaml"))
+    if pins:
+        home = next(e for e in config["experiments"] if e["id"] == "acme-home-like-weight")
+        config["experiments"].append({
+            **home, "id": PINNED_EXPERIMENT, "surfaces": ["item_page"], "salt": "pinned-ranker",
+            "hypothesis": "the challenger ranker lifts item-page clicks",
+            "variants": [{"name": "control", "weight": 50},
+                         {"name": "challenger", "weight": 50, "overrides": pins}],
+        })  # fmt: skip
     for tenant in config["tenants"]:
         for surface in tenant["surfaces"].values():
             for source in surface["sources"]:
@@ -74,9 +88,14 @@ def deploy(tiny_data, root, tracing_env: dict[str, str] | None = None, **app_arg
         tt, ix = publish_two_tower(registry, catalogue)
         # The ranker names its two-tower: the Ranker replica scores retrieval_score with it.
         versions[tenant] = (tt, ix, publish_ranker(registry, catalogue, two_tower=tt))
+    # Published, never promoted: only the experiment arm that pins them serves them.
+    challenger = {"ranker_version": publish_ranker(registry, catalogues["acme"], seed=7,
+                                                   two_tower=versions["acme"][0], promote=False)}  # fmt: skip
+    challenger["two_tower_version"], challenger["ann_index_version"] = publish_two_tower(
+        registry, catalogues["acme"], seed=7, promote=False)  # fmt: skip
     port = free_port()
     args = AppArgs(
-        platform_config=_test_platform_config(root / "platform.yaml"),
+        platform_config=_test_platform_config(root / "platform.yaml", challenger),
         storage={"data": str(tiny_data), "events": str(root / "events"),
                  "registry": str(root / "registry"), "decisions": str(root / "decisions")},
         max_body_bytes=64_000, **app_args,
@@ -88,11 +107,12 @@ def deploy(tiny_data, root, tracing_env: dict[str, str] | None = None, **app_arg
         _deploy_declared(port, args, tracing_env)
     ctx = {
         "base": f"http://127.0.0.1:{port}",
+        "platform_config": args.platform_config,
         "registry": registry,
         "catalogues": catalogues,
         "versions": versions,
+        "challenger": challenger,
         "handle": lambda name: serve.get_deployment_handle(name, APP),
-        "platform_config": args.platform_config,
         "storage": args.storage.model_dump(),
     }
     yield ctx
@@ -174,6 +194,30 @@ def test_recommend_contract_and_decision_record(serving):
         (i["item_id"], i["rank"]) for i in items
     ]
     assert record["versions"] == body["versions"]
+
+
+def test_an_arm_pinning_non_production_models_is_served_by_them(serving):
+    from core.config import load_platform_config
+    from core.experiments import assign
+
+    tt, ix, rk = serving["versions"]["acme"]
+    pins = serving["challenger"]
+    experiments = load_platform_config(serving["platform_config"]).experiments
+    users = {assign(experiments, "acme", "item_page", f"u_arm{i}").arm: f"u_arm{i}" for i in range(40)}
+    seen = {}
+    for arm, want in (("challenger", (pins["ranker_version"], pins["two_tower_version"], pins["ann_index_version"])),
+                      ("control", (rk, tt, ix))):  # fmt: skip
+        body = _recommend(serving, user_id=users[arm], surface="item_page",
+                          context={"item_id": str(serving["catalogues"]["acme"].item_ids[0])}).json()
+        assert body["experiment"] == {"id": PINNED_EXPERIMENT, "arm": arm}, body
+        got = (body["versions"]["ranker"], body["versions"]["two_tower"], body["versions"]["ann_index"])
+        assert got == want and body["fallback"] is None, body
+        assert not [d for d in body["degraded"] if d.startswith(("ranker", "source"))], body["degraded"]
+        record = requests.get(f"{serving['base']}/v1/decisions/{body['request_id']}", headers=ACME).json()
+        assert record["versions"] == body["versions"] and record["experiment"]["arm"] == arm
+        seen[arm] = [i["score"] for i in body["items"]]
+    assert seen["challenger"] != seen["control"]  # other models scored it
+    assert not {rk, tt, ix} & set(pins.values())  # the arm's models are not production's
 
 
 def test_hidden_item_and_impressions_take_effect_on_the_next_request(serving):

@@ -58,3 +58,46 @@ def test_effective_surface_applies_overrides() -> None:
     assert eff.slate.step("diversity").max_per_category == 1
     assert effective_surface(base, None) is base
     assert effective_surface(base, VariantOverrides()) == base
+
+
+def _planned(**change) -> dict:
+    plan = {
+        "id": "exp", "tenant": "acme", "surfaces": ["home"], "salt": "s", "unit": "user_id",
+        "hypothesis": "h", "primary_metric": "click_rate", "planned_duration_days": 14,
+        "guardrails": [{"metric": "hide_rate", "max_degradation": 0.1}],
+        "variants": [{"name": "control", "weight": 50}, {"name": "treatment", "weight": 50}],
+    }  # fmt: skip
+    return {**plan, **change}
+
+
+def test_an_experiment_plan_is_complete_and_its_arms_cover_all_traffic() -> None:
+    from core.experiments import check_experiment_plan
+
+    assert check_experiment_plan(ExperimentConfig(**_planned())) == []
+    bare = ExperimentConfig(**_planned(hypothesis=None, primary_metric=None, guardrails=[],
+                                       planned_duration_days=None))  # fmt: skip
+    assert {k for k, _ in check_experiment_plan(bare)} == {
+        "hypothesis", "primary_metric", "guardrails", "planned_duration_days"}
+    short = ExperimentConfig(**_planned(variants=[{"name": "control", "weight": 50},
+                                                  {"name": "treatment", "weight": 40}]))  # fmt: skip
+    assert check_experiment_plan(short) == [("variants", "arm weights add up to 90, not 100 (percent)")]
+    no_control = ExperimentConfig(**_planned(control="baseline"))
+    assert [k for k, _ in check_experiment_plan(no_control)] == ["control"]
+    alone = ExperimentConfig(**_planned(variants=[{"name": "control", "weight": 100}]))
+    assert [k for k, _ in check_experiment_plan(alone)] == ["variants"]
+
+
+def test_config_validate_refuses_an_unplanned_experiment_naming_file_and_key(tmp_path, capsys) -> None:
+    import yaml
+
+    from cluster.cli import main
+
+    data = yaml.safe_load(open("configs/platform.yaml"))
+    del data["experiments"][0]["hypothesis"]
+    data["experiments"][0]["variants"][1]["weight"] = 30
+    path = tmp_path / "platform.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["config", "validate", str(path)]) != 0
+    out = capsys.readouterr().out
+    assert str(path) in out and "experiments.0.hypothesis: required by the experiment plan" in out
+    assert "experiments.0.variants: arm weights add up to 80, not 100 (percent)" in out

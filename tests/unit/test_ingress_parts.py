@@ -247,39 +247,141 @@ def test_two_tower_in_the_ingress_answers_as_the_retriever_and_follows_swaps() -
 
 
 class _RankerSlots:
-    """A fake :class:`deployments.model_slots.RankerSlots`: the scorer a test sets."""
+    """:class:`deployments.model_slots.RankerSlots` without the registry: the production
+    scorer a test sets, and the real pinned-version cache over ``load``."""
 
-    def __init__(self, scorer):
-        self.scorer = scorer
+    def __init__(self, production, load):
+        from deployments.model_slots import PinnedVersions
+
+        self.production = production
+        self.pinned = PinnedVersions(load, max_versions=2)
 
     def runtime(self, tenant):
-        return self.scorer
+        return self.production
+
+    async def scorer(self, tenant, version):
+        from deployments.model_slots import ranker_for_version
+
+        return await ranker_for_version(self.production, self.pinned, tenant, version)
 
 
-def test_ranker_in_the_ingress_scores_as_the_library_ranker_and_refuses_other_versions() -> None:
+def test_ranker_in_the_ingress_scores_as_the_library_ranker_and_serves_pinned_versions() -> None:
     from core.features import PopularityCounter
     from ranking.model import MultiTaskRanker
     from ranking.scorer import RankerScorer
     from tests.unit.serving_fixtures import catalogue
 
     cat = catalogue([{"item_id": f"i{n}", "category": "books" if n % 2 else "news"} for n in range(6)])
-    model = MultiTaskRanker.from_config({"n_items": len(cat), "n_categories": len(cat.categories)})
-    scorer = RankerScorer(model, cat, PopularityCounter(), version="rk-1")
+
+    def load(tenant, version):
+        if version == "rk-missing":
+            raise FileNotFoundError(f"no ranker {version}")
+        loads.append(version)
+        seed = int(version.rsplit("-", 1)[1])
+        import torch
+
+        torch.manual_seed(seed)
+        model = MultiTaskRanker.from_config({"n_items": len(cat), "n_categories": len(cat.categories)})
+        return RankerScorer(model, cat, PopularityCounter(), version=version)
+
+    loads: list[str] = []
+    scorer = load("acme", "rk-1")
     cands = [MergedCandidate(i, (Candidate(i, "two_tower", "v", 0.9 - r / 10, r),))
              for r, i in enumerate(["i3", "i1", "i0"])]  # fmt: skip
     weights = {"click": 1.0, "like": 2.0, "hide": -4.0}
     state = ServingUserState(user_id="u1")
-    slots = _RankerSlots(scorer)
+    slots = _RankerSlots(scorer, load)
     handles = {"DecisionLog": object()}
     stages = HandleStages("acme", Placement(ranker="ingress"), handles, "production", ranker=slots)
     got = asyncio.run(stages.ranker(None).score(_query(), state, cands, weights))
     want = asyncio.run(scorer.score(_query(), state, cands, weights))
     assert got == want and got.version == "rk-1"
-    # An experiment arm pinned to a version this replica does not hold: the pipeline's fallback.
-    with pytest.raises(RuntimeError, match="rk-2 not loaded"):
-        asyncio.run(stages.ranker("rk-2").score(_query(), state, cands, weights))
-    slots.scorer = None
+    # An experiment arm pinned to another version is scored by that version, loaded once
+    # however many requests ask for it at the same time.
+    async def arm(n):
+        return await asyncio.gather(*(stages.ranker("rk-2").score(_query(), state, cands, weights)
+                                      for _ in range(n)))  # fmt: skip
+
+    answers = asyncio.run(arm(5))
+    pinned = load("acme", "rk-2")
+    assert {a.version for a in answers} == {"rk-2"} and loads.count("rk-2") == 2  # 1 + ours
+    assert answers[0] == asyncio.run(pinned.score(_query(), state, cands, weights)) != got
+    # A pinned version that cannot be loaded fails the ranker stage (the pipeline records it).
+    with pytest.raises(FileNotFoundError, match="rk-missing"):
+        asyncio.run(stages.ranker("rk-missing").score(_query(), state, cands, weights))
+    slots.production = None
     with pytest.raises(RuntimeError, match="no ranker loaded"):
         asyncio.run(stages.ranker(None).score(_query(), state, cands, weights))
     with pytest.raises(ValueError, match="no ranker slots"):
         HandleStages("acme", Placement(ranker="ingress"), handles, "production").ranker(None)
+
+
+def test_an_arm_pinning_a_two_tower_pair_retrieves_with_it() -> None:
+    from deployments.model_slots import PinnedVersions
+
+    vecs = np.eye(4, dtype=np.float32)
+    production, arm = _two_tower("prod", vecs), _two_tower("arm", vecs[::-1].copy())
+    loads = []
+
+    class Slots(_Slots):  # production as the fake's runtime, the arm's pair through the real cache
+        def __init__(self):
+            super().__init__(production)
+            self.pinned = PinnedVersions(lambda t, key: loads.append(key) or arm)
+
+        async def pinned_source(self, tenant, pin):
+            return await self.pinned.get(tenant, tuple(pin))
+
+    state = ServingUserState(user_id="u1")
+    state.history.append("i0")
+    cfg = TrendingSourceConfig(name="tt", kind="trending").model_copy(update={"kind": "two_tower"})
+    in_ingress = Placement(source_kinds={"two_tower": "ingress"})
+    stages = HandleStages("acme", in_ingress, {}, "production", two_tower=Slots())
+    pin = ("tower-arm", "index-arm")
+    got = asyncio.run(stages.source(cfg, "home", pin).retrieve(_query(), state, 3))
+    assert got.versions == {"two_tower": "tower-arm", "ann_index": "index-arm"} and loads == [pin]
+    assert asyncio.run(stages.source(cfg, "home").retrieve(_query(), state, 3)).versions["two_tower"] == "tower-prod"
+    # Split out: the pin travels to the TwoTowerRetriever with the call; other kinds ignore it.
+    handle = _Handle(retrieve_columns=lambda *a: (["i1"], [0.5], {}, "tower-arm/index-arm", {}))
+    split = HandleStages("acme", Placement(), {"TwoTowerRetriever": handle, "CandidateSources": handle}, "production")
+    asyncio.run(split.source(cfg, "home", pin).retrieve(_query(), state, 3))
+    assert handle.retrieve_columns.calls[-1][-1] == pin
+    trend = TrendingSourceConfig(name="trend", kind="trending")
+    assert HandleStages("acme", Placement(sources="deployment"), {"CandidateSources": handle},
+                        "production").source(trend, "home", pin)._pin is None  # fmt: skip
+
+
+def test_the_assembler_gives_each_arm_its_pinned_pair() -> None:
+    from core.config import ExperimentConfig, load_platform_config
+    from serving.assembly import TenantData, TenantModels, build_tenant_stages
+    from tests.unit.serving_fixtures import catalogue
+
+    class Remote:
+        def __init__(self):
+            self.asked = []
+
+        def source(self, cfg, surface, pin=None):
+            self.asked.append((cfg.kind, surface, pin))
+            return None  # build it here
+
+        def ranker(self, version):
+            return None
+
+        def user_state(self):
+            return None
+
+    cfg = load_platform_config("configs/platform.yaml")
+    exp = ExperimentConfig(id="tt-exp", tenant="acme", surfaces=["home"], salt="s", variants=[
+        {"name": "control", "weight": 50},
+        {"name": "arm", "weight": 50, "overrides": {"two_tower_version": "tt2", "ann_index_version": "ix2"}}])  # fmt: skip
+    cfg = cfg.model_copy(update={"experiments": [exp]})
+    remote = Remote()
+    stages = build_tenant_stages(cfg, "acme", TenantData(catalogue([{"item_id": "i0"}])), TenantModels(), remote=remote)
+    assert ("two_tower", "home", ("tt2", "ix2")) in remote.asked
+    assert all(pin is None for kind, _, pin in remote.asked if kind != "two_tower")
+    arm = stages.plans[("home", "tt-exp", "arm")]
+    control = stages.plans[("home", "tt-exp", "control")]
+    tt = [s.source for s in arm.sources if s.config.kind == "two_tower"]
+    assert tt and tt[0] is not [s.source for s in control.sources if s.config.kind == "two_tower"][0]
+    with pytest.raises(ValueError, match="pinned together"):
+        ExperimentConfig(id="x", tenant="acme", surfaces=["home"], salt="s",
+                         variants=[{"name": "a", "weight": 100, "overrides": {"two_tower_version": "tt2"}}])  # fmt: skip

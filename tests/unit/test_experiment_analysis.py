@@ -1,0 +1,110 @@
+"""The experiment readout without Ray: its per-batch and per-group steps composed with
+pyarrow (the job composes the same steps with Ray Data; tests/integration/test_analyze_experiment.py runs it),
+and its statistics on data with a known effect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tests.unit.experiment_data import experiment, synth
+from training import analyze_experiment as job
+from training.experiment_stats import (
+    ArmMoments,
+    Estimate,
+    analyze,
+    guardrail_verdict,
+    rate,
+    srm_p_value,
+)
+
+SAME = {"click": 0.10, "like": 0.04, "hide": 0.02}
+
+
+def _readout(exp, records, events: pa.Table, **kw) -> dict:
+    lines = np.array([r.model_dump_json() for r in records], dtype=object)
+    tagged = pa.concat_tables([job.exposures_from_lines({"text": lines}, exp.id),
+                               job.outcome_flags(events.select(["request_id", "event_type"]))])  # fmt: skip
+    groups: dict[str, list[int]] = {}
+    for i, rid in enumerate(tagged["request_id"].to_pylist()):
+        groups.setdefault(rid, []).append(i)
+    outcomes = pa.concat_tables([job.attribute_outcomes(tagged.take(idx)) for idx in groups.values()])
+    per_user = outcomes.group_by(["arm", "user_id"]).aggregate(
+        [(c, "sum") for c in ("exposure", "fallback", *job.OUTCOMES)])  # fmt: skip
+    per_user = per_user.rename_columns([f"sum({c.removesuffix('_sum')})" if c.endswith("_sum") else c
+                                        for c in per_user.column_names])  # fmt: skip
+    moments = job.user_moments(per_user)
+    by_arm = moments.group_by("arm").aggregate([(c, "sum") for c in job.MOMENT_COLUMNS])
+    rows = [{("arm" if k == "arm" else f"sum({k.removesuffix('_sum')})"): v for k, v in row.items()}
+            for row in by_arm.to_pylist()]  # fmt: skip
+    m, counts = job.arm_moments(rows)
+    return analyze(m, counts, job.plan_of(exp), **kw)
+
+
+def test_the_readout_names_the_better_arm_and_not_the_a_a_copy() -> None:
+    exp = experiment({"control": 34, "copy": 33, "better": 33})
+    rates = {"control": SAME, "copy": SAME, "better": {**SAME, "click": 0.14}}
+    records, events = synth(exp, rates, users=3000, seed=1)
+    rep = _readout(exp, records, events)
+    assert rep["better_arms"] == ["better"]
+    diff = rep["comparisons"]["better"]["click_rate"]["difference"]
+    assert 0 < diff["ci_low"] < 0.04 < diff["ci_high"]  # the true +0.04 is inside, 0 is not
+    copy = rep["comparisons"]["copy"]["click_rate"]
+    assert copy["verdict"] == "no_difference" and copy["difference"]["ci_low"] < 0 < copy["difference"]["ci_high"]
+    assert rep["sample_ratio"]["ok"]
+    assert [g["verdict"] for g in rep["guardrails"]["better"]] in (["pass"], ["inconclusive"])
+    # Every request is an exposure; events without a request id are not attributed.
+    assert sum(a["exposures"] for a in rep["arms"].values()) == len(records)
+    clicks = sum(1 for e in events.to_pylist() if e["event_type"] == "click" and e["request_id"])
+    got = sum(a["click_rate"]["value"] * a["exposures"] for a in rep["arms"].values())
+    assert round(got) == clicks
+
+
+def test_a_worse_hide_rate_fails_its_guardrail_and_voids_the_win() -> None:
+    exp = experiment({"control": 50, "treatment": 50})
+    rates = {"control": SAME, "treatment": {**SAME, "click": 0.14, "hide": 0.06}}
+    rep = _readout(exp, *synth(exp, rates, users=3000, seed=2))
+    assert rep["comparisons"]["treatment"]["click_rate"]["verdict"] == "better"
+    assert [g["verdict"] for g in rep["guardrails"]["treatment"]] == ["fail"]
+    assert rep["better_arms"] == []
+
+
+def test_a_a_readouts_rarely_name_an_arm() -> None:
+    """Over 40 A/A experiments (seeded), the 95% interval names an arm about 5% of the time:
+    the intervals are calibrated, neither too narrow (many false wins) nor empty."""
+    exp = experiment({"control": 50, "twin": 50})
+    named = 0
+    for seed in range(40):
+        rep = _readout(exp, *synth(exp, {"control": SAME, "twin": SAME}, users=400, seed=100 + seed))
+        named += bool(rep["better_arms"]) or rep["comparisons"]["twin"]["click_rate"]["verdict"] != "no_difference"
+    assert named <= 6  # expected 2 (40 x 5%); P(>6) under calibration is under 1%
+
+
+def test_delta_method_matches_the_binomial_when_each_user_has_one_exposure() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(10_000) < 0.2).astype(float)
+    m = ArmMoments(users=len(y), sum_n=len(y), sum_y=y.sum(), sum_nn=len(y), sum_yy=(y * y).sum(), sum_ny=y.sum())
+    est = rate(m, 0.95)
+    p = y.mean()
+    half = 1.959964 * np.sqrt(p * (1 - p) / len(y))
+    assert est.value == pytest.approx(p)
+    assert est.high - est.value == pytest.approx(half, rel=1e-3)
+
+
+def test_guardrails_srm_and_thin_arms() -> None:
+    # lower is better for hides: +20% hides with an interval above zero fails a 10% guardrail
+    assert guardrail_verdict("hide_rate", Estimate(0.2, 0.12, 0.28), 0.10) == "fail"
+    assert guardrail_verdict("hide_rate", Estimate(0.02, -0.03, 0.07), 0.10) == "pass"
+    assert guardrail_verdict("click_rate", Estimate(-0.02, -0.15, 0.1), 0.10) == "inconclusive"
+    assert guardrail_verdict("click_rate", Estimate(-0.2, None, None), 0.10) == "insufficient_data"
+    assert srm_p_value({"a": 5000, "b": 5000}, {"a": 50, "b": 50}) == 1.0
+    assert srm_p_value({"a": 5300, "b": 4700}, {"a": 50, "b": 50}) < 0.001
+    assert 0.2 < srm_p_value({"a": 5050, "b": 4950}, {"a": 50, "b": 50}) < 0.4  # chi2=1: p=0.317
+    one = ArmMoments(users=1, sum_n=3, sum_y=1, sum_nn=9, sum_yy=1, sum_ny=3)
+    rep = analyze({"control": {m: one for m in ("click_rate", "like_rate", "hide_rate")},
+                   "t": {m: one for m in ("click_rate", "like_rate", "hide_rate")}},
+                  {"control": {"users": 1}, "t": {"users": 1}},
+                  {"control": "control", "primary_metric": "click_rate", "guardrails": [], "weights": {}})  # fmt: skip
+    assert rep["comparisons"]["t"]["click_rate"]["verdict"] == "insufficient_data"
+    assert rep["better_arms"] == []

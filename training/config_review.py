@@ -17,6 +17,9 @@ check                       passes when                                         
                             item passes the tenant's own rules (new config)
 ``experiment_arms``         the arms of every enabled experiment cover 100% of   experiment_plan
                             traffic (weights are percentages summing to 100)
+``experiment_plans``        every enabled experiment has its plan (hypothesis,   experiment_plan
+                            primary metric, guardrails, unit, duration, a
+                            control arm): core.experiments.check_experiment_plan
 ``replay_policy``           recent logged requests (the decision log) replayed   safety_guardrails
                             through the serving pipeline under the new config
                             serve nothing its rules remove, and none fails
@@ -113,6 +116,12 @@ class ConfigReview:
         out["experiment_arms"] = _check(not bad, ("arms do not cover 100% of traffic: " + ", ".join(bad)) if bad
                                         else f"{sum(e.enabled for e in doc.experiments)} enabled, each 100%",
                                         "experiment_plan")  # fmt: skip
+        from core.experiments import check_experiment_plan
+
+        plans = [f"{e.id}.{key}: {msg}" for e in doc.experiments if e.enabled
+                 for key, msg in check_experiment_plan(e)]  # fmt: skip
+        out["experiment_plans"] = _check(not plans, "; ".join(plans)[:500] or "every enabled experiment has its plan",
+                                         "experiment_plan")  # fmt: skip
         out.update(self.replay(served, version, replay))
         return out
 

@@ -87,7 +87,7 @@ def test_publish_validates_diffs_and_runs_every_automatic_check(world, tmp_path,
     assert "~ surfaces.home.ranker.task_weights.like: 2.0 -> 3.0" in out
     assert "+ policy.safe_fallback" in out or "~ policy.safe_fallback" in out
     checks = _checks(world, _published(world))
-    assert set(checks) == {"schema", "references_exist", "safe_fallback", "experiment_arms", "replay_policy",
+    assert set(checks) == {"schema", "references_exist", "safe_fallback", "experiment_arms", "experiment_plans", "replay_policy",
                            "replay_slate_movement"}  # fmt: skip
     assert all(c["ok"] for c in checks.values()), checks
     assert "24 requests replayed" in checks["replay_policy"]["detail"]

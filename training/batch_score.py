@@ -188,7 +188,7 @@ def production_versions(registry, tenant: str, alias: str) -> dict[str, str]:
 def slate_stats(table: pa.Table, users: int, surfaces: list[str], k: int) -> dict[str, Any]:
     """Coverage and outcome counts of the recs table."""
     with_item = table.filter(pc.is_valid(table["item_id"]))
-    per_user = with_item.group_by(["surface", "user_id"]).aggregate([("item_id", "count")])
+    per_user = with_item.group_by(["surface", "user_id"], use_threads=False).aggregate([("item_id", "count")])
     wanted = users * len(surfaces)
     full = int(pc.sum(pc.greater_equal(per_user["item_id_count"], k)).as_py() or 0) if per_user.num_rows else 0
     firsts = table.filter(pc.equal(table["rank"], 0))

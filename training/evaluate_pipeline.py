@@ -78,8 +78,8 @@ def request_cutoffs(events: pa.Table, cutoff: dict[str, float]) -> dict[str, flo
     ev = events.select(["user_id", "request_id", "ts"]).filter(pc.is_valid(events["request_id"]))
     ev = ev.append_column("_ts_us", column_micros(ev["ts"])).drop_columns(["ts"])
     at = ev.join(cut, "user_id").filter(pc.equal(pc.field("_ts_us"), pc.field("_cut_us")))
-    requests = at.select(["user_id", "request_id"]).group_by(["user_id", "request_id"]).aggregate([])
-    starts = ev.join(requests, ["user_id", "request_id"], join_type="inner").group_by("user_id").aggregate([("_ts_us", "min")])
+    requests = at.select(["user_id", "request_id"]).group_by(["user_id", "request_id"], use_threads=False).aggregate([])
+    starts = ev.join(requests, ["user_id", "request_id"], join_type="inner").group_by("user_id", use_threads=False).aggregate([("_ts_us", "min")])
     out = dict(cutoff)
     for user, start in zip(starts["user_id"].to_pylist(), starts["_ts_us_min"].to_pylist(), strict=True):
         out[user] = min(out[user], start / 1e6)

@@ -73,7 +73,7 @@ def block_stats(
     usable = pc.and_(valid, pc.invert(future))
     rows = batch.select(["event_type"]).append_column("ts", ts).filter(usable)
     days = pc.divide(rows["ts"], 86_400_000_000)  # integer division: whole UTC days
-    grouped = pa.table({"day": days, "type": rows["event_type"]}).group_by(["day", "type"]).aggregate([("day", "count")])
+    grouped = pa.table({"day": days, "type": rows["event_type"]}).group_by(["day", "type"], use_threads=False).aggregate([("day", "count")])
     by_type_day: dict[str, dict[str, int]] = {}
     for d, t, c in zip(grouped["day"].to_pylist(), grouped["type"].to_pylist(), grouped["day_count"].to_pylist(), strict=True):
         by_type_day.setdefault(str(t), {})[_day(d * 86_400_000_000)] = int(c)

@@ -86,7 +86,7 @@ def test_every_user_gets_a_slate_in_the_production_batch_recs(scored, tiny_data,
     recs = pq.read_table(scored.local_path("batch_recs", tenant, version) / "recs.parquet")
     with_items = recs.filter(pc.is_valid(recs["item_id"]))
     assert set(with_items["user_id"].to_pylist()) == _all_users(tiny_data, tenant)
-    per_user = with_items.group_by("user_id").aggregate([("item_id", "count")])
+    per_user = with_items.group_by("user_id", use_threads=False).aggregate([("item_id", "count")])
     assert pc.max(per_user["item_id_count"]).as_py() == 10
     assert all(with_items["eligible"].to_pylist())
     assert set(recs["surface"].to_pylist()) == {"email"}

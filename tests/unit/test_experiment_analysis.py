@@ -30,12 +30,12 @@ def _readout(exp, records, events: pa.Table, **kw) -> dict:
     for i, rid in enumerate(tagged["request_id"].to_pylist()):
         groups.setdefault(rid, []).append(i)
     outcomes = pa.concat_tables([job.attribute_outcomes(tagged.take(idx)) for idx in groups.values()])
-    per_user = outcomes.group_by(["arm", "user_id"]).aggregate(
+    per_user = outcomes.group_by(["arm", "user_id"], use_threads=False).aggregate(
         [(c, "sum") for c in ("exposure", "fallback", *job.OUTCOMES)])  # fmt: skip
     per_user = per_user.rename_columns([f"sum({c.removesuffix('_sum')})" if c.endswith("_sum") else c
                                         for c in per_user.column_names])  # fmt: skip
     moments = job.user_moments(per_user)
-    by_arm = moments.group_by("arm").aggregate([(c, "sum") for c in job.MOMENT_COLUMNS])
+    by_arm = moments.group_by("arm", use_threads=False).aggregate([(c, "sum") for c in job.MOMENT_COLUMNS])
     rows = [{("arm" if k == "arm" else f"sum({k.removesuffix('_sum')})"): v for k, v in row.items()}
             for row in by_arm.to_pylist()]  # fmt: skip
     m, counts = job.arm_moments(rows)

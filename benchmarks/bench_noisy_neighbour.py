@@ -27,7 +27,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import tempfile  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -92,17 +91,10 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from benchmarks.bench_serving import _deploy_shipped, _setup
+    from benchmarks.bench_serving import _deploy_shipped, cached_setup
     from benchmarks.loadgen import run as loadgen
 
-    root = Path(a.artifacts) if a.artifacts else Path(tempfile.mkdtemp(prefix="bench-noisy-"))
-    done = root / "setup.json"
-    if done.exists():
-        config_path, storage = json.loads(done.read_text())
-    else:
-        root.mkdir(parents=True, exist_ok=True)
-        config_path, storage = _setup(root, items=0, candidates=200)  # the small preset as is
-        done.write_text(json.dumps([config_path, storage]))
+    root, config_path, storage = cached_setup(a.artifacts, "bench-noisy-", items=0, candidates=200)  # the small preset as is
     quota_config = str(root / "platform-noisy.yaml")
     Path(quota_config).write_text(Path(config_path).read_text())
     _with_quota(quota_config, a.quota, a.a_in_flight)

@@ -103,6 +103,20 @@ def _cpu_per_request(before: dict, after: dict, requests: int) -> dict[str, floa
     return {**per, "total": round(sum(v for k, v in per.items() if k not in (DRIVER, COLLECTOR)), 2)}
 
 
+def cached_setup(artifacts: str | None, prefix: str, items: int, candidates: int) -> tuple[Path, str, dict]:
+    """``(root, platform config path, storage)``: :func:`_setup` in ``artifacts`` once (its
+    ``setup.json`` records the result; later runs reuse it), or in a fresh temp dir."""
+    root = Path(artifacts) if artifacts else Path(tempfile.mkdtemp(prefix=prefix))
+    done = root / "setup.json"
+    if done.exists():
+        config_path, storage = json.loads(done.read_text())
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        config_path, storage = _setup(root, items, candidates)
+        done.write_text(json.dumps([config_path, storage]))
+    return root, config_path, storage
+
+
 def _setup(root: Path, items: int, candidates: int) -> tuple[str, dict]:
     from core.catalogue import Catalogue
     from core.registry import Registry
@@ -453,14 +467,7 @@ def main() -> None:
 
     from benchmarks.loadgen import run as loadgen
 
-    root = Path(a.artifacts) if a.artifacts else Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    done = root / "setup.json"
-    if done.exists():
-        config_path, storage = json.loads(done.read_text())
-    else:
-        root.mkdir(parents=True, exist_ok=True)
-        config_path, storage = _setup(root, a.items, a.candidates)
-        done.write_text(json.dumps([config_path, storage]))
+    root, config_path, storage = cached_setup(a.artifacts, "bench-serving-", a.items, a.candidates)
     result: dict = {"machine": {"cpus": os.cpu_count()}, "items": a.items,
                     "candidates": a.candidates, "at": datetime.now(UTC).isoformat(),
                     "load_average_at_start": os.getloadavg()}  # fmt: skip

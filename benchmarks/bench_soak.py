@@ -25,7 +25,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -109,21 +108,14 @@ def main() -> None:
     import requests
     from ray import serve
 
-    from benchmarks.bench_serving import _deploy_shipped, _setup
+    from benchmarks.bench_serving import _deploy_shipped, cached_setup
     from benchmarks.loadgen import run as loadgen
     from core.catalogue import Catalogue
     from core.eventlog import EventLog
     from core.registry import Registry
     from tests.integration.serving_artifacts import publish_ranker, publish_two_tower
 
-    root = Path(a.artifacts) if a.artifacts else Path(tempfile.mkdtemp(prefix="bench-soak-"))
-    done = root / "setup.json"
-    if done.exists():
-        config_path, storage = json.loads(done.read_text())
-    else:
-        root.mkdir(parents=True, exist_ok=True)
-        config_path, storage = _setup(root, items=0, candidates=200)
-        done.write_text(json.dumps([config_path, storage]))
+    root, config_path, storage = cached_setup(a.artifacts, "bench-soak-", items=0, candidates=200)
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()

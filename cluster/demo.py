@@ -152,35 +152,40 @@ def _approve_and_promote(registry_root: str, tenants: list[str], ray_address: st
              *[a for s in sign_offs for a in ("--sign-off", s)],
              "--approve", "--actor", "make-demo", "--comment", "demo approval"]
         )  # fmt: skip
-        if rc != 0:
-            serving = {k: registry.resolve(k, tenant, "production") for k in ("two_tower", "ann_index", "ranker")}
-            approved = {k: v for k in review.KINDS if (v := registry.resolve(k, tenant, "candidate"))
-                        and not registry.promotion_problems(k, tenant, v)}  # fmt: skip
-            if not serving["two_tower"] and {"two_tower", "ann_index"} <= set(approved):
-                # A first launch whose ranker the review refused (e.g. it served worse slates
-                # than the retriever alone): the approved versions go up, serving ranks with
-                # the fallback order until a ranker passes.
-                for kind, version in approved.items():
-                    registry.promote(kind, tenant, version, actor="make-demo", reason="make demo")
-                    table.add_row(tenant, kind, version)
-                console.print(f"[yellow]launch review refused {tenant}'s "
-                              f"{', '.join(sorted(set(review.KINDS) - set(approved)))}; promoted the rest")  # fmt: skip
-                continue
-            if not all(serving.values()):
-                raise SystemExit(f"launch review failed for {tenant} and nothing is in production")
-            # A re-run whose candidates are worse than what serves: the gate holds them back.
-            console.print(f"[yellow]launch review refused {tenant}'s candidates; production keeps "
-                          f"serving {', '.join(f'{k} {v}' for k, v in serving.items())}")  # fmt: skip
-            continue
-        # The index and the two-tower model it was built from move together; item embeddings
-        # are promoted for lineage even though serving reads the index.
-        for kind in ("two_tower", "item_embeddings", "ann_index", "ranker"):
-            version = registry.resolve(kind, tenant, "candidate")
-            if version is None:
-                continue
-            registry.promote(kind, tenant, version, actor="make-demo", reason="make demo")
+        for kind, version in promote_reviewed(registry, tenant, reviewed_ok=rc == 0):
             table.add_row(tenant, kind, version)
     console.print(table)
+
+
+def promote_reviewed(registry, tenant: str, reviewed_ok: bool) -> list[tuple[str, str]]:
+    """Promote ``tenant``'s candidates after the demo's launch review; (kind, version) promoted.
+
+    Every candidate passed (``reviewed_ok``): all go up. Otherwise a first launch promotes what
+    the review approved when that includes a two-tower and its index (e.g. the ranker served
+    worse slates than the retriever alone: serving ranks in the fallback order until a ranker
+    passes); a re-run keeps production as it is; a first launch with nothing approvable stops.
+    """
+    from training.review import KINDS
+
+    serving = {k: registry.resolve(k, tenant, "production") for k in ("two_tower", "ann_index", "ranker")}
+    candidates = {k: v for k in KINDS if (v := registry.resolve(k, tenant, "candidate"))}
+    if not reviewed_ok:
+        approved = {k: v for k, v in candidates.items() if not registry.promotion_problems(k, tenant, v)}
+        if serving["two_tower"]:
+            # A re-run whose candidates are worse than what serves: the gate holds them back.
+            console.print(f"[yellow]launch review refused {tenant}'s candidates; production keeps "
+                          f"serving {', '.join(f'{k} {v}' for k, v in serving.items() if v)}")  # fmt: skip
+            return []
+        if not {"two_tower", "ann_index"} <= set(approved):
+            raise SystemExit(f"launch review failed for {tenant} and nothing is in production")
+        console.print(f"[yellow]launch review refused {tenant}'s "
+                      f"{', '.join(sorted(set(candidates) - set(approved)))}; promoted the rest")  # fmt: skip
+        candidates = approved
+    # The index and the two-tower model it was built from move together; item embeddings
+    # are promoted for lineage even though serving reads the index.
+    for kind, version in candidates.items():
+        registry.promote(kind, tenant, version, actor="make-demo", reason="make demo")
+    return list(candidates.items())
 
 
 def _deploy(dashboard_url: str, http_port: int, platform_config: Path) -> int:

@@ -109,11 +109,14 @@ def review_versions(
     approve: bool = False,
     reject: bool = False,
     comment: str = "",
-    system_checks: dict[str, dict] | None = None,
+    system_checks: dict[str, dict[str, dict]] | None = None,
 ) -> dict[str, list[str]]:
     """Run the launch review of ``versions`` (kind -> version; the two-tower among them is the
     one the index must be built from) and record it: the automatic results, then ``actor``'s
     sign-offs, then the approval (when nothing is missing) or rejection.
+
+    ``system_checks``: kind -> the whole-pipeline checks it answers for
+    (:func:`training.system_review.checks_by_kind`).
 
     Returns kind -> what still blocks promotion (empty: approved and promotable): what an
     approval would lack, else what the gate says now (e.g. "no recorded approval", a freeze).
@@ -130,8 +133,8 @@ def review_versions(
         prod_v = registry.resolve(kind, tenant, "production")
         prod = registry.manifest(kind, tenant, prod_v) if prod_v and prod_v != version else None
         checks = check_candidate(m, prod, tt_version, cfg)
-        if system_checks and kind in SYSTEM_KINDS:
-            checks.update(system_checks)
+        if system_checks and kind in system_checks:
+            checks.update(system_checks[kind])
         ok = all(c["ok"] for c in checks.values())
 
         def record(decision: str, who: str, m: Manifest = m, **kw) -> None:
@@ -156,14 +159,14 @@ def review_versions(
     return out
 
 
-def _system_review(tenant: str, versions: dict[str, str], registry: Registry, pcfg: PipelineConfig) -> dict[str, dict] | None:
-    """The whole-pipeline checks of the candidate set (:mod:`training.system_review`): the
-    candidates where given, production for the kinds not under review."""
+def _system_review(tenant: str, versions: dict[str, str], registry: Registry, pcfg: PipelineConfig) -> dict[str, dict[str, dict]] | None:
+    """Kind -> the whole-pipeline checks of the candidate set (:mod:`training.system_review`)
+    it answers for: the candidates where given, production for the kinds not under review."""
     cfg = pcfg.review.system
     if not cfg.enabled:
         return None
     from core.train_config import EvaluateConfig
-    from training.system_review import review_system
+    from training.system_review import checks_by_kind, replay, review_system, stage_table
 
     def resolve(given: dict[str, str], *aliases: str) -> dict[str, str] | None:
         out = {k: given.get(k) or next((v for a in aliases if (v := registry.resolve(k, tenant, a))), None)
@@ -172,19 +175,32 @@ def _system_review(tenant: str, versions: dict[str, str], registry: Registry, pc
             return None
         return {k: v for k, v in out.items() if v}
 
+    under_review = set(versions) & set(SYSTEM_KINDS)
     # A kind not under review serves as production does; a first launch (nothing in
     # production) replays with the other candidates.
     candidate = resolve(versions, "production", "candidate")
     production = resolve({}, "production")
     if candidate is None:
         # The replay retrieves with the two-tower; a tenant without one has nothing to replay.
-        return {"system_replay": {"ok": True, "item": "offline_metrics",
-                                  "detail": "not replayed: no two-tower and index (candidate or production)"}}  # fmt: skip
+        skipped = {"system_replay": {"ok": True, "item": "offline_metrics",
+                                     "detail": "not replayed: no two-tower and index (candidate or production)"}}  # fmt: skip
+        return {k: skipped for k in under_review}
     evaluate_cfg = load_model(resolve_uri(cfg.evaluate), EvaluateConfig).model_copy(update={"tenant": tenant})
     common.init_ray()
     storage = common.JobStorage(evaluate_cfg)
-    checks, _, _ = review_system(storage, candidate, production if production != candidate else None, cfg, evaluate_cfg)
-    return checks
+    prod_versions = production if production != candidate else None
+    _, cand, prod = review_system(storage, candidate, prod_versions, cfg, evaluate_cfg)
+    retrieval = None
+    if "two_tower" in under_review and prod is not None:
+        # The two-tower answers for what it serves with production's ranker (or none).
+        own = {k: v for k, v in candidate.items() if k != "ranker"}
+        if production.get("ranker"):
+            own["ranker"] = production["ranker"]
+        if own != candidate:
+            retrieval = replay(storage, evaluate_cfg, own, cfg)
+            common.console.print(stage_table(retrieval, prod, f"launch review {tenant}: the two-tower candidate with "
+                                                              "production's ranker, vs production"))  # fmt: skip
+    return checks_by_kind(under_review, cand, prod, retrieval, cfg)
 
 
 def main(argv=None) -> int:

@@ -15,6 +15,12 @@ production's, same users and seed — and scores each stage's top 10:
 Checks (each tagged ``offline_metrics``): the final slate does not lose any of
 ``system.metrics`` against production's beyond ``system.tolerance`` (relative), and does not
 fall below the retriever's own order by more than ``system.retriever_budget[metric]``.
+
+Each check answers for the kind whose change it measures (:func:`checks_by_kind`): the
+retriever floor is the ranker's (the stages after retrieval must earn their place); a two-tower
+answers for the slate it serves with production's ranker (none on a first launch) against
+production's slate. A first launch whose ranker loses against the retriever thus refuses the
+ranker and lets the two-tower and its index through, to serve in the fallback order.
 ``expected_ctr@10`` needs the data's click model (synthetic tenants); elsewhere it is skipped
 and said so.
 """
@@ -86,6 +92,32 @@ def system_checks(candidate: dict[str, dict], production: dict[str, dict] | None
             below.append(parts[-1])
     checks["system_vs_retriever"] = _check(not below, "; ".join(below or parts) or "no metric to compare")
     return checks
+
+
+def checks_by_kind(
+    under_review: set[str],
+    candidate: dict[str, dict],
+    production: dict[str, dict] | None,
+    retrieval: dict[str, dict] | None,
+    cfg: SystemReviewConfig,
+) -> dict[str, dict[str, dict]]:
+    """Kind -> the whole-pipeline checks it answers for.
+
+    ``candidate``: the stages of the candidate set (every kind under review, production for
+    the others); ``retrieval``: the stages of the two-tower candidate with production's ranker
+    (or none), when that differs from the candidate set, i.e. when the ranker is under review
+    too. A ranker answers for the candidate set's slate against production and against the
+    retriever's own order; a two-tower answers for its own slate against production only: it
+    *is* the retriever, so the floor measures what comes after it, not it.
+    """
+    out: dict[str, dict[str, dict]] = {}
+    checks = system_checks(candidate, production, cfg)
+    if "ranker" in under_review:
+        out["ranker"] = checks
+    if "two_tower" in under_review:
+        own = checks if retrieval is None else system_checks(retrieval, production, cfg)
+        out["two_tower"] = {"system_vs_production": own["system_vs_production"]}
+    return out
 
 
 def _check(ok: bool, detail: str) -> dict:

@@ -344,7 +344,7 @@ def _batch_sweep(app: str, sizes: list[int], requests_per_size: int) -> list[dic
         out = []
         for size in sizes:
             await handle.broadcast("reconfigure", {"max_batch_size": size,
-                                                   "batch_wait_timeout_s": 0.005})  # fmt: skip
+                                                   "batch_wait_timeout_s": 0.005}).results_async()  # fmt: skip
             for _ in range(3):
                 await handle.score_columns.remote(q, state, *cols, weights)
             t0 = time.perf_counter()

@@ -34,7 +34,7 @@ browser:
 		--no-install-recommends chromium >/dev/null) ) || echo "chromium not installed: the browser test will skip"
 
 test: install browser
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=25
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

@@ -183,7 +183,7 @@ def test_recommend_contract_and_decision_record(serving):
     tt, ix, rk = serving["versions"]["acme"]
     assert body["versions"]["two_tower"] == tt and body["versions"]["ann_index"] == ix
     assert body["versions"]["ranker"] == rk and body["fallback"] is None
-    assert body["trace_id"] is None  # tracing is off unless configured (test_tracing_serve.py)
+    assert body["trace_id"] is None  # tracing is off unless configured (test_traced_app.py)
     assert body["experiment"]["id"] == "acme-home-like-weight"
 
     d = requests.get(f"{serving['base']}/v1/decisions/{body['request_id']}", headers=ACME)

@@ -1,5 +1,5 @@
 """serving.tracing: off and free by default; on, one trace per request with a span per stage,
-and exported over real OTLP/HTTP. (Across a real Serve graph: tests/integration/test_tracing_serve.py.)"""
+and exported over real OTLP/HTTP. (Across a real Serve graph: tests/integration/test_traced_app.py.)"""
 
 from __future__ import annotations
 

@@ -168,13 +168,19 @@ def production_document(registry: Any, tenant: str, alias: str = "production") -
 
 def effective_platform(platform: PlatformConfig, registry: Any, tenant: str,
                        alias: str = "production") -> tuple[PlatformConfig, str]:  # fmt: skip
-    """The platform config as ``tenant`` is served: its ``alias`` document applied, and that
-    version (or :data:`BOOTSTRAP`)."""
+    """The platform config as ``tenant`` is served: its ``alias`` document applied (then its
+    ``alias`` rule bundle, when the config takes its rules from one: :mod:`core.rule_bundle`),
+    and the document's version (or :data:`BOOTSTRAP`)."""
+    from core.rule_bundle import production_bundle, served_rules
+
     found = production_document(registry, tenant, alias)
-    if found is None:
-        return platform, BOOTSTRAP
-    version, doc = found
-    return apply_document(platform, doc, f"{KIND} {version}"), version
+    version = BOOTSTRAP
+    if found is not None:
+        version, doc = found
+        platform = apply_document(platform, doc, f"{KIND} {version}")
+    if platform.tenant(tenant).policy.rule_bundle is not None:
+        platform, _ = served_rules(platform, tenant, production_bundle(registry, tenant, alias))
+    return platform, version
 
 
 def fingerprint(doc: TenantConfigDocument) -> str:
@@ -225,19 +231,17 @@ MATURITY_ORDER = ("general", "teen", "mature")
 
 
 def safety_only(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """True when ``new`` differs from ``old`` only by stricter policy: more blocked items or
-    categories, a lower default maturity. Such a change is an emergency kind (a safety rule)
-    that may pass a change freeze (it still needs its review)."""
+    """True when ``new`` differs from ``old`` only by stricter policy rules
+    (:func:`core.rule_bundle.stricter_only`: rules added, more blocked items or categories, a
+    lower default maturity). Such a change is an emergency kind (a safety rule) that may pass
+    a change freeze (it still needs its review)."""
+    from core.rule_bundle import RULE_FIELDS, stricter_only
+
     po, pn = old.get("policy", {}), new.get("policy", {})
-    if not (set(po.get("blocked_items", [])) <= set(pn.get("blocked_items", []))
-            and set(po.get("blocked_categories", [])) <= set(pn.get("blocked_categories", []))):  # fmt: skip
+    if not stricter_only({k: po[k] for k in RULE_FIELDS if k in po}, {k: pn[k] for k in RULE_FIELDS if k in pn}):
         return False
-    mo, mn = po.get("default_max_maturity", "teen"), pn.get("default_max_maturity", "teen")
-    if MATURITY_ORDER.index(mn) > MATURITY_ORDER.index(mo):
-        return False
-    keys = ("blocked_items", "blocked_categories", "default_max_maturity")
-    same = {**new, "policy": {**pn, **{k: po.get(k) for k in keys}}}
-    return same == old and new != old
+    same = {**new, "policy": {**pn, **{k: po.get(k) for k in RULE_FIELDS}}}
+    return same == old
 
 
 def tenant_body(platform: PlatformConfig, tenant: str) -> dict[str, Any]:

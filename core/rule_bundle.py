@@ -43,14 +43,18 @@ from core.config import (
     load_model,
 )
 from core.manifest import Lineage, Manifest, Owner, code_version
-from core.tenant_config import MATURITY_ORDER, OwnerBlock
+from core.tenant_config import (
+    BOOTSTRAP,
+    RULE_FIELDS,
+    OwnerBlock,
+    stricter_only,  # noqa: F401 - the safety-rule test of a bundle, here with it
+)
+from core.tenant_config import effective_platform as config_platform
 
 KIND = "rule_bundle"
 FILE_NAME = "rule_bundle.yaml"
 INLINE = "inline"
 """What records and ``/v1/versions`` name as the rule bundle when the config's own rules serve."""
-RULE_FIELDS = ("rules", "blocked_items", "blocked_categories", "default_max_maturity")
-"""The :class:`core.config.PolicyConfig` fields a bundle replaces."""
 
 
 class RuleBundleDocument(StrictModel):
@@ -161,20 +165,12 @@ def served_rules(platform: PlatformConfig, tenant: str,
     return apply_bundle(platform, tenant, bundle, f"{KIND} {version}"), version
 
 
-# ---------------------------------------------------------------------------------- safety
-
-
-def stricter_only(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """True when the rule fields ``new`` differ from ``old`` only by being stricter: every old
-    rule still there (more rules may be added), more blocked items or categories, a lower
-    default maturity. Such a change is a safety rule: an emergency kind a freeze lets through."""
-    def rules(body: dict[str, Any]) -> list[str]:
-        return [json.dumps(r, sort_keys=True) for r in body.get("rules", [])]
-
-    if not set(rules(old)) <= set(rules(new)):
-        return False
-    if not (set(old.get("blocked_items", [])) <= set(new.get("blocked_items", []))
-            and set(old.get("blocked_categories", [])) <= set(new.get("blocked_categories", []))):  # fmt: skip
-        return False
-    mo, mn = old.get("default_max_maturity", "teen"), new.get("default_max_maturity", "teen")
-    return MATURITY_ORDER.index(mn) <= MATURITY_ORDER.index(mo) and old != new
+def effective_platform(platform: PlatformConfig, registry: Any, tenant: str,
+                       alias: str = "production") -> tuple[PlatformConfig, str]:  # fmt: skip
+    """:func:`core.tenant_config.effective_platform` (the ``alias`` document applied, and its
+    version or ``platform.yaml``) with the tenant's ``alias`` rule bundle applied when the
+    config takes its rules from one: the platform config as ``tenant`` is served."""
+    served, version = config_platform(platform, registry, tenant, alias)
+    if references_bundle(served, tenant):
+        served, _ = served_rules(served, tenant, production_bundle(registry, tenant, alias))
+    return served, version or BOOTSTRAP

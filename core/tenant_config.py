@@ -168,19 +168,13 @@ def production_document(registry: Any, tenant: str, alias: str = "production") -
 
 def effective_platform(platform: PlatformConfig, registry: Any, tenant: str,
                        alias: str = "production") -> tuple[PlatformConfig, str]:  # fmt: skip
-    """The platform config as ``tenant`` is served: its ``alias`` document applied (then its
-    ``alias`` rule bundle, when the config takes its rules from one: :mod:`core.rule_bundle`),
-    and the document's version (or :data:`BOOTSTRAP`)."""
-    from core.rule_bundle import production_bundle, served_rules
-
+    """The platform config as ``tenant`` is served: its ``alias`` document applied, and that
+    version (or :data:`BOOTSTRAP`). With its rule bundle too: :func:`core.rule_bundle.effective_platform`."""
     found = production_document(registry, tenant, alias)
-    version = BOOTSTRAP
-    if found is not None:
-        version, doc = found
-        platform = apply_document(platform, doc, f"{KIND} {version}")
-    if platform.tenant(tenant).policy.rule_bundle is not None:
-        platform, _ = served_rules(platform, tenant, production_bundle(registry, tenant, alias))
-    return platform, version
+    if found is None:
+        return platform, BOOTSTRAP
+    version, doc = found
+    return apply_document(platform, doc, f"{KIND} {version}"), version
 
 
 def fingerprint(doc: TenantConfigDocument) -> str:
@@ -228,15 +222,31 @@ def diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
 
 
 MATURITY_ORDER = ("general", "teen", "mature")
+RULE_FIELDS = ("rules", "blocked_items", "blocked_categories", "default_max_maturity")
+"""The :class:`core.config.PolicyConfig` fields that are rules (what a ``rule_bundle`` holds)."""
+
+
+def stricter_only(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True when the rule fields ``new`` differ from ``old`` only by being stricter: every old
+    rule still there (more rules may be added), more blocked items or categories, a lower
+    default maturity. Such a change is a safety rule: an emergency kind a freeze lets through."""
+    def rules(body: dict[str, Any]) -> list[str]:
+        return [json.dumps(r, sort_keys=True) for r in body.get("rules", [])]
+
+    if not set(rules(old)) <= set(rules(new)):
+        return False
+    if not (set(old.get("blocked_items", [])) <= set(new.get("blocked_items", []))
+            and set(old.get("blocked_categories", [])) <= set(new.get("blocked_categories", []))):  # fmt: skip
+        return False
+    mo, mn = old.get("default_max_maturity", "teen"), new.get("default_max_maturity", "teen")
+    return MATURITY_ORDER.index(mn) <= MATURITY_ORDER.index(mo) and old != new
 
 
 def safety_only(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """True when ``new`` differs from ``old`` only by stricter policy rules
-    (:func:`core.rule_bundle.stricter_only`: rules added, more blocked items or categories, a
-    lower default maturity). Such a change is an emergency kind (a safety rule) that may pass
-    a change freeze (it still needs its review)."""
-    from core.rule_bundle import RULE_FIELDS, stricter_only
-
+    (:func:`stricter_only`: rules added, more blocked items or categories, a lower default
+    maturity). Such a change is an emergency kind (a safety rule) that may pass a change
+    freeze (it still needs its review)."""
     po, pn = old.get("policy", {}), new.get("policy", {})
     if not stricter_only({k: po[k] for k in RULE_FIELDS if k in po}, {k: pn[k] for k in RULE_FIELDS if k in pn}):
         return False

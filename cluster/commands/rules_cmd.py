@@ -87,15 +87,19 @@ def _served_rules(platform, registry, tenant: str) -> tuple[dict, str]:
     from core.rule_bundle import INLINE, policy_rules, production_bundle, served_rules
     from core.tenant_config import effective_platform
 
-    served, config_version = effective_platform(platform, registry, tenant)
-    _, rules = served_rules(served, tenant, production_bundle(registry, tenant))
+    served, config_version = effective_platform(platform, registry, tenant)  # the config alone
+    served, rules = served_rules(served, tenant, production_bundle(registry, tenant))
     where = f"production {KIND} {rules}" if rules != INLINE else f"the inline rules of tenant_config {config_version}"
     return policy_rules(served.tenant(tenant).policy), where
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from core.rule_bundle import document_from_policy, production_bundle, write_document
-    from core.tenant_config import effective_platform
+    from core.rule_bundle import (
+        document_from_policy,
+        effective_platform,
+        production_bundle,
+        write_document,
+    )
 
     platform, registry = _context(args)
     current = production_bundle(registry, args.tenant)
@@ -119,8 +123,12 @@ def run_set(args: argparse.Namespace) -> int:
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    from core.rule_bundle import apply_bundle, load_document_file, publish_document
-    from core.tenant_config import effective_platform
+    from core.rule_bundle import (
+        apply_bundle,
+        effective_platform,
+        load_document_file,
+        publish_document,
+    )
     from training.config_review import REPLAY_REQUESTS, run_bundle_checks
 
     platform, registry = _context(args)

@@ -409,8 +409,7 @@ def _reviewed_rules(s, shown: list[str]) -> tuple[str, list[str]]:
     fallback list), run its automatic checks (the point-in-time replay included), sign it off
     and approve it; returns the version and the blocked items."""
     from core.config import StorageConfig, load_platform_config
-    from core.rule_bundle import KIND, document_from_policy, publish_document
-    from core.tenant_config import effective_platform
+    from core.rule_bundle import KIND, document_from_policy, effective_platform, publish_document
     from training.config_review import record_review, run_bundle_checks
 
     platform = load_platform_config(s["platform_config"])

@@ -17,7 +17,8 @@ from cluster.cli import main as recsys
 from core.config import load_platform_config
 from core.kill_switches import read_state
 from core.rule_bundle import KIND as RULE_BUNDLE
-from core.tenant_config import KIND, effective_platform
+from core.rule_bundle import effective_platform
+from core.tenant_config import KIND
 from tests.unit.tenant_world import log_requests, write_world
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,8 +22,7 @@ from core.config import load_platform_config
 from core.contracts import Query
 from core.eventlog import EventLog
 from core.registry import PromotionRefused
-from core.rule_bundle import KIND, production_bundle
-from core.tenant_config import effective_platform
+from core.rule_bundle import KIND, effective_platform, production_bundle
 from tests.unit.tenant_world import eligible, log_requests, write_world
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "cluster.commands.registry_cmd",
     "cluster.commands.local_cmd",
     "cluster.commands.owners_cmd",
+    "cluster.commands.rules_cmd",
     "cluster.commands.serve_cmd",
     "cluster.commands.train_cmd",
 ]

@@ -202,6 +202,11 @@ class PolicyConfig(StrictModel):
     """Last resort when policy data cannot be read (fail closed) and the tenant has no
     production ``fallback_list`` artifact (``training.fallback_lists``: generated, validated
     against the rules, owned, with an expiry) — that list is what serving uses first."""
+    rule_bundle: Literal["production"] | None = None
+    """``production``: the rules (``rules``, ``blocked_items``, ``blocked_categories``,
+    ``default_max_maturity``) come from the tenant's production ``rule_bundle`` artifact
+    (``recsys rules``, :mod:`core.rule_bundle`), picked up live; the ones above serve until
+    one is promoted. ``None`` (the default): the rules above, inline."""
 
 
 # ---------------------------------------------------------------------------------- tenants

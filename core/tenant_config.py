@@ -169,7 +169,7 @@ def production_document(registry: Any, tenant: str, alias: str = "production") -
 def effective_platform(platform: PlatformConfig, registry: Any, tenant: str,
                        alias: str = "production") -> tuple[PlatformConfig, str]:  # fmt: skip
     """The platform config as ``tenant`` is served: its ``alias`` document applied, and that
-    version (or :data:`BOOTSTRAP`)."""
+    version (or :data:`BOOTSTRAP`). With its rule bundle too: :func:`core.rule_bundle.effective_platform`."""
     found = production_document(registry, tenant, alias)
     if found is None:
         return platform, BOOTSTRAP
@@ -222,22 +222,36 @@ def diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
 
 
 MATURITY_ORDER = ("general", "teen", "mature")
+RULE_FIELDS = ("rules", "blocked_items", "blocked_categories", "default_max_maturity")
+"""The :class:`core.config.PolicyConfig` fields that are rules (what a ``rule_bundle`` holds)."""
+
+
+def stricter_only(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True when the rule fields ``new`` differ from ``old`` only by being stricter: every old
+    rule still there (more rules may be added), more blocked items or categories, a lower
+    default maturity. Such a change is a safety rule: an emergency kind a freeze lets through."""
+    def rules(body: dict[str, Any]) -> list[str]:
+        return [json.dumps(r, sort_keys=True) for r in body.get("rules", [])]
+
+    if not set(rules(old)) <= set(rules(new)):
+        return False
+    if not (set(old.get("blocked_items", [])) <= set(new.get("blocked_items", []))
+            and set(old.get("blocked_categories", [])) <= set(new.get("blocked_categories", []))):  # fmt: skip
+        return False
+    mo, mn = old.get("default_max_maturity", "teen"), new.get("default_max_maturity", "teen")
+    return MATURITY_ORDER.index(mn) <= MATURITY_ORDER.index(mo) and old != new
 
 
 def safety_only(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """True when ``new`` differs from ``old`` only by stricter policy: more blocked items or
-    categories, a lower default maturity. Such a change is an emergency kind (a safety rule)
-    that may pass a change freeze (it still needs its review)."""
+    """True when ``new`` differs from ``old`` only by stricter policy rules
+    (:func:`stricter_only`: rules added, more blocked items or categories, a lower default
+    maturity). Such a change is an emergency kind (a safety rule) that may pass a change
+    freeze (it still needs its review)."""
     po, pn = old.get("policy", {}), new.get("policy", {})
-    if not (set(po.get("blocked_items", [])) <= set(pn.get("blocked_items", []))
-            and set(po.get("blocked_categories", [])) <= set(pn.get("blocked_categories", []))):  # fmt: skip
+    if not stricter_only({k: po[k] for k in RULE_FIELDS if k in po}, {k: pn[k] for k in RULE_FIELDS if k in pn}):
         return False
-    mo, mn = po.get("default_max_maturity", "teen"), pn.get("default_max_maturity", "teen")
-    if MATURITY_ORDER.index(mn) > MATURITY_ORDER.index(mo):
-        return False
-    keys = ("blocked_items", "blocked_categories", "default_max_maturity")
-    same = {**new, "policy": {**pn, **{k: po.get(k) for k in keys}}}
-    return same == old and new != old
+    same = {**new, "policy": {**pn, **{k: po.get(k) for k in RULE_FIELDS}}}
+    return same == old
 
 
 def tenant_body(platform: PlatformConfig, tenant: str) -> dict[str, Any]:

@@ -167,6 +167,9 @@ class VersionsResponse(BaseModel):
     tenant_config: str = "platform.yaml"
     """The ``tenant_config`` version this replica serves the tenant with (``platform.yaml``:
     none promoted, the bootstrap)."""
+    rule_bundle: str = "inline"
+    """The ``rule_bundle`` version whose rules this replica serves the tenant with (``inline``:
+    the tenant config's own rules, because it does not reference a bundle or none is promoted)."""
     kill_switches: list[dict] = Field(default_factory=list)
     """Switches that are off: ``target``, ``name``, ``reason``, ``actor``, ``at``, and ``live``
     (this replica already serves with it)."""

@@ -222,7 +222,8 @@ class Ingress:
         return out
 
     async def refresh_config_now(self) -> dict[str, bool]:
-        """Check every tenant's ``tenant_config`` alias and kill switches now: ``tenant → swapped``."""
+        """Check every tenant's ``tenant_config`` and ``rule_bundle`` aliases and kill switches
+        now: ``tenant → swapped``."""
         return await self.tenants.refresh_configs()
 
     async def set_faults(self, faults: dict) -> None:

@@ -1,8 +1,8 @@
 """Every tenant's pipeline inside one ingress replica, assembled by
 :func:`serving.served_config.build_served_stages` (the bootstrap config, the tenant's
-production ``tenant_config`` document, its kill switches) with handle-backed stages where the
+production ``tenant_config`` document, its production ``rule_bundle``, its kill switches) with handle-backed stages where the
 app's placement puts a stage in another deployment (:class:`deployments.stages.HandleStages`),
-and swapped live when the registry says the tenant's config or switches changed."""
+and swapped live when the registry says the tenant's config, rule bundle or switches changed."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from core.config import ConfigError, PlatformConfig
 from core.kill_switches import KillSwitchError
 from core.kill_switches import read_state as read_kill_switches
 from core.registry import Registry
+from core.rule_bundle import INLINE
+from core.rule_bundle import KIND as RULE_BUNDLE
+from core.rule_bundle import load_published as load_bundle
 from core.tenant_config import BOOTSTRAP, load_published
 from core.tenant_config import KIND as TENANT_CONFIG
 from deployments import metrics
@@ -51,7 +54,8 @@ class LivePopularity:
 
 class TenantPipelines:
     """One :class:`RecommendationPipeline` per tenant, rebuilt and swapped live when the
-    tenant's production ``tenant_config`` or its kill switches change (:meth:`ensure_polling`;
+    tenant's production ``tenant_config``, its production ``rule_bundle`` or its kill switches
+    change (:meth:`ensure_polling`;
     :class:`deployments.hot_swap.RuntimeSlot` does the watching, as for models). A rebuild
     reads the event log again in a worker thread, replays the live events that arrived
     meanwhile, then swaps the stages in one assignment: a request runs wholly on the old or
@@ -94,28 +98,33 @@ class TenantPipelines:
                 logger.exception("tenant %s: cannot apply its production tenant_config; "
                                  "serving platform.yaml", t)  # fmt: skip
                 key = None
-                stages, _ = self._build(t, (BOOTSTRAP, 0), bootstrap=True)
+                stages, _ = self._build(t, (BOOTSTRAP, None, 0), bootstrap=True)
             slot.runtime, slot.key = stages, key
             self.config_slots[t] = slot
             self.pipelines[t] = RecommendationPipeline(stages)
 
     # ---- the served config of each tenant -------------------------------------------------
 
-    def _config_key(self, tenant: str) -> tuple[str, int]:
-        """``(production tenant_config version or platform.yaml, kill-switch revision)``."""
+    def _config_key(self, tenant: str) -> tuple[str, str | None, int]:
+        """``(production tenant_config version or platform.yaml, production rule_bundle version
+        or None, kill-switch revision)``."""
         version = self.registry.resolve(TENANT_CONFIG, tenant, self.ctx.alias) or BOOTSTRAP
-        return version, read_kill_switches(self.registry, tenant).revision
+        rules = self.registry.resolve(RULE_BUNDLE, tenant, self.ctx.alias)
+        return version, rules, read_kill_switches(self.registry, tenant).revision
 
-    def _build(self, tenant: str, key: tuple[str, int], bootstrap: bool = False) -> tuple[TenantStages, frozenset]:
+    def _build(self, tenant: str, key: tuple[str, str | None, int],
+               bootstrap: bool = False) -> tuple[TenantStages, frozenset]:  # fmt: skip
         """The tenant's stages under ``key`` and the event ids they were built from (blocking:
-        a worker thread). :class:`Refused` when the document or the switches do not apply."""
-        version = key[0]
+        a worker thread). :class:`Refused` when the document, the rule bundle or the switches
+        do not apply."""
+        version, rules = key[0], key[1]
         try:
             document = None if version == BOOTSTRAP else load_published(self.registry, tenant, version)
+            bundle = None if bootstrap or rules is None else (rules, load_bundle(self.registry, tenant, rules))
             switches = None if bootstrap else read_kill_switches(self.registry, tenant)
-            served_platform(self.config, tenant, document, switches, version)  # refuse early
+            served_platform(self.config, tenant, document, switches, version, bundle)  # refuse early
         except (ConfigError, KillSwitchError) as exc:
-            raise Refused(f"tenant_config {version}: {exc}") from None
+            raise Refused(f"tenant_config {version}, rule_bundle {rules or INLINE}: {exc}") from None
         # Online state starts from the event log: user state, trending, co-occurrence and
         # the popularity the ranker fallback uses. Later events arrive by broadcast.
         events = load_events(self.ctx, tenant) if self.holds_state else None
@@ -123,7 +132,7 @@ class TenantPipelines:
         models = TenantModels(fallback_list=_fallback_list(self.registry, tenant),
                               extra={"registry": self.registry})  # fmt: skip
         stages = build_served_stages(self.config, tenant, TenantData(self.catalogues[tenant], events, users),
-                                     models, document=document, version=version, switches=switches,
+                                     models, document=document, version=version, switches=switches, bundle=bundle,
                                      remote=self._remote[tenant], faults=self.faults)  # fmt: skip
         seen = frozenset()
         if events is not None:
@@ -146,23 +155,26 @@ class TenantPipelines:
             stages.observe(event)
         slot.runtime = stages
         self.pipelines[tenant].swap(stages)
-        logger.info("tenant %s: serving tenant_config %s (kill-switch revision %s); %d live "
-                    "events replayed", tenant, key[0], key[1], len(replayed))  # fmt: skip
+        logger.info("tenant %s: serving tenant_config %s, rule_bundle %s (kill-switch revision %s); "
+                    "%d live events replayed", tenant, key[0], stages.versions.get("rule_bundle"), key[2],
+                    len(replayed))  # fmt: skip
 
     def served(self, tenant: str) -> dict[str, Any]:
-        """What ``GET /v1/versions`` shows: the tenant config version and the kill switches."""
+        """What ``GET /v1/versions`` shows: the tenant config and rule bundle versions and the
+        kill switches."""
         stages = self.pipelines[tenant].stages
         switches = read_kill_switches(self.registry, tenant)
         live = {f"kill_switch:{s.label}" for s in switches.off} & set(stages.degraded)
         return {
             "tenant_config": stages.versions.get("tenant_config", BOOTSTRAP),
+            "rule_bundle": stages.versions.get("rule_bundle", INLINE),
             "kill_switches": [{"target": s.target, "name": s.name, "reason": s.reason, "actor": s.actor,
                                "at": s.at.isoformat(), "live": f"kill_switch:{s.label}" in live}
                               for s in switches.off],
         }  # fmt: skip
 
     async def refresh_configs(self) -> dict[str, bool]:
-        """Check every tenant's config alias and switches now: ``tenant → swapped``."""
+        """Check every tenant's config and rule bundle aliases and switches now: ``tenant → swapped``."""
         return {t: await s.refresh() for t, s in self.config_slots.items()}
 
     def ensure_polling(self, interval_s: Callable[[], float]) -> None:

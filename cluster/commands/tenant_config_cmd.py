@@ -90,16 +90,15 @@ def _who(args: argparse.Namespace) -> str:
     return _actor(args)
 
 
-def _version(registry, tenant: str, given: str) -> str:
-    from core.tenant_config import KIND
-
+def _version(registry, tenant: str, given: str, kind: str = "tenant_config") -> str:
+    """The version ``given`` names (a version, or an alias of ``kind``)."""
     if given.startswith("v") and "Z-" in given:
-        registry.manifest(KIND, tenant, given)
+        registry.manifest(kind, tenant, given)
         return given
-    found = registry.resolve(KIND, tenant, given)
+    found = registry.resolve(kind, tenant, given)
     if found is None:
-        raise CliError(f"tenant {tenant!r} has no tenant_config alias {given!r} "
-                       "(publish one with `recsys config publish`)")  # fmt: skip
+        command = "recsys rules publish" if kind == "rule_bundle" else "recsys config publish"
+        raise CliError(f"tenant {tenant!r} has no {kind} alias {given!r} (publish one with `{command}`)")
     return found
 
 
@@ -256,10 +255,17 @@ def _step(node, key: str, path: str):
 
 
 def run_set(args: argparse.Namespace) -> int:
+    from core.tenant_config import TenantConfigDocument, write_document
+
+    return edit_file(args, TenantConfigDocument, write_document)
+
+
+def edit_file(args: argparse.Namespace, model, write) -> int:
+    """``recsys config set`` / ``recsys rules set``: apply ``args.assignments`` to the YAML file
+    ``args.file``, validate it as ``model`` and ``write`` it back."""
     import yaml
 
     from core.config import read_yaml
-    from core.tenant_config import TenantConfigDocument, write_document
 
     doc = read_yaml(args.file)
     for assignment in args.assignments:
@@ -298,10 +304,10 @@ def run_set(args: argparse.Namespace) -> int:
     from core.config import ConfigError, ConfigIssue
 
     try:
-        checked = TenantConfigDocument.model_validate(doc)
+        checked = model.model_validate(doc)
     except ValidationError as exc:
         raise ConfigError([ConfigIssue(file=args.file, key=".".join(map(str, e["loc"])), message=e["msg"])
                            for e in exc.errors()]) from None  # fmt: skip
-    write_document(checked, args.file)
+    write(checked, args.file)
     console().print(f"{args.file}: {len(args.assignments)} change(s), valid")
     return 0

@@ -52,6 +52,9 @@ def _test_platform_config(path, pins: dict | None = None) -> str:
     # globex events.
     globex = next(t for t in config["tenants"] if t["id"] == "globex")
     globex.setdefault("quotas", {})["events"] = {"rate_per_s": 0.2, "burst": 2}
+    # acme takes its rules from its production rule bundle (inline until one is promoted:
+    # test_a_promoted_config_..., last).
+    next(t for t in config["tenants"] if t["id"] == "acme")["policy"]["rule_bundle"] = "production"
     path.write_text(yaml.safe_dump(config))
     return str(path)
 
@@ -401,6 +404,32 @@ def _reviewed_config(s, like: float) -> str:
     return version
 
 
+def _reviewed_rules(s, shown: list[str]) -> tuple[str, list[str]]:
+    """Publish acme's rule bundle blocking two of the ``shown`` items (not on the safe
+    fallback list), run its automatic checks (the point-in-time replay included), sign it off
+    and approve it; returns the version and the blocked items."""
+    from core.config import StorageConfig, load_platform_config
+    from core.rule_bundle import KIND, document_from_policy, effective_platform, publish_document
+    from training.config_review import record_review, run_bundle_checks
+
+    platform = load_platform_config(s["platform_config"])
+    platform = platform.model_copy(update={"storage": StorageConfig(**s["storage"])})
+    served, _ = effective_platform(platform, s["registry"], "acme")
+    owner = {"team": "acme-trust", "primary": "serving-tests", "escalation": "#acme-trust",
+             "runbook": "docs/runbooks/fallbacks.md"}  # fmt: skip
+    policy = served.tenant("acme").policy
+    blocked = [i for i in shown if i not in policy.safe_fallback][:2]
+    assert len(blocked) == 2, (shown, policy.safe_fallback)
+    doc = document_from_policy(policy, "acme", owner).model_copy(update={"blocked_items": blocked})
+    version = publish_document(s["registry"], doc, actor="serving-tests").version
+    checks = run_bundle_checks(platform, s["registry"], "acme", version, replay=10)
+    assert all(c["ok"] for c in checks.values()), checks
+    blocking = record_review(s["registry"], "acme", version, actor="serving-tests", approve=True, kind=KIND,
+                             sign_offs=("rollback_plan", "oncall_notified"))  # fmt: skip
+    assert blocking == [], blocking
+    return version, blocked
+
+
 def _eligible(platform, catalogue) -> list[str]:
     from core.contracts import Candidate, MergedCandidate, Query
     from ranking.rules import RuleChain
@@ -410,6 +439,11 @@ def _eligible(platform, catalogue) -> list[str]:
     q = Query(request_id="r", tenant_id="acme", user_id="x", surface="home", k=10, now=datetime.now(UTC))
     chain = RuleChain.from_policy(platform.tenant("acme").policy, catalogue)
     return [c.item_id for c in chain.apply(q, items, ServingUserState(user_id="x")).kept][:20]
+
+
+def _record(s) -> dict:
+    r = _recommend(s, user_id="u_cfg").json()
+    return requests.get(f"{s['base']}/v1/decisions/{r['request_id']}", headers=ACME).json()
 
 
 def _wait_for(s, predicate, what: str, deadline_s: float = 60.0) -> float:
@@ -448,10 +482,18 @@ def test_a_promoted_config_is_served_live_without_a_failed_request_and_rollback_
                                       and r["versions"]["tenant_config"] == version, version)  # fmt: skip
         registry.rollback(KIND, "acme", actor="serving-tests", reason="bad launch")
         seen["rollback"] = _wait_for(s, lambda v, r: r["versions"]["tenant_config"] == first, "rollback")
+        # The config takes its rules from the rule bundle: a promoted bundle that blocks what
+        # u_cfg is shown is served live, named in the records and /v1/versions.
+        bundle, shown = _reviewed_rules(s, [x["item_id"] for x in _record(s)["slate"]])
+        registry.promote("rule_bundle", "acme", bundle, actor="serving-tests", reason="block two items")
+        seen["rule_bundle"] = _wait_for(s, lambda v, r: v["rule_bundle"] == bundle
+                                        and r["versions"]["rule_bundle"] == bundle
+                                        and r["versions"]["tenant_config"] == first
+                                        and not {x["item_id"] for x in r["slate"]} & set(shown), "rule bundle")  # fmt: skip
     finally:
         stop.set()
         worker.join(timeout=60)
-    print(f"config pick-up seconds (promote, promote, rollback): {list(seen.values())}")
+    print(f"config pick-up seconds (promote, promote, rollback, rule bundle): {list(seen.values())}")
     assert statuses and set(statuses) == {200}, sorted(set(statuses))
     metrics = requests.get(f"{s['base']}/metrics", headers=ACME).text
     assert 'component="tenant_config"' in metrics and 'outcome="swapped"' in metrics

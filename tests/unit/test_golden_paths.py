@@ -1,5 +1,5 @@
-"""The golden paths of ``docs/operations.md`` ("Golden paths": onboard a tenant, change a rule,
-roll back, kill a source) run in process, in the order written, as an operator types them.
+"""The golden paths of ``docs/operations.md`` ("Golden paths": onboard a tenant with its config
+and rule bundle, change a rule in the bundle, roll the bundle back, kill a source) run in process, in the order written, as an operator types them.
 
 Each ```bash block under that heading is a command sequence; every command is a ``recsys``
 command, run through :func:`cluster.cli.main` against a temp world
@@ -16,7 +16,9 @@ from pathlib import Path
 from cluster.cli import main as recsys
 from core.config import load_platform_config
 from core.kill_switches import read_state
-from core.tenant_config import KIND, effective_platform
+from core.rule_bundle import KIND as RULE_BUNDLE
+from core.rule_bundle import effective_platform
+from core.tenant_config import KIND
 from tests.unit.tenant_world import log_requests, write_world
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,17 +76,23 @@ def test_golden_paths_run_as_written(tiny_data, tmp_path, monkeypatch, capsys) -
             onboarded = registry.resolve(KIND, "globex", "production")
             assert onboarded is not None
             assert registry.manifest(KIND, "globex", onboarded).owner.team == "globex-recs"
+            first_rules = registry.resolve(RULE_BUNDLE, "globex", "production")
+            assert registry.manifest(RULE_BUNDLE, "globex", first_rules).owner.team == "globex-trust"
             served, version = effective_platform(platform, registry, "globex")
             assert version == onboarded and served.tenant("globex").policy.safe_fallback
+            assert served.tenant("globex").policy.rule_bundle == "production"
         elif title == "Change a rule":
             served, version = effective_platform(platform, registry, "globex")
-            assert version != onboarded and served.tenant("globex").policy.blocked_categories == ["sports"]
-            checks = [r for r in registry.reviews(KIND, "globex", version) if r.decision == "note"][-1].checks
-            assert "24 requests replayed" in checks["replay_policy"]["detail"]
+            assert version == onboarded and served.tenant("globex").policy.blocked_categories == ["sports"]
+            rules = registry.resolve(RULE_BUNDLE, "globex", "production")
+            assert rules != first_rules
+            checks = [r for r in registry.reviews(RULE_BUNDLE, "globex", rules) if r.decision == "note"][-1].checks
+            assert "24 requests replayed" in checks["replay_policy"]["detail"], checks
         elif title == "Roll back":
             served, version = effective_platform(platform, registry, "globex")
-            assert version == onboarded and served.tenant("globex").policy.blocked_categories == []
-            assert "rollback" in done[title]
+            assert served.tenant("globex").policy.blocked_categories == []
+            assert registry.resolve(RULE_BUNDLE, "globex", "production") == first_rules
+            assert "rolled back" in done[title]
         elif title == "Kill a source":
             assert "source:trending off" in done[title]
             assert read_state(registry, "acme").off == ()

@@ -43,10 +43,13 @@ class TwoTowerSimilarity:
         self.version = version
         self.items = np.asarray(model.encode_items(similarity_item_features(catalogue)), np.float32)
 
-    def scores(self, state: Any, item_ids: Sequence[str], *, surface: str, now: float) -> np.ndarray:
-        """``(B,)`` float32 ``q · v`` for ``item_ids``; NaN for items not in the catalogue."""
+    def scores(self, state: Any, item_ids: Sequence[str], *, surface: str, now: float,
+               rows: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+        """``(B,)`` float32 ``q · v`` for ``item_ids``; NaN for items not in the catalogue.
+        ``rows``: their catalogue rows when already looked up."""
         q = query_vectors(self.model, self.catalogue, [state], surface=surface, now=now)[0]
-        rows = self.catalogue.index_of(list(item_ids))
+        if rows is None:
+            rows = self.catalogue.index_of(list(item_ids))
         out = np.full(len(rows), np.nan, dtype=np.float32)
         known = rows >= 0
         out[known] = self.items[rows[known]] @ q.astype(np.float32)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
+from core.candidates import CandidateBatch
 from core.catalogue import Catalogue
 from core.contracts import FilterResult, MergedCandidate, PolicyUnavailable, Query, Removal
 
@@ -23,28 +24,28 @@ def partition(
 ) -> FilterResult:
     """Keep candidates whose ``reason_of`` is ``None``; remove the rest with that reason.
     ``only``: the item ids ``reason_of`` can say anything about (every other candidate is
-    kept without a call): a rule judging by a set of ids asks about a handful, not hundreds."""
+    kept without a call): a rule judging by a set of ids asks about a handful, not hundreds.
+    ``kept`` is a :class:`CandidateBatch` narrowed from ``candidates``."""
+    batch = CandidateBatch.of(candidates)
+    ids = batch.item_ids
     if only is not None:
-        hits = [c.item_id in only for c in candidates] if only else []
-        if not any(hits):  # the common case: nothing here to judge
-            return FilterResult(kept=list(candidates), removed=[])
-        kept, removed = [], []
-        for c, hit in zip(candidates, hits, strict=True):
-            reason = reason_of(c) if hit else None
-            if reason is None:
-                kept.append(c)
-            else:
-                removed.append(Removal(item_id=c.item_id, rule=rule, reason=reason))
-        return FilterResult(kept=kept, removed=removed)
-    kept: list[MergedCandidate] = []
+        hits = [i for i, item in enumerate(ids) if item in only] if only else []
+    else:
+        hits = range(len(ids))
+    if not hits:  # the common case for an id-set rule: nothing here to judge
+        return FilterResult(kept=batch, removed=[])
+    drop: list[int] = []
     removed: list[Removal] = []
-    for c in candidates:
-        reason = reason_of(c)
-        if reason is None:
-            kept.append(c)
-        else:
-            removed.append(Removal(item_id=c.item_id, rule=rule, reason=reason))
-    return FilterResult(kept=kept, removed=removed)
+    for i in hits:
+        reason = reason_of(batch[i])
+        if reason is not None:
+            drop.append(i)
+            removed.append(Removal(item_id=ids[i], rule=rule, reason=reason))
+    if not drop:
+        return FilterResult(kept=batch, removed=[])
+    keep = np.ones(len(ids), dtype=bool)
+    keep[drop] = False
+    return FilterResult(kept=batch.take(keep), removed=removed)
 
 
 def partition_mask(
@@ -53,21 +54,25 @@ def partition_mask(
     keep: np.ndarray,
     reason: str,
     unknown: np.ndarray | None = None,
+    reason_of_mask: tuple[np.ndarray, str] | None = None,
 ) -> FilterResult:
     """:func:`partition` from a ``(B,)`` bool ``keep`` mask: dropped candidates get ``reason``,
-    or ``not_in_catalogue`` where ``unknown`` (``(B,)`` bool) is set. The common case, nothing
-    dropped, costs one array check."""
+    or ``not_in_catalogue`` where ``unknown`` (``(B,)`` bool) is set, or ``reason_of_mask[1]``
+    where ``reason_of_mask[0]`` is. The common case, nothing dropped, costs one array check;
+    otherwise one :meth:`CandidateBatch.take`."""
+    batch = CandidateBatch.of(candidates)
     if keep.all():
-        return FilterResult(kept=list(candidates), removed=[])
-    kept: list[MergedCandidate] = []
-    removed: list[Removal] = []
-    for i, (c, k) in enumerate(zip(candidates, keep.tolist(), strict=True)):
-        if k:
-            kept.append(c)
-        else:
-            why = "not_in_catalogue" if unknown is not None and unknown[i] else reason
-            removed.append(Removal(item_id=c.item_id, rule=rule, reason=why))
-    return FilterResult(kept=kept, removed=removed)
+        return FilterResult(kept=batch, removed=[])
+    ids = batch.item_ids
+    removed = []
+    for i in np.flatnonzero(~keep).tolist():
+        why = reason
+        if unknown is not None and unknown[i]:
+            why = "not_in_catalogue"
+        elif reason_of_mask is not None and reason_of_mask[0][i]:
+            why = reason_of_mask[1]
+        removed.append(Removal(item_id=ids[i], rule=rule, reason=why))
+    return FilterResult(kept=batch.take(keep), removed=removed)
 
 
 def require_catalogue(rule: str, catalogue: Catalogue | None, query: Query) -> Catalogue:
@@ -82,4 +87,5 @@ def require_catalogue(rule: str, catalogue: Catalogue | None, query: Query) -> C
 
 
 def catalogue_rows(catalogue: Catalogue, candidates: Sequence[MergedCandidate]) -> np.ndarray:
-    return catalogue.index_of([c.item_id for c in candidates])
+    """``(B,)`` catalogue rows of the candidates (``-1``: unknown), looked up once per batch."""
+    return CandidateBatch.of(candidates).rows(catalogue)

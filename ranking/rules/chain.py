@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from core.candidates import CandidateBatch
 from core.catalogue import Catalogue
 from core.components import RULES
 from core.config import PolicyConfig
@@ -21,7 +22,9 @@ from core.contracts import (
 class RuleChain:
     """Invariants: a candidate is kept only if every rule kept it; each removed candidate has
     exactly one removal (from the first rule that dropped it); any rule failure, including an
-    unexpected exception, raises :class:`PolicyUnavailable` (fail closed)."""
+    unexpected exception, raises :class:`PolicyUnavailable` (fail closed). The candidates
+    travel as one :class:`CandidateBatch`: each rule narrows it (a mask), the catalogue rows
+    are looked up once for every rule."""
 
     name = "rule_chain"
 
@@ -37,7 +40,7 @@ class RuleChain:
     def apply(
         self, query: Query, candidates: Sequence[MergedCandidate], user_state: Any
     ) -> FilterResult:
-        kept: Sequence[MergedCandidate] = list(candidates)
+        kept: Sequence[MergedCandidate] = CandidateBatch.of(candidates)
         removed: list[Removal] = []
         for rule in self.rules:
             try:
@@ -48,4 +51,4 @@ class RuleChain:
                 raise PolicyUnavailable(f"{rule.name}: {type(exc).__name__}: {exc}") from exc
             kept = result.kept
             removed.extend(result.removed)
-        return FilterResult(kept=list(kept), removed=removed)
+        return FilterResult(kept=CandidateBatch.of(kept), removed=removed)

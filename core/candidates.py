@@ -176,10 +176,12 @@ class CandidateBatch(Sequence[MergedCandidate]):
 class ScoredBatch(Sequence[ScoredCandidate]):
     """Scored candidates as columns: the :class:`CandidateBatch` they were scored from, one
     column of calibrated probabilities per task (Python floats) and the utility column.
-    ``task_dicts`` replaces the task columns for a batch built from rows whose task scores
-    differ in keys (a fallback order has none)."""
+    ``task_rows[i]`` is candidate ``i``'s row in the task columns (``None``: the same row), so
+    narrowing a batch never copies the task columns. ``task_dicts`` replaces the task columns
+    for a batch built from rows whose task scores may differ in keys (a fallback order has
+    none)."""
 
-    __slots__ = ("candidates", "task_columns", "utility", "task_dicts", "_u")
+    __slots__ = ("candidates", "task_columns", "utility", "task_dicts", "task_rows", "_u")
 
     def __init__(
         self,
@@ -187,6 +189,7 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         task_columns: dict[str, list[float]],
         utility: list[float],
         task_dicts: list[dict[str, float]] | None = None,
+        task_rows: list[int] | None = None,
     ):
         if len(utility) != len(candidates):
             raise ValueError(f"{len(utility)} utilities for {len(candidates)} candidates")
@@ -194,6 +197,7 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         self.task_columns = task_columns
         self.utility = utility
         self.task_dicts = task_dicts
+        self.task_rows = task_rows
         self._u: np.ndarray | None = None
 
     @classmethod
@@ -220,9 +224,15 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         return self._u
 
     def task_scores(self, i: int) -> dict[str, float]:
+        r = i if self.task_rows is None else self.task_rows[i]
         if self.task_dicts is not None:
-            return self.task_dicts[i]
-        return {t: col[i] for t, col in self.task_columns.items()}
+            return self.task_dicts[r]
+        return {t: col[r] for t, col in self.task_columns.items()}
+
+    def task_column(self, task: str) -> list[float]:
+        """One task's probabilities, one per candidate of this batch."""
+        col = self.task_columns[task]
+        return col if self.task_rows is None else _pick(col, self.task_rows)
 
     def __len__(self) -> int:
         return len(self.utility)
@@ -249,9 +259,10 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         idx = _indices(selector, len(self))
         out = ScoredBatch(
             self.candidates.take(idx),
-            {t: _pick(col, idx) for t, col in self.task_columns.items()},
+            self.task_columns,
             _pick(self.utility, idx),
-            _pick(self.task_dicts, idx) if self.task_dicts is not None else None,
+            self.task_dicts,
+            idx if self.task_rows is None else _pick(self.task_rows, idx),
         )
         if self._u is not None:
             out._u = self._u[idx]

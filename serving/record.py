@@ -112,9 +112,10 @@ def candidate_table(
     utility = [None if h is None or su[h] is None else float(su[h]) for h in hits]
     if scored.task_dicts is None:
         task_scores = {t: [None if h is None else col[h] for h in hits]
-                       for t, col in (scored.task_columns.items() if len(scored) else ())}  # fmt: skip
+                       for t, col in ((t, scored.task_column(t)) for t in scored.task_columns)
+                       } if len(scored) else {}  # fmt: skip
     else:
-        dicts = scored.task_dicts
+        dicts = [scored.task_scores(i) for i in range(len(scored))]
         tasks = list(next((d for d in dicts if d), {}))
         task_scores = {t: [None if h is None else dicts[h].get(t) for h in hits] for t in tasks}
     # One pass over (candidate, source) pairs into five columns.

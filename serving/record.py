@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from pydantic import TypeAdapter
 
@@ -23,6 +24,7 @@ from core.contracts import (
 )
 
 _REMOVALS = TypeAdapter(list[RemovalRecord])
+_FIELD = [itemgetter(k) for k in range(6)]  # Candidate's fields by position, mapped in C
 
 
 @dataclass
@@ -128,17 +130,14 @@ def candidate_table(
         else:
             rows.extend([row] * len(p))
             prov.extend(p)
-    if prov:
-        _, source, version, score, rank, _ = zip(*prov, strict=True)
-    else:
-        source = version = score = rank = ()
+    source, version, score, rank = (list(map(_FIELD[k], prov)) for k in range(1, 5))
     return CandidateTable(
         item_id=item_id,
         utility=utility,
         task_scores=task_scores,
         provenance_row=rows,
-        provenance_source=list(source),
-        provenance_version=list(version),
-        provenance_score=list(score),
-        provenance_rank=list(rank),
+        provenance_source=source,
+        provenance_version=version,
+        provenance_score=score,
+        provenance_rank=rank,
     )

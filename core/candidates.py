@@ -173,15 +173,31 @@ class CandidateBatch(Sequence[MergedCandidate]):
         return self if n >= len(self) else self.take(range(n))
 
 
+class _Scored:
+    """The columns a request's scored batches share (the ranker's answer, never copied)."""
+
+    __slots__ = ("candidates", "task_columns", "utility", "task_dicts", "u", "at")
+
+    def __init__(self, candidates, task_columns, utility, task_dicts):
+        self.candidates: CandidateBatch = candidates
+        self.task_columns: dict[str, list[float]] = task_columns
+        self.utility: list[float] = utility
+        self.task_dicts: list[dict[str, float]] | None = task_dicts
+        self.u: np.ndarray | None = None
+        self.at: dict[str, int] | None = None
+
+
 class ScoredBatch(Sequence[ScoredCandidate]):
     """Scored candidates as columns: the :class:`CandidateBatch` they were scored from, one
     column of calibrated probabilities per task (Python floats) and the utility column.
-    ``task_rows[i]`` is candidate ``i``'s row in the task columns (``None``: the same row), so
-    narrowing a batch never copies the task columns. ``task_dicts`` replaces the task columns
-    for a batch built from rows whose task scores may differ in keys (a fallback order has
-    none)."""
+    ``task_dicts`` replaces the task columns for a batch built from rows whose task scores
+    may differ in keys (a fallback order has none).
 
-    __slots__ = ("candidates", "task_columns", "utility", "task_dicts", "task_rows", "_u")
+    A narrowed batch (:meth:`take`, :meth:`without`: what each slate step does) is a view:
+    the ranker's columns and an index array into them, so a step costs an index operation,
+    not a copy of every column; a column of the view is gathered only when read."""
+
+    __slots__ = ("_base", "_index", "_cache")
 
     def __init__(
         self,
@@ -189,16 +205,12 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         task_columns: dict[str, list[float]],
         utility: list[float],
         task_dicts: list[dict[str, float]] | None = None,
-        task_rows: list[int] | None = None,
     ):
         if len(utility) != len(candidates):
             raise ValueError(f"{len(utility)} utilities for {len(candidates)} candidates")
-        self.candidates = candidates
-        self.task_columns = task_columns
-        self.utility = utility
-        self.task_dicts = task_dicts
-        self.task_rows = task_rows
-        self._u: np.ndarray | None = None
+        self._base = _Scored(candidates, task_columns, utility, task_dicts)
+        self._index: np.ndarray | None = None
+        self._cache: dict[str, Any] = {}
 
     @classmethod
     def of(cls, scored: Sequence[ScoredCandidate]) -> ScoredBatch:
@@ -209,39 +221,92 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         batch = CandidateBatch([s[0] for s in rows], [tuple(s[1]) for s in rows])
         return cls(batch, {}, [s[3] for s in rows], [s[2] for s in rows])
 
+    def _view(self, index: np.ndarray) -> ScoredBatch:
+        out = object.__new__(ScoredBatch)
+        out._base, out._index, out._cache = self._base, index, {}
+        return out
+
+    def _gather(self, name: str, values: list) -> list:
+        if self._index is None:
+            return values
+        got = self._cache.get(name)
+        if got is None:
+            got = self._cache[name] = _pick(values, self._index.tolist())
+        return got
+
+    # ---------------------------------------------------------------- columns
+    @property
+    def candidates(self) -> CandidateBatch:
+        if self._index is None:
+            return self._base.candidates
+        got = self._cache.get("candidates")
+        if got is None:
+            got = self._cache["candidates"] = self._base.candidates.take(self._index)
+        return got
+
     @property
     def item_ids(self) -> list[str]:
-        return self.candidates.item_ids
+        return self._gather("item_ids", self._base.candidates.item_ids)
 
     @property
     def provenance(self) -> list[tuple[Candidate, ...]]:
-        return self.candidates.provenance
+        return self._gather("provenance", self._base.candidates.provenance)
 
-    def utility_array(self) -> np.ndarray:
-        """``(B,)`` float64 utilities."""
-        if self._u is None:
-            self._u = np.array(self.utility, dtype=np.float64)
-        return self._u
+    @property
+    def utility(self) -> list[float]:
+        return self._gather("utility", self._base.utility)
 
-    def task_scores(self, i: int) -> dict[str, float]:
-        r = i if self.task_rows is None else self.task_rows[i]
-        if self.task_dicts is not None:
-            return self.task_dicts[r]
-        return {t: col[r] for t, col in self.task_columns.items()}
+    @property
+    def task_columns(self) -> dict[str, list[float]]:
+        """``{task: column}`` of the batch (empty when built from rows: :attr:`task_dicts`)."""
+        return {t: self.task_column(t) for t in self._base.task_columns}
+
+    @property
+    def task_dicts(self) -> list[dict[str, float]] | None:
+        d = self._base.task_dicts
+        return None if d is None else self._gather("task_dicts", d)
 
     def task_column(self, task: str) -> list[float]:
         """One task's probabilities, one per candidate of this batch."""
-        col = self.task_columns[task]
-        return col if self.task_rows is None else _pick(col, self.task_rows)
+        return self._gather(f"task:{task}", self._base.task_columns[task])
 
+    def utility_array(self) -> np.ndarray:
+        """``(B,)`` float64 utilities."""
+        base = self._base
+        if base.u is None:
+            base.u = np.array(base.utility, dtype=np.float64)
+        return base.u if self._index is None else base.u[self._index]
+
+    def rows(self, catalogue: Any) -> np.ndarray:
+        """``(B,)`` catalogue rows (:meth:`CandidateBatch.rows`, looked up once per request)."""
+        rows = self._base.candidates.rows(catalogue)
+        return rows if self._index is None else rows[self._index]
+
+    def best_sources(self) -> list[str]:
+        return self._gather("best", self._base.candidates.best_sources())
+
+    def task_scores(self, i: int) -> dict[str, float]:
+        base = self._base
+        r = i if self._index is None else int(self._index[i])
+        if base.task_dicts is not None:
+            return base.task_dicts[r]
+        return {t: col[r] for t, col in base.task_columns.items()}
+
+    # ---------------------------------------------------------------- the row view
     def __len__(self) -> int:
-        return len(self.utility)
+        return len(self._base.utility) if self._index is None else len(self._index)
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return self.take(range(len(self))[i])
-        c = self.candidates
-        return ScoredCandidate(c.item_ids[i], c.provenance[i], self.task_scores(i), self.utility[i])
+        base = self._base
+        if i < 0:
+            i += len(self)
+        r = i if self._index is None else int(self._index[i])
+        if not 0 <= r < len(base.utility):
+            raise IndexError(i)
+        c = base.candidates
+        return ScoredCandidate(c.item_ids[r], c.provenance[r], self.task_scores(i), base.utility[r])
 
     def __iter__(self) -> Iterator[ScoredCandidate]:
         return (self[i] for i in range(len(self)))
@@ -254,22 +319,26 @@ class ScoredBatch(Sequence[ScoredCandidate]):
     def __repr__(self) -> str:
         return f"ScoredBatch({len(self)} candidates)"
 
+    # ---------------------------------------------------------------- narrowing
     def take(self, selector: Any) -> ScoredBatch:
-        """The scored candidates at ``selector`` (positions or a ``(B,)`` bool mask)."""
-        idx = _indices(selector, len(self))
-        out = ScoredBatch(
-            self.candidates.take(idx),
-            self.task_columns,
-            _pick(self.utility, idx),
-            self.task_dicts,
-            idx if self.task_rows is None else _pick(self.task_rows, idx),
-        )
-        if self._u is not None:
-            out._u = self._u[idx]
-        return out
+        """The scored candidates at ``selector`` (positions or a ``(B,)`` bool mask): a view."""
+        sel = np.asarray(selector)
+        if sel.dtype == bool:
+            if len(sel) != len(self):
+                raise ValueError(f"mask of {len(sel)} for a batch of {len(self)}")
+            sel = np.flatnonzero(sel)
+        sel = sel.astype(np.int64, copy=False)
+        return self._view(sel if self._index is None else self._index[sel])
 
     def without(self, item_ids: Any) -> ScoredBatch:
         """This batch less the candidates whose ids are in ``item_ids`` (a set)."""
         if not item_ids:
             return self
-        return self.take([i for i, item in enumerate(self.item_ids) if item not in item_ids])
+        base = self._base
+        if base.at is None:
+            base.at = {item: r for r, item in enumerate(base.candidates.item_ids)}
+        drop = [r for r in map(base.at.get, item_ids) if r is not None]
+        if not drop:
+            return self
+        index = self._index if self._index is not None else np.arange(len(base.utility))
+        return self._view(index[~np.isin(index, drop)])

@@ -117,7 +117,7 @@ def candidate_table(
                        for t, col in ((t, scored.task_column(t)) for t in scored.task_columns)
                        } if len(scored) else {}  # fmt: skip
     else:
-        dicts = [scored.task_scores(i) for i in range(len(scored))]
+        dicts = scored.task_dicts
         tasks = list(next((d for d in dicts if d), {}))
         task_scores = {t: [None if h is None else dicts[h].get(t) for h in hits] for t in tasks}
     # One pass over (candidate, source) pairs into five columns.

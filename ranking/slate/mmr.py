@@ -134,16 +134,18 @@ class MmrDiversityStep:
         rel = (u - u.min()) / span if span > 0 else np.ones_like(u)
         order_a = np.asarray(order, dtype=np.int64)
         rel_o = rel[order_a] if order else rel
-        ids = batch.item_ids
-        ranked_ids = [ids[i] for i in order]
+        ranked_ids: list[str] = []
+        if self.catalogue is None or self.embedding_of is not None:
+            ids = batch.item_ids
+            ranked_ids = [ids[i] for i in order]
         if self.catalogue is not None:  # the rows the rules looked up, in utility order
-            rows = batch.candidates.rows(self.catalogue)[order_a]
+            rows = batch.rows(self.catalogue)[order_a]
             codes = np.where(rows >= 0, self.catalogue.category[np.maximum(rows, 0)], -1)
             cat_list = self._names[codes].tolist()  # -1: None (not in the catalogue)
         else:
             cat_list = self.categories_of(ranked_ids)
         cat_code, cat_values = _codes(cat_list)
-        best = batch.candidates.best_sources()
+        best = batch.best_sources()
         src_code, src_values = _codes([best[i] for i in order])
         cats = dict(zip(ranked_ids, cat_list, strict=True)) if self.embedding_of is not None else {}
         # None is a category for the per-category limit but never similar to anything.

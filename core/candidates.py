@@ -340,5 +340,8 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         drop = [r for r in map(base.at.get, item_ids) if r is not None]
         if not drop:
             return self
-        index = self._index if self._index is not None else np.arange(len(base.utility))
-        return self._view(index[~np.isin(index, drop)])
+        keep = np.ones(len(base.utility), dtype=bool)
+        keep[drop] = False
+        if self._index is None:
+            return self._view(np.flatnonzero(keep))
+        return self._view(self._index[keep[self._index]])

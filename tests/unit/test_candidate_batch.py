@@ -30,8 +30,14 @@ from serving.user_state import ServingUserState
 from tests.unit.serving_fixtures import catalogue, query
 
 CAT = catalogue(
-    [{"item_id": f"i{k}", "category": ["books", "news", "music"][k % 3],
-      "maturity": ["general", "teen", "mature"][k % 3]} for k in range(40)]  # fmt: skip
+    [
+        {
+            "item_id": f"i{k}",
+            "category": ["books", "news", "music"][k % 3],
+            "maturity": ["general", "teen", "mature"][k % 3],
+        }
+        for k in range(40)
+    ]  # fmt: skip
 )
 
 

@@ -247,6 +247,7 @@ def _local_pipeline(config_path: str, storage: dict):
     from core.eventlog import EventLog
     from core.registry import Registry
     from deployments.loaders import settle_replica
+    from retrieval.similarity import for_ranker
     from serving.assembly import build_local_pipeline
     from serving.loaders import load_ranker_model, load_two_tower, two_tower_key
 
@@ -255,10 +256,16 @@ def _local_pipeline(config_path: str, storage: dict):
     artifacts = load_two_tower(registry, "acme", two_tower_key(registry, "acme", "production"))
     ranker_version = registry.resolve("ranker", "acme", "production")
     ranker = load_ranker_model(registry, "acme", ranker_version)
+    catalogue = Catalogue.load(storage["data"], "acme")
+    # As served: the ranker's retrieval_score from the two-tower it was trained with, sharing
+    # the loaded model with the two-tower source (one query-tower pass per request).
+    similarity = for_ranker(registry, "acme", ranker_version, catalogue,
+                            loaded={artifacts.model_version: artifacts.model})  # fmt: skip
     pipeline = build_local_pipeline(
-        config, "acme", catalogue=Catalogue.load(storage["data"], "acme"),
+        config, "acme", catalogue=catalogue,
         events_table=EventLog(storage["events"]).read("acme"), two_tower=artifacts, ranker=ranker,
         versions={"ranker": ranker_version},
+        ranker_similarity={ranker_version: similarity} if similarity is not None else None,
     )  # fmt: skip
     settle_replica()  # what every replica does once loaded (one torch thread, gc.freeze)
     return pipeline

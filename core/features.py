@@ -329,14 +329,16 @@ def ranker_features(
     surface: str,
     retrieval_scores: np.ndarray | None = None,
     sources: Sequence[str] | None = None,
+    rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ranker inputs for ``B`` candidates of one user at time ``now``: ``(cat, dense)``.
 
     ``popularity`` is ``(B,)`` from :meth:`PopularityCounter.values` at ``now``; ``state`` must
-    hold only events before ``now``.
+    hold only events before ``now``. ``rows``: ``catalogue.index_of(item_ids)`` when the
+    caller has it already (the request's candidate batch).
     """
     b = len(item_ids)
-    idx = catalogue.index_of(list(item_ids))
+    idx = catalogue.index_of(list(item_ids)) if rows is None else rows
     known = idx >= 0
     safe = np.where(known, idx, 0)
     cat = np.zeros((b, len(CAT_FEATURES)), dtype=np.int64)

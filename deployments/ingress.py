@@ -82,7 +82,8 @@ class Ingress:
             await self.two_tower.refresh_all()
         if args.placement.ranker == "ingress":  # its popularity feature: this replica's counter
             self.ranker = RankerSlots(ctx, lambda t: LivePopularity(lambda: self.tenants.pipelines[t].stages.popularity),
-                                      catalogues=self.two_tower.catalogues if self.two_tower else None)  # fmt: skip
+                                      catalogues=self.two_tower.catalogues if self.two_tower else None,
+                                      towers=self.two_tower.loaded_models if self.two_tower else None)  # fmt: skip
         self.tenants = TenantPipelines(ctx, args, self.config, self.handles, self.two_tower,
                                        self.ranker)  # fmt: skip
         if self.ranker is not None:

@@ -200,6 +200,15 @@ class TwoTowerSlots(_Slots):
     def source(self, tenant: str):
         return self.runtime(tenant)
 
+    def loaded_models(self, tenant: str) -> dict[str, Any]:
+        """``two_tower version → model`` this replica holds for ``tenant`` now (production
+        and pinned): a ranker loaded beside it shares the model, and so the query vector
+        (:func:`retrieval.similarity.query_vectors`), instead of loading its own copy."""
+        runtimes = [self.runtime(tenant)]
+        runtimes += [r for (t, _), r in self.pinned._loaded.items() if t == tenant]
+        return {r.artifacts.model_version: r.artifacts.model
+                for r in runtimes if r is not None and r.artifacts is not None}  # fmt: skip
+
     async def refresh_all(self) -> dict[str, bool]:
         """Check every alias now, and load the pairs the config's arms pin if not loaded."""
         swapped = await super().refresh_all()
@@ -223,10 +232,13 @@ class RankerSlots(_Slots):
     component = "ranker"
 
     def __init__(self, ctx: ServingContext, popularity_of: Callable[[str], Any], device: str = "cpu",
-                 catalogues: dict[str, Catalogue | None] | None = None):  # fmt: skip
+                 catalogues: dict[str, Catalogue | None] | None = None,
+                 towers: Callable[[str], dict[str, Any]] | None = None):  # fmt: skip
         """``popularity_of(tenant)``: the live :class:`core.features.PopularityCounter` the
-        ranker's popularity feature reads (the replica's own, kept up to date by events)."""
-        self.device, self.popularity_of = device, popularity_of
+        ranker's popularity feature reads (the replica's own, kept up to date by events).
+        ``towers(tenant)``: two-tower models this replica already holds (version → model),
+        shared with a ranker trained on one of them (:meth:`TwoTowerSlots.loaded_models`)."""
+        self.device, self.popularity_of, self.towers = device, popularity_of, towers
         super().__init__(ctx, catalogues)
         self.pinned = PinnedVersions(self._load)
         self.wanted_pins = pinned_rankers(ctx.platform())
@@ -250,7 +262,8 @@ class RankerSlots(_Slots):
         if catalogue is None:
             raise RuntimeError(f"no catalogue for {tenant}: no ranker features")
         return load_ranker(self.registry, tenant, version, catalogue, self.popularity_of(tenant),
-                           device=self.device)  # fmt: skip
+                           device=self.device,
+                           loaded_towers=self.towers(tenant) if self.towers else None)  # fmt: skip
 
     def _versions(self, key) -> dict[str, str]:
         return {"ranker": key}

@@ -15,64 +15,36 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from core.candidates import CandidateBatch, ScoredBatch
 from core.catalogue import Catalogue
-from core.contracts import MergedCandidate, Query, RankerResult, ScoredCandidate
+from core.contracts import MergedCandidate, Query, RankerResult
 from core.features import PopularityCounter, UserState, ranker_features
 from ranking.utility import check_task_weights, utility
-
-RETRIEVAL_SCORE_SOURCE = "two_tower"
-"""The source whose score is the ranker's ``retrieval_score`` feature: training fills that
-feature with the two-tower similarity ``q · v`` of every logged impression
-(:mod:`training.ranker`), so serving passes the two-tower source's score where a candidate has
-one and NaN (unknown: the model reads its training mean) where it has not — never another
-source's score, whose scale the model has not seen (a trending count, a fresh-item age)."""
 
 
 def candidate_columns(
     candidates: Sequence[MergedCandidate],
 ) -> tuple[list[str], np.ndarray, list[str]]:
     """What the ranker reads of ``B`` candidates: item ids, the two-tower score ``(B,)`` float32
-    (NaN where the two-tower source did not propose the item) and the best source's name."""
-    nan = float("nan")
-    ids: list[str] = []
-    scores: list[float] = []
-    sources: list[str] = []
-    for item, prov in candidates:  # one pass; most candidates have one source
-        ids.append(item)
-        if len(prov) == 1:
-            p = prov[0]
-            sources.append(p.source)
-            scores.append(p.score if p.source == RETRIEVAL_SCORE_SOURCE else nan)
-            continue
-        score = nan
-        for p in prov:
-            if p.source == RETRIEVAL_SCORE_SOURCE:
-                score = p.score
-                break
-        scores.append(score)
-        sources.append(min(prov, key=_best_key).source)  # MergedCandidate.best
-    return ids, np.array(scores, dtype=np.float32), sources
-
-
-def _best_key(c) -> tuple[int, float]:
-    return c.rank, -c.score
+    (NaN where the two-tower source did not propose the item; training fills that feature with
+    the two-tower similarity ``q · v``, so serving never passes another source's score, whose
+    scale the model has not seen) and the best source's name. Columns of the request's
+    :class:`CandidateBatch`, computed once per batch."""
+    batch = CandidateBatch.of(candidates)
+    return batch.item_ids, batch.retrieval_scores(), batch.best_sources()
 
 
 def compose(
     candidates: Sequence[MergedCandidate],
     probs: Mapping[str, np.ndarray],
     task_weights: Mapping[str, float],
-) -> list[ScoredCandidate]:
-    """One :class:`ScoredCandidate` per candidate from ``{task: (B,)}`` probabilities."""
-    u = utility(probs, task_weights).tolist()
-    tasks = list(probs)
-    if not candidates:
-        return []
-    rows = zip(*(np.asarray(probs[t], dtype=np.float64).tolist() for t in tasks), strict=True)
-    task_scores = [dict(zip(tasks, row, strict=True)) for row in rows]
-    ids, provenance = zip(*candidates, strict=True)
-    # ``_make`` builds each tuple in C (the NamedTuple constructor is a Python-level call).
-    return list(map(ScoredCandidate._make, zip(ids, provenance, task_scores, u, strict=True)))
+) -> ScoredBatch:
+    """The candidates scored: ``{task: (B,)}`` probabilities and the composed utility, as one
+    :class:`ScoredBatch` (columns; a :class:`ScoredCandidate` per row on access)."""
+    batch = CandidateBatch.of(candidates)
+    u = utility(probs, task_weights).tolist() if len(batch) else []
+    columns = {t: np.asarray(p, dtype=np.float64).tolist() for t, p in probs.items()}
+    return ScoredBatch(batch, columns, u)
 
 
 @runtime_checkable
@@ -112,7 +84,9 @@ class RankerScorer:
     def features(
         self, query: Query, user_state: UserState, candidates: Sequence[MergedCandidate]
     ) -> tuple[np.ndarray, np.ndarray]:
-        return self.features_for(query, user_state, *candidate_columns(candidates))
+        batch = CandidateBatch.of(candidates)
+        return self.features_for(query, user_state, *candidate_columns(batch),
+                                 rows=batch.rows(self.catalogue))  # fmt: skip
 
     def features_for(
         self,
@@ -121,12 +95,16 @@ class RankerScorer:
         item_ids: Sequence[str],
         retrieval_scores: np.ndarray,
         sources: Sequence[str],
+        rows: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`features` from :func:`candidate_columns` (what crosses a Serve hop)."""
+        """:meth:`features` from :func:`candidate_columns` (what crosses a Serve hop);
+        ``rows``: the items' catalogue rows when already looked up."""
         now = query.now.timestamp()
+        if rows is None:
+            rows = self.catalogue.index_of(item_ids)
         if self.similarity is not None:
             retrieval_scores = self.similarity.scores(
-                user_state, item_ids, surface=query.surface, now=now
+                user_state, item_ids, surface=query.surface, now=now, rows=rows
             )
         return ranker_features(
             user_state,
@@ -137,6 +115,7 @@ class RankerScorer:
             surface=query.surface,
             retrieval_scores=retrieval_scores,
             sources=sources,
+            rows=rows,
         )
 
     def score_batch(
@@ -161,7 +140,7 @@ class RankerScorer:
         candidates: Sequence[MergedCandidate],
         probs: Mapping[str, np.ndarray],
         task_weights: Mapping[str, float],
-    ) -> list[ScoredCandidate]:
+    ) -> ScoredBatch:
         return compose(candidates, probs, task_weights)
 
     def _score_sync(
@@ -170,7 +149,7 @@ class RankerScorer:
         user_state: UserState,
         candidates: Sequence[MergedCandidate],
         task_weights: Mapping[str, float],
-    ) -> list[ScoredCandidate]:
+    ) -> ScoredBatch:
         check_task_weights(task_weights, self.tasks)
         (probs,) = self.score_batch([self.features(query, user_state, candidates)])
         return self.compose(candidates, probs, task_weights)

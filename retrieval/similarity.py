@@ -11,6 +11,9 @@ training mean).
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,13 +30,43 @@ def similarity_item_features(catalogue: Catalogue) -> dict[str, np.ndarray]:
     return item_features(catalogue, now)
 
 
+_MEMO_SIZE = 256
+_memos: weakref.WeakKeyDictionary[Any, OrderedDict[tuple, np.ndarray]] = weakref.WeakKeyDictionary()
+_memo_lock = threading.Lock()
+
+
 def query_vectors(model: Any, catalogue: Catalogue, states: Sequence[Any], *, surface: str, now: float) -> np.ndarray:
     """``(B, D)`` query-tower vectors of ``B`` users at ``now`` on ``surface``, from their
     point-in-time query features: the one definition the two-tower source (retrieval) and
-    :class:`TwoTowerSimilarity` (the ranker's feature) share."""
+    :class:`TwoTowerSimilarity` (the ranker's feature) share.
+
+    One user's vector is remembered per loaded model (the last few hundred, keyed by the
+    query tower's exact inputs), so a request whose two-tower source and ranker feature use
+    the same loaded model encodes the user once. The memo belongs to the model object: a hot
+    swap loads a new one, and the old memo goes with the old model."""
     feats = [query_features(s, catalogue, surface=surface, now=now) for s in states]
+    key = None
+    if len(feats) == 1:
+        f = feats[0]
+        key = (f["user"], f["history"].tobytes(), f["surface"], f["hour"])
+        with _memo_lock:
+            memo = _memos.get(model)
+            hit = memo.get(key) if memo is not None else None
+            if hit is not None:
+                memo.move_to_end(key)
+                return hit
     batch = {k: np.stack([np.asarray(f[k]) for f in feats]) for k in feats[0]}
-    return np.asarray(model.encode_queries(batch))
+    out = np.asarray(model.encode_queries(batch))
+    if key is not None:
+        out.flags.writeable = False  # shared by whoever asks again
+        with _memo_lock:
+            memo = _memos.get(model)
+            if memo is None:
+                memo = _memos[model] = OrderedDict()
+            memo[key] = out
+            if len(memo) > _MEMO_SIZE:
+                memo.popitem(last=False)
+    return out
 
 
 class TwoTowerSimilarity:
@@ -43,10 +76,13 @@ class TwoTowerSimilarity:
         self.version = version
         self.items = np.asarray(model.encode_items(similarity_item_features(catalogue)), np.float32)
 
-    def scores(self, state: Any, item_ids: Sequence[str], *, surface: str, now: float) -> np.ndarray:
-        """``(B,)`` float32 ``q · v`` for ``item_ids``; NaN for items not in the catalogue."""
+    def scores(self, state: Any, item_ids: Sequence[str], *, surface: str, now: float,
+               rows: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+        """``(B,)`` float32 ``q · v`` for ``item_ids``; NaN for items not in the catalogue.
+        ``rows``: their catalogue rows when already looked up."""
         q = query_vectors(self.model, self.catalogue, [state], surface=surface, now=now)[0]
-        rows = self.catalogue.index_of(list(item_ids))
+        if rows is None:
+            rows = self.catalogue.index_of(list(item_ids))
         out = np.full(len(rows), np.nan, dtype=np.float32)
         known = rows >= 0
         out[known] = self.items[rows[known]] @ q.astype(np.float32)

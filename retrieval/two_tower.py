@@ -176,25 +176,28 @@ class TwoTowerModel(nn.Module):
     def _tensor(self, value, dtype) -> torch.Tensor:
         return torch.as_tensor(np.asarray(value), dtype=dtype, device=self.device)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def encode_queries(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """Stacked ``query_features`` -> ``(B, D)`` float32."""
         was_training = self.training
-        self.eval()
+        if was_training:  # served models are in eval mode: toggling walks every module (≈ 1 ms a call)
+            self.eval()
         out = self.query_tower(
             self._tensor(batch["user"], torch.long).reshape(-1),
             self._tensor(batch["history"], torch.long).reshape(len(np.atleast_1d(batch["user"])), -1),
             self._tensor(batch["surface"], torch.long).reshape(-1),
             self._tensor(batch["hour"], torch.long).reshape(-1),
         )
-        self.train(was_training)
+        if was_training:
+            self.train()
         return out.float().cpu().numpy()
 
     @torch.no_grad()
     def encode_items(self, feats: dict[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
         """``item_features`` of ``N`` items -> ``(N, D)`` float32 (in chunks of ``batch_size``)."""
         was_training = self.training
-        self.eval()
+        if was_training:  # served models are in eval mode: toggling walks every module (≈ 1 ms a call)
+            self.eval()
         n = len(feats["item"])
         out = np.empty((n, self.cfg["dim"]), dtype=np.float32)
         for s in range(0, n, batch_size):
@@ -210,7 +213,8 @@ class TwoTowerModel(nn.Module):
                 .cpu()
                 .numpy()
             )
-        self.train(was_training)
+        if was_training:
+            self.train()
         return out
 
     # ---- persistence ---------------------------------------------------------------------------

@@ -5,19 +5,21 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from core.contracts import Candidate, MergedCandidate, SourceResult
+from core.candidates import CandidateBatch
+from core.contracts import Candidate, SourceResult
 
 
 def merge(
     results: Sequence[SourceResult], extra: Sequence[Candidate] = ()
-) -> list[MergedCandidate]:
+) -> CandidateBatch:
     """De-duplicate by item id keeping every source's candidate. Order: best rank first, ties
     in source order, so truncation keeps each source's top items (round robin).
 
     Ranks are 0-based ints (the source contract). Hundreds of candidates per request, so the
     work is done in C where it can be: one sort of every candidate by ``rank * width +
     source index`` (the first time an item appears in that order is its best key), and
-    provenance gathered item by item only for the few items several sources proposed."""
+    provenance gathered item by item only for the few items several sources proposed. The
+    answer is one :class:`CandidateBatch` (columns, no object per candidate)."""
     groups = [*(r.candidates for r in results), extra]
     width = len(groups)
     flat = [c for cands in groups for c in cands]
@@ -30,14 +32,15 @@ def merge(
             found = multi.get(c.item_id)
             if found is not None:
                 found.append(c)
-    out: list[MergedCandidate] = []
+    out_ids: list[str] = []
+    out_prov: list[tuple[Candidate, ...]] = []
     seen: set[str] = set()
-    make = MergedCandidate._make  # builds the tuple in C
     for i in order:
         item = ids[i]
         if item in seen:
             continue
         seen.add(item)
+        out_ids.append(item)
         found = multi.get(item)
-        out.append(make((item, tuple(found) if found is not None else (flat[i],))))
-    return out
+        out_prov.append(tuple(found) if found is not None else (flat[i],))
+    return CandidateBatch(out_ids, out_prov)

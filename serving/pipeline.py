@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from core.candidates import CandidateBatch, ScoredBatch
 from core.contracts import (
     Candidate,
     DecisionRecord,
@@ -140,7 +141,7 @@ class RecommendationPipeline:
             except PolicyUnavailable as exc:
                 return self._safe_fallback(rt, query, state, merged, tr, str(exc))
             tr.removals.extend(filtered.removed)
-            eligible = list(filtered.kept)[: plan.config.ranker.max_candidates]
+            eligible = CandidateBatch.of(filtered.kept).head(plan.config.ranker.max_candidates)
             if sp is not None:
                 sp.set_attributes({"recsys.candidates": len(merged),
                                    "recsys.kept": len(eligible),
@@ -282,11 +283,11 @@ class RecommendationPipeline:
         plan: SurfacePlan,
         query: Query,
         state: Any,
-        eligible: list[MergedCandidate],
+        eligible: CandidateBatch,
         tr: Trace,
-    ) -> list[ScoredCandidate]:
+    ) -> ScoredBatch:
         if not eligible:
-            return []
+            return ScoredBatch(eligible, {}, [])
         if plan.ranker is None:
             tr.degraded.append(f"ranker_not_loaded:{plan.ranker_version or 'none'}")
         else:
@@ -296,18 +297,19 @@ class RecommendationPipeline:
                     plan.ranker.score(query, state, eligible, plan.config.ranker.task_weights),
                     timeout=timeout,
                 )
-                if [s.item_id for s in result.scored] != [c.item_id for c in eligible]:
+                scored = ScoredBatch.of(result.scored)
+                if scored.item_ids != eligible.item_ids:
                     raise RuntimeError(
                         "ranker broke its contract: output is not one per input in order"
                     )
                 tr.versions["ranker"] = result.version
-                return list(result.scored)
+                return scored
             except TimeoutError:
                 tr.degraded.append("ranker_timeout")
             except Exception as exc:
                 tr.degraded.append(f"ranker_error:{type(exc).__name__}")
         tr.fall_back("ranker_unavailable")
-        return rt.fallback_scorer.score(query, eligible)
+        return ScoredBatch.of(rt.fallback_scorer.score(query, eligible))
 
     def _safe_fallback(
         self,
@@ -355,7 +357,7 @@ class RecommendationPipeline:
         ]
         tr.lap("slate")
         scored = [ScoredCandidate(c.item_id, c.provenance, {}, 0.0) for c in items]
-        return self._result(query, merged + items, scored, slate, {**rt.versions, **tr.versions}, tr)
+        return self._result(query, [*merged, *items], scored, slate, {**rt.versions, **tr.versions}, tr)
 
     @staticmethod
     def _result(query, merged, scored, slate, versions, tr: Trace) -> PipelineResult:

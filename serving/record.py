@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from pydantic import TypeAdapter
 
+from core.candidates import CandidateBatch, ScoredBatch
 from core.contracts import (
     CandidateTable,
     DecisionRecord,
@@ -22,6 +24,7 @@ from core.contracts import (
 )
 
 _REMOVALS = TypeAdapter(list[RemovalRecord])
+_FIELD = [itemgetter(k) for k in range(6)]  # Candidate's fields by position, mapped in C
 
 
 @dataclass
@@ -100,37 +103,41 @@ def decision_record(
 def candidate_table(
     merged: Sequence[MergedCandidate], scored: Sequence[ScoredCandidate]
 ) -> CandidateTable:
-    """The record's candidates as columns (see :class:`core.contracts.CandidateTable`)."""
-    by_id = {s.item_id: s for s in scored}
-    tasks = list(next((s.task_scores for s in scored if s.task_scores), {}))
-    item_id = [m.item_id for m in merged]
-    hits = list(map(by_id.get, item_id))
-    utility = [None if s is None or s.utility is None else float(s.utility) for s in hits]
-    task_scores = {
-        t: [None if s is None else s.task_scores.get(t) for s in hits] for t in tasks
-    }
+    """The record's candidates as columns (see :class:`core.contracts.CandidateTable`), read
+    from the request's batches' columns."""
+    merged = CandidateBatch.of(merged)
+    scored = ScoredBatch.of(scored)
+    item_id = merged.item_ids
+    at = dict(zip(scored.item_ids, range(len(scored)), strict=True))
+    hits = list(map(at.get, item_id))
+    su = scored.utility
+    utility = [None if h is None or su[h] is None else float(su[h]) for h in hits]
+    if scored.task_dicts is None:
+        task_scores = {t: [None if h is None else col[h] for h in hits]
+                       for t, col in ((t, scored.task_column(t)) for t in scored.task_columns)
+                       } if len(scored) else {}  # fmt: skip
+    else:
+        dicts = scored.task_dicts
+        tasks = list(next((d for d in dicts if d), {}))
+        task_scores = {t: [None if h is None else dicts[h].get(t) for h in hits] for t in tasks}
     # One pass over (candidate, source) pairs into five columns.
     rows: list[int] = []
     prov: list = []
-    for row, m in enumerate(merged):
-        p = m.provenance
+    for row, p in enumerate(merged.provenance):
         if len(p) == 1:
             rows.append(row)
             prov.append(p[0])
         else:
             rows.extend([row] * len(p))
             prov.extend(p)
-    if prov:
-        _, source, version, score, rank, _ = zip(*prov, strict=True)
-    else:
-        source = version = score = rank = ()
+    source, version, score, rank = (list(map(_FIELD[k], prov)) for k in range(1, 5))
     return CandidateTable(
         item_id=item_id,
         utility=utility,
         task_scores=task_scores,
         provenance_row=rows,
-        provenance_source=list(source),
-        provenance_version=list(version),
-        provenance_score=list(score),
-        provenance_rank=list(rank),
+        provenance_source=source,
+        provenance_version=version,
+        provenance_score=score,
+        provenance_rank=rank,
     )

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
+from core.candidates import CandidateBatch
 from core.catalogue import Catalogue
 from core.components import RULES
 from core.config import PolicyConfig
-from core.contracts import FilterResult, MergedCandidate, Query
-from ranking.rules.base import catalogue_rows, partition_mask, require_catalogue
+from core.contracts import Query
+from ranking.rules.base import Drops, JudgingRule, drops_mask, require_catalogue
 
 
 @RULES.register("availability")
-class AvailabilityRule:
+class AvailabilityRule(JudgingRule):
     name = "availability"
 
     def __init__(self, catalogue: Catalogue | None):
@@ -25,12 +25,10 @@ class AvailabilityRule:
     ) -> AvailabilityRule:
         return cls(catalogue)
 
-    def apply(
-        self, query: Query, candidates: Sequence[MergedCandidate], user_state: Any
-    ) -> FilterResult:
+    def judge(self, query: Query, batch: CandidateBatch, user_state: Any) -> Drops:
         cat = require_catalogue(self.name, self.catalogue, query)
-        rows = catalogue_rows(cat, candidates)
+        rows = batch.rows(cat)
         known = rows >= 0
         ok = known.copy()
         ok[known] = cat.available(rows[known], query.now.timestamp())
-        return partition_mask(self.name, candidates, ok, "unavailable", unknown=~known)
+        return drops_mask(ok, "unavailable", unknown=~known)

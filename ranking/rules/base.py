@@ -8,11 +8,92 @@ judges by is missing: a rule that cannot look never says yes.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from itertools import compress
+from typing import Any
 
 import numpy as np
 
+from core.candidates import CandidateBatch
 from core.catalogue import Catalogue
 from core.contracts import FilterResult, MergedCandidate, PolicyUnavailable, Query, Removal
+
+Drops = list[tuple[int, str]]
+"""What a rule judged: the positions (ascending) of the candidates it drops, each with its
+reason code."""
+
+
+class JudgingRule:
+    """A rule written as :meth:`judge` over the request's :class:`CandidateBatch`, which the
+    :class:`ranking.rules.chain.RuleChain` calls on the whole batch and combines as masks (one
+    narrowing for the chain, not one per rule); :meth:`apply` is the row contract on top."""
+
+    name: str
+
+    def judge(self, query: Query, batch: CandidateBatch, user_state: Any) -> Drops:
+        raise NotImplementedError
+
+    def apply(
+        self, query: Query, candidates: Sequence[MergedCandidate], user_state: Any
+    ) -> FilterResult:
+        batch = CandidateBatch.of(candidates)
+        return filter_result(self.name, batch, self.judge(query, batch, user_state))
+
+
+def filter_result(rule: str, candidates: Sequence[MergedCandidate], drops: Drops) -> FilterResult:
+    """``candidates`` less ``drops``: ``kept`` a :class:`CandidateBatch`, one removal each."""
+    batch = CandidateBatch.of(candidates)
+    if not drops:
+        return FilterResult(kept=batch, removed=[])
+    ids = batch.item_ids
+    keep = np.ones(len(ids), dtype=bool)
+    keep[[i for i, _ in drops]] = False
+    removed = [Removal(item_id=ids[i], rule=rule, reason=why) for i, why in drops]
+    return FilterResult(kept=batch.take(keep), removed=removed)
+
+
+def drops_where(
+    candidates: Sequence[MergedCandidate],
+    reason_of: Callable[[MergedCandidate], str | None],
+    only: Collection[str] | None = None,
+) -> Drops:
+    """Drop candidates whose ``reason_of`` is not ``None``. ``only``: the item ids
+    ``reason_of`` can say anything about (every other candidate is kept without a call): a
+    rule judging by a set of ids asks about a handful, not hundreds."""
+    batch = CandidateBatch.of(candidates)
+    ids = batch.item_ids
+    if only is not None:
+        # membership mapped in C: an id-set rule asks about a handful of hundreds
+        hits = list(compress(range(len(ids)), map(only.__contains__, ids))) if only else []
+    else:
+        hits = range(len(ids))
+    out: Drops = []
+    for i in hits:
+        reason = reason_of(batch[i])
+        if reason is not None:
+            out.append((i, reason))
+    return out
+
+
+def drops_mask(
+    keep: np.ndarray,
+    reason: str,
+    unknown: np.ndarray | None = None,
+    reason_of_mask: tuple[np.ndarray, str] | None = None,
+) -> Drops:
+    """Drop where the ``(B,)`` bool ``keep`` is false, with ``reason``, or
+    ``not_in_catalogue`` where ``unknown`` is set, or ``reason_of_mask[1]`` where
+    ``reason_of_mask[0]`` is. Nothing dropped (the common case) costs one array check."""
+    if keep.all():
+        return []
+    out: Drops = []
+    for i in np.flatnonzero(~keep).tolist():
+        why = reason
+        if unknown is not None and unknown[i]:
+            why = "not_in_catalogue"
+        elif reason_of_mask is not None and reason_of_mask[0][i]:
+            why = reason_of_mask[1]
+        out.append((i, why))
+    return out
 
 
 def partition(
@@ -21,30 +102,9 @@ def partition(
     reason_of: Callable[[MergedCandidate], str | None],
     only: Collection[str] | None = None,
 ) -> FilterResult:
-    """Keep candidates whose ``reason_of`` is ``None``; remove the rest with that reason.
-    ``only``: the item ids ``reason_of`` can say anything about (every other candidate is
-    kept without a call): a rule judging by a set of ids asks about a handful, not hundreds."""
-    if only is not None:
-        hits = [c.item_id in only for c in candidates] if only else []
-        if not any(hits):  # the common case: nothing here to judge
-            return FilterResult(kept=list(candidates), removed=[])
-        kept, removed = [], []
-        for c, hit in zip(candidates, hits, strict=True):
-            reason = reason_of(c) if hit else None
-            if reason is None:
-                kept.append(c)
-            else:
-                removed.append(Removal(item_id=c.item_id, rule=rule, reason=reason))
-        return FilterResult(kept=kept, removed=removed)
-    kept: list[MergedCandidate] = []
-    removed: list[Removal] = []
-    for c in candidates:
-        reason = reason_of(c)
-        if reason is None:
-            kept.append(c)
-        else:
-            removed.append(Removal(item_id=c.item_id, rule=rule, reason=reason))
-    return FilterResult(kept=kept, removed=removed)
+    """Keep candidates whose ``reason_of`` is ``None``; remove the rest with that reason
+    (:func:`drops_where`)."""
+    return filter_result(rule, candidates, drops_where(candidates, reason_of, only))
 
 
 def partition_mask(
@@ -54,20 +114,8 @@ def partition_mask(
     reason: str,
     unknown: np.ndarray | None = None,
 ) -> FilterResult:
-    """:func:`partition` from a ``(B,)`` bool ``keep`` mask: dropped candidates get ``reason``,
-    or ``not_in_catalogue`` where ``unknown`` (``(B,)`` bool) is set. The common case, nothing
-    dropped, costs one array check."""
-    if keep.all():
-        return FilterResult(kept=list(candidates), removed=[])
-    kept: list[MergedCandidate] = []
-    removed: list[Removal] = []
-    for i, (c, k) in enumerate(zip(candidates, keep.tolist(), strict=True)):
-        if k:
-            kept.append(c)
-        else:
-            why = "not_in_catalogue" if unknown is not None and unknown[i] else reason
-            removed.append(Removal(item_id=c.item_id, rule=rule, reason=why))
-    return FilterResult(kept=kept, removed=removed)
+    """:func:`partition` from a ``(B,)`` bool ``keep`` mask (:func:`drops_mask`)."""
+    return filter_result(rule, candidates, drops_mask(keep, reason, unknown))
 
 
 def require_catalogue(rule: str, catalogue: Catalogue | None, query: Query) -> Catalogue:
@@ -82,4 +130,5 @@ def require_catalogue(rule: str, catalogue: Catalogue | None, query: Query) -> C
 
 
 def catalogue_rows(catalogue: Catalogue, candidates: Sequence[MergedCandidate]) -> np.ndarray:
-    return catalogue.index_of([c.item_id for c in candidates])
+    """``(B,)`` catalogue rows of the candidates (``-1``: unknown), looked up once per batch."""
+    return CandidateBatch.of(candidates).rows(catalogue)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from core.candidates import CandidateBatch
 from core.catalogue import Catalogue
 from core.components import RULES
 from core.config import PolicyConfig
-from core.contracts import FilterResult, MergedCandidate, PolicyUnavailable, Query
-from ranking.rules.base import partition, require_catalogue
+from core.contracts import PolicyUnavailable, Query
+from ranking.rules.base import Drops, JudgingRule, drops_mask, drops_where, require_catalogue
 
 
 @RULES.register("blocked")
-class BlockedRule:
+class BlockedRule(JudgingRule):
     name = "blocked"
 
     def __init__(self, policy: PolicyConfig | None, catalogue: Catalogue | None):
@@ -26,22 +28,19 @@ class BlockedRule:
     ) -> BlockedRule:
         return cls(policy, catalogue)
 
-    def apply(
-        self, query: Query, candidates: Sequence[MergedCandidate], user_state: Any
-    ) -> FilterResult:
+    def judge(self, query: Query, batch: CandidateBatch, user_state: Any) -> Drops:
         if self.policy is None:
             raise PolicyUnavailable(f"{self.name}: policy bundle not loaded")
         items = set(self.policy.blocked_items)
         categories = set(self.policy.blocked_categories)
+        if not categories:
+            return drops_where(batch, lambda c: "blocked_item", only=items)
         # Without the catalogue an item's category is unknown, so a category block cannot be
         # honoured; that is a policy failure, not a pass.
-        cat = require_catalogue(self.name, self.catalogue, query) if categories else None
-
-        def reason(c: MergedCandidate) -> str | None:
-            if c.item_id in items:
-                return "blocked_item"
-            if cat is not None and cat.category_of(c.item_id) in categories:
-                return "blocked_category"
-            return None
-
-        return partition(self.name, candidates, reason, only=None if categories else items)
+        cat = require_catalogue(self.name, self.catalogue, query)
+        rows = batch.rows(cat)
+        codes = [k for k, name in enumerate(cat.categories) if name in categories]
+        in_blocked = (rows >= 0) & np.isin(cat.category[np.maximum(rows, 0)], codes)
+        by_item = np.fromiter((i in items for i in batch.item_ids), bool, len(batch))
+        return drops_mask(~(by_item | in_blocked), "blocked_category",
+                          reason_of_mask=(by_item, "blocked_item"))  # fmt: skip

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
+from core.candidates import CandidateBatch
 from core.catalogue import Catalogue
 from core.components import RULES
 from core.config import PolicyConfig
-from core.contracts import FilterResult, MergedCandidate, Query
-from ranking.rules.base import catalogue_rows, partition_mask, require_catalogue
+from core.contracts import Query
+from ranking.rules.base import Drops, JudgingRule, drops_mask, require_catalogue
 
 
 @RULES.register("catalogue")
-class CatalogueRule:
+class CatalogueRule(JudgingRule):
     name = "catalogue"
 
     def __init__(self, catalogue: Catalogue | None):
@@ -25,9 +25,6 @@ class CatalogueRule:
     ) -> CatalogueRule:
         return cls(catalogue)
 
-    def apply(
-        self, query: Query, candidates: Sequence[MergedCandidate], user_state: Any
-    ) -> FilterResult:
+    def judge(self, query: Query, batch: CandidateBatch, user_state: Any) -> Drops:
         cat = require_catalogue(self.name, self.catalogue, query)
-        rows = catalogue_rows(cat, candidates)
-        return partition_mask(self.name, candidates, rows >= 0, "not_in_catalogue")
+        return drops_mask(batch.rows(cat) >= 0, "not_in_catalogue")

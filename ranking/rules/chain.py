@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from core.candidates import CandidateBatch
 from core.catalogue import Catalogue
 from core.components import RULES
 from core.config import PolicyConfig
@@ -16,12 +19,15 @@ from core.contracts import (
     Query,
     Removal,
 )
+from ranking.rules.base import JudgingRule
 
 
 class RuleChain:
     """Invariants: a candidate is kept only if every rule kept it; each removed candidate has
     exactly one removal (from the first rule that dropped it); any rule failure, including an
-    unexpected exception, raises :class:`PolicyUnavailable` (fail closed)."""
+    unexpected exception, raises :class:`PolicyUnavailable` (fail closed). The candidates
+    travel as one :class:`CandidateBatch`: each rule narrows it (a mask), the catalogue rows
+    are looked up once for every rule."""
 
     name = "rule_chain"
 
@@ -37,15 +43,26 @@ class RuleChain:
     def apply(
         self, query: Query, candidates: Sequence[MergedCandidate], user_state: Any
     ) -> FilterResult:
-        kept: Sequence[MergedCandidate] = list(candidates)
+        batch = CandidateBatch.of(candidates)
+        alive = np.ones(len(batch), dtype=bool)  # candidates no rule has dropped yet
         removed: list[Removal] = []
         for rule in self.rules:
             try:
-                result = rule.apply(query, kept, user_state)
+                if isinstance(rule, JudgingRule):  # judged on the whole batch, kept as a mask
+                    ids = batch.item_ids
+                    for i, why in rule.judge(query, batch, user_state):
+                        if alive[i]:
+                            alive[i] = False
+                            removed.append(Removal(item_id=ids[i], rule=rule.name, reason=why))
+                    continue
+                if not alive.all():  # a rule of the row contract sees only what is left
+                    batch, alive = batch.take(alive), np.ones(int(alive.sum()), dtype=bool)
+                result = rule.apply(query, batch, user_state)
             except PolicyUnavailable:
                 raise
             except Exception as exc:  # a broken rule must not turn into "everything passes"
                 raise PolicyUnavailable(f"{rule.name}: {type(exc).__name__}: {exc}") from exc
-            kept = result.kept
+            batch = CandidateBatch.of(result.kept)
+            alive = np.ones(len(batch), dtype=bool)
             removed.extend(result.removed)
-        return FilterResult(kept=list(kept), removed=removed)
+        return FilterResult(kept=batch if alive.all() else batch.take(alive), removed=removed)

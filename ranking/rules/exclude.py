@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
+from core.candidates import CandidateBatch
 from core.catalogue import Catalogue
 from core.components import RULES
 from core.config import PolicyConfig
-from core.contracts import FilterResult, MergedCandidate, Query
-from ranking.rules.base import partition
+from core.contracts import MergedCandidate, Query
+from ranking.rules.base import Drops, JudgingRule, drops_where
 
 
 @RULES.register("exclude")
-class ExcludeRule:
+class ExcludeRule(JudgingRule):
     name = "exclude"
 
     @classmethod
@@ -22,9 +22,7 @@ class ExcludeRule:
     ) -> ExcludeRule:
         return cls()
 
-    def apply(
-        self, query: Query, candidates: Sequence[MergedCandidate], user_state: Any
-    ) -> FilterResult:
+    def judge(self, query: Query, batch: CandidateBatch, user_state: Any) -> Drops:
         seen = set(getattr(user_state, "history", ()) or ())
         seen |= getattr(user_state, "positives", set()) or set()
         excluded = query.exclude_item_ids
@@ -36,4 +34,4 @@ class ExcludeRule:
                 return "already_interacted"
             return None
 
-        return partition(self.name, candidates, reason, only=seen | set(excluded))
+        return drops_where(batch, reason, only=seen | set(excluded))

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
+from core.candidates import CandidateBatch
 from core.catalogue import Catalogue
 from core.components import RULES
 from core.config import PolicyConfig
-from core.contracts import FilterResult, MergedCandidate, PolicyUnavailable, Query
+from core.contracts import PolicyUnavailable, Query
 from core.features import UserState
-from ranking.rules.base import partition
+from ranking.rules.base import Drops, JudgingRule, drops_where
 
 
 @RULES.register("hidden")
-class HiddenByUserRule:
+class HiddenByUserRule(JudgingRule):
     name = "hidden"
 
     @classmethod
@@ -23,13 +23,8 @@ class HiddenByUserRule:
     ) -> HiddenByUserRule:
         return cls()
 
-    def apply(
-        self, query: Query, candidates: Sequence[MergedCandidate], user_state: UserState | None
-    ) -> FilterResult:
+    def judge(self, query: Query, batch: CandidateBatch, user_state: UserState | None) -> Drops:
         if user_state is None:
             raise PolicyUnavailable(f"{self.name}: no user state to read hidden items from")
         hidden = user_state.hidden
-        return partition(
-            self.name, candidates, lambda c: "hidden_by_user" if c.item_id in hidden else None,
-            only=hidden,
-        )
+        return drops_where(batch, lambda c: "hidden_by_user", only=hidden)

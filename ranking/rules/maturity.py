@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
+from core.candidates import CandidateBatch
 from core.catalogue import Catalogue
 from core.components import RULES
 from core.config import PolicyConfig
-from core.contracts import FilterResult, MergedCandidate, PolicyUnavailable, Query
+from core.contracts import PolicyUnavailable, Query
 from core.schema import MATURITY_LEVELS
-from ranking.rules.base import catalogue_rows, partition_mask, require_catalogue
+from ranking.rules.base import Drops, JudgingRule, drops_mask, require_catalogue
 
 
 @RULES.register("maturity")
-class MaturityRule:
+class MaturityRule(JudgingRule):
     name = "maturity"
 
     def __init__(self, policy: PolicyConfig | None, catalogue: Catalogue | None):
@@ -32,15 +32,13 @@ class MaturityRule:
         level = own if own in MATURITY_LEVELS else self.policy.default_max_maturity
         return MATURITY_LEVELS.index(level)
 
-    def apply(
-        self, query: Query, candidates: Sequence[MergedCandidate], user_state: Any
-    ) -> FilterResult:
+    def judge(self, query: Query, batch: CandidateBatch, user_state: Any) -> Drops:
         if self.policy is None:
             raise PolicyUnavailable(f"{self.name}: policy bundle not loaded")
         cat = require_catalogue(self.name, self.catalogue, query)
         limit = self.limit_for(user_state)
-        rows = catalogue_rows(cat, candidates)
+        rows = batch.rows(cat)
         known = rows >= 0  # unknown maturity never passes
         ok = known.copy()
         ok[known] = cat.maturity[rows[known]] <= limit
-        return partition_mask(self.name, candidates, ok, "maturity", unknown=~known)
+        return drops_mask(ok, "maturity", unknown=~known)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from core.candidates import ScoredBatch
 from core.catalogue import Catalogue
 from core.contracts import Placement, Query, ScoredCandidate
 
@@ -50,8 +51,10 @@ class SlateContext:
 class SlateDraft:
     query: Query
     user_state: Any
-    pool: list[ScoredCandidate]
-    """Candidates neither placed nor removed yet, in the ranker's input order."""
+    pool: ScoredBatch
+    """Candidates neither placed nor removed yet, in the ranker's input order (columns; a
+    step narrows it with :meth:`ScoredBatch.take` / :meth:`ScoredBatch.without`, or answers
+    a list of rows, which the policy turns back into a batch)."""
     fixed: list[Placement] = field(default_factory=list)
     filled: list[Placement] = field(default_factory=list)
     tail: list[Placement] = field(default_factory=list)
@@ -70,6 +73,19 @@ class SlateDraft:
         """Positions still to fill: free positions less what is filled or in the tail."""
         return max(0, self.free - len(self.filled) - len(self.tail))
 
-    def by_utility(self) -> list[ScoredCandidate]:
+    def utility_order(self) -> list[int]:
+        """Positions in the pool, best-first by utility (ties in input order)."""
+        return utility_order(self.pool)
+
+    def by_utility(self) -> ScoredBatch:
         """The pool best-first by utility (ties in input order)."""
-        return sorted(self.pool, key=lambda c: -c.utility)
+        return self.pool.take(self.utility_order())
+
+
+def utility_order(scored: Sequence[ScoredCandidate]) -> list[int]:
+    """Positions of ``scored`` best-first by utility, ties in input order."""
+    batch = ScoredBatch.of(scored)
+    u = batch.utility_array()
+    if np.isnan(u).any():  # NaN has no place in a stable sort by value: the Python order
+        return sorted(range(len(u)), key=lambda i: -batch.utility[i])
+    return np.argsort(-u, kind="stable").tolist()

@@ -48,8 +48,12 @@ class ExplorationStep:
         self, request_id: str, pool: Sequence[ScoredCandidate], slots: int | None = None
     ) -> list[tuple[ScoredCandidate, float]]:
         """``slots`` (default: the configured number) items with their propensities."""
+        return [(pool[j], p) for j, p in self.draw(request_id, len(pool), slots)]
+
+    def draw(self, request_id: str, n: int, slots: int | None = None) -> list[tuple[int, float]]:
+        """:meth:`sample` as positions in a pool of ``n``, each with its propensity."""
         rng = request_rng(request_id)
-        left = list(pool)
+        left = list(range(n))
         out = []
         for _ in range(min(self.slots if slots is None else slots, len(left))):
             j = int(rng.integers(len(left)))
@@ -62,13 +66,12 @@ class ExplorationStep:
         if not self.slots or n_free <= 1:
             return FilterResult(kept=draft.pool, removed=[])
         k = draft.k
-        below = draft.by_utility()[k : k + self.pool]
-        picks = self.sample(draft.query.request_id, below, min(self.slots, n_free - 1))
-        taken = {c.item_id for c, _ in picks}
+        pool = draft.pool
+        below = draft.utility_order()[k : k + self.pool]
+        picks = [(pool[below[j]], p)
+                 for j, p in self.draw(draft.query.request_id, len(below), min(self.slots, n_free - 1))]  # fmt: skip
         placed = [
             Placement(c, ("exploration", f"propensity:{p:.6g}"), "tail", propensity=p)
             for c, p in picks
         ]
-        return FilterResult(
-            kept=[c for c in draft.pool if c.item_id not in taken], removed=[], placed=placed
-        )
+        return FilterResult(kept=pool.without({c.item_id for c, _ in picks}), removed=[], placed=placed)

@@ -36,10 +36,9 @@ class FrequencyCapStep:
         # already been seen by the user.
         now = draft.query.now.timestamp() + 1e-6
         counts = draft.user_state.recent_impression_counts(now, self.window_hours)
-        kept, removed = [], []
-        for c in draft.pool:
-            if counts.get(c.item_id, 0) >= self.max_impressions:
-                removed.append(Removal(c.item_id, self.name, "frequency_cap"))
-            else:
-                kept.append(c)
-        return FilterResult(kept=kept, removed=removed)
+        pool = draft.pool
+        if not counts:
+            return FilterResult(kept=pool, removed=[])
+        capped = {i for i, n in counts.items() if n >= self.max_impressions}
+        removed = [Removal(i, self.name, "frequency_cap") for i in pool.item_ids if i in capped]
+        return FilterResult(kept=pool.without(capped) if removed else pool, removed=removed)

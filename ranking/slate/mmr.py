@@ -8,10 +8,12 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from core.candidates import ScoredBatch
+from core.catalogue import Catalogue
 from core.components import SLATE_STEPS
 from core.config import SlateStepSpec
 from core.contracts import FilterResult, Placement, ScoredCandidate
-from ranking.slate.draft import SlateContext, SlateDraft
+from ranking.slate.draft import SlateContext, SlateDraft, utility_order
 
 _TIE = 1e-12
 """A candidate beats the best so far only by more than this (earlier candidates win ties)."""
@@ -70,14 +72,20 @@ class MmrDiversityStep:
         source_quotas: dict[str, int] | None = None,
         embedding_of: Callable[[str], np.ndarray | None] | None = None,
         categories_of: Callable[[Sequence[str]], list[str | None]] | None = None,
+        catalogue: Catalogue | None = None,
     ):
-        """``categories_of``: ``category_of`` over many ids at once (a catalogue's arrays)."""
+        """``categories_of``: ``category_of`` over many ids at once (a catalogue's arrays);
+        ``catalogue``: read by the rows the candidate batch already looked up, when given
+        (the same categories as ``category_of``)."""
         self.lam = lam
         self.category_of = category_of
         self.categories_of = categories_of or (lambda ids: [category_of(i) for i in ids])
         self.max_per_category = max_per_category
         self.source_quotas = dict(source_quotas or {})
         self.embedding_of = embedding_of
+        self.catalogue = catalogue
+        self._names = (np.asarray(catalogue.categories + [None], dtype=object)
+                       if catalogue is not None else None)  # fmt: skip
 
     name = "diversity"
 
@@ -91,14 +99,14 @@ class MmrDiversityStep:
             source_quotas=cfg.source_quotas,
             embedding_of=ctx.embedding_of if mmr else None,
             categories_of=ctx.categories_of,
+            catalogue=ctx.catalogue,
         )
 
     def apply(self, draft: SlateDraft) -> FilterResult:
         """Fills the open positions from the pool (which keeps what it did not pick)."""
         picks = self.select(draft.pool, draft.open)
-        taken = {c.item_id for c, _ in picks}
         return FilterResult(
-            kept=[c for c in draft.pool if c.item_id not in taken],
+            kept=draft.pool.without({c.item_id for c, _ in picks}),
             removed=[],
             placed=[Placement(c, reasons) for c, reasons in picks],
         )
@@ -118,19 +126,27 @@ class MmrDiversityStep:
         when diversity moved it ahead of a higher-utility item)."""
         # Vectorised over the candidates in utility order (position p = the p-th best); each
         # pick is one masked argmax instead of a Python pass over every remaining candidate.
-        u = np.array([c.utility for c in scored], dtype=np.float64)
-        if np.isnan(u).any():  # NaN has no place in a stable sort by value: the Python order
-            order = sorted(range(len(scored)), key=lambda i: -scored[i].utility)
-        else:  # the same order: descending, ties in input order
-            order = np.argsort(-u, kind="stable").tolist()
+        # Columns of the batch; a ScoredCandidate is built only for each pick.
+        batch = ScoredBatch.of(scored)
+        u = batch.utility_array()
+        order = utility_order(batch)
         span = float(u.max() - u.min()) if len(u) else 0.0
         rel = (u - u.min()) / span if span > 0 else np.ones_like(u)
-        ranked = [scored[i] for i in order]
-        rel_o = rel[np.asarray(order, dtype=np.int64)] if order else rel
-        ranked_ids = [c.item_id for c in ranked]
-        cat_list = self.categories_of(ranked_ids)
+        order_a = np.asarray(order, dtype=np.int64)
+        rel_o = rel[order_a] if order else rel
+        ranked_ids: list[str] = []
+        if self.catalogue is None or self.embedding_of is not None:
+            ids = batch.item_ids
+            ranked_ids = [ids[i] for i in order]
+        if self.catalogue is not None:  # the rows the rules looked up, in utility order
+            rows = batch.rows(self.catalogue)[order_a]
+            codes = np.where(rows >= 0, self.catalogue.category[np.maximum(rows, 0)], -1)
+            cat_list = self._names[codes].tolist()  # -1: None (not in the catalogue)
+        else:
+            cat_list = self.categories_of(ranked_ids)
         cat_code, cat_values = _codes(cat_list)
-        src_code, src_values = _codes([best_source(c) for c in ranked])
+        best = batch.best_sources()
+        src_code, src_values = _codes([best[i] for i in order])
         cats = dict(zip(ranked_ids, cat_list, strict=True)) if self.embedding_of is not None else {}
         # None is a category for the per-category limit but never similar to anything.
         none_cat = cat_values.index(None) if None in cat_values else -1
@@ -138,8 +154,8 @@ class MmrDiversityStep:
         src_cap = np.array([self.source_quotas.get(s, np.inf) for s in src_values], dtype=float)
         per_cat = np.zeros(len(cat_values))
         per_src = np.zeros(len(src_values))
-        max_sim = np.zeros(len(ranked))
-        remaining = np.ones(len(ranked), dtype=bool)
+        max_sim = np.zeros(len(order))
+        remaining = np.ones(len(order), dtype=bool)
         picks: list[tuple[ScoredCandidate, tuple[str, ...]]] = []
         while len(picks) < n:
             ok = remaining & (per_cat[cat_code] < cat_cap) & (per_src[src_code] < src_cap[src_code])
@@ -151,7 +167,7 @@ class MmrDiversityStep:
             if best is None:
                 break
             p = int(cand[best])
-            c = ranked[p]
+            c = batch[order[p]]
             skipped_better = bool(remaining[:p].any())
             remaining[p] = False
             per_cat[cat_code[p]] += 1
@@ -161,7 +177,7 @@ class MmrDiversityStep:
                     max_sim[remaining & (cat_code == cat_code[p])] = 1.0
             else:
                 for j in np.flatnonzero(remaining).tolist():
-                    sim = self._similarity(ranked[j].item_id, c.item_id, cats)
+                    sim = self._similarity(ranked_ids[j], c.item_id, cats)
                     max_sim[j] = max(max_sim[j], sim)
             reasons = (f"utility_rank:{p}",)  # item ids are unique: p is its utility rank
             if skipped_better:

@@ -46,11 +46,13 @@ class PinnedStep:
     def apply(self, draft: SlateDraft) -> FilterResult:
         if not self.pinned:
             return FilterResult(kept=draft.pool, removed=[])
-        here = {c.item_id: c for c in draft.pool if c.item_id in self.item_ids}
+        pool = draft.pool
+        here = {item: i for i, item in enumerate(pool.item_ids) if item in self.item_ids}
+        if not here:
+            return FilterResult(kept=pool, removed=[])
         placed = [
-            Placement(here[p.item_id], ("pinned",), "fixed", p.position)
+            Placement(pool[here[p.item_id]], ("pinned",), "fixed", p.position)
             for p in self.pinned
             if p.item_id in here and p.position < draft.k
         ]
-        kept = [c for c in draft.pool if c.item_id not in self.item_ids]
-        return FilterResult(kept=kept, removed=[], placed=placed)
+        return FilterResult(kept=pool.without(self.item_ids), removed=[], placed=placed)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.candidates import ScoredBatch
 from core.catalogue import Catalogue
 from core.components import SLATE_STEPS
 from core.config import SlateConfig
@@ -45,11 +46,11 @@ class SlatePolicy:
         return [c for s in self.steps if hasattr(s, "candidates") for c in s.candidates()]
 
     def __call__(self, query: Query, scored: Sequence[ScoredCandidate], user_state) -> SlateOutcome:
-        draft = SlateDraft(query, user_state, list(scored))
+        draft = SlateDraft(query, user_state, ScoredBatch.of(scored))
         removed: list[Removal] = []
         for step in self.steps:
             result = step.apply(draft)
-            draft.pool = list(result.kept)
+            draft.pool = ScoredBatch.of(result.kept)  # a step may answer rows: back to columns
             removed.extend(result.removed)
             for p in result.placed:
                 {"fixed": draft.fixed, "fill": draft.filled, "tail": draft.tail}[p.slot].append(p)

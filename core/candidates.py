@@ -1,0 +1,347 @@
+"""A request's candidates as one columnar batch, from merge to the decision record.
+
+A request carries ≈ 700 merged candidates and ≈ 500 scored ones through merge, the rules, the
+ranker, the slate steps and the record. Built as one Python object per candidate per stage,
+that was most of the request's Python work. :class:`CandidateBatch` and :class:`ScoredBatch`
+hold them as columns instead: item ids, each candidate's provenance (the sources' own
+:class:`core.contracts.Candidate` s, never copied), and what the stages derive from them once
+per request — the catalogue rows, the two-tower score, the best source; for scored
+candidates one column per task and the utility. A stage narrows a batch with :meth:`take`
+(index arrays or a boolean mask), so the rows are looked up once however many stages read
+them.
+
+Both are also read-only ``Sequence`` s of the per-candidate tuples
+(:class:`core.contracts.MergedCandidate`, :class:`core.contracts.ScoredCandidate`), built on
+access: a rule or slate step written against the row contract (a plug-in, a test) works
+unchanged, and pays for the rows it touches only.
+
+Invariants: item ids are unique within a batch; a batch is never mutated (``take`` makes a new
+one); every column has one entry per candidate, in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from core.contracts import Candidate, MergedCandidate, ScoredCandidate
+
+RETRIEVAL_SCORE_SOURCE = "two_tower"
+"""The source whose score is the ranker's ``retrieval_score`` feature (see
+:mod:`ranking.scorer`)."""
+
+_NAN = float("nan")
+
+
+def _pick(values: list, idx: list[int]) -> list:
+    if not idx:
+        return []
+    if len(idx) == 1:
+        return [values[idx[0]]]
+    return list(itemgetter(*idx)(values))
+
+
+def _indices(selector: Any, n: int) -> list[int]:
+    """``selector`` as a list of positions: a ``(n,)`` bool mask or positions already."""
+    arr = np.asarray(selector)
+    if arr.dtype == bool:
+        if len(arr) != n:
+            raise ValueError(f"mask of {len(arr)} for a batch of {n}")
+        return np.flatnonzero(arr).tolist()
+    return arr.astype(np.int64, copy=False).tolist()
+
+
+def _best_key(c: Candidate) -> tuple[int, float]:
+    return c.rank, -c.score
+
+
+class CandidateBatch(Sequence[MergedCandidate]):
+    """Merged candidates as columns (see the module docstring). ``provenance[i]`` is every
+    source's :class:`Candidate` for ``item_ids[i]``, in the order the sources answered."""
+
+    __slots__ = ("item_ids", "provenance", "_rows", "_catalogue", "_retrieval", "_best")
+
+    def __init__(self, item_ids: list[str], provenance: list[tuple[Candidate, ...]]):
+        if len(item_ids) != len(provenance):
+            raise ValueError(f"{len(item_ids)} item ids but {len(provenance)} provenance rows")
+        self.item_ids = item_ids
+        self.provenance = provenance
+        self._rows: np.ndarray | None = None
+        self._catalogue: Any = None
+        self._retrieval: np.ndarray | None = None
+        self._best: list[str] | None = None
+
+    @classmethod
+    def of(cls, candidates: Sequence[MergedCandidate]) -> CandidateBatch:
+        """``candidates`` as a batch (itself when it already is one)."""
+        if isinstance(candidates, CandidateBatch):
+            return candidates
+        if isinstance(candidates, ScoredBatch):
+            return candidates.candidates
+        items = list(candidates)
+        return cls([c[0] for c in items], [tuple(c[1]) for c in items])
+
+    # ---------------------------------------------------------------- the row view
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return self.take(range(len(self.item_ids))[i])
+        return MergedCandidate(self.item_ids[i], self.provenance[i])
+
+    def __iter__(self) -> Iterator[MergedCandidate]:
+        return map(MergedCandidate._make, zip(self.item_ids, self.provenance, strict=True))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CandidateBatch):
+            return self.item_ids == other.item_ids and self.provenance == other.provenance
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CandidateBatch({len(self)} candidates)"
+
+    # ---------------------------------------------------------------- columns
+    def rows(self, catalogue: Any) -> np.ndarray:
+        """``(B,)`` int64 catalogue rows (``-1``: not in the catalogue), looked up once per
+        batch and catalogue and carried through :meth:`take`."""
+        if self._rows is None or self._catalogue is not catalogue:
+            self._rows = catalogue.index_of(self.item_ids)
+            self._catalogue = catalogue
+        return self._rows
+
+    def retrieval_scores(self) -> np.ndarray:
+        """``(B,)`` float32: the two-tower source's score, NaN where it did not propose the
+        item."""
+        if self._retrieval is None:
+            self._columns()
+        return self._retrieval  # type: ignore[return-value]
+
+    def best_sources(self) -> list[str]:
+        """The source of each candidate's best (lowest rank, then highest score) provenance
+        entry (:attr:`MergedCandidate.best`)."""
+        if self._best is None:
+            self._columns()
+        return self._best  # type: ignore[return-value]
+
+    def _columns(self) -> None:
+        scores: list[float] = []
+        sources: list[str] = []
+        for prov in self.provenance:  # one pass; most candidates have one source
+            if len(prov) == 1:
+                p = prov[0]
+                sources.append(p.source)
+                scores.append(p.score if p.source == RETRIEVAL_SCORE_SOURCE else _NAN)
+                continue
+            if not prov:
+                scores.append(_NAN)
+                sources.append("")
+                continue
+            score = _NAN
+            for p in prov:
+                if p.source == RETRIEVAL_SCORE_SOURCE:
+                    score = p.score
+                    break
+            scores.append(score)
+            sources.append(min(prov, key=_best_key).source)
+        self._retrieval = np.array(scores, dtype=np.float32)
+        self._best = sources
+
+    # ---------------------------------------------------------------- narrowing
+    def take(self, selector: Any) -> CandidateBatch:
+        """The candidates at ``selector`` (positions, or a ``(B,)`` bool mask), in that order;
+        columns already computed come along."""
+        idx = _indices(selector, len(self))
+        out = CandidateBatch(_pick(self.item_ids, idx), _pick(self.provenance, idx))
+        self._carry(out, idx)
+        return out
+
+    def _carry(self, out: CandidateBatch, idx: list[int]) -> None:
+        if self._rows is not None:
+            out._rows, out._catalogue = self._rows[idx], self._catalogue
+        if self._retrieval is not None:
+            out._retrieval = self._retrieval[idx]
+            out._best = _pick(self._best, idx)  # type: ignore[arg-type]
+
+    def head(self, n: int) -> CandidateBatch:
+        """The first ``n`` candidates."""
+        return self if n >= len(self) else self.take(range(n))
+
+
+class _Scored:
+    """The columns a request's scored batches share (the ranker's answer, never copied)."""
+
+    __slots__ = ("candidates", "task_columns", "utility", "task_dicts", "u", "at")
+
+    def __init__(self, candidates, task_columns, utility, task_dicts):
+        self.candidates: CandidateBatch = candidates
+        self.task_columns: dict[str, list[float]] = task_columns
+        self.utility: list[float] = utility
+        self.task_dicts: list[dict[str, float]] | None = task_dicts
+        self.u: np.ndarray | None = None
+        self.at: dict[str, int] | None = None
+
+
+class ScoredBatch(Sequence[ScoredCandidate]):
+    """Scored candidates as columns: the :class:`CandidateBatch` they were scored from, one
+    column of calibrated probabilities per task (Python floats) and the utility column.
+    ``task_dicts`` replaces the task columns for a batch built from rows whose task scores
+    may differ in keys (a fallback order has none).
+
+    A narrowed batch (:meth:`take`, :meth:`without`: what each slate step does) is a view:
+    the ranker's columns and an index array into them, so a step costs an index operation,
+    not a copy of every column; a column of the view is gathered only when read."""
+
+    __slots__ = ("_base", "_index", "_cache")
+
+    def __init__(
+        self,
+        candidates: CandidateBatch,
+        task_columns: dict[str, list[float]],
+        utility: list[float],
+        task_dicts: list[dict[str, float]] | None = None,
+    ):
+        if len(utility) != len(candidates):
+            raise ValueError(f"{len(utility)} utilities for {len(candidates)} candidates")
+        self._base = _Scored(candidates, task_columns, utility, task_dicts)
+        self._index: np.ndarray | None = None
+        self._cache: dict[str, Any] = {}
+
+    @classmethod
+    def of(cls, scored: Sequence[ScoredCandidate]) -> ScoredBatch:
+        """``scored`` as a batch (itself when it already is one)."""
+        if isinstance(scored, ScoredBatch):
+            return scored
+        rows = list(scored)
+        batch = CandidateBatch([s[0] for s in rows], [tuple(s[1]) for s in rows])
+        return cls(batch, {}, [s[3] for s in rows], [s[2] for s in rows])
+
+    def _view(self, index: np.ndarray) -> ScoredBatch:
+        out = object.__new__(ScoredBatch)
+        out._base, out._index, out._cache = self._base, index, {}
+        return out
+
+    def _gather(self, name: str, values: list) -> list:
+        if self._index is None:
+            return values
+        got = self._cache.get(name)
+        if got is None:
+            got = self._cache[name] = _pick(values, self._index.tolist())
+        return got
+
+    # ---------------------------------------------------------------- columns
+    @property
+    def candidates(self) -> CandidateBatch:
+        if self._index is None:
+            return self._base.candidates
+        got = self._cache.get("candidates")
+        if got is None:
+            got = self._cache["candidates"] = self._base.candidates.take(self._index)
+        return got
+
+    @property
+    def item_ids(self) -> list[str]:
+        return self._gather("item_ids", self._base.candidates.item_ids)
+
+    @property
+    def provenance(self) -> list[tuple[Candidate, ...]]:
+        return self._gather("provenance", self._base.candidates.provenance)
+
+    @property
+    def utility(self) -> list[float]:
+        return self._gather("utility", self._base.utility)
+
+    @property
+    def task_columns(self) -> dict[str, list[float]]:
+        """``{task: column}`` of the batch (empty when built from rows: :attr:`task_dicts`)."""
+        return {t: self.task_column(t) for t in self._base.task_columns}
+
+    @property
+    def task_dicts(self) -> list[dict[str, float]] | None:
+        d = self._base.task_dicts
+        return None if d is None else self._gather("task_dicts", d)
+
+    def task_column(self, task: str) -> list[float]:
+        """One task's probabilities, one per candidate of this batch."""
+        return self._gather(f"task:{task}", self._base.task_columns[task])
+
+    def utility_array(self) -> np.ndarray:
+        """``(B,)`` float64 utilities."""
+        base = self._base
+        if base.u is None:
+            base.u = np.array(base.utility, dtype=np.float64)
+        return base.u if self._index is None else base.u[self._index]
+
+    def rows(self, catalogue: Any) -> np.ndarray:
+        """``(B,)`` catalogue rows (:meth:`CandidateBatch.rows`, looked up once per request)."""
+        rows = self._base.candidates.rows(catalogue)
+        return rows if self._index is None else rows[self._index]
+
+    def best_sources(self) -> list[str]:
+        return self._gather("best", self._base.candidates.best_sources())
+
+    def task_scores(self, i: int) -> dict[str, float]:
+        base = self._base
+        r = i if self._index is None else int(self._index[i])
+        if base.task_dicts is not None:
+            return base.task_dicts[r]
+        return {t: col[r] for t, col in base.task_columns.items()}
+
+    # ---------------------------------------------------------------- the row view
+    def __len__(self) -> int:
+        return len(self._base.utility) if self._index is None else len(self._index)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return self.take(range(len(self))[i])
+        base = self._base
+        if i < 0:
+            i += len(self)
+        r = i if self._index is None else int(self._index[i])
+        if not 0 <= r < len(base.utility):
+            raise IndexError(i)
+        c = base.candidates
+        return ScoredCandidate(c.item_ids[r], c.provenance[r], self.task_scores(i), base.utility[r])
+
+    def __iter__(self) -> Iterator[ScoredCandidate]:
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ScoredBatch({len(self)} candidates)"
+
+    # ---------------------------------------------------------------- narrowing
+    def take(self, selector: Any) -> ScoredBatch:
+        """The scored candidates at ``selector`` (positions or a ``(B,)`` bool mask): a view."""
+        sel = np.asarray(selector)
+        if sel.dtype == bool:
+            if len(sel) != len(self):
+                raise ValueError(f"mask of {len(sel)} for a batch of {len(self)}")
+            sel = np.flatnonzero(sel)
+        sel = sel.astype(np.int64, copy=False)
+        return self._view(sel if self._index is None else self._index[sel])
+
+    def without(self, item_ids: Any) -> ScoredBatch:
+        """This batch less the candidates whose ids are in ``item_ids`` (a set)."""
+        if not item_ids:
+            return self
+        base = self._base
+        if base.at is None:
+            base.at = {item: r for r, item in enumerate(base.candidates.item_ids)}
+        drop = [r for r in map(base.at.get, item_ids) if r is not None]
+        if not drop:
+            return self
+        keep = np.ones(len(base.utility), dtype=bool)
+        keep[drop] = False
+        if self._index is None:
+            return self._view(np.flatnonzero(keep))
+        return self._view(self._index[keep[self._index]])

@@ -1,0 +1,144 @@
+"""The request's columnar candidates (``core.candidates``) answer like the rows they replace.
+
+The rule chain judges built-in rules on the whole batch as masks; a rule written against rows
+(a plug-in) still sees exactly what the earlier rules left, and every removal comes from the
+first rule that dropped the item. Slate-step views narrow without losing a row's values. The
+query-vector memo never answers one user's vector for another input.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from core.candidates import CandidateBatch, ScoredBatch
+from core.config import PolicyConfig
+from core.contracts import Candidate, FilterResult, MergedCandidate, Removal, ScoredCandidate
+from ranking.rules import (
+    AvailabilityRule,
+    BlockedRule,
+    CatalogueRule,
+    ExcludeRule,
+    HiddenByUserRule,
+    MaturityRule,
+    RuleChain,
+)
+from ranking.rules.base import partition
+from serving.user_state import ServingUserState
+from tests.unit.serving_fixtures import catalogue, query
+
+CAT = catalogue(
+    [
+        {
+            "item_id": f"i{k}",
+            "category": ["books", "news", "music"][k % 3],
+            "maturity": ["general", "teen", "mature"][k % 3],
+        }
+        for k in range(40)
+    ]  # fmt: skip
+)
+
+
+class EveryFifthRule:
+    """A rule of the row contract (what a plug-in writes)."""
+
+    name = "every_fifth"
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def apply(self, query, candidates, user_state) -> FilterResult:
+        self.seen = [c.item_id for c in candidates]
+        return partition(self.name, candidates,
+                         lambda c: "fifth" if int(c.item_id[1:]) % 5 == 0 else None)  # fmt: skip
+
+
+def _batch(rng: random.Random) -> list[MergedCandidate]:
+    items = rng.sample([f"i{k}" for k in range(50)], 30)  # i40..i49: not in the catalogue
+    return [MergedCandidate(i, (Candidate(i, rng.choice(["two_tower", "trending"]), "v",
+                                          rng.random(), r),)) for r, i in enumerate(items)]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_chain_of_masks_equals_rules_applied_one_after_another(seed: int) -> None:
+    rng = random.Random(seed)
+    cands = _batch(rng)
+    state = ServingUserState(user_id="u1", max_maturity="teen")
+    state.hidden.update(rng.sample([c.item_id for c in cands], 3))
+    policy = PolicyConfig(blocked_items=[cands[0].item_id], blocked_categories=["music"])
+    plugin = EveryFifthRule()
+    rules = [CatalogueRule(CAT), AvailabilityRule(CAT), plugin, BlockedRule(policy, CAT),
+             HiddenByUserRule(), MaturityRule(policy, CAT), ExcludeRule()]  # fmt: skip
+    q = query(exclude_item_ids=frozenset(rng.sample([c.item_id for c in cands], 2)))
+
+    kept: list = list(cands)
+    removed: list[Removal] = []
+    for rule in rules:  # the reference: each rule on what the previous ones kept, as rows
+        res = rule.apply(q, list(kept), state)
+        kept, removed = list(res.kept), removed + list(res.removed)
+    seen_by_plugin = plugin.seen
+
+    chained = RuleChain(rules).apply(q, CandidateBatch.of(cands), state)
+    assert list(chained.kept) == kept
+    assert chained.removed == removed
+    assert plugin.seen == seen_by_plugin  # the plug-in saw only what the rules before it kept
+    assert len({r.item_id for r in chained.removed}) == len(chained.removed)
+
+
+def test_batch_is_its_rows_and_columns_follow_a_take() -> None:
+    cands = _batch(random.Random(7))
+    batch = CandidateBatch.of(cands)
+    assert list(batch) == cands and batch == cands and batch[3] == cands[3]
+    rows = batch.rows(CAT)
+    keep = rows >= 0
+    sub = batch.take(keep)
+    assert list(sub) == [c for c, k in zip(cands, keep, strict=True) if k]
+    assert (sub.rows(CAT) == rows[keep]).all()
+    two_tower = [c.provenance[0].score if c.provenance[0].source == "two_tower" else np.nan
+                 for c in sub]  # fmt: skip
+    np.testing.assert_array_equal(sub.retrieval_scores(), np.array(two_tower, dtype=np.float32))
+
+
+def test_scored_views_keep_each_rows_values() -> None:
+    cands = _batch(random.Random(3))
+    rows = [ScoredCandidate(c.item_id, c.provenance, {"click": k / 100, "like": k / 200}, k / 10)
+            for k, c in enumerate(cands)]  # fmt: skip
+    batch = ScoredBatch(CandidateBatch.of(cands), {"click": [r.task_scores["click"] for r in rows],
+                        "like": [r.task_scores["like"] for r in rows]}, [r.utility for r in rows])  # fmt: skip
+    assert list(batch) == rows
+    drop = {rows[2].item_id, rows[5].item_id, "not-here"}
+    view = batch.without(drop).take([4, 0, 1])
+    expect = [r for r in rows if r.item_id not in drop]
+    expect = [expect[4], expect[0], expect[1]]
+    assert list(view) == expect
+    assert view.item_ids == [r.item_id for r in expect]
+    assert view.task_column("click") == [r.task_scores["click"] for r in expect]
+    assert view.utility_array().tolist() == [r.utility for r in expect]
+    assert list(ScoredBatch.of(rows).without(drop)) == [r for r in rows if r.item_id not in drop]
+
+
+def test_query_vector_memo_answers_only_the_same_inputs() -> None:
+    from core.features import UserState
+    from retrieval.similarity import query_vectors
+
+    class CountingTower:
+        calls = 0
+
+        def encode_queries(self, batch):
+            CountingTower.calls += 1
+            return np.asarray(batch["history"], dtype=np.float32)[:, -4:] + batch["hour"][:, None]
+
+    tower, other = CountingTower(), CountingTower()
+    a = UserState(user_id="u1")
+    a.history.extend(["i1", "i2"])
+    b = UserState(user_id="u1")
+    b.history.extend(["i1", "i3"])
+    v1 = query_vectors(tower, CAT, [a], surface="home", now=3600.0)
+    assert query_vectors(tower, CAT, [a], surface="home", now=3600.0) is v1  # memo: one pass
+    assert CountingTower.calls == 1
+    assert not np.array_equal(query_vectors(tower, CAT, [b], surface="home", now=3600.0), v1)
+    assert not np.array_equal(query_vectors(tower, CAT, [a], surface="home", now=7200.0), v1)
+    query_vectors(other, CAT, [a], surface="home", now=3600.0)  # another model: its own pass
+    assert CountingTower.calls == 4

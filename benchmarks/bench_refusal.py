@@ -3,7 +3,7 @@
 in process, ``--n`` times (no Serve, no HTTP: Serve's and HAProxy's share is measured by
 ``benchmarks.bench_noisy_neighbour``'s CPU accounting).
 
-    python -m benchmarks.bench_refusal [--n 20000]
+    python -m benchmarks.bench_refusal [--n 20000] [--out benchmarks/results/refusal.json]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import yaml
 
@@ -21,6 +22,7 @@ import yaml
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=20_000)
+    p.add_argument("--out", default="benchmarks/results/refusal.json")
     a = p.parse_args()
 
     from core.config import load_platform_config
@@ -60,8 +62,11 @@ def main() -> None:
         return time.perf_counter() - started
 
     seconds = asyncio.run(run())
-    print(json.dumps({"refusals": a.n, "us_per_refusal": round(seconds / a.n * 1e6, 1),
-                      "statuses": statuses, "load_average": os.getloadavg()}))  # fmt: skip
+    result = {"refusals": a.n, "us_per_refusal": round(seconds / a.n * 1e6, 1),
+              "statuses": statuses, "load_average": os.getloadavg()}  # fmt: skip
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

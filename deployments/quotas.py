@@ -8,7 +8,8 @@ headers arrive (an ASGI middleware: before routing, body reading or parsing):
    (``rate_per_s``, ``burst``) and a cap on its requests in flight (``max_in_flight``). Over
    either: **429** ``quota_exceeded``, ``Retry-After`` (when the bucket has a token again; one
    second for the in-flight cap), a JSON body. The other tenants never wait on this tenant's
-   refused requests, which cost a hash and a dictionary look-up.
+   refused requests, which cost dictionary look-ups and a kept response body
+   (``benchmarks/bench_refusal.py``).
 2. **Is this replica overloaded?** More than ``args.admission.max_in_flight`` admitted
    requests being answered at once: **503** ``overloaded`` with ``Retry-After`` at once,
    instead of queueing work the replica cannot finish in time. Serve's own queue in front of
@@ -132,6 +133,7 @@ class AdmissionMiddleware:
         # tenant floods): the tenant of a header already seen, and each refusal's body, are
         # kept rather than recomputed (a key hash, a JSON encoding, a response object).
         self._tenants: dict[bytes, str] = {}
+        self._cached_for: BearerKeyAuthenticator | None = None
         self._bodies: dict[tuple[int, str, str], bytes] = {}
 
     async def __call__(self, scope, receive, send):
@@ -141,6 +143,8 @@ class AdmissionMiddleware:
             return await self.app(scope, receive, send)
         auth, admission = gate
         started = time.perf_counter()
+        if auth is not self._cached_for:  # new keys (a new authenticator): forget the old ones
+            self._tenants, self._cached_for = {}, auth
         header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
         tenant = self._tenants.get(header) if header is not None else None
         if tenant is None:

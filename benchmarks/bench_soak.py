@@ -13,8 +13,11 @@ At 40% of the run a new two-tower, index and ranker are published and promoted (
 hot-swap); at 60% the Ranker's ``user_config`` changes (``batch_wait_timeout_s``; Serve
 reconfigures the replicas live). Reported, per 30 s window and in total: requests, failures
 (any non-200, by status), p50/p99; every accepted event is then read back from the event log
-and must be there exactly once; the RSS of every Serve replica at the start and the end of the
-soak; the load average beside each window.
+and must be there exactly once; the RSS of every Serve replica at the start, after every
+window and at the end, summed per deployment, and its growth after warm-up (from the end of
+the first ``--warmup-share`` of the run to the end: "flat" means this stays within noise);
+the load average beside each window. ``--plot PNG`` draws the RSS over time
+(``docs/img/soak-rss.png``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,56 @@ def replica_rss_mb() -> dict[str, float]:
         except (OSError, IndexError, ValueError):
             continue
     return out
+
+
+def by_deployment(rss: dict[str, float]) -> dict[str, float]:
+    """``deployment#pid → MB`` summed per deployment (a replica restarted or added by the
+    autoscaler has a new pid)."""
+    out: dict[str, float] = {}
+    for name, mb in rss.items():
+        key = name.split("#")[0]
+        out[key] = round(out.get(key, 0.0) + mb, 1)
+    return out
+
+
+def rss_growth(windows: list[dict], warmup_share: float) -> dict[str, float]:
+    """Per deployment (and ``total``), MB from the first window that ends after the warm-up to
+    the last window."""
+    series = [(w["at_s"] + w.get("seconds", 0.0), by_deployment(w["rss_mb"])) for w in windows]
+    end_s = series[-1][0]
+    start = next((s for t, s in series if t >= warmup_share * end_s), series[0][1])
+    last = series[-1][1]
+    out = {k: round(last.get(k, 0.0) - start.get(k, 0.0), 1) for k in sorted(set(start) | set(last))}
+    out["total"] = round(sum(last.values()) - sum(start.values()), 1)
+    return out
+
+
+def plot_rss(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    windows = result["windows"]
+    t = [0.0] + [(w["at_s"] + w.get("seconds", 0.0)) / 60 for w in windows]
+    series = [by_deployment(result["rss_mb_start"])] + [by_deployment(w["rss_mb"]) for w in windows]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name in sorted({k for s in series for k in s}):
+        ax.plot(t, [s.get(name, float("nan")) for s in series], marker=".", label=name)
+    ax.plot(t, [sum(s.values()) for s in series], color="black", label="total")
+    for what in ("promotion", "config_change"):
+        if f"{what}_at_s" in result:
+            ax.axvline(result[f"{what}_at_s"] / 60, color="grey", linestyle="--")
+            ax.annotate(what.replace("_", " "), (result[f"{what}_at_s"] / 60, ax.get_ylim()[1]),
+                        rotation=90, va="top", ha="right", fontsize=8)  # fmt: skip
+    ax.set_xlabel("minutes into the soak")
+    ax.set_ylabel("resident memory (MB)")
+    ax.set_title(f"Serve replica RSS, soak at {result['rate_rps']} req/s ({result['at'][:16]} UTC)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 def _probe(url: str, p99_ms: float) -> tuple[float, list[dict]]:
@@ -94,8 +147,11 @@ def main() -> None:
     p.add_argument("--probe-p99-ms", type=float, default=500.0)
     p.add_argument("--events-every", type=int, default=5)
     p.add_argument("--window-s", type=float, default=30.0)
+    p.add_argument("--warmup-share", type=float, default=0.3,
+                   help="share of the run after which RSS must stay flat")  # fmt: skip
     p.add_argument("--artifacts", metavar="DIR", help="build data and models here once; reuse")
     p.add_argument("--out", default="benchmarks/results/soak.json")
+    p.add_argument("--plot", metavar="PNG", help="draw RSS over time here")
     a = p.parse_args()
 
     from cluster.local import free_port, serve_env
@@ -185,7 +241,8 @@ def main() -> None:
         seconds = min(a.window_s, total_s - elapsed)
         w = loadgen(url, rate, seconds, lambda i, o=offset: body(o + i), KEY, timeout_s=30.0)
         offset += w["requests"]
-        w.update(at_s=round(elapsed, 1), load_average=os.getloadavg(), rss_mb=replica_rss_mb())
+        w.update(at_s=round(elapsed, 1), seconds=round(seconds, 1), load_average=os.getloadavg(),
+                 rss_mb=replica_rss_mb())  # fmt: skip
         windows.append(w)
         print("window", json.dumps({k: w[k] for k in ("at_s", "requests", "ok", "errors", "p50_ms",
                                                        "p99_ms", "load_average")}), flush=True)  # fmt: skip
@@ -218,7 +275,12 @@ def main() -> None:
         "events_duplicated": result["events"]["stored_more_than_once"],
         "rss_mb_start_total": round(sum(result["rss_mb_start"].values()), 1),
         "rss_mb_end_total": round(sum(result["rss_mb_end"].values()), 1),
+        "rss_mb_start_by_deployment": by_deployment(result["rss_mb_start"]),
+        "rss_mb_end_by_deployment": by_deployment(result["rss_mb_end"]),
+        "rss_growth_after_warmup_mb": rss_growth(windows, a.warmup_share),
     }  # fmt: skip
+    if a.plot:
+        plot_rss(result, a.plot)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result["summary"], indent=2))

@@ -25,8 +25,9 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 def run(url: str, rps: float, seconds: float, body_fn: Callable[[int], dict],
         headers: dict | None = None, max_requests: int = 100_000, workers: int = 64,
-        timeout_s: float = 10.0) -> dict:  # fmt: skip
-    """Send ``min(rps * seconds, max_requests)`` POSTs at ``rps``; return latency stats (ms)."""
+        timeout_s: float = 10.0, keep_latencies: bool = False) -> dict:  # fmt: skip
+    """Send ``min(rps * seconds, max_requests)`` POSTs at ``rps``; return latency stats (ms)
+    (and, with ``keep_latencies``, every 200's latency under ``latencies_ms``)."""
     if urlparse(url).hostname not in LOOPBACK:
         raise ValueError(f"loadgen only targets loopback, not {url}")
     n = int(min(rps * seconds, max_requests))
@@ -60,7 +61,8 @@ def run(url: str, rps: float, seconds: float, body_fn: Callable[[int], dict],
             pool.submit(one, i, scheduled)
     wall = time.perf_counter() - start
     lat = np.array(latencies) if latencies else np.array([np.nan])
-    return {
+    kept = {"latencies_ms": [round(x, 2) for x in latencies]} if keep_latencies else {}
+    return {**kept,
         "target_rps": rps, "requests": n, "ok": len(latencies), "errors": errors,
         "achieved_rps": round(len(latencies) / wall, 2) if wall > 0 else 0.0,
         "p50_ms": round(float(np.nanpercentile(lat, 50)), 2),

@@ -75,9 +75,14 @@ def _batch_score(r: dict) -> str:
 
 def _noisy(r: dict) -> str:
     s = r.get("summary") or {}
-    return (f"B p99 solo {_num(s.get('b_p99_solo_ms'), '.0f')} ms, with A flooding "
-            f"{_num(s.get('b_p99_a_flood_ms'), '.0f')} ms (x{_num(s.get('b_p99_flood_over_solo'), '.2f')}); "
-            f"A answered 429: {_num(s.get('a_429_share_in_flood'), '.0%')}")  # fmt: skip
+    share = (s.get("a_429_share_in_flood") or [None])[0]
+    return (f"B p99 solo {_num(s.get('b_p99_solo_pooled_ms'), '.0f')} ms, with A flooding "
+            f"{_num(s.get('b_p99_flood_pooled_ms'), '.0f')} ms (x{_num(s.get('b_p99_flood_over_solo'), '.2f')}); "
+            f"A answered 429: {_num(share, '.0%')}")  # fmt: skip
+
+
+def _refusal(r: dict) -> str:
+    return f"{_num(r.get('us_per_refusal'), '.1f')} us per 429 in the admission middleware"
 
 
 def _soak(r: dict) -> str:
@@ -123,6 +128,9 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("bench_noisy_neighbour", (),
               ("--seconds", "4", "--out", str(RESULTS / "noisy_neighbour_quick.json")),
               "noisy_neighbour.json", "noisy_neighbour_quick.json", _noisy),  # fmt: skip
+    Benchmark("bench_refusal", ("--out", str(RESULTS / "refusal.json")),
+              ("--n", "2000", "--out", str(RESULTS / "refusal_quick.json")),
+              "refusal.json", "refusal_quick.json", _refusal),  # fmt: skip
     Benchmark("bench_soak", (),
               ("--minutes", "1", "--capacity", "10", "--out", str(RESULTS / "soak_quick.json")),
               "soak.json", "soak_quick.json", _soak),  # fmt: skip

@@ -11,6 +11,19 @@ environment. Training jobs are submitted to the same cluster with
     recsys k8s render --image registry.example.com/recsys:1.0 > rayservice.yaml
     kubectl apply -f rayservice.yaml
 
+Ray token authentication is on by default, as for ``recsys up`` (``cluster/local.py``): every
+Ray container (head, workers, the nightly RayJob's submitter) gets ``RAY_AUTH_MODE=token`` and
+``RAY_AUTH_TOKEN`` from the key ``auth_token`` of a Kubernetes Secret (default
+``recsys-ray-auth``), created once per namespace and never rendered (a manifest is often
+committed; the token must not be)::
+
+    kubectl create secret generic recsys-ray-auth --from-literal=auth_token="$(openssl rand -hex 32)"
+
+The pods wait (``CreateContainerConfigError``) until the Secret exists. ``auth_secret=None``
+(``--no-auth``) renders ``RAY_AUTH_MODE=disabled`` explicitly. Serve's HTTP port is not behind
+this token (Ray's token guards the dashboard, job API, GCS and workers); the API's own keys
+guard it.
+
 What cannot be checked on a laptop (a live Kubernetes cluster with the KubeRay operator) is
 not claimed: the test checks the manifest's shape and that its Serve config passes Serve's own
 schema.
@@ -25,17 +38,30 @@ import yaml
 
 API_VERSION = "ray.io/v1"
 PROJECT_ROOT_IN_IMAGE = "/app"
+AUTH_SECRET = "recsys-ray-auth"
+"""The default name of the Secret that holds the Ray token (key :data:`AUTH_SECRET_KEY`)."""
+AUTH_SECRET_KEY = "auth_token"
+
+
+def auth_env(auth_secret: str | None) -> list[dict[str, Any]]:
+    """The container environment of Ray's token authentication: the mode, and the token read
+    from ``auth_secret`` (a Secret's ``auth_token`` key); ``disabled`` when None."""
+    if auth_secret is None:
+        return [{"name": "RAY_AUTH_MODE", "value": "disabled"}]
+    return [{"name": "RAY_AUTH_MODE", "value": "token"},
+            {"name": "RAY_AUTH_TOKEN",
+             "valueFrom": {"secretKeyRef": {"name": auth_secret, "key": AUTH_SECRET_KEY}}}]  # fmt: skip
 
 
 def _container(image: str, name: str, cpus: str, memory: str, gpus: int, env: dict[str, str],
-               ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+               ports: list[dict[str, Any]] | None = None, auth_secret: str | None = None) -> dict[str, Any]:  # fmt: skip
     limits: dict[str, Any] = {"cpu": cpus, "memory": memory}
     if gpus:
         limits["nvidia.com/gpu"] = gpus
     out: dict[str, Any] = {
         "name": name,
         "image": image,
-        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())] + auth_env(auth_secret),
         "resources": {"limits": limits, "requests": dict(limits)},
     }
     if ports:
@@ -57,10 +83,15 @@ def render_rayservice(
     min_workers: int = 1,
     max_workers: int = 4,
     gpu_workers: int = 0,
+    auth_secret: str | None = AUTH_SECRET,
 ) -> dict[str, Any]:
     """A ``RayService`` manifest (a dict; :func:`dump` for YAML). ``storage_env`` adds
     environment variables to every container (e.g. object-store credentials or a
-    ``RECSYS_CONFIG`` pointing at a platform config whose storage URIs are ``s3://…``)."""
+    ``RECSYS_CONFIG`` pointing at a platform config whose storage URIs are ``s3://…``);
+    ``auth_secret``: the Secret holding the Ray token (None: token authentication off)."""
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        if key in (storage_env or {}):
+            raise ValueError(f"{key} is set by the manifest (auth_secret), not by the environment")
     serve = copy.deepcopy(serve_config)
     serve.setdefault("http_options", {})["host"] = "0.0.0.0"
     serve["http_options"]["port"] = 8000
@@ -80,7 +111,8 @@ def render_rayservice(
         "replicas": min_workers, "minReplicas": min_workers, "maxReplicas": max_workers,
         "rayStartParams": {},
         "template": {"spec": {"containers": [
-            _container(image, "ray-worker", str(worker_cpus), worker_memory, 0, env)]}},
+            _container(image, "ray-worker", str(worker_cpus), worker_memory, 0, env,
+                       auth_secret=auth_secret)]}},
     }]  # fmt: skip
     if gpu_workers:
         workers.append({
@@ -88,7 +120,8 @@ def render_rayservice(
             "replicas": gpu_workers, "minReplicas": 0, "maxReplicas": gpu_workers,
             "rayStartParams": {},
             "template": {"spec": {"containers": [
-                _container(image, "ray-worker", str(worker_cpus), worker_memory, 1, env)]}},
+                _container(image, "ray-worker", str(worker_cpus), worker_memory, 1, env,
+                           auth_secret=auth_secret)]}},
         })  # fmt: skip
     metadata: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/name": "recsys"}}
     if namespace:
@@ -105,7 +138,8 @@ def render_rayservice(
                     # The head runs the Serve controller, proxy and dashboard, not replicas.
                     "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
                     "template": {"spec": {"containers": [
-                        _container(image, "ray-head", str(head_cpus), "8Gi", 0, env, head_ports)]}},
+                        _container(image, "ray-head", str(head_cpus), "8Gi", 0, env, head_ports,
+                                   auth_secret=auth_secret)]}},
                 },  # fmt: skip
                 "workerGroupSpecs": workers,
             },
@@ -170,13 +204,15 @@ def render_nightly(
     worker_memory: str = "8Gi",
     workers: int = 1,
     kubectl_image: str = "bitnami/kubectl:1.31",
+    auth_secret: str | None = AUTH_SECRET,
 ) -> list[dict[str, Any]]:
     """The nightly pipeline as Kubernetes objects: a KubeRay ``RayJob`` (its own Ray cluster,
     torn down when the job ends) kept in a ``ConfigMap``, and a ``CronJob`` whose pod creates
     one RayJob from it per run (``kubectl create``: a ``generateName`` gives each run its own
     object), with the ``ServiceAccount``/``Role``/``RoleBinding`` that allows exactly that.
     The jobs write to the storage URIs of the platform config, as the serving cluster reads
-    them; ``storage_env`` as for :func:`render_rayservice`."""
+    them; ``storage_env`` and ``auth_secret`` as for :func:`render_rayservice` (the RayJob's
+    submitter pod, which runs ``ray job submit``, gets the token too)."""
     env = {"RECSYS_HOME": PROJECT_ROOT_IN_IMAGE, "RECSYS_CONFIG": platform_config, **(storage_env or {})}
     labels = {"app.kubernetes.io/name": "recsys", "app.kubernetes.io/component": "nightly"}
 
@@ -204,15 +240,22 @@ def render_nightly(
                     "rayStartParams": {"dashboard-host": "0.0.0.0"},
                     "template": {"spec": {"containers": [
                         _container(image, "ray-head", "2", "8Gi", 0, env,
-                                   [{"containerPort": 8265, "name": "dashboard"}])]}},
+                                   [{"containerPort": 8265, "name": "dashboard"}], auth_secret)]}},
                 },  # fmt: skip
                 "workerGroupSpecs": [{
                     "groupName": "cpu", "replicas": workers, "minReplicas": workers, "maxReplicas": workers,
                     "rayStartParams": {},
                     "template": {"spec": {"containers": [
-                        _container(image, "ray-worker", str(worker_cpus), worker_memory, 0, env)]}},
+                        _container(image, "ray-worker", str(worker_cpus), worker_memory, 0, env,
+                                   auth_secret=auth_secret)]}},
                 }],  # fmt: skip
             },
+            # The submitter (a Kubernetes Job running `ray job submit`; KubeRay fills in its
+            # command and the dashboard address) needs the token as well.
+            "submitterPodTemplate": {"spec": {"restartPolicy": "Never", "containers": [
+                {"name": "ray-job-submitter", "image": image, "env": auth_env(auth_secret),
+                 "resources": {"limits": {"cpu": "1", "memory": "1Gi"},
+                               "requests": {"cpu": "1", "memory": "1Gi"}}}]}},
         },
     }
     account = f"{name}-submitter"

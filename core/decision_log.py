@@ -41,11 +41,11 @@ import secrets
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from core.contracts import DecisionRecord
+from core.lru import SizedLRU
 from core.rate_limit import TenantRateLimiter
 from core.storage import Storage
 
@@ -90,8 +90,8 @@ class LookupResult:
 class DecisionLogWriter:
     """Bounded, asynchronous decision-log writer with a recent-records LRU.
 
-    ``queue_size`` bounds records waiting for the disk; ``lru_size`` bounds records kept in
-    memory for :meth:`get`; ``flush_interval_s`` is the longest a queued record waits before
+    ``queue_size`` bounds records waiting for the disk; ``lru_size`` and ``lru_bytes`` bound
+    the records kept in memory for :meth:`get` (count and JSON size); ``flush_interval_s`` is the longest a queued record waits before
     its batch is written; ``lookback_days`` bounds how old a record :meth:`get` finds;
     ``max_file_bytes`` bounds a log file (what one lookup reads); ``legacy_scan``: also scan
     for ids without a time (the old uuid4 ids), day by day as before. ``miss_limiter``: the
@@ -104,6 +104,7 @@ class DecisionLogWriter:
         *,
         queue_size: int = 10_000,
         lru_size: int = 20_000,
+        lru_bytes: int = 32 << 20,
         batch_rows: int = 1000,
         flush_interval_s: float = 0.5,
         lookback_days: int = 7,
@@ -122,8 +123,7 @@ class DecisionLogWriter:
         # Queued and remembered records are kept as (tenant, date, JSON line): strings are not
         # tracked by the garbage collector, while a record is hundreds of nested objects.
         self._queue: queue.Queue[tuple[str, str, int, str]] = queue.Queue(maxsize=queue_size)
-        self._recent: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self._lru_size = lru_size
+        self._recent = SizedLRU(lru_size, lru_bytes)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._pending = 0  # submitted, not yet written (or failed)
@@ -155,7 +155,7 @@ class DecisionLogWriter:
             ms = at_ms
         date = _date_of_ms(ms) or at.astimezone(UTC).strftime("%Y-%m-%d")
         with self._lock:
-            self._remember((tenant_id, request_id), raw)
+            self._recent.put((tenant_id, request_id), raw)
             try:
                 self._queue.put_nowait((tenant_id, date, ms, raw))
             except queue.Full:
@@ -164,12 +164,6 @@ class DecisionLogWriter:
             self.submitted += 1
             self._pending += 1
         return True
-
-    def _remember(self, key: tuple[str, str], raw: str) -> None:
-        self._recent[key] = raw
-        self._recent.move_to_end(key)
-        while len(self._recent) > self._lru_size:
-            self._recent.popitem(last=False)
 
     def get(self, tenant_id: str, request_id: str) -> DecisionRecord | None:
         """The tenant's record for ``request_id`` (memory, then log), or None. Not limited."""

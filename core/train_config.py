@@ -47,6 +47,11 @@ class TwoTowerTrainConfig(JobConfig):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources each training worker needs besides its CPUs (e.g. "
+        "{training_node: 1} to keep workers on the nodes that offer it)",
+    )
     dim: int = Field(64, ge=4)
     embed_dim: int = Field(64, ge=4)
     hidden: int = Field(128, ge=4)

@@ -44,6 +44,7 @@ def build_app(args: AppArgs | dict) -> Application:
         "CandidateSources": CandidateSourcesDeployment.bind(ctx) if "CandidateSources" in where else None,
         "Ranker": None if placement.ranker == "ingress" else RankerDeployment.bind(ctx),
         "DecisionLog": DecisionLogDeployment.bind(ctx.decisions, args.decision_queue_size,
-                                                  args.decision_lru_size),
+                                                  args.decision_lru_size,
+                                                  lru_bytes=int(args.decision_lru_mb * 2**20)),
     }  # fmt: skip
     return Ingress.bind(ctx, args, handles)

@@ -29,12 +29,13 @@ ShippedRecord = tuple[str, str, datetime, bytes]
 class DecisionLogDeployment:
     def __init__(self, decisions_uri: str, queue_size: int = 10_000, lru_size: int = 20_000,
                  miss_rate_per_s: float = 5.0, miss_burst: float = 20.0,
-                 legacy_scan: bool = False):  # fmt: skip
+                 legacy_scan: bool = False, lru_bytes: int = 32 << 20):  # fmt: skip
         """``miss_rate_per_s``/``miss_burst``: each tenant's budget of lookups of ids that are
         not in the log (one limiter here, so the budget is global, not per ingress replica);
         ``legacy_scan``: also find old uuid4 request ids by scanning (costly; off)."""
         self.writer = DecisionLogWriter(
-            decisions_uri, queue_size=queue_size, lru_size=lru_size, legacy_scan=legacy_scan,
+            decisions_uri, queue_size=queue_size, lru_size=lru_size, lru_bytes=lru_bytes,
+            legacy_scan=legacy_scan,
             miss_limiter=TenantRateLimiter(miss_rate_per_s, miss_burst),
         )  # fmt: skip
         self._reported_drops = 0

@@ -92,7 +92,7 @@ class Ingress:
                                      args.events_push_timeout_s)  # fmt: skip
         self.forwarder = DecisionForwarder(self.handles["DecisionLog"], args.decision_queue_size,
                                            interval_s=args.decision_ship_interval_s)  # fmt: skip
-        self.recent = RecentDecisions(args.decision_lru_size)
+        self.recent = RecentDecisions(args.decision_lru_size, int(args.decision_lru_mb * 2**20))
         settle_replica()
         for slots in (self.two_tower, self.ranker, self.tenants):  # models; tenant configs
             if slots is not None:

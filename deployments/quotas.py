@@ -8,7 +8,8 @@ headers arrive (an ASGI middleware: before routing, body reading or parsing):
    (``rate_per_s``, ``burst``) and a cap on its requests in flight (``max_in_flight``). Over
    either: **429** ``quota_exceeded``, ``Retry-After`` (when the bucket has a token again; one
    second for the in-flight cap), a JSON body. The other tenants never wait on this tenant's
-   refused requests, which cost a hash and a dictionary look-up.
+   refused requests, which cost dictionary look-ups and a kept response body
+   (``benchmarks/bench_refusal.py``).
 2. **Is this replica overloaded?** More than ``args.admission.max_in_flight`` admitted
    requests being answered at once: **503** ``overloaded`` with ``Retry-After`` at once,
    instead of queueing work the replica cannot finish in time. Serve's own queue in front of
@@ -25,6 +26,7 @@ untouched: the endpoint answers it 401 (authentication stays in one place,
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -34,7 +36,7 @@ from core.config import EndpointQuota, PlatformConfig
 from core.rate_limit import TenantRateLimiter, retry_after_header
 from deployments import metrics
 from deployments.auth import BearerKeyAuthenticator
-from deployments.errors import ApiError, error_response
+from deployments.errors import ApiError, error_body
 
 ENDPOINTS = {("POST", "/v1/recommend"): "recommend", ("POST", "/v1/events"): "events"}
 """The quota'd routes: (method, path) → endpoint name (the ``quotas`` key and metric label)."""
@@ -127,6 +129,12 @@ class AdmissionMiddleware:
     ):
         self.app = app
         self._gate = gate
+        # A refusal must cost the replica as little as possible (it is answered while the
+        # tenant floods): the tenant of a header already seen, and each refusal's body, are
+        # kept rather than recomputed (a key hash, a JSON encoding, a response object).
+        self._tenants: dict[bytes, str] = {}
+        self._cached_for: BearerKeyAuthenticator | None = None
+        self._bodies: dict[tuple[int, str, str], bytes] = {}
 
     async def __call__(self, scope, receive, send):
         gate = self._gate() if scope["type"] == "http" else None
@@ -135,19 +143,24 @@ class AdmissionMiddleware:
             return await self.app(scope, receive, send)
         auth, admission = gate
         started = time.perf_counter()
+        if auth is not self._cached_for:  # new keys (a new authenticator): forget the old ones
+            self._tenants, self._cached_for = {}, auth
         header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
-        try:
-            tenant = auth.tenant_for(header.decode("latin-1") if header is not None else None)
-        except ApiError:  # no valid key: the endpoint answers 401 itself (counted below)
-            tenant = None
+        tenant = self._tenants.get(header) if header is not None else None
+        if tenant is None:
+            try:
+                tenant = auth.tenant_for(header.decode("latin-1") if header is not None else None)
+                if len(self._tenants) < 1024:  # valid keys only: bounded by the config
+                    self._tenants[header] = tenant
+            except ApiError:  # no valid key: the endpoint answers 401 itself (counted below)
+                tenant = None
         if tenant is not None:
             try:
                 admission.admit(tenant, endpoint)
             except ApiError as refused:
+                await self._refuse(refused, send)
                 metrics.observe_request(tenant, endpoint, refused.status, _ms(started))
-                response = error_response(refused.status, refused.code, refused.message,
-                                          headers=refused.headers)  # fmt: skip
-                return await response(scope, receive, send)
+                return None
         status = 500  # unless the app answers: an exception that escapes it is a 500
 
         async def observed_send(message):
@@ -162,6 +175,21 @@ class AdmissionMiddleware:
             if tenant is not None:
                 admission.release(tenant, endpoint)
             metrics.observe_request(tenant or UNAUTHENTICATED, endpoint, status, _ms(started))
+
+    async def _refuse(self, refused: ApiError, send) -> None:
+        """The refusal in :mod:`deployments.errors`'s shape, as two ASGI messages; the body
+        is encoded once per distinct refusal. The request body is never read."""
+        key = (refused.status, refused.code, refused.message)
+        body = self._bodies.get(key)
+        if body is None:
+            body = json.dumps(error_body(refused.code, refused.message, None),
+                              separators=(",", ":")).encode()  # fmt: skip
+            if len(self._bodies) < 256:
+                self._bodies[key] = body
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (refused.headers or {}).items()]
+        await send({"type": "http.response.start", "status": refused.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _ms(started: float) -> float:

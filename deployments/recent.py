@@ -5,6 +5,7 @@ first; and, per user, the newest request ids (the explain page's links)."""
 from __future__ import annotations
 
 from core.contracts import DecisionRecord
+from core.lru import SizedLRU
 from deployments.explain import RecentRequests
 
 
@@ -12,16 +13,14 @@ class RecentDecisions:
     """Bytes, not records: a record is hundreds of nested objects the garbage collector would
     track. Not thread-safe: one per replica, used from its event loop."""
 
-    def __init__(self, max_records: int = 20_000):
-        self.max_records = max_records
-        self._data: dict[tuple[str, str], bytes] = {}
+    def __init__(self, max_records: int = 20_000, max_bytes: int = 32 << 20):
+        """At most ``max_records`` records and ``max_bytes`` of their JSON (oldest out)."""
+        self._data = SizedLRU(max_records, max_bytes)
         self.by_user = RecentRequests()
 
     def add(self, record: DecisionRecord) -> bytes:
         data = record.model_dump_json().encode()
-        self._data[(record.tenant_id, record.request_id)] = data
-        if len(self._data) > self.max_records:
-            self._data.pop(next(iter(self._data)))  # dicts keep insertion order: oldest
+        self._data.put((record.tenant_id, record.request_id), data)
         self.by_user.add(record.tenant_id, record.user_id, record.request_id)
         return data
 
@@ -31,3 +30,8 @@ class RecentDecisions:
 
     def __len__(self) -> int:
         return len(self._data)
+
+    @property
+    def bytes(self) -> int:
+        """What the records held take, as :class:`core.lru.SizedLRU` counts it."""
+        return self._data.bytes

@@ -106,6 +106,11 @@ class AppArgs(_Strict):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     decision_queue_size: int = Field(10_000, ge=1)
     decision_lru_size: int = Field(20_000, ge=1)
+    decision_lru_mb: float = Field(32.0, gt=0, le=65_536)
+    """The recent decision records each Ingress replica and the DecisionLog deployment keep in
+    memory for ``GET /v1/decisions/{id}`` (older ones are read from the log): at most
+    ``decision_lru_size`` records and this many MB of their JSON, whichever is reached first
+    (a record is a few KB to ~60 KB with the candidates a surface keeps)."""
     events_push_timeout_s: float = Field(1.0, gt=0)
     """How long ``POST /v1/events`` waits for online state to take the events in."""
     placement: Placement = Field(default_factory=Placement)

@@ -242,8 +242,9 @@ def main(argv=None) -> int:
         train_loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
-        ),
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+            resources_per_worker={**cfg.worker_resources, "CPU": cfg.cpus_per_worker},
+        ),  # fmt: skip
         datasets={"train": train, "validation": validation},
         run_config=RunConfig(
             name=name,

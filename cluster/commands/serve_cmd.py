@@ -70,6 +70,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="cron schedule (UTC) of the nightly pipeline's CronJob (default: 02:00)")
     render.add_argument("--tenant", action="append", default=[], dest="tenants", metavar="TENANT",
                         help="tenants of the nightly pipeline (repeatable; default: every tenant)")
+    render.add_argument("--auth-secret", default=None, metavar="NAME",
+                        help="Secret whose `auth_token` key is Ray's token (default: recsys-ray-auth; "
+                             "create it with kubectl, see docs/operations.md)")  # fmt: skip
+    render.add_argument("--no-auth", action="store_true",
+                        help="Ray token authentication off (RAY_AUTH_MODE=disabled): anyone who "
+                             "reaches the dashboard port can run code on the cluster")  # fmt: skip
     render.add_argument("--no-nightly", action="store_true",
                         help="the RayService only, without the nightly RayJob and CronJob")
     render.set_defaults(func=run_k8s_render)
@@ -248,7 +254,7 @@ def run_capacity(args: argparse.Namespace) -> int:
 
 
 def run_k8s_render(args: argparse.Namespace) -> int:
-    from cluster.kuberay import dump, dump_all, render_nightly, render_rayservice
+    from cluster.kuberay import AUTH_SECRET, dump, dump_all, render_nightly, render_rayservice
 
     config = _read_yaml(args.file)
     env = {}
@@ -256,11 +262,17 @@ def run_k8s_render(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise CliError(f"--env {item!r}: expected KEY=VALUE")
+        if key.startswith("RAY_AUTH_"):
+            raise CliError(f"--env {key}: Ray's authentication is set by --auth-secret / --no-auth")
         env[key] = value
+    if args.no_auth and args.auth_secret:
+        raise CliError("--no-auth and --auth-secret: choose one")
+    auth_secret = None if args.no_auth else (args.auth_secret or AUTH_SECRET)
     manifest = render_rayservice(
         config, image=args.image, name=args.name, namespace=args.namespace,
         platform_config=args.platform_config, storage_env=env, worker_cpus=args.worker_cpus,
         min_workers=args.min_workers, max_workers=args.max_workers, gpu_workers=args.gpu_workers,
+        auth_secret=auth_secret,
     )  # fmt: skip
     if args.no_nightly:
         sys.stdout.write(dump(manifest))
@@ -285,7 +297,7 @@ def run_k8s_render(args: argparse.Namespace) -> int:
     nightly = render_nightly(
         image=args.image, tenants=args.tenants or known, namespace=args.namespace,
         schedule=args.schedule, platform_config=args.platform_config, storage_env=env,
-        worker_cpus=args.worker_cpus,
+        worker_cpus=args.worker_cpus, auth_secret=auth_secret,
     )  # fmt: skip
     sys.stdout.write(dump_all([manifest, *nightly]))
     return 0

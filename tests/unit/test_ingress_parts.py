@@ -385,3 +385,17 @@ def test_the_assembler_gives_each_arm_its_pinned_pair() -> None:
     with pytest.raises(ValueError, match="pinned together"):
         ExperimentConfig(id="x", tenant="acme", surfaces=["home"], salt="s",
                          variants=[{"name": "a", "weight": 100, "overrides": {"two_tower_version": "tt2"}}])  # fmt: skip
+
+
+def test_recent_decisions_are_bounded_by_size_too() -> None:
+    """However many records fit the count bound, the JSON held stays under the size bound:
+    what keeps a replica's memory flat once the bound is reached (issue 15's soak)."""
+    from tests.unit.explain_samples import sample_record
+
+    one = len(sample_record(request_id="r0").model_dump_json())
+    recent = RecentDecisions(max_records=1_000, max_bytes=5 * (one + 200))
+    for i in range(50):
+        recent.add(sample_record(request_id=f"r{i}"))
+    assert 1 <= len(recent) <= 5 and recent.bytes <= 5 * (one + 200)
+    tenant = sample_record(request_id="r49").tenant_id
+    assert recent.get(tenant, "r49") is not None and recent.get(tenant, "r0") is None

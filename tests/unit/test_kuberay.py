@@ -36,7 +36,7 @@ def test_rayservice_embeds_the_serve_config_for_a_pod():
     cluster = m["spec"]["rayClusterConfig"]
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert head["image"] == "reg/recsys:1"
-    env = {e["name"]: e["value"] for e in head["env"]}
+    env = {e["name"]: e.get("value") for e in head["env"]}
     assert env["RECSYS_HOME"] == "/app" and env["AWS_REGION"] == "x"
     assert env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"  # from serve.yaml
     groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
@@ -149,3 +149,52 @@ def test_nightly_entrypoint_stops_training_at_a_failed_step_but_still_scores(tmp
     done = subprocess.run(["sh", "-c", line], check=False)
     assert done.returncode == 1
     assert log.read_text().split() == ["training.quality_gate", "training.batch_score", "training.fallback_lists"]
+
+
+def _env_of(container: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def _ray_containers(docs: list[dict]) -> list[dict]:
+    """Every container that talks to Ray: the RayService's head and workers, and the nightly
+    RayJob's head, workers and submitter."""
+    out = []
+    for d in docs:
+        if d["kind"] == "RayService":
+            cluster = d["spec"]["rayClusterConfig"]
+        elif d["kind"] == "ConfigMap":
+            rayjob = yaml.safe_load(d["data"]["rayjob.yaml"])
+            cluster = rayjob["spec"]["rayClusterSpec"]
+            out += rayjob["spec"]["submitterPodTemplate"]["spec"]["containers"]
+        else:
+            continue
+        for group in (cluster["headGroupSpec"], *cluster["workerGroupSpecs"]):
+            out += group["template"]["spec"]["containers"]
+    return out
+
+
+def test_ray_token_auth_is_on_by_default_with_the_token_from_a_secret(capsys):
+    """As `recsys up`: every Ray container runs with RAY_AUTH_MODE=token and the token from the
+    Secret named by --auth-secret; the token itself never appears in the rendered output."""
+    assert main(["k8s", "render", "--image", "reg/recsys:1", "--tenant", "acme", "--gpu-workers", "1"]) == 0
+    out = capsys.readouterr().out
+    containers = _ray_containers(list(yaml.safe_load_all(out)))
+    assert len(containers) == 6  # service head, cpu and gpu workers; job head, worker, submitter
+    for c in containers:
+        env = _env_of(c)
+        assert env["RAY_AUTH_MODE"] == "token", c["name"]
+        assert env["RAY_AUTH_TOKEN"] == {"secretKeyRef": {"name": "recsys-ray-auth", "key": "auth_token"}}
+    assert main(["k8s", "render", "--image", "i", "--no-nightly", "--auth-secret", "prod-ray-token"]) == 0
+    (head,) = _ray_containers([yaml.safe_load(capsys.readouterr().out)])[:1]
+    assert _env_of(head)["RAY_AUTH_TOKEN"]["secretKeyRef"]["name"] == "prod-ray-token"
+
+
+def test_no_auth_is_explicit_and_auth_cannot_be_overridden_by_env(capsys):
+    assert main(["k8s", "render", "--image", "i", "--tenant", "acme", "--no-auth"]) == 0
+    for c in _ray_containers(list(yaml.safe_load_all(capsys.readouterr().out))):
+        env = _env_of(c)
+        assert env["RAY_AUTH_MODE"] == "disabled" and "RAY_AUTH_TOKEN" not in env
+    assert main(["k8s", "render", "--image", "i", "--env", "RAY_AUTH_MODE=disabled"]) == 2
+    assert "--auth-secret" in capsys.readouterr().err
+    assert main(["k8s", "render", "--image", "i", "--no-auth", "--auth-secret", "s"]) == 2
+    assert "choose one" in capsys.readouterr().err

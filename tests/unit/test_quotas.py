@@ -319,3 +319,31 @@ def test_api_docs_can_be_taken_off_and_other_routes_stay():
     for path in ("/openapi.json", "/docs", "/redoc"):
         assert asyncio.run(status(path)) == 404, path
     assert asyncio.run(status("/v1/healthz")) == 200
+
+
+def test_a_replaced_authenticator_is_not_answered_from_the_old_keys():
+    """The middleware remembers which tenant a header names; a new authenticator (new keys)
+    starts afresh, so a key that is gone is not let through as its old tenant."""
+    admission = AdmissionControl(_config(acme={"recommend": {"rate_per_s": 0.001, "burst": 1}}))
+    config = _config()
+    gate = {"auth": BearerKeyAuthenticator(config)}
+    app = FastAPI()
+    install_error_handlers(app)
+    app.add_middleware(AdmissionMiddleware, gate=lambda: (gate["auth"], admission))
+
+    @app.post("/v1/recommend")
+    async def recommend():
+        return {"ok": True}
+
+    async def scenario():
+        first = await _call(app, "POST", "/v1/recommend", "acme-demo-key")
+        refused = await _call(app, "POST", "/v1/recommend", "acme-demo-key")
+        raw = yaml.safe_load(open("configs/platform.yaml"))
+        raw["tenants"][0]["api_key_hashes"] = [hash_api_key("acme-new-key")]  # acme's key rotated
+        gate["auth"] = BearerKeyAuthenticator(PlatformConfig.model_validate(raw))
+        after = await _call(app, "POST", "/v1/recommend", "acme-demo-key")
+        return first, refused, after
+
+    first, refused, after = asyncio.run(scenario())
+    assert first[0] == 200 and refused[0] == 429
+    assert after[0] == 200  # no longer acme's: passed to the route (which answers 401 in the ingress)

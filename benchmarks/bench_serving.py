@@ -529,7 +529,12 @@ def main() -> None:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
-    serve.shutdown()
+    try:
+        serve.shutdown()
+    except RuntimeError as exc:
+        # The batch sweep's handle lives on the event loop asyncio.run closed (the fast paths
+        # run the router in the caller's loop); the app goes down with the cluster below.
+        print(f"serve.shutdown: {exc}; the cluster's shutdown stops the app", flush=True)
     ray.shutdown()
 
 

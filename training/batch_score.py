@@ -116,8 +116,10 @@ class SlateScorer:
 
 
 def build_stages(tenant: str, platform_config: str | None, surfaces: list[str], versions: dict[str, str],
-                 max_batch: int = 512):  # fmt: skip
-    """The tenant's serving stages with batched model stages (:class:`serving.batching.BatchStages`)."""
+                 max_batch: int = 512, batched: bool = True):  # fmt: skip
+    """The tenant's serving stages with batched model stages (:class:`serving.batching.BatchStages`);
+    ``batched=False``: the library's own two-tower source and ranker, as a request is served
+    one at a time (what the benchmark and the tests compare with)."""
     from core.catalogue import Catalogue
     from core.eventlog import EventLog
     from core.features import popularity_from_events
@@ -141,8 +143,8 @@ def build_stages(tenant: str, platform_config: str | None, surfaces: list[str], 
         loaded = {versions["two_tower"]: two_tower.model} if two_tower is not None else None
         rankers[versions["ranker"]] = load_ranker(registry, tenant, versions["ranker"], catalogue,
                                                   popularity_from_events(events), loaded_towers=loaded)  # fmt: skip
-    remote = BatchStages(two_tower, catalogue, rankers, max_batch)
-    models = TenantModels(two_tower=two_tower, default_ranker=versions.get("ranker"),
+    remote = BatchStages(two_tower, catalogue, rankers, max_batch) if batched else None
+    models = TenantModels(two_tower=two_tower, default_ranker=versions.get("ranker"), rankers={} if batched else rankers,
                           fallback_list=load_fallback_list(registry, tenant))  # fmt: skip
     stages = build_tenant_stages(batch_platform(platform, tenant, surfaces), tenant,
                                  TenantData(catalogue, events, users_table(storage.data, tenant)),
@@ -151,31 +153,41 @@ def build_stages(tenant: str, platform_config: str | None, surfaces: list[str], 
 
 
 async def score_users(stages, tenant: str, users: list[str], surfaces: list[str], k: int, now: datetime) -> list[dict]:
-    """Every user's slate on every surface, as concurrent requests (their model work batched);
-    one :data:`RECS_SCHEMA` row per slate position."""
+    """Every user's slate on every surface, stage by stage over all of them
+    (:func:`serving.batch.recommend_many`: shared non-personal sources, one two-tower pass and
+    one ranker pass per surface); one :data:`RECS_SCHEMA` row per slate position."""
     from core.contracts import MergedCandidate, Query
+    from serving.batch import recommend_many
     from serving.pipeline import RecommendationPipeline
 
     pipe = RecommendationPipeline(stages)
     queries = [Query(request_id=f"batch-{surface}-{user}", tenant_id=tenant, user_id=user, surface=surface, k=k, now=now)
                for surface in surfaces for user in users]  # fmt: skip
-    results = await asyncio.gather(*(pipe.recommend(q) for q in queries), return_exceptions=True)
     rows: list[dict] = []
+    try:
+        results: list = await recommend_many(pipe, queries)
+    except Exception:  # one bad query must not lose the batch: each on its own, its error recorded
+        results = []
+        for q in queries:
+            try:
+                results += await recommend_many(pipe, [q])
+            except Exception as exc:
+                results.append(exc)
     for q, res in zip(queries, results, strict=True):
         base = {"surface": q.surface, "user_id": q.user_id}
         if isinstance(res, BaseException):
             rows.append({**base, "rank": 0, "item_id": None, "fallback": f"error:{type(res).__name__}", "degraded": [str(res)[:200]]})
             continue
-        slate, rec = res.slate, res.decision
+        slate = res.slate
         if not slate:
-            rows.append({**base, "rank": 0, "item_id": None, "fallback": rec.fallback, "degraded": rec.degraded})
+            rows.append({**base, "rank": 0, "item_id": None, "fallback": res.fallback, "degraded": res.degraded})
             continue
         # Re-check the finished slate against the rules (the safety check the job records).
-        state = stages.user_state(q.user_id)
+        state = res.state if res.state is not None else stages.user_state(q.user_id)
         shown = [MergedCandidate(s.item_id, ()) for s in slate]
         removed = {r.item_id for r in stages.rules.apply(q, shown, state).removed} if stages.rules else set()
         rows += [{**base, "rank": s.rank, "item_id": s.item_id, "score": s.score, "reasons": list(s.reasons),
-                  "sources": list(s.sources), "fallback": rec.fallback, "degraded": rec.degraded,
+                  "sources": list(s.sources), "fallback": res.fallback, "degraded": res.degraded,
                   "eligible": s.item_id not in removed} for s in slate]  # fmt: skip
     return rows
 

@@ -99,7 +99,10 @@ class SlateScorer:
     event log), built once per actor; each call scores a batch of users on every surface."""
 
     def __init__(self, tenant: str, platform_config: str | None, surfaces: list[str], k: int,
-                 versions: dict[str, str], now: float, max_batch: int = 512):  # fmt: skip
+                 versions: dict[str, str], now: float, max_batch: int = 512, threads: int = 1):  # fmt: skip
+        import torch
+
+        torch.set_num_threads(threads)  # the actor's CPUs: N actors on N cores, not N x all cores
         self.stages = build_stages(tenant, platform_config, surfaces, versions, max_batch)
         self.surfaces, self.k = surfaces, k
         self.tenant, self.now = tenant, datetime.fromtimestamp(now, UTC)
@@ -263,7 +266,7 @@ def main(argv=None) -> int:
         SlateScorer,
         fn_constructor_kwargs={"tenant": cfg.tenant, "platform_config": cfg.platform_config, "surfaces": surfaces,
                                "k": cfg.k, "versions": versions, "now": started.timestamp(),
-                               "max_batch": cfg.batch_size * len(surfaces)},
+                               "max_batch": cfg.batch_size * len(surfaces), "threads": max(1, int(cfg.cpus_per_actor))},
         batch_size=cfg.batch_size, batch_format="pyarrow", concurrency=cfg.concurrency, num_cpus=cfg.cpus_per_actor,
     )  # fmt: skip
     staged = storage.work / "batch_score" / f"staged-{started:%Y%m%dT%H%M%S}"

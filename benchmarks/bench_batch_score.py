@@ -6,7 +6,7 @@ what a loaded, shared machine distorts least). In process, one Python process (w
 actor of the job does); models at the sizes of ``configs/train/*.yaml`` with fresh weights.
 
     python -m benchmarks.bench_batch_score [--preset small] [--users 1000] [--surfaces email,home]
-        [--batch-size 256] [--quick]
+        [--batch-size 256] [--quick] [--batched-only]
 
 Writes ``benchmarks/results/bench_batch_score.json`` (``bench_batch_score_quick.json`` with
 ``--quick``: tiny preset, 100 users) with the load average before and after each measurement.
@@ -80,11 +80,13 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--quick", action="store_true", help="tiny preset, 100 users")
+    p.add_argument("--batched-only", action="store_true",
+                   help="only the job's path (also runs on an older checkout: the A/B in docs/performance.md)")  # fmt: skip
     p.add_argument("--out")
     a = p.parse_args(argv)
     if a.quick:
         a.preset, a.users = "tiny", 100
-    out = Path(a.out or REPO / "benchmarks" / "results" / f"bench_batch_score{'_quick' if a.quick else ''}.json")
+    out = Path(a.out or REPO / "benchmarks" / "results" / f"bench_batch_score{'_quick' if a.quick else ''}{'_batched' if a.batched_only else ''}.json")
     import torch
 
     torch.set_num_threads(1)  # one actor = one CPU, as the job's actors are sized
@@ -110,7 +112,7 @@ def main(argv=None) -> int:
         now = datetime.now(UTC)
         for surface in surfaces:
             batched = build_stages(a.tenant, str(platform), [surface], versions, a.batch_size)
-            plain = build_stages(a.tenant, str(platform), [surface], versions, batched=False)
+            plain = None if a.batched_only else build_stages(a.tenant, str(platform), [surface], versions, batched=False)
 
             def run_batched(stages=batched, surface=surface) -> int:
                 rows = []
@@ -123,22 +125,26 @@ def main(argv=None) -> int:
             # Warm both paths first (first forward passes, lazily built tables): timed runs are
             # steady state. Measured back to back; the load average says how busy the box was.
             asyncio.run(score_users(batched, a.tenant, users[:32], [surface], a.k, now))
-            asyncio.run(_one_at_a_time(plain, a.tenant, users[:32], [surface], a.k, now))
-            b = _timed(run_batched)
-            s = _timed(lambda stages=plain, surface=surface: asyncio.run(_one_at_a_time(stages, a.tenant, users, [surface], a.k, now)))
-            b["out"], fallbacks = b["out"]
+            if plain is not None:
+                asyncio.run(_one_at_a_time(plain, a.tenant, users[:32], [surface], a.k, now))
+            timed = {"batched": _timed(run_batched)}
+            if plain is not None:
+                timed["one_at_a_time"] = _timed(lambda stages=plain, surface=surface: asyncio.run(
+                    _one_at_a_time(stages, a.tenant, users, [surface], a.k, now)))  # fmt: skip
+            timed["batched"]["out"], fallbacks = timed["batched"]["out"]
             entry = {"users": len(users), "batched_fallbacks": fallbacks}
-            for name, t in (("batched", b), ("one_at_a_time", s)):
+            for name, t in timed.items():
                 entry[name] = {"users_per_s": len(users) / t["seconds"], "seconds": t["seconds"],
                                "users_per_cpu_s": len(users) / t["cpu_seconds"], "cpu_seconds": t["cpu_seconds"],
                                "users_with_slate": t["out"], "load_avg_before": t["load_avg_before"],
                                "load_avg_after": t["load_avg_after"]}  # fmt: skip
-            entry["speedup"] = entry["batched"]["users_per_s"] / entry["one_at_a_time"]["users_per_s"]
             result["per_surface"][surface] = entry
-            print(f"{surface}: batched {entry['batched']['users_per_s']:.1f} users/s "
-                  f"({entry['batched']['users_per_cpu_s']:.1f} per CPU-second), one at a time "
-                  f"{entry['one_at_a_time']['users_per_s']:.1f} users/s ({entry['one_at_a_time']['users_per_cpu_s']:.1f} "
-                  f"per CPU-second), {entry['speedup']:.2f}x; load {os.getloadavg()}", flush=True)  # fmt: skip
+            said = [f"{n} {e['users_per_s']:.1f} users/s ({e['users_per_cpu_s']:.1f} per CPU-second)"
+                    for n, e in entry.items() if n in timed]  # fmt: skip
+            if plain is not None:
+                entry["speedup"] = entry["batched"]["users_per_s"] / entry["one_at_a_time"]["users_per_s"]
+                entry["speedup_cpu"] = entry["batched"]["users_per_cpu_s"] / entry["one_at_a_time"]["users_per_cpu_s"]
+            print(f"{surface}: {', '.join(said)}; batched fallbacks {fallbacks}; load {os.getloadavg()}", flush=True)
     result["target_users_per_s"] = 500
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -72,7 +72,7 @@ def _shared(stage: SourceStage) -> bool:
 
 def _batch_key(q: Query) -> tuple:
     """What, besides the user, a shared source's answer may depend on."""
-    return (q.surface, q.now, tuple(sorted((q.context or {}).items(), key=repr)), q.exclude_item_ids)
+    return (q.surface, q.now, repr(sorted((q.context or {}).items(), key=repr)), q.exclude_item_ids)
 
 
 async def _source_answers(stage: SourceStage, queries: list[Query], states: list[Any]) -> list[Any]:

@@ -13,7 +13,8 @@ the stages here hold those calls briefly (:class:`MicroBatcher`) and answer them
 
 Results are exactly the unbatched stages' (same functions, same inputs); only the number of
 forward passes changes. They plug into :func:`serving.assembly.build_tenant_stages` as a
-:class:`serving.assembly.RemoteStages` (:class:`BatchStages`).
+:class:`serving.assembly.RemoteStages` (:class:`BatchStages`). :mod:`serving.batch` calls
+their ``retrieve_many`` / ``score_many`` directly (no event-loop gathering, no timeouts).
 """
 
 from __future__ import annotations

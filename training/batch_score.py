@@ -7,9 +7,10 @@ For every user of the tenant (the users table and everyone in the event log; or
 ``mode: precomputed`` surfaces) gets the slate serving would give now: retrieve → rules →
 rank → slate, by :mod:`serving` itself (:func:`serving.assembly.build_tenant_stages`) with the
 ``alias`` (production) versions of the two-tower, the index and the ranker. Users flow through
-Ray Data (``map_batches`` over an actor pool, so the work spreads over the cluster's nodes);
-inside an actor a batch of users runs as concurrent requests whose two-tower and ranker work
-is micro-batched into one forward pass each (:mod:`serving.batching`).
+Ray Data (``map_batches`` over an actor pool, one actor per ``cpus_per_actor``, so the work
+spreads over the cluster's cores and nodes); inside an actor a batch of users runs stage by
+stage (:func:`serving.batch.recommend_many`: non-personal sources once, one two-tower pass,
+one ranker forward pass; a degraded user answered by the pipeline itself).
 
 The slates (user, rank, item, score, reasons, sources; the surface's precomputed sources left
 out, so a batch never reads an older batch) are published as a ``batch_recs`` version:

@@ -262,7 +262,11 @@ def main(argv=None) -> int:
         raise ValueError(f"batch_score: no users to score for tenant {cfg.tenant!r}")
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    ds = ray.data.from_arrow(pa.table({"user_id": users})).repartition(max(1, -(-len(users) // cfg.batch_size)))
+    # One block per micro-batch, and the slates collected here: the actors are the dataset's only
+    # CPU work. (A repartition or write task needs a CPU too, and with one actor per core
+    # (``concurrency`` = the cluster's CPUs) it never got one: the job hung.)
+    ds = ray.data.from_arrow([pa.table({"user_id": users[i : i + cfg.batch_size]})
+                              for i in range(0, len(users), cfg.batch_size)])  # fmt: skip
     scored = ds.map_batches(
         SlateScorer,
         fn_constructor_kwargs={"tenant": cfg.tenant, "platform_config": cfg.platform_config, "surfaces": surfaces,
@@ -270,15 +274,15 @@ def main(argv=None) -> int:
                                "max_batch": cfg.batch_size * len(surfaces), "threads": max(1, int(cfg.cpus_per_actor))},
         batch_size=cfg.batch_size, batch_format="pyarrow", concurrency=cfg.concurrency, num_cpus=cfg.cpus_per_actor,
     )  # fmt: skip
-    staged = storage.work / "batch_score" / f"staged-{started:%Y%m%dT%H%M%S}"
-    shutil.rmtree(staged, ignore_errors=True)
-    scored.write_parquet(str(staged))
+    parts = [b for b in scored.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
     seconds = time.perf_counter() - t0
-    table = pq.read_table(str(staged), schema=RECS_SCHEMA).sort_by(
-        [("surface", "ascending"), ("user_id", "ascending"), ("rank", "ascending")])  # fmt: skip
+    table = (pa.concat_tables([p.select(RECS_SCHEMA.names).cast(RECS_SCHEMA) for p in parts]) if parts
+             else RECS_SCHEMA.empty_table())  # fmt: skip
+    table = table.sort_by([("surface", "ascending"), ("user_id", "ascending"), ("rank", "ascending")])
     stats = slate_stats(table, len(users), surfaces, cfg.k)
     expires = started + timedelta(hours=cfg.ttl_hours)
-    out = staged.with_name(staged.name + "-artifact")
+    out = storage.work / "batch_score" / f"artifact-{started:%Y%m%dT%H%M%S}"
+    shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out / "recs.parquet")
     platform_versions = {"config": platform.version, "config_fingerprint": platform.fingerprint()}
@@ -290,7 +294,6 @@ def main(argv=None) -> int:
                 "versions": {**versions, **platform_versions}, "alias": cfg.alias, "job": cfg.model_dump(mode="json")},
         description=f"batch scoring of {len(users)} users on {', '.join(surfaces)}",
     )  # fmt: skip
-    shutil.rmtree(staged, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     failed = review_and_promote(registry, cfg, manifest.version, stats)
     status = "production" if cfg.promote and not failed else f"candidate ({', '.join(failed) or 'promote: false'})"

@@ -41,9 +41,6 @@ class TwoTowerSource:
         """``(B, D)`` query vectors for ``B`` users (the batched half of :meth:`retrieve`)."""
         return query_vectors(self.artifacts.model, self.catalogue, states, surface=surface, now=now)
 
-    def search(self, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
-        return [list(zip(ids, scores, strict=True)) for ids, scores in self.search_columns(vectors, limit)]
-
     def search_columns(self, vectors: np.ndarray, limit: int) -> list[tuple[list[str], list[float]]]:
         """Per query vector, its hits as two columns, best first: item ids and scores."""
         scores, rows = self.artifacts.index.search(vectors, limit)

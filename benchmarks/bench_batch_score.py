@@ -1,10 +1,12 @@
 """Batch scoring throughput: users scored per second through the whole serving pipeline
-(retrieve → rules → rank → slate), micro-batched as ``training.batch_score`` runs it, against
-the same pipeline one request at a time. In process, one Python process (what one Ray Data
+(retrieve → rules → rank → slate), stage by stage over micro-batches of users as
+``training.batch_score`` runs it (:func:`serving.batch.recommend_many`), against the same
+pipeline one request at a time. Wall time and this process's CPU time (``users_per_cpu_s``:
+what a loaded, shared machine distorts least). In process, one Python process (what one Ray Data
 actor of the job does); models at the sizes of ``configs/train/*.yaml`` with fresh weights.
 
     python -m benchmarks.bench_batch_score [--preset small] [--users 1000] [--surfaces email,home]
-        [--batch-size 256] [--quick]
+        [--batch-size 256] [--quick] [--batched-only]
 
 Writes ``benchmarks/results/bench_batch_score.json`` (``bench_batch_score_quick.json`` with
 ``--quick``: tiny preset, 100 users) with the load average before and after each measurement.
@@ -18,6 +20,7 @@ import json
 import os
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,31 +49,6 @@ def _platform(data: Path, root: Path) -> Path:
     return path
 
 
-def _unbatched_stages(platform: Path, tenant: str, surfaces: list[str], versions: dict[str, str]):
-    """The same stages without micro-batching: the library's own two-tower source and ranker."""
-    from core.catalogue import Catalogue
-    from core.config import load_platform_config
-    from core.eventlog import EventLog
-    from core.features import popularity_from_events
-    from core.registry import Registry
-    from serving.assembly import TenantData, TenantModels, build_tenant_stages
-    from serving.loaders import load_ranker, load_two_tower
-    from training.batch_score import batch_platform
-    from training.quality_checks import users_table
-
-    cfg = load_platform_config(platform)
-    storage = cfg.resolved_storage()
-    registry = Registry(storage.registry)
-    catalogue = Catalogue.load(storage.data, tenant)
-    events = EventLog(storage.events).read(tenant)
-    two_tower = load_two_tower(registry, tenant, (versions["two_tower"], versions["ann_index"]))
-    ranker = load_ranker(registry, tenant, versions["ranker"], catalogue, popularity_from_events(events),
-                         loaded_towers={versions["two_tower"]: two_tower.model})  # fmt: skip
-    models = TenantModels(two_tower=two_tower, rankers={versions["ranker"]: ranker}, default_ranker=versions["ranker"])
-    return build_tenant_stages(batch_platform(cfg, tenant, surfaces), tenant,
-                               TenantData(catalogue, events, users_table(storage.data, tenant)), models)  # fmt: skip
-
-
 async def _one_at_a_time(stages, tenant: str, users: list[str], surfaces: list[str], k: int, now) -> int:
     from core.contracts import Query
     from serving.pipeline import RecommendationPipeline
@@ -84,11 +62,13 @@ async def _one_at_a_time(stages, tenant: str, users: list[str], surfaces: list[s
 
 
 def _timed(fn) -> dict:
+    """Wall seconds and this process's CPU seconds (all its threads): on a shared machine the
+    CPU seconds move least with the neighbours' load."""
     load0 = os.getloadavg()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "load_avg_before": load0, "load_avg_after": os.getloadavg(), "out": out}
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"seconds": seconds, "cpu_seconds": cpu, "load_avg_before": load0, "load_avg_after": os.getloadavg(), "out": out}
 
 
 def main(argv=None) -> int:
@@ -100,11 +80,13 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--quick", action="store_true", help="tiny preset, 100 users")
+    p.add_argument("--batched-only", action="store_true",
+                   help="only the job's path (also runs on an older checkout: the A/B in docs/performance.md)")  # fmt: skip
     p.add_argument("--out")
     a = p.parse_args(argv)
     if a.quick:
         a.preset, a.users = "tiny", 100
-    out = Path(a.out or REPO / "benchmarks" / "results" / f"bench_batch_score{'_quick' if a.quick else ''}.json")
+    out = Path(a.out or REPO / "benchmarks" / "results" / f"bench_batch_score{'_quick' if a.quick else ''}{'_batched' if a.batched_only else ''}.json")
     import torch
 
     torch.set_num_threads(1)  # one actor = one CPU, as the job's actors are sized
@@ -130,31 +112,39 @@ def main(argv=None) -> int:
         now = datetime.now(UTC)
         for surface in surfaces:
             batched = build_stages(a.tenant, str(platform), [surface], versions, a.batch_size)
-            plain = _unbatched_stages(platform, a.tenant, [surface], versions)
+            plain = None if a.batched_only else build_stages(a.tenant, str(platform), [surface], versions, batched=False)
 
             def run_batched(stages=batched, surface=surface) -> int:
                 rows = []
                 for i in range(0, len(users), a.batch_size):
                     rows += asyncio.run(score_users(stages, a.tenant, users[i : i + a.batch_size], [surface], a.k, now))
-                return len({r["user_id"] for r in rows if r.get("item_id")})
+                firsts = [r for r in rows if r["rank"] == 0]
+                fallbacks = Counter(r.get("fallback") or "none" for r in firsts)
+                return len({r["user_id"] for r in rows if r.get("item_id")}), dict(fallbacks)
 
             # Warm both paths first (first forward passes, lazily built tables): timed runs are
             # steady state. Measured back to back; the load average says how busy the box was.
             asyncio.run(score_users(batched, a.tenant, users[:32], [surface], a.k, now))
-            asyncio.run(_one_at_a_time(plain, a.tenant, users[:32], [surface], a.k, now))
-            b = _timed(run_batched)
-            s = _timed(lambda stages=plain, surface=surface: asyncio.run(_one_at_a_time(stages, a.tenant, users, [surface], a.k, now)))
-            entry = {
-                "users": len(users),
-                "batched": {"users_per_s": len(users) / b["seconds"], "seconds": b["seconds"], "users_with_slate": b["out"],
-                            "load_avg_before": b["load_avg_before"], "load_avg_after": b["load_avg_after"]},
-                "one_at_a_time": {"users_per_s": len(users) / s["seconds"], "seconds": s["seconds"], "users_with_slate": s["out"],
-                                  "load_avg_before": s["load_avg_before"], "load_avg_after": s["load_avg_after"]},
-            }  # fmt: skip
-            entry["speedup"] = entry["batched"]["users_per_s"] / entry["one_at_a_time"]["users_per_s"]
+            if plain is not None:
+                asyncio.run(_one_at_a_time(plain, a.tenant, users[:32], [surface], a.k, now))
+            timed = {"batched": _timed(run_batched)}
+            if plain is not None:
+                timed["one_at_a_time"] = _timed(lambda stages=plain, surface=surface: asyncio.run(
+                    _one_at_a_time(stages, a.tenant, users, [surface], a.k, now)))  # fmt: skip
+            timed["batched"]["out"], fallbacks = timed["batched"]["out"]
+            entry = {"users": len(users), "batched_fallbacks": fallbacks}
+            for name, t in timed.items():
+                entry[name] = {"users_per_s": len(users) / t["seconds"], "seconds": t["seconds"],
+                               "users_per_cpu_s": len(users) / t["cpu_seconds"], "cpu_seconds": t["cpu_seconds"],
+                               "users_with_slate": t["out"], "load_avg_before": t["load_avg_before"],
+                               "load_avg_after": t["load_avg_after"]}  # fmt: skip
             result["per_surface"][surface] = entry
-            print(f"{surface}: batched {entry['batched']['users_per_s']:.1f} users/s, one at a time "
-                  f"{entry['one_at_a_time']['users_per_s']:.1f} users/s ({entry['speedup']:.2f}x); load {os.getloadavg()}", flush=True)  # fmt: skip
+            said = [f"{n} {e['users_per_s']:.1f} users/s ({e['users_per_cpu_s']:.1f} per CPU-second)"
+                    for n, e in entry.items() if n in timed]  # fmt: skip
+            if plain is not None:
+                entry["speedup"] = entry["batched"]["users_per_s"] / entry["one_at_a_time"]["users_per_s"]
+                entry["speedup_cpu"] = entry["batched"]["users_per_cpu_s"] / entry["one_at_a_time"]["users_per_cpu_s"]
+            print(f"{surface}: {', '.join(said)}; batched fallbacks {fallbacks}; load {os.getloadavg()}", flush=True)
     result["target_users_per_s"] = 500
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

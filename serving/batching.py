@@ -13,18 +13,20 @@ the stages here hold those calls briefly (:class:`MicroBatcher`) and answer them
 
 Results are exactly the unbatched stages' (same functions, same inputs); only the number of
 forward passes changes. They plug into :func:`serving.assembly.build_tenant_stages` as a
-:class:`serving.assembly.RemoteStages` (:class:`BatchStages`).
+:class:`serving.assembly.RemoteStages` (:class:`BatchStages`). :mod:`serving.batch` calls
+their ``retrieve_many`` / ``score_many`` directly (no event-loop gathering, no timeouts).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from typing import Any, Generic, TypeVar
 
 from core.contracts import MergedCandidate, Query, RankerResult, SourceResult
 from ranking.utility import check_task_weights
-from retrieval.sources.base import SourceUnavailable, make_result
+from retrieval.sources.base import SourceUnavailable, result_from_columns
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -96,6 +98,11 @@ class BatchedTwoTowerSource:
     async def retrieve(self, query: Query, user_state: Any, limit: int) -> SourceResult:
         return await self.batcher((query, user_state, limit))
 
+    def retrieve_many(self, queries: Sequence[Query], states: Sequence[Any],
+                      limit: int) -> list[SourceResult | BaseException]:  # fmt: skip
+        """Every query's answer at once, on the calling thread (:mod:`serving.batch`)."""
+        return self._batch([(q, s, limit) for q, s in zip(queries, states, strict=True)])
+
     def _batch(self, calls: list[tuple[Query, Any, int]]) -> list[SourceResult | BaseException]:
         src = self.source
         if src.artifacts is None or src.catalogue is None:
@@ -106,10 +113,10 @@ class BatchedTwoTowerSource:
             groups.setdefault((q.surface, q.now.timestamp(), limit), []).append(i)
         for (surface, now, limit), idx in groups.items():
             states = [calls[i][1] for i in idx]
-            hits = src.search(src.query_vectors(states, surface, now), limit)
-            for i, h in zip(idx, hits, strict=True):
-                out[i] = make_result(src.name, src.version, h, {"history_len": len(calls[i][1].history)},
-                                     versions=src.artifacts.versions)  # fmt: skip
+            hits = src.search_columns(src.query_vectors(states, surface, now), limit)
+            for i, (ids, scores) in zip(idx, hits, strict=True):
+                out[i] = result_from_columns(src.name, src.version, ids, scores, {"history_len": len(calls[i][1].history)},
+                                             versions=src.artifacts.versions)  # fmt: skip
         return out
 
 
@@ -126,16 +133,29 @@ class BatchedRanker:
                     task_weights: Mapping[str, float]) -> RankerResult:  # fmt: skip
         return await self.batcher((query, user_state, candidates, task_weights))
 
+    def score_many(self, calls: list[tuple]) -> list[RankerResult | BaseException]:
+        """``(query, state, candidates, task_weights)`` calls in one forward pass, on the calling
+        thread (:mod:`serving.batch`)."""
+        return self._batch(calls)
+
     def _batch(self, calls: list[tuple]) -> list[RankerResult | BaseException]:
         out: list[Any] = [None] * len(calls)
         feats, ok = [], []
-        for i, (query, state, candidates, weights) in enumerate(calls):
-            try:  # one bad request fails alone
-                check_task_weights(weights, self.scorer.tasks)
-                feats.append(self.scorer.features(query, state, candidates))
-                ok.append(i)
-            except Exception as exc:
-                out[i] = exc
+        with ExitStack() as primed:
+            similarity = getattr(self.scorer, "similarity", None)
+            if hasattr(similarity, "primed"):  # the feature's query vectors: one pass per (surface, now)
+                groups: dict[tuple[str, float], list[Any]] = {}
+                for query, state, _, _ in calls:
+                    groups.setdefault((query.surface, query.now.timestamp()), []).append(state)
+                for (surface, now), states in groups.items():
+                    primed.enter_context(similarity.primed(states, surface=surface, now=now))
+            for i, (query, state, candidates, weights) in enumerate(calls):
+                try:  # one bad request fails alone
+                    check_task_weights(weights, self.scorer.tasks)
+                    feats.append(self.scorer.features(query, state, candidates))
+                    ok.append(i)
+                except Exception as exc:
+                    out[i] = exc
         for i, probs in zip(ok, self.scorer.score_batch(feats) if feats else [], strict=True):
             _, _, candidates, weights = calls[i]
             out[i] = RankerResult(self.scorer.compose(candidates, probs, weights), self.version)

@@ -7,9 +7,10 @@ For every user of the tenant (the users table and everyone in the event log; or
 ``mode: precomputed`` surfaces) gets the slate serving would give now: retrieve → rules →
 rank → slate, by :mod:`serving` itself (:func:`serving.assembly.build_tenant_stages`) with the
 ``alias`` (production) versions of the two-tower, the index and the ranker. Users flow through
-Ray Data (``map_batches`` over an actor pool, so the work spreads over the cluster's nodes);
-inside an actor a batch of users runs as concurrent requests whose two-tower and ranker work
-is micro-batched into one forward pass each (:mod:`serving.batching`).
+Ray Data (``map_batches`` over an actor pool, one actor per ``cpus_per_actor``, so the work
+spreads over the cluster's cores and nodes); inside an actor a batch of users runs stage by
+stage (:func:`serving.batch.recommend_many`: non-personal sources once, one two-tower pass,
+one ranker forward pass; a degraded user answered by the pipeline itself).
 
 The slates (user, rank, item, score, reasons, sources; the surface's precomputed sources left
 out, so a batch never reads an older batch) are published as a ``batch_recs`` version:
@@ -99,7 +100,10 @@ class SlateScorer:
     event log), built once per actor; each call scores a batch of users on every surface."""
 
     def __init__(self, tenant: str, platform_config: str | None, surfaces: list[str], k: int,
-                 versions: dict[str, str], now: float, max_batch: int = 512):  # fmt: skip
+                 versions: dict[str, str], now: float, max_batch: int = 512, threads: int = 1):  # fmt: skip
+        import torch
+
+        torch.set_num_threads(threads)  # the actor's CPUs: N actors on N cores, not N x all cores
         self.stages = build_stages(tenant, platform_config, surfaces, versions, max_batch)
         self.surfaces, self.k = surfaces, k
         self.tenant, self.now = tenant, datetime.fromtimestamp(now, UTC)
@@ -116,8 +120,10 @@ class SlateScorer:
 
 
 def build_stages(tenant: str, platform_config: str | None, surfaces: list[str], versions: dict[str, str],
-                 max_batch: int = 512):  # fmt: skip
-    """The tenant's serving stages with batched model stages (:class:`serving.batching.BatchStages`)."""
+                 max_batch: int = 512, batched: bool = True):  # fmt: skip
+    """The tenant's serving stages with batched model stages (:class:`serving.batching.BatchStages`);
+    ``batched=False``: the library's own two-tower source and ranker, as a request is served
+    one at a time (what the benchmark and the tests compare with)."""
     from core.catalogue import Catalogue
     from core.eventlog import EventLog
     from core.features import popularity_from_events
@@ -141,8 +147,8 @@ def build_stages(tenant: str, platform_config: str | None, surfaces: list[str], 
         loaded = {versions["two_tower"]: two_tower.model} if two_tower is not None else None
         rankers[versions["ranker"]] = load_ranker(registry, tenant, versions["ranker"], catalogue,
                                                   popularity_from_events(events), loaded_towers=loaded)  # fmt: skip
-    remote = BatchStages(two_tower, catalogue, rankers, max_batch)
-    models = TenantModels(two_tower=two_tower, default_ranker=versions.get("ranker"),
+    remote = BatchStages(two_tower, catalogue, rankers, max_batch) if batched else None
+    models = TenantModels(two_tower=two_tower, default_ranker=versions.get("ranker"), rankers={} if batched else rankers,
                           fallback_list=load_fallback_list(registry, tenant))  # fmt: skip
     stages = build_tenant_stages(batch_platform(platform, tenant, surfaces), tenant,
                                  TenantData(catalogue, events, users_table(storage.data, tenant)),
@@ -151,31 +157,41 @@ def build_stages(tenant: str, platform_config: str | None, surfaces: list[str], 
 
 
 async def score_users(stages, tenant: str, users: list[str], surfaces: list[str], k: int, now: datetime) -> list[dict]:
-    """Every user's slate on every surface, as concurrent requests (their model work batched);
-    one :data:`RECS_SCHEMA` row per slate position."""
+    """Every user's slate on every surface, stage by stage over all of them
+    (:func:`serving.batch.recommend_many`: shared non-personal sources, one two-tower pass and
+    one ranker pass per surface); one :data:`RECS_SCHEMA` row per slate position."""
     from core.contracts import MergedCandidate, Query
+    from serving.batch import recommend_many
     from serving.pipeline import RecommendationPipeline
 
     pipe = RecommendationPipeline(stages)
     queries = [Query(request_id=f"batch-{surface}-{user}", tenant_id=tenant, user_id=user, surface=surface, k=k, now=now)
                for surface in surfaces for user in users]  # fmt: skip
-    results = await asyncio.gather(*(pipe.recommend(q) for q in queries), return_exceptions=True)
     rows: list[dict] = []
+    try:
+        results: list = await recommend_many(pipe, queries)
+    except Exception:  # one bad query must not lose the batch: each on its own, its error recorded
+        results = []
+        for q in queries:
+            try:
+                results += await recommend_many(pipe, [q])
+            except Exception as exc:
+                results.append(exc)
     for q, res in zip(queries, results, strict=True):
         base = {"surface": q.surface, "user_id": q.user_id}
         if isinstance(res, BaseException):
             rows.append({**base, "rank": 0, "item_id": None, "fallback": f"error:{type(res).__name__}", "degraded": [str(res)[:200]]})
             continue
-        slate, rec = res.slate, res.decision
+        slate = res.slate
         if not slate:
-            rows.append({**base, "rank": 0, "item_id": None, "fallback": rec.fallback, "degraded": rec.degraded})
+            rows.append({**base, "rank": 0, "item_id": None, "fallback": res.fallback, "degraded": res.degraded})
             continue
         # Re-check the finished slate against the rules (the safety check the job records).
-        state = stages.user_state(q.user_id)
+        state = res.state if res.state is not None else stages.user_state(q.user_id)
         shown = [MergedCandidate(s.item_id, ()) for s in slate]
         removed = {r.item_id for r in stages.rules.apply(q, shown, state).removed} if stages.rules else set()
         rows += [{**base, "rank": s.rank, "item_id": s.item_id, "score": s.score, "reasons": list(s.reasons),
-                  "sources": list(s.sources), "fallback": rec.fallback, "degraded": rec.degraded,
+                  "sources": list(s.sources), "fallback": res.fallback, "degraded": res.degraded,
                   "eligible": s.item_id not in removed} for s in slate]  # fmt: skip
     return rows
 
@@ -246,23 +262,27 @@ def main(argv=None) -> int:
         raise ValueError(f"batch_score: no users to score for tenant {cfg.tenant!r}")
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    ds = ray.data.from_arrow(pa.table({"user_id": users})).repartition(max(1, -(-len(users) // cfg.batch_size)))
+    # One block per micro-batch, and the slates collected here: the actors are the dataset's only
+    # CPU work. (A repartition or write task needs a CPU too, and with one actor per core
+    # (``concurrency`` = the cluster's CPUs) it never got one: the job hung.)
+    ds = ray.data.from_arrow([pa.table({"user_id": users[i : i + cfg.batch_size]})
+                              for i in range(0, len(users), cfg.batch_size)])  # fmt: skip
     scored = ds.map_batches(
         SlateScorer,
         fn_constructor_kwargs={"tenant": cfg.tenant, "platform_config": cfg.platform_config, "surfaces": surfaces,
                                "k": cfg.k, "versions": versions, "now": started.timestamp(),
-                               "max_batch": cfg.batch_size * len(surfaces)},
+                               "max_batch": cfg.batch_size * len(surfaces), "threads": max(1, int(cfg.cpus_per_actor))},
         batch_size=cfg.batch_size, batch_format="pyarrow", concurrency=cfg.concurrency, num_cpus=cfg.cpus_per_actor,
     )  # fmt: skip
-    staged = storage.work / "batch_score" / f"staged-{started:%Y%m%dT%H%M%S}"
-    shutil.rmtree(staged, ignore_errors=True)
-    scored.write_parquet(str(staged))
+    parts = [b for b in scored.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
     seconds = time.perf_counter() - t0
-    table = pq.read_table(str(staged), schema=RECS_SCHEMA).sort_by(
-        [("surface", "ascending"), ("user_id", "ascending"), ("rank", "ascending")])  # fmt: skip
+    table = (pa.concat_tables([p.select(RECS_SCHEMA.names).cast(RECS_SCHEMA) for p in parts]) if parts
+             else RECS_SCHEMA.empty_table())  # fmt: skip
+    table = table.sort_by([("surface", "ascending"), ("user_id", "ascending"), ("rank", "ascending")])
     stats = slate_stats(table, len(users), surfaces, cfg.k)
     expires = started + timedelta(hours=cfg.ttl_hours)
-    out = staged.with_name(staged.name + "-artifact")
+    out = storage.work / "batch_score" / f"artifact-{started:%Y%m%dT%H%M%S}"
+    shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out / "recs.parquet")
     platform_versions = {"config": platform.version, "config_fingerprint": platform.fingerprint()}
@@ -274,7 +294,6 @@ def main(argv=None) -> int:
                 "versions": {**versions, **platform_versions}, "alias": cfg.alias, "job": cfg.model_dump(mode="json")},
         description=f"batch scoring of {len(users)} users on {', '.join(surfaces)}",
     )  # fmt: skip
-    shutil.rmtree(staged, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     failed = review_and_promote(registry, cfg, manifest.version, stats)
     status = "production" if cfg.promote and not failed else f"candidate ({', '.join(failed) or 'promote: false'})"

@@ -41,13 +41,16 @@ class TwoTowerSource:
         """``(B, D)`` query vectors for ``B`` users (the batched half of :meth:`retrieve`)."""
         return query_vectors(self.artifacts.model, self.catalogue, states, surface=surface, now=now)
 
-    def search(self, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
+    def search_columns(self, vectors: np.ndarray, limit: int) -> list[tuple[list[str], list[float]]]:
+        """Per query vector, its hits as two columns, best first: item ids and scores."""
         scores, rows = self.artifacts.index.search(vectors, limit)
-        ids = self.artifacts.index.item_ids
-        return [
-            [(str(ids[r]), float(s)) for s, r in zip(srow, rrow, strict=True) if r >= 0]
-            for srow, rrow in zip(np.asarray(scores), np.asarray(rows), strict=True)
-        ]
+        out = []
+        for srow, rrow in zip(np.asarray(scores), np.asarray(rows), strict=True):
+            found = rrow >= 0
+            if not found.all():
+                srow, rrow = srow[found], rrow[found]
+            out.append((self.artifacts.index.item_ids[rrow].tolist(), srow.astype(np.float64).tolist()))
+        return out
 
     def retrieve_columns(self, query: Query, user_state: UserState,
                          limit: int) -> tuple[list[str], list[float]]:  # fmt: skip
@@ -56,12 +59,7 @@ class TwoTowerSource:
         if self.artifacts is None or self.catalogue is None:
             raise SourceUnavailable(f"{self.name}: two-tower model/index or catalogue not loaded")
         vec = self.query_vectors([user_state], query.surface, query.now.timestamp())
-        scores, rows = self.artifacts.index.search(vec, limit)
-        scores, rows = np.asarray(scores)[0], np.asarray(rows)[0]
-        found = rows >= 0
-        if not found.all():
-            scores, rows = scores[found], rows[found]
-        return self.artifacts.index.item_ids[rows].tolist(), scores.astype(np.float64).tolist()
+        return self.search_columns(vec, limit)[0]
 
     def retrieve_now(self, query: Query, user_state: UserState, limit: int) -> SourceResult:
         """:meth:`retrieve` on the calling thread (a replica that does nothing else)."""

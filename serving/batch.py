@@ -1,0 +1,202 @@
+"""Many users' requests of one tenant at once, stage by stage: the batch scoring job's path.
+
+:class:`RecommendationPipeline` answers one request; run hundreds of them as concurrent
+coroutines and the model stages can share forward passes (:mod:`serving.batching`), but every
+request still pays its own event-loop round trips, timeouts, thread hops and decision record,
+and a micro-batch of hundreds must finish inside each request's timeout. :func:`recommend_many`
+runs the same stages over a list of queries one *stage* at a time instead:
+
+* assignment, plan and user state per query, as the pipeline does;
+* each source once per plan: a source registered ``personalised=False`` does not read the
+  user (trending, fresh, editorial), so queries that differ only by user share one answer; a
+  source with ``retrieve_many`` (the batched two-tower: one query-tower pass, one index
+  search) answers all of them at once; any other source is asked per query;
+* :func:`serving.merge.merge`, the rule chain and the slate policy per query — the very stage
+  objects the pipeline calls;
+* the ranker once per plan over every query's candidates (``score_many``: features per query,
+  one forward pass);
+* no decision record: what an offline slate keeps (items, scores, reasons, sources, versions,
+  fallback, degradations) is in :class:`BatchAnswer`.
+
+Only the pipeline's *happy path* runs here. A query for which any stage does something else —
+a source fails or hands over, the policy cannot be read, the ranker is missing or fails, user
+state cannot be read, a precomputed surface — is answered by
+:meth:`RecommendationPipeline.recommend` itself, so every degradation keeps its one
+implementation. The slates are the pipeline's (``tests/unit/test_batch_recommend.py``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from core.components import SOURCES
+from core.contracts import MergedCandidate, PolicyUnavailable, Query, SlateItem, SourceResult
+from core.experiments import assign
+from serving.merge import merge
+from serving.pipeline import PRECOMPUTED, PipelineResult, RecommendationPipeline
+from serving.stages import SourceStage, SurfacePlan, TenantStages
+
+
+@dataclass
+class BatchAnswer:
+    """One query's slate and what an offline consumer keeps of its decision record."""
+
+    query: Query
+    slate: list[SlateItem]
+    versions: dict[str, str]
+    fallback: str | None = None
+    degraded: list[str] = field(default_factory=list)
+    state: Any = None
+    """The user state the slate was built with (the job re-checks the slate against it)."""
+    via_pipeline: bool = False
+    """True when the query left the batch path and :meth:`RecommendationPipeline.recommend`
+    answered it (a degradation)."""
+
+
+class _Leave(Exception):
+    """This query leaves the batch path: the pipeline answers it."""
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _shared(stage: SourceStage) -> bool:
+    """A source that does not read the user gives every query of a batch the same answer
+    (the batch's queries differ only by user)."""
+    return not SOURCES.get(stage.config.kind).meta.get("personalised", False)
+
+
+def _batch_key(q: Query) -> tuple:
+    """What, besides the user, a shared source's answer may depend on."""
+    return (q.surface, q.now, repr(sorted((q.context or {}).items(), key=repr)), q.exclude_item_ids)
+
+
+async def _source_answers(stage: SourceStage, queries: list[Query], states: list[Any]) -> list[Any]:
+    """One :class:`SourceResult` (or exception) per query from ``stage``, truncated to its quota."""
+    source, quota = stage.source, stage.config.quota
+    many = getattr(source, "retrieve_many", None)
+    out: list[Any]
+    if many is not None:
+        try:
+            out = list(await _maybe_await(many(queries, states, quota)))
+        except Exception as exc:
+            out = [exc] * len(queries)
+    elif _shared(stage):
+        cache: dict[tuple, Any] = {}
+        out = []
+        for q, s in zip(queries, states, strict=True):
+            key = _batch_key(q)
+            if key not in cache:
+                try:
+                    cache[key] = await _maybe_await(source.retrieve(q, s, quota))
+                except Exception as exc:
+                    cache[key] = exc
+            out.append(cache[key])
+    else:
+        out = []
+        for q, s in zip(queries, states, strict=True):
+            try:
+                out.append(await _maybe_await(source.retrieve(q, s, quota)))
+            except Exception as exc:
+                out.append(exc)
+    return [
+        r if isinstance(r, BaseException) or len(r.candidates) <= quota
+        else replace(r, candidates=tuple(r.candidates)[:quota])
+        for r in out
+    ]  # fmt: skip
+
+
+async def _score_many(ranker: Any, calls: list[tuple]) -> list[Any]:
+    """The ranker over every call ``(query, state, candidates, task_weights)``: one forward
+    pass where the ranker can (``score_many``), else one ``score`` per call."""
+    many = getattr(ranker, "score_many", None)
+    if many is not None:
+        return list(await _maybe_await(many(calls)))
+    out = []
+    for call in calls:
+        try:
+            out.append(await ranker.score(*call))
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+async def _plan_batch(rt: TenantStages, plan: SurfacePlan, queries: list[Query], states: list[Any],
+                      answers: dict[int, BatchAnswer], idx: list[int]) -> None:  # fmt: skip
+    """The happy path for the queries ``idx`` (all on ``plan``); fills ``answers`` for those
+    that stay on it."""
+    if plan.config.mode == PRECOMPUTED or rt.rules is None or plan.ranker is None:
+        return
+    qs = [queries[i] for i in idx]
+    st = [states[i] for i in idx]
+    per_source = [await _source_answers(stage, qs, st) for stage in plan.sources]
+    live: list[tuple[int, Query, Any, dict[str, str], list[MergedCandidate], list[MergedCandidate]]] = []
+    for j, (q, s) in enumerate(zip(qs, st, strict=True)):
+        results: list[SourceResult] = [a[j] for a in per_source]
+        if any(isinstance(r, BaseException) or r.diagnostics.get("handover") for r in results):
+            continue  # a source failed or handed over: the pipeline's degradations
+        versions: dict[str, str] = {}
+        for r in results:
+            versions.update(r.versions)
+        merged = merge(results, plan.pinned)
+        try:
+            filtered = rt.rules.apply(q, merged, s)
+        except PolicyUnavailable:
+            continue
+        eligible = list(filtered.kept)[: plan.config.ranker.max_candidates]
+        live.append((idx[j], q, s, versions, merged, eligible))
+    weights = plan.config.ranker.task_weights
+    to_rank = [(q, s, eligible, weights) for _, q, s, _, _, eligible in live if eligible]
+    ranked = iter(await _score_many(plan.ranker, to_rank) if to_rank else [])
+    for i, q, s, versions, _, eligible in live:
+        if eligible:
+            res = next(ranked)
+            if isinstance(res, BaseException) or [c.item_id for c in res.scored] != [c.item_id for c in eligible]:
+                continue
+            versions["ranker"] = res.version
+            scored = list(res.scored)
+        else:
+            scored = []
+        outcome = plan.slate(q, scored, s)
+        versions.setdefault("ranker", rt.fallback_scorer.version)
+        answers[i] = BatchAnswer(q, outcome.items, {**rt.versions, **versions}, None, list(rt.degraded), s)
+
+
+async def recommend_many(pipeline: RecommendationPipeline, queries: Sequence[Query]) -> list[BatchAnswer]:
+    """Every query's slate, in order (module docstring). ``queries`` are one tenant's; a query
+    the pipeline refuses (another tenant, an unknown surface) raises, as ``recommend`` does."""
+    rt = pipeline.stages
+    qs: list[Query] = []
+    for q in queries:
+        if q.tenant_id != rt.tenant.id or q.surface not in rt.tenant.surfaces:
+            await pipeline.recommend(q)  # raises the pipeline's own error
+        assignment = q.experiment or assign(rt.experiments, rt.tenant.id, q.surface, q.user_id)
+        qs.append(replace(q, experiment=assignment))
+    states: list[Any] = []
+    for q in qs:
+        try:
+            states.append(await _maybe_await(rt.user_state(q.user_id)))
+        except Exception:
+            states.append(_Leave)
+    groups: dict[int, tuple[SurfacePlan, list[int]]] = {}
+    for i, q in enumerate(qs):
+        if states[i] is not _Leave:
+            plan = rt.plan(q.surface, q.experiment)
+            groups.setdefault(id(plan), (plan, []))[1].append(i)
+    answers: dict[int, BatchAnswer] = {}
+    for plan, idx in groups.values():
+        await _plan_batch(rt, plan, qs, states, answers, idx)
+    out = []
+    for i, q in enumerate(queries):
+        if i in answers:
+            out.append(answers[i])
+            continue
+        res: PipelineResult = await pipeline.recommend(q)
+        d = res.decision
+        state = states[i] if states[i] is not _Leave else None
+        out.append(BatchAnswer(qs[i], res.slate, dict(d.versions), d.fallback, list(d.degraded), state, True))
+    return out

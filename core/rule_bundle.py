@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from core.config import (
     DEFAULT_RULES,
@@ -48,6 +48,7 @@ from core.tenant_config import (
     RULE_FIELDS,
     OwnerBlock,
     stricter_only,  # noqa: F401 - the safety-rule test of a bundle, here with it
+    validated_platform,
 )
 from core.tenant_config import effective_platform as config_platform
 
@@ -107,13 +108,7 @@ def apply_bundle(platform: PlatformConfig, tenant: str, bundle: RuleBundleDocume
         raise ConfigError([ConfigIssue(file=source or KIND, key="tenant",
                                        message=f"tenant {tenant!r} is not in the platform config")])  # fmt: skip
     entry["policy"] = {**entry["policy"], **bundle.body()}
-    try:
-        return PlatformConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError([
-            ConfigIssue(file=source or KIND, key=".".join(str(p) for p in e["loc"]), message=e["msg"])
-            for e in exc.errors()
-        ]) from None  # fmt: skip
+    return validated_platform(raw, source or KIND)
 
 
 def load_document_file(path: str | Path) -> RuleBundleDocument:

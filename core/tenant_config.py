@@ -120,11 +120,17 @@ def apply_document(platform: PlatformConfig, doc: TenantConfigDocument, source: 
     body = doc.body()
     tenants[0]["surfaces"], tenants[0]["policy"] = body["surfaces"], body["policy"]
     raw["experiments"] = [e for e in raw["experiments"] if e["tenant"] != doc.tenant] + body["experiments"]
+    return validated_platform(raw, source or KIND)
+
+
+def validated_platform(raw: dict, source: str) -> PlatformConfig:
+    """``raw`` (a platform config as JSON data) validated; :class:`ConfigError` names
+    ``source`` and each key that fails."""
     try:
         return PlatformConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError([
-            ConfigIssue(file=source or KIND, key=".".join(str(p) for p in e["loc"]), message=e["msg"])
+            ConfigIssue(file=source, key=".".join(str(p) for p in e["loc"]), message=e["msg"])
             for e in exc.errors()
         ]) from None  # fmt: skip
 

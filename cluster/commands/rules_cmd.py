@@ -20,6 +20,7 @@ from cluster.commands.tenant_config_cmd import (
     _version,
     _who,
     edit_file,
+    register_lifecycle,
 )
 from cluster.ui import CliError, console
 
@@ -27,59 +28,17 @@ KIND = "rule_bundle"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from core.promotion import CHECKLIST_ITEMS
+    import sys
 
     rules = subparsers.add_parser("rules", help="a tenant's policy rules as a reviewed rule_bundle artifact")
-    sub = rules.add_subparsers(dest="rules_command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--tenant", required=True)
-    common.add_argument("--root", help="registry URI (default: $RECSYS_REGISTRY, then the platform config)")
-    common.add_argument("--actor", default=None, help="who (default: $USER)")
-
-    export = sub.add_parser("export", parents=[common],
-                            help="write the rules the tenant is served with (its production bundle, else its config's) to a file")  # fmt: skip
-    export.add_argument("file")
-    for field in ("team", "primary", "escalation", "runbook"):
-        export.add_argument(f"--owner-{field}", help=f"owner {field} (default: the production bundle's)")
-    export.set_defaults(func=run_export)
-
-    publish = sub.add_parser("publish", parents=[common],
-                             help="validate FILE, store it as a candidate, print the diff against the served rules, run the checks")  # fmt: skip
-    publish.add_argument("file")
-    publish.add_argument("--replay", type=int, default=None, help="logged requests to replay (default 200)")
-    publish.set_defaults(func=run_publish)
-
-    review = sub.add_parser("review", parents=[common], help="sign off, approve or reject a version")
-    review.add_argument("version", nargs="?", default="candidate", help="version or alias (default: candidate)")
-    review.add_argument("--sign-off", action="append", default=[], choices=CHECKLIST_ITEMS, metavar="ITEM",
-                        help=f"record a checklist item as done (repeatable): {', '.join(CHECKLIST_ITEMS)}")  # fmt: skip
-    decision = review.add_mutually_exclusive_group()
-    decision.add_argument("--approve", action="store_true", help="approve if nothing else is missing")
-    decision.add_argument("--reject", action="store_true")
-    review.add_argument("--recheck", action="store_true", help="run the automatic checks again first")
-    review.add_argument("--comment", default="")
-    review.set_defaults(func=run_review)
-
-    promote = sub.add_parser("promote", parents=[common], help="make a reviewed version production")
-    promote.add_argument("version", nargs="?", default="candidate")
-    promote.add_argument("--reason", default="")
-    promote.add_argument("--break-glass", action="store_true",
-                         help="emergency roles only, --reason required; flagged in the audit log")  # fmt: skip
-    promote.set_defaults(func=run_promote)
-
-    rollback = sub.add_parser("rollback", parents=[common], help="swap the previous version back into production")
-    rollback.add_argument("--reason", default="")
-    rollback.set_defaults(func=run_rollback)
-
-    edit = sub.add_parser("set", help="edit a rule bundle file: KEY=VALUE (dotted; VALUE is YAML)")
-    edit.add_argument("file")
-    edit.add_argument("assignments", nargs="+", metavar="KEY=VALUE",
-                      help="e.g. blocked_categories=[sports] default_max_maturity=general; null removes the key")  # fmt: skip
-    edit.set_defaults(func=run_set)
-
-    show = sub.add_parser("show", parents=[common], help="a version: reviews, gate, diff against the served rules")
-    show.add_argument("version", nargs="?", default="production")
-    show.set_defaults(func=run_show)
+    register_lifecycle(
+        rules.add_subparsers(dest="rules_command", required=True), sys.modules[__name__],
+        export_help="write the rules the tenant is served with (its production bundle, else its config's) to a file",
+        owner_help="the production bundle's",
+        against="the served rules",
+        set_help="edit a rule bundle file: KEY=VALUE (dotted; VALUE is YAML)",
+        set_example="e.g. blocked_categories=[sports] default_max_maturity=general; null removes the key",
+    )  # fmt: skip
 
 
 def _served_rules(platform, registry, tenant: str) -> tuple[dict, str]:

@@ -14,6 +14,24 @@ from cluster.ui import CliError, console
 
 
 def register_tenant_config(sub: argparse._SubParsersAction) -> None:
+    import sys
+
+    register_lifecycle(
+        sub, sys.modules[__name__],
+        export_help="write the tenant's config as served (production, else platform.yaml) to a file",
+        owner_help="the production version's",
+        against="production",
+        set_help="edit a tenant config file: KEY=VALUE (dotted; list entries by name)",
+        set_example="e.g. policy.blocked_categories=[news] surfaces.home.sources.fresh.quota=20; "
+                    "VALUE is YAML, null removes the key or entry",
+    )  # fmt: skip
+
+
+def register_lifecycle(sub: argparse._SubParsersAction, handlers, *, export_help: str, owner_help: str,
+                       against: str, set_help: str, set_example: str) -> None:  # fmt: skip
+    """The reviewed-artifact lifecycle (export, publish, review, promote, rollback, set, show)
+    under ``sub``, each command calling ``handlers.run_<command>``: `recsys config` (tenant
+    configs, this module) and `recsys rules` (rule bundles) share it."""
     from core.promotion import CHECKLIST_ITEMS
 
     common = argparse.ArgumentParser(add_help=False)
@@ -21,18 +39,17 @@ def register_tenant_config(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--root", help="registry URI (default: $RECSYS_REGISTRY, then the platform config)")
     common.add_argument("--actor", default=None, help="who (default: $USER)")
 
-    export = sub.add_parser("export", parents=[common],
-                            help="write the tenant's config as served (production, else platform.yaml) to a file")  # fmt: skip
+    export = sub.add_parser("export", parents=[common], help=export_help)
     export.add_argument("file")
     for field in ("team", "primary", "escalation", "runbook"):
-        export.add_argument(f"--owner-{field}", help=f"owner {field} (default: the production version's)")
-    export.set_defaults(func=run_export)
+        export.add_argument(f"--owner-{field}", help=f"owner {field} (default: {owner_help})")
+    export.set_defaults(func=handlers.run_export)
 
     publish = sub.add_parser("publish", parents=[common],
-                             help="validate FILE, store it as a candidate, print the diff against production, run the checks")  # fmt: skip
+                             help=f"validate FILE, store it as a candidate, print the diff against {against}, run the checks")  # fmt: skip
     publish.add_argument("file")
     publish.add_argument("--replay", type=int, default=None, help="logged requests to replay (default 200)")
-    publish.set_defaults(func=run_publish)
+    publish.set_defaults(func=handlers.run_publish)
 
     review = sub.add_parser("review", parents=[common], help="sign off, approve or reject a version")
     review.add_argument("version", nargs="?", default="candidate", help="version or alias (default: candidate)")
@@ -43,29 +60,27 @@ def register_tenant_config(sub: argparse._SubParsersAction) -> None:
     decision.add_argument("--reject", action="store_true")
     review.add_argument("--recheck", action="store_true", help="run the automatic checks again first")
     review.add_argument("--comment", default="")
-    review.set_defaults(func=run_review)
+    review.set_defaults(func=handlers.run_review)
 
     promote = sub.add_parser("promote", parents=[common], help="make a reviewed version production")
     promote.add_argument("version", nargs="?", default="candidate")
     promote.add_argument("--reason", default="")
     promote.add_argument("--break-glass", action="store_true",
                          help="emergency roles only, --reason required; flagged in the audit log")  # fmt: skip
-    promote.set_defaults(func=run_promote)
+    promote.set_defaults(func=handlers.run_promote)
 
     rollback = sub.add_parser("rollback", parents=[common], help="swap the previous version back into production")
     rollback.add_argument("--reason", default="")
-    rollback.set_defaults(func=run_rollback)
+    rollback.set_defaults(func=handlers.run_rollback)
 
-    edit = sub.add_parser("set", help="edit a tenant config file: KEY=VALUE (dotted; list entries by name)")
+    edit = sub.add_parser("set", help=set_help)
     edit.add_argument("file")
-    edit.add_argument("assignments", nargs="+", metavar="KEY=VALUE",
-                      help="e.g. policy.blocked_categories=[news] surfaces.home.sources.fresh.quota=20; "
-                           "VALUE is YAML, null removes the key or entry")  # fmt: skip
-    edit.set_defaults(func=run_set)
+    edit.add_argument("assignments", nargs="+", metavar="KEY=VALUE", help=set_example)
+    edit.set_defaults(func=handlers.run_set)
 
-    show = sub.add_parser("show", parents=[common], help="a version: reviews, gate, diff against production")
+    show = sub.add_parser("show", parents=[common], help=f"a version: reviews, gate, diff against {against}")
     show.add_argument("version", nargs="?", default="production")
-    show.set_defaults(func=run_show)
+    show.set_defaults(func=handlers.run_show)
 
 
 def known_tenant(platform, tenant: str) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,11 +41,12 @@ from core.config import (
     StrictModel,
     load_model,
 )
-from core.manifest import Lineage, Manifest, Owner, code_version
+from core.manifest import Manifest, Owner
 from core.tenant_config import (
     BOOTSTRAP,
     RULE_FIELDS,
     OwnerBlock,
+    publish_file,
     stricter_only,  # noqa: F401 - the safety-rule test of a bundle, here with it
     validated_platform,
 )
@@ -130,14 +130,7 @@ def fingerprint(doc: RuleBundleDocument) -> str:
 def publish_document(registry: Any, doc: RuleBundleDocument, *, actor: str) -> Manifest:
     """Store ``doc`` as a new ``rule_bundle`` version (alias ``candidate``); its lineage names
     the production version it was written against."""
-    production = registry.resolve(KIND, doc.tenant, "production")
-    with tempfile.TemporaryDirectory(prefix="rule-bundle-") as tmp:
-        write_document(doc, Path(tmp) / FILE_NAME)
-        return registry.publish(
-            KIND, doc.tenant, tmp, owner=doc.manifest_owner(),
-            lineage=Lineage(parents={KIND: production} if production else {}, code_version=code_version()),
-            config={"fingerprint": fingerprint(doc)}, description=doc.description, actor=actor,
-        )  # fmt: skip
+    return publish_file(registry, KIND, doc, FILE_NAME, write_document, fingerprint(doc), actor=actor)
 
 
 def load_published(registry: Any, tenant: str, version: str) -> RuleBundleDocument:

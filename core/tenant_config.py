@@ -151,13 +151,21 @@ def write_document(doc: TenantConfigDocument, path: str | Path) -> None:
 def publish_document(registry: Any, doc: TenantConfigDocument, *, actor: str) -> Manifest:
     """Store ``doc`` as a new ``tenant_config`` version (alias ``candidate``); its lineage names
     the production version it was written against."""
-    production = registry.resolve(KIND, doc.tenant, "production")
-    with tempfile.TemporaryDirectory(prefix="tenant-config-") as tmp:
-        write_document(doc, Path(tmp) / FILE_NAME)
+    return publish_file(registry, KIND, doc, FILE_NAME, write_document, fingerprint(doc), actor=actor)
+
+
+def publish_file(registry: Any, kind: str, doc: Any, file_name: str, write: Any, fingerprint: str, *,
+                 actor: str) -> Manifest:  # fmt: skip
+    """Store ``doc`` (a tenant's reviewed document: tenant config or rule bundle) written by
+    ``write`` as ``file_name`` in a new ``kind`` version (alias ``candidate``); its lineage
+    names the production version it was written against."""
+    production = registry.resolve(kind, doc.tenant, "production")
+    with tempfile.TemporaryDirectory(prefix=f"{kind}-") as tmp:
+        write(doc, Path(tmp) / file_name)
         return registry.publish(
-            KIND, doc.tenant, tmp, owner=doc.manifest_owner(),
-            lineage=Lineage(parents={KIND: production} if production else {}, code_version=code_version()),
-            config={"fingerprint": fingerprint(doc)}, description=doc.description, actor=actor,
+            kind, doc.tenant, tmp, owner=doc.manifest_owner(),
+            lineage=Lineage(parents={kind: production} if production else {}, code_version=code_version()),
+            config={"fingerprint": fingerprint}, description=doc.description, actor=actor,
         )  # fmt: skip
 
 

@@ -78,6 +78,15 @@ class TwoTowerSimilarity:
         self.items = np.asarray(model.encode_items(similarity_item_features(catalogue)), np.float32)
         self._primed = threading.local()
 
+    def __getstate__(self) -> dict:
+        # Ray ships the similarity into training tasks (the ranker's examples): the primed
+        # vectors are per thread and per process, never sent along.
+        return {k: v for k, v in self.__dict__.items() if k != "_primed"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._primed = threading.local()
+
     @contextmanager
     def primed(self, states: Sequence[Any], *, surface: str, now: float) -> Iterator[None]:
         """Within the block, on this thread, :meth:`scores` for any of ``states`` at this

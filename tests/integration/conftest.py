@@ -14,6 +14,13 @@ from collections.abc import Iterator
 
 import pytest
 
+# schemathesis loads its OpenAPI schema classes on first use. pytest rewrites those modules
+# (schemathesis is a pytest plugin), which parses them with `ast.parse`. Inside the fuzz test,
+# after Hypothesis has run, that parse once failed on CPython 3.11.7 with "SystemError: AST
+# constructor recursion depth mismatch". Loading them here, at collection, keeps the parse
+# out of the test.
+import schemathesis.specs.openapi.schemas  # noqa: F401
+
 from cluster import local
 
 

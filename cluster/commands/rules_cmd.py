@@ -21,6 +21,7 @@ from cluster.commands.tenant_config_cmd import (
     _who,
     edit_file,
     register_lifecycle,
+    report_checks,
 )
 from cluster.ui import CliError, console
 
@@ -103,11 +104,7 @@ def run_publish(args: argparse.Namespace) -> int:
     _print_diff(out, old, doc.body(), where)
     checks = run_bundle_checks(platform, registry, args.tenant, manifest.version,
                                REPLAY_REQUESTS if args.replay is None else args.replay)  # fmt: skip
-    out.print("automatic checks:")
-    _print_checks(out, checks)
-    problems = registry.promotion_problems(KIND, args.tenant, manifest.version)
-    out.print(f"promotion gate: {'; '.join(problems) or 'may be promoted'}")
-    return 0 if all(c["ok"] for c in checks.values()) else 1
+    return report_checks(out, registry, KIND, args.tenant, manifest.version, checks)
 
 
 def run_review(args: argparse.Namespace) -> int:

@@ -184,9 +184,15 @@ def run_publish(args: argparse.Namespace) -> int:
     _print_diff(out, old, doc.body(), f"production {current[0]}" if current else BOOTSTRAP)
     checks = run_checks(platform, registry, args.tenant, manifest.version,
                         REPLAY_REQUESTS if args.replay is None else args.replay)  # fmt: skip
+    return report_checks(out, registry, "tenant_config", args.tenant, manifest.version, checks)
+
+
+def report_checks(out, registry, kind: str, tenant: str, version: str, checks: dict) -> int:
+    """Print a published version's automatic checks and what the promotion gate says of it;
+    the exit code: 0 when every check passed."""
     out.print("automatic checks:")
     _print_checks(out, checks)
-    problems = registry.promotion_problems("tenant_config", args.tenant, manifest.version)
+    problems = registry.promotion_problems(kind, tenant, version)
     out.print(f"promotion gate: {'; '.join(problems) or 'may be promoted'}")
     return 0 if all(c["ok"] for c in checks.values()) else 1
 

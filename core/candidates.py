@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from core.contracts import Candidate, MergedCandidate, ScoredCandidate
+from core.provenance import Provenance
 
 RETRIEVAL_SCORE_SOURCE = "two_tower"
 """The source whose score is the ranker's ``retrieval_score`` feature (see
@@ -54,25 +55,47 @@ def _indices(selector: Any, n: int) -> list[int]:
     return arr.astype(np.int64, copy=False).tolist()
 
 
+_FIELD = [itemgetter(k) for k in range(6)]  # Candidate's fields by position, mapped in C
+
+
 def _best_key(c: Candidate) -> tuple[int, float]:
     return c.rank, -c.score
 
 
 class CandidateBatch(Sequence[MergedCandidate]):
     """Merged candidates as columns (see the module docstring). ``provenance[i]`` is every
-    source's :class:`Candidate` for ``item_ids[i]``, in the order the sources answered."""
+    source's :class:`Candidate` for ``item_ids[i]``, in the order the sources answered.
 
-    __slots__ = ("item_ids", "provenance", "_rows", "_catalogue", "_retrieval", "_best")
+    A batch from the merge (:meth:`from_provenance`) holds its provenance as the request's
+    :class:`core.provenance.Provenance` pair columns (shared by every narrowing, with the
+    rows of it this batch holds): its retrieval scores, best sources and record columns are
+    array operations, and a ``provenance`` tuple is built only for a row that is read."""
+
+    __slots__ = ("item_ids", "_prov", "_pairs", "_pair_rows", "_rows", "_catalogue",
+                 "_retrieval", "_best")  # fmt: skip
 
     def __init__(self, item_ids: list[str], provenance: list[tuple[Candidate, ...]]):
         if len(item_ids) != len(provenance):
             raise ValueError(f"{len(item_ids)} item ids but {len(provenance)} provenance rows")
         self.item_ids = item_ids
-        self.provenance = provenance
+        self._prov: list[tuple[Candidate, ...]] | None = provenance
+        self._pairs: Provenance | None = None
+        self._pair_rows: np.ndarray | None = None
         self._rows: np.ndarray | None = None
         self._catalogue: Any = None
         self._retrieval: np.ndarray | None = None
         self._best: list[str] | None = None
+
+    @classmethod
+    def from_provenance(cls, item_ids: list[str], pairs: Provenance,
+                        pair_rows: np.ndarray | None = None) -> CandidateBatch:  # fmt: skip
+        """A batch whose candidates are ``pairs``' rows ``pair_rows`` (``None``: all, in
+        order), ``item_ids`` theirs."""
+        out = object.__new__(cls)
+        out.item_ids = item_ids
+        out._prov, out._pairs, out._pair_rows = None, pairs, pair_rows
+        out._rows = out._catalogue = out._retrieval = out._best = None
+        return out
 
     @classmethod
     def of(cls, candidates: Sequence[MergedCandidate]) -> CandidateBatch:
@@ -84,6 +107,22 @@ class CandidateBatch(Sequence[MergedCandidate]):
         items = list(candidates)
         return cls([c[0] for c in items], [tuple(c[1]) for c in items])
 
+    @property
+    def provenance(self) -> list[tuple[Candidate, ...]]:
+        if self._prov is None:
+            self._prov = self._pairs.rows_of(self.item_ids, self._rows_in_pairs())  # type: ignore[union-attr]
+        return self._prov
+
+    def provenance_of(self, i: int) -> tuple[Candidate, ...]:
+        """``provenance[i]``, without building the other rows' tuples."""
+        if self._prov is not None:
+            return self._prov[i]
+        r = i if self._pair_rows is None else int(self._pair_rows[i])
+        return self._pairs.rows_of([self.item_ids[i]], [r])[0]  # type: ignore[union-attr]
+
+    def _rows_in_pairs(self) -> list[int]:
+        return list(range(len(self.item_ids))) if self._pair_rows is None else self._pair_rows.tolist()
+
     # ---------------------------------------------------------------- the row view
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -91,7 +130,7 @@ class CandidateBatch(Sequence[MergedCandidate]):
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return self.take(range(len(self.item_ids))[i])
-        return MergedCandidate(self.item_ids[i], self.provenance[i])
+        return MergedCandidate(self.item_ids[i], self.provenance_of(i))
 
     def __iter__(self) -> Iterator[MergedCandidate]:
         return map(MergedCandidate._make, zip(self.item_ids, self.provenance, strict=True))
@@ -129,17 +168,43 @@ class CandidateBatch(Sequence[MergedCandidate]):
             self._columns()
         return self._best  # type: ignore[return-value]
 
+    def provenance_columns(self) -> tuple[list[int], list[str], list[str], list[float], list[int]]:
+        """One row per (candidate, source) pair, by candidate then in the order the sources
+        answered: ``(candidate row, source, version, score, rank)`` (the decision record's
+        provenance columns)."""
+        if self._pairs is not None and self._pair_rows is None:
+            return self._pairs.table()
+        rows: list[int] = []
+        prov: list = []
+        for row, p in enumerate(self.provenance):
+            if len(p) == 1:
+                rows.append(row)
+                prov.append(p[0])
+            else:
+                rows.extend([row] * len(p))
+                prov.extend(p)
+        source, version, score, rank = (list(map(_FIELD[k], prov)) for k in range(1, 5))
+        return rows, source, version, score, rank
+
     def _columns(self) -> None:
-        scores: list[float] = []
+        pairs = self._pairs
+        if pairs is not None:
+            scores, best = pairs.retrieval_scores(RETRIEVAL_SCORE_SOURCE), pairs.best_sources()
+            if self._pair_rows is not None:
+                idx = self._pair_rows
+                scores, best = scores[idx], _pick(best, idx.tolist())
+            self._retrieval, self._best = scores, best
+            return
+        scores_l: list[float] = []
         sources: list[str] = []
         for prov in self.provenance:  # one pass; most candidates have one source
             if len(prov) == 1:
                 p = prov[0]
                 sources.append(p.source)
-                scores.append(p.score if p.source == RETRIEVAL_SCORE_SOURCE else _NAN)
+                scores_l.append(p.score if p.source == RETRIEVAL_SCORE_SOURCE else _NAN)
                 continue
             if not prov:
-                scores.append(_NAN)
+                scores_l.append(_NAN)
                 sources.append("")
                 continue
             score = _NAN
@@ -147,9 +212,9 @@ class CandidateBatch(Sequence[MergedCandidate]):
                 if p.source == RETRIEVAL_SCORE_SOURCE:
                     score = p.score
                     break
-            scores.append(score)
+            scores_l.append(score)
             sources.append(min(prov, key=_best_key).source)
-        self._retrieval = np.array(scores, dtype=np.float32)
+        self._retrieval = np.array(scores_l, dtype=np.float32)
         self._best = sources
 
     # ---------------------------------------------------------------- narrowing
@@ -157,7 +222,15 @@ class CandidateBatch(Sequence[MergedCandidate]):
         """The candidates at ``selector`` (positions, or a ``(B,)`` bool mask), in that order;
         columns already computed come along."""
         idx = _indices(selector, len(self))
-        out = CandidateBatch(_pick(self.item_ids, idx), _pick(self.provenance, idx))
+        if self._pairs is not None:
+            base = np.asarray(idx, dtype=np.int64)
+            out = CandidateBatch.from_provenance(
+                _pick(self.item_ids, idx), self._pairs,
+                base if self._pair_rows is None else self._pair_rows[base])  # fmt: skip
+            if self._prov is not None:
+                out._prov = _pick(self._prov, idx)
+        else:
+            out = CandidateBatch(_pick(self.item_ids, idx), _pick(self.provenance, idx))
         self._carry(out, idx)
         return out
 
@@ -306,7 +379,7 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         if not 0 <= r < len(base.utility):
             raise IndexError(i)
         c = base.candidates
-        return ScoredCandidate(c.item_ids[r], c.provenance[r], self.task_scores(i), base.utility[r])
+        return ScoredCandidate(c.item_ids[r], c.provenance_of(r), self.task_scores(i), base.utility[r])
 
     def __iter__(self) -> Iterator[ScoredCandidate]:
         return (self[i] for i in range(len(self)))

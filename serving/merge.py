@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
+from operator import itemgetter
+
+import numpy as np
 
 from core.candidates import CandidateBatch
 from core.contracts import Candidate, SourceResult
+from core.provenance import Provenance, as_columns
 
 
 def merge(
@@ -16,31 +19,39 @@ def merge(
     in source order, so truncation keeps each source's top items (round robin).
 
     Ranks are 0-based ints (the source contract). Hundreds of candidates per request, so the
-    work is done in C where it can be: one sort of every candidate by ``rank * width +
-    source index`` (the first time an item appears in that order is its best key), and
-    provenance gathered item by item only for the few items several sources proposed. The
-    answer is one :class:`CandidateBatch` (columns, no object per candidate)."""
+    work is done on columns (a source answers :class:`core.provenance.SourceColumns`): one
+    stable sort of every candidate by ``rank * width + source index`` (the first time an item
+    appears in that order is its best key), the item ids de-duplicated in that order by a
+    dict, and each (candidate, source) pair pointed at its item's row. The answer is one
+    :class:`CandidateBatch` over the request's :class:`core.provenance.Provenance` (columns,
+    no object per candidate)."""
     groups = [*(r.candidates for r in results), extra]
     width = len(groups)
-    flat = [c for cands in groups for c in cands]
-    keys = [c.rank * width + s for s, cands in enumerate(groups) for c in cands]
-    ids = [c.item_id for c in flat]
-    order = sorted(range(len(flat)), key=keys.__getitem__)  # stable: ties in source order
-    multi: dict[str, list[Candidate]] = {i: [] for i, n in Counter(ids).items() if n > 1}
-    if multi:
-        for c in flat:  # source order: each item's provenance in the order sources answered
-            found = multi.get(c.item_id)
-            if found is not None:
-                found.append(c)
-    out_ids: list[str] = []
-    out_prov: list[tuple[Candidate, ...]] = []
-    seen: set[str] = set()
-    for i in order:
-        item = ids[i]
-        if item in seen:
-            continue
-        seen.add(item)
-        out_ids.append(item)
-        found = multi.get(item)
-        out_prov.append(tuple(found) if found is not None else (flat[i],))
-    return CandidateBatch(out_ids, out_prov)
+    ids: list[str] = []
+    sources: list[str] = []
+    versions: list[str] = []
+    scores, ranks, group, diags = [], [], [], []
+    any_diag = False
+    for s, cands in enumerate(groups):
+        i, src, ver, score, rank, diag = as_columns(cands)
+        ids += i
+        sources += src
+        versions += ver
+        scores.append(score)
+        ranks.append(rank)
+        group.append(np.full(len(i), s, dtype=np.int64))
+        any_diag |= diag is not None
+        diags.append(diag)
+    rank = np.concatenate(ranks)
+    keys = rank * width + np.concatenate(group)
+    order = np.argsort(keys, kind="stable")  # stable: ties in source order
+    in_order = itemgetter(*order.tolist())(ids) if len(ids) > 1 else tuple(ids)
+    out_ids = list(dict.fromkeys(in_order))  # each item where it first appears
+    row_of = dict(zip(out_ids, range(len(out_ids)), strict=True))
+    row = np.fromiter(map(row_of.__getitem__, ids), dtype=np.int64, count=len(ids))
+    diagnostics = None
+    if any_diag:
+        diagnostics = [x for d, c in zip(diags, groups, strict=True)
+                       for x in (d if d is not None else [None] * len(c))]  # fmt: skip
+    pairs = Provenance(len(out_ids), row, sources, versions, np.concatenate(scores), rank, diagnostics)
+    return CandidateBatch.from_provenance(out_ids, pairs)

@@ -52,6 +52,7 @@ from core.contracts import (
     SourceResult,
 )
 from core.experiments import assign
+from core.provenance import SourceColumns
 from serving import tracing
 from serving.errors import ServiceUnavailable, UnknownSurface
 from serving.merge import merge
@@ -202,7 +203,11 @@ class RecommendationPipeline:
             name = stage.config.name
             try:
                 res = await self._call_source(stage, query, state)
-                res = replace(res, candidates=tuple(res.candidates)[: stage.config.quota])
+                cands, quota = res.candidates, stage.config.quota
+                if not isinstance(cands, SourceColumns):
+                    res = replace(res, candidates=tuple(cands)[:quota])
+                elif len(cands) > quota:
+                    res = replace(res, candidates=cands[:quota])
                 ms = (time.perf_counter() - t0) * 1000.0
                 return (
                     stage,

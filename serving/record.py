@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 
 from pydantic import TypeAdapter
 
@@ -24,7 +23,6 @@ from core.contracts import (
 )
 
 _REMOVALS = TypeAdapter(list[RemovalRecord])
-_FIELD = [itemgetter(k) for k in range(6)]  # Candidate's fields by position, mapped in C
 
 
 @dataclass
@@ -120,17 +118,7 @@ def candidate_table(
         dicts = scored.task_dicts
         tasks = list(next((d for d in dicts if d), {}))
         task_scores = {t: [None if h is None else dicts[h].get(t) for h in hits] for t in tasks}
-    # One pass over (candidate, source) pairs into five columns.
-    rows: list[int] = []
-    prov: list = []
-    for row, p in enumerate(merged.provenance):
-        if len(p) == 1:
-            rows.append(row)
-            prov.append(p[0])
-        else:
-            rows.extend([row] * len(p))
-            prov.extend(p)
-    source, version, score, rank = (list(map(_FIELD[k], prov)) for k in range(1, 5))
+    rows, source, version, score, rank = merged.provenance_columns()
     return CandidateTable(
         item_id=item_id,
         utility=utility,

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 
 from core.catalogue import Catalogue
 from core.components import SOURCES
-from core.contracts import _NO_DIAGNOSTICS, Candidate, SourceResult
+from core.contracts import SourceResult
+from core.provenance import SourceColumns
 
 if TYPE_CHECKING:
     from retrieval.artifacts import TwoTowerArtifacts
@@ -64,40 +65,29 @@ def make_result(
     versions: dict[str, str] | None = None,
 ) -> SourceResult:
     """A :class:`SourceResult` from ``(item_id, score)`` pairs already in best-first order."""
-    if per_item:
-        cands = tuple(
-            Candidate(item, source, version, float(score), rank, per_item.get(item) or {})
-            for rank, (item, score) in enumerate(scored)
-        )
-    else:  # the common case: no per-item diagnostics (the shared empty default)
-        pairs = list(scored)
-        return result_from_columns(source, version, [p[0] for p in pairs],
-                                   [float(p[1]) for p in pairs], diagnostics, versions=versions)  # fmt: skip
-    return SourceResult(
-        source=source,
-        version=version,
-        candidates=cands,
-        diagnostics=diagnostics or {},
-        versions=versions or {},
-    )
+    pairs = list(scored)
+    ids = [p[0] for p in pairs]
+    per = [per_item.get(i) or None for i in ids] if per_item else None
+    return result_from_columns(source, version, ids, [float(p[1]) for p in pairs], diagnostics,
+                               versions=versions, per_item=per)  # fmt: skip
 
 
 def result_from_columns(
     source: str,
     version: str,
     item_ids: Sequence[str],
-    scores: Sequence[float],
+    scores: Sequence[float] | np.ndarray,
     diagnostics: dict | None = None,
     *,
     versions: dict[str, str] | None = None,
+    per_item: Sequence[dict | None] | None = None,
 ) -> SourceResult:
-    """:func:`make_result` from two columns, best first: ``item_ids`` and ``scores`` (Python
-    floats). What a source that searches arrays (the two-tower) or an answer that crossed a
-    Serve hop has in hand."""
+    """:func:`make_result` from two columns, best first: ``item_ids`` and ``scores`` (floats,
+    or a float array). What a source that searches arrays has in hand, and what crosses a
+    Serve hop. The answer's ``candidates`` are :class:`core.provenance.SourceColumns`: no
+    object per candidate until one is read. ``per_item``: each candidate's diagnostics."""
     if len(item_ids) != len(scores):
         raise ValueError(f"{source}: {len(item_ids)} item ids but {len(scores)} scores")
-    # ``_make`` builds each tuple in C (the NamedTuple constructor is a Python-level call).
-    cands = tuple(map(Candidate._make, zip(item_ids, repeat(source), repeat(version), scores,
-                                           range(len(item_ids)), repeat(_NO_DIAGNOSTICS))))  # fmt: skip
+    cands = SourceColumns(source, version, item_ids, scores, per_item)
     return SourceResult(source=source, version=version, candidates=cands,
                         diagnostics=diagnostics or {}, versions=versions or {})  # fmt: skip

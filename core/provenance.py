@@ -1,0 +1,192 @@
+"""Where candidates came from, as columns: one source's answer, and every (candidate, source)
+pair of a merged request.
+
+A request's five sources propose ≈ 700 items. Held as one :class:`core.contracts.Candidate`
+tuple per item, the sources built them, the merge took them apart again and the decision
+record read them field by field. :class:`SourceColumns` is a source's answer as columns
+(item ids, scores, ranks; one source name and version) and :class:`Provenance` the merged
+request's pairs as columns, so the merge, the ranker's features and the record work on arrays.
+
+Both are also read-only ``Sequence`` views of the :class:`Candidate` rows (a source answer's
+``candidates``; a merged candidate's ``provenance``), built on access: code written against the
+row contract (a plug-in source, a test) works unchanged.
+
+Invariants: columns are never mutated; every column has one entry per candidate (per pair),
+in the same order; ranks are 0-based ints; scores are float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import repeat
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from core.contracts import _NO_DIAGNOSTICS, Candidate
+
+
+class SourceColumns(Sequence[Candidate]):
+    """One source's answer, best first, as columns: ``item_ids``, ``scores`` (``(n,)``
+    float64), ``ranks`` (``(n,)`` int64, ``0..n-1`` unless sliced from a longer answer), the
+    one ``source`` and ``version``, and per-item ``diagnostics`` (``None``: none)."""
+
+    __slots__ = ("item_ids", "scores", "ranks", "source", "version", "diagnostics")
+
+    def __init__(
+        self,
+        source: str,
+        version: str,
+        item_ids: Sequence[str],
+        scores: Any,
+        diagnostics: Sequence[Mapping[str, Any]] | None = None,
+        ranks: np.ndarray | None = None,
+    ):
+        self.item_ids = list(item_ids)
+        self.scores = np.asarray(scores, dtype=np.float64)
+        n = len(self.item_ids)
+        if self.scores.shape != (n,):
+            raise ValueError(f"{source}: {n} item ids but scores of shape {self.scores.shape}")
+        self.ranks = np.arange(n, dtype=np.int64) if ranks is None else ranks
+        if diagnostics is not None and len(diagnostics) != n:
+            raise ValueError(f"{source}: {n} item ids but {len(diagnostics)} diagnostics")
+        self.source = source
+        self.version = version
+        self.diagnostics = None if diagnostics is None else list(diagnostics)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            d = self.diagnostics
+            return SourceColumns(self.source, self.version, self.item_ids[i], self.scores[i],
+                                 None if d is None else d[i], self.ranks[i])  # fmt: skip
+        d = _NO_DIAGNOSTICS if self.diagnostics is None else (self.diagnostics[i] or _NO_DIAGNOSTICS)
+        return Candidate(self.item_ids[i], self.source, self.version, float(self.scores[i]),
+                         int(self.ranks[i]), d)  # fmt: skip
+
+    def __iter__(self) -> Iterator[Candidate]:
+        d = (repeat(_NO_DIAGNOSTICS) if self.diagnostics is None
+             else (x or _NO_DIAGNOSTICS for x in self.diagnostics))  # fmt: skip
+        return map(Candidate._make, zip(self.item_ids, repeat(self.source), repeat(self.version),
+                                        self.scores.tolist(), self.ranks.tolist(), d))  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SourceColumns({self.source!r}, {len(self)} candidates)"
+
+
+def as_columns(candidates: Sequence[Candidate]) -> tuple[list[str], list[str], list[str], np.ndarray, np.ndarray, list | None]:  # fmt: skip
+    """``(item_ids, sources, versions, scores, ranks, diagnostics)`` of any candidates: read
+    from :class:`SourceColumns` without a row each, else field by field."""
+    if isinstance(candidates, SourceColumns):
+        n = len(candidates)
+        return (candidates.item_ids, [candidates.source] * n, [candidates.version] * n,
+                candidates.scores, candidates.ranks, candidates.diagnostics)  # fmt: skip
+    rows = list(candidates)
+    if not rows:
+        return [], [], [], np.zeros(0), np.zeros(0, dtype=np.int64), None
+    ids, src, ver, score, rank, diag = (list(col) for col in zip(*rows, strict=True))
+    return (ids, src, ver, np.array(score, dtype=np.float64), np.array(rank, dtype=np.int64),
+            None if all(d is _NO_DIAGNOSTICS for d in diag) else diag)  # fmt: skip
+
+
+def _pick(values: list, idx: list[int]) -> list:
+    if not idx:
+        return []
+    if len(idx) == 1:
+        return [values[idx[0]]]
+    return list(itemgetter(*idx)(values))
+
+
+class Provenance:
+    """Every (candidate, source) pair of a merged request as columns, in the order the
+    sources answered: ``row[p]`` is the merged candidate pair ``p`` belongs to, ``source``,
+    ``version``, ``score`` and ``rank`` what that source said. A merged batch and every
+    narrowing of it share one (see :class:`core.candidates.CandidateBatch`)."""
+
+    __slots__ = ("row", "source", "version", "score", "rank", "diagnostics", "n_rows",
+                 "_by_row", "_starts", "_source_arr")  # fmt: skip
+
+    def __init__(self, n_rows: int, row: np.ndarray, source: list[str], version: list[str],
+                 score: np.ndarray, rank: np.ndarray, diagnostics: list | None = None):  # fmt: skip
+        self.n_rows = n_rows
+        self.row = row
+        self.source = source
+        self.version = version
+        self.score = score
+        self.rank = rank
+        self.diagnostics = diagnostics
+        self._by_row: np.ndarray | None = None
+        self._starts: np.ndarray | None = None
+        self._source_arr: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def by_row(self) -> np.ndarray:
+        """``(P,)`` pair positions ordered by row, then in the order the sources answered."""
+        if self._by_row is None:
+            self._by_row = np.argsort(self.row, kind="stable")
+            counts = np.bincount(self.row, minlength=self.n_rows)
+            self._starts = np.concatenate(([0], np.cumsum(counts)))
+        return self._by_row
+
+    def source_array(self) -> np.ndarray:
+        if self._source_arr is None:
+            self._source_arr = np.array(self.source, dtype=object)
+        return self._source_arr
+
+    def rows_of(self, item_ids: list[str], rows: list[int]) -> list[tuple[Candidate, ...]]:
+        """The provenance tuples of ``rows`` (rows of this pair table, items ``item_ids``)."""
+        order = self.by_row()
+        starts = self._starts
+        diag = self.diagnostics
+        src, ver = self.source, self.version
+        score, rank = self.score.tolist(), self.rank.tolist()
+        out = []
+        for item, r in zip(item_ids, rows, strict=True):
+            ps = order[starts[r]:starts[r + 1]].tolist()  # type: ignore[index]
+            out.append(tuple(
+                Candidate(item, src[p], ver[p], score[p], rank[p],
+                          _NO_DIAGNOSTICS if diag is None else (diag[p] or _NO_DIAGNOSTICS))
+                for p in ps))  # fmt: skip
+        return out
+
+    def retrieval_scores(self, source: str) -> np.ndarray:
+        """``(n_rows,)`` float32: the first score ``source`` gave each row, NaN where none."""
+        out = np.full(self.n_rows, np.nan, dtype=np.float32)
+        hit = np.flatnonzero(self.source_array() == source)
+        if len(hit):
+            rows, first = np.unique(self.row[hit], return_index=True)
+            out[rows] = self.score[hit[first]].astype(np.float32)
+        return out
+
+    def best_sources(self) -> list[str]:
+        """Each row's best pair's source: lowest rank, then highest score, then the first
+        answered (``min`` over the row's provenance by ``(rank, -score)``)."""
+        if not len(self):
+            return [""] * self.n_rows
+        o = np.lexsort((np.arange(len(self)), -self.score, self.rank, self.row))
+        r = self.row[o]
+        first = np.flatnonzero(np.concatenate(([True], r[1:] != r[:-1])))
+        out = [""] * self.n_rows
+        best = self.source_array()[o[first]].tolist()
+        if len(first) == self.n_rows:
+            return best
+        for row, s in zip(r[first].tolist(), best, strict=True):
+            out[row] = s
+        return out
+
+    def table(self) -> tuple[list[int], list[str], list[str], list[float], list[int]]:
+        """The record's provenance columns: pairs by row, then in the order answered."""
+        order = self.by_row()
+        idx = order.tolist()
+        return (self.row[order].tolist(), _pick(self.source, idx), _pick(self.version, idx),
+                self.score[order].tolist(), self.rank[order].tolist())  # fmt: skip

@@ -4,15 +4,22 @@
 several sources proposed (issue 13: per-request Python work). The reference below is the
 previous implementation, kept verbatim: on random source answers (overlapping items, sources
 of every size, pins) both give the same items, in the same order, with the same provenance.
+
+Sources answer columns (``core.provenance.SourceColumns``) and the merge keeps provenance as
+pair columns: the columns a merged batch derives from them (the two-tower score, the best
+source, the record's provenance table) are those of the same batch built from rows.
 """
 
 from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
+from core.candidates import CandidateBatch
 from core.contracts import Candidate, MergedCandidate, SourceResult
+from retrieval.sources.base import make_result
 from serving.merge import merge
 
 
@@ -31,8 +38,12 @@ def reference_merge(results, extra=()):
 
 def _answer(rng: random.Random, name: str, pool: int, n: int) -> SourceResult:
     items = rng.sample([f"i{k}" for k in range(pool)], n)
-    return SourceResult(name, "v1", tuple(Candidate(i, name, "v1", rng.random(), r)
-                                          for r, i in enumerate(items)))  # fmt: skip
+    scores = [rng.choice([0.25, 0.5, rng.random()]) for _ in items]  # ties for the best source
+    if rng.random() < 0.5:  # columns, as the built-in sources answer; some with diagnostics
+        per_item = {i: {"seed": i} for i in items[::3]} if rng.random() < 0.5 else None
+        return make_result(name, "v1", list(zip(items, scores, strict=True)), per_item=per_item)
+    return SourceResult(name, "v1", tuple(Candidate(i, name, "v1", sc, r)
+                                          for r, (i, sc) in enumerate(zip(items, scores, strict=True))))  # fmt: skip
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -43,7 +54,26 @@ def test_merge_matches_the_reference(seed: int) -> None:
                for k in range(rng.randint(0, 5))]  # fmt: skip
     pins = [Candidate(f"i{rng.randrange(pool)}", "pinned", "config", 0.0, p)
             for p in rng.sample(range(10), rng.randint(0, 3))]  # fmt: skip
-    assert merge(results, pins) == reference_merge(results, pins)
+    got, want = merge(results, pins), reference_merge(results, pins)
+    assert got == want
+    rows = CandidateBatch([c.item_id for c in want], [c.provenance for c in want])
+    assert got.best_sources() == rows.best_sources() == [c.best.source for c in want]
+    np.testing.assert_array_equal(got.retrieval_scores(), rows.retrieval_scores())
+    assert got.provenance_columns() == rows.provenance_columns()
+    # A narrowed batch (what the rules hand the ranker) reads the same rows and columns.
+    pick = sorted(rng.sample(range(len(want)), len(want) // 2))
+    narrowed = got.take(pick)
+    assert list(narrowed) == [want[i] for i in pick]
+    assert narrowed.best_sources() == [want[i].best.source for i in pick]
+    assert [narrowed[i] for i in range(len(pick))] == [want[i] for i in pick]
+
+
+def test_a_column_answer_reads_as_its_rows() -> None:
+    res = make_result("s", "v", [("a", 0.5), ("b", 0.25), ("c", 0.125)], per_item={"b": {"x": 1}})
+    rows = [Candidate("a", "s", "v", 0.5, 0), Candidate("b", "s", "v", 0.25, 1, {"x": 1}),
+            Candidate("c", "s", "v", 0.125, 2)]  # fmt: skip
+    assert list(res.candidates) == rows and res.candidates[1] == rows[1]
+    assert list(res.candidates[1:]) == rows[1:]  # a quota's cut keeps each item's rank
 
 
 def test_merge_of_nothing_is_empty() -> None:

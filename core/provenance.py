@@ -124,7 +124,7 @@ class Provenance:
         self.rank = rank
         self.diagnostics = diagnostics
         self._by_row: np.ndarray | None = None
-        self._starts: np.ndarray | None = None
+        self._starts: list[int] | None = None
         self._source_arr: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -135,7 +135,7 @@ class Provenance:
         if self._by_row is None:
             self._by_row = np.argsort(self.row, kind="stable")
             counts = np.bincount(self.row, minlength=self.n_rows)
-            self._starts = np.concatenate(([0], np.cumsum(counts)))
+            self._starts = [0, *np.cumsum(counts).tolist()]
         return self._by_row
 
     def source_array(self) -> np.ndarray:
@@ -149,14 +149,17 @@ class Provenance:
         starts = self._starts
         diag = self.diagnostics
         src, ver = self.source, self.version
-        score, rank = self.score.tolist(), self.rank.tolist()
+        few = len(rows) < 8  # a row or a slate's few: no pass over every pair's columns
+        score = self.score if few else self.score.tolist()
+        rank = self.rank if few else self.rank.tolist()
+        by_row = order if few else order.tolist()
         out = []
         for item, r in zip(item_ids, rows, strict=True):
-            ps = order[starts[r]:starts[r + 1]].tolist()  # type: ignore[index]
+            ps = by_row[starts[r]:starts[r + 1]]
             out.append(tuple(
-                Candidate(item, src[p], ver[p], score[p], rank[p],
+                Candidate(item, src[p], ver[p], float(score[p]), int(rank[p]),
                           _NO_DIAGNOSTICS if diag is None else (diag[p] or _NO_DIAGNOSTICS))
-                for p in ps))  # fmt: skip
+                for p in (ps.tolist() if few else ps)))  # fmt: skip
         return out
 
     def retrieval_scores(self, source: str) -> np.ndarray:

@@ -32,9 +32,9 @@ def best_source(c: ScoredCandidate) -> str:
 
 def _codes(values: Sequence) -> tuple[np.ndarray, list]:
     """``(B,)`` int codes of hashable ``values`` and the distinct values, by first appearance."""
-    index: dict = {}
-    codes = np.fromiter((index.setdefault(v, len(index)) for v in values), np.int64, len(values))
-    return codes, list(index)
+    distinct = list(dict.fromkeys(values))  # de-duplicated in C, first appearance kept
+    index = {v: k for k, v in enumerate(distinct)}
+    return np.fromiter(map(index.__getitem__, values), np.int64, len(values)), distinct
 
 
 class DiversityConfig(SlateStepSpec):

@@ -168,6 +168,12 @@ class CandidateBatch(Sequence[MergedCandidate]):
             self._columns()
         return self._best  # type: ignore[return-value]
 
+    @property
+    def typed_provenance(self) -> bool:
+        """Whether :meth:`provenance_columns` are typed by construction: ``int`` rows and
+        ranks, ``float`` scores, ``str`` sources and versions (the merge's pair columns)."""
+        return self._pairs is not None and self._pair_rows is None
+
     def provenance_columns(self) -> tuple[list[int], list[str], list[str], list[float], list[int]]:
         """One row per (candidate, source) pair, by candidate then in the order the sources
         answered: ``(candidate row, source, version, score, rank)`` (the decision record's

@@ -97,7 +97,8 @@ def as_columns(candidates: Sequence[Candidate]) -> tuple[list[str], list[str], l
             None if all(d is _NO_DIAGNOSTICS for d in diag) else diag)  # fmt: skip
 
 
-def _pick(values: list, idx: list[int]) -> list:
+def gather(values: list, idx: list[int]) -> list:
+    """``[values[i] for i in idx]``, in C."""
     if not idx:
         return []
     if len(idx) == 1:
@@ -191,5 +192,5 @@ class Provenance:
         """The record's provenance columns: pairs by row, then in the order answered."""
         order = self.by_row()
         idx = order.tolist()
-        return (self.row[order].tolist(), _pick(self.source, idx), _pick(self.version, idx),
+        return (self.row[order].tolist(), gather(self.source, idx), gather(self.version, idx),
                 self.score[order].tolist(), self.rank[order].tolist())  # fmt: skip

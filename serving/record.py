@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
+import numpy as np
 from pydantic import TypeAdapter
 
 from core.candidates import CandidateBatch, ScoredBatch
@@ -21,6 +23,7 @@ from core.contracts import (
     SlateRecord,
     SourceOutcome,
 )
+from core.provenance import gather
 
 _REMOVALS = TypeAdapter(list[RemovalRecord])
 
@@ -98,34 +101,40 @@ def decision_record(
     )
 
 
+def _floats(values: Sequence) -> list:
+    """``values`` as Python floats (``None`` kept), converted in C when none is ``None``."""
+    try:
+        return np.asarray(values, dtype=np.float64).tolist()
+    except (TypeError, ValueError):
+        return [None if v is None else float(v) for v in values]
+
+
 def candidate_table(
     merged: Sequence[MergedCandidate], scored: Sequence[ScoredCandidate]
 ) -> CandidateTable:
     """The record's candidates as columns (see :class:`core.contracts.CandidateTable`), read
-    from the request's batches' columns."""
+    from the request's batches' columns. Each scored column is gathered onto the merged rows
+    in C (a ``None`` sentinel past its end for the rows that were not scored); columns whose
+    types are known by construction (the merge's pair columns, float conversions) skip
+    pydantic's per-element validation, which would not change them."""
     merged = CandidateBatch.of(merged)
     scored = ScoredBatch.of(scored)
     item_id = merged.item_ids
-    at = dict(zip(scored.item_ids, range(len(scored)), strict=True))
-    hits = list(map(at.get, item_id))
-    su = scored.utility
-    utility = [None if h is None or su[h] is None else float(su[h]) for h in hits]
+    m = len(scored)
+    at = dict(zip(scored.item_ids, range(m), strict=True))
+    hits = list(map(at.get, item_id, repeat(m)))  # m: the None sentinel
+    utility = gather([*_floats(scored.utility), None], hits)
     if scored.task_dicts is None:
-        task_scores = {t: [None if h is None else col[h] for h in hits]
-                       for t, col in ((t, scored.task_column(t)) for t in scored.task_columns)
-                       } if len(scored) else {}  # fmt: skip
+        task_scores = {t: gather([*_floats(scored.task_column(t)), None], hits)
+                       for t in scored.task_columns} if m else {}  # fmt: skip
     else:
         dicts = scored.task_dicts
         tasks = list(next((d for d in dicts if d), {}))
-        task_scores = {t: [None if h is None else dicts[h].get(t) for h in hits] for t in tasks}
+        task_scores = {t: [None if h == m else dicts[h].get(t) for h in hits] for t in tasks}
     rows, source, version, score, rank = merged.provenance_columns()
-    return CandidateTable(
-        item_id=item_id,
-        utility=utility,
-        task_scores=task_scores,
-        provenance_row=rows,
-        provenance_source=source,
-        provenance_version=version,
-        provenance_score=score,
-        provenance_rank=rank,
-    )
+    columns = dict(item_id=item_id, utility=utility, task_scores=task_scores,
+                   provenance_row=rows, provenance_source=source, provenance_version=version,
+                   provenance_score=score, provenance_rank=rank)  # fmt: skip
+    if merged.typed_provenance and scored.task_dicts is None and all(map(isinstance, item_id, repeat(str))):
+        return CandidateTable.model_construct(**columns)
+    return CandidateTable(**columns)

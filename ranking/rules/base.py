@@ -74,6 +74,22 @@ def drops_where(
     return out
 
 
+def drops_by_id(
+    batch: CandidateBatch, reason_of: Callable[[str], str | None], only: Collection[str]
+) -> Drops:
+    """:func:`drops_where` for a rule that judges by item id alone: ``reason_of`` gets the id,
+    so no candidate row is built for the handful of ids in ``only`` it is asked about."""
+    if not only:
+        return []
+    ids = batch.item_ids
+    out: Drops = []
+    for i in compress(range(len(ids)), map(only.__contains__, ids)):
+        reason = reason_of(ids[i])
+        if reason is not None:
+            out.append((i, reason))
+    return out
+
+
 def drops_mask(
     keep: np.ndarray,
     reason: str,

@@ -8,8 +8,8 @@ from core.candidates import CandidateBatch
 from core.catalogue import Catalogue
 from core.components import RULES
 from core.config import PolicyConfig
-from core.contracts import MergedCandidate, Query
-from ranking.rules.base import Drops, JudgingRule, drops_where
+from core.contracts import Query
+from ranking.rules.base import Drops, JudgingRule, drops_by_id
 
 
 @RULES.register("exclude")
@@ -27,11 +27,11 @@ class ExcludeRule(JudgingRule):
         seen |= getattr(user_state, "positives", set()) or set()
         excluded = query.exclude_item_ids
 
-        def reason(c: MergedCandidate) -> str | None:
-            if c.item_id in excluded:
+        def reason(item_id: str) -> str | None:
+            if item_id in excluded:
                 return "excluded_by_request"
-            if c.item_id in seen:
+            if item_id in seen:
                 return "already_interacted"
             return None
 
-        return drops_where(batch, reason, only=seen | set(excluded))
+        return drops_by_id(batch, reason, only=seen | set(excluded))

@@ -10,7 +10,7 @@ from core.components import RULES
 from core.config import PolicyConfig
 from core.contracts import PolicyUnavailable, Query
 from core.features import UserState
-from ranking.rules.base import Drops, JudgingRule, drops_where
+from ranking.rules.base import Drops, JudgingRule, drops_by_id
 
 
 @RULES.register("hidden")
@@ -27,4 +27,4 @@ class HiddenByUserRule(JudgingRule):
         if user_state is None:
             raise PolicyUnavailable(f"{self.name}: no user state to read hidden items from")
         hidden = user_state.hidden
-        return drops_where(batch, lambda c: "hidden_by_user", only=hidden)
+        return drops_by_id(batch, lambda _: "hidden_by_user", only=hidden)

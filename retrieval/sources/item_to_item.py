@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
+import numpy as np
 from pydantic import Field
 
 from core.components import SOURCES
@@ -11,7 +10,10 @@ from core.config import SourceSpec
 from core.contracts import Query, SourceResult
 from core.features import UserState
 from retrieval.cooccurrence import ItemToItemIndex
-from retrieval.sources.base import SourceContext, SourceUnavailable, make_result
+from retrieval.sources.base import SourceContext, SourceUnavailable, result_from_columns
+
+_SEED_CACHE = 4096
+"""Seeds whose neighbour columns a source keeps (≈ 50 neighbours each)."""
 
 
 class ItemToItemSourceConfig(SourceSpec):
@@ -35,6 +37,7 @@ class ItemToItemSource:
         self.seed_items = seed_items
         self.min_cooccurrence = min_cooccurrence
         self.version = index.version if index is not None else "unloaded"
+        self._cache: dict[str, tuple[list[str], np.ndarray]] = {}
 
     @classmethod
     def from_config(cls, cfg: ItemToItemSourceConfig, ctx: SourceContext) -> ItemToItemSource:
@@ -57,23 +60,45 @@ class ItemToItemSource:
                 seeds.append(item)
         return seeds
 
+    def _neighbours(self, seed: str) -> tuple[list[str], np.ndarray]:
+        """``seed``'s neighbours with at least ``min_cooccurrence`` co-occurrences, in the
+        index's order, as columns (ids, float64 scores); the index is immutable, so the
+        columns of recently used seeds are kept (at most ``_SEED_CACHE``)."""
+        got = self._cache.get(seed)
+        if got is None:
+            found = [n for n in self.index.get(seed) if n.count >= self.min_cooccurrence]  # type: ignore[union-attr]
+            got = ([n.item_id for n in found], np.array([n.score for n in found], dtype=np.float64))
+            if len(self._cache) >= _SEED_CACHE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[seed] = got
+        return got
+
     async def retrieve(self, query: Query, user_state: UserState, limit: int) -> SourceResult:
         if self.index is None:
             raise SourceUnavailable(f"{self.name}: co-occurrence index not loaded")
         seeds = self.seeds(query, user_state)
-        scores: dict[str, float] = defaultdict(float)
-        via: dict[str, list[str]] = defaultdict(list)
+        ids: list[str] = []
+        parts, seed_of = [], []
         for pos, seed in enumerate(seeds):
-            for n in self.index.get(seed):
-                if n.count >= self.min_cooccurrence:
-                    scores[n.item_id] += n.score / (pos + 1)
-                    via[n.item_id].append(seed)
-        ranked = sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:limit]
-        return make_result(
-            self.name,
-            self.version,
-            ranked,
-            {"seeds": seeds},
-            {item: {"seeds": via[item]} for item, _ in ranked},
-            versions={"item_to_item": self.version},
-        )
+            n_ids, n_scores = self._neighbours(seed)
+            ids += n_ids
+            parts.append(n_scores / (pos + 1))
+            seed_of.append(np.full(len(n_ids), pos, dtype=np.int64))
+        if not ids:
+            return result_from_columns(self.name, self.version, [], [], {"seeds": seeds},
+                                       versions={"item_to_item": self.version})  # fmt: skip
+        # Each item's score summed in seed order (bincount adds in input order, as a loop
+        # would); best first, ties by item id (np.unique's ids are sorted, the sort stable).
+        uniq, inv = np.unique(np.array(ids, dtype=object), return_inverse=True)
+        score = np.bincount(inv, weights=np.concatenate(parts), minlength=len(uniq))
+        top = np.argsort(-score, kind="stable")[:limit]
+        # Which seeds led to each answered item, in seed order.
+        seed_pos = np.concatenate(seed_of)
+        by_item = np.argsort(inv, kind="stable")
+        starts = np.searchsorted(inv[by_item], top)
+        ends = np.searchsorted(inv[by_item], top, side="right")
+        via = [{"seeds": [seeds[k] for k in seed_pos[by_item[a:b]].tolist()]}
+               for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]  # fmt: skip
+        return result_from_columns(self.name, self.version, uniq[top].tolist(), score[top],
+                                   {"seeds": seeds}, versions={"item_to_item": self.version},
+                                   per_item=via)  # fmt: skip

@@ -109,26 +109,45 @@ def observe_request(tenant: str, endpoint: str, status: int | str, latency_ms: f
     REQUEST_LATENCY.labels(tenant, endpoint).observe(latency_ms)
 
 
+_CHILDREN: dict[tuple, Any] = {}
+_MAX_CHILDREN = 10_000
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once per label set: prometheus-client's
+    ``labels`` validates and locks on every call, and a request asks for ≈ 25 of them. Label
+    values are bounded (tenant, configured surfaces, sources, stages, reason codes); the cap
+    only guards against a bug making them unbounded. Not for metrics whose children are
+    removed (the versions gauge)."""
+    key = (id(metric), *labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        if len(_CHILDREN) >= _MAX_CHILDREN:
+            _CHILDREN.clear()
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return child
+
+
 def observe_decision(record: DecisionRecord) -> None:
     """Record the per-request metrics a decision record implies."""
     t, surface = record.tenant_id, record.surface
-    DECISIONS.labels(t, surface, record.fallback or "personalised").inc()
+    _child(DECISIONS, t, surface, record.fallback or "personalised").inc()
     for stage, ms in record.stage_latency_ms.items():
-        STAGE_LATENCY.labels(t, surface, stage).observe(ms)
+        _child(STAGE_LATENCY, t, surface, stage).observe(ms)
     for outcome in record.sources:
-        SOURCE_OUTCOMES.labels(t, surface, outcome.source, outcome.status).inc()
+        _child(SOURCE_OUTCOMES, t, surface, outcome.source, outcome.status).inc()
         if outcome.status != "skipped":
-            SOURCE_LATENCY.labels(t, surface, outcome.source).observe(outcome.latency_ms)
+            _child(SOURCE_LATENCY, t, surface, outcome.source).observe(outcome.latency_ms)
         if outcome.status == "ok":
-            SOURCE_CANDIDATES.labels(t, surface, outcome.source).observe(outcome.candidates)
+            _child(SOURCE_CANDIDATES, t, surface, outcome.source).observe(outcome.candidates)
     if record.fallback:
-        FALLBACKS.labels(t, record.fallback).inc()
+        _child(FALLBACKS, t, record.fallback).inc()
     # Tens of removals per request, a handful of distinct (rule, reason): one labelled
     # increment per pair, not per removal.
     for (rule, reason), n in Tally((r.rule, r.reason) for r in record.removals).items():
-        POLICY_REMOVALS.labels(t, surface, rule, reason).inc(n)
+        _child(POLICY_REMOVALS, t, surface, rule, reason).inc(n)
     for item in record.degraded:
-        DEGRADATIONS.labels(t, item.split(":", 1)[0]).inc()
+        _child(DEGRADATIONS, t, item.split(":", 1)[0]).inc()
 
 
 def set_versions(tenant: str, versions: dict[str, str]) -> None:

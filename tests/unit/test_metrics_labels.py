@@ -58,6 +58,21 @@ def test_observe_decision_labels_tenant_and_surface():
     assert {s.labels["kind"] for s in degraded} == {"source_timeout"}
 
 
+def test_observe_decision_counts_every_request_into_the_exported_series():
+    """Label children are looked up once and kept: the second request still counts, in the
+    series the registry exports."""
+    record = sample_record(tenant="t-metrics-twice", surface="home")
+
+    def decisions() -> float:
+        return sum(s.value for s in _samples("recsys_decisions")
+                   if s.labels.get("tenant") == "t-metrics-twice" and s.name.endswith("_total"))  # fmt: skip
+
+    metrics.observe_decision(record)
+    once = decisions()
+    metrics.observe_decision(record)
+    assert (once, decisions()) == (1.0, 2.0)
+
+
 def test_observe_request_counts_per_tenant():
     metrics.observe_request("t-req", "recommend", 200, 12.5)
     counts = [s for s in _samples("recsys_request_latency_ms")

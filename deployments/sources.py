@@ -15,6 +15,7 @@ from ray import serve
 
 from core.config import SourceSpec
 from core.contracts import Query
+from core.provenance import SourceColumns
 from deployments import metrics
 from deployments.loaders import ServingContext, load_catalogue, load_events, settle_replica
 from deployments.settings import WatchUserConfig
@@ -65,8 +66,12 @@ class CandidateSourcesDeployment:
             if sp is not None:
                 sp.set_attributes({"recsys.candidates": len(result.candidates),
                                    **tracing.versions_attributes(result.versions)})  # fmt: skip
-        return ([c.item_id for c in result.candidates], [c.score for c in result.candidates],
-                dict(result.diagnostics), result.version, dict(result.versions))  # fmt: skip
+        cands = result.candidates
+        if isinstance(cands, SourceColumns):  # the built-in sources: columns already
+            ids, scores = cands.item_ids, cands.scores
+        else:
+            ids, scores = [c.item_id for c in cands], [c.score for c in cands]
+        return ids, scores, dict(result.diagnostics), result.version, dict(result.versions)
 
     async def observe(self, tenant: str, events: list[dict]) -> int:
         """Fold accepted live events into every trending source of ``tenant``."""

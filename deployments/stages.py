@@ -65,8 +65,8 @@ class RemoteSource:
         ids, scores, diagnostics, version, versions = await self._handle.retrieve_columns.remote(
             *args, *pinned
         )
-        return result_from_columns(self.name, version, ids, [float(s) for s in scores],
-                                   diagnostics, versions=versions)  # fmt: skip
+        return result_from_columns(self.name, version, ids, scores, diagnostics,
+                                   versions=versions)  # fmt: skip
 
 
 class LocalTwoTowerSource:

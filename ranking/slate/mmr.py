@@ -156,10 +156,14 @@ class MmrDiversityStep:
         per_src = np.zeros(len(src_values))
         max_sim = np.zeros(len(order))
         remaining = np.ones(len(order), dtype=bool)
+        # Candidates whose category or best source has reached its limit: a count only grows
+        # at a pick, so the mask is updated there (for that pick's category and source)
+        # instead of recomputed from every count at every pick.
+        open_ = (per_cat[cat_code] < cat_cap) & (per_src[src_code] < src_cap[src_code])
+        capped = self.max_per_category is not None or bool(self.source_quotas)
         picks: list[tuple[ScoredCandidate, tuple[str, ...]]] = []
         while len(picks) < n:
-            ok = remaining & (per_cat[cat_code] < cat_cap) & (per_src[src_code] < src_cap[src_code])
-            cand = np.flatnonzero(ok)
+            cand = np.flatnonzero(remaining & open_ if capped else remaining)
             if not len(cand):
                 break
             vals = self.lam * rel_o[cand] - (1.0 - self.lam) * max_sim[cand]
@@ -172,6 +176,11 @@ class MmrDiversityStep:
             remaining[p] = False
             per_cat[cat_code[p]] += 1
             per_src[src_code[p]] += 1
+            if capped:
+                if per_cat[cat_code[p]] >= cat_cap:
+                    open_[cat_code == cat_code[p]] = False
+                if per_src[src_code[p]] >= src_cap[src_code[p]]:
+                    open_[src_code == src_code[p]] = False
             if self.embedding_of is None:
                 if cat_code[p] != none_cat:
                     max_sim[remaining & (cat_code == cat_code[p])] = 1.0

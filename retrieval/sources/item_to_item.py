@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from pydantic import Field
 
 from core.components import SOURCES
@@ -37,7 +36,7 @@ class ItemToItemSource:
         self.seed_items = seed_items
         self.min_cooccurrence = min_cooccurrence
         self.version = index.version if index is not None else "unloaded"
-        self._cache: dict[str, tuple[list[str], np.ndarray]] = {}
+        self._cache: dict[str, tuple[list[str], list[float]]] = {}
 
     @classmethod
     def from_config(cls, cfg: ItemToItemSourceConfig, ctx: SourceContext) -> ItemToItemSource:
@@ -60,14 +59,14 @@ class ItemToItemSource:
                 seeds.append(item)
         return seeds
 
-    def _neighbours(self, seed: str) -> tuple[list[str], np.ndarray]:
+    def _neighbours(self, seed: str) -> tuple[list[str], list[float]]:
         """``seed``'s neighbours with at least ``min_cooccurrence`` co-occurrences, in the
-        index's order, as columns (ids, float64 scores); the index is immutable, so the
-        columns of recently used seeds are kept (at most ``_SEED_CACHE``)."""
+        index's order, as columns (ids, scores); the index is immutable, so the columns of
+        recently used seeds are kept (at most ``_SEED_CACHE``)."""
         got = self._cache.get(seed)
         if got is None:
             found = [n for n in self.index.get(seed) if n.count >= self.min_cooccurrence]  # type: ignore[union-attr]
-            got = ([n.item_id for n in found], np.array([n.score for n in found], dtype=np.float64))
+            got = ([n.item_id for n in found], [n.score for n in found])
             if len(self._cache) >= _SEED_CACHE:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[seed] = got
@@ -77,28 +76,20 @@ class ItemToItemSource:
         if self.index is None:
             raise SourceUnavailable(f"{self.name}: co-occurrence index not loaded")
         seeds = self.seeds(query, user_state)
-        ids: list[str] = []
-        parts, seed_of = [], []
+        scores: dict[str, float] = {}
+        via: dict[str, list[str]] = {}
         for pos, seed in enumerate(seeds):
             n_ids, n_scores = self._neighbours(seed)
-            ids += n_ids
-            parts.append(n_scores / (pos + 1))
-            seed_of.append(np.full(len(n_ids), pos, dtype=np.int64))
-        if not ids:
-            return result_from_columns(self.name, self.version, [], [], {"seeds": seeds},
-                                       versions={"item_to_item": self.version})  # fmt: skip
-        # Each item's score summed in seed order (bincount adds in input order, as a loop
-        # would); best first, ties by item id (np.unique's ids are sorted, the sort stable).
-        uniq, inv = np.unique(np.array(ids, dtype=object), return_inverse=True)
-        score = np.bincount(inv, weights=np.concatenate(parts), minlength=len(uniq))
-        top = np.argsort(-score, kind="stable")[:limit]
-        # Which seeds led to each answered item, in seed order.
-        seed_pos = np.concatenate(seed_of)
-        by_item = np.argsort(inv, kind="stable")
-        starts = np.searchsorted(inv[by_item], top)
-        ends = np.searchsorted(inv[by_item], top, side="right")
-        via = [{"seeds": [seeds[k] for k in seed_pos[by_item[a:b]].tolist()]}
-               for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]  # fmt: skip
-        return result_from_columns(self.name, self.version, uniq[top].tolist(), score[top],
-                                   {"seeds": seeds}, versions={"item_to_item": self.version},
-                                   per_item=via)  # fmt: skip
+            w = pos + 1
+            for item, sc in zip(n_ids, n_scores, strict=True):
+                scores[item] = scores.get(item, 0.0) + sc / w
+                found = via.get(item)
+                if found is None:
+                    via[item] = [seed]
+                else:
+                    found.append(seed)
+        ranked = sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:limit]
+        return result_from_columns(self.name, self.version, [r[0] for r in ranked],
+                                   [r[1] for r in ranked], {"seeds": seeds},
+                                   versions={"item_to_item": self.version},
+                                   per_item=[{"seeds": via[r[0]]} for r in ranked])  # fmt: skip

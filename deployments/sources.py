@@ -66,7 +66,8 @@ class CandidateSourcesDeployment:
                 sp.set_attributes({"recsys.candidates": len(result.candidates),
                                    **tracing.versions_attributes(result.versions)})  # fmt: skip
         return ([c.item_id for c in result.candidates], [c.score for c in result.candidates],
-                dict(result.diagnostics), result.version, dict(result.versions))  # fmt: skip
+                dict(result.diagnostics), result.version, dict(result.versions),
+                result.query_vector)  # fmt: skip
 
     async def observe(self, tenant: str, events: list[dict]) -> int:
         """Fold accepted live events into every trending source of ``tenant``."""

@@ -90,6 +90,7 @@ def result_from_columns(
     diagnostics: dict | None = None,
     *,
     versions: dict[str, str] | None = None,
+    query_vector: tuple[str, Any] | None = None,
 ) -> SourceResult:
     """:func:`make_result` from two columns, best first: ``item_ids`` and ``scores`` (Python
     floats). What a source that searches arrays (the two-tower) or an answer that crossed a
@@ -100,4 +101,5 @@ def result_from_columns(
     cands = tuple(map(Candidate._make, zip(item_ids, repeat(source), repeat(version), scores,
                                            range(len(item_ids)), repeat(_NO_DIAGNOSTICS))))  # fmt: skip
     return SourceResult(source=source, version=version, candidates=cands,
-                        diagnostics=diagnostics or {}, versions=versions or {})  # fmt: skip
+                        diagnostics=diagnostics or {}, versions=versions or {},
+                        query_vector=query_vector)  # fmt: skip

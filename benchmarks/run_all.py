@@ -85,6 +85,12 @@ def _refusal(r: dict) -> str:
     return f"{_num(r.get('us_per_refusal'), '.1f')} us per 429 in the admission middleware"
 
 
+def _ranker_forward(r: dict) -> str:
+    rows = {x["case"]: x for x in r.get("results") or []}
+    return ", ".join(f"{case} {_num(x.get('old_cpu_ms'), '.2f')} -> {_num(x.get('new_cpu_ms'), '.2f')} ms"
+                     for case, x in rows.items() if "predict" not in case)  # fmt: skip
+
+
 def _soak(r: dict) -> str:
     s = r.get("summary") or {}
     return (f"{_num(r.get('minutes'), 'g')} min at {_num(r.get('rate_rps'), 'g')} req/s: "
@@ -131,6 +137,9 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("bench_refusal", ("--out", str(RESULTS / "refusal.json")),
               ("--n", "2000", "--out", str(RESULTS / "refusal_quick.json")),
               "refusal.json", "refusal_quick.json", _refusal),  # fmt: skip
+    Benchmark("bench_ranker_forward", (),
+              ("--rounds", "1", "--seconds", "0.2", "--out", str(RESULTS / "bench_ranker_forward_quick.json")),
+              "bench_ranker_forward.json", "bench_ranker_forward_quick.json", _ranker_forward),  # fmt: skip
     Benchmark("bench_soak", (),
               ("--minutes", "1", "--capacity", "10", "--out", str(RESULTS / "soak_quick.json")),
               "soak.json", "soak_quick.json", _soak),  # fmt: skip

@@ -69,6 +69,10 @@ class SourceResult:
     versions: Mapping[str, str] = field(default_factory=dict)
     """Artifact versions that produced this answer, for the decision record (e.g.
     ``{"two_tower": …, "ann_index": …}``); whichever replica answered reports its own."""
+    query_vector: tuple[str, Any] | None = field(default=None, compare=False)
+    """``(two-tower version, (D,) float32 query vector)`` a two-tower source searched with:
+    the pipeline hands it to the ranker, whose ``retrieval_score`` feature uses it when its
+    own two-tower is that version (one query-tower pass per request). Not recorded."""
 
 
 class MergedCandidate(NamedTuple):
@@ -179,7 +183,13 @@ class RankerStage(Protocol):
         user_state: Any,
         candidates: Sequence[MergedCandidate],
         task_weights: Mapping[str, float],
-    ) -> RankerResult: ...
+        *,
+        query_vectors: Mapping[str, Any] | None = None,
+    ) -> RankerResult:
+        """``query_vectors``: ``{two-tower version: (D,) query vector}`` the request's sources
+        computed (:attr:`SourceResult.query_vector`); a ranker may use them for its features
+        instead of encoding the user again."""
+        ...
 
 
 class SlateStep(Protocol):

@@ -103,13 +103,17 @@ class RankerDeployment:
 
     async def score_columns(self, query: Query, user_state, item_ids: list[str],
                             retrieval_scores: np.ndarray, sources: list[str],
-                            task_weights: Mapping[str, float], version: str | None = None
+                            task_weights: Mapping[str, float], version: str | None = None,
+                            query_vectors: Mapping[str, np.ndarray] | None = None,
                             ) -> tuple[dict[str, np.ndarray], str]:  # fmt: skip
         """:meth:`score` over :func:`ranking.scorer.candidate_columns` (what the ingress
-        sends): ``{task: (B,)}`` probabilities, composed into utilities by the caller."""
+        sends): ``{task: (B,)}`` probabilities, composed into utilities by the caller.
+        ``query_vectors``: ``{two-tower version: query vector}`` from the request's sources;
+        the scorer's ``retrieval_score`` uses the one of its own two-tower version and
+        encodes the user here otherwise."""
         with tracing.span("ranker.score") as sp:
             scorer = await self._scorer(query, len(item_ids), version)
-            cols = (item_ids, retrieval_scores, sources)
+            cols = (item_ids, retrieval_scores, sources, None, query_vectors)
             probs = _raised(await self._score(scorer, query, user_state, cols, task_weights))
             if sp is not None:
                 sp.set_attributes({"recsys.candidates": len(item_ids),

@@ -42,9 +42,10 @@ class TwoTowerRetrieverDeployment:
 
     async def retrieve_columns(self, tenant: str, surface: str, cfg, query: Query, user_state,
                                limit: int, pin: tuple[str, str] | None = None
-                               ) -> tuple[list[str], list[float], dict, str, dict]:  # fmt: skip
+                               ) -> tuple[list[str], list[float], dict, str, dict, tuple]:  # fmt: skip
         """The two-tower source's answer as columns (item ids, scores, diagnostics, source
-        version, artifact versions): a few lists cross the hop instead of one object per
+        version, artifact versions, ``(two-tower version, query vector)`` for the ranker's
+        feature): a few lists cross the hop instead of one object per
         candidate (:class:`deployments.stages.RemoteSource` rebuilds the result). ``pin``: an
         experiment arm's ``(two_tower, ann_index)``, held beside production."""
         from retrieval.sources import SourceUnavailable
@@ -61,12 +62,12 @@ class TwoTowerRetrieverDeployment:
         # Inline, not in a worker thread: this replica does nothing else, and a thread hand-off
         # costs a GIL switch (up to the 5 ms switch interval under load) on every request.
         with tracing.span("two_tower.retrieve") as sp:
-            ids, scores = source.retrieve_columns(query, user_state, limit)
+            ids, scores, vector = source.retrieve_columns(query, user_state, limit)
             if sp is not None:
                 sp.set_attributes({"recsys.candidates": len(ids), "recsys.limit": limit,
                                    **tracing.versions_attributes(source.artifacts.versions)})  # fmt: skip
         return (ids, scores, {"history_len": len(user_state.history)}, source.version,
-                dict(source.artifacts.versions))  # fmt: skip
+                dict(source.artifacts.versions), vector)  # fmt: skip
 
     async def versions(self) -> dict[str, dict[str, str]]:
         return self.two_tower.versions()

@@ -71,7 +71,7 @@ class CandidateSourcesDeployment:
             ids, scores = cands.item_ids, cands.scores
         else:
             ids, scores = [c.item_id for c in cands], [c.score for c in cands]
-        return ids, scores, dict(result.diagnostics), result.version, dict(result.versions)
+        return ids, scores, dict(result.diagnostics), result.version, dict(result.versions), result.query_vector
 
     async def observe(self, tenant: str, events: list[dict]) -> int:
         """Fold accepted live events into every trending source of ``tenant``."""

@@ -62,11 +62,11 @@ class RemoteSource:
         # Columns cross the hop (ids, scores), not one object per candidate.
         args = (self._tenant, self._surface, self._cfg, query, state_for_sources(user_state), limit)
         pinned = (self._pin,) if self._pin is not None else ()
-        ids, scores, diagnostics, version, versions = await self._handle.retrieve_columns.remote(
+        ids, scores, diagnostics, version, versions, vector = await self._handle.retrieve_columns.remote(
             *args, *pinned
         )
         return result_from_columns(self.name, version, ids, scores, diagnostics,
-                                   versions=versions)  # fmt: skip
+                                   versions=versions, query_vector=vector)  # fmt: skip
 
 
 class LocalTwoTowerSource:
@@ -89,10 +89,10 @@ class LocalTwoTowerSource:
             source = await self._slots.pinned_source(self._tenant, self._pin)
         if source is None:
             raise SourceUnavailable(f"{self.name}: no two-tower pair loaded for the alias")
-        ids, scores = source.retrieve_columns(query, user_state, limit)
+        ids, scores, vector = source.retrieve_columns(query, user_state, limit)
         return result_from_columns(self.name, source.version, ids, scores,
                                    {"history_len": len(user_state.history)},
-                                   versions=dict(source.artifacts.versions))  # fmt: skip
+                                   versions=dict(source.artifacts.versions), query_vector=vector)  # fmt: skip
 
 
 class RemoteRanker:
@@ -105,11 +105,13 @@ class RemoteRanker:
         self._pinned = pinned_version
 
     async def score(self, query: Query, user_state: Any, candidates: Sequence[MergedCandidate],
-                    task_weights: Mapping[str, float]) -> RankerResult:  # fmt: skip
-        # Columns cross the hop and probabilities come back; provenance never leaves here.
+                    task_weights: Mapping[str, float], *,
+                    query_vectors: Mapping[str, Any] | None = None) -> RankerResult:  # fmt: skip
+        # Columns cross the hop and probabilities come back; provenance never leaves here. The
+        # sources' query vectors go along (64 floats each): the replica need not encode again.
         probs, version = await self._handle.score_columns.remote(
             query, state_for_ranker(user_state), *candidate_columns(candidates),
-            dict(task_weights), self._pinned,
+            dict(task_weights), self._pinned, dict(query_vectors or {}),
         )  # fmt: skip
         return RankerResult(compose(candidates, probs, task_weights), version)
 
@@ -126,14 +128,15 @@ class LocalRanker:
         self._slots, self._tenant, self._pinned = slots, tenant, pinned_version
 
     async def score(self, query: Query, user_state: Any, candidates: Sequence[MergedCandidate],
-                    task_weights: Mapping[str, float]) -> RankerResult:  # fmt: skip
+                    task_weights: Mapping[str, float], *,
+                    query_vectors: Mapping[str, Any] | None = None) -> RankerResult:  # fmt: skip
         from ranking.utility import check_task_weights
 
         scorer = await self._slots.scorer(self._tenant, self._pinned)  # read once: swaps do not affect us
         if scorer is None:
             raise RuntimeError(f"no ranker loaded for {self._tenant}")
         check_task_weights(task_weights, scorer.tasks)
-        (probs,) = scorer.score_batch([scorer.features(query, user_state, candidates)])
+        (probs,) = scorer.score_batch([scorer.features(query, user_state, candidates, query_vectors)])
         return RankerResult(compose(candidates, probs, task_weights), scorer.version)
 
 

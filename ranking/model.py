@@ -7,7 +7,10 @@ with the training-set mean/std stored in the config. ``E`` experts are shared; e
 softmax gate over the experts and a small tower producing one logit.
 
 :meth:`MultiTaskRanker.predict` returns calibrated probabilities per task (see
-:mod:`ranking.calibration`); the calibration parameters live in ``config.json``.
+:mod:`ranking.calibration`); the calibration parameters live in ``config.json``. A loaded
+model (:meth:`MultiTaskRanker.load`) is compiled for serving
+(:class:`ranking.serving_ranker.ServingRanker`: the same logits for a fraction of the work);
+training, and any model put back in train mode, moved or given new weights, runs ``forward``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from core.features import (
     USER_BUCKETS,
 )
 from ranking.calibration import apply_calibration
+from ranking.serving_ranker import TABLE_ROWS, ServingRanker
 
 DEFAULTS = {
     "tasks": ranker_tasks(),
@@ -107,6 +111,33 @@ class MultiTaskRanker(nn.Module):
         self.register_buffer("source_remap", remap, persistent=False)
         # Constant per loaded model: computed here, not per request.
         self.register_buffer("cat_sizes", torch.tensor(cat_cardinalities(c)), persistent=False)
+        self._serving: ServingRanker | None = None
+        self._serving_rows: int | None = None  # set by compile_for_serving
+
+    def compile_for_serving(self, table_rows: int = TABLE_ROWS) -> MultiTaskRanker:
+        """Serve through :class:`ServingRanker` built from the current eval weights (once per
+        loaded model). Putting the model in train mode ends it; moving it or loading new
+        weights rebuilds it on the next :meth:`logits` in eval mode."""
+        self.eval()
+        self._serving_rows = table_rows
+        self._serving = ServingRanker(self, table_rows)
+        return self
+
+    def train(self, mode: bool = True) -> MultiTaskRanker:
+        if mode:  # the weights are about to change: back to forward
+            self._serving, self._serving_rows = None, None
+        return super().train(mode)
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_serving": None}  # rebuilt where it is used, not shipped
+
+    def _apply(self, fn, *args, **kwargs):
+        self._serving = None  # .to(device) / .float(): the compiled tensors stay where they were
+        return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._serving = None
+        return super().load_state_dict(*args, **kwargs)
 
     @classmethod
     def from_config(cls, cfg: dict) -> MultiTaskRanker:
@@ -146,8 +177,14 @@ class MultiTaskRanker(nn.Module):
         dense_t = torch.as_tensor(np.asarray(dense), dtype=torch.float32, device=self.device)
         # Ids outside the trained tables (new items, a changed catalogue) map to 0 = unknown.
         sizes = self.cat_sizes
-        cat_t = torch.where((cat_t >= 0) & (cat_t < sizes), cat_t, torch.zeros_like(cat_t))
-        out = {t: v.float().cpu().numpy() for t, v in self(cat_t, dense_t).items()}
+        if self._serving is None and self._serving_rows is not None and not was_training:
+            self._serving = ServingRanker(self, self._serving_rows)
+        if self._serving is not None and not was_training:
+            raw = self._serving(cat_t, dense_t).float().cpu().numpy()
+            out = dict(zip(self.cfg["tasks"], raw, strict=True))
+        else:
+            cat_t = torch.where((cat_t >= 0) & (cat_t < sizes), cat_t, torch.zeros_like(cat_t))
+            out = {t: v.float().cpu().numpy() for t, v in self(cat_t, dense_t).items()}
         if was_training:
             self.train()
         blend = float(self.cfg.get("retrieval_blend") or 0.0)
@@ -185,4 +222,4 @@ class MultiTaskRanker(nn.Module):
         model = cls.from_config(json.loads((directory / "config.json").read_text()))
         dev = resolve_device(device)
         model.load_state_dict(torch.load(directory / "model.pt", map_location=dev, weights_only=True))
-        return model.to(dev).eval()
+        return model.to(dev).compile_for_serving()

@@ -82,11 +82,12 @@ class RankerScorer:
         self.tasks = tuple(model.tasks)
 
     def features(
-        self, query: Query, user_state: UserState, candidates: Sequence[MergedCandidate]
+        self, query: Query, user_state: UserState, candidates: Sequence[MergedCandidate],
+        query_vectors: Mapping[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         batch = CandidateBatch.of(candidates)
         return self.features_for(query, user_state, *candidate_columns(batch),
-                                 rows=batch.rows(self.catalogue))  # fmt: skip
+                                 rows=batch.rows(self.catalogue), query_vectors=query_vectors)  # fmt: skip
 
     def features_for(
         self,
@@ -96,15 +97,20 @@ class RankerScorer:
         retrieval_scores: np.ndarray,
         sources: Sequence[str],
         rows: np.ndarray | None = None,
+        query_vectors: Mapping[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`features` from :func:`candidate_columns` (what crosses a Serve hop);
-        ``rows``: the items' catalogue rows when already looked up."""
+        ``rows``: the items' catalogue rows when already looked up; ``query_vectors``:
+        ``{two-tower version: query vector}`` the request's sources computed; the one of the
+        similarity's version (the two-tower this ranker was trained with) is used, otherwise
+        the similarity encodes the user itself."""
         now = query.now.timestamp()
         if rows is None:
             rows = self.catalogue.index_of(item_ids)
         if self.similarity is not None:
+            q = (query_vectors or {}).get(self.similarity.version)
             retrieval_scores = self.similarity.scores(
-                user_state, item_ids, surface=query.surface, now=now, rows=rows
+                user_state, item_ids, surface=query.surface, now=now, rows=rows, query_vector=q
             )
         return ranker_features(
             user_state,
@@ -149,9 +155,10 @@ class RankerScorer:
         user_state: UserState,
         candidates: Sequence[MergedCandidate],
         task_weights: Mapping[str, float],
+        query_vectors: Mapping[str, np.ndarray] | None = None,
     ) -> ScoredBatch:
         check_task_weights(task_weights, self.tasks)
-        (probs,) = self.score_batch([self.features(query, user_state, candidates)])
+        (probs,) = self.score_batch([self.features(query, user_state, candidates, query_vectors)])
         return self.compose(candidates, probs, task_weights)
 
     async def score(
@@ -160,9 +167,11 @@ class RankerScorer:
         user_state: UserState,
         candidates: Sequence[MergedCandidate],
         task_weights: Mapping[str, float],
+        *,
+        query_vectors: Mapping[str, np.ndarray] | None = None,
     ) -> RankerResult:
         # The forward pass is CPU-bound; a thread lets the pipeline's timeout still fire.
         scored = await asyncio.to_thread(
-            self._score_sync, query, user_state, candidates, task_weights
+            self._score_sync, query, user_state, candidates, task_weights, query_vectors
         )
         return RankerResult(scored, self.version)

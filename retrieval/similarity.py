@@ -14,8 +14,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ def similarity_item_features(catalogue: Catalogue) -> dict[str, np.ndarray]:
     return item_features(catalogue, now)
 
 
-_MEMO_SIZE = 256
+_MEMO_SIZE = 4096
 _memos: weakref.WeakKeyDictionary[Any, OrderedDict[tuple, np.ndarray]] = weakref.WeakKeyDictionary()
 _memo_lock = threading.Lock()
 
@@ -41,33 +40,40 @@ def query_vectors(model: Any, catalogue: Catalogue, states: Sequence[Any], *, su
     point-in-time query features: the one definition the two-tower source (retrieval) and
     :class:`TwoTowerSimilarity` (the ranker's feature) share.
 
-    One user's vector is remembered per loaded model (the last few hundred, keyed by the
-    query tower's exact inputs), so a request whose two-tower source and ranker feature use
-    the same loaded model encodes the user once. The memo belongs to the model object: a hot
+    The one query-vector cache: each user's vector is remembered per loaded model (the last
+    few thousand, keyed by the query tower's exact inputs), and only the users not remembered
+    go through the query tower, in one pass. So a request whose two-tower source and ranker
+    feature use the same loaded model encodes the user once, and batch scoring encodes a
+    batch of users in one pass (:meth:`TwoTowerSimilarity.prime`) that each user's
+    :meth:`TwoTowerSimilarity.scores` then finds. The memo belongs to the model object: a hot
     swap loads a new one, and the old memo goes with the old model."""
     feats = [query_features(s, catalogue, surface=surface, now=now) for s in states]
-    key = None
-    if len(feats) == 1:
-        f = feats[0]
-        key = (f["user"], f["history"].tobytes(), f["surface"], f["hour"])
-        with _memo_lock:
-            memo = _memos.get(model)
-            hit = memo.get(key) if memo is not None else None
-            if hit is not None:
-                memo.move_to_end(key)
-                return hit
-    batch = {k: np.stack([np.asarray(f[k]) for f in feats]) for k in feats[0]}
-    out = np.asarray(model.encode_queries(batch))
-    if key is not None:
-        out.flags.writeable = False  # shared by whoever asks again
+    keys = [(f["user"], f["history"].tobytes(), f["surface"], f["hour"]) for f in feats]
+    found: list[np.ndarray | None] = [None] * len(keys)
+    with _memo_lock:
+        memo = _memos.get(model)
+        if memo is not None:
+            for i, key in enumerate(keys):
+                hit = memo.get(key)
+                if hit is not None:
+                    memo.move_to_end(key)
+                    found[i] = hit
+    missing = [i for i, v in enumerate(found) if v is None]
+    if missing:
+        batch = {k: np.stack([np.asarray(feats[i][k]) for i in missing]) for k in feats[0]}
+        fresh = np.asarray(model.encode_queries(batch))
         with _memo_lock:
             memo = _memos.get(model)
             if memo is None:
                 memo = _memos[model] = OrderedDict()
-            memo[key] = out
-            if len(memo) > _MEMO_SIZE:
+            for i, row in zip(missing, fresh, strict=True):
+                row.flags.writeable = False  # shared by whoever asks again
+                found[i] = memo[keys[i]] = row
+            while len(memo) > _MEMO_SIZE:
                 memo.popitem(last=False)
-    return out
+    if not found:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack(found)
 
 
 class TwoTowerSimilarity:
@@ -76,45 +82,28 @@ class TwoTowerSimilarity:
         self.catalogue = catalogue
         self.version = version
         self.items = np.asarray(model.encode_items(similarity_item_features(catalogue)), np.float32)
-        self._primed = threading.local()
 
-    def __getstate__(self) -> dict:
-        # Ray ships the similarity into training tasks (the ranker's examples): the primed
-        # vectors are per thread and per process, never sent along.
-        return {k: v for k, v in self.__dict__.items() if k != "_primed"}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._primed = threading.local()
-
-    @contextmanager
-    def primed(self, states: Sequence[Any], *, surface: str, now: float) -> Iterator[None]:
-        """Within the block, on this thread, :meth:`scores` for any of ``states`` at this
-        ``surface`` and ``now`` uses the query vector computed here for all of them in one
-        query-tower pass (a batch of users: one pass instead of one each)."""
-        vectors = query_vectors(self.model, self.catalogue, states, surface=surface, now=now) if states else []
-        before = getattr(self._primed, "vectors", None)
-        self._primed.vectors = {**(before or {}),
-                                **{(id(s), surface, now): (s, v) for s, v in zip(states, vectors, strict=True)}}  # fmt: skip
-        try:
-            yield
-        finally:
-            self._primed.vectors = before
+    def prime(self, states: Sequence[Any], *, surface: str, now: float) -> None:
+        """Encode ``states`` at this ``surface`` and ``now`` in one query-tower pass, so each
+        one's :meth:`scores` finds its vector remembered (:func:`query_vectors`)."""
+        if states:
+            query_vectors(self.model, self.catalogue, states, surface=surface, now=now)
 
     def scores(self, state: Any, item_ids: Sequence[str], *, surface: str, now: float,
-               rows: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+               rows: np.ndarray | None = None, query_vector: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
         """``(B,)`` float32 ``q · v`` for ``item_ids``; NaN for items not in the catalogue.
-        ``rows``: their catalogue rows when already looked up."""
-        hit = (getattr(self._primed, "vectors", None) or {}).get((id(state), surface, now))
-        if hit is not None and hit[0] is state:
-            q = hit[1]
+        ``rows``: their catalogue rows when already looked up. ``query_vector``: ``q`` when
+        the caller has it from this very two-tower version (the request's two-tower source,
+        another replica), instead of the query tower here."""
+        if query_vector is not None:
+            q = np.asarray(query_vector, dtype=np.float32)
         else:
             q = query_vectors(self.model, self.catalogue, [state], surface=surface, now=now)[0]
         if rows is None:
             rows = self.catalogue.index_of(list(item_ids))
         out = np.full(len(rows), np.nan, dtype=np.float32)
         known = rows >= 0
-        out[known] = self.items[rows[known]] @ q.astype(np.float32)
+        out[known] = self.items[rows[known]] @ q.astype(np.float32, copy=False)
         return out
 
 

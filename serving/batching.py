@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
 from typing import Any, Generic, TypeVar
 
 from core.contracts import MergedCandidate, Query, RankerResult, SourceResult
@@ -130,7 +129,9 @@ class BatchedRanker:
         self.batcher: MicroBatcher = MicroBatcher(self._batch, max_batch)
 
     async def score(self, query: Query, user_state: Any, candidates: Sequence[MergedCandidate],
-                    task_weights: Mapping[str, float]) -> RankerResult:  # fmt: skip
+                    task_weights: Mapping[str, float], *,
+                    query_vectors: Mapping[str, Any] | None = None) -> RankerResult:  # fmt: skip
+        # ``query_vectors`` unused: a batch encodes its users in one pass (``prime`` below).
         return await self.batcher((query, user_state, candidates, task_weights))
 
     def score_many(self, calls: list[tuple]) -> list[RankerResult | BaseException]:
@@ -141,21 +142,20 @@ class BatchedRanker:
     def _batch(self, calls: list[tuple]) -> list[RankerResult | BaseException]:
         out: list[Any] = [None] * len(calls)
         feats, ok = [], []
-        with ExitStack() as primed:
-            similarity = getattr(self.scorer, "similarity", None)
-            if hasattr(similarity, "primed"):  # the feature's query vectors: one pass per (surface, now)
-                groups: dict[tuple[str, float], list[Any]] = {}
-                for query, state, _, _ in calls:
-                    groups.setdefault((query.surface, query.now.timestamp()), []).append(state)
-                for (surface, now), states in groups.items():
-                    primed.enter_context(similarity.primed(states, surface=surface, now=now))
-            for i, (query, state, candidates, weights) in enumerate(calls):
-                try:  # one bad request fails alone
-                    check_task_weights(weights, self.scorer.tasks)
-                    feats.append(self.scorer.features(query, state, candidates))
-                    ok.append(i)
-                except Exception as exc:
-                    out[i] = exc
+        similarity = getattr(self.scorer, "similarity", None)
+        if hasattr(similarity, "prime"):  # the feature's query vectors: one pass per (surface, now)
+            groups: dict[tuple[str, float], list[Any]] = {}
+            for query, state, _, _ in calls:
+                groups.setdefault((query.surface, query.now.timestamp()), []).append(state)
+            for (surface, now), states in groups.items():
+                similarity.prime(states, surface=surface, now=now)
+        for i, (query, state, candidates, weights) in enumerate(calls):
+            try:  # one bad request fails alone
+                check_task_weights(weights, self.scorer.tasks)
+                feats.append(self.scorer.features(query, state, candidates))
+                ok.append(i)
+            except Exception as exc:
+                out[i] = exc
         for i, probs in zip(ok, self.scorer.score_batch(feats) if feats else [], strict=True):
             _, _, candidates, weights = calls[i]
             out[i] = RankerResult(self.scorer.compose(candidates, probs, weights), self.version)

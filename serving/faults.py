@@ -63,10 +63,12 @@ class FaultableRanker:
         return getattr(self._ranker, name)
 
     async def score(self, query: Query, user_state: Any, candidates: Sequence[MergedCandidate],
-                    task_weights: Mapping[str, float]) -> RankerResult:  # fmt: skip
+                    task_weights: Mapping[str, float], *,
+                    query_vectors: Mapping[str, Any] | None = None) -> RankerResult:  # fmt: skip
         if self._switch.faults.ranker_error:
             raise RankerFault("fault injection: ranker_error")
-        return await self._ranker.score(query, user_state, candidates, task_weights)
+        return await self._ranker.score(query, user_state, candidates, task_weights,
+                                        query_vectors=query_vectors)  # fmt: skip
 
 
 class FaultableRules:

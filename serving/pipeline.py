@@ -150,7 +150,8 @@ class RecommendationPipeline:
         tr.lap("rules")
 
         with tracing.span("ranker") as sp:
-            scored = await self._rank(rt, plan, query, state, eligible, tr)
+            vectors = {r.query_vector[0]: r.query_vector[1] for r in results if r.query_vector is not None}
+            scored = await self._rank(rt, plan, query, state, eligible, tr, vectors)
             if sp is not None:
                 sp.set_attributes({"recsys.candidates": len(eligible),
                                    "recsys.version.ranker": tr.versions.get("ranker", ""),
@@ -290,6 +291,7 @@ class RecommendationPipeline:
         state: Any,
         eligible: CandidateBatch,
         tr: Trace,
+        query_vectors: dict[str, Any] | None = None,
     ) -> ScoredBatch:
         if not eligible:
             return ScoredBatch(eligible, {}, [])
@@ -299,7 +301,8 @@ class RecommendationPipeline:
             timeout = plan.config.ranker.timeout_ms / 1000.0
             try:
                 result = await asyncio.wait_for(
-                    plan.ranker.score(query, state, eligible, plan.config.ranker.task_weights),
+                    plan.ranker.score(query, state, eligible, plan.config.ranker.task_weights,
+                                      query_vectors=query_vectors),  # fmt: skip
                     timeout=timeout,
                 )
                 scored = ScoredBatch.of(result.scored)

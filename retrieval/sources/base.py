@@ -81,6 +81,7 @@ def result_from_columns(
     *,
     versions: dict[str, str] | None = None,
     per_item: Sequence[dict | None] | None = None,
+    query_vector: tuple[str, Any] | None = None,
 ) -> SourceResult:
     """:func:`make_result` from two columns, best first: ``item_ids`` and ``scores`` (floats,
     or a float array). What a source that searches arrays has in hand, and what crosses a
@@ -90,4 +91,5 @@ def result_from_columns(
         raise ValueError(f"{source}: {len(item_ids)} item ids but {len(scores)} scores")
     cands = SourceColumns(source, version, item_ids, scores, per_item)
     return SourceResult(source=source, version=version, candidates=cands,
-                        diagnostics=diagnostics or {}, versions=versions or {})  # fmt: skip
+                        diagnostics=diagnostics or {}, versions=versions or {},
+                        query_vector=query_vector)  # fmt: skip

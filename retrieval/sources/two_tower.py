@@ -53,20 +53,23 @@ class TwoTowerSource:
         return out
 
     def retrieve_columns(self, query: Query, user_state: UserState,
-                         limit: int) -> tuple[list[str], list[float]]:  # fmt: skip
+                         limit: int) -> tuple[list[str], list[float], tuple[str, np.ndarray]]:  # fmt: skip
         """One user's hits as two columns, best first: item ids and scores (no per-candidate
-        objects: what crosses a Serve hop, and what :meth:`retrieve_now` wraps)."""
+        objects: what crosses a Serve hop, and what :meth:`retrieve_now` wraps), and the
+        query vector searched with, as ``(two-tower version, (D,) vector)`` (the ranker's
+        ``retrieval_score`` reuses it: :attr:`core.contracts.SourceResult.query_vector`)."""
         if self.artifacts is None or self.catalogue is None:
             raise SourceUnavailable(f"{self.name}: two-tower model/index or catalogue not loaded")
         vec = self.query_vectors([user_state], query.surface, query.now.timestamp())
-        return self.search_columns(vec, limit)[0]
+        ids, scores = self.search_columns(vec, limit)[0]
+        return ids, scores, (self.artifacts.model_version, vec[0])
 
     def retrieve_now(self, query: Query, user_state: UserState, limit: int) -> SourceResult:
         """:meth:`retrieve` on the calling thread (a replica that does nothing else)."""
-        ids, scores = self.retrieve_columns(query, user_state, limit)
+        ids, scores, vector = self.retrieve_columns(query, user_state, limit)
         return result_from_columns(self.name, self.version, ids, scores,
                                    {"history_len": len(user_state.history)},
-                                   versions=self.artifacts.versions)  # fmt: skip
+                                   versions=self.artifacts.versions, query_vector=vector)  # fmt: skip
 
     async def retrieve(self, query: Query, user_state: UserState, limit: int) -> SourceResult:
         # Encoding and ANN search are CPU-bound; a thread keeps the event loop (and the other

@@ -136,9 +136,17 @@ def test_query_vector_memo_answers_only_the_same_inputs() -> None:
     b = UserState(user_id="u1")
     b.history.extend(["i1", "i3"])
     v1 = query_vectors(tower, CAT, [a], surface="home", now=3600.0)
-    assert query_vectors(tower, CAT, [a], surface="home", now=3600.0) is v1  # memo: one pass
+    assert np.array_equal(query_vectors(tower, CAT, [a], surface="home", now=3600.0), v1)  # memo: one pass
     assert CountingTower.calls == 1
     assert not np.array_equal(query_vectors(tower, CAT, [b], surface="home", now=3600.0), v1)
     assert not np.array_equal(query_vectors(tower, CAT, [a], surface="home", now=7200.0), v1)
     query_vectors(other, CAT, [a], surface="home", now=3600.0)  # another model: its own pass
     assert CountingTower.calls == 4
+    # A batch (batch scoring's users) encodes only the users not remembered, in one pass, and
+    # remembers each: the next single-user ask finds it.
+    c = UserState(user_id="u2")
+    c.history.extend(["i0"])
+    both = query_vectors(tower, CAT, [a, c], surface="home", now=3600.0)
+    assert CountingTower.calls == 5 and np.array_equal(both[0], v1[0])
+    assert np.array_equal(query_vectors(tower, CAT, [c], surface="home", now=3600.0)[0], both[1])
+    assert CountingTower.calls == 5

@@ -437,3 +437,20 @@ def test_events_sharing_a_timestamp_fold_in_the_same_order_online_and_offline():
         rt = serving_runtime(world, events_before(log, req.ts))
         offline = offline_rows(offline_ranker_examples(log, cat, {"u"}, seed=seed), req)
         assert_same_features(req, online_features(rt, req), offline)
+
+
+def test_popularity_values_are_each_items_value() -> None:
+    """The ranker's ``log_popularity`` column: :meth:`PopularityCounter.values` over a request's
+    candidates is :meth:`PopularityCounter.value` item by item (absent items 0, an event after
+    ``now`` not decayed forward)."""
+    from core.features import PopularityCounter
+
+    counter = PopularityCounter(half_life_hours=5.0)
+    rng = np.random.default_rng(7)
+    for _ in range(400):
+        counter.add(f"i{rng.integers(0, 50)}", float(rng.integers(0, 100_000)), float(rng.random()))
+    ids = [f"i{k}" for k in rng.integers(0, 80, 300)]
+    for now in (50_000.0, 200_000.0):
+        want = np.array([counter.value(i, now) for i in ids])
+        np.testing.assert_allclose(counter.values(ids, now), want, rtol=1e-12, atol=0)
+    assert counter.values([], 1.0).shape == (0,)

@@ -146,7 +146,7 @@ def test_event_broadcast_reaches_stateful_deployments_and_reports_failures() -> 
 
 def test_remote_source_rebuilds_the_result_with_the_replica_versions() -> None:
     handle = _Handle(retrieve_columns=(["i1", "i2"], [0.9, 0.5], {"seeds": 1}, "tt/ix",
-                                       {"two_tower": "tt", "ann_index": "ix"}))  # fmt: skip
+                                       {"two_tower": "tt", "ann_index": "ix"}, None))  # fmt: skip
     cfg = TrendingSourceConfig(name="trend", kind="trending")
     state = ServingUserState(user_id="u1", history=["i0"], hidden={"secret"})
     res = asyncio.run(RemoteSource(handle, cfg, "acme", "home").retrieve(_query(), state, 10))
@@ -167,7 +167,7 @@ def test_remote_ranker_composes_utilities_and_reports_the_version() -> None:
     assert result.version == "rk-7" and [s.item_id for s in result.scored] == ["a", "b"]
     assert result.scored[0].utility == pytest.approx(0.7)
     assert result.scored[1].utility == pytest.approx(0.1 + 0.2 - 2.0)
-    assert handle.score_columns.calls[0][-1] == "rk-7"  # the pinned version travels
+    assert handle.score_columns.calls[0][-2] == "rk-7"  # the pinned version travels
 
 
 def test_handle_stages_follow_the_placement() -> None:
@@ -232,11 +232,14 @@ def test_two_tower_in_the_ingress_answers_as_the_retriever_and_follows_swaps() -
     stage = LocalTwoTowerSource(slots, cfg, "acme")
     got = asyncio.run(stage.retrieve(_query(), state, 3))
     # The same answer the TwoTowerRetriever deployment gives (its columns, rebuilt by RemoteSource).
-    ids, scores = old.retrieve_columns(_query(), state, 3)
+    ids, scores, vector = old.retrieve_columns(_query(), state, 3)
     handle = _Handle(retrieve_columns=lambda *a: (ids, scores, {"history_len": 1}, old.version,
-                                                  dict(old.artifacts.versions)))  # fmt: skip
+                                                  dict(old.artifacts.versions), vector))  # fmt: skip
     remote = asyncio.run(RemoteSource(handle, cfg, "acme", "home").retrieve(_query(), state, 3))
     assert got == remote and [c.item_id for c in got.candidates] == ["i0", "i1", "i2"]
+    # The query vector searched with travels with the answer, for the ranker's feature.
+    assert remote.query_vector[0] == got.query_vector[0] == "tower-v1"
+    np.testing.assert_array_equal(remote.query_vector[1], got.query_vector[1])
     assert got.versions == {"two_tower": "tower-v1", "ann_index": "index-v1"}
     # A swap is seen by the next request; nothing loaded is a source failure, not a crash.
     slots.runtime = _two_tower("v2", vecs[::-1].copy())
@@ -341,7 +344,7 @@ def test_an_arm_pinning_a_two_tower_pair_retrieves_with_it() -> None:
     assert got.versions == {"two_tower": "tower-arm", "ann_index": "index-arm"} and loads == [pin]
     assert asyncio.run(stages.source(cfg, "home").retrieve(_query(), state, 3)).versions["two_tower"] == "tower-prod"
     # Split out: the pin travels to the TwoTowerRetriever with the call; other kinds ignore it.
-    handle = _Handle(retrieve_columns=lambda *a: (["i1"], [0.5], {}, "tower-arm/index-arm", {}))
+    handle = _Handle(retrieve_columns=lambda *a: (["i1"], [0.5], {}, "tower-arm/index-arm", {}, None))
     split = HandleStages("acme", Placement(), {"TwoTowerRetriever": handle, "CandidateSources": handle}, "production")
     asyncio.run(split.source(cfg, "home", pin).retrieve(_query(), state, 3))
     assert handle.retrieve_columns.calls[-1][-1] == pin

@@ -344,7 +344,7 @@ def test_swap_serves_the_new_runtime(world) -> None:
 class _SlowRanker:
     """A ranker stage that never answers in time."""
 
-    async def score(self, query, user_state, candidates, task_weights):
+    async def score(self, query, user_state, candidates, task_weights, *, query_vectors=None):
         await asyncio.sleep(30)
 
 

@@ -214,7 +214,7 @@ def test_two_tower_similarity_scores_every_candidate_like_training() -> None:
     # scores the same on the other side.
     from ray import cloudpickle
 
-    with sim.primed([state], surface="home", now=NOW.timestamp()):
-        shipped = cloudpickle.loads(cloudpickle.dumps(sim))
+    sim.prime([state], surface="home", now=NOW.timestamp())
+    shipped = cloudpickle.loads(cloudpickle.dumps(sim))
     again = shipped.scores(state, ["i3", "nope", "i0"], surface="home", now=NOW.timestamp())
     assert np.allclose(again[[0, 2]], got[[0, 2]], atol=1e-6) and np.isnan(again[1])

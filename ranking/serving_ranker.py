@@ -1,0 +1,126 @@
+"""Inference-only form of a :class:`ranking.model.MultiTaskRanker`: the same logits from its
+eval weights with a fraction of the work (``MultiTaskRanker.logits`` uses it once the model
+is compiled for serving; training keeps ``forward``).
+
+The first layer of every expert and every gate is linear in the concatenated input
+``x = [e_0; …; e_5; z]`` (six ``(e,)`` embeddings, ``z`` the ``(8,)`` standardised dense
+features), so for the stacked first layers ``W`` (``C = E·H + T·E`` output columns)::
+
+    W·x + b = Σ_j T_j[idx_j] + W_z·z + b,    T_j = Embedding_j · W_j^T  (n_j, C)
+
+Tables with at most ``table_rows`` rows (category, source, surface, hour and, by default, the
+user buckets and items) are precomputed and summed with one ``embedding_bag`` over their
+concatenation, the bias folded into the first table; a larger table keeps its embedding and
+goes through the dense matmul (``[e_j; z] @ [W_j; W_z]^T``), which bounds the memory a
+loaded model takes. Then one batched second expert layer (``(E, B, H) bmm (E, H, H)``), the
+gates' softmax, the mixture and every task's tower as one ``bmm`` across tasks.
+
+Guards as ``forward`` and ``logits`` apply them: ids outside a table read 0 (unknown), the
+source id goes through ``source_remap``, columns the training job dropped (``cat_keep``) read
+0, dense values are standardised with NaN read as the training mean, and pinned dense features
+(``dense_live``) contribute nothing. Device-agnostic: the tensors live on the model's device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.features import CAT_FEATURES, DENSE_FEATURES
+
+TABLE_ROWS = 1 << 17
+"""Default bound on a precomputed table's rows: 2^17 rows × C (268 for three tasks) float32 is
+≈ 140 MB; beyond it a table keeps its (rows, 16) embedding and pays a small matmul per row."""
+
+
+class ServingRanker:
+    """``(B, 6)`` int64 ids, ``(B, 8)`` float32 dense -> ``(T, B)`` logits, tasks in the
+    model's order. Built once per loaded model; holds no reference to it."""
+
+    @torch.no_grad()
+    def __init__(self, model, table_rows: int = TABLE_ROWS):
+        c = model.cfg
+        e, n_exp, hid = c["embed_dim"], c["n_experts"], c["expert_hidden"]
+        tasks = list(c["tasks"])
+        self.tasks = tasks
+        self.n_experts, self.hidden = n_exp, hid
+        first = [f[0] for f in model.experts] + [model.gates[t] for t in tasks]
+        w1 = torch.cat([lin.weight for lin in first]).float()  # (C, d_in)
+        b1 = torch.cat([lin.bias for lin in first]).float()  # (C,)
+        n_cat = len(CAT_FEATURES)
+        sizes = [emb.num_embeddings for emb in model.embeddings]
+        self.small = [j for j in range(n_cat) if sizes[j] <= table_rows]
+        self.large = [j for j in range(n_cat) if sizes[j] > table_rows]
+        tables = [model.embeddings[j].weight.float() @ w1[:, j * e : (j + 1) * e].T for j in self.small]
+        if tables:
+            tables[0] = tables[0] + b1
+            self.bias = None
+        else:
+            self.bias = b1
+        self.table = torch.cat(tables).contiguous() if tables else None  # (Σ n_j, C)
+        offsets = np.cumsum([0] + [sizes[j] for j in self.small])[:-1]
+        self.offsets = torch.as_tensor(offsets, dtype=torch.long, device=w1.device)
+        self.large_emb = [model.embeddings[j].weight.float() for j in self.large]
+        side = [w1[:, j * e : (j + 1) * e] for j in self.large] + [w1[:, n_cat * e :]]
+        self.w_side = torch.cat(side, 1).T.contiguous()  # (len(large)·e + 8, C)
+        self.sizes = model.cat_sizes
+        self.source_remap = model.source_remap
+        self.source_col = CAT_FEATURES.index("source")
+        self.cat_keep = model.cat_keep.bool()
+        self.dense_mean = model.dense_mean.float()
+        self.dense_std = model.dense_std.float()
+        self.dense_live = model.dense_live.float()
+        # Second expert layer (E, H, H), towers stacked across tasks.
+        self.w2 = torch.stack([f[3].weight.T for f in model.experts]).float().contiguous()
+        self.b2 = torch.stack([f[3].bias for f in model.experts]).float()[:, None, :]  # (E, 1, H)
+        towers = [model.towers[t] for t in tasks]
+        self.tw1 = torch.stack([tw[0].weight.T for tw in towers]).float().contiguous()  # (T, H, h)
+        self.tb1 = torch.stack([tw[0].bias for tw in towers]).float()[:, None, :]  # (T, 1, h)
+        self.tw2 = torch.stack([tw[2].weight.T for tw in towers]).float().contiguous()  # (T, h, 1)
+        self.tb2 = torch.stack([tw[2].bias for tw in towers]).float()[:, None, :]  # (T, 1, 1)
+        assert self.w_side.shape[0] == len(self.large) * e + len(DENSE_FEATURES)
+
+    @property
+    def device(self) -> torch.device:
+        return self.w_side.device
+
+    def nbytes(self) -> int:
+        """Memory of the precomputed tables (what compiling costs beyond the model)."""
+        return 0 if self.table is None else self.table.numel() * self.table.element_size()
+
+    @torch.inference_mode()
+    def __call__(self, cat: torch.Tensor, dense: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+        """``cat`` ``(B, 6)`` long, ``dense`` ``(B, 8)`` float32 on :attr:`device` -> ``(T, B)``.
+        Rows go ``chunk`` at a time: a chunk's intermediates stay in cache (batch scoring
+        sends 10^5 rows; at that size whole-batch temporaries made it memory-bound)."""
+        cat = torch.where((cat >= 0) & (cat < self.sizes), cat, 0)
+        cat[:, self.source_col] = self.source_remap[cat[:, self.source_col]]
+        cat = cat * self.cat_keep
+        z = torch.nan_to_num((dense - self.dense_mean) / self.dense_std, nan=0.0) * self.dense_live
+        if self.large:
+            side = torch.cat([*(F.embedding(cat[:, j], w) for j, w in zip(self.large, self.large_emb, strict=True)), z], 1)
+        else:
+            side = z
+        small = cat[:, self.small] + self.offsets if self.table is not None else None
+        if len(cat) <= chunk:
+            return self._rows(small, side)
+        return torch.cat([self._rows(None if small is None else small[s : s + chunk], side[s : s + chunk])
+                          for s in range(0, len(cat), chunk)], 1)  # fmt: skip
+
+    def _rows(self, small: torch.Tensor | None, side: torch.Tensor) -> torch.Tensor:
+        b = side.shape[0]
+        if small is not None:
+            pre = torch.addmm(F.embedding_bag(small, self.table, mode="sum"), side, self.w_side)
+        else:
+            pre = torch.addmm(self.bias, side, self.w_side)
+        eh = self.n_experts * self.hidden
+        h1 = torch.relu(pre[:, :eh]).reshape(b, self.n_experts, self.hidden).transpose(0, 1)  # (E, B, H)
+        h2 = torch.baddbmm(self.b2, h1, self.w2).relu_()  # (E, B, H)
+        # Softmax over each task's E gate logits (a tiny last dim: spelled out, it is faster).
+        g = pre[:, eh:].reshape(b, len(self.tasks), self.n_experts)
+        g = (g - g.amax(2, keepdim=True)).exp_()
+        g = g.div_(g.sum(2, keepdim=True))  # (B, T, E)
+        mixed = torch.einsum("bte,ebh->tbh", g, h2)  # (T, B, H)
+        t1 = torch.baddbmm(self.tb1, mixed, self.tw1).relu_()  # (T, B, h)
+        return torch.baddbmm(self.tb2, t1, self.tw2).squeeze(-1)  # (T, B)

@@ -74,7 +74,10 @@ class LocalTwoTowerSource:
     ingress``): the replica's own hot-swapped pair (:class:`deployments.model_slots.TwoTowerSlots`),
     read once per request. Encoding one query and searching the index is a bounded 1–2 ms of
     CPU, run inline: cheaper than a thread hand-off, and far cheaper than the Serve hop to
-    ``TwoTowerRetriever`` it replaces; the pipeline's timeout still bounds the wait."""
+    ``TwoTowerRetriever`` it replaces. Inline means the pipeline's source timeout cannot cut
+    it short: a query tower or index that hangs holds this replica's event loop. Where that
+    can happen (a GPU, an index on a network disk), keep the two-tower in its own deployment,
+    where the timeout abandons the hop and the request is answered without it, marked."""
 
     def __init__(self, slots: Any, cfg: SourceSpec, tenant: str, pin: tuple[str, str] | None = None):
         self.name, self.kind = cfg.name, cfg.kind

@@ -75,6 +75,7 @@ def test_ranker_job_publishes_a_candidate_with_its_skew_guards(ray_connected, jo
     from ranking.model import MultiTaskRanker
     from training import ranker
 
+    assert two_tower_job[1] == "SUCCEEDED", f"the two-tower job this ranker reads ended {two_tower_job}"
     monkeypatch.setenv("RECSYS_CONFIG", str(job_env / "platform.yaml"))
     cfg = yaml.safe_load((REPO / "configs/train/ranker.yaml").read_text())
     cfg.update(work_dir=str(job_env / "work"), num_partitions=2, embed_dim=4, n_experts=2,
@@ -140,6 +141,7 @@ def test_launch_review_refuses_a_ranker_that_loses_the_retrievers_clicks(ray_con
     from training import build_index, common
     from training.system_review import review_system
 
+    assert two_tower_job[1] == "SUCCEEDED", f"the two-tower job under review ended {two_tower_job}"
     monkeypatch.setenv("RECSYS_CONFIG", str(job_env / "platform.yaml"))
     cfg = yaml.safe_load((REPO / "configs/train/build_index.yaml").read_text())
     cfg.update(work_dir=str(job_env / "work"))

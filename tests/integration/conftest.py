@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,11 @@ import schemathesis.specs.openapi.schemas  # noqa: F401
 
 from cluster import local
 
+NODE_HEALTH_CHECK = {"RAY_health_check_period_ms": "1000"}
+"""The GCS checks each node every second instead of every 3 s (Ray's default), so a node the
+multi-node tests kill is declared dead after 5 failed checks in about 5 s, not 15 s. The
+per-check timeout (10 s) and the failure count (5) stay Ray's: a busy, live node is not lost."""
+
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[local.LocalCluster]:
@@ -30,14 +36,17 @@ def ray_cluster() -> Iterator[local.LocalCluster]:
     dashboard; ``RAY_ADDRESS`` points at it for the session."""
     # Unix socket paths under the temp dir must stay short (about 100 bytes): use /tmp/rt-*.
     temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
-    cluster, _ = local.start(
-        num_cpus=2,
-        dashboard_port=local.free_port(),
-        port=local.free_port(),
-        temp_dir=temp_dir,
-        object_store_memory=500 * 1024 * 1024,
-        auth_mode="disabled",  # drivers in this process connect without a token
-    )
+    with pytest.MonkeyPatch.context() as mp:  # the daemons' environment (see NODE_HEALTH_CHECK)
+        for key, value in NODE_HEALTH_CHECK.items():
+            mp.setenv(key, value)
+        cluster, _ = local.start(
+            num_cpus=2,
+            dashboard_port=local.free_port(),
+            port=local.free_port(),
+            temp_dir=temp_dir,
+            object_store_memory=500 * 1024 * 1024,
+            auth_mode="disabled",  # drivers in this process connect without a token
+        )
     previous = os.environ.get("RAY_ADDRESS")
     os.environ["RAY_ADDRESS"] = cluster.address
     try:
@@ -62,3 +71,13 @@ def ray_connected(ray_cluster: local.LocalCluster) -> local.LocalCluster:
     if not ray.is_initialized():
         ray.init(address=ray_cluster.address, log_to_driver=False)
     return ray_cluster
+
+
+@pytest.fixture(scope="session")
+def two_tower_seed(ray_connected, tiny_data, tmp_path_factory) -> Path:
+    """A work dir holding the tiny data's acme two-tower examples and data-quality report,
+    built once per session by the jobs' own functions; tests copy it into their work dirs
+    (:func:`tests.integration.training_env.seed_work_dir`). Read-only: tests share it."""
+    from tests.integration.training_env import build_seed
+
+    return build_seed(tiny_data, tmp_path_factory.mktemp("two_tower_seed"))

@@ -165,27 +165,33 @@ TRAIN_NODE = {"recsys_train": 1.0}
 
 
 def test_a_two_tower_job_whose_worker_node_dies_resumes_from_its_last_checkpoint(
-    ray_connected, tiny_data, tmp_path, monkeypatch
+    ray_connected, tiny_data, two_tower_seed, tmp_path, monkeypatch
 ):
     """The job's one training worker runs on a worker node (a custom resource only that node
     offers); once Ray Train has registered its first checkpoint the node is killed (SIGKILL)
     and a new one joins. Ray Train (``max_failures``) restarts the worker there from that
     checkpoint, and the job finishes and publishes: every epoch is in the run's checkpoints
     exactly once, in order, with the optimiser step count carried across the restart (no
-    epoch trained again from scratch)."""
+    epoch trained again from scratch).
+
+    Then the finished run is continued for one more epoch with ``--resume`` (a job restarted
+    by hand): the same run goes on at the next epoch from its newest checkpoint, with the step
+    counter carried over, and publishes the model it finished."""
     import json
 
     import ray
 
     from cluster import local
-    from tests.integration.test_training_jobs import REPO, _platform_for
+    from tests.integration.training_env import REPO, platform_for, seed_work_dir
     from training import two_tower
 
-    monkeypatch.setenv("RECSYS_CONFIG", str(_platform_for(tiny_data, tmp_path)))
+    monkeypatch.setenv("RECSYS_CONFIG", str(platform_for(tiny_data, tmp_path)))
+    # The session's examples and data-quality report: this job trains, it does not rebuild them.
+    seed_work_dir(two_tower_seed, tmp_path / "work")
     cfg = yaml.safe_load((REPO / "configs/train/two_tower.yaml").read_text())
     epochs = 3
     cfg.update(work_dir=str(tmp_path / "work"), num_partitions=2, dim=16, embed_dim=16, hidden=32,
-               batch_size=64, epochs=epochs, keep_checkpoints=epochs, max_failures=2,
+               batch_size=64, epochs=epochs, keep_checkpoints=epochs + 1, max_failures=2,
                worker_resources={"recsys_train": 0.5}, selection_users=50)  # fmt: skip
     config = tmp_path / "two_tower.yaml"
     config.write_text(yaml.safe_dump(cfg))
@@ -202,6 +208,11 @@ def test_a_two_tower_job_whose_worker_node_dies_resumes_from_its_last_checkpoint
         except (ValueError, KeyError):  # being written
             return []
         return [r["metrics"] for r in sorted(results, key=lambda r: r["checkpoint_dir_name"])]
+
+    def checkpoint_meta(run_dir) -> list[dict]:
+        """What each kept checkpoint's ``meta.json`` says (what a resumed worker reads)."""
+        return sorted((json.loads(p.read_text()) for p in run_dir.glob("checkpoint_*/meta.json")),
+                      key=lambda m: m["epoch"])  # fmt: skip
 
     node = local.start_worker(ray_connected, num_cpus=1, resources=TRAIN_NODE)
     outcome: dict = {}
@@ -222,12 +233,24 @@ def test_a_two_tower_job_whose_worker_node_dies_resumes_from_its_last_checkpoint
         node = local.start_worker(ray_connected, num_cpus=1, resources=TRAIN_NODE)
         job.join(timeout=420)
         assert not job.is_alive(), "the job did not finish after its node returned"
+        assert outcome.get("rc") == 0, outcome
+        metas = registered()
+        assert [m["epoch"] for m in metas] == list(range(epochs))  # none repeated, none missing
+        per_epoch = metas[0]["steps"]
+        assert per_epoch > 0 and [m["steps"] for m in metas] == [per_epoch * (e + 1) for e in range(epochs)]
+        (run,) = runs.glob("two_tower-acme-*")
+        registry = Registry(str(tmp_path / "registry"))
+        assert registry.versions("two_tower", "acme")[-1].config["run"] == run.name
+
+        # One more epoch of the same run, by hand: --resume.
+        config.write_text(yaml.safe_dump({**cfg, "epochs": epochs + 1}))
+        assert two_tower.main(["--config", str(config), "--tenant", "acme", "--resume"]) == 0
     finally:
         local.stop_worker(node)
-    assert outcome.get("rc") == 0, outcome
-    metas = registered()
-    assert [m["epoch"] for m in metas] == list(range(epochs))  # none repeated, none missing
-    per_epoch = metas[0]["steps"]
-    assert per_epoch > 0 and [m["steps"] for m in metas] == [per_epoch * (e + 1) for e in range(epochs)]
-    latest = Registry(str(tmp_path / "registry")).versions("two_tower", "acme")[-1]
-    assert latest.config["run"] == next(runs.glob("two_tower-acme-*")).name
+    assert list(runs.glob("two_tower-acme-*")) == [run]  # the same run went on
+    metas = checkpoint_meta(run)
+    assert [m["epoch"] for m in metas] == list(range(epochs + 1))
+    assert [m["steps"] for m in metas] == [per_epoch * (e + 1) for e in range(epochs + 1)]
+    # The resumed run published the model it finished, trained for every epoch.
+    versions = registry.versions("two_tower", "acme")
+    assert len(versions) == 2 and versions[-1].config["run"] == run.name

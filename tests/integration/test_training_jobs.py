@@ -12,30 +12,42 @@ import yaml
 from cluster.commands.train_cmd import submit
 from core.features import feature_schema_hash
 from core.registry import Registry
+from tests.integration.training_env import REPO, platform_for, seed_work_dir
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def job_env(tiny_data: Path, tmp_path_factory):
+def job_env(tiny_data: Path, two_tower_seed: Path, tmp_path_factory):
+    """A registry and a work dir for this module's jobs. The work dir starts with the session's
+    two-tower examples (built once, :func:`training_env.build_seed`), not with its data-quality
+    report: the two-tower job below runs the gate itself."""
     root = tmp_path_factory.mktemp("train_jobs")
-    _platform_for(tiny_data, root)
+    platform_for(tiny_data, root)
+    seed_work_dir(two_tower_seed, root / "work", parts=("examples",))
     cfg = yaml.safe_load((REPO / "configs/train/two_tower.yaml").read_text())
     cfg["work_dir"] = str(root / "work")
     (root / "two_tower.yaml").write_text(yaml.safe_dump(cfg))
     return root
 
 
-def test_two_tower_job_via_jobs_api_publishes_a_candidate(ray_cluster, job_env, monkeypatch):
-    monkeypatch.setenv("RECSYS_CONFIG", str(job_env / "platform.yaml"))
-    job_id, status = submit(
-        ray_cluster.dashboard_url,
-        "training.two_tower",
-        ["--config", str(job_env / "two_tower.yaml"), "--tenant", "acme", "--smoke-test"],
-        # The local test cluster runs this checkout's virtualenv, which is not on its PATH.
-        python=sys.executable,
-    )
+@pytest.fixture(scope="module")
+def two_tower_job(ray_cluster, job_env) -> tuple[str, str]:
+    """The two-tower job submitted through the Ray Jobs API (``--smoke-test``): its id and end
+    status. Its candidate is the two-tower of the ranker and launch-review tests below."""
+    with pytest.MonkeyPatch.context() as mp:  # the job reads the platform config the submit names
+        mp.setenv("RECSYS_CONFIG", str(job_env / "platform.yaml"))
+        return submit(
+            ray_cluster.dashboard_url,
+            "training.two_tower",
+            ["--config", str(job_env / "two_tower.yaml"), "--tenant", "acme", "--smoke-test"],
+            # The local test cluster runs this checkout's virtualenv, which is not on its PATH.
+            python=sys.executable,
+        )
+
+
+def test_two_tower_job_via_jobs_api_publishes_a_candidate(two_tower_job, job_env):
+    job_id, status = two_tower_job
     assert status == "SUCCEEDED", f"job {job_id} ended {status}"
     registry = Registry(str(job_env / "registry"))
     version = registry.resolve("two_tower", "acme", "candidate")
@@ -56,56 +68,14 @@ def test_two_tower_job_via_jobs_api_publishes_a_candidate(ray_cluster, job_env, 
     assert model.cfg["n_items"] == 400
 
 
-def _platform_for(data: Path, root: Path) -> Path:
-    platform = yaml.safe_load((REPO / "configs/platform.yaml").read_text())
-    platform["storage"] = {
-        "data": str(data),
-        "events": str(data / "events"),
-        "registry": str(root / "registry"),
-        "decisions": str(root / "decisions"),
-    }
-    path = root / "platform.yaml"
-    path.write_text(yaml.safe_dump(platform))
-    return path
-
-
-def _checkpoint_meta(run_dir: Path) -> list[dict]:
-    import json
-
-    return sorted((json.loads(p.read_text()) for p in run_dir.glob("checkpoint_*/meta.json")), key=lambda m: m["epoch"])
-
-
-def test_two_tower_resumes_from_its_latest_checkpoint(ray_connected, tiny_data, tmp_path, monkeypatch):
-    """A run stopped after its epoch-0 checkpoint, restarted with --resume, continues at epoch
-    1 with the optimiser step counter carried over (no epoch is trained twice)."""
-    from training import two_tower
-
-    monkeypatch.setenv("RECSYS_CONFIG", str(_platform_for(tiny_data, tmp_path)))
-    cfg = yaml.safe_load((REPO / "configs/train/two_tower.yaml").read_text())
-    # Toy sizes spelled out (--smoke-test would pin epochs to 1).
-    cfg.update(work_dir=str(tmp_path / "work"), num_partitions=2, dim=16, embed_dim=16, hidden=32, batch_size=64, keep_checkpoints=4)
-    config = tmp_path / "two_tower.yaml"
-    for epochs, extra in ((1, []), (2, ["--resume"])):
-        config.write_text(yaml.safe_dump({**cfg, "epochs": epochs}))
-        assert two_tower.main(["--config", str(config), "--tenant", "acme", *extra]) == 0
-    (run,) = (tmp_path / "work" / "acme" / "runs").glob("two_tower-acme-*")
-    metas = _checkpoint_meta(run)
-    assert [m["epoch"] for m in metas] == [0, 1]
-    steps_per_epoch = metas[0]["steps"]
-    assert steps_per_epoch > 0
-    assert metas[1]["steps"] == 2 * steps_per_epoch
-    # The resumed run published the model it finished, trained for both epochs.
-    latest = Registry(str(tmp_path / "registry")).versions("two_tower", "acme")[-1]
-    assert latest.config["run"] == run.name
-
-
-def test_ranker_job_publishes_a_candidate_with_its_skew_guards(ray_connected, job_env, monkeypatch):
+def test_ranker_job_publishes_a_candidate_with_its_skew_guards(ray_connected, job_env, two_tower_job, monkeypatch):
     """The ranker job on tiny data (in process, toy sizes): a candidate with per-task holdout
     metrics, and the training facts serving's skew guards read (sources seen, dense stats)."""
     from core.features import DENSE_FEATURES, SOURCE_KINDS
     from ranking.model import MultiTaskRanker
     from training import ranker
 
+    assert two_tower_job[1] == "SUCCEEDED", f"the two-tower job this ranker reads ended {two_tower_job}"
     monkeypatch.setenv("RECSYS_CONFIG", str(job_env / "platform.yaml"))
     cfg = yaml.safe_load((REPO / "configs/train/ranker.yaml").read_text())
     cfg.update(work_dir=str(job_env / "work"), num_partitions=2, embed_dim=4, n_experts=2,
@@ -163,7 +133,7 @@ def _scripted_ranker(registry: Registry, two_tower: str, sign: float, n_items: i
     return manifest.version
 
 
-def test_launch_review_refuses_a_ranker_that_loses_the_retrievers_clicks(ray_connected, job_env, monkeypatch):
+def test_launch_review_refuses_a_ranker_that_loses_the_retrievers_clicks(ray_connected, job_env, two_tower_job, monkeypatch):
     """The whole-pipeline check on tiny data: a ranker that reverses the retriever's order
     serves a slate with fewer expected clicks than the two-tower alone and is refused; one that
     keeps the order passes. Same held-out users, same seed, the real pipeline."""
@@ -171,6 +141,7 @@ def test_launch_review_refuses_a_ranker_that_loses_the_retrievers_clicks(ray_con
     from training import build_index, common
     from training.system_review import review_system
 
+    assert two_tower_job[1] == "SUCCEEDED", f"the two-tower job under review ended {two_tower_job}"
     monkeypatch.setenv("RECSYS_CONFIG", str(job_env / "platform.yaml"))
     cfg = yaml.safe_load((REPO / "configs/train/build_index.yaml").read_text())
     cfg.update(work_dir=str(job_env / "work"))

@@ -24,10 +24,15 @@ import schemathesis.specs.openapi.schemas  # noqa: F401
 
 from cluster import local
 
-NODE_HEALTH_CHECK = {"RAY_health_check_period_ms": "1000"}
+TEST_CLUSTER_ENV = {"RAY_health_check_period_ms": "1000", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
 """The GCS checks each node every second instead of every 3 s (Ray's default), so a node the
 multi-node tests kill is declared dead after 5 failed checks in about 5 s, not 15 s. The
-per-check timeout (10 s) and the failure count (5) stay Ray's: a busy, live node is not lost."""
+per-check timeout (10 s) and the failure count (5) stay Ray's: a busy, live node is not lost.
+
+An ingress replica serving HTTP itself (HAProxy in front, ``configs/serve.yaml``) stops 2 s
+after it is told to, not 30 s: Serve's 30 s default gives an *external* load balancer time to
+deregister it, and the test cluster has none (Ray's own HAProxy is updated by the
+controller). Every test app's teardown waited those 30 s."""
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +41,8 @@ def ray_cluster() -> Iterator[local.LocalCluster]:
     dashboard; ``RAY_ADDRESS`` points at it for the session."""
     # Unix socket paths under the temp dir must stay short (about 100 bytes): use /tmp/rt-*.
     temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
-    with pytest.MonkeyPatch.context() as mp:  # the daemons' environment (see NODE_HEALTH_CHECK)
-        for key, value in NODE_HEALTH_CHECK.items():
+    with pytest.MonkeyPatch.context() as mp:  # the daemons' environment (see TEST_CLUSTER_ENV)
+        for key, value in TEST_CLUSTER_ENV.items():
             mp.setenv(key, value)
         cluster, _ = local.start(
             num_cpus=2,

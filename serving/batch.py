@@ -110,6 +110,12 @@ async def _source_answers(stage: SourceStage, queries: list[Query], states: list
     ]  # fmt: skip
 
 
+def _item_ids(batch: Any) -> list[str]:
+    """The item ids of a candidate or scored batch (its column, no row built), or of rows."""
+    ids = getattr(batch, "item_ids", None)
+    return list(ids) if ids is not None else [c.item_id for c in batch]
+
+
 async def _score_many(ranker: Any, calls: list[tuple]) -> list[Any]:
     """The ranker over every call ``(query, state, candidates, task_weights)``: one forward
     pass where the ranker can (``score_many``), else one ``score`` per call."""
@@ -155,7 +161,7 @@ async def _plan_batch(rt: TenantStages, plan: SurfacePlan, queries: list[Query],
     for i, q, s, versions, _, eligible in live:
         if eligible:
             res = next(ranked)
-            if isinstance(res, BaseException) or [c.item_id for c in res.scored] != [c.item_id for c in eligible]:
+            if isinstance(res, BaseException) or _item_ids(res.scored) != _item_ids(eligible):
                 continue
             versions["ranker"] = res.version
             scored = list(res.scored)

@@ -35,6 +35,7 @@ from typing import Any
 from core.components import SOURCES
 from core.contracts import MergedCandidate, PolicyUnavailable, Query, SlateItem, SourceResult
 from core.experiments import assign
+from ranking.slate.batched import batchable, slates_many
 from serving.merge import merge
 from serving.pipeline import PRECOMPUTED, PipelineResult, RecommendationPipeline
 from serving.stages import SourceStage, SurfacePlan, TenantStages
@@ -158,18 +159,25 @@ async def _plan_batch(rt: TenantStages, plan: SurfacePlan, queries: list[Query],
     weights = plan.config.ranker.task_weights
     to_rank = [(q, s, eligible, weights) for _, q, s, _, _, eligible in live if eligible]
     ranked = iter(await _score_many(plan.ranker, to_rank) if to_rank else [])
+    done: list[tuple[int, Query, Any, dict[str, str], Any]] = []
     for i, q, s, versions, _, eligible in live:
+        scored: Any = []
         if eligible:
             res = next(ranked)
             if isinstance(res, BaseException) or _item_ids(res.scored) != _item_ids(eligible):
                 continue
             versions["ranker"] = res.version
-            scored = list(res.scored)
-        else:
-            scored = []
-        outcome = plan.slate(q, scored, s)
+            scored = res.scored
         versions.setdefault("ranker", rt.fallback_scorer.version)
-        answers[i] = BatchAnswer(q, outcome.items, {**rt.versions, **versions}, None, list(rt.degraded), s)
+        done.append((i, q, s, versions, scored))
+    if batchable(plan.slate):  # the built-in slate steps: over every user at once
+        slates = slates_many(plan.slate, [d[1] for d in done], [d[4] for d in done], [d[2] for d in done])
+    else:  # a custom step: the policy per user
+        slates = [None] * len(done)
+    for (i, q, s, versions, scored), items in zip(done, slates, strict=True):
+        if items is None:
+            items = plan.slate(q, scored, s).items
+        answers[i] = BatchAnswer(q, items, {**rt.versions, **versions}, None, list(rt.degraded), s)
 
 
 async def recommend_many(pipeline: RecommendationPipeline, queries: Sequence[Query]) -> list[BatchAnswer]:

@@ -32,11 +32,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from core.candidates import CandidateBatch
 from core.components import SOURCES
-from core.contracts import MergedCandidate, PolicyUnavailable, Query, SlateItem, SourceResult
+from core.contracts import PolicyUnavailable, Query, SlateItem, SourceResult
 from core.experiments import assign
+from ranking.rules import batched as batched_rules
 from ranking.slate.batched import batchable, slates_many
-from serving.merge import merge
+from serving.batch_stages import merge_many
 from serving.pipeline import PRECOMPUTED, PipelineResult, RecommendationPipeline
 from serving.stages import SourceStage, SurfacePlan, TenantStages
 
@@ -104,11 +106,16 @@ async def _source_answers(stage: SourceStage, queries: list[Query], states: list
                 out.append(await _maybe_await(source.retrieve(q, s, quota)))
             except Exception as exc:
                 out.append(exc)
-    return [
-        r if isinstance(r, BaseException) or len(r.candidates) <= quota
-        else replace(r, candidates=tuple(r.candidates)[:quota])
-        for r in out
-    ]  # fmt: skip
+    cut: dict[int, Any] = {}  # a shared answer is cut once: its users keep sharing it
+
+    def within(r: Any) -> Any:
+        if isinstance(r, BaseException) or len(r.candidates) <= quota:
+            return r
+        if id(r) not in cut:
+            cut[id(r)] = replace(r, candidates=tuple(r.candidates)[:quota])
+        return cut[id(r)]
+
+    return [within(r) for r in out]
 
 
 def _item_ids(batch: Any) -> list[str]:
@@ -141,7 +148,8 @@ async def _plan_batch(rt: TenantStages, plan: SurfacePlan, queries: list[Query],
     qs = [queries[i] for i in idx]
     st = [states[i] for i in idx]
     per_source = [await _source_answers(stage, qs, st) for stage in plan.sources]
-    live: list[tuple[int, Query, Any, dict[str, str], list[MergedCandidate], list[MergedCandidate]]] = []
+    ok: list[tuple[int, Query, Any, dict[str, str]]] = []
+    answered: list[list[SourceResult]] = []
     for j, (q, s) in enumerate(zip(qs, st, strict=True)):
         results: list[SourceResult] = [a[j] for a in per_source]
         if any(isinstance(r, BaseException) or r.diagnostics.get("handover") for r in results):
@@ -149,13 +157,23 @@ async def _plan_batch(rt: TenantStages, plan: SurfacePlan, queries: list[Query],
         versions: dict[str, str] = {}
         for r in results:
             versions.update(r.versions)
-        merged = merge(results, plan.pinned)
-        try:
-            filtered = rt.rules.apply(q, merged, s)
-        except PolicyUnavailable:
-            continue
-        eligible = list(filtered.kept)[: plan.config.ranker.max_candidates]
-        live.append((idx[j], q, s, versions, merged, eligible))
+        ok.append((idx[j], q, s, versions))
+        answered.append(results)
+    # merge and the rules over every user at once (serving.batch_stages, ranking.rules.batched)
+    chain_batched = batched_rules.batchable(rt.rules)
+    cat = batched_rules.catalogue_of(rt.rules, rt.tenant.id) if chain_batched else None
+    merged_all = merge_many(answered, plan.pinned, cat)
+    kept_all = (batched_rules.kept_many(rt.rules, [o[1] for o in ok], merged_all, [o[2] for o in ok])
+                if chain_batched else [None] * len(ok))  # fmt: skip
+    live: list[tuple[int, Query, Any, dict[str, str], CandidateBatch, CandidateBatch]] = []
+    for (i, q, s, versions), merged, kept in zip(ok, merged_all, kept_all, strict=True):
+        if kept is None:  # a custom rule, or one that cannot judge this user here: the chain
+            try:
+                kept = CandidateBatch.of(rt.rules.apply(q, merged, s).kept)
+            except PolicyUnavailable:
+                continue
+        eligible = kept.head(plan.config.ranker.max_candidates)
+        live.append((i, q, s, versions, merged, eligible))
     weights = plan.config.ranker.task_weights
     to_rank = [(q, s, eligible, weights) for _, q, s, _, _, eligible in live if eligible]
     ranked = iter(await _score_many(plan.ranker, to_rank) if to_rank else [])

@@ -1,0 +1,137 @@
+"""Stages of the batch path (:mod:`serving.batch`) over every user of a micro-batch at once.
+
+:func:`serving.merge.merge` de-duplicates one request's source answers; the batch path has
+hundreds of users on one surface plan, whose answers from the non-personal sources (trending,
+fresh, editorial, pins) are the very same objects. :func:`merge_many` reads each distinct
+answer's columns once, then merges every user in one array pass: one stable sort of every
+``(user, rank * width + source)`` key, one ``np.unique`` of ``(user, item)`` pairs for the
+de-duplication, and provenance gathered in Python only for the few items several sources
+proposed. Each user's :class:`CandidateBatch` comes with the columns later stages read
+(catalogue rows, retrieval score, best source), computed for the micro-batch at once.
+
+The answers are :func:`serving.merge.merge`'s, item for item and provenance for provenance
+(``tests/unit/test_batch_stages.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from core.candidates import RETRIEVAL_SCORE_SOURCE, CandidateBatch
+from core.contracts import Candidate, SourceResult
+
+
+def _pick(values: list, idx: list[int]) -> list:
+    if not idx:
+        return []
+    if len(idx) == 1:
+        return [values[idx[0]]]
+    return list(itemgetter(*idx)(values))
+
+
+class _Segment:
+    """One distinct source answer's columns (read once however many users share it)."""
+
+    __slots__ = ("objs", "ids", "sources", "scores", "ranks", "codes")
+
+    def __init__(self, cands: Sequence[Candidate]):
+        self.objs = list(cands)
+        if all(type(c) is Candidate for c in self.objs):  # the columns, transposed in C
+            cols = list(zip(*self.objs, strict=True)) if self.objs else [()] * 5
+        else:  # anything else with the contract's attributes
+            cols = [[getattr(c, f) for c in self.objs] for f in ("item_id", "source", "source_version", "score", "rank")]
+        self.ids: list[str] = list(cols[0])
+        self.sources: list[str] = list(cols[1])
+        self.scores = np.array(cols[3], dtype=np.float64)
+        self.ranks = np.array(cols[4], dtype=np.int64)
+        self.codes: np.ndarray | None = None
+
+
+def merge_many(
+    results: Sequence[Sequence[SourceResult]],
+    extra: Sequence[Candidate] = (),
+    catalogue: Any = None,
+) -> list[CandidateBatch]:
+    """``[merge(r, extra) for r in results]`` (every user's answers from the same sources, in
+    the same order), in one pass; with ``catalogue``, each batch carries its catalogue rows."""
+    if not results:
+        return []
+    width = len(results[0]) + 1
+    if any(len(r) + 1 != width for r in results):
+        raise ValueError("every user's answers must come from the same sources")
+    segs: dict[int, _Segment] = {}
+    layout: list[list[_Segment]] = []
+    for user in results:
+        row = []
+        for cands in [*(r.candidates for r in user), extra]:
+            seg = segs.get(id(cands))
+            if seg is None:
+                seg = segs[id(cands)] = _Segment(cands)
+            row.append(seg)
+        layout.append(row)
+    # Item codes over the distinct answers only (shared answers are looked up once).
+    index: dict[str, int] = dict.fromkeys(i for seg in segs.values() for i in seg.ids)  # type: ignore[misc]
+    index = dict(zip(index, range(len(index)), strict=True))
+    for seg in segs.values():
+        seg.codes = np.fromiter(map(index.__getitem__, seg.ids), np.int64, len(seg.ids))
+    n_users = len(results)
+    flat = [seg for row in layout for seg in row]
+    sizes = np.array([len(seg.ids) for seg in flat], dtype=np.int64)
+    user = np.repeat(np.repeat(np.arange(n_users), width), sizes)
+    source = np.repeat(np.tile(np.arange(width), n_users), sizes)
+    if not len(user):
+        return [CandidateBatch([], []) for _ in results]
+    rank = np.concatenate([seg.ranks for seg in flat])
+    code = np.concatenate([seg.codes for seg in flat])  # type: ignore[misc]
+    score = np.concatenate([seg.scores for seg in flat])
+    objs: list[Candidate] = []
+    ids: list[str] = []
+    srcs: list[str] = []
+    for seg in flat:
+        objs += seg.objs
+        ids += seg.ids
+        srcs += seg.sources
+    # merge's order: best rank first, ties in source order, then answer order (stable);
+    # each user's block apart.
+    key = (rank - rank.min()) * width + source
+    key = user * (int(key.max()) + 1) + key
+    order = np.argsort(key, kind="stable")
+    pair = user * len(index) + code
+    _, first, counts = np.unique(pair[order], return_index=True, return_counts=True)
+    by_pos = np.argsort(first, kind="stable")
+    kept = order[first[by_pos]]  # each (user, item)'s first candidate, in merge order
+    several = counts[by_pos] > 1
+    prov_of: dict[int, tuple[Candidate, ...]] = {}
+    if several.any():  # provenance in the order the sources answered (flat order)
+        multi = pair[kept[several]]
+        at = np.flatnonzero(np.isin(pair, multi))
+        at = at[np.argsort(pair[at], kind="stable")]
+        bounds = np.flatnonzero(np.diff(pair[at])) + 1
+        for group in np.split(at, bounds):
+            prov_of[int(pair[group[0]])] = tuple(objs[p] for p in group.tolist())
+    is_tt = np.fromiter((s == RETRIEVAL_SCORE_SOURCE for s in srcs), bool, len(srcs))
+    retrieval = np.where(is_tt, score, np.nan).astype(np.float32)[kept]
+    rows = catalogue.index_of(list(index))[code[kept]] if catalogue is not None else None
+    kept_l = kept.tolist()
+    k_ids, k_srcs = _pick(ids, kept_l), _pick(srcs, kept_l)
+    k_prov = list(zip(_pick(objs, kept_l)))  # one-source provenance: a 1-tuple, built in C
+    for j in np.flatnonzero(several).tolist():
+        prov = k_prov[j] = prov_of[int(pair[kept_l[j]])]
+        score_tt = next((p.score for p in prov if p.source == RETRIEVAL_SCORE_SOURCE), np.nan)
+        retrieval[j] = score_tt
+        k_srcs[j] = min(prov, key=lambda c: (c.rank, -c.score)).source
+    bounds = np.searchsorted(user[kept], np.arange(n_users + 1)).tolist()
+    out = []
+    for u in range(n_users):
+        a, b = bounds[u], bounds[u + 1]
+        if rows is None:
+            batch = CandidateBatch(k_ids[a:b], k_prov[a:b])
+        else:
+            batch = CandidateBatch.with_columns(k_ids[a:b], k_prov[a:b], rows=rows[a:b], catalogue=catalogue,
+                                                retrieval=retrieval[a:b], best=k_srcs[a:b])  # fmt: skip
+        out.append(batch)
+    return out

@@ -16,6 +16,7 @@ The answers are :func:`serving.merge.merge`'s, item for item and provenance for 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -36,7 +37,7 @@ def _pick(values: list, idx: list[int]) -> list:
 class _Segment:
     """One distinct source answer's columns (read once however many users share it)."""
 
-    __slots__ = ("objs", "ids", "sources", "scores", "ranks", "codes")
+    __slots__ = ("objs", "ids", "sources", "scores", "ranks", "codes", "is_tt")
 
     def __init__(self, cands: Sequence[Candidate]):
         self.objs = list(cands)
@@ -49,6 +50,7 @@ class _Segment:
         self.scores = np.array(cols[3], dtype=np.float64)
         self.ranks = np.array(cols[4], dtype=np.int64)
         self.codes: np.ndarray | None = None
+        self.is_tt: np.ndarray | None = None
 
 
 def merge_many(
@@ -74,10 +76,11 @@ def merge_many(
             row.append(seg)
         layout.append(row)
     # Item codes over the distinct answers only (shared answers are looked up once).
-    index: dict[str, int] = dict.fromkeys(i for seg in segs.values() for i in seg.ids)  # type: ignore[misc]
+    index: dict[str, int] = dict.fromkeys(chain.from_iterable(seg.ids for seg in segs.values()))  # type: ignore[arg-type]
     index = dict(zip(index, range(len(index)), strict=True))
     for seg in segs.values():
         seg.codes = np.fromiter(map(index.__getitem__, seg.ids), np.int64, len(seg.ids))
+        seg.is_tt = np.fromiter(map(RETRIEVAL_SCORE_SOURCE.__eq__, seg.sources), bool, len(seg.sources))
     n_users = len(results)
     flat = [seg for row in layout for seg in row]
     sizes = np.array([len(seg.ids) for seg in flat], dtype=np.int64)
@@ -88,13 +91,10 @@ def merge_many(
     rank = np.concatenate([seg.ranks for seg in flat])
     code = np.concatenate([seg.codes for seg in flat])  # type: ignore[misc]
     score = np.concatenate([seg.scores for seg in flat])
-    objs: list[Candidate] = []
-    ids: list[str] = []
-    srcs: list[str] = []
-    for seg in flat:
-        objs += seg.objs
-        ids += seg.ids
-        srcs += seg.sources
+    is_tt = np.concatenate([seg.is_tt for seg in flat])  # type: ignore[misc]
+    objs = list(chain.from_iterable(seg.objs for seg in flat))
+    ids = list(chain.from_iterable(seg.ids for seg in flat))
+    srcs = list(chain.from_iterable(seg.sources for seg in flat))
     # merge's order: best rank first, ties in source order, then answer order (stable);
     # each user's block apart.
     key = (rank - rank.min()) * width + source
@@ -105,25 +105,38 @@ def merge_many(
     by_pos = np.argsort(first, kind="stable")
     kept = order[first[by_pos]]  # each (user, item)'s first candidate, in merge order
     several = counts[by_pos] > 1
-    prov_of: dict[int, tuple[Candidate, ...]] = {}
-    if several.any():  # provenance in the order the sources answered (flat order)
-        multi = pair[kept[several]]
-        at = np.flatnonzero(np.isin(pair, multi))
-        at = at[np.argsort(pair[at], kind="stable")]
-        bounds = np.flatnonzero(np.diff(pair[at])) + 1
-        for group in np.split(at, bounds):
-            prov_of[int(pair[group[0]])] = tuple(objs[p] for p in group.tolist())
-    is_tt = np.fromiter((s == RETRIEVAL_SCORE_SOURCE for s in srcs), bool, len(srcs))
     retrieval = np.where(is_tt, score, np.nan).astype(np.float32)[kept]
     rows = catalogue.index_of(list(index))[code[kept]] if catalogue is not None else None
     kept_l = kept.tolist()
     k_ids, k_srcs = _pick(ids, kept_l), _pick(srcs, kept_l)
     k_prov = list(zip(_pick(objs, kept_l)))  # one-source provenance: a 1-tuple, built in C
-    for j in np.flatnonzero(several).tolist():
-        prov = k_prov[j] = prov_of[int(pair[kept_l[j]])]
-        score_tt = next((p.score for p in prov if p.source == RETRIEVAL_SCORE_SOURCE), np.nan)
-        retrieval[j] = score_tt
-        k_srcs[j] = min(prov, key=lambda c: (c.rank, -c.score)).source
+    if several.any():
+        # Items several answers proposed: every candidate of theirs, grouped by (user, item)
+        # in flat order, which is the order the sources answered (merge's provenance).
+        at = np.flatnonzero(np.isin(pair, pair[kept[several]]))
+        at = at[np.argsort(pair[at], kind="stable")]
+        g_pair = pair[at]
+        starts = np.flatnonzero(np.r_[True, g_pair[1:] != g_pair[:-1]])
+        ends = np.r_[starts[1:], len(at)]
+        objs_at = _pick(objs, at.tolist())
+        provs = [tuple(objs_at[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+        # best source: lowest rank, then highest score, then the earlier answer
+        group = np.repeat(np.arange(len(starts)), ends - starts)
+        pos = np.arange(len(at))
+        best = np.lexsort((pos, -score[at], rank[at], group))[starts]
+        g_tt = is_tt[at]
+        first_tt = np.full(len(starts), -1)
+        tt_at = np.flatnonzero(g_tt)[::-1]  # reversed: the earliest of a group is written last
+        first_tt[group[tt_at]] = tt_at
+        g_retrieval = np.where(first_tt >= 0, score[at][np.maximum(first_tt, 0)], np.nan).astype(np.float32)
+        g_best = _pick(srcs, at[best].tolist())
+        # the kept items with several candidates, in kept order, and their groups
+        slot = {p: g for g, p in enumerate(g_pair[starts].tolist())}
+        for j, p in zip(np.flatnonzero(several).tolist(), pair[kept[several]].tolist(), strict=True):
+            g = slot[p]
+            k_prov[j] = provs[g]
+            k_srcs[j] = g_best[g]
+            retrieval[j] = g_retrieval[g]
     bounds = np.searchsorted(user[kept], np.arange(n_users + 1)).tolist()
     out = []
     for u in range(n_users):

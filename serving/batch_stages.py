@@ -37,11 +37,12 @@ def _pick(values: list, idx: list[int]) -> list:
 class _Segment:
     """One distinct source answer's columns (read once however many users share it)."""
 
-    __slots__ = ("objs", "ids", "sources", "scores", "ranks", "codes", "is_tt")
+    __slots__ = ("objs", "ones", "ids", "sources", "scores", "ranks", "codes", "is_tt")
 
     def __init__(self, cands: Sequence[Candidate]):
         self.objs = list(cands)
-        if all(type(c) is Candidate for c in self.objs):  # the columns, transposed in C
+        self.ones = list(zip(self.objs))  # each candidate's one-source provenance (1-tuples, in C)
+        if set(map(type, self.objs)) <= {Candidate}:  # the columns, transposed in C
             cols = list(zip(*self.objs, strict=True)) if self.objs else [()] * 5
         else:  # anything else with the contract's attributes
             cols = [[getattr(c, f) for c in self.objs] for f in ("item_id", "source", "source_version", "score", "rank")]
@@ -80,7 +81,11 @@ def merge_many(
     index = dict(zip(index, range(len(index)), strict=True))
     for seg in segs.values():
         seg.codes = np.fromiter(map(index.__getitem__, seg.ids), np.int64, len(seg.ids))
-        seg.is_tt = np.fromiter(map(RETRIEVAL_SCORE_SOURCE.__eq__, seg.sources), bool, len(seg.sources))
+        one = set(seg.sources)  # an answer is almost always one source's
+        if len(one) == 1:
+            seg.is_tt = np.full(len(seg.sources), RETRIEVAL_SCORE_SOURCE in one)
+        else:
+            seg.is_tt = np.fromiter(map(RETRIEVAL_SCORE_SOURCE.__eq__, seg.sources), bool, len(seg.sources))
     n_users = len(results)
     flat = [seg for row in layout for seg in row]
     sizes = np.array([len(seg.ids) for seg in flat], dtype=np.int64)
@@ -93,6 +98,7 @@ def merge_many(
     score = np.concatenate([seg.scores for seg in flat])
     is_tt = np.concatenate([seg.is_tt for seg in flat])  # type: ignore[misc]
     objs = list(chain.from_iterable(seg.objs for seg in flat))
+    ones = list(chain.from_iterable(seg.ones for seg in flat))
     ids = list(chain.from_iterable(seg.ids for seg in flat))
     srcs = list(chain.from_iterable(seg.sources for seg in flat))
     # merge's order: best rank first, ties in source order, then answer order (stable);
@@ -109,7 +115,7 @@ def merge_many(
     rows = catalogue.index_of(list(index))[code[kept]] if catalogue is not None else None
     kept_l = kept.tolist()
     k_ids, k_srcs = _pick(ids, kept_l), _pick(srcs, kept_l)
-    k_prov = list(zip(_pick(objs, kept_l)))  # one-source provenance: a 1-tuple, built in C
+    k_prov = _pick(ones, kept_l)  # a shared answer's 1-tuples are built once for all its users
     if several.any():
         # Items several answers proposed: every candidate of theirs, grouped by (user, item)
         # in flat order, which is the order the sources answered (merge's provenance).

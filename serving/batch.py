@@ -11,8 +11,11 @@ runs the same stages over a list of queries one *stage* at a time instead:
   user (trending, fresh, editorial), so queries that differ only by user share one answer; a
   source with ``retrieve_many`` (the batched two-tower: one query-tower pass, one index
   search) answers all of them at once; any other source is asked per query;
-* :func:`serving.merge.merge`, the rule chain and the slate policy per query — the very stage
-  objects the pipeline calls;
+* merge, the rule chain and the slate over every query of a plan at once, as array passes
+  (:func:`serving.batch_stages.merge_many`, :func:`ranking.rules.batched.kept_many`,
+  :func:`ranking.slate.batched.slates_many`), each the per-request stage's answer exactly; a
+  rule or slate step with no batched form (a custom one) runs per query through the very
+  stage objects the pipeline calls;
 * the ranker once per plan over every query's candidates (``score_many``: features per query,
   one forward pass);
 * no decision record: what an offline slate keeps (items, scores, reasons, sources, versions,

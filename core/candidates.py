@@ -251,6 +251,25 @@ class CandidateBatch(Sequence[MergedCandidate]):
         """The first ``n`` candidates."""
         return self if n >= len(self) else self.take(range(n))
 
+    @classmethod
+    def with_columns(
+        cls,
+        item_ids: list[str],
+        provenance: list[tuple[Candidate, ...]],
+        *,
+        rows: np.ndarray,
+        catalogue: Any,
+        retrieval: np.ndarray,
+        best: list[str],
+    ) -> CandidateBatch:
+        """A batch whose derived columns its builder already computed for many requests at
+        once (the batch path's merge, :mod:`serving.batch_stages`): each must be what
+        :meth:`rows`, :meth:`retrieval_scores` and :meth:`best_sources` would compute."""
+        out = cls(item_ids, provenance)
+        out._rows, out._catalogue = rows, catalogue
+        out._retrieval, out._best = retrieval, best
+        return out
+
 
 class _Scored:
     """The columns a request's scored batches share (the ranker's answer, never copied)."""

@@ -11,8 +11,11 @@ runs the same stages over a list of queries one *stage* at a time instead:
   user (trending, fresh, editorial), so queries that differ only by user share one answer; a
   source with ``retrieve_many`` (the batched two-tower: one query-tower pass, one index
   search) answers all of them at once; any other source is asked per query;
-* :func:`serving.merge.merge`, the rule chain and the slate policy per query — the very stage
-  objects the pipeline calls;
+* merge, the rule chain and the slate over every query of a plan at once, as array passes
+  (:func:`serving.batch_stages.merge_many`, :func:`ranking.rules.batched.kept_many`,
+  :func:`ranking.slate.batched.slates_many`), each the per-request stage's answer exactly; a
+  rule or slate step with no batched form (a custom one) runs per query through the very
+  stage objects the pipeline calls;
 * the ranker once per plan over every query's candidates (``score_many``: features per query,
   one forward pass);
 * no decision record: what an offline slate keeps (items, scores, reasons, sources, versions,
@@ -32,10 +35,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from core.candidates import CandidateBatch
 from core.components import SOURCES
-from core.contracts import MergedCandidate, PolicyUnavailable, Query, SlateItem, SourceResult
+from core.contracts import PolicyUnavailable, Query, SlateItem, SourceResult
 from core.experiments import assign
-from serving.merge import merge
+from ranking.rules import batched as batched_rules
+from ranking.slate.batched import batchable, slates_many
+from serving.batch_stages import merge_many
 from serving.pipeline import PRECOMPUTED, PipelineResult, RecommendationPipeline
 from serving.stages import SourceStage, SurfacePlan, TenantStages
 
@@ -103,11 +109,22 @@ async def _source_answers(stage: SourceStage, queries: list[Query], states: list
                 out.append(await _maybe_await(source.retrieve(q, s, quota)))
             except Exception as exc:
                 out.append(exc)
-    return [
-        r if isinstance(r, BaseException) or len(r.candidates) <= quota
-        else replace(r, candidates=tuple(r.candidates)[:quota])
-        for r in out
-    ]  # fmt: skip
+    cut: dict[int, Any] = {}  # a shared answer is cut once: its users keep sharing it
+
+    def within(r: Any) -> Any:
+        if isinstance(r, BaseException) or len(r.candidates) <= quota:
+            return r
+        if id(r) not in cut:
+            cut[id(r)] = replace(r, candidates=tuple(r.candidates)[:quota])
+        return cut[id(r)]
+
+    return [within(r) for r in out]
+
+
+def _item_ids(batch: Any) -> list[str]:
+    """The item ids of a candidate or scored batch (its column, no row built), or of rows."""
+    ids = getattr(batch, "item_ids", None)
+    return list(ids) if ids is not None else [c.item_id for c in batch]
 
 
 async def _score_many(ranker: Any, calls: list[tuple]) -> list[Any]:
@@ -134,7 +151,8 @@ async def _plan_batch(rt: TenantStages, plan: SurfacePlan, queries: list[Query],
     qs = [queries[i] for i in idx]
     st = [states[i] for i in idx]
     per_source = [await _source_answers(stage, qs, st) for stage in plan.sources]
-    live: list[tuple[int, Query, Any, dict[str, str], list[MergedCandidate], list[MergedCandidate]]] = []
+    ok: list[tuple[int, Query, Any, dict[str, str]]] = []
+    answered: list[list[SourceResult]] = []
     for j, (q, s) in enumerate(zip(qs, st, strict=True)):
         results: list[SourceResult] = [a[j] for a in per_source]
         if any(isinstance(r, BaseException) or r.diagnostics.get("handover") for r in results):
@@ -142,28 +160,45 @@ async def _plan_batch(rt: TenantStages, plan: SurfacePlan, queries: list[Query],
         versions: dict[str, str] = {}
         for r in results:
             versions.update(r.versions)
-        merged = merge(results, plan.pinned)
-        try:
-            filtered = rt.rules.apply(q, merged, s)
-        except PolicyUnavailable:
-            continue
-        eligible = list(filtered.kept)[: plan.config.ranker.max_candidates]
-        live.append((idx[j], q, s, versions, merged, eligible))
+        ok.append((idx[j], q, s, versions))
+        answered.append(results)
+    # merge and the rules over every user at once (serving.batch_stages, ranking.rules.batched)
+    chain_batched = batched_rules.batchable(rt.rules)
+    cat = batched_rules.catalogue_of(rt.rules, rt.tenant.id) if chain_batched else None
+    merged_all = merge_many(answered, plan.pinned, cat)
+    kept_all = (batched_rules.kept_many(rt.rules, [o[1] for o in ok], merged_all, [o[2] for o in ok])
+                if chain_batched else [None] * len(ok))  # fmt: skip
+    live: list[tuple[int, Query, Any, dict[str, str], CandidateBatch, CandidateBatch]] = []
+    for (i, q, s, versions), merged, kept in zip(ok, merged_all, kept_all, strict=True):
+        if kept is None:  # a custom rule, or one that cannot judge this user here: the chain
+            try:
+                kept = CandidateBatch.of(rt.rules.apply(q, merged, s).kept)
+            except PolicyUnavailable:
+                continue
+        eligible = kept.head(plan.config.ranker.max_candidates)
+        live.append((i, q, s, versions, merged, eligible))
     weights = plan.config.ranker.task_weights
     to_rank = [(q, s, eligible, weights) for _, q, s, _, _, eligible in live if eligible]
     ranked = iter(await _score_many(plan.ranker, to_rank) if to_rank else [])
+    done: list[tuple[int, Query, Any, dict[str, str], Any]] = []
     for i, q, s, versions, _, eligible in live:
+        scored: Any = []
         if eligible:
             res = next(ranked)
-            if isinstance(res, BaseException) or [c.item_id for c in res.scored] != [c.item_id for c in eligible]:
+            if isinstance(res, BaseException) or _item_ids(res.scored) != _item_ids(eligible):
                 continue
             versions["ranker"] = res.version
-            scored = list(res.scored)
-        else:
-            scored = []
-        outcome = plan.slate(q, scored, s)
+            scored = res.scored
         versions.setdefault("ranker", rt.fallback_scorer.version)
-        answers[i] = BatchAnswer(q, outcome.items, {**rt.versions, **versions}, None, list(rt.degraded), s)
+        done.append((i, q, s, versions, scored))
+    if batchable(plan.slate):  # the built-in slate steps: over every user at once
+        slates = slates_many(plan.slate, [d[1] for d in done], [d[4] for d in done], [d[2] for d in done])
+    else:  # a custom step: the policy per user
+        slates = [None] * len(done)
+    for (i, q, s, versions, scored), items in zip(done, slates, strict=True):
+        if items is None:
+            items = plan.slate(q, scored, s).items
+        answers[i] = BatchAnswer(q, items, {**rt.versions, **versions}, None, list(rt.degraded), s)
 
 
 async def recommend_many(pipeline: RecommendationPipeline, queries: Sequence[Query]) -> list[BatchAnswer]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -48,9 +48,9 @@ def world(tiny_data: Path, tmp_path_factory):
     return str(root / "platform.yaml"), versions, users
 
 
-def _queries(users: list[str], now: datetime) -> list[Query]:
+def _queries(users: list[str], now: datetime, surfaces: list[str] = SURFACES) -> list[Query]:
     return [Query(request_id=f"t-{s}-{u}", tenant_id="acme", user_id=u, surface=s, k=10, now=now)
-            for s in SURFACES for u in users]  # fmt: skip
+            for s in surfaces for u in users]  # fmt: skip
 
 
 def _one_at_a_time(pipe: RecommendationPipeline, queries: list[Query]) -> list:
@@ -113,3 +113,64 @@ def test_a_batch_whose_policy_cannot_be_read_fails_closed_as_the_pipeline_does(w
         asyncio.run(pipe.recommend(queries[0]))
     with pytest.raises(ServiceUnavailable, match="policy_unavailable"):
         asyncio.run(recommend_many(pipe, queries))
+
+
+def _hide_and_show(stages_list, users: list[str], slates: dict, now: datetime) -> dict[str, tuple[set, set]]:
+    """Each user hides the first item of their home slate and is shown the next two three
+    times in the last hour (a frequency cap of 3 a day); the same events for every stages."""
+    ts = (now - timedelta(hours=1)).timestamp()
+    out = {}
+    for u in users:
+        items = [s.item_id for s in slates[u]]
+        hidden, capped = {items[0]}, set(items[1:3])
+        events = [{"tenant_id": "acme", "user_id": u, "item_id": items[0], "event_type": "hide", "ts": ts}]
+        events += [{"tenant_id": "acme", "user_id": u, "item_id": i, "event_type": "impression", "ts": ts + n}
+                   for i in sorted(capped) for n in range(3)]  # fmt: skip
+        for stages in stages_list:
+            for e in events:
+                stages.observe(e)
+        out[u] = (hidden, capped)
+    return out
+
+
+class _NoSevens:
+    """A custom rule with no batched form: the batch path runs the chain per user for it."""
+
+    name = "no_sevens"
+
+    def apply(self, query, candidates, user_state):
+        from ranking.rules.base import partition
+
+        return partition(self.name, candidates, lambda c: "seven" if c.item_id.endswith("7") else None)
+
+
+def test_hidden_items_frequency_caps_custom_rules_and_several_surfaces_match_the_pipeline(world) -> None:
+    from ranking.rules import RuleChain
+
+    platform, versions, users = world
+    surfaces = ["email", "home", "item_page"]
+    now = datetime.now(UTC)
+    batched = build_stages("acme", platform, surfaces, versions, max_batch=64)
+    plain = build_stages("acme", platform, surfaces, versions, batched=False)
+    before = _one_at_a_time(RecommendationPipeline(plain), _queries(users[:12], now, ["home"]))
+    state_of = _hide_and_show([batched, plain], users[:12], {r.decision.user_id: r.slate for r in before}, now)
+    queries = _queries(users, now, surfaces)
+
+    for custom in (False, True):
+        b, p = batched, plain
+        if custom:
+            b = replace(batched, rules=RuleChain([*batched.rules.rules, _NoSevens()]))
+            p = replace(plain, rules=RuleChain([*plain.rules.rules, _NoSevens()]))
+        answers = asyncio.run(recommend_many(RecommendationPipeline(b), queries))
+        expected = _one_at_a_time(RecommendationPipeline(p), queries)
+        assert not any(a.via_pipeline for a in answers)
+        for q, got, want in zip(queries, answers, expected, strict=True):
+            assert _slate(got.slate) == _slate(want.slate), (custom, q.surface, q.user_id)
+            assert [s.score for s in got.slate] == pytest.approx([s.score for s in want.slate], rel=1e-5, abs=1e-6)
+            assert got.versions == want.decision.versions and got.degraded == want.decision.degraded
+            shown = {s.item_id for s in got.slate}
+            if q.user_id in state_of:  # what the user hid or was shown too often is gone
+                hidden, capped = state_of[q.user_id]
+                assert not shown & hidden and not shown & capped, (q.surface, q.user_id)
+            if custom:
+                assert not any(i.endswith("7") for i in shown)

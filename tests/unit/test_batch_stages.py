@@ -1,0 +1,214 @@
+"""The batch path's stages over many users at once give each user what the per-request stage
+gives: :func:`serving.batch_stages.merge_many` against :func:`serving.merge.merge`,
+:func:`ranking.rules.batched.kept_many` against :meth:`RuleChain.apply`,
+:func:`ranking.slate.batched.slates_many` against :class:`SlatePolicy`, on random users
+built to hit the awkward cases (duplicates within and across sources, shared answers, unknown
+items, hidden items, frequency caps, ties in MMR, pools shorter than the slate, empty pools)."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from core.candidates import CandidateBatch, ScoredBatch
+from core.config import PolicyConfig
+from core.contracts import Candidate, PolicyUnavailable, SourceResult
+from core.features import UserState
+from ranking.rules import RuleChain
+from ranking.rules.batched import batchable as rules_batchable
+from ranking.rules.batched import kept_many
+from ranking.slate import (
+    ExplorationStep,
+    FrequencyCapStep,
+    MmrDiversityStep,
+    PinnedStep,
+    SlatePolicy,
+)
+from ranking.slate.batched import batchable as slate_batchable
+from ranking.slate.batched import slates_many
+from serving.batch_stages import merge_many
+from serving.merge import merge
+from tests.unit.serving_fixtures import NOW, catalogue, query
+
+CATS = ["books", "film", "music", "games"]
+MATURITY = ["general", "teen", "mature"]
+
+
+@pytest.fixture(scope="module")
+def cat():
+    rnd = random.Random(7)
+    items = []
+    for n in range(120):
+        it = {"item_id": f"i{n}", "category": rnd.choice(CATS), "maturity": rnd.choice(MATURITY)}
+        if n % 17 == 0:
+            it["available_until"] = NOW - timedelta(hours=1)  # expired
+        if n % 23 == 0:
+            it["created_at"] = NOW + timedelta(hours=1)  # not created yet
+        items.append(it)
+    return catalogue(items)
+
+
+def _answer(rnd: random.Random, source: str, n: int, pool: int = 130) -> SourceResult:
+    ids = [f"i{rnd.randrange(pool)}" for _ in range(n)]  # ids >= 120: not in the catalogue
+    if n > 3:
+        ids[2] = ids[0]  # the same item twice in one answer
+    cands = tuple(Candidate(i, source, "v1", round(rnd.random(), 2), r) for r, i in enumerate(ids))
+    return SourceResult(source, "v1", cands)
+
+
+def _batch_columns(b: CandidateBatch, cat) -> tuple:
+    fresh = CandidateBatch(list(b.item_ids), list(b.provenance))  # computes its own columns
+    return fresh.rows(cat).tolist(), fresh.retrieval_scores().tolist(), fresh.best_sources()
+
+
+def test_merge_many_is_merge_per_user(cat) -> None:
+    rnd = random.Random(1)
+    shared = _answer(rnd, "trending", 30)
+    empty = SourceResult("fresh", "v1", ())
+    pinned = (Candidate("i5", "pinned", "config", 0.0, 1), Candidate("i999", "pinned", "config", 0.0, 0))
+    users = []
+    for u in range(40):
+        tt = _answer(rnd, "two_tower", rnd.choice([0, 1, 5, 60]))
+        i2i = _answer(rnd, "item_to_item", rnd.choice([0, 3, 25]))
+        users.append([tt, i2i, shared, empty if u % 3 else _answer(rnd, "fresh", 8)])
+    for extra in ((), pinned):
+        got = merge_many(users, extra, cat)
+        assert len(got) == len(users)
+        for results, batch in zip(users, got, strict=True):
+            want = merge(results, extra)
+            assert batch.item_ids == want.item_ids
+            assert batch.provenance == want.provenance
+            rows, retrieval, best = _batch_columns(want, cat)
+            assert batch.rows(cat).tolist() == rows
+            np.testing.assert_array_equal(batch.retrieval_scores(), np.array(retrieval, dtype=np.float32))
+            assert batch.best_sources() == best
+
+
+def _state(rnd: random.Random, user: str, candidates: list[str]) -> UserState:
+    s = UserState(user_id=user)
+    for i in rnd.sample(candidates, min(3, len(candidates))) if rnd.random() < 0.5 else []:
+        s.hidden.add(i)
+    for i in rnd.sample(candidates, min(2, len(candidates))) if rnd.random() < 0.5 else []:
+        s.history.append(i)
+    if rnd.random() < 0.3:
+        s.positives.add(rnd.choice(candidates))
+    if rnd.random() < 0.5:
+        s.max_maturity = rnd.choice(MATURITY)
+    return s
+
+
+@pytest.mark.parametrize("policy", [
+    PolicyConfig(),
+    PolicyConfig(blocked_items=["i3", "i4", "i200"], blocked_categories=["music"], default_max_maturity="general"),
+])  # fmt: skip
+def test_kept_many_is_the_chains_kept_per_user(cat, policy) -> None:
+    rnd = random.Random(2)
+    chain = RuleChain.from_policy(policy, cat)
+    assert rules_batchable(chain)
+    batches = merge_many([[_answer(rnd, "two_tower", rnd.choice([0, 4, 40]))] for _ in range(30)], (), cat)
+    queries = [query(10, user=f"u{u}", request_id=f"r{u}", now=NOW,
+                     exclude_item_ids=("i1", "i2") if u % 4 == 0 else ()) for u in range(30)]  # fmt: skip
+    states = [_state(rnd, f"u{u}", b.item_ids or ["i0"]) for u, b in enumerate(batches)]
+    states[5] = None  # no user state: the hidden rule cannot look, the chain fails closed
+    got = kept_many(chain, queries, batches, states)
+    for q, b, s, kept in zip(queries, batches, states, got, strict=True):
+        if s is None:
+            assert kept is None
+            with pytest.raises(PolicyUnavailable):
+                chain.apply(q, b, s)
+            continue
+        want = CandidateBatch.of(chain.apply(q, b, s).kept)
+        assert kept.item_ids == want.item_ids and kept.provenance == want.provenance
+
+
+def test_a_chain_with_a_rule_that_has_no_batched_form_is_not_batched(cat) -> None:
+    class OnlyBooks:
+        name = "only_books"
+
+        def apply(self, query, candidates, user_state):
+            raise NotImplementedError
+
+    assert not rules_batchable(RuleChain([*RuleChain.from_policy(PolicyConfig(), cat).rules, OnlyBooks()]))
+
+
+def _scored(rnd: random.Random, cat, n: int, ties: bool | str) -> ScoredBatch:
+    ids = rnd.sample([f"i{k}" for k in range(125)], n)
+    prov = [(Candidate(i, rnd.choice(["two_tower", "fresh", "trending"]), "v", 0.5, r),) for r, i in enumerate(ids)]
+    u = [round(rnd.random(), 1) if ties else rnd.random() for _ in ids]  # rounded: many ties
+    if ties == "near":  # within MMR's tie margin (1e-12) of each other: the scan's rule decides
+        u = [x + rnd.choice([0.0, 4e-13, 8e-13, 1.6e-12]) for x in u]
+    return ScoredBatch(CandidateBatch(ids, prov), {"click": u}, u)
+
+
+def _policy(cat, lam: float, cap: int | None, quotas: dict) -> SlatePolicy:
+    return SlatePolicy([PinnedStep([]), FrequencyCapStep(2, 24.0), ExplorationStep(1, 6),
+                        MmrDiversityStep(lam, category_of=cat.category_of, max_per_category=cap,
+                                         source_quotas=quotas, catalogue=cat)])  # fmt: skip
+
+
+@pytest.mark.parametrize("lam,cap,quotas,ties", [
+    (0.8, None, {"fresh": 2}, False),
+    (0.8, None, {"fresh": 2}, True),
+    (0.5, 2, {}, True),
+    (1.0, 3, {"fresh": 1, "trending": 2}, False),
+    (0.0, None, {}, True),
+    (1.0, None, {}, "near"),
+    (0.8, None, {"fresh": 2}, "near"),
+])  # fmt: skip
+def test_slates_many_are_the_policys_slates(cat, lam, cap, quotas, ties) -> None:
+    rnd = random.Random(3)
+    policy = _policy(cat, lam, cap, quotas)
+    assert slate_batchable(policy)
+    pools, queries, states = [], [], []
+    for u in range(40):
+        n = rnd.choice([0, 1, 3, 9, 30, 80])  # pools shorter than the slate, and empty ones
+        pools.append(_scored(rnd, cat, n, ties))
+        queries.append(query(rnd.choice([5, 10]), user=f"u{u}", request_id=f"r{u}", now=NOW))
+        s = UserState(user_id=f"u{u}")
+        for i in pools[-1].item_ids[:6] if u % 2 else []:  # shown often recently: capped
+            for back in (1, 2, 30):  # the last one is outside the window
+                s.impressions.append((NOW.timestamp() - back * 3600, i))
+        states.append(s)
+    pools.append(_scored(rnd, cat, 12, ties))
+    nan = ScoredBatch(pools[-1].candidates, {"click": [float("nan")] * 12}, [float("nan")] * 12)
+    pools[-1] = nan
+    queries.append(query(5, user="nan", request_id="rnan", now=NOW))
+    states.append(UserState(user_id="nan"))
+    got = slates_many(policy, queries, pools, states)
+    assert got[-1] is None  # not every utility finite: the per-user policy's business
+    for q, pool, s, items in zip(queries[:-1], pools[:-1], states[:-1], got[:-1], strict=True):
+        want = policy(q, pool, s).items
+        assert items == want, (q.user_id, len(pool))
+    assert any(any("mmr_diversity" in i.reasons for i in items) for items in got[:-1]) or lam == 1.0
+    assert any(any("exploration" in i.reasons for i in items) for items in got[:-1])
+
+
+def test_a_policy_with_pins_or_a_custom_step_is_not_batched(cat) -> None:
+    from ranking.slate.pinned import PinnedItemConfig
+
+    class Reverse:
+        name = "reverse"
+
+        def apply(self, draft):
+            raise NotImplementedError
+
+    assert not slate_batchable(SlatePolicy([PinnedStep([PinnedItemConfig(item_id="i1", position=0)])]))
+    assert not slate_batchable(SlatePolicy([Reverse()]))
+
+
+def test_an_mmr_near_tie_goes_to_the_earlier_candidate_as_in_the_per_user_scan() -> None:
+    cat = catalogue([{"item_id": "a1", "category": "film"}, {"item_id": "a2", "category": "film"},
+                     {"item_id": "b", "category": "books"}, {"item_id": "c", "category": "music"}])  # fmt: skip
+    # After a1, a2 scores 0.8 * 0.75 - 0.2 = 0.4 and b 0.8 * (0.5 + 5e-13): b is higher, but by
+    # less than the 1e-12 margin, so the earlier candidate (a2, higher utility) keeps the slot.
+    ids, u = ["a1", "a2", "b", "c"], [1.0, 0.75, 0.5 + 5e-13, 0.0]
+    pool = ScoredBatch(CandidateBatch(ids, [(Candidate(i, "two_tower", "v", 0.5, r),) for r, i in enumerate(ids)]),
+                       {"click": u}, u)  # fmt: skip
+    policy = SlatePolicy([MmrDiversityStep(0.8, category_of=cat.category_of, catalogue=cat)])
+    q, s = query(3, now=NOW), UserState(user_id="u1")
+    want = policy(q, pool, s).items
+    assert [i.item_id for i in want] == ["a1", "a2", "b"]
+    assert slates_many(policy, [q, q], [pool, pool], [s, s]) == [want, want]

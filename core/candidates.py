@@ -29,20 +29,13 @@ import numpy as np
 
 from core.contracts import Candidate, MergedCandidate, ScoredCandidate
 from core.provenance import Provenance
+from core.provenance import gather as _pick
 
 RETRIEVAL_SCORE_SOURCE = "two_tower"
 """The source whose score is the ranker's ``retrieval_score`` feature (see
 :mod:`ranking.scorer`)."""
 
 _NAN = float("nan")
-
-
-def _pick(values: list, idx: list[int]) -> list:
-    if not idx:
-        return []
-    if len(idx) == 1:
-        return [values[idx[0]]]
-    return list(itemgetter(*idx)(values))
 
 
 def _indices(selector: Any, n: int) -> list[int]:

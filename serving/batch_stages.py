@@ -17,21 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import chain
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
 from core.candidates import RETRIEVAL_SCORE_SOURCE, CandidateBatch
 from core.contracts import Candidate, SourceResult
-
-
-def _pick(values: list, idx: list[int]) -> list:
-    if not idx:
-        return []
-    if len(idx) == 1:
-        return [values[idx[0]]]
-    return list(itemgetter(*idx)(values))
+from core.provenance import gather as _pick
 
 
 class _Segment:

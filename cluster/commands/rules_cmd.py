@@ -22,6 +22,7 @@ from cluster.commands.tenant_config_cmd import (
     edit_file,
     register_lifecycle,
     report_checks,
+    tenant_document,
 )
 from cluster.ui import CliError, console
 
@@ -92,9 +93,7 @@ def run_publish(args: argparse.Namespace) -> int:
     from training.config_review import REPLAY_REQUESTS, run_bundle_checks
 
     platform, registry = _context(args)
-    doc = load_document_file(args.file)
-    if doc.tenant != args.tenant:
-        raise CliError(f"{args.file}: tenant: the file is for {doc.tenant!r}, not --tenant {args.tenant!r}")
+    doc = tenant_document(load_document_file, args)
     apply_bundle(effective_platform(platform, registry, args.tenant)[0], args.tenant, doc, args.file)
     old, where = _served_rules(platform, registry, args.tenant)
     manifest = publish_document(registry, doc, actor=_who(args))

@@ -117,6 +117,15 @@ def _version(registry, tenant: str, given: str, kind: str = "tenant_config") -> 
     return found
 
 
+def tenant_document(load, args: argparse.Namespace):
+    """``load(args.file)``, refused when the file is for another tenant than ``--tenant``
+    (a tenant config and a rule bundle alike)."""
+    doc = load(args.file)
+    if doc.tenant != args.tenant:
+        raise CliError(f"{args.file}: tenant: the file is for {doc.tenant!r}, not --tenant {args.tenant!r}")
+    return doc
+
+
 def _print_checks(out, checks: dict) -> None:
     for name, c in checks.items():
         mark = "[green]PASS[/]" if c["ok"] else "[red]FAIL[/]"
@@ -171,9 +180,7 @@ def run_publish(args: argparse.Namespace) -> int:
     from training.config_review import REPLAY_REQUESTS, run_checks
 
     platform, registry = _context(args)
-    doc = load_document_file(args.file)
-    if doc.tenant != args.tenant:
-        raise CliError(f"{args.file}: tenant: the file is for {doc.tenant!r}, not --tenant {args.tenant!r}")
+    doc = tenant_document(load_document_file, args)
     apply_document(platform, doc, args.file)  # merged validation, errors name the file
     current = production_document(registry, args.tenant)
     manifest = publish_document(registry, doc, actor=_who(args))

@@ -34,11 +34,17 @@ def write_world(tiny_data: Path, root: Path) -> tuple[Path, Registry, dict[str, 
     for catalogue in catalogues.values():
         tt, _ = publish_two_tower(registry, catalogue)
         publish_ranker(registry, catalogue, two_tower=tt)
+    return write_platform_yaml(tiny_data, root), registry, catalogues
+
+
+def write_platform_yaml(tiny_data: Path, root: Path) -> Path:
+    """``configs/platform.yaml`` with its storage at the tiny data and ``root``'s registry and
+    decision log, written to ``root/platform.yaml`` (returned)."""
     config = yaml.safe_load((ROOT / "configs/platform.yaml").read_text())
     config["storage"] = {"data": str(tiny_data), "events": str(tiny_data / "events"),
                          "registry": str(root / "registry"), "decisions": str(root / "decisions")}  # fmt: skip
     (root / "platform.yaml").write_text(yaml.safe_dump(config))
-    return root / "platform.yaml", registry, catalogues
+    return root / "platform.yaml"
 
 
 def pipeline(platform: PlatformConfig, registry: Registry, catalogue: Catalogue, tenant: str = "acme",
@@ -81,3 +87,14 @@ def eligible(platform: PlatformConfig, catalogue: Catalogue, tenant: str = "acme
     q = Query(request_id="r", tenant_id=tenant, user_id="x", surface="home", k=10, now=datetime.now(UTC))
     chain = RuleChain.from_policy(platform.tenant(tenant).policy, catalogue)
     return [c.item_id for c in chain.apply(q, items, ServingUserState(user_id="x")).kept]
+
+
+def freeze_now(tmp_path: Path, monkeypatch, kind: str) -> None:
+    """A promotion freeze over ``kind`` from an hour ago to an hour from now: the shipped
+    ``configs/promotion.yaml`` with it, in ``tmp_path``, made the policy the CLI reads."""
+    now = datetime.now(UTC)
+    policy = yaml.safe_load((ROOT / "configs/promotion.yaml").read_text())
+    policy["freezes"] = [{"name": "peak", "start": (now - timedelta(hours=1)).isoformat(),
+                          "end": (now + timedelta(hours=1)).isoformat(), "kinds": [kind]}]  # fmt: skip
+    (tmp_path / "promotion.yaml").write_text(yaml.safe_dump(policy))
+    monkeypatch.setenv("RECSYS_PROMOTION_POLICY", str(tmp_path / "promotion.yaml"))

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 
 from core.catalogue import Catalogue
 from core.contracts import Query
@@ -24,10 +23,10 @@ from serving.batch import recommend_many
 from serving.errors import ServiceUnavailable
 from serving.pipeline import RecommendationPipeline
 from tests.integration.serving_artifacts import publish_ranker, publish_two_tower
+from tests.unit.tenant_world import write_platform_yaml
 from training.batch_score import build_stages, production_versions
 from training.quality_checks import users_table
 
-ROOT = Path(__file__).resolve().parents[2]
 SURFACES = ["email", "home"]
 
 
@@ -38,14 +37,11 @@ def world(tiny_data: Path, tmp_path_factory):
     catalogue = Catalogue.load(str(tiny_data), "acme")
     two_tower, _ = publish_two_tower(registry, catalogue)
     publish_ranker(registry, catalogue, two_tower=two_tower)
-    config = yaml.safe_load((ROOT / "configs/platform.yaml").read_text())
-    config["storage"] = {"data": str(tiny_data), "events": str(tiny_data / "events"),
-                         "registry": str(root / "registry"), "decisions": str(root / "decisions")}  # fmt: skip
-    (root / "platform.yaml").write_text(yaml.safe_dump(config))
+    platform = write_platform_yaml(tiny_data, root)
     versions = production_versions(registry, "acme", "production")
     users = sorted(users_table(str(tiny_data), "acme")["user_id"].to_pylist())[:24]
     users.append("someone-new")  # no history: cold start
-    return str(root / "platform.yaml"), versions, users
+    return str(platform), versions, users
 
 
 def _queries(users: list[str], now: datetime, surfaces: list[str] = SURFACES) -> list[Query]:

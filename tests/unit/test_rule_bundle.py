@@ -23,7 +23,7 @@ from core.contracts import Query
 from core.eventlog import EventLog
 from core.registry import PromotionRefused
 from core.rule_bundle import KIND, effective_platform, production_bundle
-from tests.unit.tenant_world import eligible, log_requests, write_world
+from tests.unit.tenant_world import eligible, freeze_now, log_requests, write_world
 
 ROOT = Path(__file__).resolve().parents[2]
 OWNER = {"team": "acme-trust", "primary": "tess", "escalation": "#acme-trust-oncall",
@@ -160,12 +160,7 @@ def test_a_promoted_bundle_is_served_named_in_records_and_rolled_back(world, tmp
 
 
 def test_a_freeze_refuses_a_looser_bundle_and_lets_a_safety_bundle_through(world, tmp_path, monkeypatch, capsys):
-    now = datetime.now(UTC)
-    policy = yaml.safe_load((ROOT / "configs/promotion.yaml").read_text())
-    policy["freezes"] = [{"name": "peak", "start": (now - timedelta(hours=1)).isoformat(),
-                          "end": (now + timedelta(hours=1)).isoformat(), "kinds": [KIND]}]  # fmt: skip
-    (tmp_path / "promotion.yaml").write_text(yaml.safe_dump(policy))
-    monkeypatch.setenv("RECSYS_PROMOTION_POLICY", str(tmp_path / "promotion.yaml"))
+    freeze_now(tmp_path, monkeypatch, KIND)
     review = ["rules", "review", "--tenant", "acme", *SIGN_OFFS, "--approve", "--actor", "rita"]
     served = yaml.safe_load(_export(world, tmp_path).read_text())
     # Looser: a blocked item unblocked. Reviewed, and refused by the freeze.

@@ -27,7 +27,7 @@ from core.tenant_config import KIND, effective_platform, load_document_file
 from serving.assembly import TenantData, TenantModels
 from serving.pipeline import RecommendationPipeline
 from serving.served_config import build_served_stages
-from tests.unit.tenant_world import eligible, log_requests, pipeline, write_world
+from tests.unit.tenant_world import eligible, freeze_now, log_requests, pipeline, write_world
 
 ROOT = Path(__file__).resolve().parents[2]
 OWNER = {"team": "acme-recs", "primary": "ana", "escalation": "#acme-recs-oncall",
@@ -232,12 +232,7 @@ def test_a_freeze_refuses_a_config_promotion_but_not_a_rollback_or_a_kill_switch
 
 
 def test_during_a_freeze_only_a_safety_rule_goes_through(world, tmp_path, monkeypatch, capsys):
-    now = datetime.now(UTC)
-    policy = yaml.safe_load((ROOT / "configs/promotion.yaml").read_text())
-    policy["freezes"] = [{"name": "peak", "start": (now - timedelta(hours=1)).isoformat(),
-                          "end": (now + timedelta(hours=1)).isoformat(), "kinds": [KIND]}]  # fmt: skip
-    (tmp_path / "promotion.yaml").write_text(yaml.safe_dump(policy))
-    monkeypatch.setenv("RECSYS_PROMOTION_POLICY", str(tmp_path / "promotion.yaml"))
+    freeze_now(tmp_path, monkeypatch, KIND)
     review = ["config", "review", "--tenant", "acme", *SIGN_OFFS, "--approve", "--actor", "rita"]
     # Looser: more exploration slots. Refused by the freeze.
     path = _export(world, tmp_path)

@@ -31,6 +31,7 @@ from core.features import (
     SURFACE_BUCKETS,
     USER_BUCKETS,
 )
+from core.serving_form import ServingForm
 from ranking.calibration import apply_calibration
 from ranking.serving_ranker import TABLE_ROWS, ServingRanker
 
@@ -57,7 +58,7 @@ def cat_cardinalities(cfg: dict) -> list[int]:
     return [USER_BUCKETS, cfg["n_items"] + 1, cfg["n_categories"] + 1, len(SOURCE_KINDS), SURFACE_BUCKETS, 24]
 
 
-class MultiTaskRanker(nn.Module):
+class MultiTaskRanker(ServingForm, nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
         self.cfg = {**DEFAULTS, **cfg}
@@ -111,33 +112,14 @@ class MultiTaskRanker(nn.Module):
         self.register_buffer("source_remap", remap, persistent=False)
         # Constant per loaded model: computed here, not per request.
         self.register_buffer("cat_sizes", torch.tensor(cat_cardinalities(c)), persistent=False)
-        self._serving: ServingRanker | None = None
-        self._serving_rows: int | None = None  # set by compile_for_serving
 
     def compile_for_serving(self, table_rows: int = TABLE_ROWS) -> MultiTaskRanker:
-        """Serve through :class:`ServingRanker` built from the current eval weights (once per
-        loaded model). Putting the model in train mode ends it; moving it or loading new
-        weights rebuilds it on the next :meth:`logits` in eval mode."""
-        self.eval()
-        self._serving_rows = table_rows
-        self._serving = ServingRanker(self, table_rows)
-        return self
+        """Serve through :class:`ServingRanker` built from the current eval weights
+        (:class:`core.serving_form.ServingForm`); ``table_rows`` caps which tables are folded."""
+        return super().compile_for_serving(table_rows)
 
-    def train(self, mode: bool = True) -> MultiTaskRanker:
-        if mode:  # the weights are about to change: back to forward
-            self._serving, self._serving_rows = None, None
-        return super().train(mode)
-
-    def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "_serving": None}  # rebuilt where it is used, not shipped
-
-    def _apply(self, fn, *args, **kwargs):
-        self._serving = None  # .to(device) / .float(): the compiled tensors stay where they were
-        return super()._apply(fn, *args, **kwargs)
-
-    def load_state_dict(self, *args, **kwargs):
-        self._serving = None
-        return super().load_state_dict(*args, **kwargs)
+    def _build_serving(self, table_rows: int) -> ServingRanker:
+        return ServingRanker(self, table_rows)
 
     @classmethod
     def from_config(cls, cfg: dict) -> MultiTaskRanker:
@@ -177,10 +159,9 @@ class MultiTaskRanker(nn.Module):
         dense_t = torch.as_tensor(np.asarray(dense), dtype=torch.float32, device=self.device)
         # Ids outside the trained tables (new items, a changed catalogue) map to 0 = unknown.
         sizes = self.cat_sizes
-        if self._serving is None and self._serving_rows is not None and not was_training:
-            self._serving = ServingRanker(self, self._serving_rows)
-        if self._serving is not None and not was_training:
-            raw = self._serving(cat_t, dense_t).float().cpu().numpy()
+        serving = None if was_training else self.serving_form()
+        if serving is not None:
+            raw = serving(cat_t, dense_t).float().cpu().numpy()
             out = dict(zip(self.cfg["tasks"], raw, strict=True))
         else:
             cat_t = torch.where((cat_t >= 0) & (cat_t < sizes), cat_t, torch.zeros_like(cat_t))

@@ -33,6 +33,7 @@ from torch import nn
 
 from core.device import resolve_device
 from core.features import SURFACE_BUCKETS, USER_BUCKETS
+from core.serving_form import ServingForm
 from retrieval.serving_query_tower import ServingQueryTower
 
 DEFAULTS = {
@@ -59,7 +60,7 @@ def _mlp(d_in: int, hidden: int, d_out: int, dropout: float) -> nn.Sequential:
     )
 
 
-class TwoTowerModel(nn.Module):
+class TwoTowerModel(ServingForm, nn.Module):
     """Query tower (optionally the user id, attention- and mean-pooled recent history,
     optionally a mean over a longer history, surface, hour) and item tower (id,
     category, tags, age). Call :meth:`query_tower` / :meth:`item_tower` on tensors in
@@ -92,32 +93,14 @@ class TwoTowerModel(nn.Module):
             nn.init.normal_(emb.weight, std=0.05)
             if emb.padding_idx is not None:
                 emb.weight.data[emb.padding_idx].zero_()
-        self._serving: ServingQueryTower | None = None  # compile_for_serving
-        self._compiled = False
 
     def compile_for_serving(self) -> TwoTowerModel:
         """Encode queries through :class:`ServingQueryTower` built from the current eval
-        weights (once per loaded model). Train mode ends it; moving the model or loading new
-        weights rebuilds it on the next :meth:`encode_queries` in eval mode."""
-        self.eval()
-        self._compiled, self._serving = True, ServingQueryTower(self)
-        return self
+        weights (:class:`core.serving_form.ServingForm`)."""
+        return super().compile_for_serving()
 
-    def train(self, mode: bool = True) -> TwoTowerModel:
-        if mode:  # the weights are about to change: back to query_tower
-            self._compiled, self._serving = False, None
-        return super().train(mode)
-
-    def _apply(self, fn, *args, **kwargs):
-        self._serving = None  # .to(device): the compiled tensors stay where they were
-        return super()._apply(fn, *args, **kwargs)
-
-    def load_state_dict(self, *args, **kwargs):
-        self._serving = None
-        return super().load_state_dict(*args, **kwargs)
-
-    def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "_serving": None}  # rebuilt where it is used, not shipped
+    def _build_serving(self) -> ServingQueryTower:
+        return ServingQueryTower(self)
 
     @classmethod
     def from_config(cls, cfg: dict) -> TwoTowerModel:
@@ -209,11 +192,7 @@ class TwoTowerModel(nn.Module):
         was_training = self.training
         if was_training:  # served models are in eval mode: toggling walks every module (≈ 1 ms a call)
             self.eval()
-        tower = self.query_tower
-        if self._compiled and not was_training:
-            if self._serving is None:
-                self._serving = ServingQueryTower(self)
-            tower = self._serving
+        tower = (None if was_training else self.serving_form()) or self.query_tower
         out = tower(
             self._tensor(batch["user"], torch.long).reshape(-1),
             self._tensor(batch["history"], torch.long).reshape(len(np.atleast_1d(batch["user"])), -1),

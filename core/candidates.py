@@ -22,7 +22,6 @@ one); every column has one entry per candidate, in the same order.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -35,9 +34,6 @@ RETRIEVAL_SCORE_SOURCE = "two_tower"
 """The source whose score is the ranker's ``retrieval_score`` feature (see
 :mod:`ranking.scorer`)."""
 
-_NAN = float("nan")
-
-
 def _indices(selector: Any, n: int) -> list[int]:
     """``selector`` as a list of positions: a ``(n,)`` bool mask or positions already."""
     arr = np.asarray(selector)
@@ -46,13 +42,6 @@ def _indices(selector: Any, n: int) -> list[int]:
             raise ValueError(f"mask of {len(arr)} for a batch of {n}")
         return np.flatnonzero(arr).tolist()
     return arr.astype(np.int64, copy=False).tolist()
-
-
-_FIELD = [itemgetter(k) for k in range(6)]  # Candidate's fields by position, mapped in C
-
-
-def _best_key(c: Candidate) -> tuple[int, float]:
-    return c.rank, -c.score
 
 
 class CandidateBatch(Sequence[MergedCandidate]):
@@ -65,7 +54,7 @@ class CandidateBatch(Sequence[MergedCandidate]):
     array operations, and a ``provenance`` tuple is built only for a row that is read."""
 
     __slots__ = ("item_ids", "_prov", "_pairs", "_pair_rows", "_rows", "_catalogue",
-                 "_retrieval", "_best")  # fmt: skip
+                 "_retrieval", "_best", "_row_pairs")  # fmt: skip
 
     def __init__(self, item_ids: list[str], provenance: list[tuple[Candidate, ...]]):
         if len(item_ids) != len(provenance):
@@ -78,16 +67,19 @@ class CandidateBatch(Sequence[MergedCandidate]):
         self._catalogue: Any = None
         self._retrieval: np.ndarray | None = None
         self._best: list[str] | None = None
+        self._row_pairs: Provenance | None = None
 
     @classmethod
-    def from_provenance(cls, item_ids: list[str], pairs: Provenance,
-                        pair_rows: np.ndarray | None = None) -> CandidateBatch:  # fmt: skip
+    def from_provenance(cls, item_ids: list[str], pairs: Provenance, pair_rows: np.ndarray | None = None,
+                        *, rows: np.ndarray | None = None, catalogue: Any = None) -> CandidateBatch:  # fmt: skip
         """A batch whose candidates are ``pairs``' rows ``pair_rows`` (``None``: all, in
-        order), ``item_ids`` theirs."""
+        order), ``item_ids`` theirs. ``rows``: their rows in ``catalogue`` when the builder
+        looked them up already (the batch path's merge, for a whole micro-batch at once)."""
         out = object.__new__(cls)
         out.item_ids = item_ids
         out._prov, out._pairs, out._pair_rows = None, pairs, pair_rows
-        out._rows = out._catalogue = out._retrieval = out._best = None
+        out._rows, out._catalogue = (rows, catalogue) if rows is not None else (None, None)
+        out._retrieval = out._best = out._row_pairs = None
         return out
 
     @classmethod
@@ -165,56 +157,38 @@ class CandidateBatch(Sequence[MergedCandidate]):
     def typed_provenance(self) -> bool:
         """Whether :meth:`provenance_columns` are typed by construction: ``int`` rows and
         ranks, ``float`` scores, ``str`` sources and versions (the merge's pair columns)."""
-        return self._pairs is not None and self._pair_rows is None
+        return self._pairs is not None
 
     def provenance_columns(self) -> tuple[list[int], list[str], list[str], list[float], list[int]]:
         """One row per (candidate, source) pair, by candidate then in the order the sources
         answered: ``(candidate row, source, version, score, rank)`` (the decision record's
         provenance columns)."""
-        if self._pairs is not None and self._pair_rows is None:
-            return self._pairs.table()
-        rows: list[int] = []
-        prov: list = []
-        for row, p in enumerate(self.provenance):
-            if len(p) == 1:
-                rows.append(row)
-                prov.append(p[0])
-            else:
-                rows.extend([row] * len(p))
-                prov.extend(p)
-        source, version, score, rank = (list(map(_FIELD[k], prov)) for k in range(1, 5))
-        return rows, source, version, score, rank
+        pairs, rows = self._pair_table()
+        return pairs.table(rows)
+
+    def sources_of(self, positions: Sequence[int]) -> list[tuple[str, ...]]:
+        """The distinct sources of the candidates at ``positions``, in the order they
+        answered (:attr:`core.contracts.SlateItem.sources`), no provenance tuple built."""
+        pairs, rows = self._pair_table()
+        at = np.asarray(positions, dtype=np.int64)
+        return pairs.sources_of(at if rows is None else rows[at])
+
+    def _pair_table(self) -> tuple[Provenance, np.ndarray | None]:
+        """The :class:`Provenance` this batch's candidates are rows of, and which rows
+        (``None``: all, in order). A batch built from rows gets one from its rows, once: the
+        columns have one implementation whichever way the batch was built."""
+        if self._pairs is not None:
+            return self._pairs, self._pair_rows
+        if self._row_pairs is None:
+            self._row_pairs = Provenance.from_rows(self._prov)  # type: ignore[arg-type]
+        return self._row_pairs, None
 
     def _columns(self) -> None:
-        pairs = self._pairs
-        if pairs is not None:
-            scores, best = pairs.retrieval_scores(RETRIEVAL_SCORE_SOURCE), pairs.best_sources()
-            if self._pair_rows is not None:
-                idx = self._pair_rows
-                scores, best = scores[idx], _pick(best, idx.tolist())
-            self._retrieval, self._best = scores, best
-            return
-        scores_l: list[float] = []
-        sources: list[str] = []
-        for prov in self.provenance:  # one pass; most candidates have one source
-            if len(prov) == 1:
-                p = prov[0]
-                sources.append(p.source)
-                scores_l.append(p.score if p.source == RETRIEVAL_SCORE_SOURCE else _NAN)
-                continue
-            if not prov:
-                scores_l.append(_NAN)
-                sources.append("")
-                continue
-            score = _NAN
-            for p in prov:
-                if p.source == RETRIEVAL_SCORE_SOURCE:
-                    score = p.score
-                    break
-            scores_l.append(score)
-            sources.append(min(prov, key=_best_key).source)
-        self._retrieval = np.array(scores_l, dtype=np.float32)
-        self._best = sources
+        pairs, idx = self._pair_table()
+        scores, best = pairs.retrieval_scores(RETRIEVAL_SCORE_SOURCE), pairs.best_sources()
+        if idx is not None:
+            scores, best = scores[idx], _pick(best, idx.tolist())
+        self._retrieval, self._best = scores, best
 
     # ---------------------------------------------------------------- narrowing
     def take(self, selector: Any) -> CandidateBatch:
@@ -243,25 +217,6 @@ class CandidateBatch(Sequence[MergedCandidate]):
     def head(self, n: int) -> CandidateBatch:
         """The first ``n`` candidates."""
         return self if n >= len(self) else self.take(range(n))
-
-    @classmethod
-    def with_columns(
-        cls,
-        item_ids: list[str],
-        provenance: list[tuple[Candidate, ...]],
-        *,
-        rows: np.ndarray,
-        catalogue: Any,
-        retrieval: np.ndarray,
-        best: list[str],
-    ) -> CandidateBatch:
-        """A batch whose derived columns its builder already computed for many requests at
-        once (the batch path's merge, :mod:`serving.batch_stages`): each must be what
-        :meth:`rows`, :meth:`retrieval_scores` and :meth:`best_sources` would compute."""
-        out = cls(item_ids, provenance)
-        out._rows, out._catalogue = rows, catalogue
-        out._retrieval, out._best = retrieval, best
-        return out
 
 
 class _Scored:

@@ -113,7 +113,7 @@ class Provenance:
     narrowing of it share one (see :class:`core.candidates.CandidateBatch`)."""
 
     __slots__ = ("row", "source", "version", "score", "rank", "diagnostics", "n_rows",
-                 "_by_row", "_starts", "_source_arr")  # fmt: skip
+                 "_by_row", "_starts", "_source_arr", "_start_arr", "_best", "_retrieval")  # fmt: skip
 
     def __init__(self, n_rows: int, row: np.ndarray, source: list[str], version: list[str],
                  score: np.ndarray, rank: np.ndarray, diagnostics: list | None = None):  # fmt: skip
@@ -127,6 +127,22 @@ class Provenance:
         self._by_row: np.ndarray | None = None
         self._starts: list[int] | None = None
         self._source_arr: np.ndarray | None = None
+        self._start_arr: np.ndarray | None = None
+        self._best: list[str] | None = None
+        self._retrieval: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence[Candidate]]) -> Provenance:
+        """The pairs of merged candidates given as rows (each one's provenance tuple: a batch
+        a plug-in or a test built from rows), so their columns are computed as the merge's."""
+        counts = [len(p) for p in rows]
+        row = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
+        flat = [c for p in rows for c in p]
+        if not flat:
+            return cls(len(rows), row, [], [], np.zeros(0), np.zeros(0, dtype=np.int64))
+        _, src, ver, score, rank, diag = (list(col) for col in zip(*flat, strict=True))
+        return cls(len(rows), row, src, ver, np.array(score, dtype=np.float64), np.array(rank, dtype=np.int64),
+                   None if all(d is _NO_DIAGNOSTICS for d in diag) else diag)  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.source)
@@ -164,17 +180,28 @@ class Provenance:
         return out
 
     def retrieval_scores(self, source: str) -> np.ndarray:
-        """``(n_rows,)`` float32: the first score ``source`` gave each row, NaN where none."""
-        out = np.full(self.n_rows, np.nan, dtype=np.float32)
-        hit = np.flatnonzero(self.source_array() == source)
-        if len(hit):
-            rows, first = np.unique(self.row[hit], return_index=True)
-            out[rows] = self.score[hit[first]].astype(np.float32)
+        """``(n_rows,)`` float32: the first score ``source`` gave each row, NaN where none.
+        Computed once per source (read-only: every batch over these pairs shares it)."""
+        out = self._retrieval.get(source)
+        if out is None:
+            out = np.full(self.n_rows, np.nan, dtype=np.float32)
+            hit = np.flatnonzero(self.source_array() == source)
+            if len(hit):
+                rows, first = np.unique(self.row[hit], return_index=True)
+                out[rows] = self.score[hit[first]].astype(np.float32)
+            out.flags.writeable = False
+            self._retrieval[source] = out
         return out
 
     def best_sources(self) -> list[str]:
         """Each row's best pair's source: lowest rank, then highest score, then the first
-        answered (``min`` over the row's provenance by ``(rank, -score)``)."""
+        answered (``min`` over the row's provenance by ``(rank, -score)``). Computed once
+        (every batch over these pairs shares the list: do not change it)."""
+        if self._best is None:
+            self._best = self._best_sources()
+        return self._best
+
+    def _best_sources(self) -> list[str]:
         if not len(self):
             return [""] * self.n_rows
         o = np.lexsort((np.arange(len(self)), -self.score, self.rank, self.row))
@@ -188,9 +215,38 @@ class Provenance:
             out[row] = s
         return out
 
-    def table(self) -> tuple[list[int], list[str], list[str], list[float], list[int]]:
-        """The record's provenance columns: pairs by row, then in the order answered."""
+    def _positions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs of ``rows`` (in that order; each row's in the order answered) as
+        positions into the pair columns, and how many pairs each row has."""
         order = self.by_row()
+        if self._start_arr is None:
+            self._start_arr = np.asarray(self._starts, dtype=np.int64)
+        lo, n = self._start_arr[rows], self._start_arr[rows + 1] - self._start_arr[rows]
+        total = int(n.sum())
+        return order[np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(total)], n
+
+    def table(self, rows: np.ndarray | None = None) -> tuple[list[int], list[str], list[str], list[float], list[int]]:  # fmt: skip
+        """The record's provenance columns: pairs by row, then in the order answered.
+        ``rows``: only these rows, in this order, numbered ``0..len(rows)-1`` (a narrowed
+        batch's)."""
+        if rows is None:
+            order = self.by_row()
+            row = self.row[order]
+        else:
+            order, n = self._positions(np.asarray(rows, dtype=np.int64))
+            row = np.repeat(np.arange(len(n)), n)
         idx = order.tolist()
-        return (self.row[order].tolist(), gather(self.source, idx), gather(self.version, idx),
+        return (row.tolist(), gather(self.source, idx), gather(self.version, idx),
                 self.score[order].tolist(), self.rank[order].tolist())  # fmt: skip
+
+    def sources_of(self, rows: np.ndarray) -> list[tuple[str, ...]]:
+        """Each of ``rows``' distinct sources in the order they answered (a slate item's
+        ``sources``), without building its provenance tuple."""
+        at, n = self._positions(np.asarray(rows, dtype=np.int64))
+        names = gather(self.source, at.tolist())
+        out: list[tuple[str, ...]] = []
+        k = 0
+        for c in n.tolist():
+            out.append((names[k],) if c == 1 else tuple(dict.fromkeys(names[k : k + c])))
+            k += c
+        return out

@@ -222,11 +222,11 @@ def slates_many(
     for j, u in enumerate(here):
         pool = b.pools[j]
         entries = [*b.filled[j], *b.tail[j]][: int(b.k[j])]
-        ids, prov, util = pool.item_ids, pool.provenance, pool.utility
+        ids, util = pool.item_ids, pool.utility
+        sources = pool.candidates.sources_of([e[0] for e in entries])  # the slate's only
         out[u] = [
-            SlateItem(item_id=ids[col], rank=r, score=float(util[col]),
-                      sources=tuple(dict.fromkeys(s.source for s in prov[col])),
+            SlateItem(item_id=ids[col], rank=r, score=float(util[col]), sources=src,
                       reasons=reasons, propensity=propensity)  # fmt: skip
-            for r, (col, reasons, propensity) in enumerate(entries)
+            for r, ((col, reasons, propensity), src) in enumerate(zip(entries, sources, strict=True))
         ]
     return out

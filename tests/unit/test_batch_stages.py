@@ -60,8 +60,10 @@ def _answer(rnd: random.Random, source: str, n: int, pool: int = 130) -> SourceR
 
 
 def _batch_columns(b: CandidateBatch, cat) -> tuple:
-    fresh = CandidateBatch(list(b.item_ids), list(b.provenance))  # computes its own columns
-    return fresh.rows(cat).tolist(), fresh.retrieval_scores().tolist(), fresh.best_sources()
+    """The columns a merged batch carries, computed here from its rows (the reference)."""
+    rows = [cat.index_of([c.item_id])[0] for c in b]
+    retrieval = [next((p.score for p in c.provenance if p.source == "two_tower"), np.nan) for c in b]
+    return rows, retrieval, [c.best.source for c in b]
 
 
 def test_merge_many_is_merge_per_user(cat) -> None:

@@ -37,6 +37,18 @@ def reference_merge(results, extra=()):
     return [MergedCandidate(item_id=i, provenance=tuple(prov[i])) for i in items]
 
 
+def _first_two_tower(merged) -> np.ndarray:
+    """The ranker's retrieval score of each merged candidate: the two-tower's, NaN if none."""
+    return np.array([next((p.score for p in c.provenance if p.source == "two_tower"), np.nan)
+                     for c in merged], dtype=np.float32)  # fmt: skip
+
+
+def _pair_columns(merged) -> tuple:
+    """The record's provenance columns, pair by pair from the rows."""
+    pairs = [(r, p.source, p.source_version, p.score, p.rank) for r, c in enumerate(merged) for p in c.provenance]
+    return tuple(list(col) for col in zip(*pairs, strict=True)) if pairs else ([], [], [], [], [])
+
+
 def _answer(rng: random.Random, name: str, pool: int, n: int) -> SourceResult:
     items = rng.sample([f"i{k}" for k in range(pool)], n)
     scores = [rng.choice([0.25, 0.5, rng.random()]) for _ in items]  # ties for the best source
@@ -51,7 +63,8 @@ def _answer(rng: random.Random, name: str, pool: int, n: int) -> SourceResult:
 def test_merge_matches_the_reference(seed: int) -> None:
     rng = random.Random(seed)
     pool = rng.choice([5, 50, 800])
-    results = [_answer(rng, f"s{k}", pool, rng.randint(0, min(pool, 300)))
+    names = ["s0", "two_tower", "s2", "s3", "s4"]  # two_tower: the ranker's retrieval score
+    results = [_answer(rng, names[k], pool, rng.randint(0, min(pool, 300)))
                for k in range(rng.randint(0, 5))]  # fmt: skip
     pins = [Candidate(f"i{rng.randrange(pool)}", "pinned", "config", 0.0, p)
             for p in rng.sample(range(10), rng.randint(0, 3))]  # fmt: skip
@@ -60,12 +73,16 @@ def test_merge_matches_the_reference(seed: int) -> None:
     rows = CandidateBatch([c.item_id for c in want], [c.provenance for c in want])
     assert got.best_sources() == rows.best_sources() == [c.best.source for c in want]
     np.testing.assert_array_equal(got.retrieval_scores(), rows.retrieval_scores())
-    assert got.provenance_columns() == rows.provenance_columns()
+    np.testing.assert_array_equal(got.retrieval_scores(), _first_two_tower(want))
+    assert got.provenance_columns() == rows.provenance_columns() == _pair_columns(want)
     # A narrowed batch (what the rules hand the ranker) reads the same rows and columns.
     pick = sorted(rng.sample(range(len(want)), len(want) // 2))
     narrowed = got.take(pick)
     assert list(narrowed) == [want[i] for i in pick]
     assert narrowed.best_sources() == [want[i].best.source for i in pick]
+    np.testing.assert_array_equal(narrowed.retrieval_scores(), _first_two_tower([want[i] for i in pick]))
+    assert narrowed.provenance_columns() == _pair_columns([want[i] for i in pick])
+    assert narrowed.sources_of(range(len(pick))) == [tuple(dict.fromkeys(want[i].sources)) for i in pick]
     assert [narrowed[i] for i in range(len(pick))] == [want[i] for i in pick]
 
 

@@ -24,6 +24,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 from benchmarks.bench_serving import _arch
@@ -115,12 +117,13 @@ def main(argv=None) -> int:
             plain = None if a.batched_only else build_stages(a.tenant, str(platform), [surface], versions, batched=False)
 
             def run_batched(stages=batched, surface=surface) -> int:
-                rows = []
-                for i in range(0, len(users), a.batch_size):
-                    rows += asyncio.run(score_users(stages, a.tenant, users[i : i + a.batch_size], [surface], a.k, now))
-                firsts = [r for r in rows if r["rank"] == 0]
-                fallbacks = Counter(r.get("fallback") or "none" for r in firsts)
-                return len({r["user_id"] for r in rows if r.get("item_id")}), dict(fallbacks)
+                parts = [asyncio.run(score_users(stages, a.tenant, users[i : i + a.batch_size], [surface], a.k, now))
+                         for i in range(0, len(users), a.batch_size)]  # fmt: skip
+                table = pa.concat_tables(parts)  # the job's actors hand back these tables
+                firsts = table.filter(pc.equal(table["rank"], 0))
+                fallbacks = Counter(f or "none" for f in firsts["fallback"].to_pylist())
+                with_item = table.filter(pc.is_valid(table["item_id"]))
+                return len(pc.unique(with_item["user_id"])), dict(fallbacks)
 
             # Warm both paths first (first forward passes, lazily built tables): timed runs are
             # steady state. Measured back to back; the load average says how busy the box was.

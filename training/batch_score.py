@@ -112,11 +112,11 @@ class SlateScorer:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         users = batch["user_id"].to_pylist()
-        rows = asyncio.run(score_users(self.stages, self.tenant, users, self.surfaces, self.k, self.now))
+        table = asyncio.run(score_users(self.stages, self.tenant, users, self.surfaces, self.k, self.now))
         self.scored += len(users)
         rate = self.scored / max(time.perf_counter() - self.t0, 1e-9)
         print(f"batch_score {self.tenant}: this actor scored {self.scored} users ({rate:.0f}/s)", flush=True)
-        return pa.Table.from_pylist(rows, schema=RECS_SCHEMA)
+        return table
 
 
 def build_stages(tenant: str, platform_config: str | None, surfaces: list[str], versions: dict[str, str],
@@ -156,18 +156,17 @@ def build_stages(tenant: str, platform_config: str | None, surfaces: list[str], 
     return stages
 
 
-async def score_users(stages, tenant: str, users: list[str], surfaces: list[str], k: int, now: datetime) -> list[dict]:
+async def score_users(stages, tenant: str, users: list[str], surfaces: list[str], k: int, now: datetime) -> pa.Table:
     """Every user's slate on every surface, stage by stage over all of them
     (:func:`serving.batch.recommend_many`: shared non-personal sources, one two-tower pass and
-    one ranker pass per surface); one :data:`RECS_SCHEMA` row per slate position."""
-    from core.contracts import MergedCandidate, Query
+    one ranker pass per surface), as a :data:`RECS_SCHEMA` table (:func:`recs_table`)."""
+    from core.contracts import Query
     from serving.batch import recommend_many
     from serving.pipeline import RecommendationPipeline
 
     pipe = RecommendationPipeline(stages)
     queries = [Query(request_id=f"batch-{surface}-{user}", tenant_id=tenant, user_id=user, surface=surface, k=k, now=now)
                for surface in surfaces for user in users]  # fmt: skip
-    rows: list[dict] = []
     try:
         results: list = await recommend_many(pipe, queries)
     except Exception:  # one bad query must not lose the batch: each on its own, its error recorded
@@ -177,23 +176,61 @@ async def score_users(stages, tenant: str, users: list[str], surfaces: list[str]
                 results += await recommend_many(pipe, [q])
             except Exception as exc:
                 results.append(exc)
-    for q, res in zip(queries, results, strict=True):
-        base = {"surface": q.surface, "user_id": q.user_id}
+    return recs_table(stages, queries, results)
+
+
+def _removed(stages, queries: list, results: list) -> list[set[str]]:
+    """Per answer, the slate items the tenant's rules remove when the finished slate is
+    checked again with the user state it was built with (the safety check the job records):
+    the built-in chain over every slate at once (:func:`ranking.rules.batched.kept_many`),
+    the chain itself for a user or chain that cannot be judged so."""
+    from core.candidates import CandidateBatch
+    from ranking.rules import batched
+
+    out: list[set[str]] = [set() for _ in results]
+    rules = stages.rules
+    todo = [j for j, res in enumerate(results) if not isinstance(res, BaseException) and res.slate]
+    if rules is None or not todo:
+        return out
+    qs = [queries[j] for j in todo]
+    states = [results[j].state if results[j].state is not None else stages.user_state(queries[j].user_id) for j in todo]
+    shown = [CandidateBatch([s.item_id for s in results[j].slate], [()] * len(results[j].slate)) for j in todo]
+    kept = batched.kept_many(rules, qs, shown, states) if batched.batchable(rules) else [None] * len(todo)
+    for j, q, state, batch, ok in zip(todo, qs, states, shown, kept, strict=True):
+        if ok is None:
+            out[j] = {r.item_id for r in rules.apply(q, list(batch), state).removed}
+        elif len(ok) != len(batch):
+            out[j] = set(batch.item_ids) - set(ok.item_ids)
+    return out
+
+
+def recs_table(stages, queries: list, results: list) -> pa.Table:
+    """The :data:`RECS_SCHEMA` rows of ``results`` (a :class:`serving.batch.BatchAnswer` or an
+    exception per query), built column by column: one row per slate position, one row with a
+    null item for an empty slate or an error."""
+    cols: dict[str, list] = {name: [] for name in RECS_SCHEMA.names}
+    for q, res, removed in zip(queries, results, _removed(stages, queries, results), strict=True):
         if isinstance(res, BaseException):
-            rows.append({**base, "rank": 0, "item_id": None, "fallback": f"error:{type(res).__name__}", "degraded": [str(res)[:200]]})
-            continue
-        slate = res.slate
+            slate, fallback, degraded = [], f"error:{type(res).__name__}", [str(res)[:200]]
+        else:
+            slate, fallback, degraded = res.slate, res.fallback, res.degraded
+        n = len(slate) or 1
+        cols["surface"] += [q.surface] * n
+        cols["user_id"] += [q.user_id] * n
+        cols["fallback"] += [fallback] * n
+        cols["degraded"] += [degraded] * n
         if not slate:
-            rows.append({**base, "rank": 0, "item_id": None, "fallback": res.fallback, "degraded": res.degraded})
+            cols["rank"].append(0)
+            for name in ("item_id", "score", "reasons", "sources", "eligible"):
+                cols[name].append(None)
             continue
-        # Re-check the finished slate against the rules (the safety check the job records).
-        state = res.state if res.state is not None else stages.user_state(q.user_id)
-        shown = [MergedCandidate(s.item_id, ()) for s in slate]
-        removed = {r.item_id for r in stages.rules.apply(q, shown, state).removed} if stages.rules else set()
-        rows += [{**base, "rank": s.rank, "item_id": s.item_id, "score": s.score, "reasons": list(s.reasons),
-                  "sources": list(s.sources), "fallback": res.fallback, "degraded": res.degraded,
-                  "eligible": s.item_id not in removed} for s in slate]  # fmt: skip
-    return rows
+        cols["rank"] += [s.rank for s in slate]
+        cols["item_id"] += [s.item_id for s in slate]
+        cols["score"] += [s.score for s in slate]
+        cols["reasons"] += [s.reasons for s in slate]
+        cols["sources"] += [s.sources for s in slate]
+        cols["eligible"] += [s.item_id not in removed for s in slate] if removed else [True] * n
+    return pa.table(cols, schema=RECS_SCHEMA)
 
 
 def production_versions(registry, tenant: str, alias: str) -> dict[str, str]:

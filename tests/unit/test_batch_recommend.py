@@ -170,3 +170,43 @@ def test_hidden_items_frequency_caps_custom_rules_and_several_surfaces_match_the
                 assert not shown & hidden and not shown & capped, (q.surface, q.user_id)
             if custom:
                 assert not any(i.endswith("7") for i in shown)
+
+
+def test_the_recs_table_is_each_slate_and_flags_what_the_rules_remove_on_a_second_look(world) -> None:
+    """``training.batch_score`` writes one row per slate position, built column by column, and
+    checks every finished slate against the rules again (an item the rules now remove is
+    written with ``eligible`` false): the same rows as checking each user's slate with the
+    chain, for the built-in chain (checked over all users at once) and one with a custom rule
+    (checked per user); an empty slate and a failed query keep one row with no item."""
+    from core.contracts import MergedCandidate
+    from ranking.rules import RuleChain
+    from training.batch_score import recs_table
+
+    platform, versions, users = world
+    stages = build_stages("acme", platform, ["home"], versions, max_batch=64)
+    queries = _queries(users[:8], datetime.now(UTC), ["home"])
+    answers: list = asyncio.run(recommend_many(RecommendationPipeline(stages), queries))
+    answers[0].state.hidden.add(answers[0].slate[2].item_id)  # hidden since the slate was built
+    answers[1] = replace(answers[1], slate=[], fallback="no_candidates")
+    answers[2] = RuntimeError("boom")
+
+    for rules in (stages.rules, RuleChain([*stages.rules.rules, _NoSevens()])):
+        checked = replace(stages, rules=rules)
+        want = []
+        for q, res in zip(queries, answers, strict=True):
+            base = {"surface": q.surface, "user_id": q.user_id, "rank": 0, "item_id": None, "score": None,
+                    "reasons": None, "sources": None, "eligible": None}  # fmt: skip
+            if isinstance(res, BaseException):
+                want.append({**base, "fallback": "error:RuntimeError", "degraded": ["boom"]})
+                continue
+            if not res.slate:
+                want.append({**base, "fallback": res.fallback, "degraded": res.degraded})
+                continue
+            shown = [MergedCandidate(s.item_id, ()) for s in res.slate]
+            removed = {r.item_id for r in rules.apply(q, shown, res.state).removed}
+            want += [{**base, "rank": s.rank, "item_id": s.item_id, "score": s.score, "reasons": list(s.reasons),
+                      "sources": list(s.sources), "fallback": res.fallback, "degraded": res.degraded,
+                      "eligible": s.item_id not in removed} for s in res.slate]  # fmt: skip
+        got = recs_table(checked, queries, answers).to_pylist()
+        assert got == want
+        assert got[2]["item_id"] in answers[0].state.hidden and got[2]["eligible"] is False

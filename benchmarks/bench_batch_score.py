@@ -1,7 +1,8 @@
 """Batch scoring throughput: users scored per second through the whole serving pipeline
 (retrieve → rules → rank → slate), stage by stage over micro-batches of users as
-``training.batch_score`` runs it (:func:`serving.batch.recommend_many`), against the same
-pipeline one request at a time. Wall time and this process's CPU time (``users_per_cpu_s``:
+``training.batch_score`` runs it (its actor, :class:`training.batch_score.SlateScorer`, called
+once per micro-batch: :func:`serving.batch.recommend_many` and the recs table), against the
+same pipeline one request at a time. Wall time and this process's CPU time (``users_per_cpu_s``:
 what a loaded, shared machine distorts least). In process, one Python process (what one Ray Data
 actor of the job does); models at the sizes of ``configs/train/*.yaml`` with fresh weights.
 
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     from core.catalogue import Catalogue
     from core.registry import Registry
     from tests.integration.serving_artifacts import publish_ranker, publish_two_tower
-    from training.batch_score import build_stages, production_versions, score_users
+    from training.batch_score import SlateScorer, build_stages, freeze_heap, production_versions
     from training.quality_checks import users_table
 
     data = _data(a.preset)
@@ -113,13 +114,14 @@ def main(argv=None) -> int:
         users = sorted(users_table(str(data), a.tenant)["user_id"].to_pylist())[: a.users]
         now = datetime.now(UTC)
         for surface in surfaces:
-            batched = build_stages(a.tenant, str(platform), [surface], versions, a.batch_size)
+            # The job's actor itself (its stages, heap policy, recs table), one micro-batch a call.
+            batched = SlateScorer(a.tenant, str(platform), [surface], a.k, versions, now.timestamp(), a.batch_size)
             plain = None if a.batched_only else build_stages(a.tenant, str(platform), [surface], versions, batched=False)
+            freeze_heap()  # the same heap policy for the one-request path
 
-            def run_batched(stages=batched, surface=surface) -> int:
-                parts = [asyncio.run(score_users(stages, a.tenant, users[i : i + a.batch_size], [surface], a.k, now))
-                         for i in range(0, len(users), a.batch_size)]  # fmt: skip
-                table = pa.concat_tables(parts)  # the job's actors hand back these tables
+            def run_batched(scorer=batched) -> int:
+                table = pa.concat_tables([scorer(pa.table({"user_id": users[i : i + a.batch_size]}))
+                                          for i in range(0, len(users), a.batch_size)])  # fmt: skip
                 firsts = table.filter(pc.equal(table["rank"], 0))
                 fallbacks = Counter(f or "none" for f in firsts["fallback"].to_pylist())
                 with_item = table.filter(pc.is_valid(table["item_id"]))
@@ -127,7 +129,7 @@ def main(argv=None) -> int:
 
             # Warm both paths first (first forward passes, lazily built tables): timed runs are
             # steady state. Measured back to back; the load average says how busy the box was.
-            asyncio.run(score_users(batched, a.tenant, users[:32], [surface], a.k, now))
+            batched(pa.table({"user_id": users[:32]}))
             if plain is not None:
                 asyncio.run(_one_at_a_time(plain, a.tenant, users[:32], [surface], a.k, now))
             timed = {"batched": _timed(run_batched)}

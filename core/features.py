@@ -314,12 +314,13 @@ def _source_index(source: str) -> int:
     return _SOURCE_INDEX.get(source, 0)
 
 
-def _lookup(counts: dict[int, float], size: int) -> np.ndarray:
-    """``(size,)`` float64 table of ``counts`` (absent ids 0.0) for array indexing."""
-    table = np.zeros(size, dtype=np.float64)
-    for k, v in counts.items():
-        if 0 <= k < size:
-            table[k] = v
+def _lookup(counts: Sequence[dict[int, float]], size: int) -> np.ndarray:
+    """``(U, size)`` float64 table of each user's ``counts`` (absent ids 0.0) for array indexing."""
+    table = np.zeros((len(counts), size), dtype=np.float64)
+    for u, c in enumerate(counts):
+        for k, v in c.items():
+            if 0 <= k < size:
+                table[u, k] = v
     return table
 
 
@@ -341,39 +342,72 @@ def ranker_features(
     hold only events before ``now``. ``rows``: ``catalogue.index_of(item_ids)`` when the
     caller has it already (the request's candidate batch).
     """
+    return ranker_features_many([state], [len(item_ids)], item_ids, catalogue, popularity=popularity, now=[now],
+                                surface=[surface], retrieval_scores=retrieval_scores, sources=sources, rows=rows)  # fmt: skip
+
+
+def ranker_features_many(
+    states: Sequence[UserState],
+    sizes: Sequence[int],
+    item_ids: Sequence[str],
+    catalogue: Catalogue,
+    *,
+    popularity: np.ndarray,
+    now: Sequence[float],
+    surface: Sequence[str],
+    retrieval_scores: np.ndarray | None = None,
+    sources: Sequence[str] | None = None,
+    rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ranker_features` of ``U`` users' candidates stacked (batch scoring: a
+    micro-batch's users in one pass): user ``u`` (``states[u]`` at ``now[u]`` on
+    ``surface[u]``) has ``sizes[u]`` candidates, after user ``u - 1``'s; ``item_ids``,
+    ``popularity``, ``retrieval_scores``, ``sources`` and ``rows`` are ``(B,)`` over the stack
+    (``B = sum(sizes)``). Each user's rows are exactly what :func:`ranker_features` gives that
+    user alone (it is this function for one user)."""
     b = len(item_ids)
+    n_users = len(states)
+    user = np.repeat(np.arange(n_users), np.asarray(sizes, dtype=np.int64))
+    if len(user) != b:
+        raise ValueError(f"{b} candidates but sizes adding up to {len(user)}")
     idx = catalogue.index_of(list(item_ids)) if rows is None else rows
     known = idx >= 0
     safe = np.where(known, idx, 0)
+    now_u = np.asarray(now, dtype=np.float64)
     cat = np.zeros((b, len(CAT_FEATURES)), dtype=np.int64)
-    cat[:, 0] = stable_hash(state.user_id, USER_BUCKETS)
+    cat[:, 0] = np.array([stable_hash(s.user_id, USER_BUCKETS) for s in states], dtype=np.int64)[user]
     cat[:, 1] = np.where(known, idx + 1, 0)
     cat[:, 2] = np.where(known, catalogue.category[safe] + 1, 0)
     cat[:, 3] = np.fromiter(map(_SOURCE_INDEX.get, sources, repeat(0)), np.int64, b) if sources is not None else 0
-    cat[:, 4] = stable_hash(surface, SURFACE_BUCKETS)
-    cat[:, 5] = int((now // 3600) % 24)
+    cat[:, 4] = np.array([stable_hash(x, SURFACE_BUCKETS) for x in surface], dtype=np.int64)[user]
+    cat[:, 5] = np.array([int((t // 3600) % 24) for t in now_u.tolist()], dtype=np.int64)[user]
 
-    n_pos = max(1, state.n_positive)
+    n_positive = [s.n_positive for s in states]
+    n_pos = np.array([max(1, n) for n in n_positive], dtype=np.int64)[user]
     # Per-id lookup tables instead of a dict lookup per candidate (and per tag).
     cats = catalogue.category[safe]
-    cat_table = _lookup(state.category_counts, int(cats.max()) + 1 if b else 0)
-    cat_aff = cat_table[cats].astype(np.float32)
+    cat_table = _lookup([s.category_counts for s in states], int(cats.max()) + 1 if b else 0)
+    cat_aff = cat_table[user, cats].astype(np.float32)
     tags = catalogue.tags[safe]
-    tag_table = _lookup(state.tag_counts, int(tags.max()) + 1 if b else 0)
-    tag_hits = tag_table[tags].astype(np.float32).reshape(b, MAX_TAGS)
+    tag_table = _lookup([s.tag_counts for s in states], int(tags.max()) + 1 if b else 0)
+    tag_hits = tag_table[user[:, None], tags].astype(np.float32).reshape(b, MAX_TAGS)
     n_tags = np.maximum(1, (tags > 0).sum(axis=1))
-    recent = state.recent_impression_counts(now, FREQUENCY_WINDOW_HOURS)
 
     dense = np.zeros((b, len(DENSE_FEATURES)), dtype=np.float32)
-    dense[:, 0] = np.where(known, cat_aff / n_pos, 0.0)
+    dense[:, 0] = np.where(known, cat_aff / n_pos.astype(np.float32), 0.0)
     dense[:, 1] = np.where(known, tag_hits.sum(axis=1) / n_tags / n_pos, 0.0)
     dense[:, 2] = np.log1p(np.asarray(popularity, dtype=np.float64))
-    age_h = np.where(known, (now - catalogue.created_at[safe]) / 3600.0, 0.0)
+    age_h = np.where(known, (now_u[user] - catalogue.created_at[safe]) / 3600.0, 0.0)
     dense[:, 3] = np.log1p(np.clip(age_h, 0.0, None))
     dense[:, 4] = 0.0 if retrieval_scores is None else np.asarray(retrieval_scores, dtype=np.float32)
-    dense[:, 5] = math.log1p(state.n_positive)
-    dense[:, 6] = 1.0 if state.n_positive == 0 else 0.0
-    dense[:, 7] = np.log1p(np.fromiter(map(recent.get, item_ids, repeat(0)), np.int64, b)) if recent else 0.0
+    dense[:, 5] = np.array([math.log1p(n) for n in n_positive], dtype=np.float32)[user]
+    dense[:, 6] = np.array([1.0 if n == 0 else 0.0 for n in n_positive], dtype=np.float32)[user]
+    ends = np.cumsum(sizes).tolist()
+    for u, (s, t) in enumerate(zip(states, now_u.tolist(), strict=True)):
+        recent = s.recent_impression_counts(t, FREQUENCY_WINDOW_HOURS)
+        if recent:
+            a, e = ends[u] - sizes[u], ends[u]
+            dense[a:e, 7] = np.log1p(np.fromiter(map(recent.get, item_ids[a:e], repeat(0)), np.int64, e - a))
     return cat, dense
 
 

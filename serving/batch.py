@@ -16,8 +16,8 @@ runs the same stages over a list of queries one *stage* at a time instead:
   :func:`ranking.slate.batched.slates_many`), each the per-request stage's answer exactly; a
   rule or slate step with no batched form (a custom one) runs per query through the very
   stage objects the pipeline calls;
-* the ranker once per plan over every query's candidates (``score_many``: features per query,
-  one forward pass);
+* the ranker once per plan over every query's candidates (``score_many``: the features of
+  every query's candidates in one pass, one forward pass);
 * no decision record: what an offline slate keeps (items, scores, reasons, sources, versions,
   fallback, degradations) is in :class:`BatchAnswer`.
 

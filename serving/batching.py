@@ -7,9 +7,10 @@ the stages here hold those calls briefly (:class:`MicroBatcher`) and answer them
 
 * :class:`BatchedTwoTowerSource`: one query-tower forward pass ``(B, D)`` and one ANN search
   for ``B`` users (:meth:`retrieval.sources.TwoTowerSource.query_vectors` / ``search``);
-* :class:`BatchedRanker`: features per request, then one ranker forward pass over every
-  request's candidates (:meth:`ranking.scorer.RankerScorer.score_batch`), as ``@serve.batch``
-  does in the Ranker deployment.
+* :class:`BatchedRanker`: every request's candidates stacked — their features in one pass
+  (:func:`core.features.ranker_features_many`), one ranker forward pass
+  (:meth:`ranking.scorer.RankerScorer.score_batch`), the utilities composed once — as
+  ``@serve.batch`` does in the Ranker deployment.
 
 Results are exactly the unbatched stages' (same functions, same inputs); only the number of
 forward passes changes. They plug into :func:`serving.assembly.build_tenant_stages` as a
@@ -23,8 +24,13 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+
+from core.candidates import CandidateBatch, ScoredBatch
 from core.contracts import MergedCandidate, Query, RankerResult, SourceResult
-from ranking.utility import check_task_weights
+from core.features import ranker_features_many
+from ranking.utility import check_task_weights, utility
+from retrieval.similarity import query_vectors
 from retrieval.sources.base import SourceUnavailable, result_from_columns
 
 T = TypeVar("T")
@@ -141,25 +147,93 @@ class BatchedRanker:
 
     def _batch(self, calls: list[tuple]) -> list[RankerResult | BaseException]:
         out: list[Any] = [None] * len(calls)
-        feats, ok = [], []
-        similarity = getattr(self.scorer, "similarity", None)
-        if hasattr(similarity, "prime"):  # the feature's query vectors: one pass per (surface, now)
-            groups: dict[tuple[str, float], list[Any]] = {}
-            for query, state, _, _ in calls:
-                groups.setdefault((query.surface, query.now.timestamp()), []).append(state)
-            for (surface, now), states in groups.items():
-                similarity.prime(states, surface=surface, now=now)
-        for i, (query, state, candidates, weights) in enumerate(calls):
-            try:  # one bad request fails alone
+        ok = []
+        for i, (_, _, _, weights) in enumerate(calls):
+            try:
                 check_task_weights(weights, self.scorer.tasks)
-                feats.append(self.scorer.features(query, state, candidates))
                 ok.append(i)
             except Exception as exc:
                 out[i] = exc
-        for i, probs in zip(ok, self.scorer.score_batch(feats) if feats else [], strict=True):
-            _, _, candidates, weights = calls[i]
-            out[i] = RankerResult(self.scorer.compose(candidates, probs, weights), self.version)
+        if not ok:
+            return out
+        try:
+            scored = self._stacked([calls[i] for i in ok])
+        except Exception as exc:
+            if len(ok) == 1:
+                scored = [exc]
+            else:  # one bad request fails alone
+                scored = [self._batch([calls[i]])[0] for i in ok]
+        for i, res in zip(ok, scored, strict=True):
+            out[i] = res if isinstance(res, BaseException) else RankerResult(res, self.version)
         return out
+
+    def _stacked(self, calls: list[tuple]) -> list[ScoredBatch]:
+        """Every call's candidates stacked: features in one pass
+        (:func:`core.features.ranker_features_many`), one forward pass, the utilities composed
+        once per set of task weights; each call's rows are what
+        :meth:`ranking.scorer.RankerScorer.score` gives it alone."""
+        sc = self.scorer
+        batches = [CandidateBatch.of(c[2]) for c in calls]
+        sizes = [len(b) for b in batches]
+        ids = [i for b in batches for i in b.item_ids]
+        rows = np.concatenate([b.rows(sc.catalogue) for b in batches])
+        nows = [q.now.timestamp() for q, *_ in calls]
+        states = [c[1] for c in calls]
+        retrieval = self._retrieval_scores(calls, batches, nows)
+        popularity = np.empty(len(ids))
+        bounds = np.cumsum([0, *sizes]).tolist()
+        for now, at in _groups(nows).items():  # one lookup per distinct item at each time
+            pos = np.concatenate([np.arange(bounds[u], bounds[u + 1]) for u in at])
+            popularity[pos] = _popularity(sc.popularity, sc.catalogue, [ids[p] for p in pos.tolist()], rows[pos], now)
+        cat, dense = ranker_features_many(states, sizes, ids, sc.catalogue, popularity=popularity, now=nows,
+                                          surface=[q.surface for q, *_ in calls], retrieval_scores=retrieval,
+                                          sources=[s for b in batches for s in b.best_sources()], rows=rows)  # fmt: skip
+        (probs,) = sc.score_batch([(cat, dense)])
+        columns = {t: np.asarray(p, dtype=np.float64).tolist() for t, p in probs.items()}
+        util_arr = np.empty(len(ids))
+        for weights, at in _groups([tuple(c[3].items()) for c in calls]).items():
+            pos = np.concatenate([np.arange(bounds[u], bounds[u + 1]) for u in at])
+            util_arr[pos] = utility({t: np.asarray(p)[pos] for t, p in probs.items()}, dict(weights))
+        util = util_arr.tolist()
+        return [ScoredBatch(b, {t: col[bounds[u] : bounds[u + 1]] for t, col in columns.items()}, util[bounds[u] : bounds[u + 1]])
+                for u, b in enumerate(batches)]  # fmt: skip
+
+    def _retrieval_scores(self, calls: list[tuple], batches: list[CandidateBatch], nows: list[float]) -> np.ndarray:
+        """The ``retrieval_score`` feature of the stacked candidates: the similarity's ``q · v``
+        with each (surface, now)'s users encoded in one query-tower pass, else the two-tower
+        source's score (:meth:`ranking.scorer.RankerScorer.features_for`)."""
+        sim = getattr(self.scorer, "similarity", None)
+        if sim is None:
+            return np.concatenate([b.retrieval_scores() for b in batches])
+        out: list[np.ndarray] = [np.empty(0, np.float32)] * len(calls)
+        for (surface, now), at in _groups([(q.surface, t) for (q, *_), t in zip(calls, nows, strict=True)]).items():
+            vectors = query_vectors(sim.model, sim.catalogue, [calls[u][1] for u in at], surface=surface, now=now)
+            for u, q in zip(at, vectors, strict=True):
+                b = batches[u]
+                out[u] = sim.scores(calls[u][1], b.item_ids, surface=surface, now=now,
+                                    rows=b.rows(self.scorer.catalogue), query_vector=q)  # fmt: skip
+        return np.concatenate(out)
+
+
+def _groups(keys: list) -> dict[Any, list[int]]:
+    """Positions of each distinct key, in first-seen order."""
+    out: dict[Any, list[int]] = {}
+    for i, k in enumerate(keys):
+        out.setdefault(k, []).append(i)
+    return out
+
+
+def _popularity(counter: Any, catalogue: Any, ids: list[str], rows: np.ndarray, now: float) -> np.ndarray:
+    """``counter.values(ids, now)``, asked once per distinct catalogue item (a micro-batch's
+    users share most of their candidates)."""
+    out = np.empty(len(ids))
+    known = rows >= 0
+    if known.any():
+        uniq, inverse = np.unique(rows[known], return_inverse=True)
+        out[known] = counter.values(catalogue.item_ids[uniq].tolist(), now)[inverse.reshape(-1)]
+    if not known.all():
+        out[~known] = counter.values([ids[p] for p in np.flatnonzero(~known).tolist()], now)
+    return out
 
 
 class BatchStages:

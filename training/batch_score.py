@@ -105,6 +105,7 @@ class SlateScorer:
 
         torch.set_num_threads(threads)  # the actor's CPUs: N actors on N cores, not N x all cores
         self.stages = build_stages(tenant, platform_config, surfaces, versions, max_batch)
+        freeze_heap()
         self.surfaces, self.k = surfaces, k
         self.tenant, self.now = tenant, datetime.fromtimestamp(now, UTC)
         self.scored = 0
@@ -117,6 +118,18 @@ class SlateScorer:
         rate = self.scored / max(time.perf_counter() - self.t0, 1e-9)
         print(f"batch_score {self.tenant}: this actor scored {self.scored} users ({rate:.0f}/s)", flush=True)
         return table
+
+
+def freeze_heap() -> None:
+    """Move everything alive now (the actor's models, catalogue, event log and user state:
+    millions of objects that live as long as it does) out of the garbage collector's reach.
+    A micro-batch allocates enough to trigger full collections, and each one walked that
+    whole heap: 15–25% of a home micro-batch's CPU on ``small``. Objects made later are
+    collected as before."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def build_stages(tenant: str, platform_config: str | None, surfaces: list[str], versions: dict[str, str],

@@ -214,3 +214,37 @@ def test_an_mmr_near_tie_goes_to_the_earlier_candidate_as_in_the_per_user_scan()
     want = policy(q, pool, s).items
     assert [i.item_id for i in want] == ["a1", "a2", "b"]
     assert slates_many(policy, [q, q], [pool, pool], [s, s]) == [want, want]
+
+
+def test_stacked_ranker_features_are_each_users_own(cat) -> None:
+    """The batch path's ranker features of a micro-batch's users in one pass are, user for
+    user and bit for bit, the one-request features (positives, tags, impressions in and out of
+    the window, unknown items, several times and surfaces, users with no candidates)."""
+    from core.features import ranker_features, ranker_features_many
+
+    rnd = random.Random(5)
+    tagged = catalogue([{"item_id": f"i{n}", "category": rnd.choice(CATS), "tags": rnd.sample(["a", "b", "c", "d"], n % 3)}
+                        for n in range(120)])  # fmt: skip
+    states, ids, sizes, nows, surfaces, scores, sources = [], [], [], [], [], [], []
+    for u in range(12):
+        s = UserState(user_id=f"u{u}")
+        t = NOW.timestamp() - rnd.choice([0, 5400])
+        for k in range(rnd.choice([0, 3, 20])):
+            s.apply(rnd.choice(["click", "like", "impression", "hide"]), f"i{rnd.randrange(130)}", t - 4000 * (20 - k), tagged)
+        mine = [f"i{rnd.randrange(130)}" for _ in range(rnd.choice([0, 1, 7, 40]))]
+        states.append(s), ids.extend(mine), sizes.append(len(mine)), nows.append(t)
+        surfaces.append(rnd.choice(["home", "email"]))
+        scores.extend(rnd.choice([rnd.random(), float("nan")]) for _ in mine)
+        sources.extend(rnd.choice(["two_tower", "trending", "mystery"]) for _ in mine)
+    popularity = np.array([rnd.random() * 5 for _ in ids])
+    cat_m, dense_m = ranker_features_many(states, sizes, ids, tagged, popularity=popularity, now=nows, surface=surfaces,
+                                          retrieval_scores=np.array(scores, dtype=np.float32), sources=sources)  # fmt: skip
+    assert any(s.n_positive for s in states) and any(len(s.impressions) for s in states) and 0 in sizes
+    a = 0
+    for s, n, t, surface in zip(states, sizes, nows, surfaces, strict=True):
+        cat_1, dense_1 = ranker_features(s, ids[a : a + n], tagged, popularity=popularity[a : a + n], now=t, surface=surface,
+                                         retrieval_scores=np.array(scores[a : a + n], dtype=np.float32),
+                                         sources=sources[a : a + n])  # fmt: skip
+        assert np.array_equal(cat_m[a : a + n], cat_1)
+        assert dense_m[a : a + n].tobytes() == dense_1.tobytes()  # NaN included
+        a += n

@@ -149,45 +149,58 @@ def _diversity(step: MmrDiversityStep, b: _Batch) -> None:
         q_code = np.take_along_axis(q_code, order, axis=1)
         q_cap = np.array([float(n) for _, n in quotas] + [np.inf])  # index -1: no quota
         per_src = np.zeros((n_users, len(quotas) + 1))
+    # What the per-user step recomputes at every pick is kept up to date here instead, at each
+    # pick for its user only: ``open_`` (still in the pool and neither its category nor its
+    # source quota full: both only ever fill up) and ``vals``, each candidate's
+    # ``lam * rel - (1 - lam) * max_sim`` (``max_sim`` is 0, then 1 once an item of its
+    # category is placed: the same two expressions, so the same floats).
     lam = step.lam
-    max_sim = np.zeros((n_users, width))
+    vals = lam * rel
+    similar_val = lam * rel - (1.0 - lam)
     remaining = valid.copy()
     active = wants > 0
-    every = np.arange(n_users)
+    open_ = valid & active[:, None]
     picks: list[list[tuple[int, bool]]] = [[] for _ in range(n_users)]
-    while active.any():
-        ok = remaining & (np.take_along_axis(per_cat, codes + 1, axis=1) < cat_cap) & active[:, None]
-        if quotas:
-            ok &= np.take_along_axis(per_src, q_code, axis=1) < q_cap[q_code]
-        has = ok.any(axis=1)
-        active &= has  # nothing left to pick: that user's ordering stops (as ``select``)
-        if not active.any():
-            break
-        vals = lam * rel - (1.0 - lam) * max_sim
-        masked = np.where(ok, vals, -np.inf)
+    while True:
+        masked = np.where(open_, vals, -np.inf)
         best = masked.argmax(axis=1)
-        top = masked[every, best]
-        near = (ok & (masked >= (top - 2 * _TIE)[:, None])).sum(axis=1)
-        for u in np.flatnonzero(active & (near > 1)).tolist():  # near-ties: the exact scan
+        users = np.flatnonzero(active & open_[np.arange(n_users), best])
+        active[:] = False  # nothing left to pick: that user's ordering stops (as ``select``)
+        if not len(users):
+            break
+        active[users] = True
+        p_of = best[users]
+        top = masked[users, p_of]
+        near = (masked[users] >= (top - 2 * _TIE)[:, None]).sum(axis=1)
+        for j in np.flatnonzero(near > 1).tolist():  # near-ties: the exact scan
+            u = int(users[j])
             best_p, best_val = -1, -np.inf
-            for p in np.flatnonzero(ok[u]).tolist():
+            for p in np.flatnonzero(open_[u]).tolist():
                 v = float(vals[u, p])
                 if v > best_val + _TIE:
                     best_p, best_val = p, v
-            best[u] = best_p
-        users = np.flatnonzero(active)
-        p_of = best[users]
+            p_of[j] = best_p
         first = remaining[users].argmax(axis=1)  # an earlier candidate was left behind
         for u, p, skipped in zip(users.tolist(), p_of.tolist(), (first < p_of).tolist(), strict=True):
             picks[u].append((p, skipped))
         remaining[users, p_of] = False
+        open_[users, p_of] = False
         c = codes[users, p_of]
+        same = codes[users] == c[:, None]
         per_cat[users, c + 1] += 1
+        full = per_cat[users, c + 1] >= cat_cap
+        if full.any():
+            open_[users[full]] &= ~same[full]
         if quotas:
-            per_src[users, q_code[users, p_of]] += 1
-        similar = (c >= 0)[:, None] & remaining[users] & (codes[users] == c[:, None])
-        max_sim[users] = np.where(similar, 1.0, max_sim[users])
+            q = q_code[users, p_of]
+            per_src[users, q] += 1
+            full = per_src[users, q] >= q_cap[q]
+            if full.any():
+                open_[users[full]] &= q_code[users[full]] != q[full, None]
+        hit = same & (c >= 0)[:, None]
+        vals[users] = np.where(hit, similar_val[users], vals[users])
         done = np.array([len(picks[u]) for u in users.tolist()]) >= wants[users]
+        open_[users[done]] = False
         active[users[done]] = False
     for u in range(n_users):
         for p, skipped in picks[u]:

@@ -202,18 +202,19 @@ class Provenance:
         return self._best
 
     def _best_sources(self) -> list[str]:
+        out = np.full(self.n_rows, "", dtype=object)
         if not len(self):
-            return [""] * self.n_rows
-        o = np.lexsort((np.arange(len(self)), -self.score, self.rank, self.row))
-        r = self.row[o]
-        first = np.flatnonzero(np.concatenate(([True], r[1:] != r[:-1])))
-        out = [""] * self.n_rows
-        best = self.source_array()[o[first]].tolist()
-        if len(first) == self.n_rows:
-            return best
-        for row, s in zip(r[first].tolist(), best, strict=True):
-            out[row] = s
-        return out
+            return out.tolist()
+        src = self.source_array()
+        alone = np.bincount(self.row, minlength=self.n_rows)[self.row] == 1
+        out[self.row[alone]] = src[alone]  # most rows have one pair: it is the best
+        several = np.flatnonzero(~alone)
+        if len(several):
+            o = several[np.lexsort((several, -self.score[several], self.rank[several], self.row[several]))]
+            r = self.row[o]
+            first = np.flatnonzero(np.concatenate(([True], r[1:] != r[:-1])))
+            out[r[first]] = src[o[first]]
+        return out.tolist()
 
     def _positions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The pairs of ``rows`` (in that order; each row's in the order answered) as

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 from pydantic import Field
 
 from core.components import SOURCES
@@ -37,6 +40,9 @@ class ItemToItemSource:
         self.min_cooccurrence = min_cooccurrence
         self.version = index.version if index is not None else "unloaded"
         self._cache: dict[str, tuple[list[str], list[float]]] = {}
+        self._names: list[str] = []  # every neighbour id, sorted: a code is a position here
+        self._codes: dict[str, int] | None = None
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def from_config(cls, cfg: ItemToItemSourceConfig, ctx: SourceContext) -> ItemToItemSource:
@@ -93,3 +99,53 @@ class ItemToItemSource:
                                    [r[1] for r in ranked], {"seeds": seeds},
                                    versions={"item_to_item": self.version},
                                    per_item=[{"seeds": via[r[0]]} for r in ranked])  # fmt: skip
+
+    def _neighbour_arrays(self, seed: str) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_neighbours` as arrays: neighbour codes (ranks in item-id order, so a sort
+        by code is a sort by id) and scores (float64)."""
+        got = self._arrays.get(seed)
+        if got is None:
+            if self._codes is None:
+                self._names = sorted({n.item_id for ns in self.index.neighbours.values() for n in ns})  # type: ignore[union-attr]
+                self._codes = {item: c for c, item in enumerate(self._names)}
+            ids, scores = self._neighbours(seed)
+            got = (np.fromiter(map(self._codes.__getitem__, ids), np.int64, len(ids)), np.array(scores, dtype=np.float64))
+            if len(self._arrays) >= _SEED_CACHE:
+                self._arrays.pop(next(iter(self._arrays)))
+            self._arrays[seed] = got
+        return got
+
+    def retrieve_many(self, queries: Sequence[Query], states: Sequence[UserState],
+                      limit: int) -> list[SourceResult | BaseException]:  # fmt: skip
+        """:meth:`retrieve` of many users at once (batch scoring), the same answers: every
+        user's seeds' neighbours stacked, each (user, item)'s ``score / w`` summed in seed
+        order (``np.bincount`` adds in input order, as the loop does), one sort by (user,
+        score descending, item id) for all users, and only the kept items' seeds gathered."""
+        if self.index is None:
+            return [SourceUnavailable(f"{self.name}: co-occurrence index not loaded")] * len(queries)
+        seeds = [self.seeds(q, s) for q, s in zip(queries, states, strict=True)]
+        parts = [(u, pos, *self._neighbour_arrays(seed)) for u, ss in enumerate(seeds) for pos, seed in enumerate(ss)]
+        n = [len(p[2]) for p in parts]
+        user = np.repeat(np.array([p[0] for p in parts], dtype=np.int64), n)
+        seed_at = np.repeat(np.array([p[1] for p in parts], dtype=np.int64), n)
+        code = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
+        contrib = np.concatenate([p[3] / (p[1] + 1) for p in parts]) if parts else np.zeros(0)
+        key = user * (len(self._names) + 1) + code
+        groups, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        total = np.bincount(inverse, weights=contrib, minlength=len(groups))
+        g_user, g_code = user[first], code[first]
+        order = np.lexsort((g_code, -total, g_user))
+        bounds = np.searchsorted(g_user[order], np.arange(len(seeds) + 1)).tolist()
+        by_group = np.argsort(inverse, kind="stable")  # each group's contributions, in seed order
+        starts = np.searchsorted(inverse[by_group], np.arange(len(groups) + 1)).tolist()
+        seed_of = seed_at[by_group].tolist()
+        names = self._names
+        out: list[SourceResult | BaseException] = []
+        for u, ss in enumerate(seeds):
+            kept = order[bounds[u] : min(bounds[u + 1], bounds[u] + limit)].tolist()
+            via = [{"seeds": [ss[p] for p in seed_of[starts[g] : starts[g + 1]]]} for g in kept]
+            out.append(result_from_columns(self.name, self.version, [names[c] for c in g_code[kept].tolist()],
+                                           total[kept], {"seeds": ss}, versions={"item_to_item": self.version},
+                                           per_item=via))  # fmt: skip
+        return out

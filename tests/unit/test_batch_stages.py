@@ -248,3 +248,35 @@ def test_stacked_ranker_features_are_each_users_own(cat) -> None:
         assert np.array_equal(cat_m[a : a + n], cat_1)
         assert dense_m[a : a + n].tobytes() == dense_1.tobytes()  # NaN included
         a += n
+
+
+def test_item_to_item_answers_many_users_as_it_answers_each() -> None:
+    """The batch path's item-to-item source (all users' seeds at once) answers each user what
+    ``retrieve`` does: the same items, scores, order (ties by item id), and seeds per item,
+    for users with no history, repeated and unknown seeds, a context item and short lists."""
+    import asyncio
+
+    from retrieval.cooccurrence import ItemToItemIndex, Neighbour
+    from retrieval.sources.item_to_item import ItemToItemSource
+
+    rnd = random.Random(11)
+    items = [f"i{k:03d}" for k in range(80)]
+    nbrs = {i: tuple(Neighbour(j, rnd.choice([0.5, 0.25, 0.1, 1 / 3, rnd.random()]), rnd.randint(1, 4))
+                     for j in rnd.sample(items, rnd.randint(0, 40)) if j != i)
+            for i in items[:70]}  # fmt: skip
+    src = ItemToItemSource("i2i", ItemToItemIndex(nbrs, "v"), seed_items=5, min_cooccurrence=2)
+    queries, states = [], []
+    for u in range(30):
+        s = UserState(user_id=f"u{u}")
+        s.history.extend(rnd.choice(items + ["unknown"]) for _ in range(rnd.choice([0, 1, 3, 9])))
+        states.append(s)
+        queries.append(query(10, user=f"u{u}", request_id=f"r{u}", now=NOW,
+                             context={"item_id": rnd.choice(items)} if u % 4 == 0 else None))  # fmt: skip
+    for limit in (4, 100):
+        got = src.retrieve_many(queries, states, limit)
+        for q, s, res in zip(queries, states, got, strict=True):
+            want = asyncio.run(src.retrieve(q, s, limit))
+            assert list(res.candidates) == list(want.candidates), (q.user_id, limit)
+            assert res.diagnostics == want.diagnostics and res.versions == want.versions
+        assert any(not r.candidates for r in got)  # no history: nothing
+        assert any(len(r.candidates) == 4 for r in got) if limit == 4 else any(len(r.candidates) > 20 for r in got)

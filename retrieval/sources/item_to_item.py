@@ -137,14 +137,17 @@ class ItemToItemSource:
         g_user, g_code = user[first], code[first]
         order = np.lexsort((g_code, -total, g_user))
         bounds = np.searchsorted(g_user[order], np.arange(len(seeds) + 1)).tolist()
-        by_group = np.argsort(inverse, kind="stable")  # each group's contributions, in seed order
-        starts = np.searchsorted(inverse[by_group], np.arange(len(groups) + 1)).tolist()
-        seed_of = seed_at[by_group].tolist()
+        # Which seeds proposed each item, as a bit mask (the seeds in seed order are its set
+        # bits in order); a user's items proposed by the same seeds share one diagnostics dict.
+        by_group = np.argsort(inverse, kind="stable")
+        starts = np.searchsorted(inverse[by_group], np.arange(len(groups)))
+        masks = (np.bitwise_or.reduceat(1 << seed_at[by_group], starts) if len(groups) else np.zeros(0, np.int64)).tolist()
         names = self._names
         out: list[SourceResult | BaseException] = []
         for u, ss in enumerate(seeds):
             kept = order[bounds[u] : min(bounds[u + 1], bounds[u] + limit)].tolist()
-            via = [{"seeds": [ss[p] for p in seed_of[starts[g] : starts[g + 1]]]} for g in kept]
+            diag = {m: {"seeds": [x for p, x in enumerate(ss) if m >> p & 1]} for m in {masks[g] for g in kept}}
+            via = [diag[masks[g]] for g in kept]
             out.append(result_from_columns(self.name, self.version, [names[c] for c in g_code[kept].tolist()],
                                            total[kept], {"seeds": ss}, versions={"item_to_item": self.version},
                                            per_item=via))  # fmt: skip

@@ -124,7 +124,7 @@ def freeze_heap() -> None:
     """Move everything alive now (the actor's models, catalogue, event log and user state:
     millions of objects that live as long as it does) out of the garbage collector's reach.
     A micro-batch allocates enough to trigger full collections, and each one walked that
-    whole heap: 15–25% of a home micro-batch's CPU on ``small``. Objects made later are
+    whole heap: about a sixth of a home micro-batch's CPU on ``small``. Objects made later are
     collected as before."""
     import gc
 

@@ -79,6 +79,7 @@ class RankerScorer:
         self.version = version
         self.similarity = similarity
         self.tasks = tuple(model.tasks)
+        popularity.align(catalogue)  # the feature is read by catalogue row: built now, not on a request
 
     def features(
         self, query: Query, user_state: UserState, candidates: Sequence[MergedCandidate],
@@ -115,7 +116,7 @@ class RankerScorer:
             user_state,
             item_ids,
             self.catalogue,
-            popularity=self.popularity.values(item_ids, now),
+            popularity=self.popularity.values(item_ids, now, rows=rows, catalogue=self.catalogue),
             now=now,
             surface=query.surface,
             retrieval_scores=retrieval_scores,

@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -156,6 +157,9 @@ class UserState:
         return counts
 
 
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+
+
 class PopularityCounter:
     """Time-decayed count of positive events per item: ``sum(exp(-ln2 * age / half_life))``."""
 
@@ -266,7 +270,13 @@ class PopularityCounter:
                 picked.append(item)
                 if len(picked) == n:
                     cut = key - self._KEY_MARGIN
-            out = sorted(((i, self.value(i, now)) for i in picked), key=lambda x: (-x[1], x[0]))[:n]
+            # :meth:`value`'s arithmetic inline, and the (-value, id) order as two stable sorts
+            # on C key functions (by id, then by value descending: equal values keep id order).
+            value, at, rate, exp = self._value, self._at, self.rate, math.exp
+            out = [(i, value[i] * exp(-rate * max(0.0, now - at[i]))) for i in picked]
+            out.sort(key=_FIRST)
+            out.sort(key=_SECOND, reverse=True)
+            del out[n:]
             if not out or out[-1][1] >= self._TINY:
                 return out
         scored = ((i, self.value(i, now)) for i in self._value if not exclude or i not in exclude)

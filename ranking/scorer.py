@@ -79,7 +79,11 @@ class RankerScorer:
         self.version = version
         self.similarity = similarity
         self.tasks = tuple(model.tasks)
-        popularity.align(catalogue)  # the feature is read by catalogue row: built now, not on a request
+        # A PopularityCounter is read by catalogue row (aligned now, not on a request); another
+        # reader of counts (one that follows a replica's current stages) is read by id.
+        self._popularity_by_row = hasattr(popularity, "align")
+        if self._popularity_by_row:
+            popularity.align(catalogue)
 
     def features(
         self, query: Query, user_state: UserState, candidates: Sequence[MergedCandidate],
@@ -116,7 +120,8 @@ class RankerScorer:
             user_state,
             item_ids,
             self.catalogue,
-            popularity=self.popularity.values(item_ids, now, rows=rows, catalogue=self.catalogue),
+            popularity=(self.popularity.values(item_ids, now, rows=rows, catalogue=self.catalogue)
+                        if self._popularity_by_row else self.popularity.values(item_ids, now)),
             now=now,
             surface=query.surface,
             retrieval_scores=retrieval_scores,

@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ import pyarrow.compute as pc
 
 from core.catalogue import MAX_TAGS, Catalogue
 from core.clock import column_micros, epoch_seconds
+from core.provenance import gather
 from core.schema import POSITIVE_EVENT_TYPES
 
 HISTORY_LEN = 100
@@ -155,6 +157,9 @@ class UserState:
         return counts
 
 
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+
+
 class PopularityCounter:
     """Time-decayed count of positive events per item: ``sum(exp(-ln2 * age / half_life))``."""
 
@@ -168,6 +173,9 @@ class PopularityCounter:
         self._value: dict[str, float] = {}
         self._at: dict[str, float] = {}
         self._ranking: tuple[list[str], list[float], float] | None = None
+        self._by_row: list[tuple[Any, np.ndarray, np.ndarray]] = []
+        """``(catalogue, value (N,), at (N,))``: the dicts by catalogue row (see :meth:`values`),
+        for the last two catalogues read (an old and a new one while a swap drains)."""
 
     def add(self, item_id: str, ts: float, weight: float = 1.0) -> None:
         self._ranking = None
@@ -180,6 +188,27 @@ class PopularityCounter:
             self._at[item_id] = ts
         else:  # late event: decay it to the stored reference time instead
             self._value[item_id] += weight * math.exp(-self.rate * (prev_at - ts))
+        for catalogue, value, at in self._by_row:
+            row = catalogue.index_of([item_id])[0]
+            if row >= 0:
+                value[row], at[row] = self._value[item_id], self._at[item_id]
+
+    def align(self, catalogue: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The counter's values and times by ``catalogue`` row (an item never seen: value 0,
+        time 0), built once (a ranker calls it when loaded) and then kept in step by
+        :meth:`add`."""
+        for view in self._by_row:
+            if view[0] is catalogue:
+                return view[1], view[2]
+        value, at = np.zeros(len(catalogue)), np.zeros(len(catalogue))
+        ids = list(self._value)
+        rows = catalogue.index_of(ids)
+        known = np.flatnonzero(rows >= 0)
+        mine = gather(ids, known.tolist())
+        value[rows[known]] = np.fromiter(map(self._value.__getitem__, mine), np.float64, len(mine))
+        at[rows[known]] = np.fromiter(map(self._at.__getitem__, mine), np.float64, len(mine))
+        self._by_row = [(catalogue, value, at), *self._by_row[:1]]
+        return value, at
 
     def value(self, item_id: str, now: float) -> float:
         at = self._at.get(item_id)
@@ -187,11 +216,26 @@ class PopularityCounter:
             return 0.0
         return self._value[item_id] * math.exp(-self.rate * max(0.0, now - at))
 
-    def values(self, item_ids: Sequence[str], now: float) -> np.ndarray:
-        """:meth:`value` of each item (a request's candidates) as one array computation."""
+    def values(self, item_ids: Sequence[str], now: float, *, rows: np.ndarray | None = None,
+               catalogue: Any = None) -> np.ndarray:  # fmt: skip
+        """:meth:`value` of each item (a request's candidates) as one array computation.
+        ``rows``: the items' rows in ``catalogue`` (``-1``: not in it), when the caller has
+        them: the counter is then read by row (two gathers) instead of two dict lookups per
+        item, which on a 10^5-item counter were cache misses; the same values either way."""
         n = len(item_ids)
-        at = np.fromiter(map(self._at.get, item_ids, repeat(now)), np.float64, n)  # absent: age 0
-        value = np.fromiter(map(self._value.get, item_ids, repeat(0.0)), np.float64, n)  # absent: 0
+        if rows is not None and catalogue is not None and n:
+            # An item never seen reads value 0 at time 0: 0 · exp(…) = 0, as by id.
+            value_by_row, at_by_row = self.align(catalogue)
+            safe = np.maximum(rows, 0)
+            value, at = value_by_row[safe], at_by_row[safe]
+            missing = np.flatnonzero(rows < 0).tolist()
+            if missing:  # items outside the catalogue: read by id
+                ids = gather(list(item_ids), missing)
+                value[missing] = np.fromiter(map(self._value.get, ids, repeat(0.0)), np.float64, len(ids))
+                at[missing] = np.fromiter(map(self._at.get, ids, repeat(now)), np.float64, len(ids))
+        else:
+            at = np.fromiter(map(self._at.get, item_ids, repeat(now)), np.float64, n)  # absent: age 0
+            value = np.fromiter(map(self._value.get, item_ids, repeat(0.0)), np.float64, n)  # absent: 0
         return value * np.exp(-self.rate * np.maximum(0.0, now - at))
 
     def _ranked(self) -> tuple[list[str], list[float], float] | None:
@@ -226,7 +270,13 @@ class PopularityCounter:
                 picked.append(item)
                 if len(picked) == n:
                     cut = key - self._KEY_MARGIN
-            out = sorted(((i, self.value(i, now)) for i in picked), key=lambda x: (-x[1], x[0]))[:n]
+            # :meth:`value`'s arithmetic inline, and the (-value, id) order as two stable sorts
+            # on C key functions (by id, then by value descending: equal values keep id order).
+            value, at, rate, exp = self._value, self._at, self.rate, math.exp
+            out = [(i, value[i] * exp(-rate * max(0.0, now - at[i]))) for i in picked]
+            out.sort(key=_FIRST)
+            out.sort(key=_SECOND, reverse=True)
+            del out[n:]
             if not out or out[-1][1] >= self._TINY:
                 return out
         scored = ((i, self.value(i, now)) for i in self._value if not exclude or i not in exclude)

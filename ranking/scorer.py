@@ -9,7 +9,6 @@ under ``@serve.batch``), and :meth:`RankerScorer.compose` turns probabilities in
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -80,6 +79,11 @@ class RankerScorer:
         self.version = version
         self.similarity = similarity
         self.tasks = tuple(model.tasks)
+        # A PopularityCounter is read by catalogue row (aligned now, not on a request); another
+        # reader of counts (one that follows a replica's current stages) is read by id.
+        self._popularity_by_row = hasattr(popularity, "align")
+        if self._popularity_by_row:
+            popularity.align(catalogue)
 
     def features(
         self, query: Query, user_state: UserState, candidates: Sequence[MergedCandidate],
@@ -116,7 +120,8 @@ class RankerScorer:
             user_state,
             item_ids,
             self.catalogue,
-            popularity=self.popularity.values(item_ids, now),
+            popularity=(self.popularity.values(item_ids, now, rows=rows, catalogue=self.catalogue)
+                        if self._popularity_by_row else self.popularity.values(item_ids, now)),
             now=now,
             surface=query.surface,
             retrieval_scores=retrieval_scores,
@@ -170,8 +175,10 @@ class RankerScorer:
         *,
         query_vectors: Mapping[str, np.ndarray] | None = None,
     ) -> RankerResult:
-        # The forward pass is CPU-bound; a thread lets the pipeline's timeout still fire.
-        scored = await asyncio.to_thread(
-            self._score_sync, query, user_state, candidates, task_weights, query_vectors
-        )
+        # On the calling thread, as the Serve ingress scores (``LocalRanker``): features and one
+        # forward pass over a few hundred rows are bounded CPU work (≈ 3 ms), and the thread
+        # hand-off cost ≈ 1 ms of CPU and a wake-up per request (docs/performance.md). Inline,
+        # the ranker's timeout cannot cut it short (in a thread it abandoned the wait, never
+        # the work): it bounds an awaiting ranker (the ``Ranker`` deployment's hop).
+        scored = self._score_sync(query, user_state, candidates, task_weights, query_vectors)
         return RankerResult(scored, self.version)

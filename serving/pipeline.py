@@ -180,10 +180,10 @@ class RecommendationPipeline:
 
     async def _call_source(self, stage: SourceStage, query: Query, state: Any) -> SourceResult:
         cfg = stage.config
-        return await asyncio.wait_for(
-            _maybe_await(stage.source.retrieve(query, state, cfg.quota)),
-            timeout=cfg.timeout_ms / 1000.0,
-        )
+        # ``asyncio.timeout`` bounds the await in this task (``wait_for`` wrapped it in one
+        # more task per source and per request).
+        async with asyncio.timeout(cfg.timeout_ms / 1000.0):
+            return await _maybe_await(stage.source.retrieve(query, state, cfg.quota))
 
     async def _sources(
         self, plan: SurfacePlan, query: Query, state: Any, tr: Trace
@@ -300,11 +300,9 @@ class RecommendationPipeline:
         else:
             timeout = plan.config.ranker.timeout_ms / 1000.0
             try:
-                result = await asyncio.wait_for(
-                    plan.ranker.score(query, state, eligible, plan.config.ranker.task_weights,
-                                      query_vectors=query_vectors),  # fmt: skip
-                    timeout=timeout,
-                )
+                async with asyncio.timeout(timeout):
+                    result = await plan.ranker.score(query, state, eligible, plan.config.ranker.task_weights,
+                                                     query_vectors=query_vectors)  # fmt: skip
                 scored = ScoredBatch.of(result.scored)
                 if scored.item_ids != eligible.item_ids:
                     raise RuntimeError(

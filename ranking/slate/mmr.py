@@ -152,6 +152,9 @@ class MmrDiversityStep:
         none_cat = cat_values.index(None) if None in cat_values else -1
         cat_cap = np.inf if self.max_per_category is None else self.max_per_category
         src_cap = np.array([self.source_quotas.get(s, np.inf) for s in src_values], dtype=float)
+        if self.embedding_of is None and np.isfinite(rel_o).all():
+            return self._select_by_category(batch, order, rel_o, cat_code, src_code, none_cat,
+                                            cat_cap, src_cap, n)  # fmt: skip
         per_cat = np.zeros(len(cat_values))
         per_src = np.zeros(len(src_values))
         max_sim = np.zeros(len(order))
@@ -193,6 +196,78 @@ class MmrDiversityStep:
                 reasons += ("mmr_diversity",)
             picks.append((c, reasons))
         return picks
+
+    SCAN_LIMIT = 64
+    """Positions one pick's scan may read before it evaluates every candidate at once."""
+
+    def _select_by_category(self, batch: ScoredBatch, order: list[int], rel_o: np.ndarray,
+                            cat_code: np.ndarray, src_code: np.ndarray, none_cat: int, cat_cap: float,
+                            src_cap: np.ndarray, n: int) -> list[tuple[ScoredCandidate, tuple[str, ...]]]:  # fmt: skip
+        """:meth:`select` when similarity is the category's (0 or 1): the same picks, each found
+        by scanning positions in utility order and stopping where no later candidate can be
+        accepted. A value is ``lam·rel − (1 − lam)·sim ≤ lam·rel``, and ``lam·rel`` does not
+        grow along the utility order, so once it is within ``_TIE`` of the best so far the
+        scan (:meth:`_argbest`'s first-to-last rule, the same float operations) is over. Most
+        picks read a few positions instead of a dozen array passes over all of them; a scan
+        that runs past :attr:`SCAN_LIMIT` positions evaluates every candidate at once."""
+        lam = self.lam
+        lam_rel = (lam * rel_o).tolist()  # the values' first term, as the array expression has it
+        pen = (1.0 - lam) * 1.0  # (1 - lam) · sim for a candidate whose category is picked
+        cats, srcs, src_caps = cat_code.tolist(), src_code.tolist(), src_cap.tolist()
+        m = len(order)
+        remaining = [True] * m
+        per_cat = [0] * (max(cats) + 1 if cats else 0)
+        per_src = [0] * len(src_caps)
+        picked_cats: set[int] = set()  # categories similar to a pick (never None's)
+        first = 0  # the first remaining position
+        picks: list[tuple[ScoredCandidate, tuple[str, ...]]] = []
+        while len(picks) < n:
+            best_p, best_v = None, -np.inf
+            p, stop = first, min(m, first + self.SCAN_LIMIT)
+            while p < stop:
+                r = lam_rel[p]
+                if r <= best_v + _TIE:  # no later value can pass the scan's test
+                    break
+                c, s = cats[p], srcs[p]
+                if remaining[p] and per_cat[c] < cat_cap and per_src[s] < src_caps[s]:
+                    v = r - pen if c in picked_cats else r
+                    if v > best_v + _TIE:
+                        best_p, best_v = p, v
+                p += 1
+            else:
+                if stop < m:  # the scan ran long: every candidate at once
+                    best_p = self._best_of_all(rel_o, cat_code, src_code, remaining, per_cat, per_src,
+                                               picked_cats, cat_cap, src_cap)  # fmt: skip
+            if best_p is None:
+                break
+            p = best_p
+            skipped_better = first < p
+            remaining[p] = False
+            while first < m and not remaining[first]:
+                first += 1
+            c = cats[p]
+            per_cat[c] += 1
+            per_src[srcs[p]] += 1
+            if c != none_cat:
+                picked_cats.add(c)
+            reasons = (f"utility_rank:{p}",)  # item ids are unique: p is its utility rank
+            if skipped_better:
+                reasons += ("mmr_diversity",)
+            picks.append((batch[order[p]], reasons))
+        return picks
+
+    def _best_of_all(self, rel_o, cat_code, src_code, remaining, per_cat, per_src, picked_cats,
+                     cat_cap, src_cap) -> int | None:  # fmt: skip
+        """One pick of :meth:`select`'s array form, from :meth:`_select_by_category`'s state."""
+        ok = np.array(remaining, dtype=bool)
+        ok &= np.asarray(per_cat, dtype=float)[cat_code] < cat_cap
+        ok &= np.asarray(per_src, dtype=float)[src_code] < src_cap[src_code]
+        cand = np.flatnonzero(ok)
+        if not len(cand):
+            return None
+        sim = np.isin(cat_code[cand], list(picked_cats)).astype(float)
+        best = self._argbest(self.lam * rel_o[cand] - (1.0 - self.lam) * sim)
+        return None if best is None else int(cand[best])
 
     @staticmethod
     def _argbest(vals: np.ndarray) -> int | None:

@@ -124,3 +124,13 @@ def test_argbest_replays_the_tolerant_scan(seed: int) -> None:
         if rng.random() < 0.02:
             vals[:] = np.nan
         assert MmrDiversityStep._argbest(vals) == reference_scan(vals.tolist())
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_mmr_picks_the_same_when_a_scan_runs_past_its_limit(seed: int, monkeypatch) -> None:
+    # A scan longer than SCAN_LIMIT positions evaluates every candidate at once instead.
+    monkeypatch.setattr(MmrDiversityStep, "SCAN_LIMIT", int(np.random.default_rng(seed).integers(1, 4)))
+    rng = np.random.default_rng(1000 + seed)
+    for _ in range(25):
+        policy, scored, n = random_case(rng)
+        assert as_ids(policy.select(scored, n)) == as_ids(reference_select(policy, scored, n))

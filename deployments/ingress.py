@@ -23,7 +23,7 @@ from core.rate_limit import retry_after_header
 from core.registry import Registry
 from deployments import api_models as m
 from deployments import metrics
-from deployments.api_docs import remove_api_docs
+from deployments.api_docs import remove_api_docs, serve_lean
 from deployments.auth import BearerKeyAuthenticator
 from deployments.broadcast import EventBroadcast
 from deployments.decision_log import DecisionForwarder
@@ -93,6 +93,10 @@ class Ingress:
         self.forwarder = DecisionForwarder(self.handles["DecisionLog"], args.decision_queue_size,
                                            interval_s=args.decision_ship_interval_s)  # fmt: skip
         self.recent = RecentDecisions(args.decision_lru_size, int(args.decision_lru_mb * 2**20))
+        # The hot routes without FastAPI's per-request work (deployments/api_docs.serve_lean):
+        # the same methods, their OpenAPI unchanged.
+        serve_lean(api, "/v1/recommend", "POST", self.recommend)
+        serve_lean(api, "/v1/events", "POST", self.post_events)
         settle_replica()
         for slots in (self.two_tower, self.ranker, self.tenants):  # models; tenant configs
             if slots is not None:
@@ -147,10 +151,11 @@ class Ingress:
                              ("conflict", result.conflicts), ("rejected", result.rejected)):  # fmt: skip
             if ids:
                 metrics.EVENTS.labels(tenant, outcome).inc(len(ids))
-        return m.EventsResponse(
+        answer = m.EventsResponse(
             accepted=result.accepted, duplicates=result.duplicates, conflicts=result.conflicts,
             rejected=[m.RejectedEvent(index=r.index, event_id=r.event_id, field=r.field,
                                       reason=r.reason) for r in result.rejected])  # fmt: skip
+        return Response(answer.model_dump_json(), media_type="application/json")
 
     async def _decision(self, tenant: str, request_id: str) -> bytes | DecisionRecord | None:
         data = self.recent.get(tenant, request_id)

@@ -105,8 +105,8 @@ EVENTS = Counter(
 
 def observe_request(tenant: str, endpoint: str, status: int | str, latency_ms: float) -> None:
     """Count one HTTP request and its latency (what the ingress does for every answer)."""
-    REQUESTS.labels(tenant, endpoint, str(status)).inc()
-    REQUEST_LATENCY.labels(tenant, endpoint).observe(latency_ms)
+    _child(REQUESTS, tenant, endpoint, str(status)).inc()
+    _child(REQUEST_LATENCY, tenant, endpoint).observe(latency_ms)
 
 
 _CHILDREN: dict[tuple, Any] = {}

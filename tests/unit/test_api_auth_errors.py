@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Annotated
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Header, Request, Response
 
 from core.config import load_platform_config
-from deployments.api_models import EventsRequest, RecommendRequest
+from deployments.api_docs import serve_lean
+from deployments.api_models import EventsRequest, RecommendRequest, RecommendResponse, parse_request
 from deployments.auth import BearerKeyAuthenticator
 from deployments.errors import ApiError, BodySizeLimit, field_path, install_error_handlers
 
@@ -160,3 +162,68 @@ def test_other_errors_keep_the_shape_and_hide_internals():
     r = client.get("/boom")
     assert r.status_code == 500 and "secret" not in r.text
     assert set(r.json()["error"]) == {"code", "message", "field"}
+
+
+_Auth = Annotated[str | None, Header(alias="Authorization")]
+
+
+def test_a_lean_route_answers_as_its_documented_route_and_keeps_its_schema():
+    """``serve_lean`` (the ingress's hot routes without FastAPI's per-request work): every
+    answer — 200, 401 with ``WWW-Authenticate``, 403, 422 naming the field, 413, 405 — is the
+    one the FastAPI route gives, and ``/openapi.json`` is unchanged."""
+    keys = BearerKeyAuthenticator(load_platform_config("configs/platform.yaml"))
+    calls = []
+
+    def build(lean: bool) -> FastAPI:
+        app = FastAPI()
+        install_error_handlers(app)
+        app.add_middleware(BodySizeLimit, max_bytes=256)
+
+        @app.post("/v1/recommend", response_model=RecommendResponse)
+        async def recommend(request: Request, authorization: _Auth = None):
+            tenant = keys.authenticate(authorization, "serve")
+            body = parse_request(RecommendRequest, await request.body())
+            calls.append(request.scope["endpoint"].__qualname__)
+            return Response(f'{{"tenant":"{tenant}","k":{body.k}}}', media_type="application/json")
+
+        if lean:
+            serve_lean(app, "/v1/recommend", "POST", recommend)
+            serve_lean(app, "/v1/recommend", "POST", recommend)  # a second time replaces the first
+        return app
+
+    def answer(app, method, headers, body=b""):
+        sent = []
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+                 "path": "/v1/recommend", "raw_path": b"/v1/recommend", "query_string": b"",
+                 "root_path": "", "scheme": "http", "server": ("t", 80), "client": ("t", 1),
+                 "headers": [(k, v) for k, v in headers] + [(b"content-length", str(len(body)).encode())]}  # fmt: skip
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(app(scope, receive, send))
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        return start["status"], sorted(start["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
+
+    documented, lean = build(False), build(True)
+    assert sum(isinstance(r, type(lean.router.routes[0])) for r in lean.router.routes) == 1
+    key = [(b"authorization", b"Bearer acme-demo-key")]
+    cases = [
+        ("POST", key, b'{"user_id": "u1", "surface": "home", "k": 3}', 200),
+        ("POST", [], b'{"user_id": "u1", "surface": "home"}', 401),
+        ("POST", [(b"authorization", b"Bearer nope")], b"{}", 401),
+        ("POST", key, b'{"user_id": "u1", "surface": "home", "k": "3"}', 422),
+        ("POST", key, b'{"user_id": "u1", "surface": "home", "k": 3, "k": 4}', 422),
+        ("POST", key, b'{"user_id": "' + b"u" * 300 + b'", "surface": "home"}', 413),
+        ("GET", key, b"", 405),
+    ]
+    for method, headers, body, status in cases:
+        expected = answer(documented, method, headers, body)
+        assert expected[0] == status, (body, expected)
+        assert answer(lean, method, headers, body) == expected, body
+    # The 200s: the documented app's through FastAPI, the lean app's through the lean route.
+    assert [c.split(".")[-1] for c in calls] == ["recommend", "endpoint"]
+    assert lean.openapi() == documented.openapi()

@@ -1,17 +1,14 @@
-"""Ray Data reads back exactly what the event log wrote; `recsys up/status/down` drive a real
-local cluster."""
+"""Ray Data reads back exactly what the event log wrote. (`recsys up/status/down` on a real
+local cluster: tests/integration/test_cluster_auth.py.)"""
 
 from __future__ import annotations
 
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from cluster import local
-from cluster.cli import main
 from core.eventlog import EventLog
 from core.schema import EVENT_COLUMNS
 
@@ -79,30 +76,3 @@ def test_movielens_events_read_back_with_ray_data(ray_connected, tmp_path: Path)
         == len(rows) + sum(r >= 4 for _, _, r, _ in rows)
     )
     assert _sorted(_collect(log.ray_dataset("ml"))).equals(_sorted(written))
-
-
-def test_recsys_up_status_down(capsys) -> None:
-    temp_dir = tempfile.mkdtemp(prefix="ru-", dir="/tmp")
-    dashboard = str(local.free_port())
-    try:
-        assert (
-            main(["up", "--num-cpus", "1", "--dashboard-port", dashboard, "--temp-dir", temp_dir])
-            == 0
-        )
-        out = capsys.readouterr().out
-        assert "started" in out and f"http://127.0.0.1:{dashboard}" in out and "RAY_ADDRESS=" in out
-        assert (
-            main(["up", "--num-cpus", "1", "--dashboard-port", dashboard, "--temp-dir", temp_dir])
-            == 0
-        )
-        assert "already running" in capsys.readouterr().out
-
-        assert main(["status", "--temp-dir", temp_dir]) == 0
-        out = capsys.readouterr().out
-        assert "ALIVE" in out and "CPUs: 1" in out and "Serve apps: none" in out
-    finally:
-        assert main(["down", "--temp-dir", temp_dir]) == 0
-    assert "Stopped" in capsys.readouterr().out
-    assert main(["status", "--temp-dir", temp_dir]) == 2
-    assert main(["down", "--temp-dir", temp_dir]) == 0
-    assert "nothing to stop" in capsys.readouterr().out

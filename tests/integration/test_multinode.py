@@ -189,7 +189,9 @@ def test_a_two_tower_job_whose_worker_node_dies_resumes_from_its_last_checkpoint
     # The session's examples and data-quality report: this job trains, it does not rebuild them.
     seed_work_dir(two_tower_seed, tmp_path / "work")
     cfg = yaml.safe_load((REPO / "configs/train/two_tower.yaml").read_text())
-    epochs = 3
+    # Two epochs: the node dies after the first is registered, the second is trained after the
+    # restart from that checkpoint; --resume then adds a third.
+    epochs = 2
     cfg.update(work_dir=str(tmp_path / "work"), num_partitions=2, dim=16, embed_dim=16, hidden=32,
                batch_size=64, epochs=epochs, keep_checkpoints=epochs + 1, max_failures=2,
                worker_resources={"recsys_train": 0.5}, selection_users=50)  # fmt: skip
@@ -217,7 +219,7 @@ def test_a_two_tower_job_whose_worker_node_dies_resumes_from_its_last_checkpoint
     node = local.start_worker(ray_connected, num_cpus=1, resources=TRAIN_NODE)
     outcome: dict = {}
     try:
-        _wait(lambda: ray.cluster_resources().get("recsys_train") == 1.0, "the worker to join")
+        _wait(lambda: ray.cluster_resources().get("recsys_train") == 1.0, "the worker to join", every_s=0.2)
 
         def train():
             try:

@@ -4,6 +4,8 @@ and its statistics on data with a known effect."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -26,10 +28,11 @@ def _readout(exp, records, events: pa.Table, **kw) -> dict:
     lines = np.array([r.model_dump_json() for r in records], dtype=object)
     tagged = pa.concat_tables([job.exposures_from_lines({"text": lines}, exp.id),
                                job.outcome_flags(events.select(["request_id", "event_type"]))])  # fmt: skip
-    groups: dict[str, list[int]] = {}
-    for i, rid in enumerate(tagged["request_id"].to_pylist()):
-        groups.setdefault(rid, []).append(i)
-    outcomes = pa.concat_tables([job.attribute_outcomes(tagged.take(idx)) for idx in groups.values()])
+    # The job's group-by request id: sorted, each run of one id is a group (zero-copy slices).
+    tagged = tagged.sort_by("request_id")
+    ids = tagged["request_id"].to_pylist()
+    starts = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]] + [len(ids)]
+    outcomes = pa.concat_tables([job.attribute_outcomes(tagged.slice(a, b - a)) for a, b in pairwise(starts)])
     per_user = outcomes.group_by(["arm", "user_id"], use_threads=False).aggregate(
         [(c, "sum") for c in ("exposure", "fallback", *job.OUTCOMES)])  # fmt: skip
     per_user = per_user.rename_columns([f"sum({c.removesuffix('_sum')})" if c.endswith("_sum") else c
@@ -59,6 +62,17 @@ def test_the_readout_names_the_better_arm_and_not_the_a_a_copy() -> None:
     clicks = sum(1 for e in events.to_pylist() if e["event_type"] == "click" and e["request_id"])
     got = sum(a["click_rate"]["value"] * a["exposures"] for a in rep["arms"].values())
     assert round(got) == clicks
+
+
+def test_one_request_is_one_exposure_whatever_its_events() -> None:
+    """The join's per-request step: a slate clicked twice was clicked once; a request the
+    experiment did not expose (events answering another request) is no row."""
+    rows = [("r1", "u1", "a", 0, 1, 0, 0, 0), ("r1", None, None, 0, 0, 1, 0, 0),
+            ("r1", None, None, 0, 0, 1, 0, 1)]  # fmt: skip
+    group = pa.Table.from_pylist([dict(zip(job.TAGGED.names, r, strict=True)) for r in rows], schema=job.TAGGED)
+    assert job.attribute_outcomes(group).to_pylist() == [
+        {"request_id": "r1", "user_id": "u1", "arm": "a", "fallback": 0, "exposure": 1, "clicked": 1, "liked": 0, "hid": 1}]
+    assert job.attribute_outcomes(group.slice(1)).num_rows == 0
 
 
 def test_a_worse_hide_rate_fails_its_guardrail_and_voids_the_win() -> None:

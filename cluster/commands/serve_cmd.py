@@ -232,8 +232,12 @@ def run_capacity(args: argparse.Namespace) -> int:
         raise CliError(f"{args.measured}: no such file; measure with `python -m benchmarks.bench_serving` "
                        "(or `make bench`), or pass --measured FILE")  # fmt: skip
     measured = load_measurements(args.measured)
-    plan = plan_capacity(config, measured, args.target_rps, args.headroom)
     meta = json.loads(Path(args.measured).read_text())
+    try:
+        plan = plan_capacity(config, measured, args.target_rps, args.headroom,
+                             measured_placement=meta.get("placement"))  # fmt: skip
+    except ValueError as exc:
+        raise CliError(f"{args.measured} does not fit {args.config}: {exc}") from None
     print(f"measured: {args.measured} (at {meta.get('at', '?')}, {meta.get('machine', {}).get('cpus', '?')} CPUs, "
           f"p99 objective {meta.get('capacity_slo_p99_ms', '?')} ms)")  # fmt: skip
     print(f"target {args.target_rps:g} req/s, headroom {args.headroom:.0%}")

@@ -13,10 +13,12 @@ Steps, each printed as it runs:
    print who owns every artifact kind (``recsys owners``: the registry's kinds from their
    manifests, experiments from the platform config, alert rules, dashboards and runbooks from
    their files; owners default from ``configs/owners.yaml``);
-5. deploy ``configs/serve.yaml`` to Ray Serve (``recsys deploy``);
+5. deploy ``configs/serve.yaml`` (the CPU-only shape: both models in two Ingress replicas) to
+   Ray Serve (``recsys deploy``);
 6. send a few recommendation requests and events and print them, then the URLs to try.
 
-Re-running reuses the cluster and the data; training runs again and publishes new versions.
+Re-running reuses the cluster and the data (generated again when a previous run's sample
+requests posted events to it); training runs again and publishes new versions.
 
 Invariant: the demo reads and writes only ``var/demo/<preset>/`` (``data/``, ``registry/``,
 ``decisions/``), never the storage of ``configs/platform.yaml`` (``var/data``...), so it works

@@ -4,7 +4,8 @@ latency intact? Writes ``benchmarks/results/noisy_neighbour.json``.
     python -m benchmarks.bench_noisy_neighbour [--quota 2] [--b-rate 5] [--seconds 20]
 
 Tenant A (acme) gets a recommend quota of ``--quota`` req/s (burst one second's worth,
-``--a-in-flight`` in flight) in the benchmark's copy of ``configs/platform.yaml``; tenant B
+``--a-in-flight`` in flight) in the benchmark's copy of ``configs/platform.yaml``, split
+evenly over the shipped Ingress replicas (quotas are per replica); tenant B
 (globex) has none. The shipped ``configs/serve.yaml`` is deployed on a fresh local Ray
 (2 CPUs), as ``benchmarks.bench_serving`` does. Phases, each ``--seconds`` long, open-loop
 (``benchmarks.loadgen``; A's client in a process of its own):
@@ -104,6 +105,7 @@ def main() -> None:
     a = p.parse_args()
 
     from cluster.local import free_port, serve_env
+    from cluster.serve_files import SERVE_CPU, replica_counts
 
     for key, value in serve_env().items():  # before Serve is imported (bench_serving: why)
         os.environ.setdefault(key, value)
@@ -118,7 +120,11 @@ def main() -> None:
     root, config_path, storage = cached_setup(a.artifacts, "bench-noisy-", items=0, candidates=200)  # the small preset as is
     quota_config = str(root / "platform-noisy.yaml")
     Path(quota_config).write_text(Path(config_path).read_text())
-    _with_quota(quota_config, a.quota, a.a_in_flight)
+    # Quotas are per Ingress replica (platform.yaml): each replica gets its share, so that A's
+    # quota across the shipped graph is --quota.
+    (app,) = yaml.safe_load(SERVE_CPU.read_text())["applications"]
+    replicas = replica_counts(app)["Ingress"]
+    _with_quota(quota_config, a.quota / replicas, max(1, a.a_in_flight // replicas))
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
@@ -129,7 +135,8 @@ def main() -> None:
                 {"Authorization": f"Bearer {key}"})  # fmt: skip
     result: dict = {"at": datetime.now(UTC).isoformat(), "machine": {"cpus": os.cpu_count()},
                     "tenant_a": A[0], "tenant_b": B[0], "a_quota_rps": a.quota,
-                    "a_in_flight": a.a_in_flight, "b_rate": a.b_rate, "seconds": a.seconds,
+                    "a_in_flight": a.a_in_flight, "ingress_replicas": replicas,
+                    "b_rate": a.b_rate, "seconds": a.seconds,
                     "phases": {}}  # fmt: skip
     plan = [("b_solo", None), ("a_at_quota", a.quota), ("a_flood", a.quota * a.flood),
             ("b_solo_again", None), ("a_flood_again", a.quota * a.flood)]  # fmt: skip

@@ -6,14 +6,19 @@
 Setup: the ``small`` synthetic preset, acme's catalogue padded to ``--items`` items, two-tower
 and ranker models at the sizes of ``configs/train/*.yaml`` (weights barely trained: speed does
 not depend on them) with a ScaNN index, published to a temp registry; a fresh local Ray
-(2 CPUs) with the Serve settings of ``configs/serve.yaml``. Quotas are raised so that about
-``--candidates`` candidates reach the ranker.
+(2 CPUs) with ``configs/serve.yaml`` as shipped (the CPU-only shape: both models in two
+Ingress replicas; ``--config configs/serve.gpu.yaml``: the GPU shape, the model deployments,
+without GPUs where there are none; ``--two-tower`` / ``--ranker`` / ``--ingress-replicas``
+override one thing each). Quotas are raised so that about ``--candidates`` candidates reach
+the ranker.
 
 Also measured: CPU milliseconds per request of every Ray process (from /proc) while the
 lowest rate runs; the *framework floor* — a no-op app of the same shape (HTTP proxy → FastAPI
 ingress → two sequential handle calls), so the Serve share of each figure is visible; and the
 ranker's batched forward pass in process (what ``@serve.batch`` amortises) next to the
-end-to-end batch sweep through the deployment handle.
+end-to-end batch sweep through the Ranker deployment's handle (where the config has one). The
+per-replica capacity ``recsys capacity`` reads is written with the shape it was measured in
+(``placement``, ``replicas``).
 
 Targets on the 2-core dev machine: p99 <= 50 ms at 50 req/s without errors; Serve overhead
 <= 2 ms per hop at p50; batching >= 3x ranker throughput over batch size 1.
@@ -36,6 +41,7 @@ import json  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -43,9 +49,6 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import yaml  # noqa: E402
-
-HOPS = 3  # proxy->ingress, ingress->retriever, ingress->ranker (user state and the other
-# sources run in the ingress: configs/serve.yaml `placement`; decision records ship in batches)
 
 
 def _arch(name: str, keys: tuple[str, ...]) -> dict:
@@ -387,19 +390,29 @@ class _Collector:
 
 def _deploy_shipped(port: int, config_path: str, storage: dict, two_tower: str | None,
                     ranker: str | None, ingress_replicas: int | None = None,
-                    tracing: float | None = None) -> dict:  # fmt: skip
-    """Deploy ``configs/serve.yaml`` as shipped (placement, replicas, resources, batching,
-    logging, runtime_env) through Serve's config path, as ``recsys deploy`` does; only the
-    port, the storage and the platform config are the benchmark's. ``two_tower`` / ``ranker``:
-    override where the two-tower / the ranker run (``ingress`` / ``deployment``; a deployment
-    the shipped file does not list gets one replica of the decorator's size). ``tracing``: the
-    shipped ``tracing_config`` enabled at this sampling ratio, exporting to
-    ``$OTEL_EXPORTER_OTLP_ENDPOINT`` (put in the app's ``runtime_env``). Returns the app's
-    ``args``."""
+                    tracing: float | None = None, serve_config: str = "configs/serve.yaml",
+                    edit: Callable[[dict], None] | None = None, wait: bool = True) -> dict:  # fmt: skip
+    """Deploy a shipped Serve config (``configs/serve.yaml``, the CPU-only shape, unless
+    ``serve_config`` names another, e.g. ``configs/serve.gpu.yaml``) as shipped (placement,
+    replicas, resources, batching, logging, runtime_env) through Serve's config path, as
+    ``recsys deploy`` does; only the port, the storage and the platform config are the
+    benchmark's, and GPU reservations are dropped where the cluster has no GPU. ``two_tower``
+    / ``ranker``: override where the two-tower / the ranker run (``ingress`` / ``deployment``;
+    a deployment the file does not list gets one replica of the decorator's size).
+    ``tracing``: the shipped ``tracing_config`` enabled at this sampling ratio, exporting to
+    ``$OTEL_EXPORTER_OTLP_ENDPOINT`` (put in the app's ``runtime_env``). ``edit``: called with
+    the application's config last (a live change: ``benchmarks.bench_soak``); ``wait``: until
+    the app runs. Returns the deployed application's config (its ``args``, its
+    ``deployments``)."""
+    import ray
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
-    raw = yaml.safe_load(open("configs/serve.yaml"))
+    from cluster.serve_files import without_gpus
+
+    raw = yaml.safe_load(open(serve_config))
+    if not ray.cluster_resources().get("GPU"):
+        raw = without_gpus(raw)
     raw["http_options"]["port"] = port
     (app,) = raw["applications"]
     app["name"] = "bench"
@@ -424,10 +437,13 @@ def _deploy_shipped(port: int, config_path: str, storage: dict, two_tower: str |
         (ingress,) = [d for d in app["deployments"] if d["name"] == "Ingress"]
         ingress.pop("autoscaling_config", None)
         ingress["num_replicas"] = ingress_replicas
+    if edit is not None:
+        edit(app)
     client = serve_start(http_options=raw["http_options"], proxy_location=raw["proxy_location"])
     client.deploy_apps(ServeDeploySchema.model_validate(raw))
-    client._wait_for_application_running("bench", timeout_s=900)
-    return app["args"]
+    if wait:
+        client._wait_for_application_running("bench", timeout_s=900)
+    return app
 
 
 def main() -> None:
@@ -439,10 +455,13 @@ def main() -> None:
     p.add_argument("--batch-sizes", default="1,2,4,8,16,32")
     p.add_argument("--slo-p99-ms", type=float, default=100.0,
                    help="p99 a rate must meet to count as per-replica capacity")  # fmt: skip
+    p.add_argument("--config", default="configs/serve.yaml", metavar="SERVE_YAML",
+                   help="the Serve config to deploy (configs/serve.gpu.yaml: the GPU shape, "
+                        "without its GPUs where the machine has none)")  # fmt: skip
     p.add_argument("--two-tower", choices=("ingress", "deployment"),
-                   help="override configs/serve.yaml's placement of the two-tower source")
+                   help="override the config's placement of the two-tower source")
     p.add_argument("--ranker", choices=("ingress", "deployment"),
-                   help="override configs/serve.yaml's placement of the ranker")
+                   help="override the config's placement of the ranker")
     p.add_argument("--ingress-replicas", type=int, help="override the Ingress replica count")
     p.add_argument("--artifacts", metavar="DIR",
                    help="build the data and models here once and reuse them on later runs")
@@ -459,6 +478,7 @@ def main() -> None:
     a = p.parse_args()
 
     from cluster.local import free_port, serve_env
+    from cluster.serve_files import replica_counts
 
     # Before Serve is imported anywhere (its settings are read on import): this driver, the
     # controller, the proxy and the replicas all inherit them from here. A variable already in
@@ -500,9 +520,11 @@ def main() -> None:
     result["serve_env"] = result_env
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
-    args = _deploy_shipped(port, config_path, storage, a.two_tower, a.ranker, a.ingress_replicas,
-                           tracing=a.trace_sampling if collector else None)  # fmt: skip
-    result["placement"] = placement = args.get("placement", {})
+    app = _deploy_shipped(port, config_path, storage, a.two_tower, a.ranker, a.ingress_replicas,
+                          tracing=a.trace_sampling if collector else None, serve_config=a.config)  # fmt: skip
+    result["serve_config"] = a.config
+    result["placement"] = placement = app["args"].get("placement", {})
+    result["replicas"] = replica_counts(app)
     result["model_deployments"] = [
         name for name, home in (("TwoTowerRetriever", placement.get("source_kinds", {}).get("two_tower")),
                                 ("Ranker", placement.get("ranker"))) if home != "ingress"]  # fmt: skip
@@ -524,6 +546,7 @@ def main() -> None:
         print("serve", stats, flush=True)
     if not a.serve_only:
         _extras(result, a, port, storage, hops)
+    _capacity(result, a.slo_p99_ms)
     if collector is not None:
         result["tracing"]["spans_received"] = collector.close()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -539,8 +562,8 @@ def main() -> None:
 
 
 def _extras(result: dict, a: argparse.Namespace, port: int, storage: dict, hops: int) -> None:
-    """The framework floor, the ranker's batching in process and end to end, and the
-    per-replica capacity figures ``recsys capacity`` reads."""
+    """The framework floor, and the ranker's batching in process and end to end (through the
+    Ranker deployment, where the config has one)."""
     low = result["serve"][0]
     result["serve_overhead_ms_per_hop_p50"] = round(
         (low["p50_ms"] - result["in_process"]["p50_ms"]) / hops, 2
@@ -554,25 +577,32 @@ def _extras(result: dict, a: argparse.Namespace, port: int, storage: dict, hops:
     result["batching_speedup_compute"] = round(
         max(c["requests_per_s"] for c in comp) / comp[0]["requests_per_s"], 2
     )
-    best = None
     if "Ranker" in result["model_deployments"]:  # end to end through the Ranker deployment
         sweep = _batch_sweep("bench", sizes, 64)
         result["ranker_batch_sweep"] = sweep
-        best = max(s["requests_per_s"] for s in sweep)
-        result["batching_speedup_vs_1"] = round(best / sweep[0]["requests_per_s"], 2)
-    # Per-replica capacity for `recsys capacity`: the ranker's best batched rate; the graph as a
-    # whole (one replica each) bounds the others from below by the highest rate served cleanly.
-    # "Served cleanly": no errors, no backlog (achieved within 3% of offered), p99 within the
-    # latency objective (--slo-p99-ms).
+        result["batching_speedup_vs_1"] = round(max(s["requests_per_s"] for s in sweep)
+                                                / sweep[0]["requests_per_s"], 2)  # fmt: skip
+
+
+def _capacity(result: dict, slo_p99_ms: float) -> None:
+    """Per-replica capacity for ``recsys capacity``, in the shape measured (``placement``,
+    ``replicas``): the highest rate the graph served cleanly, shared by each deployment's
+    replicas (two Ingress replicas that together serve 75 req/s: 37.5 each) — a bound from
+    below, since every deployment had at least that much; the Ranker deployment's own figure
+    is its best batched rate through its handle where the batch sweep ran. "Served cleanly":
+    no errors, no backlog (achieved within 3% of offered), p99 within the latency objective
+    (``--slo-p99-ms``)."""
     clean = [s["achieved_rps"] for s in result["serve"] if not s["errors"]
-             and s["achieved_rps"] >= 0.97 * s["target_rps"] and s["p99_ms"] <= a.slo_p99_ms]  # fmt: skip
+             and s["achieved_rps"] >= 0.97 * s["target_rps"] and s["p99_ms"] <= slo_p99_ms]  # fmt: skip
     graph = max(clean) if clean else 0.0
-    result["capacity_slo_p99_ms"] = a.slo_p99_ms
-    per_replica = {"Ingress": graph, "DecisionLog": graph}
-    if best is not None:
-        per_replica["Ranker"] = best
-    if "TwoTowerRetriever" in result["model_deployments"]:
-        per_replica["TwoTowerRetriever"] = graph
+    result["capacity_slo_p99_ms"] = slo_p99_ms
+    per_replica = {name: round(graph / n, 2) for name, n in result["replicas"].items()}
+    if "Ranker" in result["model_deployments"]:
+        sweep = result.get("ranker_batch_sweep")
+        if sweep:
+            per_replica["Ranker"] = max(s["requests_per_s"] for s in sweep)
+        else:  # --serve-only: the Ranker's own limit was not measured
+            del per_replica["Ranker"]
     result["capacity"] = {"per_replica_rps": per_replica}
 
 

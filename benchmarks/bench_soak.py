@@ -10,8 +10,9 @@ achieved rate with no errors and p99 under ``--probe-p99-ms``); the soak runs re
 ``--share`` of it and posts one event per ``--events-every`` recommends (unique ids, acme).
 
 At 40% of the run a new two-tower, index and ranker are published and promoted (the replicas
-hot-swap); at 60% the Ranker's ``user_config`` changes (``batch_wait_timeout_s``; Serve
-reconfigures the replicas live). Reported, per 30 s window and in total: requests, failures
+hot-swap); at 60% the shipped config is deployed again with the Ingress's
+``max_ongoing_requests`` raised (and, in a shape with a Ranker deployment, its ``user_config``'s
+``batch_wait_timeout_s``): Serve reconfigures the replicas live, without restarting them. Reported, per 30 s window and in total: requests, failures
 (any non-200, by status), p50/p99; every accepted event is then read back from the event log
 and must be there exactly once; the RSS of every Serve replica at the start, after every
 window and at the end, summed per deployment, and its growth after warm-up (from the end of
@@ -33,8 +34,6 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
-
-import yaml  # noqa: E402
 
 KEY = {"Authorization": "Bearer acme-demo-key"}
 
@@ -122,21 +121,13 @@ def _probe(url: str, p99_ms: float) -> tuple[float, list[dict]]:
     return best, steps
 
 
-def _redeploy_user_config(port: int, config_path: str, storage: dict) -> None:
-    """The shipped config again, with the Ranker's batch wait changed: Serve reconfigures."""
-    from ray.serve._private.api import serve_start
-    from ray.serve.schema import ServeDeploySchema
-
-    raw = yaml.safe_load(open("configs/serve.yaml"))
-    raw["http_options"]["port"] = port
-    (app,) = raw["applications"]
-    app["name"] = "bench"
-    app["args"].update(platform_config=config_path, storage=storage, home=os.getcwd())
+def _live_change(app: dict) -> None:
+    """A change Serve applies to running replicas without restarting them."""
     for d in app["deployments"]:
+        if d["name"] == "Ingress":
+            d["max_ongoing_requests"] = d.get("max_ongoing_requests", 64) + 8
         if d["name"] == "Ranker":
             d["user_config"]["batch_wait_timeout_s"] = 0.004
-    client = serve_start(http_options=raw["http_options"], proxy_location=raw["proxy_location"])
-    client.deploy_apps(ServeDeploySchema.model_validate(raw))
 
 
 def main() -> None:
@@ -234,7 +225,7 @@ def main() -> None:
                     rk = publish_ranker(registry, catalogue, seed=7, two_tower=tt)
                     result["promoted"] = {"two_tower": tt, "ann_index": ix, "ranker": rk}
                 else:
-                    _redeploy_user_config(port, config_path, storage)
+                    _deploy_shipped(port, config_path, storage, None, None, edit=_live_change, wait=False)
                 result[f"{what}_at_s"] = round(elapsed, 1)
                 result[f"{what}_took_s"] = round(time.perf_counter() - t0, 2)
                 print(what, "at", round(elapsed), "s", flush=True)

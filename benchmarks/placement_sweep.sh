@@ -1,21 +1,23 @@
 #!/bin/bash
 # Serve graph shapes side by side, one bench_serving --serve-only run each, in a row (same
-# artifacts, same rates): A as configs/serve.yaml ships it, B both models in two Ingress
-# replicas, C two Ingress replicas with the model deployments; D both models in one Ingress.
+# artifacts, same rates): A the GPU shape (configs/serve.gpu.yaml: one Ingress, TwoTowerRetriever
+# and Ranker deployments; no GPU reserved where there is none), B both models in two Ingress
+# replicas (configs/serve.yaml as shipped), C two Ingress replicas with the model deployments;
+# D both models in one Ingress.
 #   benchmarks/placement_sweep.sh OUT_DIR [RATES=30,50,75,100] [SECONDS=10] [ARTIFACTS=var/bench-art]
-#   SHAPES="A_shipped B_models_in_ingress_x2" benchmarks/placement_sweep.sh /tmp/place
+#   SHAPES="A_gpu_shape B_shipped" benchmarks/placement_sweep.sh /tmp/place
 # Writes OUT_DIR/<shape>.json (bench_serving's JSON) and prints one line per rate.
 set -euo pipefail
 out=${1:?out dir}; rates=${2:-30,50,75,100}; secs=${3:-10}; art=${4:-var/bench-art}
 py=${PYTHON:-.venv/bin/python}
 mkdir -p "$out"
 declare -A shapes=(
-  [A_shipped]=""
-  [B_models_in_ingress_x2]="--two-tower ingress --ranker ingress --ingress-replicas 2"
-  [C_ingress_x2]="--ingress-replicas 2"
-  [D_models_in_ingress_x1]="--two-tower ingress --ranker ingress --ingress-replicas 1"
+  [A_gpu_shape]="--config configs/serve.gpu.yaml"
+  [B_shipped]=""
+  [C_ingress_x2]="--config configs/serve.gpu.yaml --ingress-replicas 2"
+  [D_models_in_ingress_x1]="--ingress-replicas 1"
 )
-for name in ${SHAPES:-A_shipped B_models_in_ingress_x2 C_ingress_x2}; do
+for name in ${SHAPES:-A_gpu_shape B_shipped C_ingress_x2}; do
   echo "== $name $(date -u +%H:%M:%S) $(uptime | sed 's/.*load/load/')"
   # shellcheck disable=SC2086
   OMP_NUM_THREADS=1 $py -m benchmarks.bench_serving --serve-only --artifacts "$art" \

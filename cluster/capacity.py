@@ -5,7 +5,11 @@ replica sustains on the measuring machine (``capacity.per_replica_rps``). For a 
 ``R`` with headroom ``h`` (spare capacity for bursts and for losing a replica), each
 deployment needs ``ceil(R * (1 + h) / per_replica_rps)`` replicas, at least ``min_replicas``.
 Every request visits every deployment once (the graph is a fan-out, not a chain of optional
-hops), so the same ``R`` applies to each.
+hops), so the same ``R`` applies to each. In the CPU-only shape (``configs/serve.yaml``: both
+models inside the Ingress) the Ingress is the unit that scales; in the GPU shape
+(``configs/serve.gpu.yaml``) the Ranker and the retriever scale on their own. A figure is only
+valid for the shape it was measured in (where the models run changes what one replica does),
+so a plan refuses figures measured with the models placed otherwise (:func:`shape_mismatch`).
 
 The numbers are only as good as the machine they were measured on: re-measure on the target
 hardware before trusting a plan (``docs/runbooks/capacity.md``).
@@ -19,6 +23,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cluster.serve_files import applications, config_model_homes, model_homes
 
 
 @dataclass(frozen=True)
@@ -77,16 +83,31 @@ def load_measurements(path: str | Path) -> dict[str, float]:
 
 
 def _deployments(config: dict[str, Any], app_name: str | None) -> list[dict[str, Any]]:
-    apps = config.get("applications") or []
-    if app_name is not None:
-        apps = [a for a in apps if a.get("name") == app_name]
-        if not apps:
-            raise ValueError(f"no application named {app_name!r} in the serve config")
-    return [d for a in apps for d in a.get("deployments") or []]
+    return [d for a in applications(config, app_name) for d in a.get("deployments") or []]
+
+
+def shape_mismatch(config: dict[str, Any], measured_placement: dict[str, Any] | None,
+                   app_name: str | None = None) -> str | None:  # fmt: skip
+    """Why figures measured with the models at ``measured_placement`` (the benchmark's
+    ``placement``) cannot plan ``config``, or None when both put the models in the same place.
+    A replica's throughput depends on what it holds: an Ingress replica that runs both models
+    serves far fewer requests than one that calls model deployments."""
+    planned, measured = config_model_homes(config, app_name), model_homes(measured_placement)
+    if planned == measured:
+        return None
+    show = lambda homes: ", ".join(f"{k} in the {v}" for k, v in homes.items())  # noqa: E731
+    return (f"measured with {show(measured)}; this config has {show(planned)}: measure this "
+            "shape first (python -m benchmarks.bench_serving --config FILE)")
 
 
 def plan_capacity(config: dict[str, Any], measured: dict[str, float], target_rps: float,
-                  headroom: float = 0.3, app_name: str | None = None) -> CapacityPlan:  # fmt: skip
+                  headroom: float = 0.3, app_name: str | None = None,
+                  measured_placement: dict[str, Any] | None = None) -> CapacityPlan:  # fmt: skip
+    """Replicas per deployment of ``config`` for ``target_rps``. ``measured_placement``: where
+    the measurement had the models (ValueError when ``config`` puts them elsewhere: see
+    :func:`shape_mismatch`); None skips the check (figures from elsewhere)."""
+    if measured_placement is not None and (why := shape_mismatch(config, measured_placement, app_name)):
+        raise ValueError(why)
     plan = CapacityPlan(target_rps=target_rps, headroom=headroom)
     for dep in _deployments(config, app_name):
         name = dep["name"]

@@ -13,10 +13,12 @@ Steps, each printed as it runs:
    print who owns every artifact kind (``recsys owners``: the registry's kinds from their
    manifests, experiments from the platform config, alert rules, dashboards and runbooks from
    their files; owners default from ``configs/owners.yaml``);
-5. deploy ``configs/serve.yaml`` to Ray Serve (``recsys deploy``);
+5. deploy ``configs/serve.yaml`` (the CPU-only shape: both models in two Ingress replicas) to
+   Ray Serve (``recsys deploy``);
 6. send a few recommendation requests and events and print them, then the URLs to try.
 
-Re-running reuses the cluster and the data; training runs again and publishes new versions.
+Re-running reuses the cluster and the data (generated again when a previous run's sample
+requests posted events to it); training runs again and publishes new versions.
 
 Invariant: the demo reads and writes only ``var/demo/<preset>/`` (``data/``, ``registry/``,
 ``decisions/``), never the storage of ``configs/platform.yaml`` (``var/data``...), so it works
@@ -105,8 +107,15 @@ def _ensure_data(preset: str, data_root: str, seed: int) -> None:
     if marker.exists():
         meta = json.loads(marker.read_text())
         if (meta.get("preset"), meta.get("seed")) == (preset, seed):
-            console.print(f"reusing {preset} data (seed {seed}) in {data_root}")
-            return
+            posted = _events_after(data_root, meta.get("end"))
+            if not posted:
+                console.print(f"reusing {preset} data (seed {seed}) in {data_root}")
+                return
+            # The last run's sample requests posted events dated today: the quality gate
+            # compares the log's last week with the weeks before, and the synthetic history
+            # ends long before today, so training on it would fail the gate.
+            console.print(f"{data_root} holds {posted} event(s) posted after it was generated "
+                          "(a previous demo's requests); generating it again")  # fmt: skip
     if Path(data_root).exists():
         console.print(f"{data_root} holds other or incomplete data; generating it again")
         shutil.rmtree(data_root)
@@ -115,6 +124,16 @@ def _ensure_data(preset: str, data_root: str, seed: int) -> None:
     started = time.monotonic()
     summary = generate(preset, data_root, seed=seed, progress=True)
     print_summary(summary, time.monotonic() - started)
+
+
+def _events_after(data_root: str, end: str | None) -> int:
+    """Events in ``data_root``'s event log at or after the synthetic period's ``end``."""
+    from core.eventlog import EventLog
+
+    if end is None:
+        return 0
+    log = EventLog(str(Path(data_root) / "events"))
+    return sum(log.read(t, start=end, columns=["event_id"]).num_rows for t in log.tenants())
 
 
 def _train(dashboard_url: str, tenants: list[str], smoke: bool) -> None:

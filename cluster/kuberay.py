@@ -1,14 +1,18 @@
 """KubeRay manifests rendered from the project's own configs, so they cannot drift from them.
 
-:func:`render_rayservice` turns ``configs/serve.yaml`` into a KubeRay ``RayService``: the Serve
-config goes in ``serveConfigV2`` unchanged except for the listening host (``0.0.0.0`` inside a
-pod) and ``args.home`` (the image's project root), and the Ray cluster gets a head group and
-one CPU worker group (plus a GPU group when asked), every container running the project image
+:func:`render_rayservice` turns a shipped Serve config into a KubeRay ``RayService``:
+``configs/serve.yaml`` for CPU-only worker nodes (both models in the Ingress replicas), or
+``configs/serve.gpu.yaml`` with ``--gpu-workers N`` (the Ranker on GPU replicas; a config that
+reserves GPUs with no GPU group is refused: nothing could place it). The Serve config goes in
+``serveConfigV2`` unchanged except for the listening host (``0.0.0.0`` inside a pod) and
+``args.home`` (the image's project root), and the Ray cluster gets a head group and one CPU
+worker group (plus a GPU group when asked), every container running the project image
 (``Dockerfile`` at the repository root) with the platform config and storage URIs in its
 environment. Training jobs are submitted to the same cluster with
 ``ray job submit --address http://<head-svc>:8265 --working-dir . -- python -m training.<job>``.
 
     recsys k8s render --image registry.example.com/recsys:1.0 > rayservice.yaml
+    recsys k8s render configs/serve.gpu.yaml --gpu-workers 2 --image … > rayservice.yaml
     kubectl apply -f rayservice.yaml
 
 Ray token authentication is on by default, as for ``recsys up`` (``cluster/local.py``): every
@@ -92,6 +96,12 @@ def render_rayservice(
     for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         if key in (storage_env or {}):
             raise ValueError(f"{key} is set by the manifest (auth_secret), not by the environment")
+    on_gpu = [d["name"] for a in serve_config.get("applications") or [] for d in a.get("deployments") or []
+              if (d.get("ray_actor_options") or {}).get("num_gpus")]  # fmt: skip
+    if on_gpu and not gpu_workers:
+        raise ValueError(f"the serve config puts {', '.join(on_gpu)} on a GPU and there is no GPU "
+                         "worker group: give gpu_workers (--gpu-workers N), or render configs/serve.yaml "
+                         "(the CPU-only shape)")  # fmt: skip
     serve = copy.deepcopy(serve_config)
     serve.setdefault("http_options", {})["host"] = "0.0.0.0"
     serve["http_options"]["port"] = 8000

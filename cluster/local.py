@@ -32,9 +32,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from cluster.serve_files import SERVE_CPU
+
 STATE_FILE = "recsys-cluster.json"
 TOKEN_FILE = "recsys-auth-token"
-SERVE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "serve.yaml"
+SERVE_CONFIG = SERVE_CPU
+"""Whose ``runtime_env.env_vars`` a started cluster gets; ``configs/serve.gpu.yaml`` carries
+the same Serve settings (a unit test holds the two equal)."""
 
 
 @dataclass
@@ -224,7 +228,7 @@ def start(
     # must still mean this checkout's var/ (core.config.resolve_uri reads RECSYS_HOME), and
     # every driver and worker of this cluster inherits the head node's environment.
     env.setdefault("RECSYS_HOME", str(Path(__file__).resolve().parents[1]))
-    # Serve's fast paths (configs/serve.yaml): the controller and the proxy read them from
+    # Serve's fast paths (configs/serve.yaml, the same in serve.gpu.yaml): the controller and the proxy read them from
     # this environment, the replicas from the app's runtime_env; a variable already set in the
     # caller's environment wins (to measure a lever off, or on, without editing the file).
     for key, value in serve_env().items():

@@ -1,8 +1,11 @@
 """The Serve application: the whole deployment graph, wired in one place.
 
-``configs/serve.yaml`` names :func:`build_app` as its ``import_path``; Serve validates the
-``args:`` block against :class:`deployments.settings.AppArgs` and calls it. Replica counts,
-resources, batching and polling are set per deployment in that file, not here.
+``configs/serve.yaml`` (CPU-only nodes) and ``configs/serve.gpu.yaml`` (GPU nodes) name
+:func:`build_app` as their ``import_path``; Serve validates the ``args:`` block against
+:class:`deployments.settings.AppArgs` and calls it. Replica counts, resources, batching and
+polling are set per deployment in those files, not here. The graph below is the GPU file's;
+the CPU-only file places both models in the Ingress replicas (no TwoTowerRetriever, no
+Ranker).
 
     client ─► Ingress ─┬─► TwoTowerRetriever    (query tower + ANN index, hot-swapped)
       (user state,     ├─► Ranker               (@serve.batch, CPU or GPU, hot-swapped)

@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 
 import requests
 
+DEMO_KEY = "acme-demo-key"
+"""The demo tenant's API key (``configs/platform.yaml`` keeps only its hash)."""
+
 
 def _show(title: str, response: requests.Response) -> dict:
     print(f"\n== {title}: HTTP {response.status_code}")
@@ -32,7 +35,7 @@ def _show(title: str, response: requests.Response) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--key", default="acme-demo-key")
+    p.add_argument("--key", default=DEMO_KEY)
     p.add_argument("--user", default="u0001")
     args = p.parse_args(argv)
     base, headers = args.url.rstrip("/"), {"Authorization": f"Bearer {args.key}"}
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stage latency ms: {d.get('stage_latency_ms')}  removals: {len(d.get('removals', []))}")
     print(f"\nTry next:\n  {base}/docs             (OpenAPI UI)\n  {base}/metrics"
           f"\n  {base}/v1/decisions/<request_id>  (with the same API key)"
-          "\n  recsys scale Ranker 2   |   recsys capacity --target-rps 50")  # fmt: skip
+          "\n  recsys scale Ingress 3   |   recsys capacity --target-rps 50")  # fmt: skip
     return 0
 
 

@@ -25,7 +25,8 @@ DEFAULT_MEASURED = "benchmarks/results/serving.json"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     deploy = subparsers.add_parser("deploy", help="deploy the Serve graph to the running cluster")
-    deploy.add_argument("file", nargs="?", default=DEFAULT_SERVE_CONFIG, help="serve config YAML")
+    deploy.add_argument("file", nargs="?", default=DEFAULT_SERVE_CONFIG,
+                        help="serve config YAML (default: the CPU-only shape; configs/serve.gpu.yaml on GPU nodes)")
     _address(deploy)
     deploy.add_argument("--http-port", type=int, help="override http_options.port")
     deploy.add_argument("--platform-config", metavar="PATH",
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deploy.set_defaults(func=run_deploy)
 
     scale = subparsers.add_parser("scale", help="set one deployment's replica count, live")
-    scale.add_argument("name", help="deployment name, e.g. Ranker")
+    scale.add_argument("name", help="deployment name: Ingress (configs/serve.yaml), Ranker (configs/serve.gpu.yaml)")
     scale.add_argument("replicas", type=int)
     scale.add_argument("--app", help="application name (default: the one holding NAME)")
     _address(scale)
@@ -44,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cap = subparsers.add_parser("capacity", help="replica counts for a target request rate")
     cap.add_argument("--target-rps", type=float, required=True)
     cap.add_argument("--measured", default=DEFAULT_MEASURED, help="benchmark result JSON")
-    cap.add_argument("--config", default=DEFAULT_SERVE_CONFIG, help="serve config to patch")
+    cap.add_argument("--config", default=DEFAULT_SERVE_CONFIG,
+                     help="serve config to patch (figures must be measured in its shape)")
     cap.add_argument("--headroom", type=float, default=0.3, help="spare capacity (0.3 = 30%%)")
     cap.add_argument("--autoscale", action="store_true", help="patch autoscaling min/max instead")
     cap.add_argument("--write", metavar="PATH", help="write the patched serve config here")
@@ -232,8 +234,12 @@ def run_capacity(args: argparse.Namespace) -> int:
         raise CliError(f"{args.measured}: no such file; measure with `python -m benchmarks.bench_serving` "
                        "(or `make bench`), or pass --measured FILE")  # fmt: skip
     measured = load_measurements(args.measured)
-    plan = plan_capacity(config, measured, args.target_rps, args.headroom)
     meta = json.loads(Path(args.measured).read_text())
+    try:
+        plan = plan_capacity(config, measured, args.target_rps, args.headroom,
+                             measured_placement=meta.get("placement"))  # fmt: skip
+    except ValueError as exc:
+        raise CliError(f"{args.measured} does not fit {args.config}: {exc}") from None
     print(f"measured: {args.measured} (at {meta.get('at', '?')}, {meta.get('machine', {}).get('cpus', '?')} CPUs, "
           f"p99 objective {meta.get('capacity_slo_p99_ms', '?')} ms)")  # fmt: skip
     print(f"target {args.target_rps:g} req/s, headroom {args.headroom:.0%}")

@@ -20,6 +20,7 @@ import pytest
 import requests
 import yaml
 
+from cluster.serve_files import SERVE_GPU, without_gpus
 from core.catalogue import Catalogue
 from core.registry import Registry
 from tests.integration.serving_artifacts import publish_ranker, publish_two_tower
@@ -42,8 +43,9 @@ def _whole(answer: dict) -> bool:
 
 
 def _deploy(root, tiny_data, port: int) -> None:
-    """configs/serve.yaml through Serve's config path (as ``recsys deploy``), with the model
-    deployments needing the worker's resource and one replica each."""
+    """configs/serve.gpu.yaml (the shape with model deployments; no GPU here) through Serve's
+    config path (as ``recsys deploy``), with the model deployments needing the worker's
+    resource and one replica each."""
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
@@ -52,7 +54,7 @@ def _deploy(root, tiny_data, port: int) -> None:
         catalogue = Catalogue.load(str(tiny_data), tenant)
         tt, _ = publish_two_tower(registry, catalogue)
         publish_ranker(registry, catalogue, two_tower=tt)
-    raw = yaml.safe_load(open("configs/serve.yaml"))
+    raw = without_gpus(yaml.safe_load(SERVE_GPU.read_text()))
     (app,) = raw["applications"]
     app["name"] = APP
     app["args"].update(

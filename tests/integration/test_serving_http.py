@@ -60,10 +60,10 @@ def _test_platform_config(path, pins: dict | None = None) -> str:
 
 
 # Where the models run (AppArgs.placement): in their own deployments (TwoTowerRetriever,
-# Ranker: a GPU node's shape), or inside the Ingress replicas (configs/serve.yaml: a CPU-only
-# node's). Every behaviour below holds for both.
+# Ranker: configs/serve.gpu.yaml, a GPU node's shape), or inside the Ingress replicas
+# (configs/serve.yaml: a CPU-only node's). Every behaviour below holds for both.
 PLACEMENTS = {
-    "models-in-deployments": {},
+    "models-in-deployments": {"placement": {"source_kinds": {"two_tower": "deployment"}, "ranker": "deployment"}},
     "models-in-ingress": {"placement": {"source_kinds": {"two_tower": "ingress"}, "ranker": "ingress"}},
 }
 

@@ -1,6 +1,7 @@
 """The graph with user state and the non-model sources in their own deployments
 (``placement: deployment``): events reach them, and a hanging source's timeout holds there.
-The default placement (in the Ingress) is covered by test_serving_http.py."""
+User state and the non-model sources in the Ingress (the default), with the models in either
+place, are covered by test_serving_http.py."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def split(ray_connected, tiny_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("serving-split")
-    yield from deploy(tiny_data, root, placement={"user_state": "deployment", "sources": "deployment"})
+    yield from deploy(tiny_data, root, placement={"user_state": "deployment", "sources": "deployment",
+                                                  "source_kinds": {"two_tower": "deployment"},
+                                                  "ranker": "deployment"})  # fmt: skip
 
 
 def test_the_split_graph_has_its_own_state_and_source_deployments(split):

@@ -48,7 +48,10 @@ USER = "u_explain"
 def traced(ray_connected, tiny_data, tmp_path_factory):
     with OtlpReceiver() as rx:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
-        for ctx in deploy(tiny_data, tmp_path_factory.mktemp("traced"), tracing_env=env):
+        # The three-deployment shape (configs/serve.gpu.yaml's), named here: the trace must
+        # cross three replica processes, whatever configs/serve.yaml ships.
+        three = {"source_kinds": {"two_tower": "deployment"}, "ranker": "deployment"}
+        for ctx in deploy(tiny_data, tmp_path_factory.mktemp("traced"), tracing_env=env, placement=three):
             yield {**ctx, "rx": rx}
 
 

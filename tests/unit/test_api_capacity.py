@@ -37,18 +37,23 @@ def test_invalid_inputs_are_errors():
         replicas_needed(-1, 10)
 
 
-def _serve_config() -> dict:
-    return yaml.safe_load(open("configs/serve.yaml"))
+GPU_SHAPE = {"source_kinds": {"two_tower": "deployment"}, "ranker": "deployment"}
+CPU_SHAPE = {"source_kinds": {"two_tower": "ingress"}, "ranker": "ingress"}
+
+
+def _serve_config(path: str = "configs/serve.yaml") -> dict:
+    return yaml.safe_load(open(path))
 
 
 def test_plan_and_patch(tmp_path):
+    """The GPU shape: the Ranker scales on its own figure."""
     measured_file = tmp_path / "serving.json"
     measured_file.write_text(json.dumps({"capacity": {"per_replica_rps": {
         "Ingress": 200.0, "Ranker": 40.0, "TwoTowerRetriever": 0}}}))  # fmt: skip
     measured = load_measurements(measured_file)
     assert measured == {"Ingress": 200.0, "Ranker": 40.0}  # zero = not measured
-    config = _serve_config()
-    plan = plan_capacity(config, measured, target_rps=100, headroom=0.2)
+    config = _serve_config("configs/serve.gpu.yaml")
+    plan = plan_capacity(config, measured, target_rps=100, headroom=0.2, measured_placement=GPU_SHAPE)
     assert plan.replicas() == {"Ingress": 1, "Ranker": 3}
     assert "DecisionLog" in plan.unmeasured
     assert plan.total_cpus == pytest.approx(1 * 0.6 + 3 * 0.4)
@@ -75,3 +80,30 @@ def test_missing_measurements_are_a_clear_error(tmp_path):
     f.write_text("{}")
     with pytest.raises(ValueError, match="per_replica_rps"):
         load_measurements(f)
+
+
+def test_the_shipped_cpu_shape_scales_the_ingress():
+    """configs/serve.yaml (both models in the Ingress): the Ingress replicas are what a target
+    rate buys, planned from the figure measured in that shape (per replica: the graph's clean
+    rate over its two replicas)."""
+    config = _serve_config()
+    measured = {"Ingress": 37.5, "DecisionLog": 75.0}  # 75 req/s served by 2 Ingress replicas
+    plan = plan_capacity(config, measured, target_rps=100, headroom=0.3, measured_placement=CPU_SHAPE)
+    assert plan.replicas() == {"Ingress": 4, "DecisionLog": 2}  # ceil(130 / 37.5), ceil(130 / 75)
+    assert plan.total_cpus == pytest.approx(4 * 0.6 + 2 * 0.1)
+    patch = patch_of(plan, config)
+    assert patch["applications"][0]["deployments"][0] == {"name": "Ingress", "num_replicas": 4}
+
+
+def test_figures_from_another_shape_are_refused():
+    """An Ingress replica that calls model deployments serves more than one that runs both
+    models: a figure measured in one shape would under-provision the other."""
+    with pytest.raises(ValueError, match="measured with two_tower in the deployment, ranker in the deployment"):
+        plan_capacity(_serve_config(), {"Ingress": 30.0}, target_rps=50, measured_placement=GPU_SHAPE)
+    with pytest.raises(ValueError, match="this config has two_tower in the deployment"):
+        plan_capacity(_serve_config("configs/serve.gpu.yaml"), {"Ingress": 30.0}, target_rps=50,
+                      measured_placement=CPU_SHAPE)  # fmt: skip
+    # An older result's placement without model keys means the models' defaults (deployments).
+    plan = plan_capacity(_serve_config("configs/serve.gpu.yaml"), {"Ingress": 30.0}, target_rps=50,
+                         measured_placement={"user_state": "ingress", "sources": "ingress"})  # fmt: skip
+    assert plan.replicas() == {"Ingress": 3}

@@ -1,16 +1,26 @@
-"""configs/serve.yaml is a valid Ray Serve config whose args and user_configs fit our models."""
+"""The two shipped Serve configs are valid Ray Serve configs whose args and user_configs fit our
+models: ``configs/serve.yaml`` for CPU-only nodes (both models in the Ingress replicas),
+``configs/serve.gpu.yaml`` for GPU nodes (the model deployments, the Ranker on a GPU)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from cluster.commands.serve_cmd import prepare_config, scaled_config
+from cluster.serve_files import (
+    SERVE_CPU,
+    SERVE_GPU,
+    config_model_homes,
+    replica_counts,
+    without_gpus,
+)
 from deployments.settings import AppArgs, RankerUserConfig, WatchUserConfig
 
-SERVE_YAML = Path("configs/serve.yaml")
+SHIPPED = {"cpu": SERVE_CPU, "gpu": SERVE_GPU}
 USER_CONFIGS = {"Ranker": RankerUserConfig, "TwoTowerRetriever": WatchUserConfig,
                 "CandidateSources": WatchUserConfig}  # fmt: skip
 # User state and the non-model sources run in the Ingress (args.placement, the default); each
@@ -18,12 +28,18 @@ USER_CONFIGS = {"Ranker": RankerUserConfig, "TwoTowerRetriever": WatchUserConfig
 MODEL_DEPLOYMENTS = {"TwoTowerRetriever": "two_tower", "Ranker": "ranker"}
 
 
-def _config() -> dict:
-    return yaml.safe_load(SERVE_YAML.read_text())
+def _config(node: str = "cpu") -> dict:
+    return yaml.safe_load(SHIPPED[node].read_text())
 
 
-def test_serve_yaml_validates_with_serves_own_schema():
-    schema = ServeDeploySchema.model_validate(_config())
+def _deployments(config: dict) -> dict[str, dict]:
+    (app,) = config["applications"]
+    return {d["name"]: d for d in app["deployments"]}
+
+
+@pytest.mark.parametrize("node", SHIPPED)
+def test_serve_yaml_validates_with_serves_own_schema(node):
+    schema = ServeDeploySchema.model_validate(_config(node))
     (app,) = schema.applications
     assert app.import_path == "deployments.app:build_app"
     placement = AppArgs.model_validate(app.args).placement
@@ -33,21 +49,45 @@ def test_serve_yaml_validates_with_serves_own_schema():
     assert {d.name for d in app.deployments} == graph
 
 
+def test_each_file_has_the_shape_of_its_node():
+    """CPU-only: both models inside two Ingress replicas (the shape measured best on two cores),
+    each replica checking its alias; GPU: the model deployments, the Ranker on a GPU with CUDA."""
+    cpu, gpu = _config("cpu"), _config("gpu")
+    assert config_model_homes(cpu) == {"two_tower": "ingress", "ranker": "ingress"}
+    assert replica_counts(cpu["applications"][0])["Ingress"] == 2
+    assert "model_poll_interval_s" in cpu["applications"][0]["args"]
+    assert not any(d["ray_actor_options"].get("num_gpus") for d in _deployments(cpu).values())
+    assert config_model_homes(gpu) == {"two_tower": "deployment", "ranker": "deployment"}
+    ranker = _deployments(gpu)["Ranker"]
+    assert ranker["ray_actor_options"]["num_gpus"] == 1 and ranker["user_config"]["device"] == "cuda"
+    # Runnable on a CPU-only machine (tests, benchmarks) without touching the file's dict.
+    on_cpu = _deployments(without_gpus(gpu))["Ranker"]
+    assert on_cpu["ray_actor_options"]["num_gpus"] == 0 and on_cpu["user_config"]["device"] == "cpu"
+    assert ranker["ray_actor_options"]["num_gpus"] == 1
+    # Everything but the models' home and what goes with it is the same in both files.
+    same = ("proxy_location", "http_options", "tracing_config")
+    assert {k: cpu[k] for k in same} == {k: gpu[k] for k in same}
+    (c,), (g,) = cpu["applications"], gpu["applications"]
+    assert c["runtime_env"] == g["runtime_env"] and c["logging_config"] == g["logging_config"]
+    assert _deployments(cpu)["DecisionLog"] == _deployments(gpu)["DecisionLog"]
+
+
 def test_the_clusters_environment_carries_the_serve_fast_paths():
-    """What the Serve controller and proxy read at start-up comes from serve.yaml, and each
-    cluster gets its own HAProxy stats and metrics ports (clusters side by side)."""
+    """What the Serve controller and proxy read at start-up comes from serve.yaml (the same in
+    serve.gpu.yaml), and each cluster gets its own HAProxy stats and metrics ports."""
     from cluster.local import serve_env
 
     (app,) = _config()["applications"]
-    env = serve_env(SERVE_YAML)
+    env = serve_env(SERVE_CPU)
     assert app["runtime_env"]["env_vars"].items() <= env.items()
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     ports = env["RAY_SERVE_HAPROXY_STATS_PORT"], env["RAY_SERVE_HAPROXY_METRICS_PORT"]
     assert all(p.isdigit() for p in ports) and ports[0] != ports[1]
 
 
-def test_args_and_user_configs_validate_with_our_models():
-    (app,) = _config()["applications"]
+@pytest.mark.parametrize("node", SHIPPED)
+def test_args_and_user_configs_validate_with_our_models(node):
+    (app,) = _config(node)["applications"]
     args = AppArgs.model_validate(app["args"])
     assert Path(args.resolve(args.platform_config)).is_file()
     assert args.placement.user_state == args.placement.sources == "ingress"
@@ -56,12 +96,13 @@ def test_args_and_user_configs_validate_with_our_models():
             USER_CONFIGS[dep["name"]].model_validate(dep["user_config"])
 
 
-def test_graph_fits_the_two_core_default_machine():
-    (app,) = _config()["applications"]
-    cpus = 0.0
-    for dep in app["deployments"]:
-        n = dep.get("num_replicas") or dep["autoscaling_config"]["min_replicas"]
-        cpus += n * dep["ray_actor_options"]["num_cpus"]
+def test_cpu_graph_fits_the_two_core_default_machine():
+    """Every replica of the CPU-only file schedules on `--num-cpus 2` (make demo, the
+    benchmarks) with room left for the processes that reserve no CPU (the Serve controller,
+    HAProxy, the decision log's writer thread)."""
+    (app,) = _config("cpu")["applications"]
+    replicas = replica_counts(app)
+    cpus = sum(replicas[d["name"]] * d["ray_actor_options"]["num_cpus"] for d in app["deployments"])
     assert cpus <= 1.6
 
 
@@ -74,12 +115,16 @@ def test_deploy_pins_home_and_port_without_touching_the_file_dict():
     ServeDeploySchema.model_validate(out)
 
 
-def test_scale_changes_one_deployment_only():
-    (app,) = _config()["applications"]
+@pytest.mark.parametrize(("node", "name"), [("cpu", "Ingress"), ("gpu", "Ranker")])
+def test_scale_changes_one_deployment_only(node, name):
+    """`recsys scale` on each file's unit of scale: the Ingress holding the models (CPU-only),
+    the autoscaled Ranker (GPU: its autoscaling gives way to the fixed count)."""
+    (app,) = _config(node)["applications"]
     details = {"http_options": {"host": "127.0.0.1", "port": 8000},
                "applications": {"recsys": {"deployed_app_config": app}}}  # fmt: skip
-    out = scaled_config(details, "Ranker", 3, None)
+    out = scaled_config(details, name, 3, None)
     deps = {d["name"]: d for d in out["applications"][0]["deployments"]}
-    assert deps["Ranker"]["num_replicas"] == 3 and "autoscaling_config" not in deps["Ranker"]
-    assert deps["Ingress"] == next(d for d in app["deployments"] if d["name"] == "Ingress")
+    assert deps[name]["num_replicas"] == 3 and "autoscaling_config" not in deps[name]
+    shipped = _deployments(_config(node))  # a fresh copy: scaled_config edits what it is given
+    assert {k: v for k, v in deps.items() if k != name} == {k: v for k, v in shipped.items() if k != name}
     ServeDeploySchema.model_validate(out)

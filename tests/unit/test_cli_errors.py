@@ -25,7 +25,7 @@ NOBODY = f"http://127.0.0.1:{free_port()}"  # a dashboard address where nothing 
 # {repo} the checkout, {tmp} an empty scratch dir, {free} a free port, {bad_platform} a
 # platform config with an unknown key, {data} an existing dataset, {bad_yaml} an unparsable file,
 # {taken} a port this test listens on, {nobody} a dashboard address with no cluster, {bad_job} a
-# job config with a bad value.
+# job config with a bad value, {gpu_shape} serving figures measured with the model deployments.
 CASES: list[tuple[str, str]] = [
     ("", "the following arguments are required: command"),
     ("frobnicate", "invalid choice: 'frobnicate'"),
@@ -59,12 +59,14 @@ CASES: list[tuple[str, str]] = [
     ("deploy configs/serve.yaml --address {nobody}", "no Ray cluster answers at {nobody}"),
     ("deploy configs/serve.yaml --platform-config {tmp}/p.yaml", "p.yaml: no such file"),
     ("deploy configs/serve.yaml --platform-config {bad_platform}", "platform_bad.yaml: bogus: unknown key"),
-    ("scale Ranker two", "argument replicas: invalid int value: 'two'"),
-    ("scale Ranker 2 --address {nobody}", "no Ray cluster answers at {nobody}"),
+    ("scale Ingress two", "argument replicas: invalid int value: 'two'"),
+    ("scale Ingress 2 --address {nobody}", "no Ray cluster answers at {nobody}"),
     ("capacity", "the following arguments are required: --target-rps"),
     ("capacity --target-rps 10 --measured {tmp}/none.json", "none.json: no such file"),
     ("capacity --target-rps 10 --config {tmp}/none.yaml", "none.yaml"),
     ("capacity --target-rps -5", "--target-rps must be positive"),
+    ("capacity --target-rps 10 --measured {gpu_shape}",
+     "serving_gpu_shape.json does not fit configs/serve.yaml: measured with two_tower in the deployment"),
     ("k8s render", "the following arguments are required: --image"),
     ("k8s render {tmp}/none.yaml --image x", "none.yaml"),
     ("k8s render --image x --env NOEQUALS", "--env 'NOEQUALS': expected KEY=VALUE"),
@@ -130,10 +132,12 @@ def places(tmp_path: Path, monkeypatch) -> Iterator[dict[str, str]]:
     bad_platform.write_text((REPO_ROOT / "configs" / "platform.yaml").read_text() + "bogus: 1\n")
     bad_job = tmp_path / "job_bad.yaml"
     bad_job.write_text("tenant: acme\nwindow_days: 0\n")
+    gpu_shape = tmp_path / "serving_gpu_shape.json"  # measured with the model deployments
+    gpu_shape.write_text('{"placement": {"ranker": "deployment"}, "capacity": {"per_replica_rps": {"Ingress": 30}}}')
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
-        yield {"repo": str(REPO_ROOT), "tmp": str(tmp_path / "empty"), "data": str(data), "bad_yaml": str(bad), "bad_platform": str(bad_platform), "bad_job": str(bad_job),
+        yield {"repo": str(REPO_ROOT), "tmp": str(tmp_path / "empty"), "data": str(data), "bad_yaml": str(bad), "bad_platform": str(bad_platform), "bad_job": str(bad_job), "gpu_shape": str(gpu_shape),
                "taken": str(held.getsockname()[1]), "free": str(free_port()), "nobody": NOBODY}  # fmt: skip
 
 

@@ -1,5 +1,6 @@
-"""The KubeRay RayService rendered from configs/serve.yaml: shape, and a Serve config that
-Serve's own schema accepts (a live Kubernetes cluster is not available to the tests)."""
+"""The KubeRay RayService rendered from the shipped Serve configs (configs/serve.yaml for CPU-only
+workers, configs/serve.gpu.yaml for a GPU group): shape, and a Serve config that Serve's own
+schema accepts (a live Kubernetes cluster is not available to the tests)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
@@ -16,12 +18,13 @@ from cluster.cli import main
 from cluster.kuberay import render_rayservice
 
 
-def _serve_config() -> dict:
-    return yaml.safe_load(open("configs/serve.yaml"))
+def _serve_config(path: str = "configs/serve.yaml") -> dict:
+    return yaml.safe_load(open(path))
 
 
-def test_rayservice_embeds_the_serve_config_for_a_pod():
-    original = _serve_config()
+@pytest.mark.parametrize("path", ["configs/serve.yaml", "configs/serve.gpu.yaml"])
+def test_rayservice_embeds_the_serve_config_for_a_pod(path):
+    original = _serve_config(path)
     m = render_rayservice(original, image="reg/recsys:1", gpu_workers=1, storage_env={"AWS_REGION": "x"})
     assert m["apiVersion"] == "ray.io/v1" and m["kind"] == "RayService"
     serve = yaml.safe_load(m["spec"]["serveConfigV2"])
@@ -42,6 +45,20 @@ def test_rayservice_embeds_the_serve_config_for_a_pod():
     groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
     gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert gpu["nvidia.com/gpu"] == 1 and "nvidia.com/gpu" not in str(groups["cpu"])
+    assert [d.get("ray_actor_options") for d in app["deployments"]] == [
+        d.get("ray_actor_options") for d in original["applications"][0]["deployments"]
+    ]  # the Ranker keeps its GPU in the GPU file, nothing asks for one in the CPU file
+
+
+def test_a_gpu_config_needs_a_gpu_group(capsys):
+    """The GPU shape without a GPU worker group could never place its Ranker: refused, in one
+    line from the CLI; the CPU-only shape renders without one."""
+    with pytest.raises(ValueError, match="puts Ranker on a GPU"):
+        render_rayservice(_serve_config("configs/serve.gpu.yaml"), image="reg/recsys:1")
+    assert main(["k8s", "render", "configs/serve.gpu.yaml", "--image", "i", "--no-nightly"]) == 2
+    assert "--gpu-workers" in capsys.readouterr().err
+    manifest = render_rayservice(_serve_config(), image="reg/recsys:1")
+    assert [g["groupName"] for g in manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]] == ["cpu"]
 
 
 def test_cli_renders_yaml_and_names_a_bad_env(capsys):

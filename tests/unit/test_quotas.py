@@ -123,11 +123,13 @@ def test_quota_config_is_strict_and_the_shipped_config_loads():
         _config(acme={"recommend": {"rate": 5}})
 
 
-def test_shipped_limits_refuse_in_our_code_and_no_tenant_can_fill_a_replica():
-    """configs/serve.yaml sheds in the ingress (a JSON 503) before Serve's own slot limit, has
-    Serve's queue bounded with a Retry-After, and each tenant's in-flight quota in
-    platform.yaml is below the replica's cap, so one tenant alone cannot fill a replica."""
-    (app,) = yaml.safe_load(open("configs/serve.yaml"))["applications"]
+@pytest.mark.parametrize("path", ["configs/serve.yaml", "configs/serve.gpu.yaml"])
+def test_shipped_limits_refuse_in_our_code_and_no_tenant_can_fill_a_replica(path):
+    """Each shipped Serve config sheds in the ingress (a JSON 503) before Serve's own slot
+    limit, has Serve's queue bounded with a Retry-After, and each tenant's in-flight quota in
+    platform.yaml is below the replica's cap, so one tenant alone cannot fill a replica (all
+    three per Ingress replica, so they hold for any replica count)."""
+    (app,) = yaml.safe_load(open(path))["applications"]
     (ingress,) = [d for d in app["deployments"] if d["name"] == "Ingress"]
     cap = AdmissionArgs.model_validate(app["args"]["admission"]).max_in_flight
     assert cap is not None and cap < ingress["max_ongoing_requests"]

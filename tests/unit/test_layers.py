@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.source_ast import parse_file
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("core", "datagen", "retrieval", "ranking", "serving", "deployments", "training",
             "cluster")  # fmt: skip
@@ -45,7 +47,7 @@ def _module_name(path: Path) -> str:
 
 def _imports(path: Path) -> list[tuple[str, int]]:
     """``(imported module, line)`` for every import statement in ``path``."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = parse_file(path)
     module = _module_name(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     out = []

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 from deployments import metrics
+from tests.source_ast import parse_file
 from tests.unit.explain_samples import sample_record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,7 +91,7 @@ def _label_calls() -> list[tuple[str, int, str, int]]:
     """``(file, line, metric, positional values)`` for every ``metrics.X.labels(...)`` call."""
     calls = []
     for path in sorted((REPO / "deployments").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(parse_file(path)):
             f = node.func if isinstance(node, ast.Call) else None
             if (isinstance(f, ast.Attribute) and f.attr == "labels"
                     and isinstance(f.value, ast.Attribute)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.serve_files import applications, config_model_homes, model_homes
+from cluster.serve_files import applications, config_model_homes, deployments, model_homes
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,6 @@ def load_measurements(path: str | Path) -> dict[str, float]:
     return {str(k): float(v) for k, v in measured.items() if v and float(v) > 0}
 
 
-def _deployments(config: dict[str, Any], app_name: str | None) -> list[dict[str, Any]]:
-    return [d for a in applications(config, app_name) for d in a.get("deployments") or []]
-
-
 def shape_mismatch(config: dict[str, Any], measured_placement: dict[str, Any] | None,
                    app_name: str | None = None) -> str | None:  # fmt: skip
     """Why figures measured with the models at ``measured_placement`` (the benchmark's
@@ -109,7 +105,7 @@ def plan_capacity(config: dict[str, Any], measured: dict[str, float], target_rps
     if measured_placement is not None and (why := shape_mismatch(config, measured_placement, app_name)):
         raise ValueError(why)
     plan = CapacityPlan(target_rps=target_rps, headroom=headroom)
-    for dep in _deployments(config, app_name):
+    for dep in deployments(config, app_name):
         name = dep["name"]
         if name not in measured:
             plan.unmeasured.append(name)
@@ -137,7 +133,7 @@ def apply_plan(config: dict[str, Any], plan: CapacityPlan, *, autoscale: bool = 
     """
     out = copy.deepcopy(config)
     wanted = plan.replicas()
-    for dep in _deployments(out, app_name):
+    for dep in deployments(out, app_name):
         n = wanted.get(dep["name"])
         if n is None:
             continue
@@ -155,7 +151,7 @@ def apply_plan(config: dict[str, Any], plan: CapacityPlan, *, autoscale: bool = 
 def patch_of(plan: CapacityPlan, config: dict[str, Any], *, autoscale: bool = False) -> dict:
     """Only the changed keys, shaped like serve.yaml (for printing and review)."""
     apps = []
-    for app in config.get("applications") or []:
+    for app in applications(config):
         deps = []
         names = {d["name"] for d in app.get("deployments") or []}
         for d in plan.deployments:

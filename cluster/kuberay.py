@@ -40,6 +40,8 @@ from typing import Any
 
 import yaml
 
+from cluster.serve_files import applications, deployments, env_vars
+
 API_VERSION = "ray.io/v1"
 PROJECT_ROOT_IN_IMAGE = "/app"
 AUTH_SECRET = "recsys-ray-auth"
@@ -96,8 +98,7 @@ def render_rayservice(
     for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         if key in (storage_env or {}):
             raise ValueError(f"{key} is set by the manifest (auth_secret), not by the environment")
-    on_gpu = [d["name"] for a in serve_config.get("applications") or [] for d in a.get("deployments") or []
-              if (d.get("ray_actor_options") or {}).get("num_gpus")]  # fmt: skip
+    on_gpu = [d["name"] for d in deployments(serve_config) if (d.get("ray_actor_options") or {}).get("num_gpus")]
     if on_gpu and not gpu_workers:
         raise ValueError(f"the serve config puts {', '.join(on_gpu)} on a GPU and there is no GPU "
                          "worker group: give gpu_workers (--gpu-workers N), or render configs/serve.yaml "
@@ -106,12 +107,11 @@ def render_rayservice(
     serve.setdefault("http_options", {})["host"] = "0.0.0.0"
     serve["http_options"]["port"] = 8000
     serve["proxy_location"] = "EveryNode"
-    for app in serve.get("applications", []):
+    for app in applications(serve):
         app.setdefault("args", {})["home"] = PROJECT_ROOT_IN_IMAGE
     # The applications' runtime_env reaches their replicas; the proxies and the controller
     # read the same Serve settings from the container environment.
-    serve_env = {k: str(v) for app in serve.get("applications", [])
-                 for k, v in (app.get("runtime_env") or {}).get("env_vars", {}).items()}  # fmt: skip
+    serve_env = env_vars(serve)
     env = {"RECSYS_HOME": PROJECT_ROOT_IN_IMAGE, "RECSYS_CONFIG": platform_config, **serve_env,
            **(storage_env or {})}  # fmt: skip
     head_ports = [{"containerPort": 6379, "name": "gcs"}, {"containerPort": 8265, "name": "dashboard"},

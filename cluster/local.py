@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cluster.serve_files import SERVE_CPU
+from cluster.serve_files import SERVE_CPU, env_vars
 
 STATE_FILE = "recsys-cluster.json"
 TOKEN_FILE = "recsys-auth-token"
@@ -103,10 +103,7 @@ def serve_env(serve_config: str | Path = SERVE_CONFIG) -> dict[str, str]:
     """
     import yaml
 
-    env: dict[str, str] = {}
-    for app in yaml.safe_load(Path(serve_config).read_text()).get("applications") or []:
-        for k, v in ((app.get("runtime_env") or {}).get("env_vars") or {}).items():
-            env[k] = str(v)
+    env = env_vars(yaml.safe_load(Path(serve_config).read_text()))
     if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
         env.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
         env.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))

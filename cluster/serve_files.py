@@ -32,6 +32,17 @@ def applications(config: dict[str, Any], app_name: str | None = None) -> list[di
     return apps
 
 
+def deployments(config: dict[str, Any], app_name: str | None = None) -> list[dict[str, Any]]:
+    """Every deployment of the config's applications (or of the one named ``app_name``)."""
+    return [d for a in applications(config, app_name) for d in a.get("deployments") or []]
+
+
+def env_vars(config: dict[str, Any]) -> dict[str, str]:
+    """The ``runtime_env.env_vars`` of every application, as strings (the Serve settings that
+    the proxies and the controller must read from their own environment too)."""
+    return {k: str(v) for a in applications(config) for k, v in ((a.get("runtime_env") or {}).get("env_vars") or {}).items()}
+
+
 def model_homes(placement: dict[str, Any] | None) -> dict[str, str]:
     """Where an ``args.placement`` block (or a benchmark's recorded one) runs the two models:
     ``{"two_tower": "ingress" | "deployment", "ranker": ...}``, defaults filled in."""

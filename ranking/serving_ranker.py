@@ -136,7 +136,8 @@ class ServingRanker:
     def _rows(self, small: torch.Tensor | None, side: torch.Tensor) -> torch.Tensor:
         b = side.shape[0]
         if small is not None:
-            pre = torch.addmm(F.embedding_bag(small, self.table, mode="sum"), side, self.w_side)
+            # In place on the bag's sums: addmm's own first step copies its input to the result.
+            pre = F.embedding_bag(small, self.table, mode="sum").addmm_(side, self.w_side)
         else:
             pre = torch.addmm(self.bias, side, self.w_side)
         n_exp, hid, n_tasks = self.n_experts, self.hidden, len(self.tasks)

@@ -374,23 +374,6 @@ def _lookup(counts: Sequence[dict[int, float]], size: int) -> np.ndarray:
     return table
 
 
-_ITEM_COLUMNS: list[tuple[Catalogue, np.ndarray, np.ndarray]] = []
-"""Per-item ranker inputs that no request changes, for the last two catalogues read (an old
-and a new one while a swap drains): see :func:`_item_columns`."""
-
-
-def _item_columns(catalogue: Catalogue) -> tuple[np.ndarray, np.ndarray]:
-    """``(N,)`` int64 category index + 1 and ``(N,)`` int64 tag count (at least 1) of every
-    catalogue row, computed once per catalogue (a request gathers its candidates' rows)."""
-    for seen, category_1, n_tags in _ITEM_COLUMNS:
-        if seen is catalogue:
-            return category_1, n_tags
-    category_1 = catalogue.category.astype(np.int64) + 1
-    n_tags = np.maximum(1, (catalogue.tags > 0).sum(axis=1))
-    _ITEM_COLUMNS[:] = [(catalogue, category_1, n_tags), *_ITEM_COLUMNS[:1]]
-    return category_1, n_tags
-
-
 def ranker_features(
     state: UserState,
     item_ids: Sequence[str],
@@ -440,7 +423,7 @@ def ranker_features_many(
     idx = catalogue.index_of(list(item_ids)) if rows is None else rows
     known = idx >= 0
     safe = np.where(known, idx, 0)
-    category_1, n_tags_of = _item_columns(catalogue)
+    cats = catalogue.category[safe]
     now_u = np.asarray(now, dtype=np.float64)
 
     def per_user(values: list, dtype) -> np.ndarray | Any:
@@ -450,7 +433,7 @@ def ranker_features_many(
     cat = np.zeros((b, len(CAT_FEATURES)), dtype=np.int64)
     cat[:, 0] = per_user([stable_hash(s.user_id, USER_BUCKETS) for s in states], np.int64)
     cat[:, 1] = np.where(known, idx + 1, 0)
-    cat[:, 2] = np.where(known, category_1[safe], 0)
+    cat[:, 2] = np.where(known, cats + 1, 0)
     cat[:, 3] = np.fromiter(map(_SOURCE_INDEX.get, sources, repeat(0)), np.int64, b) if sources is not None else 0
     cat[:, 4] = per_user([stable_hash(x, SURFACE_BUCKETS) for x in surface], np.int64)
     cat[:, 5] = per_user([int((t // 3600) % 24) for t in now_u.tolist()], np.int64)
@@ -458,13 +441,12 @@ def ranker_features_many(
     n_positive = [s.n_positive for s in states]
     n_pos = per_user([max(1, n) for n in n_positive], np.int64)
     # Per-id lookup tables instead of a dict lookup per candidate (and per tag).
-    cats = catalogue.category[safe]
     cat_table = _lookup([s.category_counts for s in states], int(cats.max()) + 1 if b else 0)
     cat_aff = (cat_table[user, cats] if n_users != 1 else cat_table[0][cats]).astype(np.float32)
     tags = catalogue.tags[safe]
     tag_table = _lookup([s.tag_counts for s in states], int(tags.max()) + 1 if b else 0)
     tag_hits = (tag_table[user[:, None], tags] if n_users != 1 else tag_table[0][tags]).astype(np.float32)
-    n_tags = n_tags_of[safe]
+    n_tags = np.maximum(1, (tags > 0).sum(axis=1))
 
     dense = np.zeros((b, len(DENSE_FEATURES)), dtype=np.float32)
     dense[:, 0] = np.where(known, cat_aff / n_pos.astype(np.float32), 0.0)

@@ -30,7 +30,7 @@ import zlib
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import accumulate, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -423,36 +423,41 @@ def ranker_features_many(
     idx = catalogue.index_of(list(item_ids)) if rows is None else rows
     known = idx >= 0
     safe = np.where(known, idx, 0)
+    cats = catalogue.category[safe]
     now_u = np.asarray(now, dtype=np.float64)
+
+    def per_user(values: list, dtype) -> np.ndarray | Any:
+        """A per-user value on each of its rows (one user: the scalar, broadcast)."""
+        return np.array(values, dtype=dtype)[user] if n_users != 1 else np.array(values[0], dtype=dtype)
+
     cat = np.zeros((b, len(CAT_FEATURES)), dtype=np.int64)
-    cat[:, 0] = np.array([stable_hash(s.user_id, USER_BUCKETS) for s in states], dtype=np.int64)[user]
+    cat[:, 0] = per_user([stable_hash(s.user_id, USER_BUCKETS) for s in states], np.int64)
     cat[:, 1] = np.where(known, idx + 1, 0)
-    cat[:, 2] = np.where(known, catalogue.category[safe] + 1, 0)
+    cat[:, 2] = np.where(known, cats + 1, 0)
     cat[:, 3] = np.fromiter(map(_SOURCE_INDEX.get, sources, repeat(0)), np.int64, b) if sources is not None else 0
-    cat[:, 4] = np.array([stable_hash(x, SURFACE_BUCKETS) for x in surface], dtype=np.int64)[user]
-    cat[:, 5] = np.array([int((t // 3600) % 24) for t in now_u.tolist()], dtype=np.int64)[user]
+    cat[:, 4] = per_user([stable_hash(x, SURFACE_BUCKETS) for x in surface], np.int64)
+    cat[:, 5] = per_user([int((t // 3600) % 24) for t in now_u.tolist()], np.int64)
 
     n_positive = [s.n_positive for s in states]
-    n_pos = np.array([max(1, n) for n in n_positive], dtype=np.int64)[user]
+    n_pos = per_user([max(1, n) for n in n_positive], np.int64)
     # Per-id lookup tables instead of a dict lookup per candidate (and per tag).
-    cats = catalogue.category[safe]
     cat_table = _lookup([s.category_counts for s in states], int(cats.max()) + 1 if b else 0)
-    cat_aff = cat_table[user, cats].astype(np.float32)
+    cat_aff = (cat_table[user, cats] if n_users != 1 else cat_table[0][cats]).astype(np.float32)
     tags = catalogue.tags[safe]
     tag_table = _lookup([s.tag_counts for s in states], int(tags.max()) + 1 if b else 0)
-    tag_hits = tag_table[user[:, None], tags].astype(np.float32).reshape(b, MAX_TAGS)
+    tag_hits = (tag_table[user[:, None], tags] if n_users != 1 else tag_table[0][tags]).astype(np.float32)
     n_tags = np.maximum(1, (tags > 0).sum(axis=1))
 
     dense = np.zeros((b, len(DENSE_FEATURES)), dtype=np.float32)
     dense[:, 0] = np.where(known, cat_aff / n_pos.astype(np.float32), 0.0)
-    dense[:, 1] = np.where(known, tag_hits.sum(axis=1) / n_tags / n_pos, 0.0)
+    dense[:, 1] = np.where(known, tag_hits.reshape(b, MAX_TAGS).sum(axis=1) / n_tags / n_pos, 0.0)
     dense[:, 2] = np.log1p(np.asarray(popularity, dtype=np.float64))
-    age_h = np.where(known, (now_u[user] - catalogue.created_at[safe]) / 3600.0, 0.0)
+    age_h = np.where(known, ((now_u[user] if n_users != 1 else now_u[0]) - catalogue.created_at[safe]) / 3600.0, 0.0)
     dense[:, 3] = np.log1p(np.clip(age_h, 0.0, None))
     dense[:, 4] = 0.0 if retrieval_scores is None else np.asarray(retrieval_scores, dtype=np.float32)
-    dense[:, 5] = np.array([math.log1p(n) for n in n_positive], dtype=np.float32)[user]
-    dense[:, 6] = np.array([1.0 if n == 0 else 0.0 for n in n_positive], dtype=np.float32)[user]
-    ends = np.cumsum(sizes).tolist()
+    dense[:, 5] = per_user([math.log1p(n) for n in n_positive], np.float32)
+    dense[:, 6] = per_user([1.0 if n == 0 else 0.0 for n in n_positive], np.float32)
+    ends = list(accumulate(sizes))
     for u, (s, t) in enumerate(zip(states, now_u.tolist(), strict=True)):
         recent = s.recent_impression_counts(t, FREQUENCY_WINDOW_HOURS)
         if recent:

@@ -32,7 +32,7 @@ from core.features import (
     USER_BUCKETS,
 )
 from core.serving_form import ServingForm
-from ranking.calibration import apply_calibration
+from ranking.calibration import apply_calibration_rows
 from ranking.serving_ranker import TABLE_ROWS, ServingRanker
 
 DEFAULTS = {
@@ -149,25 +149,31 @@ class MultiTaskRanker(ServingForm, nn.Module):
     def device(self) -> torch.device:
         return self.dense_mean.device
 
-    @torch.inference_mode()
     def logits(self, cat: np.ndarray, dense: np.ndarray) -> dict[str, np.ndarray]:
         """Raw (uncalibrated) ``{task: (B,) float32}`` logits."""
+        return dict(zip(self.cfg["tasks"], self._logit_rows(cat, dense), strict=True))
+
+    @torch.inference_mode()
+    def _logit_rows(self, cat: np.ndarray, dense: np.ndarray) -> np.ndarray:
+        """:meth:`logits` as one ``(T, B)`` float32 array, tasks in the config's order."""
         was_training = self.training
-        if was_training:  # served models are in eval mode: toggling walks every module (≈ 1 ms a call)
-            self.eval()
-        cat_t = torch.as_tensor(np.asarray(cat), dtype=torch.long, device=self.device)
-        dense_t = torch.as_tensor(np.asarray(dense), dtype=torch.float32, device=self.device)
-        # Ids outside the trained tables (new items, a changed catalogue) map to 0 = unknown.
-        sizes = self.cat_sizes
         serving = None if was_training else self.serving_form()
         if serving is not None:
-            raw = serving(cat_t, dense_t).float().cpu().numpy()
-            out = dict(zip(self.cfg["tasks"], raw, strict=True))
+            # The serving form takes the host arrays: its guards are numpy work on them.
+            raw = serving(np.asarray(cat, dtype=np.int64), np.asarray(dense, dtype=np.float32))
+            raw = raw.float().cpu().numpy()
         else:
+            if was_training:  # served models are in eval mode: toggling walks every module (≈ 1 ms a call)
+                self.eval()
+            cat_t = torch.as_tensor(np.asarray(cat), dtype=torch.long, device=self.device)
+            dense_t = torch.as_tensor(np.asarray(dense), dtype=torch.float32, device=self.device)
+            # Ids outside the trained tables (new items, a changed catalogue) map to 0 = unknown.
+            sizes = self.cat_sizes
             cat_t = torch.where((cat_t >= 0) & (cat_t < sizes), cat_t, torch.zeros_like(cat_t))
-            out = {t: v.float().cpu().numpy() for t, v in self(cat_t, dense_t).items()}
-        if was_training:
-            self.train()
+            out = self(cat_t, dense_t)
+            raw = np.stack([out[t].float().cpu().numpy() for t in self.cfg["tasks"]])
+            if was_training:
+                self.train()
         blend = float(self.cfg.get("retrieval_blend") or 0.0)
         if blend:
             # The engagement tasks' logits (click, like: a like is a click the user liked) plus
@@ -175,18 +181,19 @@ class MultiTaskRanker(ServingForm, nn.Module):
             col = DENSE_FEATURES.index("retrieval_score")
             rs = (np.asarray(dense, dtype=np.float32)[:, col] - self.cfg["dense_mean"][col]) / self.cfg["dense_std"][col]
             rs = np.nan_to_num(rs, nan=0.0).astype(np.float32)
+            tasks = self.cfg["tasks"]
             for t in self.cfg.get("retrieval_blend_tasks") or ("click", "like"):
-                if t in out:
-                    out[t] = out[t] + blend * rs
-        return out
+                if t in tasks:
+                    i = tasks.index(t)
+                    raw[i] = raw[i] + blend * rs
+        return raw
 
     def predict(self, cat: np.ndarray, dense: np.ndarray) -> dict[str, np.ndarray]:
         """``(B, 6)``, ``(B, 8)`` -> ``{task: (B,) float32}`` calibrated probabilities."""
         cal = self.cfg.get("calibration") or {}
-        return {
-            t: apply_calibration(v, cal.get(t)).astype(np.float32)
-            for t, v in self.logits(cat, dense).items()
-        }
+        tasks = self.cfg["tasks"]
+        probs = apply_calibration_rows(self._logit_rows(cat, dense), [cal.get(t) for t in tasks])
+        return dict(zip(tasks, probs.astype(np.float32), strict=True))
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

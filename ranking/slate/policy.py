@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.candidates import ScoredBatch
+from core.candidates import CandidateBatch, ScoredBatch
 from core.catalogue import Catalogue
 from core.components import SLATE_STEPS
 from core.config import SlateConfig
@@ -55,16 +55,19 @@ class SlatePolicy:
             for p in result.placed:
                 {"fixed": draft.fixed, "fill": draft.filled, "tail": draft.tail}[p.slot].append(p)
         entries = _assemble(draft)
+        # Each item's distinct sources in the order they answered, read from the slate's
+        # candidates as a batch (the one implementation: :meth:`CandidateBatch.sources_of`).
+        placed = CandidateBatch.of([p.candidate for p in entries])
         items = [
             SlateItem(
                 item_id=p.candidate.item_id,
                 rank=r,
                 score=float(p.candidate.utility),
-                sources=tuple(dict.fromkeys(s.source for s in p.candidate.provenance)),
+                sources=sources,
                 reasons=p.reasons,
                 propensity=p.propensity,
             )
-            for r, p in enumerate(entries)
+            for r, (p, sources) in enumerate(zip(entries, placed.sources_of(range(len(entries))), strict=True))
         ]
         return SlateOutcome(items=items, removed=removed)
 

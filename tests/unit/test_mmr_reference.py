@@ -127,10 +127,19 @@ def test_argbest_replays_the_tolerant_scan(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_mmr_picks_the_same_when_a_scan_runs_past_its_limit(seed: int, monkeypatch) -> None:
-    # A scan longer than SCAN_LIMIT positions evaluates every candidate at once instead.
-    monkeypatch.setattr(MmrDiversityStep, "SCAN_LIMIT", int(np.random.default_rng(seed).integers(1, 4)))
+def test_mmr_picks_the_same_when_limits_close_most_of_the_top(seed: int) -> None:
+    # Many candidates in few categories with low category limits and source quotas: most of
+    # the top of the utility order is closed after a few picks, and a source running out moves
+    # other categories' first open candidate on (the per-category pointers of the fast path).
     rng = np.random.default_rng(1000 + seed)
     for _ in range(25):
-        policy, scored, n = random_case(rng)
+        b, n_cats = int(rng.integers(50, 300)), int(rng.integers(1, 6))
+        cats = {f"i{i}": None if rng.random() < 0.05 else f"c{rng.integers(n_cats)}" for i in range(b)}
+        utilities = np.round(rng.random(b), int(rng.integers(1, 4)))
+        scored = [ScoredCandidate(item, (Candidate(item, str(rng.choice(SOURCES)), "v", 0.5, 0),), {}, float(u))
+                  for item, u in zip(cats, utilities, strict=True)]  # fmt: skip
+        policy = MmrDiversityStep(float(rng.choice([0.8, 0.5, 0.95])), category_of=cats.get,
+                                  max_per_category=int(rng.integers(1, 3)),
+                                  source_quotas={s: int(rng.integers(1, 4)) for s in SOURCES if rng.random() < 0.5})  # fmt: skip
+        n = int(rng.integers(5, 30))
         assert as_ids(policy.select(scored, n)) == as_ids(reference_select(policy, scored, n))

@@ -119,6 +119,22 @@ def test_exploration_propensities_without_replacement() -> None:
     assert len({c.item_id for c, _ in picks}) == 2
 
 
+def test_exploration_draws_replay_across_versions() -> None:
+    # Logged exploration decisions are replayed from the request id: the draws must be those of
+    # ``default_rng`` seeded with the id's hash, as every earlier version drew them.
+    import hashlib
+
+    import numpy as np
+
+    from ranking.slate import request_rng
+
+    for rid in ["r0", "req-7", "x" * 80, "é"]:
+        seed = int.from_bytes(hashlib.sha256(rid.encode()).digest()[:8], "big")
+        want = np.random.default_rng(seed)
+        got = request_rng(rid)
+        assert [int(got.integers(n)) for n in (50, 49, 3, 1000)] == [int(want.integers(n)) for n in (50, 49, 3, 1000)]
+
+
 def test_pinned_items_at_fixed_positions_only_when_eligible() -> None:
     pol = policy(
         diversity="none",

@@ -10,7 +10,10 @@ rank → slate, by :mod:`serving` itself (:func:`serving.assembly.build_tenant_s
 Ray Data (``map_batches`` over an actor pool, one actor per ``cpus_per_actor``, so the work
 spreads over the cluster's cores and nodes); inside an actor a batch of users runs stage by
 stage (:func:`serving.batch.recommend_many`: non-personal sources once, one two-tower pass,
-one ranker forward pass; a degraded user answered by the pipeline itself).
+one ranker forward pass; a degraded user answered by the pipeline itself). The driver reads
+the tenant's data once (:class:`TenantSnapshot`: event log, users table, item-to-item index)
+and shares it through the object store; an actor loads the models and folds each user's state
+when that user's batch comes (:class:`serving.batch_stages.BatchUserStates`).
 
 The slates (user, rank, item, score, reasons, sources; the surface's precomputed sources left
 out, so a batch never reads an older batch) are published as a ``batch_recs`` version:

@@ -10,7 +10,10 @@ rank → slate, by :mod:`serving` itself (:func:`serving.assembly.build_tenant_s
 Ray Data (``map_batches`` over an actor pool, one actor per ``cpus_per_actor``, so the work
 spreads over the cluster's cores and nodes); inside an actor a batch of users runs stage by
 stage (:func:`serving.batch.recommend_many`: non-personal sources once, one two-tower pass,
-one ranker forward pass; a degraded user answered by the pipeline itself).
+one ranker forward pass; a degraded user answered by the pipeline itself). The driver reads
+the tenant's data once (:class:`TenantSnapshot`: event log, users table, item-to-item index)
+and shares it through the object store; an actor loads the models and folds each user's state
+when that user's batch comes (:class:`serving.batch_stages.BatchUserStates`).
 
 The slates (user, rank, item, score, reasons, sources; the surface's precomputed sources left
 out, so a batch never reads an older batch) are published as a ``batch_recs`` version:
@@ -26,6 +29,7 @@ import asyncio
 import shutil
 import time
 from collections import Counter
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -75,14 +79,16 @@ def surfaces_to_score(platform: PlatformConfig, cfg: BatchScoreConfig) -> list[s
     return wanted
 
 
-def select_users(storage: common.JobStorage, cfg: BatchScoreConfig) -> list[str]:
-    """The users to score, sorted: the users table and every user in the event log, narrowed by
-    ``users_file``, ``segments`` and ``max_users``."""
+def select_users(storage: common.JobStorage, cfg: BatchScoreConfig, events: pa.Table | None = None) -> list[str]:
+    """The users to score, sorted: the users table and every user in the event log (``events``:
+    the tenant's log, already read), narrowed by ``users_file``, ``segments`` and ``max_users``."""
     from training.quality_checks import users_table
 
     users = users_table(storage.data, storage.tenant)
     ids = set(users["user_id"].to_pylist()) if users is not None else set()
-    ids |= set(pc.unique(storage.eventlog().read(storage.tenant, columns=["user_id"])["user_id"]).to_pylist())
+    if events is None:
+        events = storage.eventlog().read(storage.tenant, columns=["user_id"])
+    ids |= set(pc.unique(events["user_id"]).to_pylist())
     if cfg.users_file:
         listed = [line.strip() for line in Path(cfg.users_file).read_text().splitlines()]
         ids &= {u for u in listed if u and not u.startswith("#")}
@@ -95,16 +101,60 @@ def select_users(storage: common.JobStorage, cfg: BatchScoreConfig) -> list[str]
     return out[: cfg.max_users] if cfg.max_users else out
 
 
+@dataclass(frozen=True)
+class TenantSnapshot:
+    """What every scoring actor of one job reads from the tenant's data, read and built once
+    (by the driver) and shared through Ray's object store: the event log (an Arrow table: the
+    actors map it without a copy), the users table and the item-to-item co-occurrence index.
+    Each actor used to read the log, filter it and build the index itself before its first
+    micro-batch. Models stay out of it: each actor loads them from the registry."""
+
+    events: pa.Table | None
+    users: pa.Table | None
+    cooccurrence: Any = None
+
+    @classmethod
+    def load(cls, platform_config: str | None, tenant: str) -> TenantSnapshot:
+        """The tenant's events (its rows only, without the ``tenant_id`` column: every stage
+        filters on it when present), users table and, when a surface or experiment of the
+        tenant has an ``item_to_item`` source, the index as
+        :func:`serving.assembly.build_tenant_stages` builds it (version included: a slate
+        records it)."""
+        from core.eventlog import EventLog
+        from retrieval.cooccurrence import ItemToItemIndex
+        from training.quality_checks import users_table
+
+        platform = load_platform_config(platform_config)
+        storage = platform.resolved_storage()
+        events = EventLog(storage.events).read(tenant)
+        if "tenant_id" in events.column_names:
+            events = events.filter(pc.equal(events["tenant_id"], tenant)).drop_columns(["tenant_id"])
+        kinds = {s.kind for surf in platform.tenant(tenant).surfaces.values() for s in surf.sources}
+        kinds |= {s.kind for e in platform.experiments if e.tenant == tenant for v in e.variants
+                  for s in (v.overrides.sources or [])}  # fmt: skip
+        cooc = None
+        if "item_to_item" in kinds:
+            cooc = ItemToItemIndex.build(events, tenant_id=tenant, version=f"cooc:{events.num_rows}")
+        return cls(events, users_table(storage.data, tenant), cooc)
+
+
 class SlateScorer:
     """Ray Data callable class: one tenant's pipeline (models, catalogue, user state from the
-    event log), built once per actor; each call scores a batch of users on every surface."""
+    event log), built once per actor; each call scores a batch of users on every surface.
+    ``shared``: the job's :class:`TenantSnapshot` (or its object reference), else the actor
+    reads the tenant's data itself."""
 
     def __init__(self, tenant: str, platform_config: str | None, surfaces: list[str], k: int,
-                 versions: dict[str, str], now: float, max_batch: int = 512, threads: int = 1):  # fmt: skip
+                 versions: dict[str, str], now: float, max_batch: int = 512, threads: int = 1,
+                 shared: Any = None):  # fmt: skip
         import torch
 
         torch.set_num_threads(threads)  # the actor's CPUs: N actors on N cores, not N x all cores
-        self.stages = build_stages(tenant, platform_config, surfaces, versions, max_batch)
+        if shared is not None and not isinstance(shared, TenantSnapshot):
+            import ray
+
+            shared = ray.get(shared)
+        self.stages, self.user_states = job_stages(tenant, platform_config, surfaces, versions, max_batch, shared)
         freeze_heap()
         self.surfaces, self.k = surfaces, k
         self.tenant, self.now = tenant, datetime.fromtimestamp(now, UTC)
@@ -112,8 +162,18 @@ class SlateScorer:
         self.t0 = time.perf_counter()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        import gc
+
         users = batch["user_id"].to_pylist()
-        table = asyncio.run(score_users(self.stages, self.tenant, users, self.surfaces, self.k, self.now))
+        # No cyclic garbage collection inside a micro-batch: it allocates enough objects to run
+        # hundreds of collections, each walking everything the batch holds, and frees almost
+        # everything by reference counting at its end (5-10% of a home user's CPU on ``small``).
+        gc.disable()
+        try:
+            self.user_states.prepare(users)  # this batch's users' events, folded in one pass
+            table = asyncio.run(score_users(self.stages, self.tenant, users, self.surfaces, self.k, self.now))
+        finally:
+            gc.enable()
         self.scored += len(users)
         rate = self.scored / max(time.perf_counter() - self.t0, 1e-9)
         print(f"batch_score {self.tenant}: this actor scored {self.scored} users ({rate:.0f}/s)", flush=True)
@@ -133,25 +193,57 @@ def freeze_heap() -> None:
 
 
 def build_stages(tenant: str, platform_config: str | None, surfaces: list[str], versions: dict[str, str],
-                 max_batch: int = 512, batched: bool = True):  # fmt: skip
-    """The tenant's serving stages with batched model stages (:class:`serving.batching.BatchStages`);
-    ``batched=False``: the library's own two-tower source and ranker, as a request is served
-    one at a time (what the benchmark and the tests compare with)."""
+                 max_batch: int = 512, batched: bool = True, shared: TenantSnapshot | None = None):  # fmt: skip
+    """The tenant's serving stages with batched model stages (:class:`serving.batching.BatchStages`)
+    and user state folded per user on first use (:class:`serving.batch_stages.BatchUserStates`);
+    ``batched=False``: the library's own two-tower source, ranker and user-state store, as a
+    request is served one at a time (what the benchmark and the tests compare with).
+    ``shared``: the tenant's data already read (:class:`TenantSnapshot`)."""
+    if batched:
+        return job_stages(tenant, platform_config, surfaces, versions, max_batch, shared)[0]
+    return _stages(tenant, platform_config, surfaces, versions, max_batch, shared, batched=False)[0]
+
+
+def job_stages(tenant: str, platform_config: str | None, surfaces: list[str], versions: dict[str, str],
+               max_batch: int = 512, shared: TenantSnapshot | None = None):  # fmt: skip
+    """:func:`build_stages` (batched) and its :class:`serving.batch_stages.BatchUserStates`."""
+    return _stages(tenant, platform_config, surfaces, versions, max_batch, shared, batched=True)
+
+
+class _JobRemote:
+    """The batch path's :class:`serving.assembly.RemoteStages`: the batched model stages, and
+    the user states folded per user."""
+
+    def __init__(self, stages: Any, user_states: Any):
+        self.stages, self.user_states = stages, user_states
+
+    def source(self, cfg: Any, surface: str) -> Any:
+        return self.stages.source(cfg, surface)
+
+    def ranker(self, version: str | None) -> Any:
+        return self.stages.ranker(version)
+
+    def user_state(self) -> Any:
+        return self.user_states.get
+
+
+def _stages(tenant: str, platform_config: str | None, surfaces: list[str], versions: dict[str, str],
+            max_batch: int, shared: TenantSnapshot | None, batched: bool):  # fmt: skip
     from core.catalogue import Catalogue
-    from core.eventlog import EventLog
     from core.features import popularity_from_events
     from core.registry import Registry
     from serving.assembly import TenantData, TenantModels, build_tenant_stages
+    from serving.batch_stages import BatchUserStates
     from serving.batching import BatchStages
     from serving.fallback_list import load_fallback_list
     from serving.loaders import load_ranker, load_two_tower
-    from training.quality_checks import users_table
 
     platform = load_platform_config(platform_config)
     storage = platform.resolved_storage()
     registry = Registry(storage.registry)
     catalogue = Catalogue.load(storage.data, tenant)
-    events = EventLog(storage.events).read(tenant)
+    shared = shared or TenantSnapshot.load(platform_config, tenant)
+    events = shared.events
     two_tower = None
     if versions.get("two_tower") and versions.get("ann_index"):
         two_tower = load_two_tower(registry, tenant, (versions["two_tower"], versions["ann_index"]))
@@ -160,13 +252,15 @@ def build_stages(tenant: str, platform_config: str | None, surfaces: list[str], 
         loaded = {versions["two_tower"]: two_tower.model} if two_tower is not None else None
         rankers[versions["ranker"]] = load_ranker(registry, tenant, versions["ranker"], catalogue,
                                                   popularity_from_events(events), loaded_towers=loaded)  # fmt: skip
-    remote = BatchStages(two_tower, catalogue, rankers, max_batch) if batched else None
+    user_states = BatchUserStates(catalogue, tenant, events, shared.users) if batched else None
+    remote = _JobRemote(BatchStages(two_tower, catalogue, rankers, max_batch), user_states) if batched else None
     models = TenantModels(two_tower=two_tower, default_ranker=versions.get("ranker"), rankers={} if batched else rankers,
-                          fallback_list=load_fallback_list(registry, tenant))  # fmt: skip
+                          fallback_list=load_fallback_list(registry, tenant), cooccurrence=shared.cooccurrence)  # fmt: skip
     stages = build_tenant_stages(batch_platform(platform, tenant, surfaces), tenant,
-                                 TenantData(catalogue, events, users_table(storage.data, tenant)),
-                                 models, remote=remote)  # fmt: skip
-    return stages
+                                 TenantData(catalogue, events, shared.users), models, remote=remote)  # fmt: skip
+    if user_states is not None:  # live events reach these states too, as they reach the store
+        stages = replace(stages, observers=(user_states.observe, *stages.observers))
+    return stages, user_states
 
 
 async def score_users(stages, tenant: str, users: list[str], surfaces: list[str], k: int, now: datetime) -> pa.Table:
@@ -307,11 +401,17 @@ def main(argv=None) -> int:
     surfaces = surfaces_to_score(platform, cfg)
     registry = storage.registry()
     versions = production_versions(registry, cfg.tenant, cfg.alias)
-    users = select_users(storage, cfg)
-    if not users:
-        raise ValueError(f"batch_score: no users to score for tenant {cfg.tenant!r}")
     started = datetime.now(UTC)
     t0 = time.perf_counter()
+    # The tenant's data read once, here, and shared: the actors map the event log from the
+    # object store instead of each reading it, and fold only their own users' state.
+    snapshot = TenantSnapshot.load(cfg.platform_config, cfg.tenant)
+    users = select_users(storage, cfg, snapshot.events)
+    if not users:
+        raise ValueError(f"batch_score: no users to score for tenant {cfg.tenant!r}")
+    shared = ray.put(snapshot)
+    del snapshot
+    loaded = time.perf_counter() - t0
     # One block per micro-batch, and the slates collected here: the actors are the dataset's only
     # CPU work. (A repartition or write task needs a CPU too, and with one actor per core
     # (``concurrency`` = the cluster's CPUs) it never got one: the job hung.)
@@ -321,11 +421,20 @@ def main(argv=None) -> int:
         SlateScorer,
         fn_constructor_kwargs={"tenant": cfg.tenant, "platform_config": cfg.platform_config, "surfaces": surfaces,
                                "k": cfg.k, "versions": versions, "now": started.timestamp(),
-                               "max_batch": cfg.batch_size * len(surfaces), "threads": max(1, int(cfg.cpus_per_actor))},
+                               "max_batch": cfg.batch_size * len(surfaces), "threads": max(1, int(cfg.cpus_per_actor)),
+                               "shared": shared},
         batch_size=cfg.batch_size, batch_format="pyarrow", concurrency=cfg.concurrency, num_cpus=cfg.cpus_per_actor,
     )  # fmt: skip
-    parts = [b for b in scored.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
+    parts, arrivals = [], []  # arrivals: (seconds, user-slates) of each micro-batch's slates
+    for b in scored.iter_batches(batch_format="pyarrow", batch_size=None):
+        if b.num_rows:
+            parts.append(b)
+            arrivals.append((time.perf_counter() - t0, int(pc.sum(pc.equal(b["rank"], 0)).as_py() or 0)))
     seconds = time.perf_counter() - t0
+    # The steady rate: user-slates after the first micro-batch came back, over the time since
+    # (the start-up - reading the data, starting the actors, loading the models - left out).
+    steady = (sum(n for _, n in arrivals[1:]) / (seconds - arrivals[0][0])
+              if len(arrivals) > 1 and seconds > arrivals[0][0] else None)  # fmt: skip
     table = (pa.concat_tables([p.select(RECS_SCHEMA.names).cast(RECS_SCHEMA) for p in parts]) if parts
              else RECS_SCHEMA.empty_table())  # fmt: skip
     table = table.sort_by([("surface", "ascending"), ("user_id", "ascending"), ("rank", "ascending")])
@@ -338,7 +447,8 @@ def main(argv=None) -> int:
     platform_versions = {"config": platform.version, "config_fingerprint": platform.fingerprint()}
     manifest = registry.publish(
         "batch_recs", cfg.tenant, out, owner=common.owner(cfg), lineage=common.lineage(storage, versions),
-        metrics={**{k: v for k, v in stats.items() if not isinstance(v, dict)}, "seconds": seconds,
+        metrics={**{k: v for k, v in stats.items() if not isinstance(v, dict)}, "seconds": seconds, "load_seconds": loaded,
+                 "first_batch_seconds": arrivals[0][0] if arrivals else None, "steady_users_per_s": steady,
                  "users_per_s": len(users) * len(surfaces) / seconds, **{f"fallback:{k}": v for k, v in stats["fallbacks"].items()}},
         config={"surfaces": surfaces, "k": cfg.k, "expires_at": expires.isoformat(), "scored_at": started.isoformat(),
                 "versions": {**versions, **platform_versions}, "alias": cfg.alias, "job": cfg.model_dump(mode="json")},
@@ -353,7 +463,8 @@ def main(argv=None) -> int:
         ("ineligible items", stats["ineligible_items"]), ("fallbacks", stats["fallbacks"] or "none"),
         ("degraded", stats["degraded"] or "none"),
         *((f"version {k}", v) for k, v in versions.items()),
-        ("expires at", expires.isoformat(timespec="seconds")), ("seconds", seconds),
+        ("expires at", expires.isoformat(timespec="seconds")), ("seconds", seconds), ("of which reading the data", loaded),
+        ("first slates after (s)", arrivals[0][0] if arrivals else "-"), ("steady users/s", steady or "-"),
         ("users/s", len(users) * len(surfaces) / seconds), ("owner", manifest.owner.team),
     ])  # fmt: skip
     print(f"published batch_recs {cfg.tenant} {manifest.version}")

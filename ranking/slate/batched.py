@@ -137,7 +137,6 @@ def _diversity(step: MmrDiversityStep, b: _Batch) -> None:
         rows[u, : len(p)] = p.rows(cat)
     rows_o = np.take_along_axis(rows, order, axis=1)
     codes = np.where(rows_o >= 0, cat.category[np.maximum(rows_o, 0)], -1)
-    per_cat = np.zeros((n_users, len(cat.categories) + 1))
     cat_cap = np.inf if step.max_per_category is None else step.max_per_category
     quotas = list(step.source_quotas.items())
     if quotas:  # which quota each candidate's best source counts against (-1: none)
@@ -148,15 +147,59 @@ def _diversity(step: MmrDiversityStep, b: _Batch) -> None:
                                               np.int64, len(p))  # fmt: skip
         q_code = np.take_along_axis(q_code, order, axis=1)
         q_cap = np.array([float(n) for _, n in quotas] + [np.inf])  # index -1: no quota
-        per_src = np.zeros((n_users, len(quotas) + 1))
+    lam = step.lam
+    vals = lam * rel
+    similar_val = lam * rel - (1.0 - lam)
+    n_cat = len(cat.categories) + 1
+    src = (q_code, q_cap, len(quotas) + 1) if quotas else None
+    # The picks come from the first ``lead`` positions of each user's utility order: a value is
+    # ``lam·rel − (1 − lam)·sim ≤ lam·rel`` and ``rel`` does not grow along that order, so a pick
+    # whose value beats ``lam·rel`` at position ``lead`` by more than the tie margin is the pick
+    # over every position (as the per-user scan stops, ``MmrDiversityStep._select_by_category``).
+    # A user for whom one pick is not so certified is picked again over all positions.
+    lead = min(width, max(_LEAD, 4 * int(wants.max())))
+    picks, certified = _mmr_picks(vals, similar_val, valid, codes, n_cat, src, cat_cap, wants, lead)
+    redo = np.flatnonzero(~certified)
+    if len(redo):
+        sub = (q_code[redo], q_cap, len(quotas) + 1) if quotas else None
+        again, _ = _mmr_picks(vals[redo], similar_val[redo], valid[redo], codes[redo], n_cat, sub, cat_cap,
+                              wants[redo], width)  # fmt: skip
+        for j, u in enumerate(redo.tolist()):
+            picks[u] = again[j]
+    for u in range(n_users):
+        for p, skipped in picks[u]:
+            col = int(order[u, p])
+            reasons = (f"utility_rank:{p}", "mmr_diversity") if skipped else (f"utility_rank:{p}",)
+            b.filled[u].append((col, reasons, None))
+            b.alive[u, col] = False
+
+
+_LEAD = 64
+"""Positions the batched MMR first picks from (at least four per slate slot it fills)."""
+
+
+def _mmr_picks(vals: np.ndarray, similar_val: np.ndarray, valid: np.ndarray, codes: np.ndarray, n_cat: int,
+               src: tuple | None, cat_cap: float, wants: np.ndarray, lead: int) -> tuple[list, np.ndarray]:  # fmt: skip
+    """MMR's picks over the first ``lead`` positions of ``(U, width)`` columns in utility
+    order: per user ``(position, skipped_an_earlier_one)`` in pick order, and whether every
+    pick is the one over all ``width`` positions (the bound in :func:`_diversity`)."""
+    n_users, width = vals.shape
+    outside = np.full(n_users, -np.inf)  # the most any position from ``lead`` on can be worth
+    if lead < width:
+        outside = np.where(valid[:, lead], vals[:, lead], -np.inf)
+    vals, similar_val = vals[:, :lead].copy(), similar_val[:, :lead]
+    valid, codes = valid[:, :lead], codes[:, :lead]
+    certified = np.ones(n_users, dtype=bool)
+    per_cat = np.zeros((n_users, n_cat))
+    if src is not None:
+        q_code, q_cap, n_src = src
+        q_code = q_code[:, :lead]
+        per_src = np.zeros((n_users, n_src))
     # What the per-user step recomputes at every pick is kept up to date here instead, at each
     # pick for its user only: ``open_`` (still in the pool and neither its category nor its
     # source quota full: both only ever fill up) and ``vals``, each candidate's
     # ``lam * rel - (1 - lam) * max_sim`` (``max_sim`` is 0, then 1 once an item of its
     # category is placed: the same two expressions, so the same floats).
-    lam = step.lam
-    vals = lam * rel
-    similar_val = lam * rel - (1.0 - lam)
     remaining = valid.copy()
     active = wants > 0
     open_ = valid & active[:, None]
@@ -164,13 +207,16 @@ def _diversity(step: MmrDiversityStep, b: _Batch) -> None:
     while True:
         masked = np.where(open_, vals, -np.inf)
         best = masked.argmax(axis=1)
-        users = np.flatnonzero(active & open_[np.arange(n_users), best])
+        has = open_[np.arange(n_users), best]
+        certified &= ~(active & ~has & (outside > -np.inf))  # ran out here, not over all positions
+        users = np.flatnonzero(active & has)
         active[:] = False  # nothing left to pick: that user's ordering stops (as ``select``)
         if not len(users):
             break
         active[users] = True
         p_of = best[users]
         top = masked[users, p_of]
+        certified[users] &= top - 2 * _TIE > outside[users]
         near = (masked[users] >= (top - 2 * _TIE)[:, None]).sum(axis=1)
         for j in np.flatnonzero(near > 1).tolist():  # near-ties: the exact scan
             u = int(users[j])
@@ -191,7 +237,7 @@ def _diversity(step: MmrDiversityStep, b: _Batch) -> None:
         full = per_cat[users, c + 1] >= cat_cap
         if full.any():
             open_[users[full]] &= ~same[full]
-        if quotas:
+        if src is not None:
             q = q_code[users, p_of]
             per_src[users, q] += 1
             full = per_src[users, q] >= q_cap[q]
@@ -202,12 +248,7 @@ def _diversity(step: MmrDiversityStep, b: _Batch) -> None:
         done = np.array([len(picks[u]) for u in users.tolist()]) >= wants[users]
         open_[users[done]] = False
         active[users[done]] = False
-    for u in range(n_users):
-        for p, skipped in picks[u]:
-            col = int(order[u, p])
-            reasons = (f"utility_rank:{p}", "mmr_diversity") if skipped else (f"utility_rank:{p}",)
-            b.filled[u].append((col, reasons, None))
-            b.alive[u, col] = False
+    return picks, certified
 
 
 _RUN = {FrequencyCapStep: _frequency_cap, ExplorationStep: _exploration, MmrDiversityStep: _diversity}

@@ -326,6 +326,7 @@ def main(argv=None) -> int:
         },
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}),
         datasets={"train": train_splits["train"].randomize_block_order(seed=cfg.seed), "validation": train_splits["validation"]},
+        dataset_config=common.train_data_config(cfg.num_workers),
         run_config=RunConfig(
             name=name,
             storage_path=str(storage_dir),

@@ -253,6 +253,7 @@ def main(argv=None) -> int:
             resources_per_worker={**cfg.worker_resources, "CPU": cfg.cpus_per_worker},
         ),  # fmt: skip
         datasets={"train": train, "validation": validation},
+        dataset_config=common.train_data_config(cfg.num_workers),
         run_config=RunConfig(
             name=name,
             storage_path=str(storage_dir),

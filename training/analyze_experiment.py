@@ -195,8 +195,12 @@ def run(cfg: AnalyzeExperimentConfig, num_partitions: int) -> dict[str, Any]:
     # polars, which this project does not otherwise depend on.
     per_exposure = exposures.union(events).groupby("request_id", num_partitions=num_partitions) \
         .map_groups(attribute_outcomes, batch_format="pyarrow")  # fmt: skip
-    per_user = per_exposure.groupby(["arm", "user_id"]).sum(["exposure", "fallback", *OUTCOMES])
-    rows = per_user.map_batches(user_moments, batch_format="pyarrow").groupby("arm").sum(MOMENT_COLUMNS).take_all()
+    # Every shuffle gets the job's partitions: without them Ray Data cuts each aggregation into
+    # its default 200 (DataContext.default_hash_shuffle_parallelism), 200 reduce tasks for a
+    # few arms. The sums are of whole numbers, so any partitioning gives the same moments.
+    per_user = per_exposure.groupby(["arm", "user_id"], num_partitions=num_partitions).sum(["exposure", "fallback", *OUTCOMES])
+    rows = per_user.map_batches(user_moments, batch_format="pyarrow").groupby("arm", num_partitions=1) \
+        .sum(MOMENT_COLUMNS).take_all()  # fmt: skip
     moments, counts = arm_moments(rows)
     report = analyze(moments, counts, plan_of(exp), cfg.confidence, cfg.srm_alpha)
     return {"experiment": exp.id, "tenant": exp.tenant, "hypothesis": exp.hypothesis,

@@ -62,6 +62,16 @@ def reproducible_data_order() -> None:
     ray.data.DataContext.get_current().execution_options.preserve_order = True
 
 
+def train_data_config(num_workers: int):
+    """How Ray Train hands a job's datasets to its workers. Several workers: each dataset is
+    split among them (``streaming_split``, a SplitCoordinator actor per dataset). One worker
+    (the configs' default): it iterates each whole dataset itself, the same rows in the same
+    order, without the two coordinator actors (processes) a job would otherwise start."""
+    from ray.train import DataConfig
+
+    return DataConfig(datasets_to_split="all" if num_workers > 1 else [])
+
+
 class JobStorage:
     """Resolved storage roots for one job (named apart from :class:`core.storage.Storage`,
     the filesystem wrapper)."""

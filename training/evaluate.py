@@ -13,7 +13,9 @@ process, :mod:`training.evaluate_pipeline`) whose final top-10 slate is scored t
 
 from __future__ import annotations
 
+import functools
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -33,12 +35,28 @@ QUERY_COLUMNS = ["user", "history", "surface", "hour"]
 
 
 def load_split(ex_dir) -> dict[str, np.ndarray]:
-    """Evaluation reads the (small) example columns it needs on the driver."""
+    """Evaluation reads the (small) example columns it needs on the driver.
+
+    Once per process and examples directory (they are immutable once complete, see
+    :mod:`training.examples`): the launch review replays the pipeline for the candidate and for
+    production (and the two-tower without the candidate ranker) on the same rows, so the same
+    users, without another Ray Data pass each. The arrays are read-only: callers share them."""
+    from training.examples import DONE
+
+    done = Path(ex_dir) / DONE
+    return dict(_read_split(str(ex_dir), done.stat().st_mtime_ns if done.exists() else None))
+
+
+@functools.lru_cache(maxsize=1)
+def _read_split(ex_dir: str, _complete_at: int | None) -> dict[str, np.ndarray]:
     import ray.data
 
-    ds = ray.data.read_parquet(str(ex_dir)).select_columns(["user_id", "item", "split", "ts", *QUERY_COLUMNS])
+    ds = ray.data.read_parquet(ex_dir).select_columns(["user_id", "item", "split", "ts", *QUERY_COLUMNS])
     parts = list(ds.iter_batches(batch_format="numpy", batch_size=None))
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    for array in data.values():
+        array.flags.writeable = False
+    return data
 
 
 def top_k_excluding(scores: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:

@@ -46,9 +46,11 @@ POPULARITY_COL = DENSE_FEATURES.index("log_popularity")
 
 def build_examples(storage, cfg: RankerTrainConfig, tt_dir: Path | None, tt_version: str | None) -> Path | None:
     """The ranker's example directory, or None when there is nothing to learn from (no logged
-    impressions and no two-tower to draw candidates with)."""
-    import ray.data
+    impressions and no two-tower to draw candidates with).
 
+    Written without a ``split``: :func:`select_rows` assigns it by time over the rows the
+    ranker learns from (a split over all examples would be overwritten there, and cost a read
+    and a rewrite of every example)."""
     sampling = tt_dir is not None and cfg.negatives > 0
     extra = (tt_version or "no-retrieval") + (f"-n{cfg.negatives}-k{cfg.negatives_top_k}" if sampling else "")
     out = examples_dir(storage, "ranker", extra)
@@ -56,8 +58,6 @@ def build_examples(storage, cfg: RankerTrainConfig, tt_dir: Path | None, tt_vers
         return out
     shutil.rmtree(out, ignore_errors=True)
     catalogue = storage.catalogue()
-    staged = out.with_name(out.name + ".staged")
-    shutil.rmtree(staged, ignore_errors=True)
     events = storage.eventlog().ray_dataset(cfg.tenant)
     sampler = None
     if tt_dir is not None:
@@ -67,15 +67,10 @@ def build_examples(storage, cfg: RankerTrainConfig, tt_dir: Path | None, tt_vers
         sampler = CandidateSampler(similarity, timeline, negatives=cfg.negatives if sampling else 0, top_k=cfg.negatives_top_k)
     ranker_dataset(events, catalogue, cfg.num_partitions, sampler).drop_columns(
         ["user", "history", "surface", "hour"]
-    ).write_parquet(str(staged))
-    if not any(staged.glob("*.parquet")):
-        shutil.rmtree(staged, ignore_errors=True)
+    ).write_parquet(str(out))
+    if not any(out.glob("*.parquet")):
+        shutil.rmtree(out, ignore_errors=True)
         return None
-    ds = ray.data.read_parquet(str(staged))
-    ts = np.concatenate([b["ts"] for b in ds.select_columns(["ts"]).iter_batches(batch_format="numpy", batch_size=None)])
-    val_start, hold_start = time_split_bounds(ts, cfg.holdout_fraction, cfg.validation_fraction)
-    ds.map_batches(assign_time_split, fn_kwargs={"val_start": val_start, "hold_start": hold_start}, batch_size=4096).write_parquet(str(out))
-    shutil.rmtree(staged, ignore_errors=True)
     (out / DONE).touch()
     return out
 
@@ -96,13 +91,14 @@ def select_rows(ds, cfg: RankerTrainConfig, has_two_tower: bool):
     rows = cfg.rows if has_two_tower else "all"
     if rows == "retrieval_heldout":
         ds = ds.map_batches(_keep_rows, fn_kwargs={"column": "retrieval_heldout", "values": [True]}, batch_size=65536)
-    kinds = {b: int(n) for b, n in _kind_counts(ds).items()}
+    ts_by_kind = _ts_by_kind(ds)  # one pass: the kinds present, and the times the split is cut on
+    kinds = {k: len(t) for k, t in ts_by_kind.items()}
     wanted = cfg.kinds
     if wanted == "auto":
         wanted = "impressions" if kinds.get("impression") else "engagements"
     keep = {"impressions": ["impression"], "engagements": ["engagement"], "both": ["impression", "engagement"]}[wanted]
     ds = ds.map_batches(_keep_rows, fn_kwargs={"column": "kind", "values": keep}, batch_size=65536)
-    ts = np.concatenate([b["ts"] for b in ds.select_columns(["ts"]).iter_batches(batch_format="numpy", batch_size=None)] or [np.zeros(0)])
+    ts = np.concatenate([ts_by_kind[k] for k in keep if k in ts_by_kind] or [np.zeros(0)])
     val_start, hold_start = time_split_bounds(ts, cfg.holdout_fraction, cfg.validation_fraction)
     ds = ds.map_batches(assign_time_split, fn_kwargs={"val_start": val_start, "hold_start": hold_start}, batch_size=4096)
     ds = ds.map_batches(_with_group, batch_size=4096)
@@ -182,12 +178,14 @@ def _keep_rows(batch: dict, column: str, values: list) -> dict:
     return {k: v[mask] for k, v in batch.items()}
 
 
-def _kind_counts(ds) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for b in ds.select_columns(["kind"]).iter_batches(batch_format="numpy", batch_size=None):
-        for k, n in zip(*np.unique(b["kind"].astype(str), return_counts=True), strict=True):
-            out[str(k)] = out.get(str(k), 0) + int(n)
-    return out
+def _ts_by_kind(ds) -> dict[str, np.ndarray]:
+    """Row kind -> the ``ts`` of its rows (8 bytes a row reach the driver)."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for b in ds.select_columns(["kind", "ts"]).iter_batches(batch_format="numpy", batch_size=None):
+        kind = b["kind"].astype(str)
+        for k in np.unique(kind):
+            parts.setdefault(str(k), []).append(np.asarray(b["ts"][kind == k], dtype=np.float64))
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def train_loop(config: dict) -> None:
@@ -328,6 +326,7 @@ def main(argv=None) -> int:
         },
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}),
         datasets={"train": train_splits["train"].randomize_block_order(seed=cfg.seed), "validation": train_splits["validation"]},
+        dataset_config=common.train_data_config(cfg.num_workers),
         run_config=RunConfig(
             name=name,
             storage_path=str(storage_dir),

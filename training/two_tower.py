@@ -167,6 +167,15 @@ def _select_checkpoint(kept: list, ex_dir: Path, catalogue, cfg: TwoTowerTrainCo
     return best
 
 
+def _train_items(ex_dir: Path) -> np.ndarray:
+    """The ``item`` column of the examples' train split, ``(n_train,)`` int64."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(str(ex_dir), format="parquet").to_table(columns=["item"], filter=pc.field("split") == "train")
+    return table["item"].to_numpy().astype(np.int64)
+
+
 def run_name(storage_dir: Path, tenant: str, resume: bool) -> str:
     prefix = f"two_tower-{tenant}-"
     runs = sorted(p.name for p in storage_dir.glob(prefix + "*")) if storage_dir.exists() else []
@@ -195,11 +204,9 @@ def main(argv=None) -> int:
     # Parquet files by every epoch's monitor (about 10 s an epoch on `small`, 2 cores).
     validation = examples.filter(expr="split == 'validation'").select_columns(TENSOR_COLUMNS).materialize()
     # One int64 column of the train split (8 bytes an example) is cheaper than a groupby
-    # shuffle over 200 partitions.
-    train_items = np.concatenate(
-        [np.zeros(0, np.int64)]
-        + [b["item"] for b in train.select_columns(["item"]).iter_batches(batch_format="numpy", batch_size=None)]
-    ).astype(np.int64)
+    # shuffle over 200 partitions; read here, on the driver that counts it (the examples are in
+    # this job's work dir), it costs no Ray Data pass either. Only its counts matter (log-Q).
+    train_items = _train_items(ex_dir)
     n_items = len(catalogue)
     n_train = int(len(train_items))
     model_cfg = {
@@ -246,6 +253,7 @@ def main(argv=None) -> int:
             resources_per_worker={**cfg.worker_resources, "CPU": cfg.cpus_per_worker},
         ),  # fmt: skip
         datasets={"train": train, "validation": validation},
+        dataset_config=common.train_data_config(cfg.num_workers),
         run_config=RunConfig(
             name=name,
             storage_path=str(storage_dir),

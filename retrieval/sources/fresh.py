@@ -18,7 +18,7 @@ class FreshSourceConfig(SourceSpec):
     max_age_hours: float = Field(72.0, gt=0)
 
 
-@SOURCES.register("fresh", FreshSourceConfig, personalised=False)
+@SOURCES.register("fresh", FreshSourceConfig, personalised=False, inline=True)
 class FreshSource:
     """Items created within ``max_age_hours`` before ``query.now`` and available then, newest
     first; score = ``1 - age / max_age`` in ``(0, 1]``."""

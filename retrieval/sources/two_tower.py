@@ -20,7 +20,7 @@ class TwoTowerSourceConfig(SourceSpec):
     pass
 
 
-@SOURCES.register("two_tower", TwoTowerSourceConfig, personalised=True)
+@SOURCES.register("two_tower", TwoTowerSourceConfig, personalised=True, inline=True)
 class TwoTowerSource:
     kind = "two_tower"
 

@@ -32,7 +32,7 @@ class SourceColumns(Sequence[Candidate]):
     float64), ``ranks`` (``(n,)`` int64, ``0..n-1`` unless sliced from a longer answer), the
     one ``source`` and ``version``, and per-item ``diagnostics`` (``None``: none)."""
 
-    __slots__ = ("item_ids", "scores", "ranks", "source", "version", "diagnostics")
+    __slots__ = ("item_ids", "scores", "ranks", "source", "version", "diagnostics", "rows", "catalogue")
 
     def __init__(
         self,
@@ -42,7 +42,13 @@ class SourceColumns(Sequence[Candidate]):
         scores: Any,
         diagnostics: Sequence[Mapping[str, Any]] | None = None,
         ranks: np.ndarray | None = None,
+        *,
+        rows: np.ndarray | None = None,
+        catalogue: Any = None,
     ):
+        """``rows``: the items' ``(n,)`` int64 rows in ``catalogue`` (``-1``: not in it),
+        when the source found them by row (an index search, a catalogue scan): the merge
+        carries them to the rules and the ranker instead of looking every id up again."""
         self.item_ids = list(item_ids)
         self.scores = np.asarray(scores, dtype=np.float64)
         n = len(self.item_ids)
@@ -54,6 +60,10 @@ class SourceColumns(Sequence[Candidate]):
         self.source = source
         self.version = version
         self.diagnostics = None if diagnostics is None else list(diagnostics)
+        if rows is not None and (catalogue is None or len(rows) != n):
+            raise ValueError(f"{source}: rows need their catalogue and one row per item")
+        self.rows = rows
+        self.catalogue = catalogue if rows is not None else None
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -62,7 +72,8 @@ class SourceColumns(Sequence[Candidate]):
         if isinstance(i, slice):
             d = self.diagnostics
             return SourceColumns(self.source, self.version, self.item_ids[i], self.scores[i],
-                                 None if d is None else d[i], self.ranks[i])  # fmt: skip
+                                 None if d is None else d[i], self.ranks[i],
+                                 rows=None if self.rows is None else self.rows[i], catalogue=self.catalogue)  # fmt: skip
         d = _NO_DIAGNOSTICS if self.diagnostics is None else (self.diagnostics[i] or _NO_DIAGNOSTICS)
         return Candidate(self.item_ids[i], self.source, self.version, float(self.scores[i]),
                          int(self.ranks[i]), d)  # fmt: skip

@@ -62,4 +62,5 @@ class FreshSource:
         ages = now - self.catalogue.created_at[window]
         return result_from_columns(self.name, self.version,
                                    self.catalogue.item_ids[window].tolist(),
-                                   (1.0 - ages / self.max_age_s).tolist())  # fmt: skip
+                                   (1.0 - ages / self.max_age_s).tolist(),
+                                   rows=window.astype(np.int64, copy=False), catalogue=self.catalogue)  # fmt: skip

@@ -124,7 +124,7 @@ class Provenance:
     narrowing of it share one (see :class:`core.candidates.CandidateBatch`)."""
 
     __slots__ = ("row", "source", "version", "score", "rank", "diagnostics", "n_rows",
-                 "_by_row", "_starts", "_source_arr", "_start_arr", "_best", "_retrieval")  # fmt: skip
+                 "_by_row", "_starts", "_source_arr", "_best", "_retrieval")  # fmt: skip
 
     def __init__(self, n_rows: int, row: np.ndarray, source: list[str], version: list[str],
                  score: np.ndarray, rank: np.ndarray, diagnostics: list | None = None):  # fmt: skip
@@ -136,9 +136,8 @@ class Provenance:
         self.rank = rank
         self.diagnostics = diagnostics
         self._by_row: np.ndarray | None = None
-        self._starts: list[int] | None = None
+        self._starts: np.ndarray | None = None  # (n_rows + 1,) where each row's pairs start in by_row
         self._source_arr: np.ndarray | None = None
-        self._start_arr: np.ndarray | None = None
         self._best: list[str] | None = None
         self._retrieval: dict[str, np.ndarray] = {}
 
@@ -162,8 +161,9 @@ class Provenance:
         """``(P,)`` pair positions ordered by row, then in the order the sources answered."""
         if self._by_row is None:
             self._by_row = np.argsort(self.row, kind="stable")
-            counts = np.bincount(self.row, minlength=self.n_rows)
-            self._starts = [0, *np.cumsum(counts).tolist()]
+            starts = np.zeros(self.n_rows + 1, dtype=np.int64)
+            np.cumsum(np.bincount(self.row, minlength=self.n_rows), out=starts[1:])
+            self._starts = starts
         return self._by_row
 
     def source_array(self) -> np.ndarray:
@@ -174,10 +174,10 @@ class Provenance:
     def rows_of(self, item_ids: list[str], rows: list[int]) -> list[tuple[Candidate, ...]]:
         """The provenance tuples of ``rows`` (rows of this pair table, items ``item_ids``)."""
         order = self.by_row()
-        starts = self._starts
         diag = self.diagnostics
         src, ver = self.source, self.version
         few = len(rows) < 8  # a row or a slate's few: no pass over every pair's columns
+        starts = self._starts if few else self._starts.tolist()  # type: ignore[union-attr]
         score = self.score if few else self.score.tolist()
         rank = self.rank if few else self.rank.tolist()
         by_row = order if few else order.tolist()
@@ -231,9 +231,8 @@ class Provenance:
         """The pairs of ``rows`` (in that order; each row's in the order answered) as
         positions into the pair columns, and how many pairs each row has."""
         order = self.by_row()
-        if self._start_arr is None:
-            self._start_arr = np.asarray(self._starts, dtype=np.int64)
-        lo, n = self._start_arr[rows], self._start_arr[rows + 1] - self._start_arr[rows]
+        starts = self._starts
+        lo, n = starts[rows], starts[rows + 1] - starts[rows]  # type: ignore[index]
         total = int(n.sum())
         return order[np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(total)], n
 

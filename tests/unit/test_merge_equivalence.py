@@ -13,6 +13,7 @@ source, the record's provenance table) are those of the same batch built from ro
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -30,9 +31,11 @@ from core.contracts import (
     SourceResult,
     decision_json,
 )
+from core.provenance import SourceColumns
 from retrieval.sources.base import make_result
 from serving.merge import merge
 from serving.record import candidate_table
+from tests.unit.serving_fixtures import catalogue
 
 
 def reference_merge(results, extra=()):
@@ -70,6 +73,16 @@ def _answer(rng: random.Random, name: str, pool: int, n: int) -> SourceResult:
                                           for r, (i, sc) in enumerate(zip(items, scores, strict=True))))  # fmt: skip
 
 
+def _with_rows(res: SourceResult, cat) -> SourceResult:
+    """``res`` answered as columns with its items' rows in ``cat`` (as the two-tower and the
+    fresh sources answer)."""
+    c = res.candidates
+    cols = SourceColumns(res.source, res.version, [x.item_id for x in c], [x.score for x in c],
+                         getattr(c, "diagnostics", None), rows=cat.index_of([x.item_id for x in c]),
+                         catalogue=cat)  # fmt: skip
+    return replace(res, candidates=cols)
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_merge_matches_the_reference(seed: int) -> None:
     rng = random.Random(seed)
@@ -81,6 +94,13 @@ def test_merge_matches_the_reference(seed: int) -> None:
             for p in rng.sample(range(10), rng.randint(0, 3))]  # fmt: skip
     got, want = merge(results, pins), reference_merge(results, pins)
     assert got == want
+    # Sources that carry their items' catalogue rows (the merge then de-duplicates by row,
+    # ids outside the catalogue by id): the same batch, its rows those of its ids.
+    cat = catalogue([{"item_id": f"i{k}"} for k in range(max(1, pool * 4 // 5))])
+    carried = [_with_rows(r, cat) if rng.random() < 0.7 else r for r in results]
+    by_row = merge(carried, pins)
+    assert by_row == want and by_row.provenance_columns() == _pair_columns(want)
+    assert by_row.rows(cat).tolist() == cat.index_of([c.item_id for c in want]).tolist()
     rows = CandidateBatch([c.item_id for c in want], [c.provenance for c in want])
     assert got.best_sources() == rows.best_sources() == [c.best.source for c in want]
     np.testing.assert_array_equal(got.retrieval_scores(), rows.retrieval_scores())

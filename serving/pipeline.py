@@ -243,18 +243,17 @@ class RecommendationPipeline:
         async def attempt(stage: SourceStage) -> _Answer:
             t0 = time.perf_counter()
             try:
-                res = await self._call_source(stage, query, state)
+                return answer(stage, await self._call_source(stage, query, state), t0)
             except Exception as exc:  # a source's failure is its own, never the request's
                 return failed(stage, exc, t0)
-            return answer(stage, res, t0)
 
         async def resume(stage: SourceStage, rest: _Resumed, t0: float) -> _Answer:
             try:
                 async with asyncio.timeout(stage.config.timeout_ms / 1000.0):
                     res = await rest
+                return answer(stage, res, t0)
             except Exception as exc:
                 return failed(stage, exc, t0)
-            return answer(stage, res, t0)
 
         def start(stage: SourceStage) -> _Answer | Awaitable[_Answer]:
             """The stage's answer, or an awaitable of it. A library source (``inline``) runs
@@ -268,9 +267,10 @@ class RecommendationPipeline:
                 coro = stage.source.retrieve(query, state, stage.config.quota)
                 if not inspect.iscoroutine(coro):
                     return answer(stage, coro, t0)
-                step = coro.send(None)
-            except StopIteration as done:
-                return answer(stage, done.value, t0)
+                try:
+                    step = coro.send(None)
+                except StopIteration as done:
+                    return answer(stage, done.value, t0)
             except Exception as exc:
                 return failed(stage, exc, t0)
             return resume(stage, _Resumed(coro, step), t0)  # it did suspend: the rest in a task

@@ -159,6 +159,14 @@ class CandidateBatch(Sequence[MergedCandidate]):
         ranks, ``float`` scores, ``str`` sources and versions (the merge's pair columns)."""
         return self._pairs is not None
 
+    def positions_in(self, merged: CandidateBatch) -> np.ndarray | None:
+        """``(B,)`` int64: where each of these candidates is in ``merged``, when ``merged`` is
+        the whole batch of the merge these were narrowed from (the pairs' every row, in
+        order); else ``None`` (look the ids up)."""
+        if self._pairs is None or merged._pairs is not self._pairs or merged._pair_rows is not None:
+            return None
+        return np.arange(len(self.item_ids)) if self._pair_rows is None else self._pair_rows
+
     def provenance_columns(self) -> tuple[list[int], list[str], list[str], list[float], list[int]]:
         """One row per (candidate, source) pair, by candidate then in the order the sources
         answered: ``(candidate row, source, version, score, rank)`` (the decision record's
@@ -330,6 +338,11 @@ class ScoredBatch(Sequence[ScoredCandidate]):
 
     def best_sources(self) -> list[str]:
         return self._gather("best", self._base.candidates.best_sources())
+
+    def positions_in(self, merged: CandidateBatch) -> np.ndarray | None:
+        """:meth:`CandidateBatch.positions_in` of this batch's candidates."""
+        at = self._base.candidates.positions_in(merged)
+        return at if at is None or self._index is None else at[self._index]
 
     def task_scores(self, i: int) -> dict[str, float]:
         base = self._base

@@ -65,6 +65,10 @@ class Catalogue:
         return np.fromiter(map(self._index.get, item_ids, repeat(-1)), dtype=np.int64,
                            count=len(item_ids))  # fmt: skip
 
+    def row_of(self, item_id: str) -> int:
+        """One item's row (:meth:`index_of` of one id without the array): -1 if unknown."""
+        return self._index.get(item_id, -1)
+
     def category_of(self, item_id: str) -> str | None:
         i = self._index.get(item_id)
         return None if i is None else self.categories[self.category[i]]

@@ -44,7 +44,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from core.contracts import DecisionRecord
+from core.contracts import DecisionRecord, decision_json
 from core.lru import SizedLRU
 from core.rate_limit import TenantRateLimiter
 from core.storage import Storage
@@ -120,9 +120,10 @@ class DecisionLogWriter:
         self.batch_rows = batch_rows
         self.flush_interval_s = flush_interval_s
         self.lookback_days = lookback_days
-        # Queued and remembered records are kept as (tenant, date, JSON line): strings are not
-        # tracked by the garbage collector, while a record is hundreds of nested objects.
-        self._queue: queue.Queue[tuple[str, str, int, str]] = queue.Queue(maxsize=queue_size)
+        # Queued and remembered records are kept as (tenant, date, JSON bytes): bytes are not
+        # tracked by the garbage collector, while a record is hundreds of nested objects; and
+        # they are what arrives, what is written and what is parsed back (never re-encoded).
+        self._queue: queue.Queue[tuple[str, str, int, bytes]] = queue.Queue(maxsize=queue_size)
         self._recent = SizedLRU(lru_size, lru_bytes)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -139,16 +140,16 @@ class DecisionLogWriter:
 
     def submit(self, record: DecisionRecord, raw: str | bytes | None = None) -> bool:
         """Queue ``record`` for writing and remember it; False if it was dropped (queue full).
-        ``raw``: the record's JSON (``model_dump_json``) when the caller already has it."""
+        ``raw``: the record's JSON (:func:`core.contracts.decision_json`) when the caller already has it."""
         if raw is None:
-            raw = record.model_dump_json()
+            raw = decision_json(record).encode()
         return self.submit_raw(record.tenant_id, record.request_id, record.at, raw)
 
     def submit_raw(self, tenant_id: str, request_id: str, at: datetime, raw: str | bytes) -> bool:
         """:meth:`submit` for a record already serialised (and validated) by its producer:
         ``raw`` is its ``model_dump_json``; it is stored as is, never parsed here."""
-        if isinstance(raw, bytes):
-            raw = raw.decode()
+        if isinstance(raw, str):
+            raw = raw.encode()
         at_ms = int(at.timestamp() * 1000)
         ms = request_id_ms(request_id)
         if ms is None or abs(ms - at_ms) > _DAY_MS:  # no (credible) time: file it by ``at``
@@ -224,8 +225,8 @@ class DecisionLogWriter:
                     break
             self._write(batch)
 
-    def _write(self, batch: list[tuple[str, str, int, str]]) -> None:
-        groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    def _write(self, batch: list[tuple[str, str, int, bytes]]) -> None:
+        groups: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
         for tenant, date, ms, raw in batch:
             groups.setdefault((tenant, date), []).append((ms, raw))
         written = 0
@@ -235,7 +236,7 @@ class DecisionLogWriter:
                 name = f"part-{lo:012x}-{hi:012x}-{uuid.uuid4().hex[:8]}.jsonl"
                 path = self.store.path(f"tenant_id={tenant}", f"date={date}", name)
                 try:
-                    data = "".join(raw + "\n" for _, raw in chunk).encode()
+                    data = b"\n".join([raw for _, raw in chunk] + [b""])  # one line each
                     self.store.write_atomic(path, data)
                     written += len(chunk)
                 except Exception:  # the log is best effort; serving must not notice
@@ -248,10 +249,10 @@ class DecisionLogWriter:
             self._pending -= len(batch)
             self._idle.notify_all()
 
-    def _chunks(self, records: list[tuple[int, str]]) -> list[list[tuple[int, str]]]:
+    def _chunks(self, records: list[tuple[int, bytes]]) -> list[list[tuple[int, bytes]]]:
         """Consecutive runs of ``records`` of at most ``max_file_bytes`` (one record alone may
         exceed it): what one lookup reads stays small however large a batch is."""
-        chunks: list[list[tuple[int, str]]] = [[]]
+        chunks: list[list[tuple[int, bytes]]] = [[]]
         size = 0
         for ms, raw in records:
             if chunks[-1] and size + len(raw) + 1 > self.max_file_bytes:

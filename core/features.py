@@ -189,7 +189,7 @@ class PopularityCounter:
         else:  # late event: decay it to the stored reference time instead
             self._value[item_id] += weight * math.exp(-self.rate * (prev_at - ts))
         for catalogue, value, at in self._by_row:
-            row = catalogue.index_of([item_id])[0]
+            row = catalogue.row_of(item_id)  # a dict read: this runs per live event
             if row >= 0:
                 value[row], at[row] = self._value[item_id], self._at[item_id]
 

@@ -32,7 +32,7 @@ class SourceColumns(Sequence[Candidate]):
     float64), ``ranks`` (``(n,)`` int64, ``0..n-1`` unless sliced from a longer answer), the
     one ``source`` and ``version``, and per-item ``diagnostics`` (``None``: none)."""
 
-    __slots__ = ("item_ids", "scores", "ranks", "source", "version", "diagnostics")
+    __slots__ = ("item_ids", "scores", "ranks", "source", "version", "diagnostics", "rows", "catalogue")
 
     def __init__(
         self,
@@ -42,7 +42,13 @@ class SourceColumns(Sequence[Candidate]):
         scores: Any,
         diagnostics: Sequence[Mapping[str, Any]] | None = None,
         ranks: np.ndarray | None = None,
+        *,
+        rows: np.ndarray | None = None,
+        catalogue: Any = None,
     ):
+        """``rows``: the items' ``(n,)`` int64 rows in ``catalogue`` (``-1``: not in it),
+        when the source found them by row (an index search, a catalogue scan): the merge
+        carries them to the rules and the ranker instead of looking every id up again."""
         self.item_ids = list(item_ids)
         self.scores = np.asarray(scores, dtype=np.float64)
         n = len(self.item_ids)
@@ -54,6 +60,10 @@ class SourceColumns(Sequence[Candidate]):
         self.source = source
         self.version = version
         self.diagnostics = None if diagnostics is None else list(diagnostics)
+        if rows is not None and (catalogue is None or len(rows) != n):
+            raise ValueError(f"{source}: rows need their catalogue and one row per item")
+        self.rows = rows
+        self.catalogue = catalogue if rows is not None else None
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -62,7 +72,8 @@ class SourceColumns(Sequence[Candidate]):
         if isinstance(i, slice):
             d = self.diagnostics
             return SourceColumns(self.source, self.version, self.item_ids[i], self.scores[i],
-                                 None if d is None else d[i], self.ranks[i])  # fmt: skip
+                                 None if d is None else d[i], self.ranks[i],
+                                 rows=None if self.rows is None else self.rows[i], catalogue=self.catalogue)  # fmt: skip
         d = _NO_DIAGNOSTICS if self.diagnostics is None else (self.diagnostics[i] or _NO_DIAGNOSTICS)
         return Candidate(self.item_ids[i], self.source, self.version, float(self.scores[i]),
                          int(self.ranks[i]), d)  # fmt: skip
@@ -113,7 +124,7 @@ class Provenance:
     narrowing of it share one (see :class:`core.candidates.CandidateBatch`)."""
 
     __slots__ = ("row", "source", "version", "score", "rank", "diagnostics", "n_rows",
-                 "_by_row", "_starts", "_source_arr", "_start_arr", "_best", "_retrieval")  # fmt: skip
+                 "_by_row", "_starts", "_source_arr", "_best", "_retrieval")  # fmt: skip
 
     def __init__(self, n_rows: int, row: np.ndarray, source: list[str], version: list[str],
                  score: np.ndarray, rank: np.ndarray, diagnostics: list | None = None):  # fmt: skip
@@ -125,9 +136,8 @@ class Provenance:
         self.rank = rank
         self.diagnostics = diagnostics
         self._by_row: np.ndarray | None = None
-        self._starts: list[int] | None = None
+        self._starts: np.ndarray | None = None  # (n_rows + 1,) where each row's pairs start in by_row
         self._source_arr: np.ndarray | None = None
-        self._start_arr: np.ndarray | None = None
         self._best: list[str] | None = None
         self._retrieval: dict[str, np.ndarray] = {}
 
@@ -151,8 +161,9 @@ class Provenance:
         """``(P,)`` pair positions ordered by row, then in the order the sources answered."""
         if self._by_row is None:
             self._by_row = np.argsort(self.row, kind="stable")
-            counts = np.bincount(self.row, minlength=self.n_rows)
-            self._starts = [0, *np.cumsum(counts).tolist()]
+            starts = np.zeros(self.n_rows + 1, dtype=np.int64)
+            np.cumsum(np.bincount(self.row, minlength=self.n_rows), out=starts[1:])
+            self._starts = starts
         return self._by_row
 
     def source_array(self) -> np.ndarray:
@@ -163,10 +174,10 @@ class Provenance:
     def rows_of(self, item_ids: list[str], rows: list[int]) -> list[tuple[Candidate, ...]]:
         """The provenance tuples of ``rows`` (rows of this pair table, items ``item_ids``)."""
         order = self.by_row()
-        starts = self._starts
         diag = self.diagnostics
         src, ver = self.source, self.version
         few = len(rows) < 8  # a row or a slate's few: no pass over every pair's columns
+        starts = self._starts if few else self._starts.tolist()  # type: ignore[union-attr]
         score = self.score if few else self.score.tolist()
         rank = self.rank if few else self.rank.tolist()
         by_row = order if few else order.tolist()
@@ -220,9 +231,8 @@ class Provenance:
         """The pairs of ``rows`` (in that order; each row's in the order answered) as
         positions into the pair columns, and how many pairs each row has."""
         order = self.by_row()
-        if self._start_arr is None:
-            self._start_arr = np.asarray(self._starts, dtype=np.int64)
-        lo, n = self._start_arr[rows], self._start_arr[rows + 1] - self._start_arr[rows]
+        starts = self._starts
+        lo, n = starts[rows], starts[rows + 1] - starts[rows]  # type: ignore[index]
         total = int(n.sum())
         return order[np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(total)], n
 

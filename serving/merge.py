@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 
 from core.candidates import CandidateBatch
 from core.contracts import Candidate, SourceResult
-from core.provenance import Provenance, as_columns
+from core.provenance import Provenance, SourceColumns, as_columns
 
 
 def merge(
@@ -54,4 +55,26 @@ def merge(
         diagnostics = [x for d, c in zip(diags, groups, strict=True)
                        for x in (d if d is not None else [None] * len(c))]  # fmt: skip
     pairs = Provenance(len(out_ids), row, sources, versions, np.concatenate(scores), rank, diagnostics)
-    return CandidateBatch.from_provenance(out_ids, pairs)
+    cat, cat_rows = _catalogue_rows(groups, len(out_ids), row)
+    return CandidateBatch.from_provenance(out_ids, pairs, rows=cat_rows, catalogue=cat)
+
+
+def _catalogue_rows(groups: list, n: int, row: np.ndarray) -> tuple[Any, np.ndarray | None]:
+    """The merged items' catalogue rows when a source found its items by row (the two-tower
+    index, the fresh scan: :attr:`core.provenance.SourceColumns.rows`) in one catalogue:
+    those rows carried, only the other sources' ids looked up. ``(None, None)`` otherwise
+    (the rules look every id up, as before)."""
+    cats = {id(g.catalogue): g.catalogue for g in groups if isinstance(g, SourceColumns) and g.rows is not None}
+    if len(cats) != 1:
+        return None, None
+    (cat,) = cats.values()
+    parts = []
+    for g in groups:
+        if isinstance(g, SourceColumns) and g.rows is not None and g.catalogue is cat:
+            parts.append(g.rows)
+        elif len(g):
+            parts.append(cat.index_of(g.item_ids if isinstance(g, SourceColumns) else [c[0] for c in g]))
+    out = np.empty(n, dtype=np.int64)
+    if parts:
+        out[row] = np.concatenate(parts)  # every pair of an item names its one row
+    return cat, out

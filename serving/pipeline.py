@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from collections.abc import Awaitable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -77,6 +78,37 @@ class PipelineResult:
 
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
+
+
+_Answer = tuple[SourceStage, SourceResult | None, SourceOutcome]
+"""A source's part of a request: its stage, its result (``None``: it failed) and outcome."""
+
+
+class _Resumed:
+    """The rest of a coroutine that was run up to its first suspension (awaiting ``step``)
+    on the caller's task: awaiting this drives it on, as a task would have from the start
+    (what it awaits, and a cancellation, pass through)."""
+
+    __slots__ = ("coro", "step")
+
+    def __init__(self, coro: Any, step: Any):
+        self.coro, self.step = coro, step
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        coro, step = self.coro, self.step
+        while True:
+            try:
+                yield step
+            except BaseException as exc:  # cancelled (a timeout), or thrown in: into the coroutine
+                try:
+                    step = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+                continue
+            try:
+                step = coro.send(None)
+            except StopIteration as done:
+                return done.value
 
 
 class RecommendationPipeline:
@@ -188,58 +220,98 @@ class RecommendationPipeline:
     async def _sources(
         self, plan: SurfacePlan, query: Query, state: Any, tr: Trace
     ) -> list[SourceResult]:
-        async def run(stage: SourceStage) -> tuple[SourceStage, SourceResult | None, SourceOutcome]:
+        def answer(stage: SourceStage, res: SourceResult, t0: float) -> _Answer:
+            cands, quota = res.candidates, stage.config.quota
+            if not isinstance(cands, SourceColumns):
+                res = replace(res, candidates=tuple(cands)[:quota])
+            elif len(cands) > quota:
+                res = replace(res, candidates=cands[:quota])
+            ms = (time.perf_counter() - t0) * 1000.0
+            # Fields typed by construction (a name, a count, a float): no validation.
+            return stage, res, SourceOutcome.model_construct(
+                source=stage.config.name, status="ok", candidates=len(res.candidates), latency_ms=ms
+            )
+
+        def failed(stage: SourceStage, exc: BaseException, t0: float) -> _Answer:
+            ms = (time.perf_counter() - t0) * 1000.0
+            name = stage.config.name
+            if isinstance(exc, TimeoutError):
+                return stage, None, SourceOutcome(source=name, status="timeout", latency_ms=ms)
+            err = f"{type(exc).__name__}: {exc}"[:300]
+            return stage, None, SourceOutcome(source=name, status="error", latency_ms=ms, error=err)
+
+        async def attempt(stage: SourceStage) -> _Answer:
+            t0 = time.perf_counter()
+            try:
+                return answer(stage, await self._call_source(stage, query, state), t0)
+            except Exception as exc:  # a source's failure is its own, never the request's
+                return failed(stage, exc, t0)
+
+        async def resume(stage: SourceStage, rest: _Resumed, t0: float) -> _Answer:
+            try:
+                async with asyncio.timeout(stage.config.timeout_ms / 1000.0):
+                    res = await rest
+                return answer(stage, res, t0)
+            except Exception as exc:
+                return failed(stage, exc, t0)
+
+        def start(stage: SourceStage) -> _Answer | Awaitable[_Answer]:
+            """The stage's answer, or an awaitable of it. A library source (``inline``) runs
+            on this task up to its first suspension, which it never reaches: no task, no
+            timer, no event-loop round per source (its timeout could not cut it short in a
+            task either: it never yields). Any other runs in a task under its timeout."""
+            if not stage.inline:
+                return attempt(stage)
+            t0 = time.perf_counter()
+            try:
+                coro = stage.source.retrieve(query, state, stage.config.quota)
+                if not inspect.iscoroutine(coro):
+                    return answer(stage, coro, t0)
+                try:
+                    step = coro.send(None)
+                except StopIteration as done:
+                    return answer(stage, done.value, t0)
+            except Exception as exc:
+                return failed(stage, exc, t0)
+            return resume(stage, _Resumed(coro, step), t0)  # it did suspend: the rest in a task
+
+        def run(stage: SourceStage) -> _Answer | Awaitable[_Answer]:
+            if not tracing.enabled():
+                return start(stage)
+            return traced(stage)
+
+        async def traced(stage: SourceStage) -> _Answer:
             with tracing.span(f"source {stage.config.name}") as sp:
-                answer = await attempt(stage)
+                got = start(stage)
+                answer_ = got if isinstance(got, tuple) else await got
                 if sp is not None:
-                    _, res, outcome = answer
+                    _, res, outcome = answer_
                     sp.set_attributes({"recsys.source": outcome.source,
                                        "recsys.status": outcome.status,
                                        "recsys.candidates": outcome.candidates,
                                        **tracing.versions_attributes(res.versions if res else {})})  # fmt: skip
-            return answer
+            return answer_
 
-        async def attempt(stage: SourceStage) -> tuple[SourceStage, SourceResult | None, SourceOutcome]:
-            t0 = time.perf_counter()
-            name = stage.config.name
-            try:
-                res = await self._call_source(stage, query, state)
-                cands, quota = res.candidates, stage.config.quota
-                if not isinstance(cands, SourceColumns):
-                    res = replace(res, candidates=tuple(cands)[:quota])
-                elif len(cands) > quota:
-                    res = replace(res, candidates=cands[:quota])
-                ms = (time.perf_counter() - t0) * 1000.0
-                return (
-                    stage,
-                    res,
-                    SourceOutcome(
-                        source=name, status="ok", candidates=len(res.candidates), latency_ms=ms
-                    ),
-                )
-            except TimeoutError:
-                ms = (time.perf_counter() - t0) * 1000.0
-                return stage, None, SourceOutcome(source=name, status="timeout", latency_ms=ms)
-            except Exception as exc:  # a source's failure is its own, never the request's
-                ms = (time.perf_counter() - t0) * 1000.0
-                err = f"{type(exc).__name__}: {exc}"[:300]
-                return (
-                    stage,
-                    None,
-                    SourceOutcome(source=name, status="error", latency_ms=ms, error=err),
-                )
+        async def run_all(stages: Sequence[SourceStage]) -> list[_Answer]:
+            got = [run(s) for s in stages]
+            waiting = [i for i, g in enumerate(got) if not isinstance(g, tuple)]
+            if waiting:
+                done = await asyncio.gather(*(got[i] for i in waiting))
+                for i, a in zip(waiting, done, strict=True):
+                    got[i] = a
+            return got  # type: ignore[return-value]
 
         if plan.config.mode == "precomputed":
             # The batch's slates first; the online sources only when it hands over.
             first = [s for s in plan.sources if s.config.kind == PRECOMPUTED]
             rest = [s for s in plan.sources if s.config.kind != PRECOMPUTED]
-            answers = await asyncio.gather(*(run(s) for s in first))
+            answers = await run_all(first)
             if any(res is not None and res.candidates for _, res, _ in answers):
                 answers += [(s, None, SourceOutcome(source=s.config.name, status="skipped")) for s in rest]
             else:
-                answers += await asyncio.gather(*(run(s) for s in rest))
+                answers += await run_all(rest)
         else:
-            answers = await asyncio.gather(*(run(s) for s in plan.sources))
+            answers = await run_all(plan.sources)
         results: list[SourceResult] = []
         failed_required = False
         personalised_ok = personalised_n = 0

@@ -26,6 +26,7 @@ from core.contracts import (
 from core.provenance import gather
 
 _REMOVALS = TypeAdapter(list[RemovalRecord])
+_FLOAT = {float}
 
 
 @dataclass
@@ -102,7 +103,10 @@ def decision_record(
 
 
 def _floats(values: Sequence) -> list:
-    """``values`` as Python floats (``None`` kept), converted in C when none is ``None``."""
+    """``values`` as Python floats (``None`` kept): as they are when they already are (a
+    ranker's columns), else converted in C when none is ``None``."""
+    if type(values) is list and set(map(type, values)) == _FLOAT:
+        return values
     try:
         return np.asarray(values, dtype=np.float64).tolist()
     except (TypeError, ValueError):
@@ -114,15 +118,22 @@ def candidate_table(
 ) -> CandidateTable:
     """The record's candidates as columns (see :class:`core.contracts.CandidateTable`), read
     from the request's batches' columns. Each scored column is gathered onto the merged rows
-    in C (a ``None`` sentinel past its end for the rows that were not scored); columns whose
-    types are known by construction (the merge's pair columns, float conversions) skip
-    pydantic's per-element validation, which would not change them."""
+    in C (a ``None`` sentinel past its end for the rows that were not scored); where the
+    scored batch was narrowed from this merge, its rows are the merge's positions already
+    (no id lookup). Columns whose types are known by construction (the merge's pair columns,
+    float conversions) skip pydantic's per-element validation, which would not change them."""
     merged = CandidateBatch.of(merged)
     scored = ScoredBatch.of(scored)
     item_id = merged.item_ids
     m = len(scored)
-    at = dict(zip(scored.item_ids, range(m), strict=True))
-    hits = list(map(at.get, item_id, repeat(m)))  # m: the None sentinel
+    at = scored.positions_in(merged)
+    if at is not None:
+        pos = np.full(len(item_id), m, dtype=np.int64)  # m: the None sentinel
+        pos[at] = np.arange(m)
+        hits = pos.tolist()
+    else:
+        where = dict(zip(scored.item_ids, range(m), strict=True))
+        hits = list(map(where.get, item_id, repeat(m)))
     utility = gather([*_floats(scored.utility), None], hits)
     if scored.task_dicts is None:
         task_scores = {t: gather([*_floats(scored.task_column(t)), None], hits)
@@ -135,6 +146,6 @@ def candidate_table(
     columns = dict(item_id=item_id, utility=utility, task_scores=task_scores,
                    provenance_row=rows, provenance_source=source, provenance_version=version,
                    provenance_score=score, provenance_rank=rank)  # fmt: skip
-    if merged.typed_provenance and scored.task_dicts is None and all(map(isinstance, item_id, repeat(str))):
+    if merged.typed_provenance and scored.task_dicts is None and all(map(str.__instancecheck__, item_id)):
         return CandidateTable.model_construct(**columns)
     return CandidateTable(**columns)

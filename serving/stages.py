@@ -38,6 +38,14 @@ class SourceStage:
     def personalised(self) -> bool:
         return bool(SOURCES.get(self.config.kind).meta.get("personalised", False))
 
+    @cached_property
+    def inline(self) -> bool:
+        """Whether the source is its kind's registered class and registered ``inline=True``:
+        its ``retrieve`` never suspends (it answers from memory on the calling thread), so
+        the pipeline runs it on the request's task, without a task or a timer of its own."""
+        entry = SOURCES.get(self.config.kind)
+        return type(self.source) is entry.cls and bool(entry.meta.get("inline", False))
+
 
 @dataclass(frozen=True)
 class SurfacePlan:

@@ -44,25 +44,31 @@ class RuleChain:
         self, query: Query, candidates: Sequence[MergedCandidate], user_state: Any
     ) -> FilterResult:
         batch = CandidateBatch.of(candidates)
-        alive = np.ones(len(batch), dtype=bool)  # candidates no rule has dropped yet
+        dead: set[int] = set()  # positions some rule has dropped already
         removed: list[Removal] = []
         for rule in self.rules:
             try:
                 if isinstance(rule, JudgingRule):  # judged on the whole batch, kept as a mask
-                    ids = batch.item_ids
+                    ids, name = batch.item_ids, rule.name
                     for i, why in rule.judge(query, batch, user_state):
-                        if alive[i]:
-                            alive[i] = False
-                            removed.append(Removal(item_id=ids[i], rule=rule.name, reason=why))
+                        if i not in dead:
+                            dead.add(i)
+                            removed.append(Removal(ids[i], name, why))
                     continue
-                if not alive.all():  # a rule of the row contract sees only what is left
-                    batch, alive = batch.take(alive), np.ones(int(alive.sum()), dtype=bool)
+                if dead:  # a rule of the row contract sees only what is left
+                    batch, dead = batch.take(_alive(len(batch), dead)), set()
                 result = rule.apply(query, batch, user_state)
             except PolicyUnavailable:
                 raise
             except Exception as exc:  # a broken rule must not turn into "everything passes"
                 raise PolicyUnavailable(f"{rule.name}: {type(exc).__name__}: {exc}") from exc
             batch = CandidateBatch.of(result.kept)
-            alive = np.ones(len(batch), dtype=bool)
             removed.extend(result.removed)
-        return FilterResult(kept=batch if alive.all() else batch.take(alive), removed=removed)
+        return FilterResult(kept=batch.take(_alive(len(batch), dead)) if dead else batch, removed=removed)
+
+
+def _alive(n: int, dead: set[int]) -> np.ndarray:
+    """``(n,)`` bool: the positions not in ``dead``."""
+    keep = np.ones(n, dtype=bool)
+    keep[list(dead)] = False
+    return keep

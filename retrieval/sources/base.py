@@ -3,7 +3,7 @@
 A source is one file under ``retrieval/sources/`` with a config model (extending
 :class:`core.config.SourceSpec`) and a class with ``from_config(cfg, ctx: SourceContext)`` and
 ``async retrieve(query, user_state, limit)`` (:class:`core.contracts.CandidateSource`),
-registered with ``@SOURCES.register(kind, ConfigModel, personalised=…)``;
+registered with ``@SOURCES.register(kind, ConfigModel, personalised=…, inline=…)``;
 :func:`build_source` is the only place that reads the registry.
 
 Invariants every source keeps: candidates are best first with 0-based ``rank``; at most
@@ -82,14 +82,18 @@ def result_from_columns(
     versions: dict[str, str] | None = None,
     per_item: Sequence[dict | None] | None = None,
     query_vector: tuple[str, Any] | None = None,
+    rows: np.ndarray | None = None,
+    catalogue: Catalogue | None = None,
 ) -> SourceResult:
     """:func:`make_result` from two columns, best first: ``item_ids`` and ``scores`` (floats,
     or a float array). What a source that searches arrays has in hand, and what crosses a
     Serve hop. The answer's ``candidates`` are :class:`core.provenance.SourceColumns`: no
-    object per candidate until one is read. ``per_item``: each candidate's diagnostics."""
+    object per candidate until one is read. ``per_item``: each candidate's diagnostics;
+    ``rows``: the items' rows in ``catalogue`` when the source has them (see
+    :class:`core.provenance.SourceColumns`)."""
     if len(item_ids) != len(scores):
         raise ValueError(f"{source}: {len(item_ids)} item ids but {len(scores)} scores")
-    cands = SourceColumns(source, version, item_ids, scores, per_item)
+    cands = SourceColumns(source, version, item_ids, scores, per_item, rows=rows, catalogue=catalogue)
     return SourceResult(source=source, version=version, candidates=cands,
                         diagnostics=diagnostics or {}, versions=versions or {},
                         query_vector=query_vector)  # fmt: skip

@@ -17,7 +17,7 @@ class EditorialSourceConfig(SourceSpec):
     items: list[str] = Field(default_factory=list)
 
 
-@SOURCES.register("editorial", EditorialSourceConfig, personalised=False)
+@SOURCES.register("editorial", EditorialSourceConfig, personalised=False, inline=True)
 class EditorialSource:
     kind = "editorial"
 

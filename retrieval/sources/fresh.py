@@ -18,7 +18,7 @@ class FreshSourceConfig(SourceSpec):
     max_age_hours: float = Field(72.0, gt=0)
 
 
-@SOURCES.register("fresh", FreshSourceConfig, personalised=False)
+@SOURCES.register("fresh", FreshSourceConfig, personalised=False, inline=True)
 class FreshSource:
     """Items created within ``max_age_hours`` before ``query.now`` and available then, newest
     first; score = ``1 - age / max_age`` in ``(0, 1]``."""
@@ -62,4 +62,5 @@ class FreshSource:
         ages = now - self.catalogue.created_at[window]
         return result_from_columns(self.name, self.version,
                                    self.catalogue.item_ids[window].tolist(),
-                                   (1.0 - ages / self.max_age_s).tolist())  # fmt: skip
+                                   (1.0 - ages / self.max_age_s).tolist(),
+                                   rows=window.astype(np.int64, copy=False), catalogue=self.catalogue)  # fmt: skip

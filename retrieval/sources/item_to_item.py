@@ -23,7 +23,7 @@ class ItemToItemSourceConfig(SourceSpec):
     min_cooccurrence: int = Field(2, ge=1)
 
 
-@SOURCES.register("item_to_item", ItemToItemSourceConfig, personalised=True)
+@SOURCES.register("item_to_item", ItemToItemSourceConfig, personalised=True, inline=True)
 class ItemToItemSource:
     """Score of a candidate = sum over seeds of ``recency_weight(seed) * cosine(seed, item)``;
     the most recent seed weighs 1, the next 1/2, and so on, so the page follows what the user

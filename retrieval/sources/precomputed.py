@@ -81,7 +81,7 @@ def load_batch_recs(registry: Any, tenant: str, surface: str, alias: str = "prod
     )
 
 
-@SOURCES.register("precomputed", PrecomputedSourceConfig, personalised=True)
+@SOURCES.register("precomputed", PrecomputedSourceConfig, personalised=True, inline=True)
 class PrecomputedSource:
     kind = "precomputed"
 

@@ -22,7 +22,7 @@ class TrendingSourceConfig(SourceSpec):
     half_life_hours: float = Field(24.0, gt=0)
 
 
-@SOURCES.register("trending", TrendingSourceConfig, personalised=False)
+@SOURCES.register("trending", TrendingSourceConfig, personalised=False, inline=True)
 class TrendingSource:
     """Counts positive events of its tenant on its surface. An event without a surface (an
     import, a synthetic log) is not attributable, so it counts for every surface; an event on

@@ -20,7 +20,7 @@ class TwoTowerSourceConfig(SourceSpec):
     pass
 
 
-@SOURCES.register("two_tower", TwoTowerSourceConfig, personalised=True)
+@SOURCES.register("two_tower", TwoTowerSourceConfig, personalised=True, inline=True)
 class TwoTowerSource:
     kind = "two_tower"
 
@@ -31,6 +31,7 @@ class TwoTowerSource:
         self.version = (
             f"{artifacts.model_version}/{artifacts.index_version}" if artifacts else "unloaded"
         )
+        self._rows: np.ndarray | None = None
 
     @classmethod
     def from_config(cls, cfg: TwoTowerSourceConfig, ctx: SourceContext) -> TwoTowerSource:
@@ -40,35 +41,52 @@ class TwoTowerSource:
         """``(B, D)`` query vectors for ``B`` users (the batched half of :meth:`retrieve`)."""
         return query_vectors(self.artifacts.model, self.catalogue, states, surface=surface, now=now)
 
-    def search_columns(self, vectors: np.ndarray, limit: int) -> list[tuple[list[str], list[float]]]:
-        """Per query vector, its hits as two columns, best first: item ids and scores."""
+    def _search(self, vectors: np.ndarray, limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query vector, its hits best first: index rows and float64 scores."""
         scores, rows = self.artifacts.index.search(vectors, limit)
         out = []
         for srow, rrow in zip(np.asarray(scores), np.asarray(rows), strict=True):
             found = rrow >= 0
             if not found.all():
                 srow, rrow = srow[found], rrow[found]
-            out.append((self.artifacts.index.item_ids[rrow].tolist(), srow.astype(np.float64).tolist()))
+            out.append((rrow, srow.astype(np.float64)))
         return out
+
+    def search_columns(self, vectors: np.ndarray, limit: int) -> list[tuple[list[str], list[float]]]:
+        """Per query vector, its hits as two columns, best first: item ids and scores."""
+        ids = self.artifacts.index.item_ids
+        return [(ids[r].tolist(), s.tolist()) for r, s in self._search(vectors, limit)]
+
+    def _catalogue_rows(self) -> np.ndarray:
+        """``(n_index,)`` int64: each index row's catalogue row (``-1``: not in it), once."""
+        if self._rows is None:
+            self._rows = self.catalogue.index_of(self.artifacts.index.item_ids)
+        return self._rows
+
+    def _vector(self, query: Query, user_state: UserState) -> np.ndarray:
+        if self.artifacts is None or self.catalogue is None:
+            raise SourceUnavailable(f"{self.name}: two-tower model/index or catalogue not loaded")
+        return self.query_vectors([user_state], query.surface, query.now.timestamp())
 
     def retrieve_columns(self, query: Query, user_state: UserState,
                          limit: int) -> tuple[list[str], list[float], tuple[str, np.ndarray]]:  # fmt: skip
         """One user's hits as two columns, best first: item ids and scores (no per-candidate
-        objects: what crosses a Serve hop, and what :meth:`retrieve_now` wraps), and the
-        query vector searched with, as ``(two-tower version, (D,) vector)`` (the ranker's
-        ``retrieval_score`` reuses it: :attr:`core.contracts.SourceResult.query_vector`)."""
-        if self.artifacts is None or self.catalogue is None:
-            raise SourceUnavailable(f"{self.name}: two-tower model/index or catalogue not loaded")
-        vec = self.query_vectors([user_state], query.surface, query.now.timestamp())
+        objects: what crosses a Serve hop), and the query vector searched with, as
+        ``(two-tower version, (D,) vector)`` (the ranker's ``retrieval_score`` reuses it:
+        :attr:`core.contracts.SourceResult.query_vector`)."""
+        vec = self._vector(query, user_state)
         ids, scores = self.search_columns(vec, limit)[0]
         return ids, scores, (self.artifacts.model_version, vec[0])
 
     def retrieve_now(self, query: Query, user_state: UserState, limit: int) -> SourceResult:
-        """:meth:`retrieve` on the calling thread (a replica that does nothing else)."""
-        ids, scores, vector = self.retrieve_columns(query, user_state, limit)
-        return result_from_columns(self.name, self.version, ids, scores,
-                                   {"history_len": len(user_state.history)},
-                                   versions=self.artifacts.versions, query_vector=vector)  # fmt: skip
+        """:meth:`retrieve` on the calling thread (a replica that does nothing else): the
+        hits' catalogue rows come along (the index's rows mapped once)."""
+        vec = self._vector(query, user_state)
+        ((found, scores),) = self._search(vec, limit)
+        return result_from_columns(self.name, self.version, self.artifacts.index.item_ids[found].tolist(), scores,
+                                   {"history_len": len(user_state.history)}, versions=self.artifacts.versions,
+                                   query_vector=(self.artifacts.model_version, vec[0]),
+                                   rows=self._catalogue_rows()[found], catalogue=self.catalogue)  # fmt: skip
 
     async def retrieve(self, query: Query, user_state: UserState, limit: int) -> SourceResult:
         # On the calling thread, as the Serve ingress runs it (``LocalTwoTowerSource``):

@@ -13,15 +13,29 @@ source, the record's provenance table) are those of the same batch built from ro
 from __future__ import annotations
 
 import random
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
 from core.candidates import CandidateBatch, ScoredBatch
-from core.contracts import Candidate, CandidateTable, MergedCandidate, SourceResult
+from core.contracts import (
+    Candidate,
+    CandidateTable,
+    DecisionRecord,
+    MergedCandidate,
+    RemovalRecord,
+    SlateRecord,
+    SourceOutcome,
+    SourceResult,
+    decision_json,
+)
+from core.provenance import SourceColumns
 from retrieval.sources.base import make_result
 from serving.merge import merge
 from serving.record import candidate_table
+from tests.unit.serving_fixtures import catalogue
 
 
 def reference_merge(results, extra=()):
@@ -59,6 +73,16 @@ def _answer(rng: random.Random, name: str, pool: int, n: int) -> SourceResult:
                                           for r, (i, sc) in enumerate(zip(items, scores, strict=True))))  # fmt: skip
 
 
+def _with_rows(res: SourceResult, cat) -> SourceResult:
+    """``res`` answered as columns with its items' rows in ``cat`` (as the two-tower and the
+    fresh sources answer)."""
+    c = res.candidates
+    cols = SourceColumns(res.source, res.version, [x.item_id for x in c], [x.score for x in c],
+                         getattr(c, "diagnostics", None), rows=cat.index_of([x.item_id for x in c]),
+                         catalogue=cat)  # fmt: skip
+    return replace(res, candidates=cols)
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_merge_matches_the_reference(seed: int) -> None:
     rng = random.Random(seed)
@@ -70,6 +94,13 @@ def test_merge_matches_the_reference(seed: int) -> None:
             for p in rng.sample(range(10), rng.randint(0, 3))]  # fmt: skip
     got, want = merge(results, pins), reference_merge(results, pins)
     assert got == want
+    # Sources that carry their items' catalogue rows (the merge then de-duplicates by row,
+    # ids outside the catalogue by id): the same batch, its rows those of its ids.
+    cat = catalogue([{"item_id": f"i{k}"} for k in range(max(1, pool * 4 // 5))])
+    carried = [_with_rows(r, cat) if rng.random() < 0.7 else r for r in results]
+    by_row = merge(carried, pins)
+    assert by_row == want and by_row.provenance_columns() == _pair_columns(want)
+    assert by_row.rows(cat).tolist() == cat.index_of([c.item_id for c in want]).tolist()
     rows = CandidateBatch([c.item_id for c in want], [c.provenance for c in want])
     assert got.best_sources() == rows.best_sources() == [c.best.source for c in want]
     np.testing.assert_array_equal(got.retrieval_scores(), rows.retrieval_scores())
@@ -113,3 +144,29 @@ def test_the_record_of_a_merge_is_the_record_of_its_rows(seed: int) -> None:
     fast, checked = candidate_table(merged, scored), candidate_table(rows, scored)
     assert fast.model_dump_json() == checked.model_dump_json()
     assert CandidateTable.model_validate(fast.model_dump()) == checked
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_record_serialises_as_pydantic_does(seed: int) -> None:
+    """:func:`core.contracts.decision_json` (the stored and served JSON) is
+    ``model_dump_json`` byte for byte: for a table built from the merge's columns and one
+    validated from rows, scored by a view of the ranker's columns, with a NaN, unscored rows,
+    and integral floats."""
+    rng = random.Random(seed)
+    results = [_answer(rng, name, 400, rng.randint(1, 200)) for name in ("two_tower", "trending", "fresh")]
+    merged = merge(results)
+    rows = CandidateBatch([c.item_id for c in merged], [c.provenance for c in merged])
+    kept = merged.take(sorted(rng.sample(range(len(merged)), len(merged) // 2)))
+    click = [rng.random() for _ in kept]
+    click[0], click[-1] = float("nan"), float("-inf")
+    scored = ScoredBatch(kept, {"click": click, "like": [float(rng.randint(0, 1)) for _ in kept]},
+                         [rng.random() * 1e-6 for _ in kept]).take(list(range(0, len(kept), 2)))  # fmt: skip
+    for table in (candidate_table(merged, scored), candidate_table(rows, scored)):
+        record = DecisionRecord(
+            request_id=f"r{seed}", tenant_id="acme", user_id="u\"1", surface="home", k=10,
+            at=datetime(2026, 12, 1, 12, tzinfo=UTC), experiment={"id": "", "arm": "default"},
+            versions={"ranker": "r1"}, sources=[SourceOutcome(source="two_tower", status="ok", latency_ms=0.25)],
+            candidates=table, removals=[RemovalRecord(item_id="i1", rule="hidden", reason="hidden_by_user")],
+            slate=[SlateRecord(item_id="i2", rank=0, score=0.5, sources=["fresh"], reasons=["utility_rank:0"])],
+            stage_latency_ms={"total": 1.5}, degraded=["x"])  # fmt: skip
+        assert decision_json(record) == record.model_dump_json()

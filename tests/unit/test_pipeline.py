@@ -16,11 +16,13 @@ import pytest
 import torch
 
 from core.catalogue import Catalogue
+from core.components import SOURCES
 from core.config import PlatformConfig, read_yaml
 from core.contracts import Query
 from core.eventlog import EventLog
 from core.features import item_features
 from retrieval.sources import TwoTowerArtifacts, VersionMismatch
+from retrieval.sources.base import make_result
 from serving.assembly import TenantData, build_local_pipeline, build_tenant_stages
 from serving.pipeline import RecommendationPipeline, ServiceUnavailable
 
@@ -200,6 +202,58 @@ def test_hanging_source_times_out_and_the_others_answer(world) -> None:
     assert "source_timeout:item_to_item" in res.decision.degraded
     status = {o.source: o.status for o in res.decision.sources}
     assert status["item_to_item"] == "timeout" and status["two_tower"] == "ok"
+
+
+class SuspendingSource:
+    """Registered ``inline`` (never suspends) but it does: the pipeline, which ran it on the
+    request's task, goes on with it as a task would have, under its timeout. ``broken``:
+    answers at once with something that is not an answer (a source error, as in a task)."""
+
+    def __init__(self, how: str):
+        self.how = how
+
+    async def retrieve(self, query, user_state, limit):
+        if self.how == "broken":  # answers at once, but not a SourceResult
+            return None
+        await asyncio.sleep(0)
+        if self.how == "hangs":
+            await asyncio.Event().wait()
+        return make_result("suspends", "v1", [("late-item", 1.0)])
+
+
+SOURCES.register("test_inline_suspends", None, personalised=False, inline=True)(SuspendingSource)
+
+
+@pytest.mark.parametrize("how", ["answers", "hangs", "broken"])
+def test_an_inline_source_that_suspends_answers_or_times_out(world, how: str) -> None:
+    from dataclasses import replace
+
+    from serving.record import Trace
+    from serving.stages import SourceStage
+
+    pipe = pipeline(world)
+    plan = pipe.stages.plan("home", _default_arm())
+    base = plan.sources[0]
+    cfg = base.config.model_copy(update={"kind": "test_inline_suspends", "name": "suspends", "timeout_ms": 50})
+    stage = SourceStage(cfg, SuspendingSource(how))
+    assert stage.inline and all(s.inline for s in plan.sources)
+    plan = replace(plan, sources=(stage, *plan.sources))
+    q = Query("r1", "acme", active_user(world), "home", 10, world["now"])
+    tr = Trace()
+    results = asyncio.run(pipe._sources(plan, q, pipe.stages.user_state(q.user_id), tr))
+    status = {o.source: o.status for o in tr.outcomes}
+    want = {"answers": "ok", "hangs": "timeout", "broken": "error"}[how]
+    assert status == {"suspends": want, **{s.config.name: "ok" for s in plan.sources[1:]}}
+    assert [r.source for r in results] == [s.config.name for s in plan.sources if want == "ok" or s is not stage]
+    if want == "ok":
+        assert [c.item_id for c in results[0].candidates] == ["late-item"]
+
+
+def _default_arm():
+    from core.contracts import ExperimentAssignment
+    from core.experiments import DEFAULT_ARM, NO_EXPERIMENT
+
+    return ExperimentAssignment(NO_EXPERIMENT, DEFAULT_ARM)
 
 
 def test_all_personalised_sources_failing_falls_back_to_trending(world) -> None:

@@ -171,6 +171,7 @@ def test_fresh_returns_newest_available_items_within_max_age() -> None:
     res = run(src.retrieve(query(), None, 10))
     assert [c.item_id for c in res.candidates] == ["newest", "older"]
     assert 0 < res.candidates[1].score < res.candidates[0].score <= 1
+    assert res.candidates.rows.tolist() == cat.index_of(["newest", "older"]).tolist()
     assert len(run(src.retrieve(query(), None, 1)).candidates) == 1
 
 
@@ -219,3 +220,33 @@ def test_two_tower_source_searches_index_and_refuses_mismatched_versions() -> No
 
     with pytest.raises(VersionMismatch, match="tower-v2"):
         TwoTowerArtifacts(model, index, "tower-v2", "index-v1", "tower-v1")
+
+
+def test_rows_found_by_the_sources_are_the_catalogue_rows_of_their_ids() -> None:
+    """The two-tower hits' and the fresh items' catalogue rows ride with their answers, and
+    the merge's batch carries each item's row: the same rows as looking the ids up (the
+    index in another order than the catalogue, with an item the catalogue lacks)."""
+    from retrieval.index import BruteForceIndex
+    from serving.merge import merge
+
+    h = timedelta(hours=1)
+    cat = catalogue([{"item_id": f"i{n}", "created_at": NOW - (n + 1) * h} for n in range(6)])
+    ids = np.array(["i5", "gone", "i3", "i1", "i0", "i2"], dtype=object)
+    vecs = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    index = BruteForceIndex(vecs, ids, "tower-v1")
+    art = TwoTowerArtifacts(DotProductModel(vecs), index, "tower-v1", "index-v1", index.item_tower_version)
+    tt = TwoTowerSource.from_config(TwoTowerSourceConfig(name="two_tower", kind="two_tower"),
+                                    _ctx(catalogue=cat, two_tower=art))  # fmt: skip
+    fresh = FreshSource.from_config(FreshSourceConfig(name="fresh", kind="fresh", max_age_hours=4),
+                                    _ctx(catalogue=cat))  # fmt: skip
+    state = UserState(user_id="u1")
+    state.history.append("i0")
+    a, b = run(tt.retrieve(query(), state, 6)), run(fresh.retrieve(query(), None, 3))
+    for res in (a, b):
+        assert res.candidates.rows.tolist() == cat.index_of(res.candidates.item_ids).tolist()
+    assert "gone" in a.candidates.item_ids and -1 in a.candidates.rows.tolist()
+    editorial = EditorialSource("editorial", ["i4", "nowhere", "i5"])
+    merged = merge([a, run(editorial.retrieve(query(), None, 3)), b])
+    assert merged._catalogue is cat  # carried from the sources, not looked up
+    assert merged.rows(cat).tolist() == cat.index_of(merged.item_ids).tolist()
+    assert merged[1:].rows(cat).tolist() == cat.index_of(merged.item_ids[1:]).tolist()

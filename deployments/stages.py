@@ -79,6 +79,11 @@ class LocalTwoTowerSource:
     can happen (a GPU, an index on a network disk), keep the two-tower in its own deployment,
     where the timeout abandons the hop and the request is answered without it, marked."""
 
+    inline = True
+    """Run on the request's task (:attr:`serving.stages.SourceStage.inline`): it answers from
+    the replica's memory; only a pinned pair's first load suspends, and then the rest runs in
+    a task under the source's timeout, as any other source."""
+
     def __init__(self, slots: Any, cfg: SourceSpec, tenant: str, pin: tuple[str, str] | None = None):
         self.name, self.kind = cfg.name, cfg.kind
         self._slots, self._tenant, self._pin = slots, tenant, pin
@@ -92,10 +97,7 @@ class LocalTwoTowerSource:
             source = await self._slots.pinned_source(self._tenant, self._pin)
         if source is None:
             raise SourceUnavailable(f"{self.name}: no two-tower pair loaded for the alias")
-        ids, scores, vector = source.retrieve_columns(query, user_state, limit)
-        return result_from_columns(self.name, source.version, ids, scores,
-                                   {"history_len": len(user_state.history)},
-                                   versions=dict(source.artifacts.versions), query_vector=vector)  # fmt: skip
+        return source.retrieve_now(query, user_state, limit, name=self.name)
 
 
 class RemoteRanker:

@@ -78,12 +78,14 @@ class TwoTowerSource:
         ids, scores = self.search_columns(vec, limit)[0]
         return ids, scores, (self.artifacts.model_version, vec[0])
 
-    def retrieve_now(self, query: Query, user_state: UserState, limit: int) -> SourceResult:
+    def retrieve_now(self, query: Query, user_state: UserState, limit: int,
+                     name: str | None = None) -> SourceResult:  # fmt: skip
         """:meth:`retrieve` on the calling thread (a replica that does nothing else): the
-        hits' catalogue rows come along (the index's rows mapped once)."""
+        hits' catalogue rows come along (the index's rows mapped once). ``name``: the source
+        name to answer under (a surface's source config names it; default this source's)."""
         vec = self._vector(query, user_state)
         ((found, scores),) = self._search(vec, limit)
-        return result_from_columns(self.name, self.version, self.artifacts.index.item_ids[found].tolist(), scores,
+        return result_from_columns(name or self.name, self.version, self.artifacts.index.item_ids[found].tolist(), scores,
                                    {"history_len": len(user_state.history)}, versions=self.artifacts.versions,
                                    query_vector=(self.artifacts.model_version, vec[0]),
                                    rows=self._catalogue_rows()[found], catalogue=self.catalogue)  # fmt: skip

@@ -219,9 +219,10 @@ def test_a_two_tower_job_whose_worker_node_dies_resumes_from_its_last_checkpoint
     """The job's one training worker runs on a worker node (a custom resource only that node
     offers); while it trains, a second node offering the same resource joins; once Ray Train
     has registered its first checkpoint the first node is killed (SIGKILL). Ray Train
-    (``max_failures``) restarts the worker on the second node from that checkpoint, and the job finishes and publishes: every epoch is in the run's checkpoints
-    exactly once, in order, with the optimiser step count carried across the restart (no
-    epoch trained again from scratch).
+    (``max_failures``) restarts the worker on the second node from that checkpoint, and the
+    job finishes and publishes: every epoch is in the run's checkpoints exactly once, in
+    order, with the optimiser step count carried across the restart (no epoch trained again
+    from scratch).
 
     Then the finished run is continued for one more epoch with ``--resume`` (a job restarted
     by hand): the same run goes on at the next epoch from its newest checkpoint, with the step

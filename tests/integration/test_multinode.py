@@ -5,8 +5,9 @@ only it offers; the worker is killed (SIGKILL, not drained) while requests flow.
 
 Shown: every request is answered 200 throughout; while the node is gone, answers say so
 (``fallback`` or ``degraded`` set: the two-tower source and the ranker did not take part);
-after a new worker joins, Serve restarts the replicas there and answers are whole again
-(two-tower candidates, no fallback). Bounded: traffic at a few requests per second, every wait
+after a new worker joins (started as soon as the old one is killed, so that its start
+overlaps the outage), Serve restarts the replicas there (not on the head, not on the lost
+node) and answers are whole again (two-tower candidates, no fallback). Bounded: traffic at a few requests per second, every wait
 polled with a deadline. KubeRay multi-node is not run here (no Kubernetes cluster reachable).
 """
 
@@ -88,7 +89,42 @@ def _replica_nodes() -> dict[str, set[str]]:
     return nodes
 
 
-def _wait(condition, what: str, timeout_s: float = 300, every_s: float = 1.0):
+class _NodeStart(threading.Thread):
+    """``cluster.local.start_worker`` in the background: a node's start (``ray start``, several
+    seconds) overlaps what the test does meanwhile. :meth:`pgid` waits for it and returns the
+    node's process group (for ``stop_worker``)."""
+
+    def __init__(self, head, resources: dict[str, float]):
+        super().__init__(daemon=True)
+        self.head, self.resources = head, resources
+        self.result: int | None = None
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self):
+        from cluster import local
+
+        try:
+            self.result = local.start_worker(self.head, num_cpus=1, resources=self.resources)
+        except BaseException as exc:  # raised by pgid()
+            self.error = exc
+
+    def pgid(self, timeout_s: float = 240) -> int:
+        self.join(timeout_s)
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None, f"the worker node did not start in {timeout_s:.0f} s"
+        return self.result
+
+
+def _alive(node_id: str) -> bool:
+    """Ray's view: ``node_id`` is a live node of the cluster."""
+    import ray
+
+    return any(n["NodeID"] == node_id and n["Alive"] for n in ray.nodes())
+
+
+def _wait(condition, what: str, timeout_s: float = 300, every_s: float = 0.2):
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
@@ -107,15 +143,19 @@ def test_losing_the_node_of_the_model_replicas_degrades_and_recovers(
     from cluster import local
 
     head_node = ray.get_runtime_context().get_node_id()
-    worker = local.start_worker(ray_connected, num_cpus=1, resources=WORKER)
+    # The worker node starts while the models are published and the app deployed: Serve places
+    # the model replicas there once it has joined.
+    starting = _NodeStart(ray_connected, WORKER)
+    nodes = [starting]
     try:
-        _wait(lambda: ray.cluster_resources().get("recsys_worker") == 1.0, "the worker to join")
         port = local.free_port()
         _deploy(tmp_path, tiny_data, port)
+        starting.pgid()
         base = f"http://127.0.0.1:{port}"
         placed = _replica_nodes()
         for name in ON_WORKER:  # on the worker, not on the head
             assert placed[name] and head_node not in placed[name], placed
+        (lost_node,) = set().union(*placed.values())
         _wait(lambda: (r := _recommend(base, 0)).status_code == 200 and _whole(r.json()),
               "a whole answer", 120)  # fmt: skip
 
@@ -134,16 +174,20 @@ def test_losing_the_node_of_the_model_replicas_degrades_and_recovers(
         sender = threading.Thread(target=traffic)
         sender.start()
         try:
-            time.sleep(2)
+            _wait(lambda: len(answers) >= 2, "answers before the kill", 60, 0.1)
             killed_at = time.monotonic()
-            assert local.stop_worker(worker) == 0
-            _wait(lambda: not ray.cluster_resources().get("recsys_worker"), "the node to be lost", 120)
+            assert local.stop_worker(starting.pgid()) == 0
+            # The node returns at once: its start (seconds of `ray start`) overlaps Ray declaring
+            # the old one dead and the answers without the models.
+            starting = _NodeStart(ray_connected, WORKER)
+            nodes.append(starting)
+            _wait(lambda: not _alive(lost_node), "the node to be lost", 120)
             # Answers go on, and say that the models did not take part.
-            _wait(lambda: any(t > killed_at and a is not None and not _whole(a)
-                              for t, _, a in list(answers)), "a degraded answer", 120)  # fmt: skip
-            worker = local.start_worker(ray_connected, num_cpus=1, resources=WORKER)
-            back_at = time.monotonic()
-            _wait(lambda: any(t > back_at and a is not None and _whole(a) for t, _, a in list(answers)),
+            degraded_at = _wait(lambda: next((t for t, _, a in list(answers)
+                                              if t > killed_at and a is not None and not _whole(a)), None),
+                                "a degraded answer", 120)  # fmt: skip
+            starting.pgid()
+            _wait(lambda: any(t > degraded_at and a is not None and _whole(a) for t, _, a in list(answers)),
                   "whole answers after the node returned", 300)  # fmt: skip
         finally:
             stop.set()
@@ -153,10 +197,13 @@ def test_losing_the_node_of_the_model_replicas_degrades_and_recovers(
         during = [a for t, _, a in answers if t > killed_at and a is not None and not _whole(a)]
         assert all(a["fallback"] or a["degraded"] for a in during)
         placed = _replica_nodes()
-        for name in ON_WORKER:
-            assert placed[name] and head_node not in placed[name], placed
+        for name in ON_WORKER:  # restarted on the node that joined, not on the head
+            assert placed[name] and not placed[name] & {head_node, lost_node}, placed
     finally:
-        local.stop_worker(worker)
+        for node in nodes:
+            node.join(240)
+            if node.result is not None:
+                local.stop_worker(node.result)
         try:
             serve.delete(APP)
         finally:
@@ -170,11 +217,12 @@ def test_a_two_tower_job_whose_worker_node_dies_resumes_from_its_last_checkpoint
     ray_connected, tiny_data, two_tower_seed, tmp_path, monkeypatch
 ):
     """The job's one training worker runs on a worker node (a custom resource only that node
-    offers); once Ray Train has registered its first checkpoint the node is killed (SIGKILL)
-    and a new one joins. Ray Train (``max_failures``) restarts the worker there from that
-    checkpoint, and the job finishes and publishes: every epoch is in the run's checkpoints
-    exactly once, in order, with the optimiser step count carried across the restart (no
-    epoch trained again from scratch).
+    offers); while it trains, a second node offering the same resource joins; once Ray Train
+    has registered its first checkpoint the first node is killed (SIGKILL). Ray Train
+    (``max_failures``) restarts the worker on the second node from that checkpoint, and the
+    job finishes and publishes: every epoch is in the run's checkpoints exactly once, in
+    order, with the optimiser step count carried across the restart (no epoch trained again
+    from scratch).
 
     Then the finished run is continued for one more epoch with ``--resume`` (a job restarted
     by hand): the same run goes on at the next epoch from its newest checkpoint, with the step
@@ -188,6 +236,7 @@ def test_a_two_tower_job_whose_worker_node_dies_resumes_from_its_last_checkpoint
     from training import two_tower
 
     monkeypatch.setenv("RECSYS_CONFIG", str(platform_for(tiny_data, tmp_path)))
+    head_node = ray.get_runtime_context().get_node_id()
     # The session's examples and data-quality report: this job trains, it does not rebuild them.
     seed_work_dir(two_tower_seed, tmp_path / "work")
     cfg = yaml.safe_load((REPO / "configs/train/two_tower.yaml").read_text())
@@ -195,7 +244,7 @@ def test_a_two_tower_job_whose_worker_node_dies_resumes_from_its_last_checkpoint
     # restart from that checkpoint; --resume then adds a third.
     epochs = 2
     cfg.update(work_dir=str(tmp_path / "work"), num_partitions=2, dim=16, embed_dim=16, hidden=32,
-               batch_size=64, epochs=epochs, keep_checkpoints=epochs + 1, max_failures=2,
+               batch_size=256, epochs=epochs, keep_checkpoints=epochs + 1, max_failures=2,
                worker_resources={"recsys_train": 0.5}, selection_users=50)  # fmt: skip
     config = tmp_path / "two_tower.yaml"
     config.write_text(yaml.safe_dump(cfg))
@@ -218,10 +267,18 @@ def test_a_two_tower_job_whose_worker_node_dies_resumes_from_its_last_checkpoint
         return sorted((json.loads(p.read_text()) for p in run_dir.glob("checkpoint_*/meta.json")),
                       key=lambda m: m["epoch"])  # fmt: skip
 
-    node = local.start_worker(ray_connected, num_cpus=1, resources=TRAIN_NODE)
+    def train_worker_nodes() -> set[str]:
+        """Nodes of the job's live Ray Train workers (from Ray's actor table)."""
+        from ray.util.state import list_actors
+
+        alive = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+        return {a.node_id for a in alive}
+
+    # The node starts while the job prepares its data: the worker waits for its resource.
+    first = _NodeStart(ray_connected, TRAIN_NODE)
+    nodes = [first]
     outcome: dict = {}
     try:
-        _wait(lambda: ray.cluster_resources().get("recsys_train") == 1.0, "the worker to join", every_s=0.2)
 
         def train():
             try:
@@ -231,13 +288,24 @@ def test_a_two_tower_job_whose_worker_node_dies_resumes_from_its_last_checkpoint
 
         job = threading.Thread(target=train)
         job.start()
-        _wait(lambda: registered() or not job.is_alive(), "the first checkpoint", 300, 0.2)
-        assert local.stop_worker(node) == 0
+        placed = _wait(lambda: train_worker_nodes() or not job.is_alive(), "the training worker", 300, 0.5)
+        assert job.is_alive(), outcome
+        (lost_node,) = placed
+        assert lost_node != head_node
+        # The replacement node joins once the worker is placed, while the first attempt trains:
+        # its start (several seconds of `ray start`) overlaps the epoch instead of following
+        # the loss, and the restart finds its resource at once.
+        nodes.append(_NodeStart(ray_connected, TRAIN_NODE))
+        _wait(lambda: registered() or not job.is_alive(), "the first checkpoint", 300)
+        assert local.stop_worker(first.pgid()) == 0
         assert job.is_alive() and len(registered()) < epochs, outcome  # killed mid-run
-        node = local.start_worker(ray_connected, num_cpus=1, resources=TRAIN_NODE)
+        nodes[-1].pgid()
         job.join(timeout=420)
-        assert not job.is_alive(), "the job did not finish after its node returned"
+        assert not job.is_alive(), "the job did not finish after its node was lost"
         assert outcome.get("rc") == 0, outcome
+        # Ray saw the node die: the second attempt ran on the node that joined (the only other
+        # one offering the worker's resource).
+        assert not _alive(lost_node)
         metas = registered()
         assert [m["epoch"] for m in metas] == list(range(epochs))  # none repeated, none missing
         per_epoch = metas[0]["steps"]
@@ -250,7 +318,10 @@ def test_a_two_tower_job_whose_worker_node_dies_resumes_from_its_last_checkpoint
         config.write_text(yaml.safe_dump({**cfg, "epochs": epochs + 1}))
         assert two_tower.main(["--config", str(config), "--tenant", "acme", "--resume"]) == 0
     finally:
-        local.stop_worker(node)
+        for node in nodes:
+            node.join(240)
+            if node.result is not None:
+                local.stop_worker(node.result)
     assert list(runs.glob("two_tower-acme-*")) == [run]  # the same run went on
     metas = checkpoint_meta(run)
     assert [m["epoch"] for m in metas] == list(range(epochs + 1))

@@ -82,14 +82,3 @@ def apply_calibration(logits: np.ndarray, params: dict | None) -> np.ndarray:
         return sigmoid(logits)
     return sigmoid(params["a"] * logits + params["b"])
 
-
-def apply_calibration_rows(logits: np.ndarray, params: list[dict | None]) -> np.ndarray:
-    """:func:`apply_calibration` of each row of ``(T, B)`` logits with its task's ``params``,
-    as one array computation (the same float operations, row by row)."""
-    x = np.asarray(logits, dtype=np.float64)
-    fitted = [i for i, p in enumerate(params) if p and p.get("method", "none") != "none"]
-    if fitted:
-        x = x.copy() if x is logits else x
-        for i in fitted:
-            x[i] = params[i]["a"] * x[i] + params[i]["b"]
-    return sigmoid(x)

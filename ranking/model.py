@@ -32,7 +32,7 @@ from core.features import (
     USER_BUCKETS,
 )
 from core.serving_form import ServingForm
-from ranking.calibration import apply_calibration_rows
+from ranking.calibration import apply_calibration
 from ranking.serving_ranker import TABLE_ROWS, ServingRanker
 
 DEFAULTS = {
@@ -191,9 +191,8 @@ class MultiTaskRanker(ServingForm, nn.Module):
     def predict(self, cat: np.ndarray, dense: np.ndarray) -> dict[str, np.ndarray]:
         """``(B, 6)``, ``(B, 8)`` -> ``{task: (B,) float32}`` calibrated probabilities."""
         cal = self.cfg.get("calibration") or {}
-        tasks = self.cfg["tasks"]
-        probs = apply_calibration_rows(self._logit_rows(cat, dense), [cal.get(t) for t in tasks])
-        return dict(zip(tasks, probs.astype(np.float32), strict=True))
+        rows = self._logit_rows(cat, dense)
+        return {t: apply_calibration(v, cal.get(t)).astype(np.float32) for t, v in zip(self.cfg["tasks"], rows, strict=True)}
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

@@ -44,11 +44,14 @@ def load_split(ex_dir) -> dict[str, np.ndarray]:
     from training.examples import DONE
 
     done = Path(ex_dir) / DONE
-    return dict(_read_split(str(ex_dir), done.stat().st_mtime_ns if done.exists() else None))
+    if not done.exists():  # not known complete (a directory written by hand): read it each time
+        return _read_split.__wrapped__(str(ex_dir), None)
+    return dict(_read_split(str(ex_dir), done.stat().st_mtime_ns))
 
 
 @functools.lru_cache(maxsize=1)
 def _read_split(ex_dir: str, _complete_at: int | None) -> dict[str, np.ndarray]:
+    """Keyed by the directory and its completion marker's time: a rewrite is read again."""
     import ray.data
 
     ds = ray.data.read_parquet(ex_dir).select_columns(["user_id", "item", "split", "ts", *QUERY_COLUMNS])

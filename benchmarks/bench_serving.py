@@ -13,7 +13,8 @@ override one thing each). Quotas are raised so that about ``--candidates`` candi
 the ranker.
 
 Also measured: CPU milliseconds per request of every Ray process (from /proc) while the
-lowest rate runs; the *framework floor* — a no-op app of the same shape (HTTP proxy → FastAPI
+lowest rate runs; how many of the answered requests' decision records reached the decision
+log's files (``decision_log``: every one should); the *framework floor* — a no-op app of the same shape (HTTP proxy → FastAPI
 ingress → two sequential handle calls), so the Serve share of each figure is visible; and the
 ranker's batched forward pass in process (what ``@serve.batch`` amortises) next to the
 end-to-end batch sweep through the Ranker deployment's handle (where the config has one). The

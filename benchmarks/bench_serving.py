@@ -13,7 +13,8 @@ override one thing each). Quotas are raised so that about ``--candidates`` candi
 the ranker.
 
 Also measured: CPU milliseconds per request of every Ray process (from /proc) while the
-lowest rate runs; the *framework floor* — a no-op app of the same shape (HTTP proxy → FastAPI
+lowest rate runs; how many of the answered requests' decision records reached the decision
+log's files (``decision_log``: every one should); the *framework floor* — a no-op app of the same shape (HTTP proxy → FastAPI
 ingress → two sequential handle calls), so the Serve share of each figure is visible; and the
 ranker's batched forward pass in process (what ``@serve.batch`` amortises) next to the
 end-to-end batch sweep through the Ranker deployment's handle (where the config has one). The
@@ -535,7 +536,8 @@ def main() -> None:
     def body(i):
         return {"user_id": f"u{i % 200:07d}", "surface": "home", "k": 10}
 
-    loadgen(url, 5, 4, body, headers)  # warm-up
+    since = time.time()
+    warm = loadgen(url, 5, 4, body, headers)  # warm-up
     result["serve"] = []
     for rate in sorted(float(r) for r in a.rates.split(",")):
         before = _cpu_by_process()
@@ -544,6 +546,9 @@ def main() -> None:
         stats["load_average"] = os.getloadavg()
         result["serve"].append(stats)
         print("serve", stats, flush=True)
+    result["decision_log"] = _records_logged(storage["decisions"], since,
+                                             warm["ok"] + sum(s["ok"] for s in result["serve"]))
+    print("decision log", result["decision_log"], flush=True)
     if not a.serve_only:
         _extras(result, a, port, storage, hops)
     _capacity(result, a.slo_p99_ms)
@@ -582,6 +587,19 @@ def _extras(result: dict, a: argparse.Namespace, port: int, storage: dict, hops:
         result["ranker_batch_sweep"] = sweep
         result["batching_speedup_vs_1"] = round(max(s["requests_per_s"] for s in sweep)
                                                 / sweep[0]["requests_per_s"], 2)  # fmt: skip
+
+
+def _records_logged(decisions: str, since: float, answered: int, wait_s: float = 5.0) -> dict:
+    """How many of the ``answered`` requests since ``since`` (Unix s) have their decision record
+    in the decision log's files: every answer should (a record shipped in a call Serve refuses
+    is lost whole). Waits up to ``wait_s`` for the last shipments and writes to land."""
+    deadline = time.time() + wait_s
+    while True:
+        logged = sum(f.read_bytes().count(b"\n") for f in Path(decisions).rglob("part-*.jsonl")
+                     if f.stat().st_mtime >= since)  # fmt: skip
+        if logged >= answered or time.time() >= deadline:
+            return {"answered": answered, "logged": logged}
+        time.sleep(0.5)
 
 
 def _capacity(result: dict, slo_p99_ms: float) -> None:

@@ -87,23 +87,32 @@ class DecisionLogDeployment:
             pass
 
 
+SHIPMENT_BYTES = 2 << 20
+"""The most record JSON one shipment carries. Serve's gRPC transport between deployments
+refuses a message over 4 MiB (``RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH``), and a record
+with its candidates is ~120 KB: 256 records in one call (what a busy event loop gathered)
+failed whole and were all lost. Half the limit leaves room for the call's own framing."""
+
+
 class DecisionForwarder:
     """Ingress-side bounded buffer in front of the decision-log deployment.
 
     ``submit`` is synchronous and O(1); records over ``max_pending`` are dropped and counted.
     Records are queued as :data:`ShippedRecord` tuples (the JSON is the record's
     ``model_dump_json``). ``run`` (a background task) waits ``interval_s`` after the first
-    pending record, then ships what is pending, at most ``batch_size`` per call: one hop per
+    pending record, then ships what is pending, at most ``batch_size`` records and
+    ``batch_bytes`` of their JSON per call (a record larger than that goes alone): one hop per
     interval instead of one per request.
     """
 
     def __init__(self, handle, max_pending: int = 5_000, batch_size: int = 256,
-                 interval_s: float = 0.1):  # fmt: skip
+                 interval_s: float = 0.1, batch_bytes: int = SHIPMENT_BYTES):  # fmt: skip
         self.handle = handle
         self.max_pending = max_pending
         self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
         self.interval_s = interval_s
-        self._pending: list[bytes] = []
+        self._pending: list[ShippedRecord] = []
         self._wake = asyncio.Event()
         self.dropped = 0
         self._task: asyncio.Task | None = None
@@ -129,10 +138,21 @@ class DecisionForwarder:
                 await asyncio.sleep(self.interval_s)
             self._wake.clear()
             while self._pending:
-                batch = self._pending[: self.batch_size]
-                del self._pending[: self.batch_size]
+                batch = self._next_batch()
                 try:
                     await self.handle.record.remote(batch)
                 except Exception:  # the decision log is best effort; count and go on
                     logger.exception("decision log: shipping %d records failed", len(batch))
                     metrics.DECISION_LOG_DROPS.labels("ship_error").inc(len(batch))
+
+    def _next_batch(self) -> list[ShippedRecord]:
+        """Take the oldest pending records that fit one shipment (at least one)."""
+        n, size = 0, 0
+        for record in self._pending[: self.batch_size]:
+            size += len(record[3])
+            if n and size > self.batch_bytes:
+                break
+            n += 1
+        batch = self._pending[:n]
+        del self._pending[:n]
+        return batch

@@ -116,7 +116,9 @@ class AppArgs(_Strict):
     placement: Placement = Field(default_factory=Placement)
     decision_ship_interval_s: float = Field(0.1, ge=0, le=10)
     """How long the ingress gathers decision records before shipping them to the
-    ``DecisionLog`` deployment in one call (bounded by ``decision_queue_size``)."""
+    ``DecisionLog`` deployment in one call (bounded by ``decision_queue_size``; each call at
+    most :data:`deployments.decision_log.SHIPMENT_BYTES` of records). Fewer calls cost the
+    DecisionLog less CPU; another replica finds a record only once it has been shipped."""
     faults: FaultInjection = Field(default_factory=FaultInjection)
     admission: AdmissionArgs = Field(default_factory=AdmissionArgs)
     api_docs: bool = True

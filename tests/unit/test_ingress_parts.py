@@ -96,6 +96,29 @@ def test_forwarder_ships_in_batches_and_counts_drops() -> None:
     assert [len(b) for b in shipped] == [2, 1]  # three kept records, at most two per call
 
 
+
+def test_forwarder_keeps_each_shipment_under_the_transport_limit() -> None:
+    """A busy loop gathers many records before the shipper runs; one call carrying them all
+    would be over Serve's 4 MiB gRPC message limit and lost whole. Each call stays under
+    ``batch_bytes`` (a record over it goes alone), and every record is shipped once, in order."""
+    shipped = []
+    handle = _Handle(record=lambda batch: shipped.append([r[1] for r in batch]) or 0)
+    sizes = [400, 400, 400, 1500, 100, 100, 300]
+
+    async def go():
+        fwd = DecisionForwarder(handle, batch_size=256, interval_s=0.0, batch_bytes=1000)
+        for i, n in enumerate(sizes):
+            fwd.submit(("acme", f"r{i}", NOW, b"x" * n))
+        fwd.ensure_running()
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    asyncio.run(go())
+    assert shipped == [["r0", "r1"], ["r2"], ["r3"], ["r4", "r5", "r6"]]
+    from ray.serve._private.constants import RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH as limit
+
+    assert DecisionForwarder(handle).batch_bytes <= limit // 2  # room for the call's framing
+
 def test_recent_decisions_are_bounded_and_per_tenant() -> None:
     from tests.unit.explain_samples import sample_record
 

@@ -124,9 +124,11 @@ class BatchUserStates:
             if "tenant_id" in events.column_names:
                 events = self.events = events.filter(pc.equal(events["tenant_id"], tenant_id))
             self._order = pc.sort_indices(events["user_id"]).to_numpy()  # stable: log order within a user
-            ids = events["user_id"].take(self._order).to_pylist()
-            starts = [0, *(i for i in range(1, len(ids)) if ids[i] != ids[i - 1]), len(ids)]
-            self._rows = {ids[a]: (a, b) for a, b in zip(starts[:-1], starts[1:], strict=True)}
+            ids = events["user_id"].take(self._order).combine_chunks()
+            starts = _run_starts(ids)
+            bounds = [*starts.tolist(), len(ids)]
+            self._rows = dict(zip(ids.take(pa.array(starts)).to_pylist(),
+                                  zip(bounds[:-1], bounds[1:], strict=True), strict=True))  # fmt: skip
         self._folded: set[str] = set()
 
     def _new(self, user_id: str) -> ServingUserState:
@@ -178,12 +180,11 @@ def fold_states(events: pa.Table, catalogue: Any, new: Callable[[str], ServingUs
     if not n:
         return {}
     user_col = events["user_id"].combine_chunks()
-    starts = np.flatnonzero(np.r_[True, pc.not_equal(user_col[1:], user_col[:-1]).to_numpy(zero_copy_only=False)])
+    starts = _run_starts(user_col)
     bounds = np.r_[starts, n]
     users = user_col.take(pa.array(starts)).to_pylist()
     items = events["item_id"].to_pylist()
     ts_arr = column_seconds(events["ts"]).to_numpy()
-    ts = ts_arr.tolist()
     last_ts = np.maximum.reduceat(ts_arr, starts).tolist()
     kind = events["event_type"]
     imp = np.flatnonzero(pc.equal(kind, "impression").to_numpy(zero_copy_only=False))
@@ -201,14 +202,15 @@ def fold_states(events: pa.Table, catalogue: Any, new: Callable[[str], ServingUs
     tags = catalogue.tags[np.maximum(rows, 0)].tolist()
     known_l = known.tolist()
     imp_at, hide_at, pos_at = (np.searchsorted(r, bounds).tolist() for r in (imp, hide, firsts))
-    imp_l, hide_l = imp.tolist(), hide.tolist()
+    imp_ts, imp_items, hide_items = ts_arr[imp].tolist(), gather(items, imp.tolist()), gather(items, hide.tolist())
     out: dict[str, ServingUserState] = {}
     for j, user in enumerate(users):
         state = new(user)
         state.last_ts = last_ts[j]
         a, b = imp_at[j], imp_at[j + 1]
-        state.impressions.extend((ts[r], items[r]) for r in imp_l[max(a, b - MAX_RECENT_IMPRESSIONS) : b])
-        state.hidden.update(items[r] for r in hide_l[hide_at[j] : hide_at[j + 1]])
+        a = max(a, b - MAX_RECENT_IMPRESSIONS)
+        state.impressions.extend(zip(imp_ts[a:b], imp_items[a:b], strict=True))
+        state.hidden.update(hide_items[hide_at[j] : hide_at[j + 1]])
         a, b = pos_at[j], pos_at[j + 1]
         mine = first_items[a:b]
         state.positives.update(mine)
@@ -223,3 +225,8 @@ def fold_states(events: pa.Table, catalogue: Any, new: Callable[[str], ServingUs
                         tc[t] = tc.get(t, 0.0) + 1.0
         out[user] = state
     return out
+
+
+def _run_starts(values: pa.Array) -> np.ndarray:
+    """Where each run of equal values starts in ``values`` (non-empty, grouped)."""
+    return np.flatnonzero(np.r_[True, pc.not_equal(values[1:], values[:-1]).to_numpy(zero_copy_only=False)])

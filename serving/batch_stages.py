@@ -21,6 +21,7 @@ per user when a micro-batch first asks for them instead of the whole event log u
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from itertools import chain
 from typing import Any
@@ -123,6 +124,8 @@ class BatchUserStates:
         if events is not None and events.num_rows:
             if "tenant_id" in events.column_names:
                 events = self.events = events.filter(pc.equal(events["tenant_id"], tenant_id))
+            # only the columns a state reads: a micro-batch takes its users' rows of these
+            events = self.events = events.select([c for c in _FOLD_COLUMNS if c in events.column_names])
             self._order = pc.sort_indices(events["user_id"]).to_numpy()  # stable: log order within a user
             ids = events["user_id"].take(self._order).combine_chunks()
             starts = _run_starts(ids)
@@ -163,6 +166,10 @@ class BatchUserStates:
         return True
 
 
+_FOLD_COLUMNS = ("user_id", "item_id", "event_type", "ts", "seq")
+"""What :meth:`core.features.UserState.apply` and the fold's order read of an event."""
+
+
 def fold_states(events: pa.Table, catalogue: Any, new: Callable[[str], ServingUserState]) -> dict[str, ServingUserState]:
     """Every user's state after folding ``events`` (one tenant's, any order) with
     :meth:`core.features.UserState.apply` in the store's order (ts, arrival ``seq`` with nulls
@@ -196,12 +203,18 @@ def fold_states(events: pa.Table, catalogue: Any, new: Callable[[str], ServingUs
     _, first = np.unique(user_of[pos] * (int(item_code.max()) + 1) + item_code[pos], return_index=True)
     firsts = np.sort(pos[first])
     first_items = gather(items, firsts.tolist())
+    # The catalogue's category and (non-empty) tags of each first positive it knows, flat, in
+    # fold order: a user's affinities count a range of them (Counter keeps first-seen order).
     rows = catalogue.index_of(first_items)
-    known = rows >= 0
-    cats = np.where(known, catalogue.category[np.maximum(rows, 0)], 0).tolist()
-    tags = catalogue.tags[np.maximum(rows, 0)].tolist()
-    known_l = known.tolist()
+    known_rows = rows[rows >= 0]
+    cats = catalogue.category[known_rows].tolist()
+    tag_rows = catalogue.tags[known_rows]
+    tags = tag_rows[tag_rows != 0].tolist()  # row-major: item by item, each item's tags in order
+    cat_at = np.r_[0, np.cumsum(rows >= 0)]  # known first positives before each first positive
+    tag_at = np.r_[0, np.cumsum(np.count_nonzero(tag_rows, axis=1))]  # tags before each known one
     imp_at, hide_at, pos_at = (np.searchsorted(r, bounds).tolist() for r in (imp, hide, firsts))
+    cat_at = cat_at[pos_at].tolist()
+    tag_at = tag_at[cat_at].tolist()
     imp_ts, imp_items, hide_items = ts_arr[imp].tolist(), gather(items, imp.tolist()), gather(items, hide.tolist())
     out: dict[str, ServingUserState] = {}
     for j, user in enumerate(users):
@@ -216,13 +229,8 @@ def fold_states(events: pa.Table, catalogue: Any, new: Callable[[str], ServingUs
         state.positives.update(mine)
         state.history.extend(mine[max(0, len(mine) - HISTORY_LEN) :])
         state.n_positive = len(mine)
-        cc, tc = state.category_counts, state.tag_counts
-        for p in range(a, b):
-            if known_l[p]:
-                cc[cats[p]] = cc.get(cats[p], 0.0) + 1.0
-                for t in tags[p]:
-                    if t:
-                        tc[t] = tc.get(t, 0.0) + 1.0
+        state.category_counts.update((c, float(n)) for c, n in Counter(cats[cat_at[j] : cat_at[j + 1]]).items())
+        state.tag_counts.update((t, float(n)) for t, n in Counter(tags[tag_at[j] : tag_at[j + 1]]).items())
         out[user] = state
     return out
 

@@ -86,12 +86,8 @@ def select_users(storage: common.JobStorage, cfg: BatchScoreConfig, events: pa.T
 
     users = users_table(storage.data, storage.tenant)
     ids = set(users["user_id"].to_pylist()) if users is not None else set()
-    if events is None:  # the user column alone (the log's own ``read`` decodes every column)
-        log = storage.eventlog()
-        try:
-            events = log.dataset(storage.tenant).to_table(columns=["user_id"])
-        except FileNotFoundError:  # a compaction deleted a file listed a moment ago
-            events = log.read(storage.tenant, columns=["user_id"])
+    if events is None:
+        events = storage.eventlog().read(storage.tenant, columns=["user_id"])
     ids |= set(pc.unique(events["user_id"]).to_pylist())
     if cfg.users_file:
         listed = [line.strip() for line in Path(cfg.users_file).read_text().splitlines()]
@@ -140,11 +136,6 @@ class TenantSnapshot:
         if "item_to_item" in kinds:
             cooc = ItemToItemIndex.build(events, tenant_id=tenant, version=f"cooc:{events.num_rows}")
         return cls(events, users_table(storage.data, tenant), cooc)
-
-
-def read_snapshot(platform_config: str | None, tenant: str) -> TenantSnapshot:
-    """:meth:`TenantSnapshot.load` (what the job runs as a Ray task)."""
-    return TenantSnapshot.load(platform_config, tenant)
 
 
 class SlateScorer:
@@ -419,15 +410,14 @@ def main(argv=None) -> int:
     versions = production_versions(registry, cfg.tenant, cfg.alias)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    # The tenant's data read once and shared: the actors map the event log from the object
-    # store instead of each reading it, and fold only their own users' state. A task reads it
-    # (no CPU reserved: the actors hold the cluster's CPUs) while the actors start - the
-    # processes, imports and models took ≈ 10 s before they needed it; each actor waits for it
-    # only then. The driver lists the users from the log's user column alone.
-    shared = ray.remote(num_cpus=0)(read_snapshot).remote(cfg.platform_config, cfg.tenant)
-    users = select_users(storage, cfg)
+    # The tenant's data read once, here, and shared: the actors map the event log from the
+    # object store instead of each reading it, and fold only their own users' state.
+    snapshot = TenantSnapshot.load(cfg.platform_config, cfg.tenant)
+    users = select_users(storage, cfg, snapshot.events)
     if not users:
         raise ValueError(f"batch_score: no users to score for tenant {cfg.tenant!r}")
+    shared = ray.put(snapshot)
+    del snapshot
     loaded = time.perf_counter() - t0
     # One block per micro-batch, and the slates collected here: the actors are the dataset's only
     # CPU work. (A repartition or write task needs a CPU too, and with one actor per core
@@ -480,7 +470,7 @@ def main(argv=None) -> int:
         ("ineligible items", stats["ineligible_items"]), ("fallbacks", stats["fallbacks"] or "none"),
         ("degraded", stats["degraded"] or "none"),
         *((f"version {k}", v) for k, v in versions.items()),
-        ("expires at", expires.isoformat(timespec="seconds")), ("seconds", seconds), ("of which listing the users", loaded),
+        ("expires at", expires.isoformat(timespec="seconds")), ("seconds", seconds), ("of which reading the data", loaded),
         ("first slates after (s)", arrivals[0][0] if arrivals else "-"), ("steady users/s", steady or "-"),
         ("users/s", len(users) * len(surfaces) / seconds), ("owner", manifest.owner.team),
     ])  # fmt: skip

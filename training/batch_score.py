@@ -10,10 +10,10 @@ rank → slate, by :mod:`serving` itself (:func:`serving.assembly.build_tenant_s
 Ray Data (``map_batches`` over an actor pool, one actor per ``cpus_per_actor``, so the work
 spreads over the cluster's cores and nodes); inside an actor a batch of users runs stage by
 stage (:func:`serving.batch.recommend_many`: non-personal sources once, one two-tower pass,
-one ranker forward pass; a degraded user answered by the pipeline itself). A task reads the
-tenant's data once (:class:`TenantSnapshot`: event log, users table, item-to-item index) while
-the actors start, and shares it through the object store; an actor loads the models and builds
-each user's state when that user's batch comes (:class:`serving.batch_stages.BatchUserStates`).
+one ranker forward pass; a degraded user answered by the pipeline itself). The driver reads
+the tenant's data once (:class:`TenantSnapshot`: event log, users table, item-to-item index)
+and shares it through the object store; an actor loads the models and builds each user's state
+when that user's batch comes (:class:`serving.batch_stages.BatchUserStates`).
 
 The slates (user, rank, item, score, reasons, sources; the surface's precomputed sources left
 out, so a batch never reads an older batch) are published as a ``batch_recs`` version:
@@ -439,7 +439,7 @@ def main(argv=None) -> int:
             arrivals.append((time.perf_counter() - t0, int(pc.sum(pc.equal(b["rank"], 0)).as_py() or 0)))
     seconds = time.perf_counter() - t0
     # The steady rate: user-slates after the first micro-batch came back, over the time since
-    # (the start-up - starting the actors, reading the data, loading the models - left out).
+    # (the start-up - reading the data, starting the actors, loading the models - left out).
     steady = (sum(n for _, n in arrivals[1:]) / (seconds - arrivals[0][0])
               if len(arrivals) > 1 and seconds > arrivals[0][0] else None)  # fmt: skip
     table = (pa.concat_tables([p.select(RECS_SCHEMA.names).cast(RECS_SCHEMA) for p in parts]) if parts

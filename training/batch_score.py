@@ -12,7 +12,7 @@ spreads over the cluster's cores and nodes); inside an actor a batch of users ru
 stage (:func:`serving.batch.recommend_many`: non-personal sources once, one two-tower pass,
 one ranker forward pass; a degraded user answered by the pipeline itself). The driver reads
 the tenant's data once (:class:`TenantSnapshot`: event log, users table, item-to-item index)
-and shares it through the object store; an actor loads the models and folds each user's state
+and shares it through the object store; an actor loads the models and builds each user's state
 when that user's batch comes (:class:`serving.batch_stages.BatchUserStates`).
 
 The slates (user, rank, item, score, reasons, sources; the surface's precomputed sources left
@@ -147,15 +147,22 @@ class SlateScorer:
     def __init__(self, tenant: str, platform_config: str | None, surfaces: list[str], k: int,
                  versions: dict[str, str], now: float, max_batch: int = 512, threads: int = 1,
                  shared: Any = None):  # fmt: skip
+        t0, c0 = time.time(), time.process_time()
         import torch
 
         torch.set_num_threads(threads)  # the actor's CPUs: N actors on N cores, not N x all cores
+        t1 = time.time()
         if shared is not None and not isinstance(shared, TenantSnapshot):
             import ray
 
             shared = ray.get(shared)
+        t2 = time.time()
         self.stages, self.user_states = job_stages(tenant, platform_config, surfaces, versions, max_batch, shared)
         freeze_heap()
+        t3 = time.time()
+        print(f"batch_score {tenant}: actor ready {t3 - now:.1f} s after the job started (constructed at "
+              f"{t0 - now:.1f} s; torch {t1 - t0:.1f} s, shared data {t2 - t1:.1f} s, stages {t3 - t2:.1f} s; "
+              f"{time.process_time() - c0:.1f} s CPU)", flush=True)
         self.surfaces, self.k = surfaces, k
         self.tenant, self.now = tenant, datetime.fromtimestamp(now, UTC)
         self.scored = 0

@@ -317,6 +317,8 @@ def test_user_states_built_per_user_equal_the_bootstrapped_stores() -> None:
         rows.append(("acme", "heavy", f"i{n % 390}", "impression", n / 100, None))
         if n < HISTORY_LEN + 60:
             rows.append(("acme", "heavy", f"i{n + 5}", "click" if n % 3 else "like", n / 100, None))
+    for n in range(6):  # positives on items the catalogue lacks: history, no affinity
+        rows.append(("acme", f"u{n}", f"ghost{n % 2}", "click", 2.5 + n, None))
     rnd.shuffle(rows)
     events = _events(rows)
     users = pa.table({"user_id": ["u3", "u7", "nobody"], "max_maturity": ["teen", "general", "teen"]})
@@ -326,9 +328,13 @@ def test_user_states_built_per_user_equal_the_bootstrapped_stores() -> None:
     lazy.prepare(everyone[:10])  # one micro-batch, then users one at a time
     for u in everyone:
         assert lazy.get(u) == store.get(u), u
+        # the affinity dicts in the fold's insertion order too (features read them in order)
+        for name in ("category_counts", "tag_counts"):
+            assert list(getattr(lazy.get(u), name).items()) == list(getattr(store.get(u), name).items()), (u, name)
     assert any(store.get(u).hidden for u in everyone) and any(store.get(u).tag_counts for u in everyone)
     assert len(store.get("heavy").impressions) == MAX_RECENT_IMPRESSIONS and len(store.get("heavy").history) == HISTORY_LEN
     assert lazy.get("nobody").max_maturity == "teen"
+    assert "ghost0" in lazy.get("u0").history
 
     live = {"tenant_id": "acme", "user_id": "u12", "item_id": "i5", "event_type": "hide", "ts": NOW.timestamp()}
     fresh = BatchUserStates(cat, "acme", events, users)

@@ -409,6 +409,15 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         sel = sel.astype(np.int64, copy=False)
         return self._view(sel if self._index is None else self._index[sel])
 
+    def drop(self, positions: Sequence[int]) -> ScoredBatch:
+        """This batch less the candidates at ``positions`` (a view, in this batch's order):
+        :meth:`without` for a step that knows its picks' positions (no id lookup)."""
+        if not len(positions):
+            return self
+        keep = np.ones(len(self), dtype=bool)
+        keep[np.asarray(positions, dtype=np.int64)] = False
+        return self._view(np.flatnonzero(keep) if self._index is None else self._index[keep])
+
     def without(self, item_ids: Any) -> ScoredBatch:
         """This batch less the candidates whose ids are in ``item_ids`` (a set)."""
         if not item_ids:

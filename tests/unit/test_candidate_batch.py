@@ -142,6 +142,21 @@ def test_a_views_utility_order_is_its_own_sort(seed: int) -> None:
         assert view.utility_order() == own_sort(view)
 
 
+def test_dropping_positions_is_dropping_their_ids() -> None:
+    """A slate step that knows its picks' positions narrows its pool with ``drop``: the same
+    candidates, in the same order, as ``without`` their ids, on the batch and on views."""
+    rng = random.Random(7)
+    cands = _batch(rng)
+    batch = ScoredBatch(CandidateBatch.of(cands), {"click": [rng.random() for _ in cands]},
+                        [rng.random() for _ in cands])  # fmt: skip
+    for pool in (batch, batch.without(set(rng.sample(batch.item_ids, 6))), batch.take([9, 2, 4, 1, 20])):
+        at = rng.sample(range(len(pool)), 3)
+        ids = {pool.item_ids[i] for i in at}
+        assert list(pool.drop(at)) == list(pool.without(ids))
+        assert pool.drop(at).task_column("click") == pool.without(ids).task_column("click")
+        assert pool.drop([]) is pool
+
+
 def test_query_vector_memo_answers_only_the_same_inputs() -> None:
     from core.features import UserState
     from retrieval.similarity import query_vectors

@@ -253,8 +253,12 @@ class MmrDiversityStep:
             else:
                 head.pop(c, None)
 
-        for c in present:
-            advance(c)
+        if cat_cap > 0 and all(cap > 0 for cap in src_caps):
+            # Nothing picked yet: each category's first position is open (what advance finds).
+            head.update({c: grouped[at[c]] for c in present})
+        else:
+            for c in present:
+                advance(c)
         picked_cats: set[int] = set()  # categories similar to a pick (never None's)
         first = 0  # the first remaining position
         picks: list[tuple[int, tuple[str, ...]]] = []

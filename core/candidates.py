@@ -230,7 +230,7 @@ class CandidateBatch(Sequence[MergedCandidate]):
 class _Scored:
     """The columns a request's scored batches share (the ranker's answer, never copied)."""
 
-    __slots__ = ("candidates", "task_columns", "utility", "task_dicts", "u", "at")
+    __slots__ = ("candidates", "task_columns", "utility", "task_dicts", "u", "at", "order")
 
     def __init__(self, candidates, task_columns, utility, task_dicts):
         self.candidates: CandidateBatch = candidates
@@ -239,6 +239,7 @@ class _Scored:
         self.task_dicts: list[dict[str, float]] | None = task_dicts
         self.u: np.ndarray | None = None
         self.at: dict[str, int] | None = None
+        self.order: np.ndarray | None = None
 
 
 class ScoredBatch(Sequence[ScoredCandidate]):
@@ -331,6 +332,25 @@ class ScoredBatch(Sequence[ScoredCandidate]):
             base.u = np.array(base.utility, dtype=np.float64)
         return base.u if self._index is None else base.u[self._index]
 
+    def utility_order(self) -> list[int]:
+        """Positions best-first by utility, ties in batch order (a stable sort; for utilities
+        that are not NaN). The ranker's batch is sorted once per request; a view whose rows
+        keep its order (what :meth:`without` and a mask make: each slate step's pool) reads its
+        order from that one: the same positions, without sorting again."""
+        base = self._base
+        if base.order is None:
+            self.utility_array()
+            base.order = np.argsort(-base.u, kind="stable")  # type: ignore[operator]
+        idx = self._index
+        if idx is None:
+            return base.order.tolist()
+        if len(idx) > 1 and not (idx[1:] > idx[:-1]).all():  # reordered (a take by position)
+            return np.argsort(-base.u[idx], kind="stable").tolist()  # type: ignore[index]
+        at = np.full(len(base.utility), -1, dtype=np.int64)
+        at[idx] = np.arange(len(idx))
+        order = at[base.order]
+        return order[order >= 0].tolist()
+
     def rows(self, catalogue: Any) -> np.ndarray:
         """``(B,)`` catalogue rows (:meth:`CandidateBatch.rows`, looked up once per request)."""
         rows = self._base.candidates.rows(catalogue)
@@ -388,6 +408,15 @@ class ScoredBatch(Sequence[ScoredCandidate]):
             sel = np.flatnonzero(sel)
         sel = sel.astype(np.int64, copy=False)
         return self._view(sel if self._index is None else self._index[sel])
+
+    def drop(self, positions: Sequence[int]) -> ScoredBatch:
+        """This batch less the candidates at ``positions`` (a view, in this batch's order):
+        :meth:`without` for a step that knows its picks' positions (no id lookup)."""
+        if not len(positions):
+            return self
+        keep = np.ones(len(self), dtype=bool)
+        keep[np.asarray(positions, dtype=np.int64)] = False
+        return self._view(np.flatnonzero(keep) if self._index is None else self._index[keep])
 
     def without(self, item_ids: Any) -> ScoredBatch:
         """This batch less the candidates whose ids are in ``item_ids`` (a set)."""

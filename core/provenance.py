@@ -124,7 +124,7 @@ class Provenance:
     narrowing of it share one (see :class:`core.candidates.CandidateBatch`)."""
 
     __slots__ = ("row", "source", "version", "score", "rank", "diagnostics", "n_rows",
-                 "_by_row", "_starts", "_source_arr", "_best", "_retrieval")  # fmt: skip
+                 "_by_row", "_starts", "_source_arr", "_best", "_retrieval", "_lists")  # fmt: skip
 
     def __init__(self, n_rows: int, row: np.ndarray, source: list[str], version: list[str],
                  score: np.ndarray, rank: np.ndarray, diagnostics: list | None = None):  # fmt: skip
@@ -140,6 +140,7 @@ class Provenance:
         self._source_arr: np.ndarray | None = None
         self._best: list[str] | None = None
         self._retrieval: dict[str, np.ndarray] = {}
+        self._lists: tuple[list[int], list[int], list[float], list[int]] | None = None
 
     @classmethod
     def from_rows(cls, rows: Sequence[Sequence[Candidate]]) -> Provenance:
@@ -173,22 +174,25 @@ class Provenance:
 
     def rows_of(self, item_ids: list[str], rows: list[int]) -> list[tuple[Candidate, ...]]:
         """The provenance tuples of ``rows`` (rows of this pair table, items ``item_ids``)."""
-        order = self.by_row()
+        starts, by_row, score, rank = self._as_lists()
         diag = self.diagnostics
         src, ver = self.source, self.version
-        few = len(rows) < 8  # a row or a slate's few: no pass over every pair's columns
-        starts = self._starts if few else self._starts.tolist()  # type: ignore[union-attr]
-        score = self.score if few else self.score.tolist()
-        rank = self.rank if few else self.rank.tolist()
-        by_row = order if few else order.tolist()
         out = []
         for item, r in zip(item_ids, rows, strict=True):
-            ps = by_row[starts[r]:starts[r + 1]]
             out.append(tuple(
-                Candidate(item, src[p], ver[p], float(score[p]), int(rank[p]),
+                Candidate(item, src[p], ver[p], score[p], rank[p],
                           _NO_DIAGNOSTICS if diag is None else (diag[p] or _NO_DIAGNOSTICS))
-                for p in (ps.tolist() if few else ps)))  # fmt: skip
+                for p in by_row[starts[r]:starts[r + 1]]))  # fmt: skip
         return out
+
+    def _as_lists(self) -> tuple[list[int], list[int], list[float], list[int]]:
+        """Row starts, pairs by row, scores and ranks as Python lists, once per pair table: a
+        row read (a slate's pick, one at a time) is then list indexing, not numpy scalars."""
+        if self._lists is None:
+            order = self.by_row()
+            self._lists = (self._starts.tolist(), order.tolist(),  # type: ignore[union-attr]
+                           self.score.tolist(), self.rank.tolist())  # fmt: skip
+        return self._lists
 
     def retrieval_scores(self, source: str) -> np.ndarray:
         """``(n_rows,)`` float32: the first score ``source`` gave each row, NaN where none.

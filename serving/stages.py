@@ -40,15 +40,11 @@ class SourceStage:
 
     @cached_property
     def inline(self) -> bool:
-        """Whether the source says so (an ``inline`` bool attribute), or is its kind's registered
-        class registered ``inline=True``:
-        its ``retrieve`` never suspends (it answers from memory on the calling thread), so
-        the pipeline runs it on the request's task, without a task or a timer of its own."""
-        declared = getattr(self.source, "inline", None)
-        if isinstance(declared, bool):  # a stage that says so itself (the Ingress's own two-tower)
-            return declared
-        entry = SOURCES.get(self.config.kind)
-        return type(self.source) is entry.cls and bool(entry.meta.get("inline", False))
+        """Whether the source says its ``retrieve`` never suspends (an ``inline = True`` class
+        attribute: every built-in source, the Ingress's own two-tower): it answers from memory
+        on the calling thread, so the pipeline runs it on the request's task, without a task or
+        a timer of its own."""
+        return getattr(self.source, "inline", False) is True
 
 
 @dataclass(frozen=True)

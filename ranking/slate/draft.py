@@ -88,4 +88,4 @@ def utility_order(scored: Sequence[ScoredCandidate]) -> list[int]:
     u = batch.utility_array()
     if np.isnan(u).any():  # NaN has no place in a stable sort by value: the Python order
         return sorted(range(len(u)), key=lambda i: -batch.utility[i])
-    return np.argsort(-u, kind="stable").tolist()
+    return batch.utility_order()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import Field
 
+from core.candidates import ScoredBatch
 from core.components import SLATE_STEPS
 from core.config import SlateStepSpec
 from core.contracts import FilterResult, Placement, ScoredCandidate
@@ -70,10 +71,10 @@ class ExplorationStep:
         k = draft.k
         pool = draft.pool
         below = draft.utility_order()[k : k + self.pool]
-        picks = [(pool[below[j]], p)
+        picks = [(below[j], p)
                  for j, p in self.draw(draft.query.request_id, len(below), min(self.slots, n_free - 1))]  # fmt: skip
         placed = [
-            Placement(c, ("exploration", f"propensity:{p:.6g}"), "tail", propensity=p)
-            for c, p in picks
+            Placement(pool[i], ("exploration", f"propensity:{p:.6g}"), "tail", propensity=p)
+            for i, p in picks
         ]
-        return FilterResult(kept=pool.without({c.item_id for c, _ in picks}), removed=[], placed=placed)
+        return FilterResult(kept=ScoredBatch.of(pool).drop([i for i, _ in picks]), removed=[], placed=placed)

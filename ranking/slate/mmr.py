@@ -104,11 +104,12 @@ class MmrDiversityStep:
 
     def apply(self, draft: SlateDraft) -> FilterResult:
         """Fills the open positions from the pool (which keeps what it did not pick)."""
-        picks = self.select(draft.pool, draft.open)
+        pool = ScoredBatch.of(draft.pool)
+        picks = self._picks(pool, draft.open)
         return FilterResult(
-            kept=draft.pool.without({c.item_id for c, _ in picks}),
+            kept=pool.drop([i for i, _ in picks]),
             removed=[],
-            placed=[Placement(c, reasons) for c, reasons in picks],
+            placed=[Placement(pool[i], reasons) for i, reasons in picks],
         )
 
     def _similarity(self, a: str, b: str, cats: dict[str, str | None]) -> float:
@@ -124,10 +125,15 @@ class MmrDiversityStep:
     ) -> list[tuple[ScoredCandidate, tuple[str, ...]]]:
         """Up to ``n`` picks, each with its reasons (``utility_rank:<r>``, ``mmr_diversity``
         when diversity moved it ahead of a higher-utility item)."""
+        batch = ScoredBatch.of(scored)
+        return [(batch[i], reasons) for i, reasons in self._picks(batch, n)]
+
+    def _picks(self, batch: ScoredBatch, n: int) -> list[tuple[int, tuple[str, ...]]]:
+        """:meth:`select` as positions in ``batch``: a candidate is built only for a pick
+        that is placed (and its sources read) by the caller."""
         # Vectorised over the candidates in utility order (position p = the p-th best); each
         # pick is one masked argmax instead of a Python pass over every remaining candidate.
-        # Columns of the batch; a ScoredCandidate is built only for each pick.
-        batch = ScoredBatch.of(scored)
+        # Columns of the batch; the picks are positions in it.
         u = batch.utility_array()
         order = utility_order(batch)
         span = float(u.max() - u.min()) if len(u) else 0.0
@@ -173,7 +179,7 @@ class MmrDiversityStep:
         # instead of recomputed from every count at every pick.
         open_ = (per_cat[cat_code] < cat_cap) & (per_src[src_code] < src_cap[src_code])
         capped = self.max_per_category is not None or bool(self.source_quotas)
-        picks: list[tuple[ScoredCandidate, tuple[str, ...]]] = []
+        picks: list[tuple[int, tuple[str, ...]]] = []
         while len(picks) < n:
             cand = np.flatnonzero(remaining & open_ if capped else remaining)
             if not len(cand):
@@ -183,7 +189,6 @@ class MmrDiversityStep:
             if best is None:
                 break
             p = int(cand[best])
-            c = batch[order[p]]
             skipped_better = bool(remaining[:p].any())
             remaining[p] = False
             per_cat[cat_code[p]] += 1
@@ -197,18 +202,19 @@ class MmrDiversityStep:
                 if cat_code[p] != none_cat:
                     max_sim[remaining & (cat_code == cat_code[p])] = 1.0
             else:
+                pick_id = ranked_ids[p]
                 for j in np.flatnonzero(remaining).tolist():
-                    sim = self._similarity(ranked_ids[j], c.item_id, cats)
+                    sim = self._similarity(ranked_ids[j], pick_id, cats)
                     max_sim[j] = max(max_sim[j], sim)
             reasons = (f"utility_rank:{p}",)  # item ids are unique: p is its utility rank
             if skipped_better:
                 reasons += ("mmr_diversity",)
-            picks.append((c, reasons))
+            picks.append((order[p], reasons))
         return picks
 
     def _select_by_category(self, batch: ScoredBatch, order: list[int], rel_o: np.ndarray,
                             cat_code: np.ndarray, src_code: np.ndarray, none_cat: int, cat_cap: float,
-                            src_cap: np.ndarray, n: int) -> list[tuple[ScoredCandidate, tuple[str, ...]]]:  # fmt: skip
+                            src_cap: np.ndarray, n: int) -> list[tuple[int, tuple[str, ...]]]:  # fmt: skip
         """:meth:`select` when similarity is the category's (0 or 1): the same picks from one
         candidate per category. A value is ``lam·rel − (1 − lam)·sim``: within a category
         ``sim`` is the same for every candidate and ``lam·rel`` does not grow along the utility
@@ -247,11 +253,15 @@ class MmrDiversityStep:
             else:
                 head.pop(c, None)
 
-        for c in present:
-            advance(c)
+        if cat_cap > 0 and all(cap > 0 for cap in src_caps):
+            # Nothing picked yet: each category's first position is open (what advance finds).
+            head.update({c: grouped[at[c]] for c in present})
+        else:
+            for c in present:
+                advance(c)
         picked_cats: set[int] = set()  # categories similar to a pick (never None's)
         first = 0  # the first remaining position
-        picks: list[tuple[ScoredCandidate, tuple[str, ...]]] = []
+        picks: list[tuple[int, tuple[str, ...]]] = []
         while len(picks) < n:
             best_p, best_v = None, -np.inf
             for p in sorted(head.values()):
@@ -280,7 +290,7 @@ class MmrDiversityStep:
             reasons = (f"utility_rank:{p}",)  # item ids are unique: p is its utility rank
             if skipped_better:
                 reasons += ("mmr_diversity",)
-            picks.append((batch[order[p]], reasons))
+            picks.append((order[p], reasons))
         return picks
 
     @staticmethod

@@ -3,7 +3,8 @@
 A source is one file under ``retrieval/sources/`` with a config model (extending
 :class:`core.config.SourceSpec`) and a class with ``from_config(cfg, ctx: SourceContext)`` and
 ``async retrieve(query, user_state, limit)`` (:class:`core.contracts.CandidateSource`),
-registered with ``@SOURCES.register(kind, ConfigModel, personalised=…, inline=…)``;
+registered with ``@SOURCES.register(kind, ConfigModel, personalised=…)`` (``inline = True`` on the
+class when ``retrieve`` never suspends: :attr:`serving.stages.SourceStage.inline`);
 :func:`build_source` is the only place that reads the registry.
 
 Invariants every source keeps: candidates are best first with 0-based ``rank``; at most

@@ -17,9 +17,10 @@ class EditorialSourceConfig(SourceSpec):
     items: list[str] = Field(default_factory=list)
 
 
-@SOURCES.register("editorial", EditorialSourceConfig, personalised=False, inline=True)
+@SOURCES.register("editorial", EditorialSourceConfig, personalised=False)
 class EditorialSource:
     kind = "editorial"
+    inline = True  # answers from memory, never suspends (serving.stages.SourceStage.inline)
 
     def __init__(self, name: str, items: list[str]):
         self.name = name

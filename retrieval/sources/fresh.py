@@ -18,12 +18,13 @@ class FreshSourceConfig(SourceSpec):
     max_age_hours: float = Field(72.0, gt=0)
 
 
-@SOURCES.register("fresh", FreshSourceConfig, personalised=False, inline=True)
+@SOURCES.register("fresh", FreshSourceConfig, personalised=False)
 class FreshSource:
     """Items created within ``max_age_hours`` before ``query.now`` and available then, newest
     first; score = ``1 - age / max_age`` in ``(0, 1]``."""
 
     kind = "fresh"
+    inline = True  # answers from memory, never suspends (serving.stages.SourceStage.inline)
 
     def __init__(self, name: str, catalogue: Catalogue | None, max_age_hours: float):
         self.name = name

@@ -23,13 +23,14 @@ class ItemToItemSourceConfig(SourceSpec):
     min_cooccurrence: int = Field(2, ge=1)
 
 
-@SOURCES.register("item_to_item", ItemToItemSourceConfig, personalised=True, inline=True)
+@SOURCES.register("item_to_item", ItemToItemSourceConfig, personalised=True)
 class ItemToItemSource:
     """Score of a candidate = sum over seeds of ``recency_weight(seed) * cosine(seed, item)``;
     the most recent seed weighs 1, the next 1/2, and so on, so the page follows what the user
     did last. Seeds come from ``query.context["item_id"]`` (item page) first, then history."""
 
     kind = "item_to_item"
+    inline = True  # answers from memory, never suspends (serving.stages.SourceStage.inline)
 
     def __init__(
         self, name: str, index: ItemToItemIndex | None, *, seed_items: int, min_cooccurrence: int

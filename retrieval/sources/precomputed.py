@@ -81,9 +81,10 @@ def load_batch_recs(registry: Any, tenant: str, surface: str, alias: str = "prod
     )
 
 
-@SOURCES.register("precomputed", PrecomputedSourceConfig, personalised=True, inline=True)
+@SOURCES.register("precomputed", PrecomputedSourceConfig, personalised=True)
 class PrecomputedSource:
     kind = "precomputed"
+    inline = True  # answers from memory, never suspends (serving.stages.SourceStage.inline)
 
     def __init__(self, name: str, tenant_id: str, surface: str, registry: Any = None,
                  alias: str = "production", refresh_s: float = 60.0, recs: BatchRecs | None = None):  # fmt: skip

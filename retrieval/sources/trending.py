@@ -22,7 +22,7 @@ class TrendingSourceConfig(SourceSpec):
     half_life_hours: float = Field(24.0, gt=0)
 
 
-@SOURCES.register("trending", TrendingSourceConfig, personalised=False, inline=True)
+@SOURCES.register("trending", TrendingSourceConfig, personalised=False)
 class TrendingSource:
     """Counts positive events of its tenant on its surface. An event without a surface (an
     import, a synthetic log) is not attributable, so it counts for every surface; an event on
@@ -30,6 +30,7 @@ class TrendingSource:
     and answers from memory."""
 
     kind = "trending"
+    inline = True  # answers from memory, never suspends (serving.stages.SourceStage.inline)
 
     def __init__(self, name: str, tenant_id: str, surface: str, half_life_hours: float):
         self.name = name

@@ -20,9 +20,10 @@ class TwoTowerSourceConfig(SourceSpec):
     pass
 
 
-@SOURCES.register("two_tower", TwoTowerSourceConfig, personalised=True, inline=True)
+@SOURCES.register("two_tower", TwoTowerSourceConfig, personalised=True)
 class TwoTowerSource:
     kind = "two_tower"
+    inline = True  # answers from memory, never suspends (serving.stages.SourceStage.inline)
 
     def __init__(self, name: str, artifacts: TwoTowerArtifacts | None, catalogue: Catalogue | None):
         self.name = name

@@ -119,6 +119,44 @@ def test_scored_views_keep_each_rows_values() -> None:
     assert list(ScoredBatch.of(rows).without(drop)) == [r for r in rows if r.item_id not in drop]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_views_utility_order_is_its_own_sort(seed: int) -> None:
+    """A slate step's pool (a view) reads its order from the ranker batch's one sort: the
+    positions a stable sort of the view's own utilities gives (ties, of which there are many
+    here, in the view's order), however the view was narrowed."""
+    rng = random.Random(seed)
+    cands = _batch(rng)
+    utility = [rng.choice([0.1, 0.2, 0.2, 0.5, -0.3]) for _ in cands]
+    batch = ScoredBatch(CandidateBatch.of(cands), {}, utility)
+    ids = batch.item_ids
+
+    def own_sort(view: ScoredBatch) -> list[int]:
+        u = view.utility
+        return sorted(range(len(u)), key=lambda i: -u[i])
+
+    views = [batch, batch.without(set(rng.sample(ids, 7))), batch.take([rng.random() < 0.6 for _ in ids]),
+             batch.take(rng.sample(range(len(ids)), 12)), batch.take([3])]  # fmt: skip
+    views.append(views[1].without(set(rng.sample(views[1].item_ids, 5))))
+    views.append(views[3].without({views[3].item_ids[0]}))
+    for view in views:
+        assert view.utility_order() == own_sort(view)
+
+
+def test_dropping_positions_is_dropping_their_ids() -> None:
+    """A slate step that knows its picks' positions narrows its pool with ``drop``: the same
+    candidates, in the same order, as ``without`` their ids, on the batch and on views."""
+    rng = random.Random(7)
+    cands = _batch(rng)
+    batch = ScoredBatch(CandidateBatch.of(cands), {"click": [rng.random() for _ in cands]},
+                        [rng.random() for _ in cands])  # fmt: skip
+    for pool in (batch, batch.without(set(rng.sample(batch.item_ids, 6))), batch.take([9, 2, 4, 1, 20])):
+        at = rng.sample(range(len(pool)), 3)
+        ids = {pool.item_ids[i] for i in at}
+        assert list(pool.drop(at)) == list(pool.without(ids))
+        assert pool.drop(at).task_column("click") == pool.without(ids).task_column("click")
+        assert pool.drop([]) is pool
+
+
 def test_query_vector_memo_answers_only_the_same_inputs() -> None:
     from core.features import UserState
     from retrieval.similarity import query_vectors

@@ -205,9 +205,11 @@ def test_hanging_source_times_out_and_the_others_answer(world) -> None:
 
 
 class SuspendingSource:
-    """Registered ``inline`` (never suspends) but it does: the pipeline, which ran it on the
+    """Says it is ``inline`` (never suspends) but it does: the pipeline, which ran it on the
     request's task, goes on with it as a task would have, under its timeout. ``broken``:
     answers at once with something that is not an answer (a source error, as in a task)."""
+
+    inline = True
 
     def __init__(self, how: str):
         self.how = how
@@ -221,7 +223,7 @@ class SuspendingSource:
         return make_result("suspends", "v1", [("late-item", 1.0)])
 
 
-SOURCES.register("test_inline_suspends", None, personalised=False, inline=True)(SuspendingSource)
+SOURCES.register("test_inline_suspends", None, personalised=False)(SuspendingSource)
 
 
 @pytest.mark.parametrize("how", ["answers", "hangs", "broken"])

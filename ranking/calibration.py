@@ -81,4 +81,3 @@ def apply_calibration(logits: np.ndarray, params: dict | None) -> np.ndarray:
     if not params or params.get("method", "none") == "none":
         return sigmoid(logits)
     return sigmoid(params["a"] * logits + params["b"])
-

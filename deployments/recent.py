@@ -4,7 +4,7 @@ first; and, per user, the newest request ids (the explain page's links)."""
 
 from __future__ import annotations
 
-from core.contracts import DecisionRecord, decision_json
+from core.contracts import DecisionRecord, decision_bytes
 from core.lru import SizedLRU
 from deployments.explain import RecentRequests
 
@@ -19,7 +19,7 @@ class RecentDecisions:
         self.by_user = RecentRequests()
 
     def add(self, record: DecisionRecord) -> bytes:
-        data = decision_json(record).encode()
+        data = decision_bytes(record)
         self._data.put((record.tenant_id, record.request_id), data)
         self.by_user.add(record.tenant_id, record.user_id, record.request_id)
         return data

@@ -29,6 +29,7 @@ from core.contracts import (
     SlateRecord,
     SourceOutcome,
     SourceResult,
+    decision_bytes,
     decision_json,
 )
 from core.provenance import SourceColumns
@@ -170,3 +171,4 @@ def test_a_record_serialises_as_pydantic_does(seed: int) -> None:
             slate=[SlateRecord(item_id="i2", rank=0, score=0.5, sources=["fresh"], reasons=["utility_rank:0"])],
             stage_latency_ms={"total": 1.5}, degraded=["x"])  # fmt: skip
         assert decision_json(record) == record.model_dump_json()
+        assert decision_bytes(record) == record.model_dump_json().encode()

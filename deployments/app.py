@@ -9,8 +9,9 @@ Ranker).
 
     client ─► Ingress ─┬─► TwoTowerRetriever    (query tower + ANN index, hot-swapped)
       (user state,     ├─► Ranker               (@serve.batch, CPU or GPU, hot-swapped)
-       other sources,  └─► DecisionLog          (async, bounded, batched; recent records)
-       rules, slate)
+       other sources,  └─► DecisionLog          (async, bounded, batched; recent records;
+       rules, slate)                             none where ``placement.decision_log`` is
+                                                 ``ingress``: each replica writes the log)
                        [UserState, CandidateSources: own deployments where
                         ``placement`` puts user state or source kinds there;
                         no TwoTowerRetriever / Ranker where it puts the two-tower /
@@ -46,8 +47,8 @@ def build_app(args: AppArgs | dict) -> Application:
         "TwoTowerRetriever": None if placement.two_tower_in_ingress else TwoTowerRetrieverDeployment.bind(ctx),
         "CandidateSources": CandidateSourcesDeployment.bind(ctx) if "CandidateSources" in where else None,
         "Ranker": None if placement.ranker == "ingress" else RankerDeployment.bind(ctx),
-        "DecisionLog": DecisionLogDeployment.bind(ctx.decisions, args.decision_queue_size,
-                                                  args.decision_lru_size,
-                                                  lru_bytes=int(args.decision_lru_mb * 2**20)),
+        "DecisionLog": None if placement.decision_log == "ingress" else DecisionLogDeployment.bind(
+            ctx.decisions, args.decision_queue_size, args.decision_lru_size,
+            lru_bytes=int(args.decision_lru_mb * 2**20)),
     }  # fmt: skip
     return Ingress.bind(ctx, args, handles)

@@ -26,7 +26,7 @@ from deployments import metrics
 from deployments.api_docs import remove_api_docs, serve_lean
 from deployments.auth import BearerKeyAuthenticator
 from deployments.broadcast import EventBroadcast
-from deployments.decision_log import DecisionForwarder
+from deployments.decision_log import DecisionForwarder, LocalDecisionLog
 from deployments.errors import ApiError, BodySizeLimit, install_error_handlers
 from deployments.explain import CONTENT_SECURITY_POLICY, render_explain, render_not_found
 from deployments.loaders import ServingContext, settle_replica
@@ -90,8 +90,13 @@ class Ingress:
             await self.ranker.refresh_all()
         self.fanout = EventBroadcast(self.handles, self._own if self.tenants.holds_state else None,
                                      args.events_push_timeout_s)  # fmt: skip
-        self.forwarder = DecisionForwarder(self.handles["DecisionLog"], args.decision_queue_size,
-                                           interval_s=args.decision_ship_interval_s)  # fmt: skip
+        # Decision records: written by this replica (placement.decision_log: ingress) or
+        # shipped in batches to the DecisionLog deployment (deployments/decision_log.py).
+        if args.placement.decision_log == "ingress":
+            self.decisions = LocalDecisionLog(ctx.decisions, args.decision_queue_size)
+        else:
+            self.decisions = DecisionForwarder(self.handles["DecisionLog"], args.decision_queue_size,
+                                               interval_s=args.decision_ship_interval_s)  # fmt: skip
         self.recent = RecentDecisions(args.decision_lru_size, int(args.decision_lru_mb * 2**20))
         # The hot routes without FastAPI's per-request work (deployments/api_docs.serve_lean):
         # the same methods, their OpenAPI unchanged.
@@ -101,6 +106,14 @@ class Ingress:
         for slots in (self.two_tower, self.ranker, self.tenants):  # models; tenant configs
             if slots is not None:
                 slots.ensure_polling(lambda: self.args.model_poll_interval_s)
+
+    def __del__(self):
+        # Serve calls __del__ on a graceful replica shutdown (scale-down, redeploy): the
+        # records this replica writes itself are written before it goes.
+        try:
+            self.decisions.close(2.0)
+        except Exception:
+            pass
 
     def _own(self):
         return serve.get_deployment_handle("Ingress", serve.get_replica_context().app_name)
@@ -121,8 +134,8 @@ class Ingress:
             metrics.FALLBACKS.labels(tenant, f"{exc.reason}_503").inc()
             raise ApiError(503, exc.reason, "no safe recommendation is available right now") from None
         record = result.decision
-        self.forwarder.ensure_running()
-        self.forwarder.submit((tenant, record.request_id, record.at, self.recent.add(record)))
+        self.decisions.ensure_running()
+        self.decisions.submit((tenant, record.request_id, record.at, self.recent.add(record)))
         metrics.observe_decision(record)
         exp = record.experiment if record.experiment.get("id") != NO_EXPERIMENT else None
         items = [{"item_id": i.item_id, "score": i.score, "rank": i.rank, "sources": list(i.sources),
@@ -161,7 +174,7 @@ class Ingress:
         data = self.recent.get(tenant, request_id)
         if data is not None or len(request_id) > 128:
             return data
-        record, wait = await self.handles["DecisionLog"].lookup.remote(tenant, request_id)
+        record, wait = await self.decisions.lookup(tenant, request_id)
         if wait:
             raise ApiError(429, "rate_limited", "too many lookups of unknown ids; retry later",
                            headers={"Retry-After": retry_after_header(wait)})  # fmt: skip

@@ -64,6 +64,15 @@ class Placement(_Strict):
     ranker and scores in process (no hop, no batching across requests: on CPU-only nodes,
     where the hop costs more than batching saves; docs/architecture.md)."""
 
+    decision_log: Literal["ingress", "deployment"] = "deployment"
+    """``deployment``: every Ingress replica ships its decision records in batches to the
+    ``DecisionLog`` deployment, which writes them and answers lookups (one place for recent
+    records of every replica; one per-tenant budget of unknown-id lookups). ``ingress``: every
+    Ingress replica writes its own records to the same log and reads other replicas' records
+    from its files (no hop, no extra process: ≈ 1 ms less CPU per request on a 2-core node;
+    another replica's record is found once written, within ~0.5 s; the unknown-id budget is
+    per replica). Same files either way (docs/architecture.md)."""
+
     @model_validator(mode="after")
     def _two_tower_named(self) -> Placement:
         # `sources` is the default of the non-model kinds only: the two-tower's home is chosen

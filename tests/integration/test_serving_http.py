@@ -61,10 +61,14 @@ def _test_platform_config(path, pins: dict | None = None) -> str:
 
 # Where the models run (AppArgs.placement): in their own deployments (TwoTowerRetriever,
 # Ranker: configs/serve.gpu.yaml, a GPU node's shape), or inside the Ingress replicas
-# (configs/serve.yaml: a CPU-only node's). Every behaviour below holds for both.
+# (configs/serve.yaml: a CPU-only node's). Every behaviour below holds for both. Decision
+# records: shipped to the DecisionLog deployment in the first, written by the Ingress replicas
+# themselves in the second (both shipped configs; placement.decision_log).
 PLACEMENTS = {
-    "models-in-deployments": {"placement": {"source_kinds": {"two_tower": "deployment"}, "ranker": "deployment"}},
-    "models-in-ingress": {"placement": {"source_kinds": {"two_tower": "ingress"}, "ranker": "ingress"}},
+    "models-in-deployments": {"placement": {"source_kinds": {"two_tower": "deployment"}, "ranker": "deployment",
+                                            "decision_log": "deployment"}},
+    "models-in-ingress": {"placement": {"source_kinds": {"two_tower": "ingress"}, "ranker": "ingress",
+                                        "decision_log": "ingress"}},
 }
 
 
@@ -197,6 +201,15 @@ def test_recommend_contract_and_decision_record(serving):
         (i["item_id"], i["rank"]) for i in items
     ]
     assert record["versions"] == body["versions"]
+    # Written to the decision log (the files every reader uses), whichever placement wrote it.
+    from core.decision_log import DecisionLogWriter
+
+    log = DecisionLogWriter(serving["storage"]["decisions"], lru_size=1)
+    deadline = time.monotonic() + 30
+    while (found := log.get("acme", body["request_id"])) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log.close(1.0)
+    assert found is not None and found.model_dump(mode="json") == record
 
 
 def test_an_arm_pinning_non_production_models_is_served_by_them(serving):

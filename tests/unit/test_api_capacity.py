@@ -55,7 +55,7 @@ def test_plan_and_patch(tmp_path):
     config = _serve_config("configs/serve.gpu.yaml")
     plan = plan_capacity(config, measured, target_rps=100, headroom=0.2, measured_placement=GPU_SHAPE)
     assert plan.replicas() == {"Ingress": 1, "Ranker": 3}
-    assert "DecisionLog" in plan.unmeasured
+    assert "TwoTowerRetriever" in plan.unmeasured
     assert plan.total_cpus == pytest.approx(1 * 0.6 + 3 * 0.4)
 
     fixed = apply_plan(config, plan)
@@ -87,10 +87,10 @@ def test_the_shipped_cpu_shape_scales_the_ingress():
     rate buys, planned from the figure measured in that shape (per replica: the graph's clean
     rate over its two replicas)."""
     config = _serve_config()
-    measured = {"Ingress": 37.5, "DecisionLog": 75.0}  # 75 req/s served by 2 Ingress replicas
+    measured = {"Ingress": 37.5}  # 75 req/s served by 2 Ingress replicas
     plan = plan_capacity(config, measured, target_rps=100, headroom=0.3, measured_placement=CPU_SHAPE)
-    assert plan.replicas() == {"Ingress": 4, "DecisionLog": 2}  # ceil(130 / 37.5), ceil(130 / 75)
-    assert plan.total_cpus == pytest.approx(4 * 0.6 + 2 * 0.1)
+    assert plan.replicas() == {"Ingress": 4}  # ceil(130 / 37.5); the Ingress writes its records
+    assert plan.total_cpus == pytest.approx(4 * 0.6)
     patch = patch_of(plan, config)
     assert patch["applications"][0]["deployments"][0] == {"name": "Ingress", "num_replicas": 4}
 

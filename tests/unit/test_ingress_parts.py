@@ -119,6 +119,50 @@ def test_forwarder_keeps_each_shipment_under_the_transport_limit() -> None:
 
     assert DecisionForwarder(handle).batch_bytes <= limit // 2  # room for the call's framing
 
+def test_local_decision_log_writes_and_finds_another_replicas_records(tmp_path) -> None:
+    """``placement.decision_log: ingress``: each replica writes its own records to the shared
+    log; another replica finds them there once written (not before); unknown ids are
+    rate-limited per replica; a full queue drops and counts; ``close`` writes what is queued."""
+    from core.decision_log import new_request_id
+    from deployments.decision_log import LocalDecisionLog
+    from tests.unit.explain_samples import sample_record
+
+    uri = str(tmp_path / "decisions")
+    one = LocalDecisionLog(uri, flush_interval_s=0.05)
+    other = LocalDecisionLog(uri, miss_rate_per_s=0.001, miss_burst=2, flush_interval_s=0.05)
+    now = datetime.now(UTC)  # lookups reach back 7 days from the real clock
+
+    def record():
+        return sample_record(request_id=new_request_id(now)).model_copy(update={"at": now})
+
+    records = [record() for _ in range(3)]
+    for r in records:
+        assert one.submit((r.tenant_id, r.request_id, r.at, r.model_dump_json().encode()))
+    one.ensure_running()  # the writer's thread runs already
+    assert one.writer.flush(10.0)
+    tenant = records[0].tenant_id
+    for r in records:
+        found, wait = asyncio.run(other.lookup(tenant, r.request_id))
+        assert wait == 0 and found == r
+    assert asyncio.run(other.lookup("another-tenant", records[0].request_id))[0] is None
+    # Unknown ids: the budget (2) is spent, then refused with a wait, before any read.
+    misses = [asyncio.run(other.lookup(tenant, new_request_id(now))) for _ in range(3)]
+    assert [m[0] for m in misses] == [None] * 3 and misses[0][1] == misses[1][1] == 0 < misses[2][1]
+    # A full queue drops (and counts) instead of blocking the request.
+    tiny = LocalDecisionLog(str(tmp_path / "tiny"), queue_size=1, flush_interval_s=5.0)
+    kept = [tiny.submit((tenant, new_request_id(now), now, b"{}")) for _ in range(3)]
+    assert kept.count(False) >= 1 and tiny.dropped == kept.count(False)
+    # Graceful shutdown: what is queued is written.
+    last = record()
+    one.submit((last.tenant_id, last.request_id, last.at, last.model_dump_json().encode()))
+    one.close(5.0)
+    reader = LocalDecisionLog(uri)  # `other` has spent its unknown-id budget
+    assert asyncio.run(reader.lookup(tenant, last.request_id))[0] == last
+    for log in (other, reader):
+        log.close(1.0)
+    tiny.close(1.0)
+
+
 def test_recent_decisions_are_bounded_and_per_tenant() -> None:
     from tests.unit.explain_samples import sample_record
 

@@ -143,15 +143,19 @@ class CandidateBatch(Sequence[MergedCandidate]):
         """``(B,)`` float32: the two-tower source's score, NaN where it did not propose the
         item."""
         if self._retrieval is None:
-            self._columns()
-        return self._retrieval  # type: ignore[return-value]
+            pairs, idx = self._pair_table()
+            scores = pairs.retrieval_scores(RETRIEVAL_SCORE_SOURCE)
+            self._retrieval = scores if idx is None else scores[idx]
+        return self._retrieval
 
     def best_sources(self) -> list[str]:
         """The source of each candidate's best (lowest rank, then highest score) provenance
         entry (:attr:`MergedCandidate.best`)."""
         if self._best is None:
-            self._columns()
-        return self._best  # type: ignore[return-value]
+            pairs, idx = self._pair_table()
+            best = pairs.best_sources()
+            self._best = best if idx is None else _pick(best, idx.tolist())
+        return self._best
 
     @property
     def typed_provenance(self) -> bool:
@@ -191,13 +195,6 @@ class CandidateBatch(Sequence[MergedCandidate]):
             self._row_pairs = Provenance.from_rows(self._prov)  # type: ignore[arg-type]
         return self._row_pairs, None
 
-    def _columns(self) -> None:
-        pairs, idx = self._pair_table()
-        scores, best = pairs.retrieval_scores(RETRIEVAL_SCORE_SOURCE), pairs.best_sources()
-        if idx is not None:
-            scores, best = scores[idx], _pick(best, idx.tolist())
-        self._retrieval, self._best = scores, best
-
     # ---------------------------------------------------------------- narrowing
     def take(self, selector: Any) -> CandidateBatch:
         """The candidates at ``selector`` (positions, or a ``(B,)`` bool mask), in that order;
@@ -220,7 +217,8 @@ class CandidateBatch(Sequence[MergedCandidate]):
             out._rows, out._catalogue = self._rows[idx], self._catalogue
         if self._retrieval is not None:
             out._retrieval = self._retrieval[idx]
-            out._best = _pick(self._best, idx)  # type: ignore[arg-type]
+        if self._best is not None:
+            out._best = _pick(self._best, idx)
 
     def head(self, n: int) -> CandidateBatch:
         """The first ``n`` candidates."""

@@ -228,13 +228,14 @@ class CandidateBatch(Sequence[MergedCandidate]):
 class _Scored:
     """The columns a request's scored batches share (the ranker's answer, never copied)."""
 
-    __slots__ = ("candidates", "task_columns", "utility", "task_dicts", "u", "at", "order")
+    __slots__ = ("candidates", "task_columns", "utility", "task_dicts", "floats", "u", "at", "order")
 
-    def __init__(self, candidates, task_columns, utility, task_dicts):
+    def __init__(self, candidates, task_columns, utility, task_dicts, floats=False):
         self.candidates: CandidateBatch = candidates
         self.task_columns: dict[str, list[float]] = task_columns
         self.utility: list[float] = utility
         self.task_dicts: list[dict[str, float]] | None = task_dicts
+        self.floats: bool = floats
         self.u: np.ndarray | None = None
         self.at: dict[str, int] | None = None
         self.order: np.ndarray | None = None
@@ -258,10 +259,15 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         task_columns: dict[str, list[float]],
         utility: list[float],
         task_dicts: list[dict[str, float]] | None = None,
+        *,
+        floats: bool = False,
     ):
+        """``floats``: the builder vouches that ``utility`` and every task column are lists
+        of Python ``float`` (the ranker's ``tolist()`` columns), so a reader that needs
+        floats (the decision record) takes them as they are instead of checking each."""
         if len(utility) != len(candidates):
             raise ValueError(f"{len(utility)} utilities for {len(candidates)} candidates")
-        self._base = _Scored(candidates, task_columns, utility, task_dicts)
+        self._base = _Scored(candidates, task_columns, utility, task_dicts, floats)
         self._index: np.ndarray | None = None
         self._cache: dict[str, Any] = {}
 
@@ -308,6 +314,11 @@ class ScoredBatch(Sequence[ScoredCandidate]):
     @property
     def utility(self) -> list[float]:
         return self._gather("utility", self._base.utility)
+
+    @property
+    def floats(self) -> bool:
+        """Whether the utility and task columns are Python floats by construction."""
+        return self._base.floats
 
     @property
     def task_columns(self) -> dict[str, list[float]]:

@@ -43,7 +43,7 @@ def compose(
     batch = CandidateBatch.of(candidates)
     u = utility(probs, task_weights).tolist() if len(batch) else []
     columns = {t: np.asarray(p, dtype=np.float64).tolist() for t, p in probs.items()}
-    return ScoredBatch(batch, columns, u)
+    return ScoredBatch(batch, columns, u, floats=True)  # tolist() of float64 arrays
 
 
 @runtime_checkable

@@ -34,14 +34,17 @@ RETRIEVAL_SCORE_SOURCE = "two_tower"
 """The source whose score is the ranker's ``retrieval_score`` feature (see
 :mod:`ranking.scorer`)."""
 
-def _indices(selector: Any, n: int) -> list[int]:
-    """``selector`` as a list of positions: a ``(n,)`` bool mask or positions already."""
+def _positions(selector: Any, n: int) -> np.ndarray:
+    """``selector`` as a new ``(k,)`` int64 array of positions: a ``(n,)`` bool mask, a
+    ``range`` or positions already."""
+    if isinstance(selector, range):  # np.asarray would read a range one int at a time
+        return np.arange(selector.start, selector.stop, selector.step, dtype=np.int64)
     arr = np.asarray(selector)
     if arr.dtype == bool:
         if len(arr) != n:
             raise ValueError(f"mask of {len(arr)} for a batch of {n}")
-        return np.flatnonzero(arr).tolist()
-    return arr.astype(np.int64, copy=False).tolist()
+        return np.flatnonzero(arr)
+    return np.array(arr, dtype=np.int64)
 
 
 class CandidateBatch(Sequence[MergedCandidate]):
@@ -199,9 +202,9 @@ class CandidateBatch(Sequence[MergedCandidate]):
     def take(self, selector: Any) -> CandidateBatch:
         """The candidates at ``selector`` (positions, or a ``(B,)`` bool mask), in that order;
         columns already computed come along."""
-        idx = _indices(selector, len(self))
+        base = _positions(selector, len(self))
+        idx = base.tolist()
         if self._pairs is not None:
-            base = np.asarray(idx, dtype=np.int64)
             out = CandidateBatch.from_provenance(
                 _pick(self.item_ids, idx), self._pairs,
                 base if self._pair_rows is None else self._pair_rows[base])  # fmt: skip
@@ -209,20 +212,38 @@ class CandidateBatch(Sequence[MergedCandidate]):
                 out._prov = _pick(self._prov, idx)
         else:
             out = CandidateBatch(_pick(self.item_ids, idx), _pick(self.provenance, idx))
-        self._carry(out, idx)
+        self._carry(out, idx, base)
         return out
 
-    def _carry(self, out: CandidateBatch, idx: list[int]) -> None:
+    def _carry(self, out: CandidateBatch, idx: list[int], base: np.ndarray) -> None:
         if self._rows is not None:
-            out._rows, out._catalogue = self._rows[idx], self._catalogue
+            out._rows, out._catalogue = self._rows[base], self._catalogue
         if self._retrieval is not None:
-            out._retrieval = self._retrieval[idx]
+            out._retrieval = self._retrieval[base]
         if self._best is not None:
             out._best = _pick(self._best, idx)
 
     def head(self, n: int) -> CandidateBatch:
-        """The first ``n`` candidates."""
-        return self if n >= len(self) else self.take(range(n))
+        """The first ``n`` candidates: :meth:`take` of ``range(n)``, by slicing (every column
+        is a prefix; no positions gathered)."""
+        if n >= len(self):
+            return self
+        n = max(n, 0)
+        if self._pairs is not None:
+            out = CandidateBatch.from_provenance(
+                self.item_ids[:n], self._pairs,
+                np.arange(n, dtype=np.int64) if self._pair_rows is None else self._pair_rows[:n].copy())  # fmt: skip
+            if self._prov is not None:
+                out._prov = self._prov[:n]
+        else:
+            out = CandidateBatch(self.item_ids[:n], self.provenance[:n])
+        if self._rows is not None:
+            out._rows, out._catalogue = self._rows[:n].copy(), self._catalogue
+        if self._retrieval is not None:
+            out._retrieval = self._retrieval[:n].copy()
+        if self._best is not None:
+            out._best = self._best[:n]
+        return out
 
 
 class _Scored:

@@ -160,6 +160,13 @@ class CandidateBatch(Sequence[MergedCandidate]):
             self._best = best if idx is None else _pick(best, idx.tolist())
         return self._best
 
+    def best_source_codes(self) -> tuple[np.ndarray, list[str]]:
+        """:meth:`best_sources` as ``(B,)`` int64 codes into distinct names
+        (:meth:`core.provenance.Provenance.best_source_codes`)."""
+        pairs, idx = self._pair_table()
+        codes, names = pairs.best_source_codes()
+        return (codes if idx is None else codes[idx]), names
+
     @property
     def typed_provenance(self) -> bool:
         """Whether :meth:`provenance_columns` are typed by construction: ``int`` rows and
@@ -388,6 +395,11 @@ class ScoredBatch(Sequence[ScoredCandidate]):
 
     def best_sources(self) -> list[str]:
         return self._gather("best", self._base.candidates.best_sources())
+
+    def best_source_codes(self) -> tuple[np.ndarray, list[str]]:
+        """:meth:`best_sources` as ``(B,)`` int64 codes into distinct names."""
+        codes, names = self._base.candidates.best_source_codes()
+        return (codes if self._index is None else codes[self._index]), names
 
     def positions_in(self, merged: CandidateBatch) -> np.ndarray | None:
         """:meth:`CandidateBatch.positions_in` of this batch's candidates."""

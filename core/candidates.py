@@ -34,14 +34,17 @@ RETRIEVAL_SCORE_SOURCE = "two_tower"
 """The source whose score is the ranker's ``retrieval_score`` feature (see
 :mod:`ranking.scorer`)."""
 
-def _indices(selector: Any, n: int) -> list[int]:
-    """``selector`` as a list of positions: a ``(n,)`` bool mask or positions already."""
+def _positions(selector: Any, n: int) -> np.ndarray:
+    """``selector`` as a new ``(k,)`` int64 array of positions: a ``(n,)`` bool mask, a
+    ``range`` or positions already."""
+    if isinstance(selector, range):  # np.asarray would read a range one int at a time
+        return np.arange(selector.start, selector.stop, selector.step, dtype=np.int64)
     arr = np.asarray(selector)
     if arr.dtype == bool:
         if len(arr) != n:
             raise ValueError(f"mask of {len(arr)} for a batch of {n}")
-        return np.flatnonzero(arr).tolist()
-    return arr.astype(np.int64, copy=False).tolist()
+        return np.flatnonzero(arr)
+    return np.array(arr, dtype=np.int64)
 
 
 class CandidateBatch(Sequence[MergedCandidate]):
@@ -143,15 +146,26 @@ class CandidateBatch(Sequence[MergedCandidate]):
         """``(B,)`` float32: the two-tower source's score, NaN where it did not propose the
         item."""
         if self._retrieval is None:
-            self._columns()
-        return self._retrieval  # type: ignore[return-value]
+            pairs, idx = self._pair_table()
+            scores = pairs.retrieval_scores(RETRIEVAL_SCORE_SOURCE)
+            self._retrieval = scores if idx is None else scores[idx]
+        return self._retrieval
 
     def best_sources(self) -> list[str]:
         """The source of each candidate's best (lowest rank, then highest score) provenance
         entry (:attr:`MergedCandidate.best`)."""
         if self._best is None:
-            self._columns()
-        return self._best  # type: ignore[return-value]
+            pairs, idx = self._pair_table()
+            best = pairs.best_sources()
+            self._best = best if idx is None else _pick(best, idx.tolist())
+        return self._best
+
+    def best_source_codes(self) -> tuple[np.ndarray, list[str]]:
+        """:meth:`best_sources` as ``(B,)`` int64 codes into distinct names
+        (:meth:`core.provenance.Provenance.best_source_codes`)."""
+        pairs, idx = self._pair_table()
+        codes, names = pairs.best_source_codes()
+        return (codes if idx is None else codes[idx]), names
 
     @property
     def typed_provenance(self) -> bool:
@@ -191,20 +205,13 @@ class CandidateBatch(Sequence[MergedCandidate]):
             self._row_pairs = Provenance.from_rows(self._prov)  # type: ignore[arg-type]
         return self._row_pairs, None
 
-    def _columns(self) -> None:
-        pairs, idx = self._pair_table()
-        scores, best = pairs.retrieval_scores(RETRIEVAL_SCORE_SOURCE), pairs.best_sources()
-        if idx is not None:
-            scores, best = scores[idx], _pick(best, idx.tolist())
-        self._retrieval, self._best = scores, best
-
     # ---------------------------------------------------------------- narrowing
     def take(self, selector: Any) -> CandidateBatch:
         """The candidates at ``selector`` (positions, or a ``(B,)`` bool mask), in that order;
         columns already computed come along."""
-        idx = _indices(selector, len(self))
+        base = _positions(selector, len(self))
+        idx = base.tolist()
         if self._pairs is not None:
-            base = np.asarray(idx, dtype=np.int64)
             out = CandidateBatch.from_provenance(
                 _pick(self.item_ids, idx), self._pairs,
                 base if self._pair_rows is None else self._pair_rows[base])  # fmt: skip
@@ -212,31 +219,51 @@ class CandidateBatch(Sequence[MergedCandidate]):
                 out._prov = _pick(self._prov, idx)
         else:
             out = CandidateBatch(_pick(self.item_ids, idx), _pick(self.provenance, idx))
-        self._carry(out, idx)
+        self._carry(out, idx, base)
         return out
 
-    def _carry(self, out: CandidateBatch, idx: list[int]) -> None:
+    def _carry(self, out: CandidateBatch, idx: list[int], base: np.ndarray) -> None:
         if self._rows is not None:
-            out._rows, out._catalogue = self._rows[idx], self._catalogue
+            out._rows, out._catalogue = self._rows[base], self._catalogue
         if self._retrieval is not None:
-            out._retrieval = self._retrieval[idx]
-            out._best = _pick(self._best, idx)  # type: ignore[arg-type]
+            out._retrieval = self._retrieval[base]
+        if self._best is not None:
+            out._best = _pick(self._best, idx)
 
     def head(self, n: int) -> CandidateBatch:
-        """The first ``n`` candidates."""
-        return self if n >= len(self) else self.take(range(n))
+        """The first ``n`` candidates: :meth:`take` of ``range(n)``, by slicing (every column
+        is a prefix; no positions gathered)."""
+        if n >= len(self):
+            return self
+        n = max(n, 0)
+        if self._pairs is not None:
+            out = CandidateBatch.from_provenance(
+                self.item_ids[:n], self._pairs,
+                np.arange(n, dtype=np.int64) if self._pair_rows is None else self._pair_rows[:n].copy())  # fmt: skip
+            if self._prov is not None:
+                out._prov = self._prov[:n]
+        else:
+            out = CandidateBatch(self.item_ids[:n], self.provenance[:n])
+        if self._rows is not None:
+            out._rows, out._catalogue = self._rows[:n].copy(), self._catalogue
+        if self._retrieval is not None:
+            out._retrieval = self._retrieval[:n].copy()
+        if self._best is not None:
+            out._best = self._best[:n]
+        return out
 
 
 class _Scored:
     """The columns a request's scored batches share (the ranker's answer, never copied)."""
 
-    __slots__ = ("candidates", "task_columns", "utility", "task_dicts", "u", "at", "order")
+    __slots__ = ("candidates", "task_columns", "utility", "task_dicts", "floats", "u", "at", "order")
 
-    def __init__(self, candidates, task_columns, utility, task_dicts):
+    def __init__(self, candidates, task_columns, utility, task_dicts, floats=False):
         self.candidates: CandidateBatch = candidates
         self.task_columns: dict[str, list[float]] = task_columns
         self.utility: list[float] = utility
         self.task_dicts: list[dict[str, float]] | None = task_dicts
+        self.floats: bool = floats
         self.u: np.ndarray | None = None
         self.at: dict[str, int] | None = None
         self.order: np.ndarray | None = None
@@ -260,10 +287,15 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         task_columns: dict[str, list[float]],
         utility: list[float],
         task_dicts: list[dict[str, float]] | None = None,
+        *,
+        floats: bool = False,
     ):
+        """``floats``: the builder vouches that ``utility`` and every task column are lists
+        of Python ``float`` (the ranker's ``tolist()`` columns), so a reader that needs
+        floats (the decision record) takes them as they are instead of checking each."""
         if len(utility) != len(candidates):
             raise ValueError(f"{len(utility)} utilities for {len(candidates)} candidates")
-        self._base = _Scored(candidates, task_columns, utility, task_dicts)
+        self._base = _Scored(candidates, task_columns, utility, task_dicts, floats)
         self._index: np.ndarray | None = None
         self._cache: dict[str, Any] = {}
 
@@ -312,6 +344,11 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         return self._gather("utility", self._base.utility)
 
     @property
+    def floats(self) -> bool:
+        """Whether the utility and task columns are Python floats by construction."""
+        return self._base.floats
+
+    @property
     def task_columns(self) -> dict[str, list[float]]:
         """``{task: column}`` of the batch (empty when built from rows: :attr:`task_dicts`)."""
         return {t: self.task_column(t) for t in self._base.task_columns}
@@ -358,6 +395,11 @@ class ScoredBatch(Sequence[ScoredCandidate]):
 
     def best_sources(self) -> list[str]:
         return self._gather("best", self._base.candidates.best_sources())
+
+    def best_source_codes(self) -> tuple[np.ndarray, list[str]]:
+        """:meth:`best_sources` as ``(B,)`` int64 codes into distinct names."""
+        codes, names = self._base.candidates.best_source_codes()
+        return (codes if self._index is None else codes[self._index]), names
 
     def positions_in(self, merged: CandidateBatch) -> np.ndarray | None:
         """:meth:`CandidateBatch.positions_in` of this batch's candidates."""

@@ -124,10 +124,17 @@ class Provenance:
     narrowing of it share one (see :class:`core.candidates.CandidateBatch`)."""
 
     __slots__ = ("row", "source", "version", "score", "rank", "diagnostics", "n_rows",
-                 "_by_row", "_starts", "_source_arr", "_best", "_retrieval", "_lists")  # fmt: skip
+                 "_by_row", "_starts", "_source_arr", "_best", "_retrieval", "_lists", "_codes",
+                 "_best_codes")  # fmt: skip
 
     def __init__(self, n_rows: int, row: np.ndarray, source: list[str], version: list[str],
-                 score: np.ndarray, rank: np.ndarray, diagnostics: list | None = None):  # fmt: skip
+                 score: np.ndarray, rank: np.ndarray, diagnostics: list | None = None,
+                 source_codes: tuple[np.ndarray, list[str]] | None = None):  # fmt: skip
+        """``source_codes``: ``(codes, names)``, distinct ``names`` and ``(P,)`` int64 codes
+        with ``source[p] == names[codes[p]]``, when the builder has them (the merge: one code
+        per source's answer), so that per-row source work runs on ints."""
+        self._codes = source_codes
+        self._best_codes: tuple[np.ndarray, list[str]] | None = None
         self.n_rows = n_rows
         self.row = row
         self.source = source
@@ -216,7 +223,38 @@ class Provenance:
             self._best = self._best_sources()
         return self._best
 
+    def source_codes(self) -> tuple[np.ndarray, list[str]]:
+        """``(codes, names)``: distinct ``names``, ``(P,)`` int64 ``codes`` into them."""
+        if self._codes is None:
+            names = list(dict.fromkeys(self.source))
+            index = {name: k for k, name in enumerate(names)}
+            self._codes = (np.fromiter(map(index.__getitem__, self.source), np.int64, len(self.source)), names)
+        return self._codes
+
+    def best_source_codes(self) -> tuple[np.ndarray, list[str]]:
+        """:meth:`best_sources` as ``(codes, names)``: ``(n_rows,)`` int64 codes into the
+        distinct ``names``, ``""`` among them (a row without pairs). Computed once."""
+        if self._best_codes is None:
+            code, names = self.source_codes()
+            if "" not in names:
+                names = [*names, ""]
+            out = np.full(self.n_rows, names.index(""), dtype=np.int64)
+            if len(self):
+                alone = np.bincount(self.row, minlength=self.n_rows)[self.row] == 1
+                out[self.row[alone]] = code[alone]  # most rows have one pair: it is the best
+                several = np.flatnonzero(~alone)
+                if len(several):
+                    o = several[np.lexsort((several, -self.score[several], self.rank[several], self.row[several]))]
+                    r = self.row[o]
+                    first = np.flatnonzero(np.concatenate(([True], r[1:] != r[:-1])))
+                    out[r[first]] = code[o[first]]
+            self._best_codes = (out, names)
+        return self._best_codes
+
     def _best_sources(self) -> list[str]:
+        if self._codes is not None:  # the merge's codes: the rows' best as ints, then names
+            codes, names = self.best_source_codes()
+            return gather(names, codes.tolist())
         out = np.full(self.n_rows, "", dtype=object)
         if not len(self):
             return out.tolist()

@@ -33,7 +33,7 @@ from core.features import (
 )
 from core.serving_form import ServingForm
 from ranking.calibration import apply_calibration
-from ranking.serving_ranker import TABLE_ROWS, ServingRanker
+from ranking.serving_ranker import TABLE_ROWS, ServingRanker, nan_to_zero
 
 DEFAULTS = {
     "tasks": ranker_tasks(),
@@ -180,7 +180,7 @@ class MultiTaskRanker(ServingForm, nn.Module):
             # ``blend`` standard deviations of the retrieval score; calibration is fitted after.
             col = DENSE_FEATURES.index("retrieval_score")
             rs = (np.asarray(dense, dtype=np.float32)[:, col] - self.cfg["dense_mean"][col]) / self.cfg["dense_std"][col]
-            rs = np.nan_to_num(rs, nan=0.0).astype(np.float32)
+            rs = nan_to_zero(rs).astype(np.float32)
             tasks = self.cfg["tasks"]
             for t in self.cfg.get("retrieval_blend_tasks") or ("click", "like"):
                 if t in tasks:

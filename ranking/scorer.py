@@ -43,7 +43,7 @@ def compose(
     batch = CandidateBatch.of(candidates)
     u = utility(probs, task_weights).tolist() if len(batch) else []
     columns = {t: np.asarray(p, dtype=np.float64).tolist() for t, p in probs.items()}
-    return ScoredBatch(batch, columns, u)
+    return ScoredBatch(batch, columns, u, floats=True)  # tolist() of float64 arrays
 
 
 @runtime_checkable
@@ -90,7 +90,10 @@ class RankerScorer:
         query_vectors: Mapping[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         batch = CandidateBatch.of(candidates)
-        return self.features_for(query, user_state, *candidate_columns(batch),
+        # With a similarity every retrieval_score is its q · v: the batch's two-tower scores
+        # would be computed only to be replaced (features_for ignores them then).
+        retrieval = None if self.similarity is not None else batch.retrieval_scores()
+        return self.features_for(query, user_state, batch.item_ids, retrieval, batch.best_sources(),
                                  rows=batch.rows(self.catalogue), query_vectors=query_vectors)  # fmt: skip
 
     def features_for(
@@ -98,12 +101,13 @@ class RankerScorer:
         query: Query,
         user_state: UserState,
         item_ids: Sequence[str],
-        retrieval_scores: np.ndarray,
+        retrieval_scores: np.ndarray | None,
         sources: Sequence[str],
         rows: np.ndarray | None = None,
         query_vectors: Mapping[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`features` from :func:`candidate_columns` (what crosses a Serve hop);
+        """:meth:`features` from :func:`candidate_columns` (what crosses a Serve hop;
+        ``retrieval_scores`` may be ``None`` when this scorer has a similarity, which replaces them);
         ``rows``: the items' catalogue rows when already looked up; ``query_vectors``:
         ``{two-tower version: query vector}`` the request's sources computed; the one of the
         similarity's version (the two-tower this ranker was trained with) is used, otherwise

@@ -38,6 +38,13 @@ TABLE_ROWS = 1 << 17
 ≈ 140 MB; beyond it a table keeps its (rows, 16) embedding and pays a small matmul per row."""
 
 
+def nan_to_zero(x: np.ndarray) -> np.ndarray:
+    """``np.nan_to_num(x, nan=0.0)`` of a float array (NaN read as 0, ±inf as the largest
+    finite values), with the common all-finite case one check instead of its Python-level
+    work (a fresh array from arithmetic is returned as it is then)."""
+    return x if np.isfinite(x).all() else np.nan_to_num(x, nan=0.0)
+
+
 class ServingRanker:
     """``(B, 6)`` int64 ids, ``(B, 8)`` float32 dense -> ``(T, B)`` logits, tasks in the
     model's order. Built once per loaded model; holds no reference to it."""
@@ -120,7 +127,7 @@ class ServingRanker:
         cat = cat.cpu().numpy() if isinstance(cat, torch.Tensor) else np.asarray(cat, dtype=np.int64)
         dense = dense.cpu().numpy() if isinstance(dense, torch.Tensor) else np.asarray(dense, dtype=np.float32)
         cat = np.where((cat >= 0) & (cat < self.sizes), cat, 0)
-        z = np.nan_to_num((dense.astype(np.float32, copy=False) - self.dense_mean) / self.dense_std, nan=0.0)
+        z = nan_to_zero((dense.astype(np.float32, copy=False) - self.dense_mean) / self.dense_std)
         z *= self.dense_live
         dev = self.device
         if self.large:

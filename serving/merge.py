@@ -54,9 +54,21 @@ def merge(
     if any_diag:
         diagnostics = [x for d, c in zip(diags, groups, strict=True)
                        for x in (d if d is not None else [None] * len(c))]  # fmt: skip
-    pairs = Provenance(len(out_ids), row, sources, versions, np.concatenate(scores), rank, diagnostics)
+    pairs = Provenance(len(out_ids), row, sources, versions, np.concatenate(scores), rank, diagnostics,
+                       source_codes=_source_codes(groups, group))  # fmt: skip
     cat, cat_rows = _catalogue_rows(groups, len(out_ids), row)
     return CandidateBatch.from_provenance(out_ids, pairs, rows=cat_rows, catalogue=cat)
+
+
+def _source_codes(groups: list, group: list[np.ndarray]) -> tuple[np.ndarray, list[str]] | None:
+    """The pairs' source codes (:class:`core.provenance.Provenance`) from the answer each
+    came in, when each answer is one source's columns (pins, rows of their own, are empty
+    unless the slate pins items): its source's code on every pair of it."""
+    if not all(isinstance(g, SourceColumns) or not len(g) for g in groups):
+        return None
+    names: dict[str, int] = {}
+    code = [names.setdefault(g.source, len(names)) if isinstance(g, SourceColumns) else 0 for g in groups]
+    return np.asarray(code, dtype=np.int64)[np.concatenate(group)], list(names)
 
 
 def _catalogue_rows(groups: list, n: int, row: np.ndarray) -> tuple[Any, np.ndarray | None]:

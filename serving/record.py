@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from typing import Any
 
 import numpy as np
 from pydantic import TypeAdapter
@@ -27,6 +28,19 @@ from core.provenance import gather
 
 _REMOVALS = TypeAdapter(list[RemovalRecord])
 _FLOAT = {float}
+_new, _set = object.__new__, object.__setattr__
+
+
+def _built(cls: type, values: dict) -> Any:
+    """``cls.model_construct(**values)`` for ``values`` naming every field, each already of
+    its declared type (no validation, as ``model_construct``), without its per-call
+    bookkeeping (defaults, aliases, extras): the few records built per request."""
+    out = _new(cls)
+    _set(out, "__dict__", values)
+    _set(out, "__pydantic_fields_set__", set(values))
+    _set(out, "__pydantic_extra__", None)
+    _set(out, "__pydantic_private__", None)
+    return out
 
 
 @dataclass
@@ -85,14 +99,14 @@ def decision_record(
         # Tens per request: validated from the Removal dataclasses' attributes in one call.
         removals=_REMOVALS.validate_python(tr.removals, from_attributes=True),
         slate=[
-            SlateRecord.model_construct(
-                item_id=i.item_id,
-                rank=int(i.rank),
-                score=float(i.score),
-                sources=list(i.sources),
-                reasons=list(i.reasons),
-                propensity=None if i.propensity is None else float(i.propensity),
-            )
+            _built(SlateRecord, {
+                "item_id": i.item_id,
+                "rank": int(i.rank),
+                "score": float(i.score),
+                "sources": list(i.sources),
+                "reasons": list(i.reasons),
+                "propensity": None if i.propensity is None else float(i.propensity),
+            })
             for i in slate
         ],
         fallback=tr.fallback,
@@ -100,6 +114,10 @@ def decision_record(
         degraded=tr.degraded,
         trace_id=tr.trace_id,
     )
+
+
+def _same(values: list) -> list:
+    return values
 
 
 def _floats(values: Sequence) -> list:
@@ -134,9 +152,10 @@ def candidate_table(
     else:
         where = dict(zip(scored.item_ids, range(m), strict=True))
         hits = list(map(where.get, item_id, repeat(m)))
-    utility = gather([*_floats(scored.utility), None], hits)
+    floats = _same if scored.floats else _floats  # the ranker's columns are floats already
+    utility = gather([*floats(scored.utility), None], hits)
     if scored.task_dicts is None:
-        task_scores = {t: gather([*_floats(scored.task_column(t)), None], hits)
+        task_scores = {t: gather([*floats(scored.task_column(t)), None], hits)
                        for t in scored.task_columns} if m else {}  # fmt: skip
     else:
         dicts = scored.task_dicts

@@ -142,7 +142,8 @@ class MmrDiversityStep:
         rel_o = rel[order_a] if order else rel
         cat_cap = np.inf if self.max_per_category is None else self.max_per_category
         if self.source_quotas:
-            src_code, src_values = _codes(batch.best_sources())
+            # Best sources as codes into distinct names (a name's one code): ints per candidate.
+            src_code, src_values = batch.best_source_codes()
             src_code = src_code[order_a] if order else src_code
             src_cap = np.array([self.source_quotas.get(s, np.inf) for s in src_values], dtype=float)
         else:  # no quota: every candidate's source is one unlimited code

@@ -99,6 +99,8 @@ def test_the_idle_levers_reach_the_daemons_and_only_slow_background_periods():
         assert default < int(env[name]) <= 1000, name
     # They share one wake-up of the raylet: all of them or none saves it.
     assert len({env[name] for name in raylet_defaults}) == 1
+    assert int(env["REPORTER_UPDATE_INTERVAL_MS"]) > 5000  # the dashboard agent's stats (default 5 s)
+    assert 0.1 < float(env["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"]) <= 1.0  # Serve's control loop (default 0.1 s)
 
 
 @pytest.mark.parametrize("node", SHIPPED)

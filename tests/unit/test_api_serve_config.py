@@ -91,6 +91,24 @@ def test_the_clusters_environment_carries_the_serve_fast_paths():
     assert all(p.isdigit() for p in ports) and ports[0] != ports[1]
 
 
+def test_the_idle_levers_reach_the_daemons_and_only_slow_background_periods():
+    """The idle-CPU levers (issue #13) travel in the same env list as the Serve fast paths, so
+    `recsys up`, the benchmarks and the KubeRay render give them to the raylet and the log
+    monitor; each lengthens a period and none turns a feature off (0 disables these timers)."""
+    from cluster.local import serve_env
+
+    env = serve_env(SERVE_CPU)
+    assert env["RAY_LOG_MONITOR_MANY_FILES_THRESHOLD"] == "0"  # re-list log files every 0.5 s
+    raylet_defaults = {"RAY_object_manager_timer_freq_ms": 100, "RAY_raylet_report_resources_period_milliseconds": 100,
+                       "RAY_raylet_check_gc_period_milliseconds": 100, "RAY_kill_idle_workers_interval_ms": 200}  # fmt: skip
+    for name, default in raylet_defaults.items():
+        assert default < int(env[name]) <= 1000, name
+    # They share one wake-up of the raylet: all of them or none saves it.
+    assert len({env[name] for name in raylet_defaults}) == 1
+    assert int(env["REPORTER_UPDATE_INTERVAL_MS"]) > 5000  # the dashboard agent's stats (default 5 s)
+    assert 0.1 < float(env["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"]) <= 1.0  # Serve's control loop (default 0.1 s)
+
+
 @pytest.mark.parametrize("node", SHIPPED)
 def test_args_and_user_configs_validate_with_our_models(node):
     (app,) = _config(node)["applications"]

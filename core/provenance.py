@@ -239,15 +239,9 @@ class Provenance:
             if "" not in names:
                 names = [*names, ""]
             out = np.full(self.n_rows, names.index(""), dtype=np.int64)
-            if len(self):
-                alone = np.bincount(self.row, minlength=self.n_rows)[self.row] == 1
-                out[self.row[alone]] = code[alone]  # most rows have one pair: it is the best
-                several = np.flatnonzero(~alone)
-                if len(several):
-                    o = several[np.lexsort((several, -self.score[several], self.rank[several], self.row[several]))]
-                    r = self.row[o]
-                    first = np.flatnonzero(np.concatenate(([True], r[1:] != r[:-1])))
-                    out[r[first]] = code[o[first]]
+            best = self._best_pairs()
+            has = best >= 0
+            out[has] = code[best[has]]
             self._best_codes = (out, names)
         return self._best_codes
 
@@ -258,16 +252,27 @@ class Provenance:
         out = np.full(self.n_rows, "", dtype=object)
         if not len(self):
             return out.tolist()
-        src = self.source_array()
+        best = self._best_pairs()
+        has = best >= 0
+        out[has] = self.source_array()[best[has]]
+        return out.tolist()
+
+    def _best_pairs(self) -> np.ndarray:
+        """Per row, the position of its best pair (highest score, then lowest rank, then the
+        first answered), -1 for a row without pairs."""
+        best = np.full(self.n_rows, -1, dtype=np.int64)
+        if not len(self):
+            return best
         alone = np.bincount(self.row, minlength=self.n_rows)[self.row] == 1
-        out[self.row[alone]] = src[alone]  # most rows have one pair: it is the best
+        one = np.flatnonzero(alone)
+        best[self.row[one]] = one  # most rows have one pair: it is the best
         several = np.flatnonzero(~alone)
         if len(several):
             o = several[np.lexsort((several, -self.score[several], self.rank[several], self.row[several]))]
             r = self.row[o]
             first = np.flatnonzero(np.concatenate(([True], r[1:] != r[:-1])))
-            out[r[first]] = src[o[first]]
-        return out.tolist()
+            best[r[first]] = o[first]
+        return best
 
     def _positions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The pairs of ``rows`` (in that order; each row's in the order answered) as

@@ -44,7 +44,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from core.contracts import DecisionRecord, decision_json
+from core.contracts import DecisionRecord, decision_bytes
 from core.lru import SizedLRU
 from core.rate_limit import TenantRateLimiter
 from core.storage import Storage
@@ -140,9 +140,9 @@ class DecisionLogWriter:
 
     def submit(self, record: DecisionRecord, raw: str | bytes | None = None) -> bool:
         """Queue ``record`` for writing and remember it; False if it was dropped (queue full).
-        ``raw``: the record's JSON (:func:`core.contracts.decision_json`) when the caller already has it."""
+        ``raw``: the record's JSON (:func:`core.contracts.decision_bytes`) when the caller already has it."""
         if raw is None:
-            raw = decision_json(record).encode()
+            raw = decision_bytes(record)
         return self.submit_raw(record.tenant_id, record.request_id, record.at, raw)
 
     def submit_raw(self, tenant_id: str, request_id: str, at: datetime, raw: str | bytes) -> bool:

@@ -29,7 +29,7 @@ from deployments.broadcast import EventBroadcast
 from deployments.decision_log import DecisionForwarder, LocalDecisionLog
 from deployments.errors import ApiError, BodySizeLimit, install_error_handlers
 from deployments.explain import CONTENT_SECURITY_POLICY, render_explain, render_not_found
-from deployments.loaders import ServingContext, settle_replica
+from deployments.loaders import ServingContext, load_catalogue, settle_replica
 from deployments.model_slots import RankerSlots, TwoTowerSlots
 from deployments.quotas import AdmissionControl, AdmissionMiddleware
 from deployments.recent import RecentDecisions
@@ -75,17 +75,21 @@ class Ingress:
         self.events = EventLog(ctx.events)
         self.registry = Registry(ctx.registry)
         self.handles = {k: h for k, h in handles.items() if h is not None}
+        # One catalogue per tenant in this replica, shared by the rules, the sources and the
+        # models loaded here: a request's candidates are looked up in it once (a batch keeps
+        # its rows per catalogue object; two copies meant every lookup twice, and twice the memory).
+        catalogues = {t.id: load_catalogue(ctx, t.id) for t in self.config.tenants}
         # Models the placement puts in this replica: loaded and hot-swapped here.
         self.two_tower = self.ranker = None
         if args.placement.two_tower_in_ingress:
-            self.two_tower = TwoTowerSlots(ctx)
+            self.two_tower = TwoTowerSlots(ctx, catalogues=catalogues)
             await self.two_tower.refresh_all()
         if args.placement.ranker == "ingress":  # its popularity feature: this replica's counter
             self.ranker = RankerSlots(ctx, lambda t: LivePopularity(lambda: self.tenants.pipelines[t].stages.popularity),
-                                      catalogues=self.two_tower.catalogues if self.two_tower else None,
+                                      catalogues=catalogues,
                                       towers=self.two_tower.loaded_models if self.two_tower else None)  # fmt: skip
         self.tenants = TenantPipelines(ctx, args, self.config, self.handles, self.two_tower,
-                                       self.ranker)  # fmt: skip
+                                       self.ranker, catalogues=catalogues)  # fmt: skip
         if self.ranker is not None:
             await self.ranker.refresh_all()
         self.fanout = EventBroadcast(self.handles, self._own if self.tenants.holds_state else None,

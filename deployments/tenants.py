@@ -43,13 +43,20 @@ that reached it while the rebuild read the event log (deduplicated by ``event_id
 
 class LivePopularity:
     """The popularity counter of the tenant's *current* stages, read on each call: a ranker
-    loaded into this replica keeps reading live counts across config swaps."""
+    loaded into this replica keeps reading live counts across config swaps. Read by catalogue
+    row (:meth:`core.features.PopularityCounter.align`) like the counter itself: by id it was
+    two dict lookups per candidate, ≈ 0.2 ms a request on a 10^5-item counter."""
 
     def __init__(self, current: Callable[[], Any]):
         self._current = current
 
-    def values(self, item_ids: Any, now: Any) -> Any:
-        return self._current().values(item_ids, now)
+    def align(self, catalogue: Any) -> Any:
+        """The current counter's values by ``catalogue`` row (built once per counter: a
+        rebuilt pipeline's counter is aligned when it is built, :meth:`TenantPipelines._build`)."""
+        return self._current().align(catalogue)
+
+    def values(self, item_ids: Any, now: Any, **by_row: Any) -> Any:
+        return self._current().values(item_ids, now, **by_row)
 
 
 class TenantPipelines:
@@ -64,10 +71,11 @@ class TenantPipelines:
 
     def __init__(self, ctx: ServingContext, args: AppArgs, config: PlatformConfig,
                  handles: Mapping[str, Any], two_tower: Any = None,
-                 ranker: Any = None):  # fmt: skip
+                 ranker: Any = None, catalogues: Mapping[str, Any] | None = None):  # fmt: skip
         """``two_tower`` / ``ranker``: the replica's :class:`deployments.model_slots.TwoTowerSlots`
         / ``RankerSlots`` where the placement puts the two-tower source / the ranker in the
-        ingress."""
+        ingress. ``catalogues``: tenant → catalogue the replica already loaded (the one its
+        model slots use; else loaded here)."""
         self.faults = FaultSwitch(args.faults)
         self.ctx, self.config, self.placement = ctx, config, args.placement
         placement = args.placement
@@ -77,7 +85,9 @@ class TenantPipelines:
         )  # fmt: skip
         # This replica holds online state that accepted events must reach.
         self.holds_state = placement.user_state == "ingress" or local_sources
-        self.catalogues = {t.id: load_catalogue(ctx, t.id) for t in config.tenants}
+        given = dict(catalogues or {})
+        self.catalogues = {t.id: given[t.id] if t.id in given else load_catalogue(ctx, t.id)
+                           for t in config.tenants}  # fmt: skip
         self.pipelines: dict[str, RecommendationPipeline] = {}
         self.config_slots: dict[str, RuntimeSlot] = {}
         self.registry = Registry(ctx.registry)
@@ -134,6 +144,9 @@ class TenantPipelines:
         stages = build_served_stages(self.config, tenant, TenantData(self.catalogues[tenant], events, users),
                                      models, document=document, version=version, switches=switches, bundle=bundle,
                                      remote=self._remote[tenant], faults=self.faults)  # fmt: skip
+        catalogue, popularity = self.catalogues[tenant], getattr(stages, "popularity", None)
+        if catalogue is not None and hasattr(popularity, "align"):
+            popularity.align(catalogue)  # here, off the event loop: the ranker reads it by row
         seen = frozenset()
         if events is not None:
             logger.info("ingress %s: online state from %d events (tenant_config %s)", tenant,

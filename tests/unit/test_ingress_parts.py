@@ -469,3 +469,32 @@ def test_recent_decisions_are_bounded_by_size_too() -> None:
     assert 1 <= len(recent) <= 5 and recent.bytes <= 5 * (one + 200)
     tenant = sample_record(request_id="r49").tenant_id
     assert recent.get(tenant, "r49") is not None and recent.get(tenant, "r0") is None
+
+
+def test_live_popularity_reads_by_row_what_the_current_counter_holds() -> None:
+    """The ranker in the Ingress reads popularity through :class:`LivePopularity` by catalogue
+    row: the same values as by id (items outside the catalogue too), live events included, and
+    after a config swap the new stages' counter."""
+    from core.features import PopularityCounter
+    from deployments.tenants import LivePopularity
+    from tests.unit.serving_fixtures import catalogue
+
+    cat = catalogue([{"item_id": f"i{k:07d}"} for k in range(50)])
+    now = datetime(2026, 1, 2, tzinfo=UTC).timestamp()
+    old, new = PopularityCounter(), PopularityCounter()
+    for k in range(30):
+        old.add(f"i{k % 7:07d}", now - 3600.0 * k)
+        new.add(f"i{k % 11:07d}", now - 600.0 * k, weight=2.0)
+    old.add("not-in-catalogue", now - 60.0)
+    current = {"c": old}
+    live = LivePopularity(lambda: current["c"])
+    live.align(cat)  # as a ranker does when loaded
+    ids = [f"i{k:07d}" for k in range(12)] + ["not-in-catalogue"]
+    rows = cat.index_of(ids)
+    by_id = old.values(ids, now)
+    assert by_id[:7].min() > 0 and by_id[-1] > 0
+    np.testing.assert_array_equal(live.values(ids, now, rows=rows, catalogue=cat), by_id)
+    old.add("i0000003", now)  # a live event reaches the aligned view
+    np.testing.assert_array_equal(live.values(ids, now, rows=rows, catalogue=cat), old.values(ids, now))
+    current["c"] = new  # a rebuilt pipeline's counter, read by row from the first request
+    np.testing.assert_array_equal(live.values(ids, now, rows=rows, catalogue=cat), new.values(ids, now))

@@ -269,7 +269,7 @@ def test_ingress_pipelines_swap_a_promoted_config_and_keep_the_live_events(world
     """The Ingress replica's tenant pipelines (no Ray: the models in the replica, as on a CPU
     node): a promoted config and a kill switch are picked up by the alias poll's refresh, and a
     hide that reached the replica only live (not in the event log it rebuilds from) survives."""
-    from deployments.loaders import ServingContext
+    from deployments.loaders import ServingContext, load_catalogue
     from deployments.model_slots import RankerSlots, TwoTowerSlots
     from deployments.settings import AppArgs
     from deployments.tenants import LivePopularity, TenantPipelines
@@ -283,12 +283,20 @@ def test_ingress_pipelines_swap_a_promoted_config_and_keep_the_live_events(world
                    placement={"source_kinds": {"two_tower": "ingress"}, "ranker": "ingress"})  # fmt: skip
 
     async def run() -> None:
-        two_tower = TwoTowerSlots(ctx)
+        catalogues = {t.id: load_catalogue(ctx, t.id) for t in world["platform"].tenants}  # as the Ingress
+        two_tower = TwoTowerSlots(ctx, catalogues=catalogues)
         await two_tower.refresh_all()
         holder: dict = {}
-        ranker = RankerSlots(ctx, lambda t: LivePopularity(lambda: holder["p"].pipelines[t].stages.popularity))
-        tenants = holder["p"] = TenantPipelines(ctx, args, world["platform"], {}, two_tower, ranker)
+        ranker = RankerSlots(ctx, lambda t: LivePopularity(lambda: holder["p"].pipelines[t].stages.popularity),
+                             catalogues=catalogues)  # fmt: skip
+        tenants = holder["p"] = TenantPipelines(ctx, args, world["platform"], {}, two_tower, ranker,
+                                                catalogues=catalogues)  # fmt: skip
         await ranker.refresh_all()
+        # One catalogue object for the rules, the sources and the ranker; the ranker reads the
+        # live popularity by its rows (aligned when the pipeline was built).
+        assert tenants.catalogues["acme"] is two_tower.catalogues["acme"] is catalogues["acme"]
+        scorer = ranker.runtime("acme")
+        assert scorer.catalogue is catalogues["acme"] and scorer._popularity_by_row
         assert await tenants.refresh_configs() == {"acme": False, "globex": False}
 
         def ask():

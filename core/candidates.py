@@ -108,6 +108,14 @@ class CandidateBatch(Sequence[MergedCandidate]):
         r = i if self._pair_rows is None else int(self._pair_rows[i])
         return self._pairs.rows_of([self.item_ids[i]], [r])[0]  # type: ignore[union-attr]
 
+    def provenance_at(self, positions: list[int]) -> list[tuple[Candidate, ...]]:
+        """``[provenance[i] for i in positions]`` read in one go (a slate step's placements:
+        a few array operations for all of them, not one pass each)."""
+        if self._prov is not None:
+            return _pick(self._prov, positions)
+        rows = positions if self._pair_rows is None else self._pair_rows[positions].tolist()
+        return self._pairs.rows_of(_pick(self.item_ids, positions), rows)  # type: ignore[union-attr]
+
     def _rows_in_pairs(self) -> list[int]:
         return list(range(len(self.item_ids))) if self._pair_rows is None else self._pair_rows.tolist()
 
@@ -268,6 +276,12 @@ class _Scored:
         self.at: dict[str, int] | None = None
         self.order: np.ndarray | None = None
 
+    def task_scores(self, r: int) -> dict[str, float]:
+        """Row ``r``'s task scores."""
+        if self.task_dicts is not None:
+            return self.task_dicts[r]
+        return {t: col[r] for t, col in self.task_columns.items()}
+
 
 class ScoredBatch(Sequence[ScoredCandidate]):
     """Scored candidates as columns: the :class:`CandidateBatch` they were scored from, one
@@ -407,11 +421,7 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         return at if at is None or self._index is None else at[self._index]
 
     def task_scores(self, i: int) -> dict[str, float]:
-        base = self._base
-        r = i if self._index is None else int(self._index[i])
-        if base.task_dicts is not None:
-            return base.task_dicts[r]
-        return {t: col[r] for t, col in base.task_columns.items()}
+        return self._base.task_scores(i if self._index is None else int(self._index[i]))
 
     # ---------------------------------------------------------------- the row view
     def __len__(self) -> int:
@@ -427,10 +437,21 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         if not 0 <= r < len(base.utility):
             raise IndexError(i)
         c = base.candidates
-        return ScoredCandidate(c.item_ids[r], c.provenance_of(r), self.task_scores(i), base.utility[r])
+        return ScoredCandidate(c.item_ids[r], c.provenance_of(r), base.task_scores(r), base.utility[r])
 
     def __iter__(self) -> Iterator[ScoredCandidate]:
         return (self[i] for i in range(len(self)))
+
+    def rows_at(self, positions: Sequence[int]) -> list[ScoredCandidate]:
+        """``[self[i] for i in positions]`` (positions in ``0..len-1``), their provenance read
+        in one go (:meth:`CandidateBatch.provenance_at`): what a slate step places."""
+        base = self._base
+        at = list(positions) if self._index is None else self._index[list(positions)].tolist()
+        c = base.candidates
+        prov = c.provenance_at(at)
+        ids, utility = c.item_ids, base.utility
+        return [ScoredCandidate(ids[r], pr, base.task_scores(r), utility[r])
+                for r, pr in zip(at, prov, strict=True)]  # fmt: skip
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)

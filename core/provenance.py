@@ -117,6 +117,11 @@ def gather(values: list, idx: list[int]) -> list:
     return list(itemgetter(*idx)(values))
 
 
+_FEW_ROWS = 32
+"""At most this many rows read at once (and no row lists made yet): :meth:`Provenance.rows_of`
+reads them as arrays."""
+
+
 class Provenance:
     """Every (candidate, source) pair of a merged request as columns, in the order the
     sources answered: ``row[p]`` is the merged candidate pair ``p`` belongs to, ``source``,
@@ -180,11 +185,26 @@ class Provenance:
         return self._source_arr
 
     def rows_of(self, item_ids: list[str], rows: list[int]) -> list[tuple[Candidate, ...]]:
-        """The provenance tuples of ``rows`` (rows of this pair table, items ``item_ids``)."""
-        starts, by_row, score, rank = self._as_lists()
+        """The provenance tuples of ``rows`` (rows of this pair table, items ``item_ids``).
+
+        A few rows (a slate step's placements) are read through their pair positions, as
+        arrays (a few array operations whatever the count); many rows through every pair's
+        fields as lists, made once per pair table (:meth:`_as_lists`)."""
         diag = self.diagnostics
         src, ver = self.source, self.version
         out = []
+        if self._lists is None and len(rows) <= _FEW_ROWS:
+            at, n = self._positions(np.asarray(rows, dtype=np.int64))
+            pos, score, rank = at.tolist(), self.score[at].tolist(), self.rank[at].tolist()
+            k = 0
+            for item, c in zip(item_ids, n.tolist(), strict=True):
+                out.append(tuple(
+                    Candidate(item, src[p], ver[p], score[j], rank[j],
+                              _NO_DIAGNOSTICS if diag is None else (diag[p] or _NO_DIAGNOSTICS))
+                    for j, p in enumerate(pos[k : k + c], k)))  # fmt: skip
+                k += c
+            return out
+        starts, by_row, score, rank = self._as_lists()
         for item, r in zip(item_ids, rows, strict=True):
             out.append(tuple(
                 Candidate(item, src[p], ver[p], score[p], rank[p],

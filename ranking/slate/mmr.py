@@ -106,10 +106,11 @@ class MmrDiversityStep:
         """Fills the open positions from the pool (which keeps what it did not pick)."""
         pool = ScoredBatch.of(draft.pool)
         picks = self._picks(pool, draft.open)
+        at = [i for i, _ in picks]
         return FilterResult(
-            kept=pool.drop([i for i, _ in picks]),
+            kept=pool.drop(at),
             removed=[],
-            placed=[Placement(pool[i], reasons) for i, reasons in picks],
+            placed=[Placement(c, reasons) for c, (_, reasons) in zip(pool.rows_at(at), picks, strict=True)],
         )
 
     def _similarity(self, a: str, b: str, cats: dict[str, str | None]) -> float:
@@ -126,7 +127,8 @@ class MmrDiversityStep:
         """Up to ``n`` picks, each with its reasons (``utility_rank:<r>``, ``mmr_diversity``
         when diversity moved it ahead of a higher-utility item)."""
         batch = ScoredBatch.of(scored)
-        return [(batch[i], reasons) for i, reasons in self._picks(batch, n)]
+        picks = self._picks(batch, n)
+        return list(zip(batch.rows_at([i for i, _ in picks]), [r for _, r in picks], strict=True))
 
     def _picks(self, batch: ScoredBatch, n: int) -> list[tuple[int, tuple[str, ...]]]:
         """:meth:`select` as positions in ``batch``: a candidate is built only for a pick

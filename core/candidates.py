@@ -164,8 +164,7 @@ class CandidateBatch(Sequence[MergedCandidate]):
         entry (:attr:`MergedCandidate.best`)."""
         if self._best is None:
             pairs, idx = self._pair_table()
-            best = pairs.best_sources()
-            self._best = best if idx is None else _pick(best, idx.tolist())
+            self._best = pairs.best_sources(idx)
         return self._best
 
     def best_source_codes(self) -> tuple[np.ndarray, list[str]]:
@@ -264,7 +263,7 @@ class CandidateBatch(Sequence[MergedCandidate]):
 class _Scored:
     """The columns a request's scored batches share (the ranker's answer, never copied)."""
 
-    __slots__ = ("candidates", "task_columns", "utility", "task_dicts", "floats", "u", "at", "order")
+    __slots__ = ("candidates", "task_columns", "utility", "task_dicts", "floats", "u", "at", "order", "nan")
 
     def __init__(self, candidates, task_columns, utility, task_dicts, floats=False):
         self.candidates: CandidateBatch = candidates
@@ -275,6 +274,7 @@ class _Scored:
         self.u: np.ndarray | None = None
         self.at: dict[str, int] | None = None
         self.order: np.ndarray | None = None
+        self.nan: bool | None = None
 
     def task_scores(self, r: int) -> dict[str, float]:
         """Row ``r``'s task scores."""
@@ -385,22 +385,39 @@ class ScoredBatch(Sequence[ScoredCandidate]):
 
     def utility_order(self) -> list[int]:
         """Positions best-first by utility, ties in batch order (a stable sort; for utilities
-        that are not NaN). The ranker's batch is sorted once per request; a view whose rows
-        keep its order (what :meth:`without` and a mask make: each slate step's pool) reads its
-        order from that one: the same positions, without sorting again."""
+        that are not NaN): :meth:`utility_order_array` as a list."""
+        return self.utility_order_array().tolist()
+
+    def utility_order_array(self) -> np.ndarray:
+        """:meth:`utility_order` as a ``(B,)`` int64 array (read-only). The ranker's batch is sorted once
+        per request; a view whose rows keep its order (what :meth:`without` and a mask make:
+        each slate step's pool) reads its order from that one: the same positions, without
+        sorting again."""
         base = self._base
         if base.order is None:
             self.utility_array()
             base.order = np.argsort(-base.u, kind="stable")  # type: ignore[operator]
+            base.order.flags.writeable = False  # shared by every view: read-only
         idx = self._index
         if idx is None:
-            return base.order.tolist()
+            return base.order
         if len(idx) > 1 and not (idx[1:] > idx[:-1]).all():  # reordered (a take by position)
-            return np.argsort(-base.u[idx], kind="stable").tolist()  # type: ignore[index]
+            return np.argsort(-base.u[idx], kind="stable")  # type: ignore[index]
         at = np.full(len(base.utility), -1, dtype=np.int64)
         at[idx] = np.arange(len(idx))
         order = at[base.order]
-        return order[order >= 0].tolist()
+        return order[order >= 0]
+
+    def utility_has_nan(self) -> bool:
+        """Whether a utility of this batch is NaN (the ranker's column is checked once per
+        request: a view of a batch without NaN has none)."""
+        base = self._base
+        if base.nan is None:
+            self.utility_array()
+            base.nan = bool(np.isnan(base.u).any())  # type: ignore[arg-type]
+        if not base.nan or self._index is None:
+            return base.nan
+        return bool(np.isnan(self.utility_array()).any())
 
     def rows(self, catalogue: Any) -> np.ndarray:
         """``(B,)`` catalogue rows (:meth:`CandidateBatch.rows`, looked up once per request)."""

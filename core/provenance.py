@@ -194,10 +194,15 @@ class Provenance:
         src, ver = self.source, self.version
         out = []
         if self._lists is None and len(rows) <= _FEW_ROWS:
-            at, n = self._positions(np.asarray(rows, dtype=np.int64))
+            if len(rows) == 1:  # one row (an exploration pick): its pairs, by a scan
+                at = np.flatnonzero(self.row == rows[0])
+                counts = [len(at)]
+            else:
+                at, n = self._positions(np.asarray(rows, dtype=np.int64))
+                counts = n.tolist()
             pos, score, rank = at.tolist(), self.score[at].tolist(), self.rank[at].tolist()
             k = 0
-            for item, c in zip(item_ids, n.tolist(), strict=True):
+            for item, c in zip(item_ids, counts, strict=True):
                 out.append(tuple(
                     Candidate(item, src[p], ver[p], score[j], rank[j],
                               _NO_DIAGNOSTICS if diag is None else (diag[p] or _NO_DIAGNOSTICS))
@@ -235,13 +240,18 @@ class Provenance:
             self._retrieval[source] = out
         return out
 
-    def best_sources(self) -> list[str]:
+    def best_sources(self, rows: np.ndarray | None = None) -> list[str]:
         """Each row's best pair's source: lowest rank, then highest score, then the first
-        answered (``min`` over the row's provenance by ``(rank, -score)``). Computed once
-        (every batch over these pairs shares the list: do not change it)."""
+        answered (``min`` over the row's provenance by ``(rank, -score)``). ``rows``: only
+        these rows, in this order (a narrowed batch's). Every row's list is computed once
+        (every batch over these pairs shares it: do not change it); with the merge's source
+        codes, a narrowed batch's names are read from the codes of its rows alone."""
+        if rows is not None and self._codes is not None:
+            codes, names = self.best_source_codes()
+            return gather(names, codes[rows].tolist())
         if self._best is None:
             self._best = self._best_sources()
-        return self._best
+        return self._best if rows is None else gather(self._best, rows.tolist())
 
     def source_codes(self) -> tuple[np.ndarray, list[str]]:
         """``(codes, names)``: distinct ``names``, ``(P,)`` int64 ``codes`` into them."""

@@ -96,8 +96,7 @@ def decision_record(
         versions=dict(versions),
         sources=tr.outcomes,
         candidates=candidate_table(merged, scored),
-        # Tens per request: validated from the Removal dataclasses' attributes in one call.
-        removals=_REMOVALS.validate_python(tr.removals, from_attributes=True),
+        removals=_removal_records(tr.removals),
         slate=[
             _built(SlateRecord, {
                 "item_id": i.item_id,
@@ -114,6 +113,15 @@ def decision_record(
         degraded=tr.degraded,
         trace_id=tr.trace_id,
     )
+
+
+def _removal_records(removals: list) -> list[RemovalRecord]:
+    """The removals as records, validated in one call. Tens per request: the
+    :class:`Removal` dataclasses are validated from their fields' dict (a third cheaper than
+    read attribute by attribute); anything else from its attributes."""
+    if all(type(r) is Removal for r in removals):
+        return _REMOVALS.validate_python([r.__dict__ for r in removals])
+    return _REMOVALS.validate_python(removals, from_attributes=True)
 
 
 def _same(values: list) -> list:

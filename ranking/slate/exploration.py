@@ -70,7 +70,7 @@ class ExplorationStep:
             return FilterResult(kept=draft.pool, removed=[])
         k = draft.k
         pool = ScoredBatch.of(draft.pool)
-        below = draft.utility_order()[k : k + self.pool]
+        below = draft.utility_order_array()[k : k + self.pool].tolist()
         picks = [(below[j], p)
                  for j, p in self.draw(draft.query.request_id, len(below), min(self.slots, n_free - 1))]  # fmt: skip
         placed = [

@@ -13,7 +13,7 @@ from core.catalogue import Catalogue
 from core.components import SLATE_STEPS
 from core.config import SlateStepSpec
 from core.contracts import FilterResult, Placement, ScoredCandidate
-from ranking.slate.draft import SlateContext, SlateDraft, utility_order
+from ranking.slate.draft import SlateContext, SlateDraft, utility_order_array
 
 _TIE = 1e-12
 """A candidate beats the best so far only by more than this (earlier candidates win ties)."""
@@ -137,10 +137,10 @@ class MmrDiversityStep:
         # pick is one masked argmax instead of a Python pass over every remaining candidate.
         # Columns of the batch; the picks are positions in it.
         u = batch.utility_array()
-        order = utility_order(batch)
+        order_a = utility_order_array(batch)
+        order = order_a.tolist()
         span = float(u.max() - u.min()) if len(u) else 0.0
         rel = (u - u.min()) / span if span > 0 else np.ones_like(u)
-        order_a = np.asarray(order, dtype=np.int64)
         rel_o = rel[order_a] if order else rel
         cat_cap = np.inf if self.max_per_category is None else self.max_per_category
         if self.source_quotas:

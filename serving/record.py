@@ -115,6 +115,16 @@ def decision_record(
     )
 
 
+def _all_str(values: list) -> bool:
+    """Whether every value is a ``str``: ``str.join`` checks each in C (≈ 6x an
+    ``isinstance`` per value) and refuses anything else."""
+    try:
+        "".join(values)
+    except TypeError:
+        return False
+    return True
+
+
 def _removal_records(removals: list) -> list[RemovalRecord]:
     """The removals as records, validated in one call. Tens per request: the
     :class:`Removal` dataclasses are validated from their fields' dict (a third cheaper than
@@ -173,6 +183,6 @@ def candidate_table(
     columns = dict(item_id=item_id, utility=utility, task_scores=task_scores,
                    provenance_row=rows, provenance_source=source, provenance_version=version,
                    provenance_score=score, provenance_rank=rank)  # fmt: skip
-    if merged.typed_provenance and scored.task_dicts is None and all(map(str.__instancecheck__, item_id)):
+    if merged.typed_provenance and scored.task_dicts is None and _all_str(item_id):
         return CandidateTable.model_construct(**columns)
     return CandidateTable(**columns)

@@ -86,6 +86,11 @@ class MmrDiversityStep:
         self.catalogue = catalogue
         self._names = (np.asarray(catalogue.categories + [None], dtype=object)
                        if catalogue is not None else None)  # fmt: skip
+        # Each catalogue row's category code + 1, then 0 for row -1 (not in the catalogue):
+        # a request's codes are one gather by row. int16 where the categories fit (a stable
+        # argsort of it is a radix sort).
+        self._cat_by_row = (None if catalogue is None else np.append(catalogue.category + 1, 0).astype(
+            np.int16 if len(catalogue.categories) < np.iinfo(np.int16).max else np.int64))  # fmt: skip
 
     name = "diversity"
 
@@ -153,8 +158,7 @@ class MmrDiversityStep:
         if self.catalogue is not None and self.embedding_of is None and np.isfinite(rel_o).all():
             # The catalogue's category codes as they are (one code per name: its categories
             # are distinct), shifted so that 0 is "not in the catalogue" (None).
-            rows = batch.rows(self.catalogue)[order_a]
-            cat_code = np.where(rows >= 0, self.catalogue.category[np.maximum(rows, 0)] + 1, 0)
+            cat_code = self._cat_by_row[batch.rows(self.catalogue)[order_a]]  # type: ignore[index]
             return self._select_by_category(batch, order, rel_o, cat_code, src_code, 0, cat_cap, src_cap, n)
         ranked_ids: list[str] = []
         if self.catalogue is None or self.embedding_of is not None:
@@ -238,8 +242,9 @@ class MmrDiversityStep:
         # grouped[start[c]:end[c]]; at[c] points at its first one not yet passed.
         grouped = np.argsort(cat_code, kind="stable").tolist()
         counts = np.bincount(cat_code) if m else np.zeros(0, np.int64)
-        end = np.cumsum(counts).tolist()
-        at = (np.cumsum(counts) - counts).tolist()
+        ends = np.cumsum(counts)
+        end = ends.tolist()
+        at = (ends - counts).tolist()
         present = np.flatnonzero(counts).tolist()
         remaining = [True] * m
         per_cat = [0] * len(counts)

@@ -394,13 +394,10 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         each slate step's pool) reads its order from that one: the same positions, without
         sorting again."""
         base = self._base
-        if base.order is None:
-            self.utility_array()
-            base.order = np.argsort(-base.u, kind="stable")  # type: ignore[operator]
-            base.order.flags.writeable = False  # shared by every view: read-only
+        order = self._base_order()
         idx = self._index
         if idx is None:
-            return base.order
+            return order
         if len(idx) > 1 and not (idx[1:] > idx[:-1]).all():  # reordered (a take by position)
             return np.argsort(-base.u[idx], kind="stable")  # type: ignore[index]
         at = np.full(len(base.utility), -1, dtype=np.int64)
@@ -408,13 +405,23 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         order = at[base.order]
         return order[order >= 0]
 
+    def _base_order(self) -> np.ndarray:
+        """The ranker's batch's utility order, sorted once per request (read-only: shared)."""
+        base = self._base
+        if base.order is None:
+            self.utility_array()
+            base.order = np.argsort(-base.u, kind="stable")  # type: ignore[operator]
+            base.order.flags.writeable = False
+        return base.order
+
     def utility_has_nan(self) -> bool:
         """Whether a utility of this batch is NaN (the ranker's column is checked once per
         request: a view of a batch without NaN has none)."""
         base = self._base
         if base.nan is None:
-            self.utility_array()
-            base.nan = bool(np.isnan(base.u).any())  # type: ignore[arg-type]
+            # The order is wanted next anyway, and a sort puts NaN last: one value to look at.
+            order = self._base_order()
+            base.nan = bool(len(order)) and bool(np.isnan(base.u[order[-1]]))  # type: ignore[index]
         if not base.nan or self._index is None:
             return base.nan
         return bool(np.isnan(self.utility_array()).any())

@@ -303,20 +303,13 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         task_dicts: list[dict[str, float]] | None = None,
         *,
         floats: bool = False,
-        utility_array: np.ndarray | None = None,
     ):
         """``floats``: the builder vouches that ``utility`` and every task column are lists
         of Python ``float`` (the ranker's ``tolist()`` columns), so a reader that needs
-        floats (the decision record) takes them as they are instead of checking each.
-        ``utility_array``: ``utility`` as the ``(B,)`` float64 array it was listed from, when
-        the builder has it (the ranker): :meth:`utility_array` then converts no list back."""
+        floats (the decision record) takes them as they are instead of checking each."""
         if len(utility) != len(candidates):
             raise ValueError(f"{len(utility)} utilities for {len(candidates)} candidates")
         self._base = _Scored(candidates, task_columns, utility, task_dicts, floats)
-        if utility_array is not None:
-            if utility_array.shape != (len(utility),) or utility_array.dtype != np.float64:
-                raise ValueError(f"utility array of {utility_array.dtype} {utility_array.shape}")
-            self._base.u = utility_array
         self._index: np.ndarray | None = None
         self._cache: dict[str, Any] = {}
 

@@ -108,6 +108,14 @@ class CandidateBatch(Sequence[MergedCandidate]):
         r = i if self._pair_rows is None else int(self._pair_rows[i])
         return self._pairs.rows_of([self.item_ids[i]], [r])[0]  # type: ignore[union-attr]
 
+    def provenance_at(self, positions: list[int]) -> list[tuple[Candidate, ...]]:
+        """``[provenance[i] for i in positions]`` read in one go (a slate step's placements:
+        a few array operations for all of them, not one pass each)."""
+        if self._prov is not None:
+            return _pick(self._prov, positions)
+        rows = positions if self._pair_rows is None else self._pair_rows[positions].tolist()
+        return self._pairs.rows_of(_pick(self.item_ids, positions), rows)  # type: ignore[union-attr]
+
     def _rows_in_pairs(self) -> list[int]:
         return list(range(len(self.item_ids))) if self._pair_rows is None else self._pair_rows.tolist()
 
@@ -156,8 +164,7 @@ class CandidateBatch(Sequence[MergedCandidate]):
         entry (:attr:`MergedCandidate.best`)."""
         if self._best is None:
             pairs, idx = self._pair_table()
-            best = pairs.best_sources()
-            self._best = best if idx is None else _pick(best, idx.tolist())
+            self._best = pairs.best_sources(idx)
         return self._best
 
     def best_source_codes(self) -> tuple[np.ndarray, list[str]]:
@@ -256,7 +263,7 @@ class CandidateBatch(Sequence[MergedCandidate]):
 class _Scored:
     """The columns a request's scored batches share (the ranker's answer, never copied)."""
 
-    __slots__ = ("candidates", "task_columns", "utility", "task_dicts", "floats", "u", "at", "order")
+    __slots__ = ("candidates", "task_columns", "utility", "task_dicts", "floats", "u", "at", "order", "nan")
 
     def __init__(self, candidates, task_columns, utility, task_dicts, floats=False):
         self.candidates: CandidateBatch = candidates
@@ -267,6 +274,13 @@ class _Scored:
         self.u: np.ndarray | None = None
         self.at: dict[str, int] | None = None
         self.order: np.ndarray | None = None
+        self.nan: bool | None = None
+
+    def task_scores(self, r: int) -> dict[str, float]:
+        """Row ``r``'s task scores."""
+        if self.task_dicts is not None:
+            return self.task_dicts[r]
+        return {t: col[r] for t, col in self.task_columns.items()}
 
 
 class ScoredBatch(Sequence[ScoredCandidate]):
@@ -371,22 +385,46 @@ class ScoredBatch(Sequence[ScoredCandidate]):
 
     def utility_order(self) -> list[int]:
         """Positions best-first by utility, ties in batch order (a stable sort; for utilities
-        that are not NaN). The ranker's batch is sorted once per request; a view whose rows
-        keep its order (what :meth:`without` and a mask make: each slate step's pool) reads its
-        order from that one: the same positions, without sorting again."""
+        that are not NaN): :meth:`utility_order_array` as a list."""
+        return self.utility_order_array().tolist()
+
+    def utility_order_array(self) -> np.ndarray:
+        """:meth:`utility_order` as a ``(B,)`` int64 array (read-only). The ranker's batch is sorted once
+        per request; a view whose rows keep its order (what :meth:`without` and a mask make:
+        each slate step's pool) reads its order from that one: the same positions, without
+        sorting again."""
+        base = self._base
+        order = self._base_order()
+        idx = self._index
+        if idx is None:
+            return order
+        if len(idx) > 1 and not (idx[1:] > idx[:-1]).all():  # reordered (a take by position)
+            return np.argsort(-base.u[idx], kind="stable")  # type: ignore[index]
+        at = np.full(len(base.utility), -1, dtype=np.int64)
+        at[idx] = np.arange(len(idx))
+        order = at[base.order]
+        return order[order >= 0]
+
+    def _base_order(self) -> np.ndarray:
+        """The ranker's batch's utility order, sorted once per request (read-only: shared)."""
         base = self._base
         if base.order is None:
             self.utility_array()
             base.order = np.argsort(-base.u, kind="stable")  # type: ignore[operator]
-        idx = self._index
-        if idx is None:
-            return base.order.tolist()
-        if len(idx) > 1 and not (idx[1:] > idx[:-1]).all():  # reordered (a take by position)
-            return np.argsort(-base.u[idx], kind="stable").tolist()  # type: ignore[index]
-        at = np.full(len(base.utility), -1, dtype=np.int64)
-        at[idx] = np.arange(len(idx))
-        order = at[base.order]
-        return order[order >= 0].tolist()
+            base.order.flags.writeable = False
+        return base.order
+
+    def utility_has_nan(self) -> bool:
+        """Whether a utility of this batch is NaN (the ranker's column is checked once per
+        request: a view of a batch without NaN has none)."""
+        base = self._base
+        if base.nan is None:
+            # The order is wanted next anyway, and a sort puts NaN last: one value to look at.
+            order = self._base_order()
+            base.nan = bool(len(order)) and bool(np.isnan(base.u[order[-1]]))  # type: ignore[index]
+        if not base.nan or self._index is None:
+            return base.nan
+        return bool(np.isnan(self.utility_array()).any())
 
     def rows(self, catalogue: Any) -> np.ndarray:
         """``(B,)`` catalogue rows (:meth:`CandidateBatch.rows`, looked up once per request)."""
@@ -407,11 +445,7 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         return at if at is None or self._index is None else at[self._index]
 
     def task_scores(self, i: int) -> dict[str, float]:
-        base = self._base
-        r = i if self._index is None else int(self._index[i])
-        if base.task_dicts is not None:
-            return base.task_dicts[r]
-        return {t: col[r] for t, col in base.task_columns.items()}
+        return self._base.task_scores(i if self._index is None else int(self._index[i]))
 
     # ---------------------------------------------------------------- the row view
     def __len__(self) -> int:
@@ -427,10 +461,21 @@ class ScoredBatch(Sequence[ScoredCandidate]):
         if not 0 <= r < len(base.utility):
             raise IndexError(i)
         c = base.candidates
-        return ScoredCandidate(c.item_ids[r], c.provenance_of(r), self.task_scores(i), base.utility[r])
+        return ScoredCandidate(c.item_ids[r], c.provenance_of(r), base.task_scores(r), base.utility[r])
 
     def __iter__(self) -> Iterator[ScoredCandidate]:
         return (self[i] for i in range(len(self)))
+
+    def rows_at(self, positions: Sequence[int]) -> list[ScoredCandidate]:
+        """``[self[i] for i in positions]`` (positions in ``0..len-1``), their provenance read
+        in one go (:meth:`CandidateBatch.provenance_at`): what a slate step places."""
+        base = self._base
+        at = list(positions) if self._index is None else self._index[list(positions)].tolist()
+        c = base.candidates
+        prov = c.provenance_at(at)
+        ids, utility = c.item_ids, base.utility
+        return [ScoredCandidate(ids[r], pr, base.task_scores(r), utility[r])
+                for r, pr in zip(at, prov, strict=True)]  # fmt: skip
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)

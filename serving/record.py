@@ -96,8 +96,7 @@ def decision_record(
         versions=dict(versions),
         sources=tr.outcomes,
         candidates=candidate_table(merged, scored),
-        # Tens per request: validated from the Removal dataclasses' attributes in one call.
-        removals=_REMOVALS.validate_python(tr.removals, from_attributes=True),
+        removals=_removal_records(tr.removals),
         slate=[
             _built(SlateRecord, {
                 "item_id": i.item_id,
@@ -114,6 +113,25 @@ def decision_record(
         degraded=tr.degraded,
         trace_id=tr.trace_id,
     )
+
+
+def _all_str(values: list) -> bool:
+    """Whether every value is a ``str``: ``str.join`` checks each in C (≈ 6x an
+    ``isinstance`` per value) and refuses anything else."""
+    try:
+        "".join(values)
+    except TypeError:
+        return False
+    return True
+
+
+def _removal_records(removals: list) -> list[RemovalRecord]:
+    """The removals as records, validated in one call. Tens per request: the
+    :class:`Removal` dataclasses are validated from their fields' dict (a third cheaper than
+    read attribute by attribute); anything else from its attributes."""
+    if all(type(r) is Removal for r in removals):
+        return _REMOVALS.validate_python([r.__dict__ for r in removals])
+    return _REMOVALS.validate_python(removals, from_attributes=True)
 
 
 def _same(values: list) -> list:
@@ -165,6 +183,6 @@ def candidate_table(
     columns = dict(item_id=item_id, utility=utility, task_scores=task_scores,
                    provenance_row=rows, provenance_source=source, provenance_version=version,
                    provenance_score=score, provenance_rank=rank)  # fmt: skip
-    if merged.typed_provenance and scored.task_dicts is None and all(map(str.__instancecheck__, item_id)):
+    if merged.typed_provenance and scored.task_dicts is None and _all_str(item_id):
         return CandidateTable.model_construct(**columns)
     return CandidateTable(**columns)

@@ -77,6 +77,10 @@ class SlateDraft:
         """Positions in the pool, best-first by utility (ties in input order)."""
         return utility_order(self.pool)
 
+    def utility_order_array(self) -> np.ndarray:
+        """:meth:`utility_order` as a ``(B,)`` int64 array."""
+        return utility_order_array(self.pool)
+
     def by_utility(self) -> ScoredBatch:
         """The pool best-first by utility (ties in input order)."""
         return self.pool.take(self.utility_order())
@@ -84,8 +88,12 @@ class SlateDraft:
 
 def utility_order(scored: Sequence[ScoredCandidate]) -> list[int]:
     """Positions of ``scored`` best-first by utility, ties in input order."""
+    return utility_order_array(scored).tolist()
+
+
+def utility_order_array(scored: Sequence[ScoredCandidate]) -> np.ndarray:
+    """:func:`utility_order` as a ``(B,)`` int64 array."""
     batch = ScoredBatch.of(scored)
-    u = batch.utility_array()
-    if np.isnan(u).any():  # NaN has no place in a stable sort by value: the Python order
-        return sorted(range(len(u)), key=lambda i: -batch.utility[i])
-    return batch.utility_order()
+    if batch.utility_has_nan():  # NaN has no place in a stable sort by value: the Python order
+        return np.array(sorted(range(len(batch)), key=lambda i: -batch.utility[i]), dtype=np.int64)
+    return batch.utility_order_array()

@@ -69,12 +69,12 @@ class ExplorationStep:
         if not self.slots or n_free <= 1:
             return FilterResult(kept=draft.pool, removed=[])
         k = draft.k
-        pool = draft.pool
-        below = draft.utility_order()[k : k + self.pool]
+        pool = ScoredBatch.of(draft.pool)
+        below = draft.utility_order_array()[k : k + self.pool].tolist()
         picks = [(below[j], p)
                  for j, p in self.draw(draft.query.request_id, len(below), min(self.slots, n_free - 1))]  # fmt: skip
         placed = [
-            Placement(pool[i], ("exploration", f"propensity:{p:.6g}"), "tail", propensity=p)
-            for i, p in picks
+            Placement(c, ("exploration", f"propensity:{p:.6g}"), "tail", propensity=p)
+            for c, (_, p) in zip(pool.rows_at([i for i, _ in picks]), picks, strict=True)
         ]
-        return FilterResult(kept=ScoredBatch.of(pool).drop([i for i, _ in picks]), removed=[], placed=placed)
+        return FilterResult(kept=pool.drop([i for i, _ in picks]), removed=[], placed=placed)

@@ -13,7 +13,7 @@ from core.catalogue import Catalogue
 from core.components import SLATE_STEPS
 from core.config import SlateStepSpec
 from core.contracts import FilterResult, Placement, ScoredCandidate
-from ranking.slate.draft import SlateContext, SlateDraft, utility_order
+from ranking.slate.draft import SlateContext, SlateDraft, utility_order_array
 
 _TIE = 1e-12
 """A candidate beats the best so far only by more than this (earlier candidates win ties)."""
@@ -86,6 +86,11 @@ class MmrDiversityStep:
         self.catalogue = catalogue
         self._names = (np.asarray(catalogue.categories + [None], dtype=object)
                        if catalogue is not None else None)  # fmt: skip
+        # Each catalogue row's category code + 1, then 0 for row -1 (not in the catalogue):
+        # a request's codes are one gather by row. int16 where the categories fit (a stable
+        # argsort of it is a radix sort).
+        self._cat_by_row = (None if catalogue is None else np.append(catalogue.category + 1, 0).astype(
+            np.int16 if len(catalogue.categories) < np.iinfo(np.int16).max else np.int64))  # fmt: skip
 
     name = "diversity"
 
@@ -106,10 +111,11 @@ class MmrDiversityStep:
         """Fills the open positions from the pool (which keeps what it did not pick)."""
         pool = ScoredBatch.of(draft.pool)
         picks = self._picks(pool, draft.open)
+        at = [i for i, _ in picks]
         return FilterResult(
-            kept=pool.drop([i for i, _ in picks]),
+            kept=pool.drop(at),
             removed=[],
-            placed=[Placement(pool[i], reasons) for i, reasons in picks],
+            placed=[Placement(c, reasons) for c, (_, reasons) in zip(pool.rows_at(at), picks, strict=True)],
         )
 
     def _similarity(self, a: str, b: str, cats: dict[str, str | None]) -> float:
@@ -126,7 +132,8 @@ class MmrDiversityStep:
         """Up to ``n`` picks, each with its reasons (``utility_rank:<r>``, ``mmr_diversity``
         when diversity moved it ahead of a higher-utility item)."""
         batch = ScoredBatch.of(scored)
-        return [(batch[i], reasons) for i, reasons in self._picks(batch, n)]
+        picks = self._picks(batch, n)
+        return list(zip(batch.rows_at([i for i, _ in picks]), [r for _, r in picks], strict=True))
 
     def _picks(self, batch: ScoredBatch, n: int) -> list[tuple[int, tuple[str, ...]]]:
         """:meth:`select` as positions in ``batch``: a candidate is built only for a pick
@@ -135,10 +142,10 @@ class MmrDiversityStep:
         # pick is one masked argmax instead of a Python pass over every remaining candidate.
         # Columns of the batch; the picks are positions in it.
         u = batch.utility_array()
-        order = utility_order(batch)
+        order_a = utility_order_array(batch)
+        order = order_a.tolist()
         span = float(u.max() - u.min()) if len(u) else 0.0
         rel = (u - u.min()) / span if span > 0 else np.ones_like(u)
-        order_a = np.asarray(order, dtype=np.int64)
         rel_o = rel[order_a] if order else rel
         cat_cap = np.inf if self.max_per_category is None else self.max_per_category
         if self.source_quotas:
@@ -151,8 +158,7 @@ class MmrDiversityStep:
         if self.catalogue is not None and self.embedding_of is None and np.isfinite(rel_o).all():
             # The catalogue's category codes as they are (one code per name: its categories
             # are distinct), shifted so that 0 is "not in the catalogue" (None).
-            rows = batch.rows(self.catalogue)[order_a]
-            cat_code = np.where(rows >= 0, self.catalogue.category[np.maximum(rows, 0)] + 1, 0)
+            cat_code = self._cat_by_row[batch.rows(self.catalogue)[order_a]]  # type: ignore[index]
             return self._select_by_category(batch, order, rel_o, cat_code, src_code, 0, cat_cap, src_cap, n)
         ranked_ids: list[str] = []
         if self.catalogue is None or self.embedding_of is not None:
@@ -236,8 +242,9 @@ class MmrDiversityStep:
         # grouped[start[c]:end[c]]; at[c] points at its first one not yet passed.
         grouped = np.argsort(cat_code, kind="stable").tolist()
         counts = np.bincount(cat_code) if m else np.zeros(0, np.int64)
-        end = np.cumsum(counts).tolist()
-        at = (np.cumsum(counts) - counts).tolist()
+        ends = np.cumsum(counts)
+        end = ends.tolist()
+        at = (ends - counts).tolist()
         present = np.flatnonzero(counts).tolist()
         remaining = [True] * m
         per_cat = [0] * len(counts)

@@ -50,9 +50,9 @@ class PinnedStep:
         here = {item: i for i, item in enumerate(pool.item_ids) if item in self.item_ids}
         if not here:
             return FilterResult(kept=pool, removed=[])
+        pins = [p for p in self.pinned if p.item_id in here and p.position < draft.k]
         placed = [
-            Placement(pool[here[p.item_id]], ("pinned",), "fixed", p.position)
-            for p in self.pinned
-            if p.item_id in here and p.position < draft.k
+            Placement(c, ("pinned",), "fixed", p.position)
+            for c, p in zip(pool.rows_at([here[p.item_id] for p in pins]), pins, strict=True)
         ]
         return FilterResult(kept=pool.without(self.item_ids), removed=[], placed=placed)

@@ -188,3 +188,60 @@ def test_query_vector_memo_answers_only_the_same_inputs() -> None:
     assert CountingTower.calls == 5 and np.array_equal(both[0], v1[0])
     assert np.array_equal(query_vectors(tower, CAT, [c], surface="home", now=3600.0)[0], both[1])
     assert CountingTower.calls == 5
+
+
+def _pair_batch(rng: random.Random) -> tuple[CandidateBatch, list[MergedCandidate]]:
+    """A merge-like batch over :class:`Provenance` pair columns (rows with one to three
+    sources, pairs in the order the sources answered), narrowed to a shuffled subset, and
+    the same candidates as rows."""
+    from core.provenance import Provenance
+
+    items = [f"i{k}" for k in range(45)]
+    rows = [tuple(Candidate(i, s, f"v{s}", rng.random(), rng.randrange(5))
+                  for s in rng.sample(["two_tower", "trending", "fresh"], rng.randint(1, 3))) for i in items]  # fmt: skip
+    by_source = sorted(((c, r) for r, p in enumerate(rows) for c in p), key=lambda cr: cr[0].source)
+    pairs = Provenance(len(rows), np.array([r for _, r in by_source], dtype=np.int64),
+                       [c.source for c, _ in by_source], [c.source_version for c, _ in by_source],
+                       np.array([c.score for c, _ in by_source]), np.array([c.rank for c, _ in by_source]))  # fmt: skip
+    keep = rng.sample(range(len(items)), 30)
+    batch = CandidateBatch.from_provenance([items[r] for r in keep], pairs, np.array(keep, dtype=np.int64))
+    merged = [MergedCandidate(items[r], tuple(sorted(rows[r], key=lambda c: c.source))) for r in keep]
+    return batch, merged
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_placed_rows_read_in_one_go_are_the_rows(seed: int) -> None:
+    """``rows_at`` (a slate step's placements, provenance read as arrays) gives the rows
+    ``view[i]`` gives, on the batch and on views; so does the pair table's lists path."""
+    rng = random.Random(seed)
+    cands, merged = _pair_batch(rng)
+    # Pairs in answer order (by source here), so a row's provenance is its sources in that order.
+    assert list(cands) == merged
+    batch = ScoredBatch(cands, {"click": [rng.random() for _ in cands]}, [rng.random() for _ in cands])
+    views = [batch, batch.without(set(rng.sample(batch.item_ids, 6))), batch.take([7, 2, 11, 0])]
+    for view in views:
+        for at in ([], [0], rng.sample(range(len(view)), min(4, len(view))), list(range(len(view)))):
+            assert view.rows_at(at) == [view[i] for i in at]
+    pairs = cands._pairs
+    rows = cands._pair_rows.tolist()
+    few = pairs.rows_of(cands.item_ids[:3], rows[:3])
+    one = pairs.rows_of(cands.item_ids[:1], rows[:1])
+    assert pairs._lists is None  # neither made every pair's lists
+    assert few == [m.provenance for m in merged[:3]] and one == few[:1]
+    assert pairs.rows_of(cands.item_ids, rows) == [m.provenance for m in merged]  # the lists path
+    assert pairs.rows_of(cands.item_ids[:3], rows[:3]) == few
+
+
+def test_best_sources_of_a_narrowed_batch_and_the_nan_check() -> None:
+    rng = random.Random(11)
+    cands, merged = _pair_batch(rng)
+    assert cands.best_sources() == [m.best.source for m in merged]
+    nan = float("nan")
+    for u in ([0.3, nan, -np.inf], [np.inf, 0.1, 0.1], [nan], []):
+        batch = ScoredBatch(CandidateBatch([f"i{k}" for k in range(len(u))], [() for _ in u]), {}, u)
+        assert batch.utility_has_nan() is any(v != v for v in u)
+        if not batch.utility_has_nan():
+            assert batch.utility_order_array().tolist() == sorted(range(len(u)), key=lambda i: -u[i])
+        if len(u) == 3:  # a view leaving the NaN out has none
+            assert batch.take([0, 2]).utility_has_nan() is False
+            assert batch.take([1, 2]).utility_has_nan() is (u[1] != u[1])

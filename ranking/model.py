@@ -32,7 +32,7 @@ from core.features import (
     USER_BUCKETS,
 )
 from core.serving_form import ServingForm
-from ranking.calibration import apply_calibration
+from ranking.calibration import sigmoid
 from ranking.serving_ranker import TABLE_ROWS, ServingRanker, nan_to_zero
 
 DEFAULTS = {
@@ -191,8 +191,15 @@ class MultiTaskRanker(ServingForm, nn.Module):
     def predict(self, cat: np.ndarray, dense: np.ndarray) -> dict[str, np.ndarray]:
         """``(B, 6)``, ``(B, 8)`` -> ``{task: (B,) float32}`` calibrated probabilities."""
         cal = self.cfg.get("calibration") or {}
-        rows = self._logit_rows(cat, dense)
-        return {t: apply_calibration(v, cal.get(t)).astype(np.float32) for t, v in zip(self.cfg["tasks"], rows, strict=True)}
+        tasks = self.cfg["tasks"]
+        # :func:`apply_calibration` of every task's row, as one (T, B) float64 array: a Platt
+        # task's row is scaled in place, then one sigmoid and one float32 cast for all tasks.
+        rows = self._logit_rows(cat, dense).astype(np.float64)
+        for i, t in enumerate(tasks):
+            params = cal.get(t)
+            if params and params.get("method", "none") != "none":
+                rows[i] = params["a"] * rows[i] + params["b"]
+        return dict(zip(tasks, sigmoid(rows).astype(np.float32), strict=True))
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

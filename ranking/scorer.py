@@ -141,6 +141,8 @@ class RankerScorer:
         sizes = [len(cat) for cat, _ in batch]
         if sum(sizes) == 0:
             return [{t: np.zeros(0) for t in self.tasks} for _ in batch]
+        if len(batch) == 1:  # one request (in process): its arrays as they are, nothing to split
+            return [{t: np.asarray(p) for t, p in self.model.predict(*batch[0]).items()}]
         cat = np.concatenate([c for c, _ in batch])
         dense = np.concatenate([d for _, d in batch])
         probs = self.model.predict(cat, dense)

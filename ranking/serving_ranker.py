@@ -91,6 +91,7 @@ class ServingRanker:
         self.small_rows = np.concatenate([reads(j) + o for j, o in zip(self.small, offsets, strict=True)]
                                          if self.small else [np.zeros(0, np.int64)])  # fmt: skip
         self.small_offsets = offsets.astype(np.int64)
+        self.all_small = self.small == list(range(n_cat))
         # Columns whose lookup is not the identity (the source, dropped columns): only those
         # go through it (the item column's would be a cache miss per candidate in a 10^5 array).
         self.small_mapped = [k for k, j in enumerate(self.small)
@@ -151,7 +152,9 @@ class ServingRanker:
             side = torch.as_tensor(z, device=dev)
         small = None
         if self.table is not None:
-            rows = cat[:, self.small] + self.small_offsets
+            # Every column folded (the default): the ids as they are, C-ordered (a column
+            # selection gives a Fortran-ordered copy, which the flat bag ids copy once more).
+            rows = (cat if self.all_small else cat[:, self.small]) + self.small_offsets
             for k in self.small_mapped:
                 rows[:, k] = self.small_rows[rows[:, k]]
             small = torch.as_tensor(rows, device=dev)

@@ -27,7 +27,7 @@ import hashlib
 import json
 import math
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, repeat
@@ -150,11 +150,8 @@ class UserState:
 
     def recent_impression_counts(self, now: float, window_hours: float) -> dict[str, int]:
         start = now - window_hours * 3600.0
-        counts: dict[str, int] = {}
-        for ts, item in self.impressions:
-            if start <= ts < now:
-                counts[item] = counts.get(item, 0) + 1
-        return counts
+        # Counter's C loop over the items in the window (the same counts, in first-seen order).
+        return Counter([item for ts, item in self.impressions if start <= ts < now])
 
 
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
@@ -364,6 +361,13 @@ def _source_index(source: str) -> int:
     return _SOURCE_INDEX.get(source, 0)
 
 
+def source_indices(codes: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """``(B,)`` int64 :data:`SOURCE_KINDS` indices (unknown names 0) of sources given as
+    ``codes`` into distinct ``names`` (a candidate batch's best sources): one lookup per
+    distinct name, not per candidate."""
+    return np.fromiter(map(_SOURCE_INDEX.get, names, repeat(0)), np.int64, len(names))[codes]
+
+
 def _lookup(counts: Sequence[dict[int, float]], size: int) -> np.ndarray:
     """``(U, size)`` float64 table of each user's ``counts`` (absent ids 0.0) for array indexing."""
     table = np.zeros((len(counts), size), dtype=np.float64)
@@ -383,14 +387,16 @@ def ranker_features(
     now: float,
     surface: str,
     retrieval_scores: np.ndarray | None = None,
-    sources: Sequence[str] | None = None,
+    sources: Sequence[str] | np.ndarray | None = None,
     rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ranker inputs for ``B`` candidates of one user at time ``now``: ``(cat, dense)``.
 
     ``popularity`` is ``(B,)`` from :meth:`PopularityCounter.values` at ``now``; ``state`` must
     hold only events before ``now``. ``rows``: ``catalogue.index_of(item_ids)`` when the
-    caller has it already (the request's candidate batch).
+    caller has it already (the request's candidate batch). ``sources``: the candidates'
+    source names, or their :data:`SOURCE_KINDS` indices as an int64 array
+    (:func:`source_indices`).
     """
     return ranker_features_many([state], [len(item_ids)], item_ids, catalogue, popularity=popularity, now=[now],
                                 surface=[surface], retrieval_scores=retrieval_scores, sources=sources, rows=rows)  # fmt: skip
@@ -406,7 +412,7 @@ def ranker_features_many(
     now: Sequence[float],
     surface: Sequence[str],
     retrieval_scores: np.ndarray | None = None,
-    sources: Sequence[str] | None = None,
+    sources: Sequence[str] | np.ndarray | None = None,
     rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`ranker_features` of ``U`` users' candidates stacked (batch scoring: a
@@ -434,7 +440,10 @@ def ranker_features_many(
     cat[:, 0] = per_user([stable_hash(s.user_id, USER_BUCKETS) for s in states], np.int64)
     cat[:, 1] = np.where(known, idx + 1, 0)
     cat[:, 2] = np.where(known, cats + 1, 0)
-    cat[:, 3] = np.fromiter(map(_SOURCE_INDEX.get, sources, repeat(0)), np.int64, b) if sources is not None else 0
+    if isinstance(sources, np.ndarray) and sources.dtype.kind == "i":  # already indices
+        cat[:, 3] = sources
+    else:
+        cat[:, 3] = np.fromiter(map(_SOURCE_INDEX.get, sources, repeat(0)), np.int64, b) if sources is not None else 0
     cat[:, 4] = per_user([stable_hash(x, SURFACE_BUCKETS) for x in surface], np.int64)
     cat[:, 5] = per_user([int((t // 3600) % 24) for t in now_u.tolist()], np.int64)
 
@@ -445,12 +454,20 @@ def ranker_features_many(
     cat_aff = (cat_table[user, cats] if n_users != 1 else cat_table[0][cats]).astype(np.float32)
     tags = catalogue.tags[safe]
     tag_table = _lookup([s.tag_counts for s in states], int(tags.max()) + 1 if b else 0)
-    tag_hits = (tag_table[user[:, None], tags] if n_users != 1 else tag_table[0][tags]).astype(np.float32)
-    n_tags = np.maximum(1, (tags > 0).sum(axis=1))
+    tag_hits = tag_table[user[:, None], tags] if n_users != 1 else tag_table[0][tags]
+    # Row sums over the MAX_TAGS columns as column adds (numpy's reduction over a short axis
+    # costs far more). The counts are whole numbers (events counted one by one), so every
+    # order of these adds is exact: the same values as summing the float32 hits per row.
+    hit_sum = tag_hits[:, 0].copy()
+    n_tags = (tags[:, 0] > 0).astype(np.int64)
+    for k in range(1, MAX_TAGS):
+        hit_sum += tag_hits[:, k]
+        n_tags += tags[:, k] > 0
+    np.maximum(n_tags, 1, out=n_tags)
 
     dense = np.zeros((b, len(DENSE_FEATURES)), dtype=np.float32)
     dense[:, 0] = np.where(known, cat_aff / n_pos.astype(np.float32), 0.0)
-    dense[:, 1] = np.where(known, tag_hits.reshape(b, MAX_TAGS).sum(axis=1) / n_tags / n_pos, 0.0)
+    dense[:, 1] = np.where(known, hit_sum / n_tags / n_pos, 0.0)
     dense[:, 2] = np.log1p(np.asarray(popularity, dtype=np.float64))
     age_h = np.where(known, ((now_u[user] if n_users != 1 else now_u[0]) - catalogue.created_at[safe]) / 3600.0, 0.0)
     dense[:, 3] = np.log1p(np.clip(age_h, 0.0, None))

@@ -32,7 +32,7 @@ from core.features import (
     USER_BUCKETS,
 )
 from core.serving_form import ServingForm
-from ranking.calibration import apply_calibration
+from ranking.calibration import sigmoid
 from ranking.serving_ranker import TABLE_ROWS, ServingRanker, nan_to_zero
 
 DEFAULTS = {
@@ -153,27 +153,18 @@ class MultiTaskRanker(ServingForm, nn.Module):
         """Raw (uncalibrated) ``{task: (B,) float32}`` logits."""
         return dict(zip(self.cfg["tasks"], self._logit_rows(cat, dense), strict=True))
 
-    @torch.inference_mode()
     def _logit_rows(self, cat: np.ndarray, dense: np.ndarray) -> np.ndarray:
         """:meth:`logits` as one ``(T, B)`` float32 array, tasks in the config's order."""
         was_training = self.training
         serving = None if was_training else self.serving_form()
         if serving is not None:
-            # The serving form takes the host arrays: its guards are numpy work on them.
+            # The serving form takes the host arrays: its guards are numpy work on them. It runs
+            # in inference mode itself (entering it here too cost a second enter and exit).
             raw = serving(np.asarray(cat, dtype=np.int64), np.asarray(dense, dtype=np.float32))
             raw = raw.float().cpu().numpy()
         else:
-            if was_training:  # served models are in eval mode: toggling walks every module (≈ 1 ms a call)
-                self.eval()
-            cat_t = torch.as_tensor(np.asarray(cat), dtype=torch.long, device=self.device)
-            dense_t = torch.as_tensor(np.asarray(dense), dtype=torch.float32, device=self.device)
-            # Ids outside the trained tables (new items, a changed catalogue) map to 0 = unknown.
-            sizes = self.cat_sizes
-            cat_t = torch.where((cat_t >= 0) & (cat_t < sizes), cat_t, torch.zeros_like(cat_t))
-            out = self(cat_t, dense_t)
-            raw = np.stack([out[t].float().cpu().numpy() for t in self.cfg["tasks"]])
-            if was_training:
-                self.train()
+            with torch.inference_mode():
+                raw = self._forward_rows(cat, dense, was_training)
         blend = float(self.cfg.get("retrieval_blend") or 0.0)
         if blend:
             # The engagement tasks' logits (click, like: a like is a click the user liked) plus
@@ -188,11 +179,33 @@ class MultiTaskRanker(ServingForm, nn.Module):
                     raw[i] = raw[i] + blend * rs
         return raw
 
+    def _forward_rows(self, cat: np.ndarray, dense: np.ndarray, was_training: bool) -> np.ndarray:
+        """``forward``'s ``(T, B)`` logits (a model in train mode, or not compiled for serving)."""
+        if was_training:  # served models are in eval mode: toggling walks every module (≈ 1 ms a call)
+            self.eval()
+        cat_t = torch.as_tensor(np.asarray(cat), dtype=torch.long, device=self.device)
+        dense_t = torch.as_tensor(np.asarray(dense), dtype=torch.float32, device=self.device)
+        # Ids outside the trained tables (new items, a changed catalogue) map to 0 = unknown.
+        sizes = self.cat_sizes
+        cat_t = torch.where((cat_t >= 0) & (cat_t < sizes), cat_t, torch.zeros_like(cat_t))
+        out = self(cat_t, dense_t)
+        raw = np.stack([out[t].float().cpu().numpy() for t in self.cfg["tasks"]])
+        if was_training:
+            self.train()
+        return raw
+
     def predict(self, cat: np.ndarray, dense: np.ndarray) -> dict[str, np.ndarray]:
         """``(B, 6)``, ``(B, 8)`` -> ``{task: (B,) float32}`` calibrated probabilities."""
         cal = self.cfg.get("calibration") or {}
-        rows = self._logit_rows(cat, dense)
-        return {t: apply_calibration(v, cal.get(t)).astype(np.float32) for t, v in zip(self.cfg["tasks"], rows, strict=True)}
+        tasks = self.cfg["tasks"]
+        # :func:`apply_calibration` of every task's row, as one (T, B) float64 array: a Platt
+        # task's row is scaled in place, then one sigmoid and one float32 cast for all tasks.
+        rows = self._logit_rows(cat, dense).astype(np.float64)
+        for i, t in enumerate(tasks):
+            params = cal.get(t)
+            if params and params.get("method", "none") != "none":
+                rows[i] = params["a"] * rows[i] + params["b"]
+        return dict(zip(tasks, sigmoid(rows).astype(np.float32), strict=True))
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

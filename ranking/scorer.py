@@ -17,7 +17,7 @@ import numpy as np
 from core.candidates import CandidateBatch, ScoredBatch
 from core.catalogue import Catalogue
 from core.contracts import MergedCandidate, Query, RankerResult
-from core.features import PopularityCounter, UserState, ranker_features
+from core.features import PopularityCounter, UserState, ranker_features, source_indices
 from ranking.utility import check_task_weights, utility
 
 
@@ -93,7 +93,10 @@ class RankerScorer:
         # With a similarity every retrieval_score is its q · v: the batch's two-tower scores
         # would be computed only to be replaced (features_for ignores them then).
         retrieval = None if self.similarity is not None else batch.retrieval_scores()
-        return self.features_for(query, user_state, batch.item_ids, retrieval, batch.best_sources(),
+        # The best sources as SOURCE_KINDS indices from the batch's codes: a lookup per distinct
+        # source instead of one per candidate.
+        sources = source_indices(*batch.best_source_codes())
+        return self.features_for(query, user_state, batch.item_ids, retrieval, sources,
                                  rows=batch.rows(self.catalogue), query_vectors=query_vectors)  # fmt: skip
 
     def features_for(
@@ -102,12 +105,13 @@ class RankerScorer:
         user_state: UserState,
         item_ids: Sequence[str],
         retrieval_scores: np.ndarray | None,
-        sources: Sequence[str],
+        sources: Sequence[str] | np.ndarray,
         rows: np.ndarray | None = None,
         query_vectors: Mapping[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`features` from :func:`candidate_columns` (what crosses a Serve hop;
-        ``retrieval_scores`` may be ``None`` when this scorer has a similarity, which replaces them);
+        ``retrieval_scores`` may be ``None`` when this scorer has a similarity, which replaces them;
+        ``sources`` names, or :data:`core.features.SOURCE_KINDS` indices as an int64 array);
         ``rows``: the items' catalogue rows when already looked up; ``query_vectors``:
         ``{two-tower version: query vector}`` the request's sources computed; the one of the
         similarity's version (the two-tower this ranker was trained with) is used, otherwise
@@ -141,6 +145,8 @@ class RankerScorer:
         sizes = [len(cat) for cat, _ in batch]
         if sum(sizes) == 0:
             return [{t: np.zeros(0) for t in self.tasks} for _ in batch]
+        if len(batch) == 1:  # one request (in process): its arrays as they are, nothing to split
+            return [{t: np.asarray(p) for t, p in self.model.predict(*batch[0]).items()}]
         cat = np.concatenate([c for c, _ in batch])
         dense = np.concatenate([d for _, d in batch])
         probs = self.model.predict(cat, dense)

@@ -91,6 +91,7 @@ class ServingRanker:
         self.small_rows = np.concatenate([reads(j) + o for j, o in zip(self.small, offsets, strict=True)]
                                          if self.small else [np.zeros(0, np.int64)])  # fmt: skip
         self.small_offsets = offsets.astype(np.int64)
+        self.all_small = self.small == list(range(n_cat))
         # Columns whose lookup is not the identity (the source, dropped columns): only those
         # go through it (the item column's would be a cache miss per candidate in a 10^5 array).
         self.small_mapped = [k for k, j in enumerate(self.small)
@@ -108,7 +109,19 @@ class ServingRanker:
         self.tb1 = torch.stack([tw[0].bias for tw in towers]).float()[:, None, :]  # (T, 1, h)
         self.tw2 = torch.stack([tw[2].weight.T for tw in towers]).float().contiguous()  # (T, h, 1)
         self.tb2 = torch.stack([tw[2].bias for tw in towers]).float()[:, None, :]  # (T, 1, 1)
+        self.tb2_row = self.tb2[:, :, 0]  # (T, 1): added to the (T, B) logits
+        self._offsets: dict[tuple[int, int], torch.Tensor] = {}
         assert self.w_side.shape[0] == len(self.large) * e + len(DENSE_FEATURES)
+
+    def _bag_offsets(self, b: int, k: int) -> torch.Tensor:
+        """``embedding_bag`` offsets of ``b`` bags of ``k`` ids, built once per batch size (a
+        request's candidate count repeats: a handful of sizes in all)."""
+        got = self._offsets.get((b, k))
+        if got is None:
+            if len(self._offsets) >= 64:  # batch scoring's many sizes: keep the cache bounded
+                self._offsets.clear()
+            got = self._offsets[(b, k)] = torch.arange(0, b * k, k, device=self.device)
+        return got
 
     @property
     def device(self) -> torch.device:
@@ -139,7 +152,9 @@ class ServingRanker:
             side = torch.as_tensor(z, device=dev)
         small = None
         if self.table is not None:
-            rows = cat[:, self.small] + self.small_offsets
+            # Every column folded (the default): the ids as they are, C-ordered (a column
+            # selection gives a Fortran-ordered copy, which the flat bag ids copy once more).
+            rows = (cat if self.all_small else cat[:, self.small]) + self.small_offsets
             for k in self.small_mapped:
                 rows[:, k] = self.small_rows[rows[:, k]]
             small = torch.as_tensor(rows, device=dev)
@@ -151,16 +166,20 @@ class ServingRanker:
     def _rows(self, small: torch.Tensor | None, side: torch.Tensor) -> torch.Tensor:
         b = side.shape[0]
         if small is not None:
+            # Flat ids and cached bag offsets: a 2-D input makes embedding_bag build both per call.
             # In place on the bag's sums: addmm's own first step copies its input to the result.
-            pre = F.embedding_bag(small, self.table, mode="sum").addmm_(side, self.w_side)
+            pre = F.embedding_bag(small.reshape(-1), self.table, self._bag_offsets(b, small.shape[1]),
+                                  mode="sum").addmm_(side, self.w_side)  # fmt: skip
         else:
             pre = torch.addmm(self.bias, side, self.w_side)
         n_exp, hid, n_tasks = self.n_experts, self.hidden, len(self.tasks)
         eh = n_exp * hid
         h1 = pre[:, :eh].relu_().view(b, n_exp, hid).transpose(0, 1)  # (E, B, H), a view of pre
         h2 = torch.baddbmm(self.b2, h1, self.w2).relu_()  # (E, B, H)
-        # Softmax over each task's E gate logits (a tiny last dim: spelled out, it is faster).
-        g = pre[:, eh:].reshape(b, n_tasks, n_exp)
+        # Softmax over each task's E gate logits (a tiny last dim: spelled out, it is faster), on
+        # a contiguous copy of the (B, T·E) gate columns: each of the five ops below then runs
+        # over plain rows instead of pre's strided ones (≈ 20 µs less at B = 500, same floats).
+        g = pre[:, eh:].contiguous().view(b, n_tasks, n_exp)
         g = (g - g.amax(2, keepdim=True)).exp_()
         g = g.div_(g.sum(2, keepdim=True))  # (B, T, E)
         # The mixture Σ_e g_e·h2_e: per row a (T, E) @ (E, H) product (what
@@ -168,4 +187,6 @@ class ServingRanker:
         # which the towers' bmm reads faster than the permuted view.
         mixed = torch.bmm(g, h2.transpose(0, 1)).transpose(0, 1).contiguous()  # (T, B, H)
         t1 = torch.baddbmm(self.tb1, mixed, self.tw1).relu_()  # (T, B, h)
-        return torch.baddbmm(self.tb2, t1, self.tw2).squeeze(-1)  # (T, B)
+        # The last layer (h -> 1) as bmm, then its bias: baddbmm's bias copy into the (T, B, 1)
+        # result costs more than the product; the same floats (the product, then + bias).
+        return torch.bmm(t1, self.tw2).squeeze(-1).add_(self.tb2_row)  # (T, B)

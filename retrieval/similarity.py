@@ -101,9 +101,12 @@ class TwoTowerSimilarity:
             q = query_vectors(self.model, self.catalogue, [state], surface=surface, now=now)[0]
         if rows is None:
             rows = self.catalogue.index_of(list(item_ids))
+        q = q.astype(np.float32, copy=False)
+        if len(rows) and rows.min() >= 0:  # every item in the catalogue (the merge's candidates)
+            return np.take(self.items, rows, axis=0) @ q
         out = np.full(len(rows), np.nan, dtype=np.float32)
         known = rows >= 0
-        out[known] = self.items[rows[known]] @ q.astype(np.float32, copy=False)
+        out[known] = self.items[rows[known]] @ q
         return out
 
 

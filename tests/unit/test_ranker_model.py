@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from ranking.calibration import sigmoid
+from ranking.calibration import apply_calibration, sigmoid
 from ranking.model import MultiTaskRanker
 
 CFG = {"n_items": 20, "n_categories": 3, "embed_dim": 4, "n_experts": 2, "expert_hidden": 8, "tower_hidden": 4}
@@ -31,6 +31,21 @@ def test_predict_returns_calibrated_probabilities_per_task(tmp_path):
     loaded = MultiTaskRanker.load(tmp_path, device="cpu")
     assert loaded.cfg["calibration"]["click"]["method"] == "platt"
     np.testing.assert_allclose(loaded.predict(cat, dense)["click"], out["click"], rtol=1e-5)
+
+
+def test_predict_is_apply_calibration_of_each_tasks_logits_exactly():
+    """``predict`` calibrates all tasks as one array: the same floats as
+    :func:`apply_calibration` per task, cast to float32 (Platt, none, and a ``none`` method)."""
+    rng = np.random.default_rng(1)
+    model = MultiTaskRanker.from_config(CFG).compile_for_serving()
+    cat, dense = _inputs(33, rng)
+    cal = {"click": {"method": "platt", "a": 0.7, "b": -0.4}, "hide": {"method": "none", "a": 2.0, "b": 1.0}}
+    model.cfg["calibration"] = cal
+    raw = model.logits(cat, dense)
+    out = model.predict(cat, dense)
+    assert list(out) == model.tasks
+    for t in model.tasks:
+        np.testing.assert_array_equal(out[t], apply_calibration(raw[t], cal.get(t)).astype(np.float32))
 
 
 def test_unknown_ids_map_to_the_unknown_row():

@@ -8,7 +8,13 @@ import pyarrow as pa
 import pytest
 
 from core.contracts import Candidate, MergedCandidate
-from core.features import PopularityCounter, UserState, ranker_features
+from core.features import (
+    SOURCE_KINDS,
+    PopularityCounter,
+    UserState,
+    ranker_features,
+    source_indices,
+)
 from core.schema import USER_SCHEMA
 from ranking.fallback import FallbackScorer
 from ranking.scorer import RankerScorer
@@ -218,3 +224,17 @@ def test_two_tower_similarity_scores_every_candidate_like_training() -> None:
     shipped = cloudpickle.loads(cloudpickle.dumps(sim))
     again = shipped.scores(state, ["i3", "nope", "i0"], surface="home", now=NOW.timestamp())
     assert np.allclose(again[[0, 2]], got[[0, 2]], atol=1e-6) and np.isnan(again[1])
+
+
+def test_ranker_features_take_sources_as_names_or_as_their_indices() -> None:
+    """``source_indices`` (a batch's best sources as codes into distinct names) gives the
+    ``source`` column the names give, unknown names included; the rest is unchanged."""
+    state = OnlineUserStateStore(CAT, "acme").get("u1")
+    items = ["i3", "i1", "i0", "i2"]
+    names = ["two_tower", "nope", "", "trending"]
+    codes = np.array([0, 3, 1, 0])
+    args = dict(popularity=np.zeros(4), now=NOW.timestamp(), surface="home")
+    by_name = ranker_features(state, items, CAT, sources=[names[c] for c in codes.tolist()], **args)
+    by_index = ranker_features(state, items, CAT, sources=source_indices(codes, names), **args)
+    assert source_indices(codes, names).tolist() == [SOURCE_KINDS.index("two_tower"), SOURCE_KINDS.index("trending"), 0, 2]
+    assert np.array_equal(by_name[0], by_index[0]) and np.array_equal(by_name[1], by_index[1])

@@ -101,15 +101,19 @@ def drops_mask(
     ``reason_of_mask[0]`` is. Nothing dropped (the common case) costs one array check."""
     if keep.all():
         return []
-    out: Drops = []
-    for i in np.flatnonzero(~keep).tolist():
-        why = reason
-        if unknown is not None and unknown[i]:
-            why = "not_in_catalogue"
-        elif reason_of_mask is not None and reason_of_mask[0][i]:
-            why = reason_of_mask[1]
-        out.append((i, why))
-    return out
+    drop = np.flatnonzero(~keep)
+    at = drop.tolist()
+    if unknown is not None and not unknown.any():
+        unknown = None
+    if unknown is None and reason_of_mask is None:  # one reason for all (the common case)
+        return [(i, reason) for i in at]
+    # Each dropped position's reason from the masks read at the drops only (no numpy
+    # scalar per candidate).
+    unk = unknown[drop].tolist() if unknown is not None else [False] * len(at)
+    other = reason_of_mask[0][drop].tolist() if reason_of_mask is not None else [False] * len(at)
+    alt = reason_of_mask[1] if reason_of_mask is not None else reason
+    return [(i, "not_in_catalogue" if u else alt if o else reason)
+            for i, u, o in zip(at, unk, other, strict=True)]  # fmt: skip
 
 
 def partition(

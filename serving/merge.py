@@ -46,7 +46,7 @@ def merge(
     keys = rank * width + group
     cat, pair_rows = _catalogue_rows(groups)
     if pair_rows is not None:
-        out_ids, row, cat_rows = _dedupe_by_row(ids, keys, pair_rows)
+        out_ids, row, cat_rows = _dedupe_by_row(ids, keys, pair_rows, cat)
     else:
         out_ids, row = _dedupe_by_id(ids, keys)
         cat_rows = None
@@ -70,12 +70,13 @@ def _dedupe_by_id(ids: list[str], keys: np.ndarray) -> tuple[list[str], np.ndarr
     return out_ids, np.fromiter(map(row_of.__getitem__, ids), dtype=np.int64, count=len(ids))
 
 
-def _dedupe_by_row(ids: list[str], keys: np.ndarray,
-                   pair_rows: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:  # fmt: skip
+def _dedupe_by_row(ids: list[str], keys: np.ndarray, pair_rows: np.ndarray,
+                   catalogue: Any) -> tuple[list[str], np.ndarray, np.ndarray]:  # fmt: skip
     """:func:`_dedupe_by_id` when every pair's catalogue row is known (``-1``: not in the
     catalogue), plus the items' rows: one row is one item, so the items are grouped by row
     in numpy (a sort by (row, key, position)) instead of hashing every id twice; only ids
-    outside the catalogue are told apart by id (a code of their own below ``-1``)."""
+    outside the catalogue are told apart by id (a code of their own below ``-1``); when
+    there are none, the items' ids are the catalogue's (equal strings, read by row)."""
     code = pair_rows
     unknown = np.flatnonzero(pair_rows < 0)
     if len(unknown):
@@ -94,7 +95,10 @@ def _dedupe_by_row(ids: list[str], keys: np.ndarray,
     slot[place] = np.arange(len(best), dtype=np.int64)
     row = np.empty(n_pairs, dtype=np.int64)
     row[by_item] = slot[np.cumsum(first) - 1]
-    return gather(ids, out_pairs.tolist()), row, np.maximum(pair_rows[out_pairs], -1)
+    rows = pair_rows[out_pairs]
+    if len(unknown):
+        return gather(ids, out_pairs.tolist()), row, np.maximum(rows, -1)
+    return catalogue.item_ids[rows].tolist(), row, rows
 
 
 def _source_codes(groups: list, group: np.ndarray) -> tuple[np.ndarray, list[str]] | None:

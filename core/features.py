@@ -279,12 +279,15 @@ class PopularityCounter:
                     if len(picked) == n:
                         cut = key - self._KEY_MARGIN
             # :meth:`value`'s arithmetic inline (``now`` is at or after every item's time, so
-            # its ``max(0, age)`` is the age), and the (-value, id) order as two stable sorts
-            # on C key functions (by id, then by value descending: equal values keep id order).
+            # its ``max(0, age)`` is the age), and the (-value, id) order on C key functions:
+            # by value descending (the picks are nearly in that order already), and only when
+            # values tie, as two stable sorts (by id, then by value: ties keep id order).
             rate, exp = self.rate, math.exp
-            out = [(i, v * exp(-rate * (now - a)))
-                   for i, v, a in zip(picked, map(self._value.__getitem__, picked), map(self._at.__getitem__, picked), strict=True)]  # fmt: skip
-            out.sort(key=_FIRST)
+            values = [v * exp(-rate * (now - a))
+                      for v, a in zip(map(self._value.__getitem__, picked), map(self._at.__getitem__, picked), strict=True)]  # fmt: skip
+            out = list(zip(picked, values, strict=True))
+            if len(set(values)) < len(values):
+                out.sort(key=_FIRST)
             out.sort(key=_SECOND, reverse=True)
             del out[n:]
             if not out or out[-1][1] >= self._TINY:

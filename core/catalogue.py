@@ -48,10 +48,19 @@ class Catalogue:
     """``(N,)`` int8 index into :data:`core.schema.MATURITY_LEVELS`."""
     titles: np.ndarray | None = None
     _index: dict[str, int] = field(default_factory=dict, repr=False)
+    _opens: np.ndarray = field(init=False, repr=False, compare=False)
+    """``(N,)`` when each item becomes available: the later of ``created_at`` and
+    ``available_from`` (no bound: ``created_at``; no creation time: NaN, never)."""
+    _closes: np.ndarray = field(init=False, repr=False, compare=False)
+    """``(N,)`` ``available_until``, no bound as ``+inf``."""
 
     def __post_init__(self) -> None:
         if not self._index:
             self._index = {item: i for i, item in enumerate(self.item_ids.tolist())}
+        # :meth:`available`'s three bounds as two, once per catalogue.
+        start = self.available_from
+        self._opens = np.where(np.isnan(start), self.created_at, np.maximum(self.created_at, start))
+        self._closes = np.where(np.isnan(self.available_until), np.inf, self.available_until)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -74,12 +83,11 @@ class Catalogue:
         return None if i is None else self.categories[self.category[i]]
 
     def available(self, idx: np.ndarray, now: float) -> np.ndarray:
-        """``(B,)`` bool: created and inside the availability window at ``now``."""
-        start = self.available_from[idx]
-        end = self.available_until[idx]
-        ok = self.created_at[idx] <= now
-        ok &= np.isnan(start) | (start <= now)
-        ok &= np.isnan(end) | (now < end)
+        """``(B,)`` bool: created and inside the availability window at ``now`` (``now`` a
+        finite time): ``created_at <= now``, ``available_from <= now`` where set and
+        ``now < available_until`` where set."""
+        ok = self._opens[idx] <= now
+        ok &= now < self._closes[idx]
         return ok
 
     @classmethod

@@ -257,21 +257,34 @@ class PopularityCounter:
             # Only items whose key is within a margin of the n-th best can be in the top n;
             # they are scored and sorted exactly as below.
             ids, keys, _ = ranked
-            picked: list[str] = []
-            cut = -math.inf
-            for item, key in zip(ids, keys, strict=True):
-                if exclude and item in exclude:
-                    continue
-                if key < cut:
-                    break
-                picked.append(item)
-                if len(picked) == n:
-                    cut = key - self._KEY_MARGIN
-            # :meth:`value`'s arithmetic inline, and the (-value, id) order as two stable sorts
-            # on C key functions (by id, then by value descending: equal values keep id order).
-            value, at, rate, exp = self._value, self._at, self.rate, math.exp
-            out = [(i, value[i] * exp(-rate * max(0.0, now - at[i]))) for i in picked]
-            out.sort(key=_FIRST)
+            if not exclude:  # the first n, and any after them within the margin: a prefix
+                m = min(n, len(ids))
+                if m == n:
+                    cut = keys[n - 1] - self._KEY_MARGIN
+                    while m < len(ids) and keys[m] >= cut:
+                        m += 1
+                picked = ids[:m]
+            else:
+                picked = []
+                cut = -math.inf
+                for item, key in zip(ids, keys, strict=True):
+                    if item in exclude:
+                        continue
+                    if key < cut:
+                        break
+                    picked.append(item)
+                    if len(picked) == n:
+                        cut = key - self._KEY_MARGIN
+            # :meth:`value`'s arithmetic inline (``now`` is at or after every item's time, so
+            # its ``max(0, age)`` is the age), and the (-value, id) order on C key functions:
+            # by value descending (the picks are nearly in that order already), and only when
+            # values tie, as two stable sorts (by id, then by value: ties keep id order).
+            rate, exp = self.rate, math.exp
+            values = [v * exp(-rate * (now - a))
+                      for v, a in zip(map(self._value.__getitem__, picked), map(self._at.__getitem__, picked), strict=True)]  # fmt: skip
+            out = list(zip(picked, values, strict=True))
+            if len(set(values)) < len(values):
+                out.sort(key=_FIRST)
             out.sort(key=_SECOND, reverse=True)
             del out[n:]
             if not out or out[-1][1] >= self._TINY:

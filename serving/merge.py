@@ -51,9 +51,10 @@ def merge(
     row_of = dict(zip(out_ids, range(len(out_ids)), strict=True))
     row = np.fromiter(map(row_of.__getitem__, ids), dtype=np.int64, count=len(ids))
     diagnostics = None
-    if any_diag:
-        diagnostics = [x for d, c in zip(diags, groups, strict=True)
-                       for x in (d if d is not None else [None] * len(c))]  # fmt: skip
+    if any_diag:  # one list, extended in C
+        diagnostics = []
+        for d, c in zip(diags, groups, strict=True):
+            diagnostics += d if d is not None else [None] * len(c)
     pairs = Provenance(len(out_ids), row, sources, versions, np.concatenate(scores), rank, diagnostics,
                        source_codes=_source_codes(groups, group))  # fmt: skip
     cat, cat_rows = _catalogue_rows(groups, len(out_ids), row)

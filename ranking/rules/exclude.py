@@ -9,18 +9,23 @@ from core.catalogue import Catalogue
 from core.components import RULES
 from core.config import PolicyConfig
 from core.contracts import Query
-from ranking.rules.base import Drops, JudgingRule, drops_by_id
+from ranking.rules.base import Drops, JudgingRule, drops_by_id, rows_in
 
 
 @RULES.register("exclude")
 class ExcludeRule(JudgingRule):
     name = "exclude"
 
+    def __init__(self, catalogue: Catalogue | None = None):
+        # Where the candidates' rows are read to find the items asked about (not a
+        # ``catalogue`` attribute: the rule judges by id, with or without one).
+        self._catalogue = catalogue
+
     @classmethod
     def from_policy(
         cls, policy: PolicyConfig | None, catalogue: Catalogue | None, cfg: Any = None
     ) -> ExcludeRule:
-        return cls()
+        return cls(catalogue)
 
     def judge(self, query: Query, batch: CandidateBatch, user_state: Any) -> Drops:
         seen = set(getattr(user_state, "history", ()) or ())
@@ -34,4 +39,4 @@ class ExcludeRule(JudgingRule):
                 return "already_interacted"
             return None
 
-        return drops_by_id(batch, reason, only=seen | set(excluded))
+        return drops_by_id(batch, reason, only=seen | set(excluded), catalogue=rows_in(self._catalogue, query))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 
 import numpy as np
 from pydantic import Field
@@ -13,6 +14,8 @@ from core.contracts import Query, SourceResult
 from core.features import UserState
 from retrieval.cooccurrence import ItemToItemIndex
 from retrieval.sources.base import SourceContext, SourceUnavailable, result_from_columns
+
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 _SEED_CACHE = 4096
 """Seeds whose neighbour columns a source keeps (≈ 50 neighbours each)."""
@@ -95,11 +98,15 @@ class ItemToItemSource:
                     via[item] = [seed]
                 else:
                     found.append(seed)
-        ranked = sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:limit]
-        return result_from_columns(self.name, self.version, [r[0] for r in ranked],
-                                   [r[1] for r in ranked], {"seeds": seeds},
+        # By (-score, id) as two stable sorts on C key functions: by id, then by score
+        # descending (equal scores keep id order).
+        ranked = sorted(scores.items(), key=_FIRST)
+        ranked.sort(key=_SECOND, reverse=True)
+        del ranked[limit:]
+        ids, best = zip(*ranked, strict=True) if ranked else ((), ())
+        return result_from_columns(self.name, self.version, ids, best, {"seeds": seeds},
                                    versions={"item_to_item": self.version},
-                                   per_item=[{"seeds": via[r[0]]} for r in ranked])  # fmt: skip
+                                   per_item=[{"seeds": via[i]} for i in ids])  # fmt: skip
 
     def _neighbour_arrays(self, seed: str) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_neighbours` as arrays: neighbour codes (ranks in item-id order, so a sort

@@ -15,7 +15,7 @@ from core.config import SourceSpec
 from core.contracts import Query, SourceResult
 from core.features import PopularityCounter
 from core.schema import POSITIVE_EVENT_TYPES
-from retrieval.sources.base import SourceContext, make_result
+from retrieval.sources.base import SourceContext, result_from_columns
 
 
 class TrendingSourceConfig(SourceSpec):
@@ -79,4 +79,5 @@ class TrendingSource:
 
     async def retrieve(self, query: Query, user_state: Any, limit: int) -> SourceResult:
         top = self.counter.top(query.now.timestamp(), limit)
-        return make_result(self.name, self.version, top, {"items_counted": len(self.counter)})
+        ids, scores = zip(*top, strict=True) if top else ((), ())  # two columns, unzipped in C
+        return result_from_columns(self.name, self.version, ids, scores, {"items_counted": len(self.counter)})

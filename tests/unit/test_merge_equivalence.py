@@ -102,6 +102,11 @@ def test_merge_matches_the_reference(seed: int) -> None:
     by_row = merge(carried, pins)
     assert by_row == want and by_row.provenance_columns() == _pair_columns(want)
     assert by_row.rows(cat).tolist() == cat.index_of([c.item_id for c in want]).tolist()
+    # Every item in the catalogue: the items de-duplicated by row alone, their ids read there.
+    full = catalogue([{"item_id": f"i{k}"} for k in range(pool)])
+    all_rows = merge([_with_rows(r, full) if rng.random() < 0.7 else r for r in results], pins)
+    assert all_rows == want and all_rows.provenance_columns() == _pair_columns(want)
+    assert all_rows.rows(full).tolist() == full.index_of([c.item_id for c in want]).tolist()
     rows = CandidateBatch([c.item_id for c in want], [c.provenance for c in want])
     assert got.best_sources() == rows.best_sources() == [c.best.source for c in want]
     np.testing.assert_array_equal(got.retrieval_scores(), rows.retrieval_scores())

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
 import pytest
@@ -87,6 +88,29 @@ def test_exclude_rule_request_and_interacted() -> None:
         "teen1": "already_interacted",
         "news1": "already_interacted",
     }
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_id_rules_find_the_same_items_by_catalogue_row(seed: int) -> None:
+    """Hidden and exclude judge by id; given the catalogue they find the items by row (ids
+    outside it by id, another tenant's catalogue not used): the same removals, in order."""
+    rng = random.Random(seed)
+    ids = [f"c{k}" for k in range(60)]
+    cat = catalogue([{"item_id": i} for i in ids[:45]])
+    state = ServingUserState(user_id="u1")
+    for i in rng.sample(ids, rng.randint(0, 6)):
+        state.hidden.add(i)
+    for i in rng.sample(ids, rng.randint(0, 6)):
+        state.history.append(i)
+    state.positives.update(rng.sample(ids, rng.randint(0, 3)))
+    q = query(exclude_item_ids=frozenset(rng.sample(ids + ["elsewhere"], rng.randint(0, 3))))
+    cands = merged(*rng.sample(ids, rng.randint(0, 60)))
+    for by_id, by_row in ((HiddenByUserRule(), HiddenByUserRule(cat)), (ExcludeRule(), ExcludeRule(cat))):
+        want = by_id.apply(q, cands, state)
+        got = by_row.apply(q, cands, state)
+        assert got.removed == want.removed and list(got.kept) == list(want.kept)
+    other = catalogue([{"item_id": i} for i in ids], tenant="other")
+    assert ExcludeRule(other).apply(q, cands, state).removed == ExcludeRule().apply(q, cands, state).removed
 
 
 @pytest.mark.parametrize(

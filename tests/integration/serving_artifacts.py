@@ -54,9 +54,11 @@ def _review_and_promote(registry: Registry, tenant: str, versions: dict[str, str
 
 def publish_two_tower(registry: Registry, catalogue: Catalogue, *, seed: int = 0, dim: int = 16,
                       promote: bool = True, item_tower_version: str | None = None,
-                      arch: dict | None = None, scann: bool = False) -> tuple[str, str]:  # fmt: skip
+                      arch: dict | None = None, scann: bool = False, now: float | None = None) -> tuple[str, str]:  # fmt: skip
     """Publish a query/item tower and an index built from its item tower (brute force, or
-    ScaNN sized to the catalogue with ``scann=True``).
+    ScaNN sized to the catalogue with ``scann=True``), its item ages at ``now`` (epoch
+    seconds; default the wall clock: pass one for a test whose slates must not depend on
+    when it runs).
 
     ``item_tower_version`` forces the index to claim another item tower (a mismatched pair,
     which the launch review refuses and serving must refuse: promoted by break-glass); ``arch`` overrides the toy sizes (``dim``, ``embed_dim``,
@@ -78,7 +80,7 @@ def publish_two_tower(registry: Registry, catalogue: Catalogue, *, seed: int = 0
                               lineage=Lineage(feature_schema_hash=feature_schema_hash()),
                               metrics=PLACEHOLDER_METRICS["two_tower"],
                               description="serving test tower")  # fmt: skip
-        vectors = model.encode_items(item_features(catalogue, time.time()))
+        vectors = model.encode_items(item_features(catalogue, time.time() if now is None else now))
         built_by = item_tower_version or tt.version
         exact = BruteForceIndex(vectors, catalogue.item_ids, built_by)
         if scann:

@@ -28,6 +28,13 @@ from training.batch_score import build_stages, production_versions
 from training.quality_checks import users_table
 
 SURFACES = ["email", "home"]
+NOW = datetime(2026, 12, 2, 12, 17, tzinfo=UTC)
+"""Every query's ``now`` and the index's item ages (the fixture): fixed, never the wall clock.
+The slates depend on it (hour of day, item ages, popularity decay), so with ``datetime.now``
+each run was a different test. The batch encodes many users in one float32 query-tower pass
+and the pipeline one user alone, and the two can differ in the last bit; where two
+utilities are that close, the ``utility_rank`` reasons differ. Sampled every 11 minutes of
+2026-12-02, 3 of 131 runs did, and so did 12:02-12:05 UTC (item_page): a run then failed."""
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +42,7 @@ def world(tiny_data: Path, tmp_path_factory):
     root = tmp_path_factory.mktemp("batch_recommend")
     registry = Registry(str(root / "registry"))
     catalogue = Catalogue.load(str(tiny_data), "acme")
-    two_tower, _ = publish_two_tower(registry, catalogue)
+    two_tower, _ = publish_two_tower(registry, catalogue, now=NOW.timestamp())
     publish_ranker(registry, catalogue, two_tower=two_tower)
     platform = write_platform_yaml(tiny_data, root)
     versions = production_versions(registry, "acme", "production")
@@ -62,7 +69,7 @@ def _slate(items) -> list[tuple]:
 
 def test_batch_slates_equal_the_one_request_pipelines(world) -> None:
     platform, versions, users = world
-    now = datetime.now(UTC)
+    now = NOW
     queries = _queries(users, now)
     batched = build_stages("acme", platform, SURFACES, versions, max_batch=64)
     plain = build_stages("acme", platform, SURFACES, versions, batched=False)
@@ -84,7 +91,7 @@ def test_batch_slates_equal_the_one_request_pipelines(world) -> None:
 
 def test_users_whose_ranker_is_missing_get_the_pipelines_degraded_answer(world) -> None:
     platform, versions, users = world
-    now = datetime.now(UTC)
+    now = NOW
     queries = _queries(users[:5], now)
     no_ranker = {k: v for k, v in versions.items() if k != "ranker"}
     stages = build_stages("acme", platform, SURFACES, no_ranker, max_batch=64)
@@ -102,7 +109,7 @@ def test_users_whose_ranker_is_missing_get_the_pipelines_degraded_answer(world) 
 def test_a_batch_whose_policy_cannot_be_read_fails_closed_as_the_pipeline_does(world) -> None:
     platform, versions, users = world
     stages = replace(build_stages("acme", platform, SURFACES, versions, max_batch=64), rules=None)
-    queries = _queries(users[:2], datetime.now(UTC))
+    queries = _queries(users[:2], NOW)
     pipe = RecommendationPipeline(stages)
 
     with pytest.raises(ServiceUnavailable, match="policy_unavailable"):  # acme has no safe list
@@ -145,7 +152,7 @@ def test_hidden_items_frequency_caps_custom_rules_and_several_surfaces_match_the
 
     platform, versions, users = world
     surfaces = ["email", "home", "item_page"]
-    now = datetime.now(UTC)
+    now = NOW
     batched = build_stages("acme", platform, surfaces, versions, max_batch=64)
     plain = build_stages("acme", platform, surfaces, versions, batched=False)
     before = _one_at_a_time(RecommendationPipeline(plain), _queries(users[:12], now, ["home"]))
@@ -184,7 +191,7 @@ def test_the_recs_table_is_each_slate_and_flags_what_the_rules_remove_on_a_secon
 
     platform, versions, users = world
     stages = build_stages("acme", platform, ["home"], versions, max_batch=64)
-    queries = _queries(users[:8], datetime.now(UTC), ["home"])
+    queries = _queries(users[:8], NOW, ["home"])
     answers: list = asyncio.run(recommend_many(RecommendationPipeline(stages), queries))
     answers[0].state.hidden.add(answers[0].slate[2].item_id)  # hidden since the slate was built
     answers[1] = replace(answers[1], slate=[], fallback="no_candidates")

@@ -232,8 +232,15 @@ def test_a_freeze_refuses_a_config_promotion_but_not_a_rollback_or_a_kill_switch
 
 
 def test_during_a_freeze_only_a_safety_rule_goes_through(world, tmp_path, monkeypatch, capsys):
-    freeze_now(tmp_path, monkeypatch, KIND)
     review = ["config", "review", "--tenant", "acme", *SIGN_OFFS, "--approve", "--actor", "rita"]
+    # Production is this world's exported config before the freeze (the test does not rely on
+    # what an earlier test of the module left promoted: run alone, production was platform.yaml,
+    # which the export differs from beyond policy, so the safety change was refused).
+    path = _export(world, tmp_path)
+    assert recsys(["config", "publish", "--tenant", "acme", str(path), "--replay", "3"]) == 0
+    assert recsys(review) == 0
+    assert recsys(["config", "promote", "--tenant", "acme", "--reason", "baseline"]) == 0
+    freeze_now(tmp_path, monkeypatch, KIND)
     # Looser: more exploration slots. Refused by the freeze.
     path = _export(world, tmp_path)
     assert recsys(["config", "set", str(path), "surfaces.home.ranker.max_candidates=400"]) == 0

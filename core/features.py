@@ -157,6 +157,15 @@ class UserState:
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 
+def sort_best_first(pairs: list[tuple[str, float]]) -> None:
+    """Sort ``(id, value)`` pairs in place by value descending, equal values by id: the order
+    of ``key=lambda x: (-x[1], x[0])``, as stable sorts on C key functions — by id (only when
+    some values tie), then by value descending (ties keep id order)."""
+    if len(set(map(_SECOND, pairs))) < len(pairs):
+        pairs.sort(key=_FIRST)
+    pairs.sort(key=_SECOND, reverse=True)
+
+
 class PopularityCounter:
     """Time-decayed count of positive events per item: ``sum(exp(-ln2 * age / half_life))``."""
 
@@ -276,16 +285,12 @@ class PopularityCounter:
                     if len(picked) == n:
                         cut = key - self._KEY_MARGIN
             # :meth:`value`'s arithmetic inline (``now`` is at or after every item's time, so
-            # its ``max(0, age)`` is the age), and the (-value, id) order on C key functions:
-            # by value descending (the picks are nearly in that order already), and only when
-            # values tie, as two stable sorts (by id, then by value: ties keep id order).
+            # its ``max(0, age)`` is the age), then the (-value, id) order.
             rate, exp = self.rate, math.exp
             values = [v * exp(-rate * (now - a))
                       for v, a in zip(map(self._value.__getitem__, picked), map(self._at.__getitem__, picked), strict=True)]  # fmt: skip
             out = list(zip(picked, values, strict=True))
-            if len(set(values)) < len(values):
-                out.sort(key=_FIRST)
-            out.sort(key=_SECOND, reverse=True)
+            sort_best_first(out)
             del out[n:]
             if not out or out[-1][1] >= self._TINY:
                 return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import itemgetter
 
 import numpy as np
 from pydantic import Field
@@ -11,11 +10,9 @@ from pydantic import Field
 from core.components import SOURCES
 from core.config import SourceSpec
 from core.contracts import Query, SourceResult
-from core.features import UserState
+from core.features import UserState, sort_best_first
 from retrieval.cooccurrence import ItemToItemIndex
 from retrieval.sources.base import SourceContext, SourceUnavailable, result_from_columns
-
-_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 _SEED_CACHE = 4096
 """Seeds whose neighbour columns a source keeps (≈ 50 neighbours each)."""
@@ -98,10 +95,8 @@ class ItemToItemSource:
                     via[item] = [seed]
                 else:
                     found.append(seed)
-        # By (-score, id) as two stable sorts on C key functions: by id, then by score
-        # descending (equal scores keep id order).
-        ranked = sorted(scores.items(), key=_FIRST)
-        ranked.sort(key=_SECOND, reverse=True)
+        ranked = list(scores.items())
+        sort_best_first(ranked)  # by (-score, id)
         del ranked[limit:]
         ids, best = zip(*ranked, strict=True) if ranked else ((), ())
         return result_from_columns(self.name, self.version, ids, best, {"seeds": seeds},

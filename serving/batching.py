@@ -13,12 +13,14 @@ the stages here hold those calls briefly (:class:`MicroBatcher`) and answer them
   ``@serve.batch`` does in the Ranker deployment.
 
 Results are the unbatched stages' (same functions, same inputs); only the number of forward
-passes changes. One caveat, measured: float32 matrix kernels round a ``(B, D)`` query-tower pass
-and a ``(1, D)`` pass differently in the last bit, so a query vector (and through the ranker's
-``retrieval_score`` feature, a utility) can differ by ~1e-7 relative; where two candidates'
-utilities tie within that, their order (and ``utility_rank`` reasons) may swap. Encoding each
-user alone would make them bitwise equal at ≈ 0.12 ms more per user in a batch job; the tests
-compare at a fixed time (``tests/unit/test_batch_recommend.py``). They plug into :func:`serving.assembly.build_tenant_stages` as a
+passes changes. One caveat, measured: float32 matrix kernels round a ``(B, D)`` query-tower
+pass and a ``(1, D)`` pass differently in the last bit, so a query vector (and through the
+ranker's ``retrieval_score`` feature, a utility) can differ by ~1e-7 relative; where two
+candidates' utilities tie within that, their order (and ``utility_rank`` reasons) may swap.
+Encoding each user alone would make them bitwise equal at ≈ 0.12 ms more per user in a batch
+job; the tests compare at a fixed time (``tests/unit/test_batch_recommend.py``).
+
+They plug into :func:`serving.assembly.build_tenant_stages` as a
 :class:`serving.assembly.RemoteStages` (:class:`BatchStages`). :mod:`serving.batch` calls
 their ``retrieve_many`` / ``score_many`` directly (no event-loop gathering, no timeouts).
 """

@@ -29,7 +29,7 @@ from deployments.broadcast import EventBroadcast
 from deployments.decision_log import DecisionForwarder, LocalDecisionLog
 from deployments.errors import ApiError, BodySizeLimit, install_error_handlers
 from deployments.explain import CONTENT_SECURITY_POLICY, render_explain, render_not_found
-from deployments.loaders import ServingContext, load_catalogue, settle_replica
+from deployments.loaders import ServingContext, load_catalogues, settle_replica
 from deployments.model_slots import RankerSlots, TwoTowerSlots
 from deployments.quotas import AdmissionControl, AdmissionMiddleware
 from deployments.recent import RecentDecisions
@@ -78,7 +78,7 @@ class Ingress:
         # One catalogue per tenant in this replica, shared by the rules, the sources and the
         # models loaded here: a request's candidates are looked up in it once (a batch keeps
         # its rows per catalogue object; two copies meant every lookup twice, and twice the memory).
-        catalogues = {t.id: load_catalogue(ctx, t.id) for t in self.config.tenants}
+        catalogues = load_catalogues(ctx, [t.id for t in self.config.tenants])
         # Models the placement puts in this replica: loaded and hot-swapped here.
         self.two_tower = self.ranker = None
         if args.placement.two_tower_in_ingress:

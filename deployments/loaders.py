@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -58,6 +59,14 @@ def load_catalogue(ctx: ServingContext, tenant: str) -> Catalogue | None:
     except (FileNotFoundError, ValueError, OSError) as exc:
         logger.error("tenant %s: no catalogue (%s); policy fails closed", tenant, exc)
         return None
+
+
+def load_catalogues(ctx: ServingContext, tenants: Iterable[str],
+                    given: Mapping[str, Catalogue | None] | None = None) -> dict[str, Catalogue | None]:  # fmt: skip
+    """Tenant → catalogue for ``tenants``: those in ``given`` (already loaded by the replica:
+    the same object, shared), the others loaded here (:func:`load_catalogue`)."""
+    given = given or {}
+    return {t: given[t] if t in given else load_catalogue(ctx, t) for t in tenants}
 
 
 def load_events(ctx: ServingContext, tenant: str) -> pa.Table | None:

@@ -30,7 +30,7 @@ from core.catalogue import Catalogue
 from core.registry import Registry
 from deployments import metrics
 from deployments.hot_swap import RuntimeSlot, poll_forever
-from deployments.loaders import ServingContext, load_catalogue
+from deployments.loaders import ServingContext, load_catalogues
 from serving.loaders import load_ranker, load_two_tower, two_tower_key
 
 MAX_PINNED_VERSIONS = 4
@@ -124,13 +124,11 @@ class _Slots:
 
     def __init__(self, ctx: ServingContext, catalogues: dict[str, Catalogue | None] | None):
         self.registry = Registry(ctx.registry)
-        self.catalogues = dict(catalogues or {})
+        tenants = [t.id for t in ctx.platform().tenants]
+        self.catalogues = load_catalogues(ctx, tenants, catalogues)
         self.slots: dict[str, RuntimeSlot] = {}
         self._poller: asyncio.Task | None = None
-        for tenant in ctx.platform().tenants:
-            t = tenant.id
-            if t not in self.catalogues:
-                self.catalogues[t] = load_catalogue(ctx, t)
+        for t in tenants:
             self.slots[t] = RuntimeSlot(
                 f"{self.component}[{t}]",
                 resolve=lambda t=t: self._resolve(t, ctx.alias),

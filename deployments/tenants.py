@@ -23,7 +23,7 @@ from core.tenant_config import BOOTSTRAP, load_published
 from core.tenant_config import KIND as TENANT_CONFIG
 from deployments import metrics
 from deployments.hot_swap import Refused, RuntimeSlot, poll_forever
-from deployments.loaders import ServingContext, load_catalogue, load_events, load_users
+from deployments.loaders import ServingContext, load_catalogues, load_events, load_users
 from deployments.settings import AppArgs
 from deployments.stages import HandleStages
 from serving.assembly import TenantData, TenantModels
@@ -85,9 +85,7 @@ class TenantPipelines:
         )  # fmt: skip
         # This replica holds online state that accepted events must reach.
         self.holds_state = placement.user_state == "ingress" or local_sources
-        given = dict(catalogues or {})
-        self.catalogues = {t.id: given[t.id] if t.id in given else load_catalogue(ctx, t.id)
-                           for t in config.tenants}  # fmt: skip
+        self.catalogues = load_catalogues(ctx, [t.id for t in config.tenants], catalogues)
         self.pipelines: dict[str, RecommendationPipeline] = {}
         self.config_slots: dict[str, RuntimeSlot] = {}
         self.registry = Registry(ctx.registry)
@@ -145,8 +143,10 @@ class TenantPipelines:
                                      models, document=document, version=version, switches=switches, bundle=bundle,
                                      remote=self._remote[tenant], faults=self.faults)  # fmt: skip
         catalogue, popularity = self.catalogues[tenant], getattr(stages, "popularity", None)
-        if catalogue is not None and hasattr(popularity, "align"):
-            popularity.align(catalogue)  # here, off the event loop: the ranker reads it by row
+        if self.placement.ranker == "ingress" and catalogue is not None and hasattr(popularity, "align"):
+            # This replica's ranker reads the counter by row (LivePopularity): aligned here,
+            # off the event loop, not on the first request after a swap.
+            popularity.align(catalogue)
         seen = frozenset()
         if events is not None:
             logger.info("ingress %s: online state from %d events (tenant_config %s)", tenant,

@@ -276,7 +276,7 @@ def test_ingress_pipelines_swap_a_promoted_config_and_keep_the_live_events(world
     """The Ingress replica's tenant pipelines (no Ray: the models in the replica, as on a CPU
     node): a promoted config and a kill switch are picked up by the alias poll's refresh, and a
     hide that reached the replica only live (not in the event log it rebuilds from) survives."""
-    from deployments.loaders import ServingContext, load_catalogue
+    from deployments.loaders import ServingContext, load_catalogues
     from deployments.model_slots import RankerSlots, TwoTowerSlots
     from deployments.settings import AppArgs
     from deployments.tenants import LivePopularity, TenantPipelines
@@ -290,7 +290,7 @@ def test_ingress_pipelines_swap_a_promoted_config_and_keep_the_live_events(world
                    placement={"source_kinds": {"two_tower": "ingress"}, "ranker": "ingress"})  # fmt: skip
 
     async def run() -> None:
-        catalogues = {t.id: load_catalogue(ctx, t.id) for t in world["platform"].tenants}  # as the Ingress
+        catalogues = load_catalogues(ctx, [t.id for t in world["platform"].tenants])  # as the Ingress
         two_tower = TwoTowerSlots(ctx, catalogues=catalogues)
         await two_tower.refresh_all()
         holder: dict = {}
